@@ -1,0 +1,38 @@
+"""``kres info``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from kres.options import depth_option, image_size_option, variant_option
+
+
+@click.command(help="Print the layers, parameters, multiply-adds and stage output shapes of a ResNet.")
+@depth_option()
+@image_size_option()
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@variant_option()
+@click.option("--stem", type=click.Choice(["imagenet", "cifar"]), default="imagenet", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(depth: int, image_size: int, num_classes: int, variant: str, stem: str, as_json: bool) -> None:
+    from keras_resnet.model import resnet
+    from keras_resnet.summary import summarize
+
+    model = resnet(depth, num_classes=num_classes, input_shape=(image_size, image_size, 3),
+                   variant=variant, stem=stem)
+    summary = summarize(model)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    click.echo(f"{summary.name} ({variant}, {stem} stem) at {image_size}x{image_size}x3, {num_classes} classes")
+    click.echo(f"  weight layers     {summary.weight_layers} (convs and dense on the main path)")
+    click.echo(f"  keras layers      {summary.layers}")
+    click.echo(f"  trainable params  {summary.trainable_params:,}")
+    click.echo(f"  total params      {summary.total_params:,}")
+    click.echo(f"  multiply-adds     {summary.macs / 1e9:.2f} G ({summary.macs:,})")
+    click.echo("  stage outputs:")
+    for stage, shape in summary.stages.items():
+        click.echo(f"    {stage:<5} {' x '.join(map(str, shape))}")
+    click.echo(f"    out   {' x '.join(map(str, summary.output_shape))}")

@@ -1,0 +1,89 @@
+"""``kres``: the command group. Subcommands are imported only when run, so ``kres --help`` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+# Quiet TensorFlow's C++ start-up chatter for every command; a user can still override it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# name -> (module under kres, function, one-line help). A command whose module is not installed is hidden.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "info": ("kres.info", "info", "Layers, parameters, multiply-adds and stage shapes of a ResNet."),
+    "train": ("kres.train", "train", "Train a ResNet on a TFDS dataset, an image folder or the built-in digits."),
+    "evaluate": ("kres.evaluate", "evaluate", "Top-1/top-5, loss and confusion matrix of .keras, SavedModel or .tflite."),
+    "predict": ("kres.predict", "predict", "Top-k labels of images with a trained or exported model."),
+    "export": ("kres.export", "export", "SavedModel, TFLite (float, float16, dynamic, int8, QAT) and Edge TPU."),
+    "convert-weights": ("kres.convert_weights", "convert_weights", "Turn a torchvision checkpoint into a .keras file."),
+    "bench": ("kres.bench", "bench", "Benchmarks against peers, run in the same command."),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name, (module, _, _) in COMMANDS.items() if _installed(module)]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not _installed(COMMANDS[name][0]):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _version() -> str:
+    try:
+        return version("keras-resnet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="kres")
+def cli() -> None:
+    """kres: train, evaluate, quantize and export ResNets for phones and Edge TPUs."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
+    from keras_resnet.errors import KresError
+
+    try:
+        cli.main(args=argv, prog_name="kres", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.UsageError as err:
+        hint = f" (see 'kres {err.ctx.info_name} --help')" if err.ctx and err.ctx.parent else " (see 'kres --help')"
+        click.echo(f"Error: {err.format_message()}{hint}", err=True)
+        return 2
+    except click.ClickException as err:
+        click.echo(f"Error: {err.format_message()}", err=True)
+        return err.exit_code
+    except KresError as err:
+        click.echo(f"Error: {err}", err=True)
+        return 2
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

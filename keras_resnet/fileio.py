@@ -1,0 +1,54 @@
+"""Atomic artifact writes: a crash or a kill never leaves a half-written file under the final name."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from keras_resnet.errors import KresError
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) or fail with a one-line error that names it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".kres-probe-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise KresError(f"cannot write to {path}: {err.strerror or err}; choose another output path") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success it is renamed onto ``final`` in one step.
+
+    The temporary name keeps ``final``'s extension (or ``suffix``), since savers such as
+    ``model.save`` insist on one. On error the temporary file is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    ensure_writable_dir(final.parent)
+    ext = suffix if suffix is not None else "".join(final.suffixes)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{ext}")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def write_text(final: str | os.PathLike, text: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(final: str | os.PathLike, data) -> None:
+    write_text(final, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,103 @@
+"""Per-model facts that export, evaluate and predict must agree on, kept in one ``meta.json``.
+
+A run directory and every export directory hold a ``meta.json`` beside the model. Where a model
+comes without one, the structural facts are read off the model itself and the labels are numbered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+
+from keras_resnet import fileio
+from keras_resnet.errors import KresError
+from keras_resnet.model import depth_of
+from keras_resnet.specs import NORMALIZATIONS
+
+META_FILENAME = "meta.json"
+
+
+@dataclass
+class ModelMeta:
+    depth: int
+    variant: str  # "v1.5" or "v1"
+    stem: str  # "imagenet" or "cifar"
+    input_shape: list[int]  # [height, width, channels] of the raw-pixel input
+    normalization: str  # key of keras_resnet.specs.NORMALIZATIONS (applied inside the model)
+    mean: list[float]  # per input channel, 0-255 units, RGB order
+    std: list[float]
+    labels: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # e.g. dataset name, accuracy measured at export
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.input_shape[0])
+
+    @classmethod
+    def from_model(cls, model: keras.Model, labels: list[str] | None = None) -> ModelMeta:
+        """Read depth, variant, stem, input shape and normalisation off a model built by ``resnet``."""
+        names = {layer.name for layer in model.layers}
+        variant = "v1" if model.get_layer("conv1_conv").use_bias else "v1.5"
+        pre = model.get_layer("preprocess").get_config()
+        scale, offset = _as_list(pre["scale"]), _as_list(pre["offset"])
+        std = [1.0 / s for s in scale]
+        mean = [-o * s for o, s in zip(offset, std)]
+        normalization = next(
+            (n.name for n in NORMALIZATIONS.values()
+             if len(mean) == 3 and all(abs(a - b) < 1e-3 for a, b in zip(mean, n.mean))),
+            "torch" if variant == "v1.5" else "caffe",
+        )
+        if labels is None and "predictions" in names:
+            labels = [f"class_{i}" for i in range(model.get_layer("predictions").units)]
+        return cls(
+            depth=depth_of(model), variant=variant,
+            stem="imagenet" if "pool1_pool" in names else "cifar",
+            input_shape=[int(d) if d is not None else None for d in model.input_shape[1:]],
+            normalization=normalization, mean=mean, std=std, labels=list(labels or []),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically; ``path`` is a file or a directory (then ``meta.json`` inside it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / META_FILENAME
+        fileio.write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ModelMeta:
+        path = Path(path)
+        if path.is_dir():
+            path = path / META_FILENAME
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except FileNotFoundError:
+            raise KresError(f"no {META_FILENAME} at {path}") from None
+        except (json.JSONDecodeError, TypeError) as err:
+            raise KresError(f"{path} is not a valid {META_FILENAME} ({err}); re-export the model") from None
+
+
+def find_meta(model_path: str | os.PathLike) -> ModelMeta | None:
+    """The ``meta.json`` that travels with a model file or directory, or None."""
+    path = Path(model_path)
+    for candidate in (path / META_FILENAME, path.parent / META_FILENAME):
+        if candidate.is_file():
+            return ModelMeta.load(candidate)
+    return None
+
+
+def _as_list(value) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    return [float(v) for v in value]

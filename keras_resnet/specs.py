@@ -1,0 +1,99 @@
+"""What each ResNet is: the depth table, the variants and the input normalisations.
+
+Everything that differs between depths or variants is read from here: the builder, the CLI's
+``--depth`` choices, the tests and the exporters never spell an architecture out themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keras_resnet.errors import KresError
+
+STAGE_WIDTHS = (64, 128, 256, 512)
+"""Filters of the first conv of each stage (C2..C5); a bottleneck block's output is 4x this."""
+
+STAGE_NAMES = ("conv2", "conv3", "conv4", "conv5")
+FEATURE_NAMES = ("C2", "C3", "C4", "C5")
+
+
+@dataclass(frozen=True)
+class DepthSpec:
+    block: str  # "basic" or "bottleneck"
+    repeats: tuple[int, int, int, int]
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+
+DEPTHS: dict[int, DepthSpec] = {
+    18: DepthSpec("basic", (2, 2, 2, 2)),
+    34: DepthSpec("basic", (3, 4, 6, 3)),
+    50: DepthSpec("bottleneck", (3, 4, 6, 3)),
+    101: DepthSpec("bottleneck", (3, 4, 23, 3)),
+    152: DepthSpec("bottleneck", (3, 8, 36, 3)),
+}
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw 0-255 RGB pixels become the network's input: ``(x * scale_rgb[c]) + offset_rgb[c]``.
+
+    ``bgr`` reverses the channel order after scaling (the "caffe" convention of keras.applications).
+    """
+
+    name: str
+    mean: tuple[float, float, float]  # in 0-255 units, RGB order
+    std: tuple[float, float, float]  # in 0-255 units, RGB order
+    bgr: bool = False
+
+
+NORMALIZATIONS: dict[str, Normalization] = {
+    # torchvision / timm ImageNet statistics, expressed in pixel units.
+    "torch": Normalization(
+        "torch", (0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255)
+    ),
+    # keras.applications.resnet.preprocess_input: RGB->BGR, subtract the ImageNet mean, no scaling.
+    "caffe": Normalization("caffe", (123.68, 116.779, 103.939), (1.0, 1.0, 1.0), bgr=True),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Numerics that separate torchvision-style v1.5 from keras.applications-style v1."""
+
+    name: str
+    stride_on_3x3: bool  # bottleneck stride on the 3x3 (v1.5) or on the first 1x1 (v1)
+    conv_bias: bool
+    bn_epsilon: float
+    bn_momentum: float
+    normalization: str  # key of NORMALIZATIONS
+
+
+VARIANTS: dict[str, Variant] = {
+    "v1.5": Variant("v1.5", stride_on_3x3=True, conv_bias=False, bn_epsilon=1e-5, bn_momentum=0.9,
+                    normalization="torch"),
+    "v1": Variant("v1", stride_on_3x3=False, conv_bias=True, bn_epsilon=1.001e-5, bn_momentum=0.99,
+                  normalization="caffe"),
+}
+
+STEMS = ("imagenet", "cifar")
+POOLINGS = ("avg", "max", None)
+MIN_IMAGE_SIZE = 32
+
+
+def depth_spec(depth: int) -> DepthSpec:
+    """The spec of ``depth``, or a one-line error that lists the valid depths."""
+    try:
+        return DEPTHS[int(depth)]
+    except (KeyError, TypeError, ValueError):
+        valid = ", ".join(str(d) for d in DEPTHS)
+        raise KresError(f"unsupported depth {depth!r}: choose one of {valid}") from None
+
+
+def variant_spec(variant: str) -> Variant:
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise KresError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}") from None
