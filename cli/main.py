@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("kres.info", "info", "Layers, parameters, multiply-adds and stage shapes of a ResNet."),
     "train": ("kres.train", "train", "Train a ResNet on a TFDS dataset, an image folder or the built-in digits."),
-    "evaluate": ("kres.evaluate", "evaluate", "Top-1/top-5, loss and confusion matrix of .keras, SavedModel or .tflite."),
+    "evaluate": ("kres.evaluate", "evaluate", "Top-1/5, loss, confusion matrix of .keras, SavedModel or .tflite."),
     "predict": ("kres.predict", "predict", "Top-k labels of images with a trained or exported model."),
     "export": ("kres.export", "export", "SavedModel, TFLite (float, float16, dynamic, int8, QAT) and Edge TPU."),
     "convert-weights": ("kres.convert_weights", "convert_weights", "Turn a torchvision checkpoint into a .keras file."),

@@ -17,8 +17,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".kres-probe-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".kres-probe-"):
+            pass
     except OSError as err:
         raise KresError(f"cannot write to {path}: {err.strerror or err}; choose another output path") from None
     return path
