@@ -28,8 +28,10 @@ class DepthType(click.ParamType):
 
 
 def depth_option(required: bool = True, default: int | None = None):
-    return click.option("--depth", type=DepthType(), required=required and default is None, default=default,
-                        help="ResNet depth: " + ", ".join(map(str, DEPTHS)) + ".")
+    # Click treats an explicit default=None as a value, which would skip the required check.
+    extra = {"default": default, "show_default": True} if default is not None else {}
+    return click.option("--depth", type=DepthType(), required=required and default is None,
+                        help="ResNet depth: " + ", ".join(map(str, DEPTHS)) + ".", **extra)
 
 
 def variant_option():

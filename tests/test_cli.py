@@ -1,0 +1,85 @@
+"""`kres` itself: help, version, `kres info`, one-line errors, and how the package is installed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kres.main import main
+
+
+def _kres(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_commands_without_importing_tensorflow():
+    # `kres --help` must stay instant: no TensorFlow or Keras import just to print help.
+    code = (
+        "import sys; from kres.main import main; rc = main(['--help']); "
+        "print('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules]); sys.exit(rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "info" in result.stdout and "Layers, parameters, multiply-adds" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_version(capsys):
+    code, out, _ = _kres(capsys, "--version")
+    assert code == 0 and out.strip() == "kres, version 0.1.0"
+
+
+def test_info_json_exact_numbers(capsys):
+    code, out, _ = _kres(capsys, "info", "--depth", "50", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["trainable_params"] == 25_557_032
+    assert data["total_params"] == 25_610_152
+    assert data["macs"] == 4_089_184_256
+    assert data["weight_layers"] == 50
+    assert data["stages"]["C5"] == [7, 7, 2048]
+
+
+def test_info_table(capsys):
+    code, out, _ = _kres(capsys, "info", "--depth", "18", "--image-size", "64", "--num-classes", "10",
+                         "--variant", "v1")
+    assert code == 0
+    assert "resnet18_v1 (v1, imagenet stem) at 64x64x3, 10 classes" in out
+    assert "C5    2 x 2 x 512" in out
+    assert "weight layers     18" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["info", "--depth", "42"], "unsupported depth '42': choose one of 18, 34, 50, 101, 152"),
+    (["info", "--depth", "fifty"], "unsupported depth 'fifty': choose one of 18, 34, 50, 101, 152"),
+    (["info", "--depth", "18", "--image-size", "16"], "16 is not in the range x>=32"),
+    (["info", "--depth", "18", "--variant", "v3"], "'v3' is not one of 'v1.5', 'v1'"),
+    (["info", "--depth", "18", "--frobnicate"], "No such option '--frobnicate'"),
+    (["info"], "Missing option '--depth'"),
+    (["nosuchcommand"], "No such command 'nosuchcommand'"),
+])
+def test_bad_input_is_one_line(capsys, args, message):
+    code, out, err = _kres(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("Error: ") and message in err
+
+
+def test_console_script_and_no_top_level_cli_package(tmp_path):
+    # Run from an empty directory so the source checkout is not on sys.path.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    probe = "import importlib.util as u; print(u.find_spec('kres') is not None, u.find_spec('cli') is None)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["True", "True"]
+    kres = os.path.join(os.path.dirname(sys.executable), "kres")
+    result = subprocess.run([kres, "info", "--depth", "42"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: Invalid value for '--depth': unsupported depth '42': choose one of 18, 34, 50, 101, 152 "
+        "(see 'kres info --help')"
+    ]
