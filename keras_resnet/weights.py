@@ -1,0 +1,470 @@
+"""Pretrained weights: keras.applications' published files (v1) and torchvision checkpoints (v1.5).
+
+Every source is first read into a :class:`Checkpoint`: arrays keyed by *our* layer names, in Keras
+order per layer (conv: kernel[, bias]; BN: gamma, beta, moving_mean, moving_variance; dense: kernel,
+bias). One function, :func:`assign`, then checks every layer of the model against it and copies the
+arrays, so all formats share the same checks and the same error messages.
+
+Sources:
+
+* ``"imagenet"`` with variant ``"v1"`` and depth 50/101/152: keras.applications' ``.h5`` files, fetched
+  with ``keras.utils.get_file`` (cached under the Keras home, md5 checked).
+* a legacy ``.h5`` in the keras.applications layout (what ``tf_keras`` ``save_weights("x.h5")`` writes);
+* a Keras 3 ``.keras`` file or ``.weights.h5`` saved from a keras_resnet model;
+* a torchvision ResNet state dict: ``.pth`` (needs torch), ``.safetensors`` or ``.npz`` (no torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_resnet.errors import KresError
+from keras_resnet.specs import depth_spec
+
+HEAD = "predictions"
+
+# keras.applications' published ResNet v1 files: base URL, and md5 of (with top, without top).
+KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+KERAS_APPLICATIONS_HASHES: dict[int, tuple[str, str]] = {
+    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
+DOWNLOAD_TIMEOUT_S = 20.0
+"""Seconds without a byte before a weight download gives up (urllib has no timeout of its own)."""
+
+# torchvision's IMAGENET1K_V1 checkpoints, named in errors so a user knows which file to fetch.
+TORCHVISION_FILES: dict[int, str] = {
+    18: "resnet18-f37072fd.pth",
+    34: "resnet34-b627a593.pth",
+    50: "resnet50-0676ba61.pth",
+    101: "resnet101-63fe2227.pth",
+    152: "resnet152-394f9c45.pth",
+}
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+SUPPORTED = ".keras, .weights.h5, .h5 (keras.applications layout), .pth, .safetensors or .npz"
+
+
+@dataclass
+class Checkpoint:
+    """Weights keyed by keras_resnet layer name, each a list of arrays in the layer's own order."""
+
+    layers: dict[str, list[np.ndarray]]
+    source: str  # how errors name it, e.g. "torchvision checkpoint resnet18.pth"
+    kind: str  # "torchvision", "keras.applications" or "keras"
+
+    @property
+    def variant(self) -> str:
+        """v1 convs carry a bias; v1.5 convs do not."""
+        return "v1" if len(self.layers.get("conv1_conv", ())) == 2 else "v1.5"
+
+
+@dataclass
+class LoadReport:
+    source: str
+    layers_loaded: int
+    head_loaded: bool
+    note: str = ""  # one line when the classifier was left as initialised
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def load_pretrained(model, weights: str | os.PathLike, *, depth: int, variant: str,
+                    include_top: bool) -> LoadReport:
+    """Load ``weights`` ("imagenet" or a path) into ``model`` built by :func:`keras_resnet.resnet`.
+
+    The classifier is loaded only when the checkpoint has one of the same shape; otherwise the
+    backbone is loaded and one line says so.
+    """
+    check_weights(weights, depth=depth, variant=variant)
+    if str(weights) == "imagenet":
+        path = fetch_imagenet(depth, include_top=include_top and _num_classes(model) == 1000)
+    else:
+        path = Path(weights)
+    return assign(model, read_checkpoint(path), depth=depth, variant=variant)
+
+
+def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str) -> None:
+    """The cheap checks, without reading anything: call it before long work (data loading)."""
+    if weights is None:
+        return
+    depth = int(depth)
+    depth_spec(depth)
+    if str(weights) == "imagenet":
+        _check_imagenet(depth, variant)
+        return
+    path = Path(weights)
+    if not path.exists():
+        raise KresError(f"weights file {path} does not exist: pass weights='imagenet' or the path of a {SUPPORTED}")
+    if path.is_dir() or _format(path) is None:
+        raise KresError(f"cannot read weights from {path}: expected a {SUPPORTED} file")
+
+
+def _check_imagenet(depth: int, variant: str) -> None:
+    tv_hint = (f"download torchvision's {TORCHVISION_FILES[depth]} ({TORCHVISION_URL}{TORCHVISION_FILES[depth]}) "
+               f"and pass weights=PATH with variant='v1.5' (or convert it once: "
+               f"kres convert-weights {TORCHVISION_FILES[depth]} --depth {depth} --output resnet{depth}.keras)")
+    if variant == "v1.5":
+        raise KresError(f"weights='imagenet' downloads keras.applications' v1 files only: for v1.5 {tv_hint}; "
+                        f"or use variant='v1' (depth 50, 101, 152)")
+    if depth not in KERAS_APPLICATIONS_HASHES:
+        raise KresError(f"keras.applications publishes no ResNet-{depth} weights: {tv_hint}")
+
+
+def _num_classes(model) -> int | None:
+    names = {layer.name for layer in model.layers}
+    return model.get_layer(HEAD).units if HEAD in names else None
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+
+def imagenet_filename(depth: int, include_top: bool) -> str:
+    suffix = "" if include_top else "_notop"
+    return f"resnet{depth}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+
+
+def keras_cache_dir() -> Path:
+    """Where ``keras.utils.get_file`` keeps models: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
+def fetch_imagenet(depth: int, include_top: bool) -> Path:
+    """The cached, md5-checked keras.applications file; downloaded on first use."""
+    import keras
+
+    fname = imagenet_filename(depth, include_top)
+    file_hash = KERAS_APPLICATIONS_HASHES[depth][0 if include_top else 1]
+    cache = keras_cache_dir()
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            path = keras.utils.get_file(fname, KERAS_APPLICATIONS_URL + fname, cache_dir=str(cache.parent),
+                                        cache_subdir=cache.name, file_hash=file_hash, hash_algorithm="md5")
+    except Exception as err:  # urllib, socket and hash errors all mean: the file is not here
+        reason = " ".join(str(err).split())[:200]
+        raise KresError(
+            f"cannot download {fname} ({reason}): put the file at {cache / fname} (md5 {file_hash}, from "
+            f"{KERAS_APPLICATIONS_URL}{fname}) or pass weights=PATH to a local weights file") from None
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def _format(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(".keras"):
+        return "keras"
+    if name.endswith(".h5") or name.endswith(".hdf5"):
+        return "h5"
+    if name.endswith(TORCH_SUFFIXES):
+        return "torch"
+    if name.endswith(".safetensors"):
+        return "safetensors"
+    if name.endswith(".npz"):
+        return "npz"
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read any supported weights file into a :class:`Checkpoint`."""
+    path = Path(path)
+    fmt = _format(path)
+    if not path.is_file() or fmt is None:
+        raise KresError(f"cannot read weights from {path}: expected an existing {SUPPORTED} file")
+    try:
+        if fmt == "keras":
+            return _read_keras_file(path)
+        if fmt == "h5":
+            return _read_h5(path)
+        return Checkpoint(torchvision_to_keras(_read_state_dict(path, fmt), str(path)),
+                          f"torchvision checkpoint {path}", "torchvision")
+    except (OSError, ValueError) as err:
+        raise KresError(f"cannot read {path}: {err}; is it a complete {SUPPORTED} file?") from None
+
+
+def _read_h5(path: Path) -> Checkpoint:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        root = f.get("model_weights", f)
+        if "layer_names" in root.attrs:
+            return Checkpoint(_legacy_h5_layers(root), f"keras.applications-layout file {path}",
+                              "keras.applications")
+        if "layers" in f:
+            return Checkpoint(_keras3_h5_layers(f, path), f"Keras weights file {path}", "keras")
+    raise KresError(f"{path} is neither a keras.applications-layout .h5 nor a Keras 3 .weights.h5 file")
+
+
+def _legacy_h5_layers(root) -> dict[str, list[np.ndarray]]:
+    """The layout of keras.applications' files: one group per layer, ``weight_names`` in order."""
+    layers: dict[str, list[np.ndarray]] = {}
+    for raw in root.attrs["layer_names"]:
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        group = root[name]
+        weight_names = [w.decode() if isinstance(w, bytes) else str(w) for w in group.attrs.get("weight_names", [])]
+        if weight_names:
+            # The published files name the classifier "probs" (keras_applications' resnet_common).
+            layers[HEAD if name == "probs" else name] = [np.asarray(group[w]) for w in weight_names]
+    return layers
+
+
+_CLASS_KEYS = {"conv2d": "Conv2D", "batch_normalization": "BatchNormalization", "dense": "Dense"}
+
+
+def _keras3_h5_layers(f, path: Path, layer_names: dict[str, list[str]] | None = None) -> dict[str, list[np.ndarray]]:
+    """Keras 3 stores a functional model's layers as ``layers/<class>[_n]/vars/<i>``, numbered by class.
+
+    ``layer_names`` maps each class to the layer names in model order (from a ``.keras`` config);
+    without it the file must come from a keras_resnet model, whose layer order is fixed by depth and stem.
+    """
+    groups = f["layers"]
+    by_class: dict[str, list[tuple[int, list[np.ndarray]]]] = {key: [] for key in _CLASS_KEYS}
+    for key in groups:
+        match = re.fullmatch(r"(conv2d|batch_normalization|dense)(?:_(\d+))?", key)
+        if not match or "vars" not in groups[key]:
+            continue
+        var_group = groups[key]["vars"]
+        arrays = [np.asarray(var_group[str(i)]) for i in range(len(var_group))]
+        by_class[match[1]].append((int(match[2] or 0), arrays))
+    if layer_names is None:
+        layer_names = _reference_names(by_class, path)
+    layers: dict[str, list[np.ndarray]] = {}
+    for key, entries in by_class.items():
+        names = layer_names.get(_CLASS_KEYS[key], [])
+        for (_, arrays), name in zip(sorted(entries, key=lambda e: e[0]), names):
+            layers[name] = arrays
+        if len(entries) > len(names):  # more layers than the reference: name the surplus ordinally
+            for ordinal, arrays in sorted(entries, key=lambda e: e[0])[len(names):]:
+                layers[f"{key}_{ordinal}"] = arrays
+    return layers
+
+
+def _reference_names(by_class, path: Path) -> dict[str, list[str]]:
+    """Layer names of the keras_resnet model whose conv count and stem match the file."""
+    from keras_resnet.model import resnet
+    from keras_resnet.specs import DEPTHS
+
+    convs = by_class["conv2d"]
+    if not convs:
+        raise KresError(f"{path} holds no convolution weights: it is not a keras_resnet weights file")
+    first = min(convs, key=lambda e: e[0])[1]
+    depth = next((d for d in DEPTHS if _conv_count(d) == len(convs)), None)
+    if depth is None:
+        raise KresError(f"{path} has {len(convs)} convolutions, which matches no ResNet depth: "
+                        f"it is not a keras_resnet .weights.h5 file")
+    model = resnet(depth, include_top=True, num_classes=1, input_shape=(None, None, 3),
+                   variant="v1" if len(first) == 2 else "v1.5",
+                   stem="cifar" if first[0].shape[0] == 3 else "imagenet")
+    names: dict[str, list[str]] = {}
+    for layer in model.layers:
+        if type(layer).__name__ in _CLASS_KEYS.values():
+            names.setdefault(type(layer).__name__, []).append(layer.name)
+    return names
+
+
+def _conv_count(depth: int) -> int:
+    """Stem conv, the convs of every block, and one projection per stage (none in stage 2 of basic blocks)."""
+    spec = depth_spec(depth)
+    per_block = 3 if spec.block == "bottleneck" else 2
+    return 1 + per_block * sum(spec.repeats) + (4 if spec.block == "bottleneck" else 3)
+
+
+def _read_keras_file(path: Path) -> Checkpoint:
+    """A ``.keras`` zip: the config names the layers, ``model.weights.h5`` holds them by class ordinal."""
+    import io
+    import json
+    import zipfile
+
+    import h5py
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+            data = io.BytesIO(archive.read("model.weights.h5"))
+    except (zipfile.BadZipFile, KeyError) as err:
+        raise KresError(f"{path} is not a valid .keras file ({err}); save it again with model.save()") from None
+    names: dict[str, list[str]] = {}
+    for layer in _config_layers(config):
+        names.setdefault(layer["class_name"], []).append(layer["config"]["name"])
+    with h5py.File(data, "r") as f:
+        return Checkpoint(_keras3_h5_layers(f, path, names), f"Keras model {path}", "keras")
+
+
+def _config_layers(config: dict) -> list[dict]:
+    inner = config.get("config", {})
+    if "layers" not in inner:
+        raise KresError("the .keras file does not hold a functional model: save a model built by keras_resnet")
+    return inner["layers"]
+
+
+def _read_state_dict(path: Path, fmt: str) -> dict[str, np.ndarray]:
+    if fmt == "torch":
+        try:
+            import torch
+        except ImportError:
+            raise KresError(
+                f"reading {path.name} needs PyTorch (pip install torch); without it, save the state dict as "
+                f".safetensors or .npz where torch is installed and pass that file") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):  # training checkpoints wrap the state dict
+            if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+                state = state[key]
+        if not isinstance(state, Mapping):
+            raise KresError(f"{path} holds a {type(state).__name__}, not a state dict: save model.state_dict()")
+        return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+    if fmt == "safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise KresError(f"reading {path.name} needs the safetensors package: pip install safetensors") from None
+        return dict(load_file(str(path)))
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+# ---------------------------------------------------------------------------------------------- torchvision
+
+_TV_STEM = {"conv1": "conv1_conv", "bn1": "conv1_bn", "fc": HEAD}
+_TV_BLOCK = re.compile(r"layer([1-4])\.(\d+)\.(?:(conv|bn)([1-3])|downsample\.([01]))$")
+_TV_PARAMS = {
+    "conv": ("weight",),
+    "bn": ("weight", "bias", "running_mean", "running_var"),
+    "dense": ("weight", "bias"),
+}
+
+
+def torchvision_layer_name(module: str) -> tuple[str, str] | None:
+    """``"layer2.0.downsample.1"`` -> ``("conv3_block1_0_bn", "bn")``; None for a module we do not know."""
+    if module in _TV_STEM:
+        name = _TV_STEM[module]
+        return name, "dense" if name == HEAD else name.rsplit("_", 1)[1]
+    match = _TV_BLOCK.fullmatch(module)
+    if not match:
+        return None
+    stage, index, kind, number, down = match.groups()
+    prefix = f"conv{int(stage) + 1}_block{int(index) + 1}"
+    if down is not None:
+        return (f"{prefix}_0_conv", "conv") if down == "0" else (f"{prefix}_0_bn", "bn")
+    return f"{prefix}_{number}_{kind}", kind
+
+
+def torchvision_to_keras(state: Mapping[str, np.ndarray], source: str = "checkpoint") -> dict[str, list[np.ndarray]]:
+    """Map a torchvision ResNet state dict onto keras_resnet (v1.5) layer names and layouts.
+
+    Conv kernels OIHW -> HWIO; BN weight, bias, running_mean, running_var -> gamma, beta, moving_mean,
+    moving_variance; fc (out, in) -> (in, out).
+    """
+    modules: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")  # saved from DataParallel
+        module, _, param = key.rpartition(".")
+        if param == "num_batches_tracked":
+            continue
+        modules.setdefault(module, {})[param] = np.asarray(value, dtype=np.float32)
+    layers: dict[str, list[np.ndarray]] = {}
+    for module, params in modules.items():
+        target = torchvision_layer_name(module)
+        if target is None:
+            raise KresError(f"{source} is not a torchvision ResNet state dict: unexpected key {module}.*")
+        name, kind = target
+        missing = [p for p in _TV_PARAMS[kind] if p not in params]
+        if missing:
+            raise KresError(f"{source} is incomplete: {module}.{missing[0]} is missing")
+        arrays = [params[p] for p in _TV_PARAMS[kind]]
+        if kind == "conv":
+            arrays = [arrays[0].transpose(2, 3, 1, 0)]
+        elif kind == "dense":
+            arrays = [arrays[0].T, arrays[1]]
+        layers[name] = arrays
+    if "conv1_conv" not in layers:
+        raise KresError(f"{source} is not a torchvision ResNet state dict: conv1.weight is missing")
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------- assignment
+
+
+def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str) -> LoadReport:
+    """Check every layer of ``model`` against ``checkpoint`` (in model order), then copy the arrays.
+
+    Nothing is written unless the whole backbone fits, so a failed load leaves the model as it was.
+    """
+    if checkpoint.variant != variant:
+        hint = ("torchvision weights are v1.5" if checkpoint.kind == "torchvision"
+                else f"its convolutions {'have' if checkpoint.variant == 'v1' else 'lack'} biases")
+        raise KresError(f"{checkpoint.source} holds {checkpoint.variant} weights ({hint}): "
+                        f"build the model with variant='{checkpoint.variant}'")
+    targets = [layer for layer in model.layers if layer.weights]
+    names = {layer.name for layer in targets}
+    label = f"ResNet-{depth} ({variant})"
+    for layer in targets:
+        if layer.name == HEAD:
+            continue
+        expected = [tuple(w.shape) for w in layer.weights]
+        arrays = checkpoint.layers.get(layer.name)
+        if arrays is None:
+            raise KresError(f"{checkpoint.source} does not fit {label}: first mismatching layer {layer.name} "
+                            f"is missing from it; pass the depth the checkpoint was made for")
+        found = [tuple(a.shape) for a in arrays]
+        if found != expected:
+            raise KresError(f"{checkpoint.source} does not fit {label}: first mismatching layer {layer.name} "
+                            f"expects shapes {_shapes(expected)}, the checkpoint has {_shapes(found)}; "
+                            f"pass the depth (and stem) the checkpoint was made for")
+    extra = [name for name in checkpoint.layers if name not in names and name != HEAD]
+    if extra:
+        raise KresError(f"{checkpoint.source} does not fit {label}: first mismatching layer {extra[0]} is in "
+                        f"the checkpoint but not in the model; pass the depth the checkpoint was made for")
+
+    loaded = 0
+    for layer in targets:
+        if layer.name != HEAD:
+            layer.set_weights(checkpoint.layers[layer.name])
+            loaded += 1
+    head_loaded, note = _assign_head(model, checkpoint, names)
+    if note:
+        print(f"kres: {note}", file=sys.stderr)
+    return LoadReport(checkpoint.source, loaded + head_loaded, head_loaded, note)
+
+
+def _assign_head(model, checkpoint: Checkpoint, names: set[str]) -> tuple[bool, str]:
+    source_head = checkpoint.layers.get(HEAD)
+    source_classes = source_head[0].shape[-1] if source_head else None
+    if HEAD not in names:
+        if source_head is None:
+            return False, ""
+        return False, (f"loaded the backbone from {checkpoint.source}; its {source_classes}-class classifier is "
+                       f"not used (model built without a top)")
+    layer = model.get_layer(HEAD)
+    if source_head is not None and [tuple(a.shape) for a in source_head] == [tuple(w.shape) for w in layer.weights]:
+        layer.set_weights(source_head)
+        return True, ""
+    what = "has no classifier" if source_head is None else f"has a {source_classes}-class classifier"
+    return False, (f"loaded the backbone from {checkpoint.source}; it {what}, so the {layer.units}-class "
+                   f"'{HEAD}' layer keeps its fresh initialisation")
+
+
+def _shapes(shapes: list[tuple]) -> str:
+    return ", ".join("x".join(map(str, s)) for s in shapes) or "none"
