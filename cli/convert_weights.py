@@ -1,0 +1,25 @@
+"""``kres convert-weights``."""
+
+from __future__ import annotations
+
+import click
+
+from kres.options import depth_option, image_size_option
+
+
+@click.command(help="Turn a torchvision ResNet checkpoint (.pth, .safetensors, .npz) or a keras.applications .h5 "
+                    "into a .keras model that `kres train --weights` and `resnet(weights=PATH)` load.")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@depth_option()
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .keras file to write.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Classifier width; default: the checkpoint's own (a different width keeps a fresh classifier).")
+@image_size_option()
+def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int | None, image_size: int) -> None:
+    from keras_resnet.weights import ConvertConfig, convert_checkpoint
+
+    click.echo(f"Reading {checkpoint} ...")
+    result = convert_checkpoint(ConvertConfig(checkpoint=checkpoint, depth=depth, output=output,
+                                              num_classes=num_classes, image_size=image_size))
+    top = f"{result.num_classes} classes" if result.num_classes else "no top"
+    click.echo(f"Wrote {result.path}: ResNet-{result.depth} {result.variant}, {top}, {result.params:,} parameters")
