@@ -1,0 +1,418 @@
+"""Input pipelines: built-in digits, synthetic data, image folders and TFDS, all as tf.data.
+
+``load_datasets(cfg)`` validates everything a user can get wrong (paths, empty folders, one class, unprepared
+TFDS data) and raises ``KresError`` before any training starts. It returns batched datasets of
+``(images, labels)``: images float32 raw 0-255 RGB [B,H,W,3] (normalisation is the model's first layer),
+labels float32 one-hot [B,K]. Training batches are augmented here, in tf.data, never in the model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet import augment
+from keras_resnet.errors import KresError
+from keras_resnet.specs import MIN_IMAGE_SIZE
+
+AUTOTUNE = tf.data.AUTOTUNE
+DIGITS = "digits"
+SYNTHETIC = "synthetic"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+CACHE_LIMIT_BYTES = 4 << 30
+"""Encoded data larger than this is not cached in memory even when ``cache`` is on (ImageNet would not fit)."""
+UNCACHED_SHUFFLE_BUFFER = 10_000
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = None  # None -> built-in sklearn digits; "synthetic"; else a TFDS name
+    data_dir: str | None = None  # image folders: train/<class>/, val/<class>/  or one folder + val_split
+    tfds_dir: str | None = None  # TFDS data_dir
+    val_split: float = 0.2
+    image_size: int = 224
+    batch_size: int = 64  # GLOBAL batch
+    seed: int = 0
+    randaugment: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    cache: bool = True
+    synthetic_classes: int = 10
+    synthetic_size: int = 256  # number of synthetic examples per split
+
+
+@dataclass
+class Datasets:
+    train: tf.data.Dataset  # batched (drop_remainder), augmented: (float32 [B,H,W,3] raw 0-255, float32 one-hot [B,K])
+    val: tf.data.Dataset  # batched, eval preprocessing (resize shorter side, centre crop 0.875): same element spec
+    class_names: list[str]
+    num_train: int
+    num_val: int
+    skipped_files: int = 0  # unreadable/zero-byte/truncated image files skipped
+
+
+@dataclass
+class _Split:
+    """One split before batching: ``keys`` yields (key, label int32); ``read`` turns a key into the stored form."""
+
+    keys: tf.data.Dataset
+    count: int
+    read: Callable | None = None  # e.g. path -> file bytes; applied before the cache
+
+
+@dataclass
+class _Source:
+    class_names: list[str]
+    train: _Split
+    val: _Split
+    train_map: Callable  # (stored, seed) -> float32 [S,S,3]
+    eval_map: Callable  # stored -> float32 [S,S,3]
+    cacheable: bool = True
+    skipped_files: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# --- public API -----------------------------------------------------------------------------------------------
+
+def load_datasets(cfg: DataConfig) -> Datasets:
+    """Build the training and validation pipelines for ``cfg``; every bad input is a ``KresError`` here."""
+    _validate(cfg)
+    source = _source(cfg)
+    if source.train.count < cfg.batch_size:
+        raise KresError(f"batch size {cfg.batch_size} is larger than the {source.train.count} training images; "
+                        f"lower --batch-size")
+    return Datasets(
+        train=_train_pipeline(source, cfg),
+        val=_eval_pipeline(source, cfg),
+        class_names=source.class_names,
+        num_train=source.train.count,
+        num_val=source.val.count,
+        skipped_files=source.skipped_files,
+    )
+
+
+def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
+    """Yield ``count`` training images, eval-preprocessed, as float32 [1,H,W,3] raw pixels (e.g. for int8
+    calibration). The order is a fixed shuffle by ``cfg.seed``, so classes are mixed and runs repeat exactly."""
+    _validate(cfg)
+    source = _source(cfg)
+    split = source.train
+    ds = split.keys.shuffle(min(split.count, UNCACHED_SHUFFLE_BUFFER), seed=cfg.seed, reshuffle_each_iteration=False)
+    ds = ds.take(count)
+    if split.read is not None:
+        ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, _: source.eval_map(x), num_parallel_calls=AUTOTUNE).batch(1).prefetch(AUTOTUNE)
+    for image in ds.as_numpy_iterator():
+        yield image.astype(np.float32)
+
+
+# --- pipelines ----------------------------------------------------------------------------------------------
+
+def _seeds(seed: int) -> tf.data.Dataset:
+    """An endless stream of [2]-shaped seeds for stateless ops: fixed by ``seed``, new each epoch."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+
+
+def _one_hot(num_classes: int):
+    return lambda images, labels: (images, tf.one_hot(labels, num_classes, dtype=tf.float32))
+
+
+def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
+    split = source.train
+    cache = cfg.cache and source.cacheable
+    ds = split.keys
+    if split.read is not None and cache:
+        ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+        buffer = split.count
+    else:
+        # Keys (paths) are small, so their shuffle can span the whole split; decoded TFDS examples are not.
+        buffer = split.count if split.read is not None else min(split.count, UNCACHED_SHUFFLE_BUFFER)
+    ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+    if split.read is not None and not cache:
+        ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
+
+    def augment_one(example, seed):
+        stored, label = example
+        s_crop, s_rand = augment.split_seed(seed, 2)
+        image = source.train_map(stored, s_crop)
+        if cfg.randaugment:
+            image = augment.randaugment(image, s_rand)
+        return image, label
+
+    ds = tf.data.Dataset.zip((ds, _seeds(cfg.seed)))
+    ds = ds.map(augment_one, num_parallel_calls=AUTOTUNE)  # deterministic order: tf.data's default
+    ds = ds.batch(cfg.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE)
+    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+        ds = tf.data.Dataset.zip((ds, _seeds(cfg.seed + 1)))
+        ds = ds.map(lambda batch, seed: augment.mix_batch(*batch, seed, cfg.mixup_alpha, cfg.cutmix_alpha),
+                    num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _eval_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
+    split = source.val
+    ds = split.keys
+    if split.read is not None:
+        ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
+    if cfg.cache and source.cacheable:
+        ds = ds.cache()
+    ds = ds.map(lambda stored, label: (source.eval_map(stored), label), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
+    return ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+# --- validation and dispatch ---------------------------------------------------------------------------------
+
+def _validate(cfg: DataConfig) -> None:
+    if cfg.image_size < MIN_IMAGE_SIZE:
+        raise KresError(f"image size {cfg.image_size} is too small; use --image-size {MIN_IMAGE_SIZE} or more")
+    if cfg.batch_size < 1:
+        raise KresError(f"batch size {cfg.batch_size} must be at least 1")
+    if not 0.0 < cfg.val_split < 1.0:
+        raise KresError(f"validation split {cfg.val_split} must be between 0 and 1 (exclusive), e.g. 0.2")
+    if cfg.mixup_alpha < 0 or cfg.cutmix_alpha < 0:
+        raise KresError("mixup and cutmix alphas must be 0 (off) or positive, e.g. 0.2 and 1.0")
+    if cfg.dataset is not None and cfg.data_dir is not None:
+        raise KresError("give either a dataset name (--dataset) or an image folder (--data-dir), not both")
+    if cfg.dataset == SYNTHETIC and (cfg.synthetic_classes < 2 or cfg.synthetic_size < 1):
+        raise KresError("synthetic data needs at least 2 classes and 1 example per split")
+
+
+def _source(cfg: DataConfig) -> _Source:
+    if cfg.data_dir is not None:
+        return _folder_source(cfg)
+    if cfg.dataset is None or cfg.dataset == DIGITS:
+        return _digits_source(cfg)
+    if cfg.dataset == SYNTHETIC:
+        return _synthetic_source(cfg)
+    return _tfds_source(cfg)
+
+
+def stratified_split(labels: np.ndarray, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (train, val) with ``round(n * val_split)`` in val, spread over the classes in
+    proportion (largest remainder) and drawn at random by ``seed``. Both index arrays come back sorted."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    total_val = int(n * val_split + 0.5)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * total_val / n
+    quota = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: total_val - quota.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)])
+    is_val = np.zeros(n, bool)
+    is_val[val] = True
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+# --- built-in digits and synthetic data --------------------------------------------------------------------
+
+def _digits_source(cfg: DataConfig) -> _Source:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 0-16 ink levels -> 0-255, grey replicated to RGB: the models take raw RGB pixels.
+    images = np.repeat((digits.images * (255.0 / 16.0)).astype(np.float32)[..., None], 3, axis=-1)
+    labels = digits.target.astype(np.int32)
+    train_idx, val_idx = stratified_split(labels, cfg.val_split, cfg.seed)
+    size = cfg.image_size
+
+    def split(idx):
+        keys = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
+        return _Split(keys, len(idx))
+
+    return _Source(
+        class_names=[str(name) for name in digits.target_names],
+        train=split(train_idx),
+        val=split(val_idx),
+        train_map=lambda image, seed: augment.digits_jitter(image, size, seed),
+        # The 8x8 glyphs fill their frame edge to edge, so evaluation upscales the whole frame: the 0.875
+        # centre crop of natural photos would cut strokes off.
+        eval_map=lambda image: augment.digits_resize(image, size),
+    )
+
+
+def _synthetic_source(cfg: DataConfig) -> _Source:
+    """Random images whose mean colour depends on the class: learnable, fixed by the seed, no decoding cost.
+
+    No augmentation: this source exists to measure the model and the input pipeline's ceiling.
+    """
+    size, k, n = cfg.image_size, cfg.synthetic_classes, cfg.synthetic_size
+    rng = np.random.default_rng(cfg.seed)
+    palette = rng.uniform(32, 224, size=(k, 3)).astype(np.float32)
+
+    def split(offset):
+        labels = ((np.arange(n) + offset) % k).astype(np.int32)
+        # One small noise tile per example, upscaled in the pipeline, keeps memory at n*8*8*3 bytes.
+        noise = rng.normal(0, 24, size=(n, 8, 8, 3)).astype(np.float32)
+        tiles = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+        return _Split(tf.data.Dataset.from_tensor_slices((tiles, labels)), n)
+
+    def upscale(tile):
+        return tf.image.resize(tf.cast(tile, tf.float32), [size, size], method="bilinear")
+
+    return _Source(
+        class_names=[f"class_{i}" for i in range(k)],
+        train=split(0),
+        val=split(1),
+        train_map=lambda tile, seed: upscale(tile),
+        eval_map=upscale,
+    )
+
+
+# --- image folders ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _ScannedFile:
+    path: str
+    needs_pil: bool  # PIL decodes it but TensorFlow cannot (CMYK JPEG, palette/1-bit BMP ...)
+    size: int
+
+
+def _folder_source(cfg: DataConfig) -> _Source:
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise KresError(f"image folder {root} does not exist; pass --data-dir a folder of class sub-folders")
+    train_dir, val_dir = root / "train", root / "val"
+    if train_dir.is_dir() and val_dir.is_dir():
+        train_classes, val_classes = _class_dirs(train_dir), _class_dirs(val_dir)
+        if train_classes != val_classes:
+            missing = sorted(set(train_classes) ^ set(val_classes))
+            raise KresError(f"{train_dir} and {val_dir} must hold the same class folders; "
+                            f"not in both: {', '.join(missing[:5])}")
+        class_names = train_classes
+        train_files, train_labels, skipped_train = _scan(train_dir, class_names)
+        val_files, val_labels, skipped_val = _scan(val_dir, class_names)
+        skipped = skipped_train + skipped_val
+        _require_images(train_dir, train_files, train_labels, class_names)
+        if not val_files:
+            raise KresError(f"{val_dir} holds no readable images; add images or drop it to split {train_dir}")
+    else:
+        class_names = _class_dirs(root)
+        files, labels, skipped = _scan(root, class_names)
+        _require_images(root, files, labels, class_names)
+        train_idx, val_idx = stratified_split(np.array(labels), cfg.val_split, cfg.seed)
+        if len(train_idx) == 0 or len(val_idx) == 0:
+            raise KresError(f"{len(files)} images in {root} are too few to split by --val-split {cfg.val_split}; "
+                            f"add images or use train/ and val/ folders")
+        train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
+        val_files, val_labels = [files[i] for i in val_idx], [labels[i] for i in val_idx]
+    size = cfg.image_size
+    encoded = sum(f.size for f in train_files) + sum(f.size for f in val_files)
+    return _Source(
+        class_names=class_names,
+        train=_file_split(train_files, train_labels),
+        val=_file_split(val_files, val_labels),
+        train_map=lambda contents, seed: augment.random_flip(augment.random_resized_crop(contents, size, seed),
+                                                             augment.split_seed(seed, 2)[1]),
+        eval_map=lambda contents: augment.decode_eval(contents, size),
+        cacheable=encoded <= CACHE_LIMIT_BYTES,
+        skipped_files=skipped,
+    )
+
+
+def _class_dirs(root: Path) -> list[str]:
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise KresError(f"{root} has no class folders; put images in {root}/<class name>/")
+    return names
+
+
+def _require_images(root: Path, files: list, labels: list[int], class_names: list[str]) -> None:
+    if not files:
+        raise KresError(f"no readable images (JPEG, PNG, BMP, GIF) in {root}/<class>/; add images to the class "
+                        f"folders")
+    present = sorted(set(labels))
+    if len(present) < 2:
+        only = class_names[present[0]]
+        raise KresError(f"{root} has images of one class only ({only!r}); a classifier needs at least 2 class "
+                        f"folders with images")
+    empty = [class_names[i] for i in range(len(class_names)) if i not in set(present)]
+    if empty:
+        raise KresError(f"class folders with no readable images in {root}: {', '.join(empty[:5])}; add images "
+                        f"or remove the folders")
+
+
+def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:
+    """List every image file under ``root/<class>/`` (recursively) and check each one decodes.
+
+    Zero-byte, truncated or otherwise unreadable files are dropped here and counted, so no bad file can stop
+    an epoch later. JPEGs are decoded in PIL's draft mode (scaled DCT), which still reads the whole stream.
+    """
+    candidates = []
+    for label, name in enumerate(class_names):
+        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            candidates.extend((os.path.join(dirpath, f), label) for f in sorted(filenames)
+                              if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    workers = min(32, (os.cpu_count() or 1) * 4)
+    with ThreadPoolExecutor(workers) as pool:
+        checked = list(pool.map(lambda item: _check_image(item[0]), candidates))
+    files, labels = [], []
+    for (_, label), result in zip(candidates, checked):
+        if result is not None:
+            files.append(result)
+            labels.append(label)
+    return files, labels, len(candidates) - len(files)
+
+
+def _check_image(path: str) -> _ScannedFile | None:
+    from PIL import Image
+
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return None
+        with Image.open(path) as image:
+            fmt, mode = image.format, image.mode
+            if fmt not in ("JPEG", "PNG", "BMP", "GIF"):
+                return None
+            if fmt == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError...)
+        return None
+    # TensorFlow's decoders take baseline/progressive RGB or grey JPEG, PNG, GIF and 24/32-bit BMP;
+    # anything else is converted through PIL when it is read.
+    needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L")) or (fmt == "BMP" and mode not in ("RGB", "RGBA"))
+    return _ScannedFile(path, needs_pil, size)
+
+
+def _pil_png(path: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    with Image.open(path.decode()) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _read_file(key: tf.Tensor) -> tf.Tensor:
+    path, needs_pil = key[0], key[1]
+    return tf.cond(tf.equal(needs_pil, "1"),
+                   lambda: tf.numpy_function(_pil_png, [path], tf.string, stateful=False),
+                   lambda: tf.io.read_file(path))
+
+
+def _file_split(files: list[_ScannedFile], labels: list[int]) -> _Split:
+    keys = np.array([[f.path, "1" if f.needs_pil else "0"] for f in files], dtype=object).reshape(-1, 2)
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(keys, tf.string), tf.constant(labels, tf.int32)))
+    return _Split(ds, len(files), read=lambda key: tf.ensure_shape(_read_file(key), []))
+
+
+# --- TFDS --------------------------------------------------------------------------------------------------------
+
+def _tfds_source(cfg: DataConfig) -> _Source:
+    raise KresError(f"unknown dataset {cfg.dataset!r}: TFDS support is not finished yet")

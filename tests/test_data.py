@@ -1,0 +1,155 @@
+"""Input pipelines: built-in digits, synthetic data, determinism, augmentation geometry and config errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import augment
+from keras_resnet.data import DataConfig, calibration_images, load_datasets, stratified_split
+from keras_resnet.errors import KresError
+
+SIZE = 32
+
+
+def first_batch(ds):
+    images, labels = next(iter(ds))
+    return images.numpy(), labels.numpy()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_datasets(DataConfig(image_size=SIZE, batch_size=8))
+
+
+def test_digits_sizes_and_element_spec(digits):
+    assert (digits.num_train, digits.num_val) == (1438, 359)  # 1797 = 1438 + round(0.2 * 1797)
+    assert digits.class_names == [str(i) for i in range(10)]
+    assert digits.skipped_files == 0
+    spec = digits.train.element_spec
+    assert spec[0].shape.as_list() == [8, SIZE, SIZE, 3] and spec[0].dtype == tf.float32
+    assert spec[1].shape.as_list() == [8, 10] and spec[1].dtype == tf.float32
+    assert digits.val.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
+    assert digits.val.element_spec[1].dtype == tf.float32
+
+
+def test_digits_batches_are_raw_pixels_and_one_hot(digits):
+    images, labels = first_batch(digits.train)
+    assert images.min() >= 0.0 and 200.0 < images.max() <= 255.0
+    np.testing.assert_array_equal(labels.sum(axis=1), np.ones(8))
+    assert set(np.unique(labels)) == {0.0, 1.0}
+    # Every training batch is full; the last validation batch keeps the remainder.
+    assert sum(1 for _ in digits.train) == 1438 // 8
+    val_sizes = [int(x.shape[0]) for x, _ in digits.val]
+    assert sum(val_sizes) == 359 and val_sizes[-1] == 359 % 8
+
+
+def test_digits_val_split_is_stratified_and_disjoint():
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    train, val = stratified_split(labels, 0.2, seed=0)
+    assert len(val) == 20 and len(train) == 80
+    assert np.bincount(labels[val]).tolist() == [10, 6, 4]
+    assert not set(train) & set(val)
+    assert stratified_split(labels, 0.2, seed=0)[1].tolist() == val.tolist()
+    assert stratified_split(labels, 0.2, seed=1)[1].tolist() != val.tolist()
+
+
+def test_digits_validation_images_are_the_upscaled_glyphs(digits):
+    """Eval upscales the whole 8x8 frame (no crop): a batch's mean ink matches the source's."""
+    from sklearn.datasets import load_digits
+
+    images, _ = first_batch(digits.val)
+    ink = load_digits().images.mean() * 255 / 16
+    assert abs(images.mean() - ink) < 25
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grey replicated to RGB
+
+
+def test_same_seed_same_batches_different_seed_different():
+    cfg = DataConfig(image_size=SIZE, batch_size=4, seed=3)
+    a, la = first_batch(load_datasets(cfg).train)
+    b, lb = first_batch(load_datasets(cfg).train)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    c, _ = first_batch(load_datasets(DataConfig(image_size=SIZE, batch_size=4, seed=4)).train)
+    assert not np.array_equal(a, c)
+
+
+def test_each_epoch_is_reshuffled():
+    ds = load_datasets(DataConfig(image_size=SIZE, batch_size=4)).train
+    first, second = first_batch(ds), first_batch(ds)
+    assert not np.array_equal(first[0], second[0])
+
+
+def test_synthetic():
+    data = load_datasets(DataConfig(dataset="synthetic", image_size=SIZE, batch_size=4, synthetic_classes=3,
+                                    synthetic_size=10))
+    assert (data.num_train, data.num_val, len(data.class_names)) == (10, 10, 3)
+    assert sum(1 for _ in data.train) == 2
+    images, labels = first_batch(data.val)
+    assert images.shape == (4, SIZE, SIZE, 3) and labels.shape == (4, 3)
+    assert images.min() >= 0.0 and images.max() <= 255.0
+
+
+def test_mixup_cutmix_randaugment_keep_shapes_and_label_mass():
+    cfg = DataConfig(image_size=SIZE, batch_size=4, mixup_alpha=0.4, cutmix_alpha=1.0, randaugment=True)
+    images, labels = first_batch(load_datasets(cfg).train)
+    assert images.shape == (4, SIZE, SIZE, 3)
+    assert images.min() >= 0.0 and images.max() <= 255.0
+    np.testing.assert_allclose(labels.sum(axis=1), np.ones(4), rtol=1e-5)
+
+
+def test_cutmix_label_weight_is_the_pasted_area():
+    images = tf.stack([tf.zeros([SIZE, SIZE, 3]), tf.fill([SIZE, SIZE, 3], 255.0)])
+    labels = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    mixed, mixed_labels = augment.cutmix(images, labels, tf.constant([1, 2]), alpha=1.0)
+    pasted = float((mixed[0, ..., 0] == 255.0).numpy().mean())
+    np.testing.assert_allclose(mixed_labels[0].numpy(), [1 - pasted, pasted], atol=1e-6)
+
+
+def test_randaugment_every_op_runs():
+    image = tf.random.stateless_uniform([SIZE, SIZE, 3], [0, 0], 0, 255)
+    outputs = {float(tf.reduce_sum(augment.randaugment(image, tf.constant([i, 7]), layers=1))) for i in range(40)}
+    assert len(outputs) > 8  # many different ops were drawn
+
+
+def test_eval_resize_shorter_side_then_centre_crop():
+    """A 100x50 image whose columns count 0..99: the shorter side goes to int(32/0.875)=36, so the width goes to
+    72 and the centre crop keeps resized columns 20..51, i.e. source columns around 28..71."""
+    columns = tf.tile(tf.range(100, dtype=tf.float32)[None, :, None], [50, 1, 3])
+    out = augment.resize_shorter_center_crop(columns, SIZE).numpy()
+    assert out.shape == (SIZE, SIZE, 3)
+    assert augment.eval_resize_size(SIZE) == 36
+    # resized column j samples source column (j + 0.5) * 100 / 72 - 0.5
+    expected_first, expected_last = (20 + 0.5) * 100 / 72 - 0.5, (51 + 0.5) * 100 / 72 - 0.5
+    assert abs(out[16, 0, 0] - expected_first) < 1.0 and abs(out[16, -1, 0] - expected_last) < 1.0
+
+
+def test_random_resized_crop_window_is_in_range():
+    shape = tf.constant([300, 400])
+    for i in range(20):
+        y, x, h, w = augment.random_crop_window(shape, tf.constant([i, 0])).numpy().tolist()
+        assert y >= 0 and y + h <= 300 and x >= 0 and x + w <= 400
+        area = h * w / (300 * 400)
+        assert 0.08 - 0.01 <= area <= 1.0
+        assert h * w == 300 * 400 or 3 / 4 - 0.05 <= w / h <= 4 / 3 + 0.05
+
+
+def test_calibration_images_are_deterministic_eval_images():
+    cfg = DataConfig(image_size=SIZE)
+    first = list(calibration_images(cfg, 5))
+    again = list(calibration_images(cfg, 5))
+    assert len(first) == 5 and all(x.shape == (1, SIZE, SIZE, 3) and x.dtype == np.float32 for x in first)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"image_size": 16}, "image size 16"),
+    ({"batch_size": 0}, "batch size 0"),
+    ({"val_split": 1.0}, "validation split"),
+    ({"mixup_alpha": -1.0}, "mixup"),
+    ({"dataset": "synthetic", "data_dir": "/tmp"}, "not both"),
+    ({"batch_size": 4096}, "larger than the 1438 training images"),
+])
+def test_config_errors(kwargs, words):
+    with pytest.raises(KresError, match=words):
+        load_datasets(DataConfig(**{"image_size": SIZE, "batch_size": 8, **kwargs}))
