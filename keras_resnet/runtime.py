@@ -222,7 +222,8 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
     if suffix == ".keras":
         return _load_keras(path)
     if suffix == ".tflite":
-        return TFLitePredictor(path, tflite_interpreter(path, num_threads), find_meta(path))
+        threads = num_threads or os.cpu_count()  # LiteRT's own default is one thread
+        return TFLitePredictor(path, tflite_interpreter(path, threads), find_meta(path))
     if path.name == "saved_model.pb":
         return _load_savedmodel(path.parent)
     raise KresError(f"{path} is not a model kres can run: pass a .keras, .tflite, SavedModel directory or run "

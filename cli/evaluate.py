@@ -1,0 +1,75 @@
+"""``kres evaluate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from kres.options import image_size_option
+
+
+@click.command(help="Top-1/5, loss, per-class accuracy and a confusion matrix of a .keras, SavedModel, .tflite or "
+                    "run dir. With no data option, the data the model was trained on. Two models: compared on the "
+                    "same images (top-1 agreement, largest output difference).")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL_B]")
+@click.option("--dataset", default=None, help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
+@click.option("--data-dir", default=None, type=click.Path(), help="Image folders: val/<class>/ (or train/ + split).")
+@click.option("--tfds-dir", default=None, type=click.Path(), help="TFDS data_dir holding --dataset.")
+@image_size_option(default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--output", default=None, type=click.Path(file_okay=False),
+              help="Directory for evaluation.json and the confusion PNG(s). [default: eval/ beside the model]")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")
+def evaluate(models, dataset, data_dir, tfds_dir, image_size, batch_size, output, threads, as_json) -> None:
+    if len(models) > 2:
+        raise click.UsageError(f"give one model, or two to compare; got {len(models)}")
+    if dataset is not None and data_dir is not None:
+        raise click.UsageError("--dataset and --data-dir are alternatives: give one")
+    from keras_resnet.evaluate import EvalConfig
+    from keras_resnet.evaluate import evaluate as run_evaluate
+
+    cfg = EvalConfig(models=list(models), dataset=dataset, data_dir=data_dir, tfds_dir=tfds_dir,
+                     image_size=image_size, batch_size=batch_size, output=output, num_threads=threads)
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="Evaluating", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        result = run_evaluate(cfg, progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "json_path": result.json_path}, indent=2))
+        return
+    _print(result)
+
+
+def _print(result) -> None:
+    data = result.data
+    source = data.get("dataset") or data.get("data_dir") or "digits (built-in)"
+    click.echo(f"Data: {source}, {data['num_val']} images, {len(data['class_names'])} classes, "
+               f"{data['image_size']} px (from the {data['source']})")
+    for report in result.models:
+        m = report.metrics
+        click.echo(f"{report.path} ({report.kind})")
+        click.echo(f"  top-1 {m.top1:.2%}   top-{m.top_k} {m.top5:.2%}   loss {m.loss:.4f}   "
+                   f"{m.num_examples} images in {report.seconds:.1f} s")
+        worst = sorted((acc, name) for name, acc in m.per_class.items() if acc is not None)[:5]
+        click.echo("  weakest classes: " + ", ".join(f"{name} {acc:.1%}" for acc, name in worst))
+        click.echo(f"  confusion matrix: {report.confusion_png}")
+    if result.comparison:
+        c = result.comparison
+        click.echo(f"A vs B: top-1 agreement {c.top1_agreement:.2%}, max |output diff| {c.max_abs_diff:.2e}, "
+                   f"mean {c.mean_abs_diff:.2e}, top-1 B-A {c.top1_delta * 100:+.2f} points")
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(f"Wrote {result.json_path}")

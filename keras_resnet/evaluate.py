@@ -1,0 +1,372 @@
+"""Accuracy of one model, or two side by side, on a labelled dataset: top-1/5, loss, per class, confusion.
+
+``compute_metrics`` is plain numpy on probabilities and labels, so the numbers are testable without a
+model. ``evaluate`` loads the model(s) through ``keras_resnet.runtime``, picks the data (the options given,
+else the data the model was trained on, read from its run's ``config.json``), streams the validation split
+through every model, and writes ``evaluation.json`` and a confusion-matrix PNG per model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_resnet import fileio
+from keras_resnet.errors import KresError
+from keras_resnet.runtime import Predictor, load_predictor
+
+EVAL_JSON = "evaluation.json"
+CONFIG_JSON = "config.json"
+LOSS_EPSILON = 1e-7  # probabilities are clipped here before the log, as Keras' cross-entropy does
+MAX_ANNOTATED_CLASSES = 20  # the confusion PNG writes counts in the cells up to this many classes
+
+
+@dataclass
+class EvalConfig:
+    """What ``kres evaluate`` takes. With no ``dataset``/``data_dir``/``tfds_dir`` the model's own training
+    data is used. ``image_size`` defaults to the model's input size; a different explicit size is an error."""
+
+    models: list[str]
+    dataset: str | None = None  # a TFDS name, "synthetic", or "digits" for the built-in digits
+    data_dir: str | None = None
+    tfds_dir: str | None = None
+    image_size: int | None = None
+    batch_size: int = 64
+    output: str | None = None  # directory for evaluation.json and the PNGs; default: eval/ beside the model
+    num_threads: int | None = None  # TFLite interpreter threads
+
+    @property
+    def has_data_option(self) -> bool:
+        return any(v is not None for v in (self.dataset, self.data_dir, self.tfds_dir))
+
+
+@dataclass
+class Metrics:
+    num_examples: int
+    top1: float
+    top5: float
+    top_k: int  # k of the "top5" figure: min(5, number of classes)
+    loss: float  # mean categorical cross-entropy of the probabilities
+    per_class: dict[str, float | None]  # accuracy per true class; None where a class has no examples
+    confusion: list[list[int]]  # [true][predicted] counts
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelReport:
+    path: str
+    kind: str
+    input_shape: list
+    metrics: Metrics
+    seconds: float
+    confusion_png: str | None = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["images_per_second"] = round(self.metrics.num_examples / self.seconds, 1) if self.seconds else None
+        return out
+
+
+@dataclass
+class Comparison:
+    """How closely model B follows model A on the same images."""
+
+    top1_agreement: float  # fraction of images where both pick the same class
+    max_abs_diff: float  # largest difference between any two output probabilities
+    mean_abs_diff: float
+    top1_delta: float  # B's top-1 minus A's, in accuracy points (fraction)
+
+
+@dataclass
+class EvalResult:
+    data: dict  # the data settings used (a DataConfig as a dict) and the class names
+    models: list[ModelReport]
+    comparison: Comparison | None = None
+    json_path: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "models": [m.to_dict() for m in self.models],
+                "comparison": dataclasses.asdict(self.comparison) if self.comparison else None,
+                "warnings": self.warnings}
+
+
+# --- metrics (numpy only) -------------------------------------------------------------------------------------
+
+def compute_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str] | None = None,
+                    k: int = 5) -> Metrics:
+    """Top-1, top-k, cross-entropy, per-class accuracy and the confusion matrix.
+
+    ``probs`` is [N,K] probabilities; ``labels`` is [N] class indices or [N,K] one-hot (or soft) targets.
+    Ties rank the lower class index first, so top-1 is ``argmax`` and agrees with the confusion matrix.
+    """
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim != 2:
+        raise KresError(f"probabilities must be [N, classes], got shape {probs.shape}")
+    n, num_classes = probs.shape
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        if labels.shape != probs.shape:
+            raise KresError(f"labels {labels.shape} and model outputs {probs.shape} differ: "
+                            "the model was trained for a different number of classes than the data has")
+        targets = labels.astype(np.float64)
+        true = np.argmax(labels, axis=1)
+    else:
+        true = labels.astype(np.int64)
+        if n and (true.min() < 0 or true.max() >= num_classes):
+            raise KresError(f"labels run to class {true.max()} but the model has {num_classes} outputs")
+        targets = np.eye(num_classes)[true]
+    if len(true) != n:
+        raise KresError(f"{len(true)} labels for {n} predictions")
+    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise KresError(f"{len(names)} class names for a model with {num_classes} outputs")
+
+    k = min(k, num_classes)
+    ranked = np.argsort(-probs, axis=1, kind="stable")
+    pred = ranked[:, 0]
+    in_top_k = (ranked[:, :k] == true[:, None]).any(axis=1)
+    clipped = np.clip(probs, LOSS_EPSILON, 1.0)
+    loss = float(np.mean(-np.sum(targets * np.log(clipped), axis=1))) if n else float("nan")
+
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (true, pred), 1)
+    support = confusion.sum(axis=1)
+    per_class = {name: (float(confusion[i, i] / support[i]) if support[i] else None) for i, name in enumerate(names)}
+    return Metrics(
+        num_examples=int(n),
+        top1=float(np.mean(pred == true)) if n else float("nan"),
+        top5=float(np.mean(in_top_k)) if n else float("nan"),
+        top_k=int(k), loss=loss, per_class=per_class, confusion=confusion.tolist(),
+    )
+
+
+def compare_outputs(probs_a: np.ndarray, probs_b: np.ndarray) -> tuple[float, float, float]:
+    """(top-1 agreement, max abs difference, mean abs difference) of two models' outputs on the same images."""
+    a, b = np.asarray(probs_a, np.float64), np.asarray(probs_b, np.float64)
+    if a.shape != b.shape:
+        raise KresError(f"the two models give outputs of shapes {a.shape} and {b.shape}: they cannot be compared")
+    if not len(a):
+        return float("nan"), float("nan"), float("nan")
+    agree = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+    diff = np.abs(a - b)
+    return agree, float(diff.max()), float(diff.mean())
+
+
+def save_confusion_png(confusion, class_names: list[str], path: str | os.PathLike, title: str) -> Path:
+    """Row-normalised confusion matrix (true down, predicted across), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(confusion, np.int64)
+    rows = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, rows, out=np.zeros(counts.shape, np.float64), where=rows > 0)
+    k = len(class_names)
+    side = min(4 + 0.4 * k, 24)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 50:
+        ax.set_xticks(range(k), class_names, rotation=90 if k > 10 else 0, fontsize=8)
+        ax.set_yticks(range(k), class_names, fontsize=8)
+    if k <= MAX_ANNOTATED_CLASSES:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with fileio.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# --- where the data comes from ------------------------------------------------------------------------------
+
+def _model_dirs(model_path: Path) -> list[Path]:
+    """Directories that may hold the run's config.json: the run dir itself, the model's folder and the
+    folder above it (an export dir holding saved_model/)."""
+    start = model_path if model_path.is_dir() else model_path.parent
+    return [start, start.parent]
+
+
+def training_data_config(model_path: str | os.PathLike, predictor: Predictor | None = None) -> dict:
+    """The ``DataConfig`` (as a dict) the model was trained with.
+
+    Looked up in order: ``config.json`` in the run dir / beside the model / one folder up;
+    the ``data`` entry of the model's meta.json ``extra``; a ``run_dir`` recorded there.
+    """
+    model_path = Path(model_path)
+    extra = predictor.meta.extra if predictor is not None and predictor.meta is not None else {}
+    recorded = [_config_data(d / CONFIG_JSON) for d in _model_dirs(model_path)]
+    recorded.append(dict(extra["data"]) if isinstance(extra.get("data"), dict) else None)
+    if extra.get("run_dir"):
+        recorded.append(_config_data(Path(extra["run_dir"]) / CONFIG_JSON))
+    for data in recorded:
+        if data is not None:
+            return data
+    raise KresError(f"no training data is recorded for {model_path} (no {CONFIG_JSON} with a 'data' entry beside it "
+                    "or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
+
+
+def _config_data(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text()).get("data")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise KresError(f"{path} is not a valid run config ({err}); pass --dataset or --data-dir") from None
+    return dict(data) if isinstance(data, dict) else None
+
+
+def _image_size(cfg: EvalConfig, predictors: list[Predictor], recorded: int | None) -> int:
+    """The model's own size; an explicit --image-size must match it. Dynamic models take the explicit size,
+    then the size in their meta.json, then the training config's."""
+    fixed = {p.input_shape[0] for p in predictors if p.input_shape[0] is not None}
+    fixed |= {p.input_shape[1] for p in predictors if p.input_shape[1] is not None}
+    if len(fixed) > 1:
+        sizes = ", ".join(f"{p.path.name}: {p.input_shape[0]} px" for p in predictors)
+        raise KresError(f"the models take different input sizes ({sizes}); compare models of the same size")
+    if fixed:
+        size = fixed.pop()
+        if cfg.image_size is not None and cfg.image_size != size:
+            names = " and ".join(p.path.name for p in predictors)
+            raise KresError(f"{names} takes {size}x{size} images, not --image-size {cfg.image_size}: drop "
+                            f"--image-size or evaluate a model exported at {cfg.image_size} px")
+        return size
+    if cfg.image_size is not None:
+        return cfg.image_size
+    for p in predictors:
+        if p.meta is not None and p.meta.input_shape and p.meta.input_shape[0]:
+            return int(p.meta.input_shape[0])
+    if recorded:
+        return int(recorded)
+    raise KresError("the model takes any image size and none is recorded: pass --image-size")
+
+
+def data_config(cfg: EvalConfig, predictors: list[Predictor]):
+    """The ``DataConfig`` to evaluate on (no augmentation; the validation split is what is read)."""
+    from keras_resnet.data import DataConfig
+
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    if cfg.has_data_option:
+        base = {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "tfds_dir": cfg.tfds_dir}
+    else:
+        recorded = training_data_config(cfg.models[0], predictors[0])
+        base = {k: v for k, v in recorded.items() if k in names}
+    size = _image_size(cfg, predictors, base.get("image_size"))
+    # batch_size 1: load_datasets checks the batch against the TRAIN split, which evaluation never reads;
+    # the validation split is re-batched at the requested size. One pass, so no cache.
+    base.update(image_size=size, batch_size=1, cache=False, randaugment=False, mixup_alpha=0.0, cutmix_alpha=0.0)
+    return DataConfig(**{k: v for k, v in base.items() if k in names})
+
+
+def _default_output(model_path: Path) -> Path:
+    folder = model_path if model_path.is_dir() and not (model_path / "saved_model.pb").is_file() else model_path.parent
+    return folder / "eval"
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+ProgressFn = Callable[[int, int], None]  # (images done, images in all)
+
+
+def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """Evaluate one model, or compare two on the same data; writes evaluation.json and confusion PNGs."""
+    if not 1 <= len(cfg.models) <= 2:
+        raise KresError(f"evaluate takes one model, or two to compare; got {len(cfg.models)}")
+    if cfg.batch_size < 1:
+        raise KresError(f"--batch-size must be 1 or more, got {cfg.batch_size}")
+    out_dir = Path(cfg.output) if cfg.output else _default_output(Path(cfg.models[0]))
+    fileio.ensure_writable_dir(out_dir)  # before any long work
+    predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
+
+    from keras_resnet.data import load_datasets
+
+    data_cfg = data_config(cfg, predictors)
+    datasets = load_datasets(data_cfg)
+    class_names = list(datasets.class_names)
+    warnings = []
+    for p in predictors:
+        if p.num_outputs != len(class_names):
+            raise KresError(f"{p.path.name} has {p.num_outputs} outputs but the data has {len(class_names)} "
+                            "classes: evaluate it on the data it was trained on")
+        if p.meta is not None and p.meta.labels and not _generic(p.meta.labels) and p.meta.labels != class_names:
+            warnings.append(f"{p.path.name}'s labels differ from the data's class names; the data's are used")
+
+    val = datasets.val.unbatch().batch(cfg.batch_size)
+    probs, labels, seconds = _run(predictors, val, datasets.num_val, cfg.batch_size, progress)
+    reports = []
+    for i, (p, pr, sec) in enumerate(zip(predictors, probs, seconds)):
+        metrics = compute_metrics(pr, labels, class_names)
+        png_name = "confusion_matrix.png" if len(predictors) == 1 else f"confusion_matrix_{'ab'[i]}.png"
+        png = save_confusion_png(metrics.confusion, class_names, out_dir / png_name,
+                                 f"{p.path.name} ({p.kind}): top-1 {metrics.top1:.2%} on {metrics.num_examples}")
+        reports.append(ModelReport(path=str(p.path), kind=p.kind, input_shape=list(p.input_shape), metrics=metrics,
+                                   seconds=round(sec, 3), confusion_png=str(png)))
+    comparison = None
+    if len(predictors) == 2:
+        agree, max_diff, mean_diff = compare_outputs(probs[0], probs[1])
+        comparison = Comparison(top1_agreement=agree, max_abs_diff=max_diff, mean_abs_diff=mean_diff,
+                                top1_delta=reports[1].metrics.top1 - reports[0].metrics.top1)
+    data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
+                 "num_val": int(datasets.num_val), "source": "options" if cfg.has_data_option else "training config"}
+    result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
+    json_path = out_dir / EVAL_JSON
+    fileio.write_json(json_path, _finite(result.to_dict()))
+    result.json_path = str(json_path)
+    return result
+
+
+def _run(predictors: list[Predictor], dataset, total: int, batch_size: int, progress: ProgressFn | None):
+    """Stream the batches once, through every model; keep only probabilities and labels."""
+    probs: list[list[np.ndarray]] = [[] for _ in predictors]
+    labels: list[np.ndarray] = []
+    seconds = [0.0] * len(predictors)
+    done = 0
+    for images, targets in dataset.as_numpy_iterator():
+        for i, p in enumerate(predictors):
+            start = time.perf_counter()
+            probs[i].append(p.predict(images, batch_size=batch_size))
+            seconds[i] += time.perf_counter() - start
+        labels.append(np.asarray(targets))
+        done += len(images)
+        if progress is not None:
+            progress(done, total)
+    if not labels:
+        raise KresError("the evaluation split is empty: give the data a validation split with images in it")
+    return [np.concatenate(p) for p in probs], np.concatenate(labels), seconds
+
+
+def _generic(labels: list[str]) -> bool:
+    return all(label == f"class_{i}" for i, label in enumerate(labels))
+
+
+def _finite(value):
+    """NaN is not JSON: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
