@@ -1,0 +1,75 @@
+"""``kres train``."""
+
+from __future__ import annotations
+
+import click
+
+from keras_resnet.specs import MIN_IMAGE_SIZE
+from kres.options import depth_option, variant_option
+
+PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+
+
+@click.command(help="Train a ResNet. With no data named it trains on the built-in handwritten digits "
+                    "(scikit-learn, 1,797 images), with a recipe that suits them; options override the recipe.")
+@depth_option()
+@variant_option()
+@click.option("--dataset", default=None, help="TFDS name (cifar10, imagenette/320px-v2, tf_flowers, ...), "
+                                              "'synthetic', or 'digits' (the default).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Image folders: DIR/train/<class>/ and DIR/val/<class>/, or DIR/<class>/ split by --val-split.")
+@click.option("--tfds-dir", type=click.Path(file_okay=False), default=None, help="TFDS data_dir.")
+@click.option("--val-split", type=float, default=0.2, show_default=True,
+              help="Fraction held out for validation when the data has no validation split.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the recipe's.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="GLOBAL batch, split across replicas. Default: the recipe's.")
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
+              help=f"Input side in pixels ({MIN_IMAGE_SIZE} or more). Default: the recipe's.")
+@click.option("--stem", type=click.Choice(["imagenet", "cifar"]), default=None, help="Default: the recipe's.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: mixed_bfloat16 on TPUs and GPUs with compute capability 8+, mixed_float16 on older "
+                   "GPUs, float32 on CPU.")
+@click.option("--xla/--no-xla", default=None, help="Compile steps with XLA. Default: on for GPUs/TPUs, off on CPU.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None,
+              help="SGD with Nesterov momentum, or AdamW. Default: the recipe's (sgd).")
+@click.option("--lr", type=float, default=None,
+              help="Base learning rate for a global batch of 256, scaled linearly with --batch-size.")
+@click.option("--warmup-epochs", type=float, default=None, help="Linear warmup before the cosine decay.")
+@click.option("--weight-decay", type=float, default=None, help="On conv/dense kernels only (never BN or biases).")
+@click.option("--label-smoothing", type=float, default=None)
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0: off).")
+@click.option("--cutmix", type=float, default=0.0, show_default=True, help="CutMix alpha (0: off).")
+@click.option("--randaugment", is_flag=True, help="RandAugment-style augmentation.")
+@click.option("--weights", default=None, help="'imagenet' or a weights file to start from (the classifier is "
+                                              "skipped when the class count differs).")
+@click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train only the classifier for this many epochs first (BN in inference mode).")
+@click.option("--qat-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="After training, quantization-aware fine-tuning for this many epochs (into RUN/qat).")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Run directory. Default: runs/resnet<depth>-<data>-<time>. The same command on the same "
+                   "directory resumes it.")
+@click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest).")
+@click.option("--checkpoint-steps", type=click.IntRange(min=1), default=None,
+              help="Also checkpoint every N steps inside an epoch (always at every epoch's end).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tpu", is_flag=True, help="Train on a TPU with TPUStrategy (TPU_NAME, default 'local').")
+def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
+          xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, mixup, cutmix, randaugment, weights,
+          freeze_backbone_epochs, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig
+    from keras_resnet.train import train as run_training
+
+    data = DataConfig(dataset=None if dataset == "digits" else dataset, data_dir=data_dir, tfds_dir=tfds_dir,
+                      val_split=val_split, seed=seed, randaugment=randaugment, mixup_alpha=mixup,
+                      cutmix_alpha=cutmix)
+    cfg = TrainConfig(depth=depth, variant=variant, stem=stem, epochs=epochs, batch_size=batch_size,
+                      image_size=image_size, precision=precision, xla=xla, optimizer=optimizer, lr=lr,
+                      warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                      weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, qat_epochs=qat_epochs,
+                      output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
+    result = run_training(cfg, data)
+    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {result.epochs} epochs "
+               f"({result.iterations} steps); best model {result.best_model}")

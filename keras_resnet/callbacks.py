@@ -1,0 +1,279 @@
+"""Keras callbacks of `kres train`: progress, resumable checkpoints, history, best model, curves.
+
+Every file is written atomically, so a SIGKILL at any moment leaves the run directory readable and
+resumable from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from keras_resnet import fileio
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+
+
+def iterations_of(model: keras.Model) -> int:
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """One line per epoch with images/s and the epoch's metrics; a live bar when stderr is a terminal."""
+
+    def __init__(self, epochs: int, global_batch: int, stream=None, min_interval: float = 0.25):
+        super().__init__()
+        self.epochs = epochs
+        self.global_batch = global_batch
+        self.stream = stream or sys.stderr
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.min_interval = min_interval
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.start = self.last_draw = time.perf_counter()
+        self.first_step = None
+        self.steps_done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done = batch + 1
+        if not self.live:
+            return
+        now = time.perf_counter()
+        total = self.params.get("steps") or 0
+        if now - self.last_draw < self.min_interval and self.steps_done < total:
+            return
+        self.last_draw = now
+        rate = self.steps_done * self.global_batch / max(now - self.start, 1e-9)
+        width = 24
+        filled = int(width * self.steps_done / total) if total else 0
+        bar = "=" * filled + "." * (width - filled)
+        self.stream.write(f"\rEpoch {self.epoch + 1}/{self.epochs} [{bar}] {self.steps_done}/{total} "
+                          f"{rate:,.0f} img/s {_format_logs(logs)}\x1b[K")
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self.start
+        rate = self.steps_done * self.global_batch / max(elapsed, 1e-9)
+        logs = logs if logs is not None else {}
+        logs["images_per_s"] = rate
+        logs["epoch_time_s"] = elapsed
+        line = f"Epoch {epoch + 1}/{self.epochs} {elapsed:.1f}s {rate:,.0f} img/s {_format_logs(logs)}"
+        self.stream.write(f"\r{line}\x1b[K\n" if self.live else f"{line}\n")
+        self.stream.flush()
+
+
+def _format_logs(logs) -> str:
+    parts = []
+    for key, value in (logs or {}).items():
+        if key in ("images_per_s", "epoch_time_s"):
+            continue
+        with contextlib.suppress(TypeError, ValueError):
+            value = float(value)
+            parts.append(f"{key} {value:.4g}" if key in ("learning_rate", "lr") else f"{key} {value:.4f}")
+    return " ".join(parts)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves weights + optimizer state (step counter included) every epoch and every ``every_steps`` steps.
+
+    The weights go to a new file, then ``state.json`` (written atomically) points at it, then the old
+    file is removed: whenever the process dies, ``state.json`` names a complete checkpoint.
+    """
+
+    def __init__(self, directory: Path, every_steps: int | None = None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.every_steps = every_steps
+        self.last_saved = None
+
+    def on_train_begin(self, logs=None):
+        self.last_saved = iterations_of(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps and iterations_of(self.model) - self.last_saved >= self.every_steps:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self, complete: bool = False) -> None:
+        step = iterations_of(self.model)
+        weights = self.directory / f"ckpt-{step}.weights.h5"
+        with fileio.atomic_path(weights) as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        fileio.write_json(self.directory / STATE_FILE, {"iterations": step, "weights": weights.name,
+                                                         "complete": complete})
+        for old in self.directory.glob("ckpt-*.weights.h5"):
+            if old.name != weights.name:
+                old.unlink(missing_ok=True)
+        self.last_saved = step
+
+
+def read_checkpoint_state(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def restore_checkpoint(model: keras.Model, run_dir: Path) -> int:
+    """Load the last checkpoint of ``run_dir`` into ``model`` (weights and optimizer); return its step."""
+    state = read_checkpoint_state(run_dir)
+    if not state:
+        return 0
+    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"]
+    if weights.is_file():
+        model.load_weights(weights)
+    return iterations_of(model)
+
+
+HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """``history.csv`` (one row per finished epoch, rewritten atomically) and ``curves.png``."""
+
+    def __init__(self, run_dir: Path, rows: list[dict], learning_rate: Callable[[], float] | None = None,
+                 plot: bool = True):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.rows = rows
+        self.learning_rate = learning_rate
+        self.plot = plot
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1}
+        if self.learning_rate is not None:
+            row["learning_rate"] = self.learning_rate()
+        for key, value in (logs or {}).items():
+            with contextlib.suppress(TypeError, ValueError):
+                row[key] = float(value)
+        self.rows[:] = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
+        write_history(self.run_dir / "history.csv", self.rows)
+        if self.plot:
+            plot_curves(self.rows, self.run_dir / "curves.png")
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    keys = [k for k in HISTORY_FIELDS_FIRST if any(k in r for r in rows)]
+    keys += sorted({k for r in rows for k in r} - set(keys))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    fileio.write_text(path, buffer.getvalue())
+
+
+def read_history(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return []
+    parsed = []
+    for row in rows:
+        clean = {}
+        for key, value in row.items():
+            if value in ("", None):
+                continue
+            clean[key] = int(value) if key == "epoch" else float(value)
+        parsed.append(clean)
+    return parsed
+
+
+class BestModelSaver(keras.callbacks.Callback):
+    """Calls ``save(path)`` with ``best.keras`` whenever ``monitor`` beats its best so far."""
+
+    def __init__(self, path: Path, save: Callable[[Path], None], monitor: str = "val_accuracy",
+                 best: float = -math.inf):
+        super().__init__()
+        self.path = Path(path)
+        self.save_fn = save
+        self.monitor = monitor
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if value > self.best or not self.path.exists():
+            self.best = max(self.best, value)
+            self.save_fn(self.path)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and top-1 accuracy per epoch, train and validation, as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), dpi=100)
+    epochs = [r["epoch"] for r in rows]
+    for index, (metric, title) in enumerate((("loss", "loss"), ("accuracy", "top-1 accuracy"))):
+        axis = figure.add_subplot(1, 2, index + 1)
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            points = [(e, r[key]) for e, r in zip(epochs, rows) if key in r]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    with fileio.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Per-epoch scalars (loss, accuracy, learning rate, images/s) as TensorBoard event files in ``logs/``.
+
+    Written with ``tf.summary.write`` and the scalars plugin's metadata, so it needs only TensorFlow,
+    not the ``tensorboard`` package (which ``keras.callbacks.TensorBoard`` requires).
+    """
+
+    def __init__(self, log_dir: Path):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.writers = {}
+
+    def _writer(self, name: str):
+        import tensorflow as tf
+
+        if name not in self.writers:
+            self.writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
+        return self.writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata()
+        metadata.plugin_data.plugin_name = "scalars"
+        for key, value in (logs or {}).items():
+            with contextlib.suppress(TypeError, ValueError):
+                value = float(value)
+                split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                with self._writer(split).as_default():
+                    tf.summary.write(f"epoch_{tag}", tf.constant(value, tf.float32), step=epoch + 1,
+                                     metadata=metadata.SerializeToString())
+        for writer in self.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}

@@ -1,0 +1,76 @@
+"""Optimizers and learning-rate schedules for training a ResNet.
+
+Everything here is stock Keras 3 (``keras.optimizers.SGD``/``AdamW``, ``CosineDecay``), so a compiled
+model serializes without custom objects and the same code runs under the TensorFlow and JAX backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from keras_resnet.errors import KresError
+
+OPTIMIZERS = ("sgd", "adamw")
+REFERENCE_BATCH = 256  # base learning rates are quoted for this global batch and scaled linearly
+
+
+def scaled_learning_rate(base_lr: float, global_batch: int) -> float:
+    """The linear scaling rule: ``base_lr`` is the rate for a global batch of 256."""
+    return base_lr * global_batch / REFERENCE_BATCH
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Linear warmup from 0 to ``peak_lr`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+
+    peak_lr: float
+    warmup_steps: int
+    total_steps: int
+
+    def build(self) -> keras.optimizers.schedules.LearningRateSchedule:
+        if self.total_steps < 1:
+            raise KresError(f"training needs at least one step, got {self.total_steps}")
+        warmup = min(self.warmup_steps, self.total_steps - 1)
+        if warmup <= 0:
+            return keras.optimizers.schedules.CosineDecay(self.peak_lr, decay_steps=self.total_steps)
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=self.total_steps - warmup, warmup_target=self.peak_lr, warmup_steps=warmup)
+
+
+def warmup_cosine(peak_lr: float, warmup_steps: int, total_steps: int):
+    """Shorthand for ``Schedule(peak_lr, warmup_steps, total_steps).build()``."""
+    return Schedule(peak_lr, warmup_steps, total_steps).build()
+
+
+def is_decayed(variable) -> bool:
+    """Weight decay applies to conv and dense kernels only: never to BN gamma/beta, biases or BN statistics."""
+    return variable.path.rsplit("/", 1)[-1] == "kernel"
+
+
+def make_optimizer(name: str, learning_rate, weight_decay: float, model: keras.Model,
+                   momentum: float = 0.9) -> keras.optimizers.Optimizer:
+    """SGD with Nesterov momentum or AdamW; decay excluded from every variable that is not a kernel.
+
+    The optimizer is built on all of ``model``'s trainable variables at once, so freezing and unfreezing
+    layers later (``--freeze-backbone-epochs``) keeps one set of slots and one step counter.
+    """
+    if name == "sgd":
+        opt = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
+                                   weight_decay=weight_decay or None)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    else:
+        raise KresError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if weight_decay:
+        opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not is_decayed(v)])
+    opt.build(model.trainable_variables)
+    return opt
+
+
+def decayed_variable_names(optimizer: keras.optimizers.Optimizer, model: keras.Model) -> set[str]:
+    """Paths of the variables ``optimizer`` applies weight decay to (what the tests check)."""
+    if not optimizer.weight_decay:
+        return set()
+    return {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}

@@ -1,0 +1,384 @@
+"""`kres train`: build a ResNet, train it with tf.data + tf.distribute, keep a resumable run directory.
+
+``train(TrainConfig(...), DataConfig(...))`` does the whole job:
+
+1. resolve the recipe (options left as None take the data's recipe, see ``keras_resnet.recipes``);
+2. pick the strategy and precision, validate the batch split and load the data (every user error
+   is raised here, before the run directory is touched);
+3. create or resume ``runs/NAME`` and train in segments of whole epochs (a frozen-backbone phase
+   first when asked, and the rest of a half-finished epoch when resuming from a mid-epoch checkpoint);
+4. write ``last.keras`` / ``best.keras`` rebuilt under float32, ``meta.json``, ``history.csv``,
+   ``curves.png`` and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+
+from keras_resnet import callbacks as cb
+from keras_resnet import fileio
+from keras_resnet.data import DataConfig, load_datasets
+from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
+from keras_resnet.errors import KresError
+from keras_resnet.meta import ModelMeta
+from keras_resnet.model import resnet
+from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
+from keras_resnet.recipes import Recipe, recipe_for
+from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
+
+HEAD_LAYERS = ("top_dropout", "predictions")  # what --freeze-backbone-epochs leaves trainable
+# Options that may change between the runs of one run directory without making it another run.
+_NOT_IDENTITY = ("output", "resume", "qat_epochs", "checkpoint_steps")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``kres train`` takes besides the data; None means "from the data's recipe"."""
+
+    depth: int = 18
+    variant: str = "v1.5"
+    stem: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None  # GLOBAL batch, split across replicas
+    image_size: int | None = None
+    precision: str = "auto"
+    xla: bool | None = None  # None: on for GPUs and TPUs, off on CPU
+    optimizer: str | None = None  # "sgd" (Nesterov) or "adamw"
+    lr: float | None = None  # base learning rate for a global batch of 256 (scaled linearly)
+    warmup_epochs: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    dropout: float = 0.0
+    weights: str | None = None  # "imagenet" or a weights file
+    freeze_backbone_epochs: int = 0
+    qat_epochs: int = 0
+    output: str | None = None  # run directory; default runs/<model>-<data>-<time>
+    resume: bool = False
+    seed: int = 0
+    tpu: bool = False
+    checkpoint_steps: int | None = None  # also checkpoint every N steps inside an epoch
+    steps_per_execution: int | None = None  # None: 1 on CPU, up to 8 on GPU, up to 64 on TPU
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_model: Path
+    last_model: Path
+    metrics: dict  # the last epoch's row of history.csv
+    best_val_accuracy: float
+    epochs: int
+    iterations: int  # optimizer steps in total (equal for an interrupted+resumed and an uninterrupted run)
+    train_seconds: float = 0.0  # wall time of model.fit in this process
+    qat_model: Path | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig, Recipe]:
+    """Fill every None from the recipe and validate the values; raises KresError before any work."""
+    depth_spec(cfg.depth)
+    variant_spec(cfg.variant)
+    recipe = recipe_for(data.dataset, data.data_dir)
+    optimizer = cfg.optimizer or recipe.optimizer
+    if optimizer not in OPTIMIZERS:
+        raise KresError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    cfg = dataclasses.replace(
+        cfg,
+        stem=cfg.stem or recipe.stem,
+        epochs=recipe.epochs if cfg.epochs is None else cfg.epochs,
+        batch_size=recipe.batch_size if cfg.batch_size is None else cfg.batch_size,
+        image_size=recipe.image_size if cfg.image_size is None else cfg.image_size,
+        optimizer=optimizer,
+        lr=recipe.base_lr[optimizer] if cfg.lr is None else cfg.lr,
+        warmup_epochs=recipe.warmup_epochs if cfg.warmup_epochs is None else cfg.warmup_epochs,
+        weight_decay=recipe.weight_decay[optimizer] if cfg.weight_decay is None else cfg.weight_decay,
+        label_smoothing=recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
+    )
+    if cfg.stem not in STEMS:
+        raise KresError(f"unknown stem {cfg.stem!r}: choose one of {', '.join(STEMS)}")
+    if cfg.epochs < 1:
+        raise KresError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.image_size < MIN_IMAGE_SIZE:
+        raise KresError(f"--image-size {cfg.image_size} is too small: use {MIN_IMAGE_SIZE} px or more")
+    if cfg.batch_size < 1:
+        raise KresError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.lr <= 0:
+        raise KresError(f"--lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise KresError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.weight_decay < 0 or cfg.warmup_epochs < 0:
+        raise KresError("--weight-decay and --warmup-epochs must not be negative")
+    if not 0 <= cfg.freeze_backbone_epochs < cfg.epochs:
+        raise KresError(f"--freeze-backbone-epochs {cfg.freeze_backbone_epochs} must be less than "
+                        f"--epochs {cfg.epochs}, so the whole network trains at least one epoch")
+    if cfg.qat_epochs < 0:
+        raise KresError(f"--qat-epochs must not be negative, got {cfg.qat_epochs}")
+    data = dataclasses.replace(data, image_size=cfg.image_size, batch_size=cfg.batch_size, seed=cfg.seed)
+    return cfg, data, recipe
+
+
+def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
+    """Train (or resume, or find finished) the run described by ``cfg`` and ``data``. See the module doc."""
+    stream = stream or sys.stderr
+    cfg, data, recipe = resolve(cfg, data)
+    placement = make_placement(cfg.tpu)
+    check_global_batch(cfg.batch_size, placement.replicas)
+    precision = resolve_precision(cfg.precision, placement)
+    run_dir = _run_dir(cfg, data)
+    state = _check_existing_run(run_dir, cfg, data)
+    datasets = load_datasets(data)
+    steps_per_epoch = datasets.num_train // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise KresError(f"--batch-size {cfg.batch_size} is larger than the {datasets.num_train} training images: "
+                        "use a smaller batch")
+    total_steps = steps_per_epoch * cfg.epochs
+    if state and state.get("complete") and state.get("iterations") == total_steps:
+        _say(stream, f"{run_dir} already finished {cfg.epochs} epochs ({total_steps} steps); nothing to train")
+        return _finish(cfg, data, run_dir, placement, train_seconds=0.0, stream=stream)
+
+    # Every worker of a multi-worker run saves (the collectives need all of them); only the chief keeps files.
+    write_dir = run_dir if placement.is_chief else Path(tempfile.mkdtemp(prefix=f"kres-{placement.worker_index}-"))
+    fileio.ensure_writable_dir(write_dir)
+    peak_lr = scaled_learning_rate(cfg.lr, cfg.batch_size)
+    schedule = Schedule(peak_lr, round(cfg.warmup_epochs * steps_per_epoch), total_steps)
+    execution = cfg.steps_per_execution or _steps_per_execution(placement, steps_per_epoch)
+    checkpoint_steps = cfg.checkpoint_steps
+    if checkpoint_steps:
+        checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
+    xla = cfg.xla if cfg.xla is not None else placement.accelerator in ("gpu", "tpu")
+    if placement.is_chief:
+        fileio.write_json(run_dir / "config.json", {
+            "train": asdict(cfg), "data": asdict(data), "recipe": recipe.name,
+            "resolved": {"precision": precision, "xla": xla, "strategy": placement.kind,
+                         "replicas": placement.replicas, "steps_per_epoch": steps_per_epoch,
+                         "total_steps": total_steps, "peak_lr": peak_lr, "warmup_steps": schedule.warmup_steps,
+                         "steps_per_execution": execution, "num_train": datasets.num_train,
+                         "num_val": datasets.num_val, "skipped_files": datasets.skipped_files,
+                         "keras_backend": keras.backend.backend()},
+        })
+        fileio.write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in datasets.class_names))
+        _point_latest(run_dir)
+
+    previous_policy = keras.config.dtype_policy().name
+    keras.utils.set_random_seed(cfg.seed)
+    keras.config.set_dtype_policy(precision)
+    try:
+        with placement.scope():
+            model = resnet(cfg.depth, num_classes=len(datasets.class_names),
+                           input_shape=(cfg.image_size, cfg.image_size, 3), variant=cfg.variant, stem=cfg.stem,
+                           dropout=cfg.dropout, weights=cfg.weights)
+            optimizer = make_optimizer(cfg.optimizer, schedule.build(), cfg.weight_decay, model)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    if placement.is_chief:
+        ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
+
+    start = cb.restore_checkpoint(model, run_dir) if state else 0
+    rows = [r for r in cb.read_history(run_dir / "history.csv") if r["epoch"] <= start // steps_per_epoch]
+    exporter = _Float32Exporter(cfg, len(datasets.class_names), model)
+    lr_now = schedule.build()
+    _say(stream, _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, peak_lr, run_dir, start))
+    callbacks = [
+        cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream),
+        cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
+        cb.BestModelSaver(write_dir / "best.keras", exporter.save,
+                          best=max((r.get("val_accuracy", -math.inf) for r in rows), default=-math.inf)),
+        cb.TensorBoardScalars(write_dir / "logs"),
+        cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, every_steps=checkpoint_steps),
+    ]
+    train_data = datasets.train.repeat()
+    began = time.perf_counter()
+    step, frozen = start, None
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        want_frozen = epoch < cfg.freeze_backbone_epochs
+        if want_frozen != frozen:
+            _set_backbone_trainable(model, not want_frozen)
+            with placement.scope():
+                model.compile(optimizer=optimizer,
+                              loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                              metrics=_metrics(len(datasets.class_names)), jit_compile=xla if xla else False,
+                              steps_per_execution=execution)
+            frozen = want_frozen
+        end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
+        model.fit(train_data, validation_data=datasets.val, initial_epoch=epoch, epochs=end,
+                  steps_per_epoch=steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
+        step = cb.iterations_of(model)
+    train_seconds = time.perf_counter() - began
+
+    exporter.save(write_dir / "last.keras")
+    callbacks[-1].save(complete=True)
+    for old in (write_dir / cb.CHECKPOINT_DIR).glob("ckpt-*.weights.h5"):
+        old.unlink(missing_ok=True)  # the finished run keeps last.keras; the optimizer state is not needed
+    if not placement.is_chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+        return TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", {}, math.nan, cfg.epochs,
+                           step, train_seconds)
+    return _finish(cfg, data, run_dir, placement, train_seconds=train_seconds, stream=stream)
+
+
+def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placement, *, train_seconds: float,
+            stream) -> TrainResult:
+    rows = cb.read_history(run_dir / "history.csv")
+    state = cb.read_checkpoint_state(run_dir) or {}
+    best = max((r.get("val_accuracy", -math.inf) for r in rows), default=math.nan)
+    result = TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", rows[-1] if rows else {},
+                         best, len(rows), int(state.get("iterations", 0)), train_seconds, history=rows)
+    if placement.is_chief:
+        meta = ModelMeta.load(run_dir)
+        meta.extra.update({"dataset": data.dataset or ("folder" if data.data_dir else "digits"),
+                           "val_accuracy": result.metrics.get("val_accuracy"), "best_val_accuracy": best,
+                           "epochs": result.epochs})
+        meta.save(run_dir)
+        if rows:
+            cb.plot_curves(rows, run_dir / "curves.png")
+    _say(stream, f"best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
+                 f"models in {run_dir}")
+    if cfg.qat_epochs and placement.is_chief:
+        from keras_resnet.qat import quantization_aware_finetune  # the EXPORT engineer's module; heavy imports
+
+        result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat")
+        _say(stream, f"quantization-aware model: {result.qat_model}")
+    return result
+
+
+class _Float32Exporter:
+    """Saves the training model's weights into the same architecture built under float32, without optimizer,
+    so ``best.keras``/``last.keras`` load anywhere (CPU, float32 policy, no custom objects)."""
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, model: keras.Model):
+        self.cfg, self.num_classes, self.model = cfg, num_classes, model
+        self.clone = None
+
+    def save(self, path: Path) -> None:
+        if self.clone is None:
+            previous = keras.config.dtype_policy().name
+            keras.config.set_dtype_policy("float32")
+            try:
+                self.clone = resnet(self.cfg.depth, num_classes=self.num_classes,
+                                    input_shape=(self.cfg.image_size, self.cfg.image_size, 3),
+                                    variant=self.cfg.variant, stem=self.cfg.stem, dropout=self.cfg.dropout)
+            finally:
+                keras.config.set_dtype_policy(previous)
+        self.clone.set_weights(self.model.get_weights())
+        with fileio.atomic_path(path) as tmp:
+            self.clone.save(tmp)
+
+
+def _set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze everything but the head; frozen BN layers run in inference mode (Keras 3 semantics)."""
+    for layer in model.layers:
+        if layer.name not in HEAD_LAYERS:
+            layer.trainable = trainable
+
+
+def _metrics(num_classes: int) -> list:
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
+
+
+def _steps_per_execution(placement: Placement, steps_per_epoch: int) -> int:
+    """Several steps per call where Python overhead matters (GPU, TPU); a divisor of the epoch, so
+    checkpoints and resumed epochs land on whole executions."""
+    target = {"tpu": 64, "gpu": 8}.get(placement.accelerator, 1)
+    return max(d for d in range(1, min(target, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def _data_name(data: DataConfig) -> str:
+    if data.data_dir:
+        return Path(data.data_dir).resolve().name or "folder"
+    return (data.dataset or "digits").replace("/", "-").replace(":", "-")
+
+
+def _run_dir(cfg: TrainConfig, data: DataConfig) -> Path:
+    if cfg.output:
+        return Path(cfg.output)
+    latest = Path("runs") / "latest"
+    if cfg.resume:
+        if not latest.exists():
+            raise KresError("--resume without --output continues runs/latest, which does not exist; "
+                            "pass --output runs/NAME")
+        return latest.resolve()
+    return Path("runs") / f"resnet{cfg.depth}-{_data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _identity(cfg: dict, data: dict) -> dict:
+    train = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
+    return {"train": train, "data": dict(data)}
+
+
+def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> dict | None:
+    """None for a new run; the checkpoint state when ``run_dir`` holds this same run (resume it).
+
+    A run directory that holds a different run is an error, with or without --resume: resuming means
+    continuing with the same settings, so the schedule and the step count stay those of the first start.
+    """
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        if cfg.resume:
+            raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+        if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+            raise KresError(f"{run_dir} exists and is not a kres run directory; choose another --output")
+        return None
+    try:
+        saved = json.loads(config_path.read_text())
+    except json.JSONDecodeError:
+        raise KresError(f"{config_path} is not valid JSON; delete {run_dir} or choose another --output") from None
+    old = _identity(saved.get("train", {}), saved.get("data", {}))
+    new = _identity(asdict(cfg), asdict(data))
+    if old != new:
+        diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
+                 for part in ("train", "data") for key in sorted(set(old[part]) | set(new[part]))
+                 if old[part].get(key) != new[part].get(key)]
+        raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
+                        f"options to resume it, or choose another --output")
+    return cb.read_checkpoint_state(run_dir) or {"iterations": 0}
+
+
+def _point_latest(run_dir: Path) -> None:
+    """``runs/latest -> NAME``, replaced in one rename so readers never see it missing."""
+    link = run_dir.parent / "latest"
+    if run_dir.name == "latest":
+        return
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.symlink(run_dir.name, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, peak_lr, run_dir, start) -> str:
+    source = _data_name(data)
+    lines = [
+        f"ResNet-{cfg.depth} ({cfg.variant}, {cfg.stem} stem, {cfg.image_size} px) on {source}: "
+        f"{datasets.num_train} train / {datasets.num_val} val images, {len(datasets.class_names)} classes"
+        + (f", {datasets.skipped_files} unreadable files skipped" if datasets.skipped_files else ""),
+        f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
+        f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {cfg.epochs} epochs x {steps_per_epoch} steps; "
+        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {cfg.warmup_epochs} epochs, wd {cfg.weight_decay}",
+        f"run dir {run_dir}" + (f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})" if start else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _say(stream, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
