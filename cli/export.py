@@ -1,0 +1,38 @@
+"""``kres export``."""
+
+from __future__ import annotations
+
+import click
+
+from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES
+
+
+@click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
+                    "int8, quantization-aware int8, Edge TPU check; writes labels.txt, model cards and a report.")
+@click.argument("source", type=click.Path(path_type=str))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=str), help="Directory for the artifacts.")
+@click.option("--saved-model", is_flag=True, help="SavedModel (uint8 serving_default, float32 signature) + .keras.")
+@click.option("--tflite", is_flag=True, help="A TFLite model (static batch 1).")
+@click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
+              help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
+@click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--edgetpu", is_flag=True, help="int8 TFLite checked against the Edge TPU requirements.")
+@click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: export even if some ops would run on the CPU.")
+@click.option("--calibration-steps", type=int, default=100, show_default=True,
+              help="Training images for int8 calibration.")
+@click.option("--io-dtype", default="uint8", show_default=True, metavar="|".join(IO_DTYPES),
+              help="int8 model input/output type.")
+@click.option("--eval-images", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Held-out images for the agreement report (0 to skip).")
+def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
+           edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int) -> None:
+    from keras_resnet.export import ExportConfig
+    from keras_resnet.export import export as run_export
+
+    cfg = ExportConfig(source=source, output=output, saved_model=saved_model, tflite=tflite, quantize=quantize,
+                       qat=qat, qat_epochs=qat_epochs, edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops,
+                       calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images)
+    result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    click.echo(result.text, nl=False)
+    click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")

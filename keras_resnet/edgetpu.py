@@ -1,0 +1,182 @@
+"""Will an int8 TFLite model run on a Coral Edge TPU? A static check of the flatbuffer, and the compiler's log.
+
+The Edge TPU runs only fully 8-bit models with static shapes, one subgraph and ops from Coral's documented
+list of supported operations. The compiler maps ops to the Edge TPU up to the first op it cannot map; that op
+and every op after it run on the CPU. The static check here needs no compiler, so it runs anywhere (CI);
+where ``edgetpu_compiler`` is installed (Debian/Ubuntu x86_64, see deploy/README.md) its log is parsed too.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from keras_resnet.errors import KresError
+from keras_resnet.quantize import TfliteInfo, inspect_tflite
+
+# TFLite builtin ops the Edge TPU runs, after Coral's "Supported operations" table
+# (coral.ai/docs/edgetpu/models-intro/#supported-operations), in TFLite schema names.
+SUPPORTED_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
+    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM",
+    "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN",
+    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT",
+    "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
+    "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+})
+EIGHT_BIT = ("int8", "uint8")
+COMPILER = "edgetpu_compiler"
+MAPPED = "Mapped to Edge TPU"
+
+
+@dataclass
+class CompilerReport:
+    """What ``edgetpu_compiler -s`` said: per-op mapping, and the ops left on the CPU."""
+
+    ops: list[dict]  # {"op": "CONV_2D", "count": 20, "status": "Mapped to Edge TPU"}
+    edgetpu_ops: int | None
+    cpu_ops_total: int | None
+    subgraphs: int | None
+    output_model: str | None = None
+    log: str = ""
+
+    @property
+    def cpu_ops(self) -> dict[str, int]:
+        cpu: dict[str, int] = {}
+        for row in self.ops:
+            if row["status"] != MAPPED:
+                cpu[row["op"]] = cpu.get(row["op"], 0) + row["count"]
+        return cpu
+
+    @property
+    def all_on_edgetpu(self) -> bool:
+        return not self.cpu_ops and not self.cpu_ops_total
+
+
+@dataclass
+class EdgeTpuReport:
+    passed: bool
+    problems: list[str]  # one line each; structural problems and ops that fall back to the CPU
+    cpu_ops: dict[str, int]  # static check: op -> count of ops that would fall back to the CPU
+    ops: dict[str, int]
+    compiler: CompilerReport | None = None
+    notes: list[str] = field(default_factory=list)
+    structural: bool = False  # a problem other than CPU ops: --allow-cpu-ops does not waive it
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.compiler is not None:
+            data["compiler"]["cpu_ops"] = self.compiler.cpu_ops
+        return data
+
+
+def check_requirements(content: bytes | TfliteInfo) -> EdgeTpuReport:
+    """Check the Edge TPU's model requirements statically, from the flatbuffer alone."""
+    info = content if isinstance(content, TfliteInfo) else inspect_tflite(content)
+    problems: list[str] = []
+    if info.subgraphs != 1:
+        problems.append(f"{info.subgraphs} subgraphs: the Edge TPU runs a single subgraph")
+    activations = [t for t in info.tensors if not t.constant]
+    wide = sorted({f"{t.dtype} {t.name}" for t in activations if t.dtype not in EIGHT_BIT})
+    if wide:
+        problems.append(f"{len(wide)} non-8-bit activation tensors (e.g. {wide[0]}): quantize fully to int8")
+    dynamic = [t.name for t in info.tensors if not t.static]
+    if dynamic:
+        problems.append(f"{len(dynamic)} tensors with a dynamic shape (e.g. {dynamic[0]}): convert with static shapes")
+    for t in info.inputs:
+        if not t.shape or t.shape[0] != 1:
+            problems.append(f"input {t.name} has shape {t.shape}: the Edge TPU needs batch 1")
+    too_deep = [t.name for t in activations if len(t.shape) > 3 and any(d != 1 for d in t.shape[:-3])]
+    if too_deep:
+        problems.append(f"{len(too_deep)} tensors have more than 3 non-unit dimensions (e.g. {too_deep[0]})")
+
+    cpu_ops: dict[str, int] = {}
+    for op in info.op_sequence:
+        if op not in SUPPORTED_OPS:
+            cpu_ops[op] = cpu_ops.get(op, 0) + 1
+    notes = []
+    structural = bool(problems)
+    if cpu_ops:
+        problems.append("ops the Edge TPU does not support (they run on the CPU): "
+                        + ", ".join(f"{op} x{n}" for op, n in cpu_ops.items()))
+        first = next(i for i, op in enumerate(info.op_sequence) if op not in SUPPORTED_OPS)
+        later = len(info.op_sequence) - first - 1
+        if later:
+            notes.append(f"the compiler maps ops only up to the first unsupported one ({info.op_sequence[first]}, "
+                         f"op #{first}); the {later} ops after it would run on the CPU too")
+    return EdgeTpuReport(passed=not problems, problems=problems, cpu_ops=cpu_ops, ops=dict(info.ops), notes=notes,
+                         structural=structural)
+
+
+_ROW = re.compile(r"^([A-Z][A-Z0-9_]*)\s+(\d+)\s+(\S.*?)\s*$")
+
+
+def parse_compiler_log(text: str) -> CompilerReport:
+    """Parse the summary and the operation table that ``edgetpu_compiler -s`` prints."""
+
+    def number(label: str) -> int | None:
+        match = re.search(rf"{label}:\s*(\d+)", text)
+        return int(match.group(1)) if match else None
+
+    ops, in_table = [], False
+    for line in text.splitlines():
+        if re.match(r"^\s*Operator\s+Count\s+Status\s*$", line):
+            in_table = True
+            continue
+        if in_table:
+            match = _ROW.match(line.strip())
+            if match:
+                ops.append({"op": match.group(1), "count": int(match.group(2)), "status": match.group(3)})
+            elif line.strip() and ops:
+                in_table = False
+    output = re.search(r"Output model:\s*(\S+)", text)
+    return CompilerReport(
+        ops=ops,
+        edgetpu_ops=number("Number of operations that will run on Edge TPU"),
+        cpu_ops_total=number("Number of operations that will run on CPU"),
+        subgraphs=number("Number of Edge TPU subgraphs"),
+        output_model=output.group(1) if output else None,
+        log=text,
+    )
+
+
+def compiler_available() -> bool:
+    return shutil.which(COMPILER) is not None
+
+
+def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int = 600) -> CompilerReport:
+    """Run ``edgetpu_compiler -s`` on ``tflite_path``; writes ``<name>_edgetpu.tflite`` into ``output_dir``."""
+    exe = shutil.which(COMPILER)
+    if exe is None:
+        raise KresError(f"{COMPILER} is not on PATH: install it from Coral's apt repository (see deploy/README.md)")
+    result = subprocess.run([exe, "-s", "-o", str(output_dir), str(tflite_path)], capture_output=True, text=True,
+                            timeout=timeout_s, check=False)
+    text = result.stdout + result.stderr
+    if result.returncode != 0:
+        last = next((line for line in reversed(text.splitlines()) if line.strip()), "no output")
+        raise KresError(f"{COMPILER} failed (exit {result.returncode}): {last.strip()}")
+    return parse_compiler_log(text)
+
+
+def check(tflite_path: str | Path, output_dir: str | Path, allow_cpu_ops: bool = False,
+          use_compiler: bool | None = None) -> EdgeTpuReport:
+    """Static check, then the compiler when installed; raise KresError when an op would run on the CPU."""
+    tflite_path = Path(tflite_path)
+    report = check_requirements(tflite_path.read_bytes())
+    if use_compiler is None:
+        use_compiler = compiler_available()
+    if use_compiler:
+        report.compiler = run_compiler(tflite_path, output_dir)
+        if not report.compiler.all_on_edgetpu:
+            cpu = ", ".join(f"{op} x{n}" for op, n in report.compiler.cpu_ops.items()) or "see the log"
+            report.problems.append(f"{COMPILER} maps {report.compiler.cpu_ops_total} ops to the CPU: {cpu}")
+            report.passed = False
+    else:
+        report.notes.append(f"{COMPILER} not on PATH: static check only")
+    if report.structural or (not report.passed and not allow_cpu_ops):
+        raise KresError("model is not fully Edge TPU compatible: " + "; ".join(report.problems)
+                        + ("" if report.structural else " (pass --allow-cpu-ops to export anyway)"))
+    return report

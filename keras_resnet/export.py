@@ -1,0 +1,429 @@
+"""``kres export``: a trained model -> SavedModel, ``.keras`` and TFLite (float32, float16, dynamic, int8, QAT),
+with the Edge TPU check, the Android model card and an export report that proves the quantized model agrees.
+
+Every artifact is written atomically (a temporary name beside the final one, renamed on success), so an
+interrupted export never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from keras_resnet import fileio
+from keras_resnet.errors import KresError
+from keras_resnet.meta import ModelMeta, find_meta
+from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode
+
+RUN_MODEL_NAMES = ("best.keras", "last.keras")
+REPORT_NAME = "export_report"
+SAVED_MODEL_DIR = "saved_model"
+SERVING_UINT8 = "serving_default"
+SERVING_FLOAT = "serving_float32"
+OUTPUT_NAME = "probabilities"
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportConfig:
+    """Everything ``kres export`` takes."""
+
+    source: str  # run directory or .keras file
+    output: str
+    saved_model: bool = False
+    tflite: bool = False
+    quantize: str = "float32"  # one of keras_resnet.quantize.QUANTIZE_MODES
+    qat: bool = False
+    qat_epochs: int = 1
+    edgetpu: bool = False
+    allow_cpu_ops: bool = False
+    calibration_steps: int = 100
+    io_dtype: str = "uint8"
+    eval_images: int = 1000  # held-out images for the agreement and accuracy figures (0: skip)
+
+
+@dataclass
+class Source:
+    model_path: Path
+    run_dir: Path | None
+    data_config: dict | None  # config.json["data"] of the run, when there is one
+
+
+@dataclass
+class ExportResult:
+    output_dir: Path
+    files: list[Path] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+    text: str = ""
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+
+def validate(cfg: ExportConfig) -> ExportConfig:
+    """Every check that needs no model, so a typo fails before any long work."""
+    check_mode(cfg.quantize)
+    check_io_dtype(cfg.io_dtype)
+    if cfg.calibration_steps < 1:
+        raise KresError(f"--calibration-steps must be 1 or more, got {cfg.calibration_steps}")
+    if (cfg.edgetpu or cfg.qat) and cfg.quantize not in ("int8", "float32"):
+        flag = "--edgetpu" if cfg.edgetpu else "--qat"
+        raise KresError(f"{flag} produces an int8 model: drop --quantize {cfg.quantize} or use --quantize int8")
+    if not cfg.saved_model and not cfg.tflite and not cfg.edgetpu and not cfg.qat:
+        cfg = replace(cfg, saved_model=True, tflite=True)
+    if cfg.edgetpu or cfg.qat:
+        cfg = replace(cfg, tflite=True)
+    if cfg.edgetpu and not cfg.qat:
+        cfg = replace(cfg, quantize="int8")
+    return cfg
+
+
+def resolve_source(path: str | os.PathLike) -> Source:
+    """A run directory (-> best.keras, else last.keras) or a ``.keras`` file; KresError for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise KresError(f"{path} does not exist: pass a run directory or a .keras file")
+    run_dir = None
+    if path.is_dir():
+        model_path = next((path / n for n in RUN_MODEL_NAMES if (path / n).is_file()), None)
+        if model_path is None:
+            raise KresError(f"{path} holds no model (no {' or '.join(RUN_MODEL_NAMES)}): train into it first "
+                            "or pass a .keras file")
+        run_dir = path
+    else:
+        model_path = path
+        if (path.parent / "config.json").is_file():
+            run_dir = path.parent
+    if model_path.suffix != ".keras" or not zipfile.is_zipfile(model_path):
+        raise KresError(f"{model_path} is not a .keras model: pass a run directory or the .keras file written "
+                        "by 'kres train'")
+    data = None
+    if run_dir is not None and (run_dir / "config.json").is_file():
+        try:
+            data = json.loads((run_dir / "config.json").read_text()).get("data")
+        except (json.JSONDecodeError, AttributeError):
+            raise KresError(f"{run_dir / 'config.json'} is not valid JSON: re-run 'kres train'") from None
+    return Source(model_path, run_dir, data)
+
+
+def load_float32_model(path: str | os.PathLike):
+    """Load a ``.keras`` file; a mixed-precision model is rebuilt from its config under float32 with the same
+    weights, since the TFLite converter rejects float16 compute graphs."""
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises ValueError, BadZipFile, ... for a file that is not a model
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise KresError(f"{path} is not a loadable .keras model ({first})") from None
+    return as_float32(model)
+
+
+def as_float32(model):
+    """``model`` itself when every layer computes in float32, else a float32 rebuild with the same weights."""
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+    config = _float32_config(model.get_config())
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    if not all(layer.dtype_policy.compute_dtype == "float32" for layer in rebuilt.layers):
+        raise KresError(f"could not rebuild {model.name} under float32: save it with a float32 policy")
+    return rebuilt
+
+
+def _float32_config(obj):
+    if isinstance(obj, dict):
+        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(obj.get("config"), dict):
+            return {**obj, "class_name": "DTypePolicy", "config": {**obj["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("mixed_"):
+        return "float32"
+    return obj
+
+
+def data_config_for(source: Source, meta: ModelMeta):
+    """The run's DataConfig at the model's input size; None where the model came without a run."""
+    if source.data_config is None:
+        return None
+    from keras_resnet.data import DataConfig
+
+    known = {k: v for k, v in source.data_config.items() if k in DataConfig.__dataclass_fields__}
+    return replace(DataConfig(**known), image_size=meta.image_size, randaugment=False, mixup_alpha=0.0,
+                   cutmix_alpha=0.0)
+
+
+def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iterator[np.ndarray]]:
+    """Representative batches [1,H,W,3]: the run's training images through eval preprocessing, or
+    synthetic images (noted in the report) where the model came without a run."""
+    from keras_resnet.data import DataConfig, calibration_images
+
+    cfg = data_cfg or DataConfig(dataset="synthetic", image_size=meta.image_size,
+                                 synthetic_classes=max(meta.num_classes, 1))
+    return lambda: calibration_images(cfg, steps)
+
+
+def heldout_data(data_cfg, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Up to ``limit`` validation images (raw pixels) and integer labels of the run."""
+    if data_cfg is None or limit <= 0:
+        return None
+    from keras_resnet.data import load_datasets
+
+    images, labels, count = [], [], 0
+    for x, y in load_datasets(data_cfg).val:
+        images.append(np.asarray(x))
+        labels.append(np.argmax(np.asarray(y), axis=-1))
+        count += len(images[-1])
+        if count >= limit:
+            break
+    if not images:
+        return None
+    return np.concatenate(images)[:limit].astype(np.float32), np.concatenate(labels)[:limit]
+
+
+# --- writers -------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Like ``fileio.atomic_path`` for a directory: build it under a temporary name, then swap it in."""
+    final = Path(final)
+    fileio.ensure_writable_dir(final.parent)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(final: Path, content: bytes) -> Path:
+    with fileio.atomic_path(final) as tmp:
+        tmp.write_bytes(content)
+    return final
+
+
+def export_saved_model(model, directory: str | os.PathLike) -> Path:
+    """SavedModel whose ``serving_default`` takes raw uint8 RGB [N,H,W,3] (cast inside the graph), with a
+    ``serving_float32`` signature beside it for float pixels. Both return ``{"probabilities": [N,K]}``."""
+    import keras
+    import tensorflow as tf
+
+    shape = [None, *model.input_shape[1:]]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def from_uint8(image):
+        return {OUTPUT_NAME: model(tf.cast(image, tf.float32), training=False)}
+
+    def from_float(image):
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
+    archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    with atomic_dir(directory) as tmp, contextlib.redirect_stdout(None):
+        archive.write_out(str(tmp), verbose=False)
+    return Path(directory)
+
+
+def save_keras(model, final: Path) -> Path:
+    with fileio.atomic_path(final) as tmp:
+        model.save(tmp)
+    return final
+
+
+# --- checks --------------------------------------------------------------------------------------------------
+
+def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Top-1 agreement and largest absolute output difference of two [N,K] probability arrays."""
+    agree = float(np.mean(np.argmax(reference, -1) == np.argmax(candidate, -1)))
+    out = {"images": len(reference), "top1_agreement": agree,
+           "max_abs_diff": float(np.max(np.abs(reference - candidate))) if len(reference) else 0.0}
+    if labels is not None:
+        out["reference_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
+        out["top1"] = float(np.mean(np.argmax(candidate, -1) == labels))
+    return out
+
+
+def describe_tflite(path: Path, content: bytes) -> dict:
+    from keras_resnet.quantize import gpu_compatibility, inspect_tflite, require_builtin_only
+
+    info = inspect_tflite(content)
+    require_builtin_only(info)
+    gpu_ok, gpu_text = gpu_compatibility(content)
+    return {"file": path.name, **info.summary(), "gpu_delegate_compatible": gpu_ok, "gpu_analyzer": gpu_text}
+
+
+def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None, mode: str,
+               dataset: str | None) -> dict:
+    """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels."""
+    inp, out = tflite["inputs"][0], tflite["outputs"][0]
+    return {
+        "model": path.name,
+        "quantization": mode,
+        "architecture": f"ResNet-{meta.depth} {meta.variant} ({meta.stem} stem)",
+        "input": {"shape": inp["shape"], "dtype": inp["dtype"], "scale": (inp["scale"] or [None])[0],
+                  "zero_point": (inp["zero_point"] or [None])[0],
+                  "format": "RGB pixels 0-255, resized to the input size; no normalisation needed"},
+        "output": {"shape": out["shape"], "dtype": out["dtype"], "scale": (out["scale"] or [None])[0],
+                   "zero_point": (out["zero_point"] or [None])[0],
+                   "meaning": "class probabilities (softmax); dequantize as (q - zero_point) * scale"},
+        "normalization": {"name": meta.normalization, "mean": meta.mean, "std": meta.std, "inside_model": True,
+                          "channel_order": "RGB in; the model reverses to BGR itself" if meta.variant == "v1"
+                          else "RGB"},
+        "labels": list(meta.labels),
+        "labels_file": "labels.txt",
+        "accuracy": {"top1": accuracy, "dataset": dataset, "measured": "at export, on the run's validation data"}
+        if accuracy is not None else None,
+        "gpu_delegate_compatible": tflite["gpu_delegate_compatible"],
+    }
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+def export(cfg: ExportConfig, progress: Progress | None = None, *,
+           calibration: Callable[[], Iterator[np.ndarray]] | None = None,
+           heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
+    """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
+    say = progress or (lambda _msg: None)
+    cfg = validate(cfg)
+    out_dir = fileio.ensure_writable_dir(cfg.output)
+    source = resolve_source(cfg.source)
+    say(f"loading {source.model_path}")
+    model = load_float32_model(source.model_path)
+    meta = find_meta(source.model_path) or ModelMeta.from_model(model)
+    data_cfg = data_config_for(source, meta)
+    if cfg.qat and data_cfg is None:
+        raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
+    if heldout is None:
+        say("reading held-out (validation) data" if data_cfg else "no run config: skipping accuracy figures")
+        heldout = heldout_data(data_cfg, cfg.eval_images)
+    images, labels = heldout if heldout is not None else (None, None)
+
+    result = ExportResult(out_dir)
+    report: dict = {"source": str(source.model_path), "model": f"ResNet-{meta.depth} {meta.variant}",
+                    "input_shape": meta.input_shape, "classes": meta.num_classes, "artifacts": {}}
+    reference = None
+    if images is not None:
+        from keras_resnet.runtime import KerasPredictor
+
+        reference = KerasPredictor(source.model_path, model, meta).predict(images)
+        report["keras_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
+        report["heldout_images"] = len(images)
+
+    meta.save(out_dir)
+    fileio.write_text(out_dir / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
+    result.files += [out_dir / "meta.json", out_dir / "labels.txt"]
+
+    if cfg.saved_model:
+        say("writing SavedModel and .keras")
+        sm = export_saved_model(model, out_dir / SAVED_MODEL_DIR)
+        result.files += [sm, save_keras(model, out_dir / "model.keras")]
+        report["artifacts"][SAVED_MODEL_DIR] = {"signatures": {SERVING_UINT8: "uint8 [N,H,W,3]",
+                                                               SERVING_FLOAT: "float32 [N,H,W,3]"},
+                                                "output": OUTPUT_NAME}
+
+    tflite_jobs: list[tuple[str, Callable[[], bytes]]] = []
+    if cfg.tflite and not (cfg.qat and cfg.quantize == "float32" and not cfg.edgetpu):
+        mode = cfg.quantize
+
+        def ptq(mode=mode) -> bytes:
+            from keras_resnet.quantize import convert
+
+            rep = None
+            if mode == "int8":
+                rep = calibration or calibration_data(data_cfg, meta, cfg.calibration_steps)
+            return convert(model, mode, rep, cfg.io_dtype)
+
+        tflite_jobs.append((mode, ptq))
+    if cfg.qat:
+        def qat_job() -> bytes:
+            from keras_resnet.qat import quantization_aware_finetune
+
+            with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as tmp:
+                path = quantization_aware_finetune(source.model_path, data_cfg, cfg.qat_epochs, tmp,
+                                                   io_dtype=cfg.io_dtype, calibration_steps=cfg.calibration_steps)
+                return Path(path).read_bytes()
+
+        tflite_jobs.append(("qat_int8", qat_job))
+
+    from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
+
+    for name, job in tflite_jobs:
+        say(f"converting to TFLite ({name})")
+        content = job()
+        path = write_bytes(out_dir / f"model_{name}.tflite", content)
+        entry = describe_tflite(path, content)
+        if images is not None:
+            say(f"checking {path.name} against the Keras model on {len(images)} held-out images")
+            predictor = TFLitePredictor(path, tflite_interpreter(content), meta)
+            entry["agreement"] = compare(reference, predictor.predict(images), labels)
+        accuracy = entry.get("agreement", {}).get("top1")
+        dataset = (data_cfg.dataset or "digits") if data_cfg is not None else None
+        card = model_card(path, meta, entry, accuracy, name, dataset)
+        card_path = out_dir / f"model_{name}.card.json"
+        fileio.write_json(card_path, card)
+        result.files += [path, card_path]
+        if cfg.edgetpu and name in ("int8", "qat_int8"):
+            from keras_resnet import edgetpu
+
+            say(f"checking {path.name} against the Edge TPU requirements")
+            entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+        report["artifacts"][path.name] = entry
+
+    sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
+    if "model_float32.tflite" in sizes:
+        for n, size in sizes.items():
+            report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
+    report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
+    result.report = report
+    result.text = report_text(report)
+    fileio.write_json(out_dir / f"{REPORT_NAME}.json", report)
+    fileio.write_text(out_dir / f"{REPORT_NAME}.txt", result.text)
+    return result
+
+
+def report_text(report: dict) -> str:
+    lines = [f"{report['model']} from {report['source']}, input {'x'.join(map(str, report['input_shape']))}, "
+             f"{report['classes']} classes"]
+    if "keras_top1" in report:
+        lines.append(f"  keras float32 top-1 {report['keras_top1']:.4f} on {report['heldout_images']} held-out images")
+    for name, entry in report["artifacts"].items():
+        if name == SAVED_MODEL_DIR:
+            lines.append(f"{name}/: signatures {', '.join(entry['signatures'])} -> {entry['output']}")
+            continue
+        size = entry["size_bytes"] / 2**20
+        ratio = f" ({entry['size_vs_float32']:.1%} of float32)" if "size_vs_float32" in entry else ""
+        io = entry["inputs"][0]
+        lines.append(f"{name}: {size:.2f} MiB{ratio}, input {io['dtype']} {io['shape']}, "
+                     f"GPU delegate {'compatible' if entry['gpu_delegate_compatible'] else 'NOT compatible'}")
+        lines.append("  ops: " + ", ".join(f"{op} x{n}" for op, n in entry["ops"].items()))
+        if "agreement" in entry:
+            a = entry["agreement"]
+            lines.append(f"  vs keras: top-1 agreement {a['top1_agreement']:.4f}, max |diff| {a['max_abs_diff']:.3g}, "
+                         f"top-1 {a['top1']:.4f} (keras {a['reference_top1']:.4f}), {a['images']} images")
+        if "edgetpu" in entry:
+            e = entry["edgetpu"]
+            verdict = "passes" if e["passed"] else "FAILS: " + "; ".join(e["problems"])
+            lines.append(f"  Edge TPU check {verdict}")
+            lines += [f"  note: {n}" for n in e["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["QUANTIZE_MODES", "ExportConfig", "ExportResult", "export", "export_saved_model", "resolve_source"]

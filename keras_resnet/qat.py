@@ -1,0 +1,218 @@
+"""Quantization-aware fine-tuning, the only place that uses tf_keras.
+
+tensorflow-model-optimization 0.8 quantizes only tf_keras (Keras 2) models, while everything else in keras_resnet
+is Keras 3. So the trained Keras 3 graph is rebuilt layer for layer in tf_keras (it holds only stock layers plus
+one channel-reversing slice for v1), the weights are copied by layer name, the copy is fine-tuned with tfmot's
+fake-quantization wrappers and converted to a full-integer int8 TFLite model.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from keras_resnet.errors import KresError
+
+QAT_TFLITE_NAME = "model_qat_int8.tflite"
+DEFAULT_LEARNING_RATE = 1e-4
+# Config keys left to tf_keras' defaults: the weights are copied afterwards, and dtype policies differ.
+_SKIP_KEYS = ("name", "dtype", "trainable", "kernel_initializer", "bias_initializer", "beta_initializer",
+              "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer", "kernel_regularizer",
+              "bias_regularizer", "activity_regularizer", "beta_regularizer", "gamma_regularizer",
+              "kernel_constraint", "bias_constraint", "beta_constraint", "gamma_constraint")
+_STOCK_LAYERS = ("ZeroPadding2D", "Conv2D", "BatchNormalization", "Activation", "Add", "MaxPooling2D",
+                 "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dense", "Rescaling", "Dropout")
+
+
+def require_tf_keras_model(model) -> None:
+    """Fail with an explanation when ``model`` is a Keras 3 model: tfmot cannot wrap it."""
+    import tf_keras
+
+    if not isinstance(model, tf_keras.Model):
+        raise KresError(
+            f"quantization-aware training needs a tf_keras model, got {type(model).__module__}."
+            f"{type(model).__name__}: tensorflow-model-optimization 0.8 only wraps tf_keras (Keras 2) layers; "
+            "rebuild it first with keras_resnet.qat.to_tf_keras(model) (quantization_aware_finetune does this)")
+
+
+@functools.cache
+def _reverse_channels_layer():
+    import tf_keras
+
+    class ReverseChannels(tf_keras.layers.Layer):
+        """``x[..., ::-1]``: the RGB -> BGR flip of the "caffe" input (variant v1)."""
+
+        def call(self, inputs):
+            return inputs[..., ::-1]
+
+    return ReverseChannels
+
+
+def _is_channel_reverse(node) -> bool:
+    args = node.arguments.args
+    return len(args) == 2 and args[1] == (Ellipsis, slice(None, None, -1))
+
+
+def _tf_keras_layer(op):
+    """The tf_keras twin of one Keras 3 operation of the graph."""
+    import tf_keras
+
+    kind = type(op).__name__
+    if kind not in _STOCK_LAYERS:
+        raise KresError(f"layer {op.name!r} ({kind}) has no tf_keras rebuild for QAT: the graph must hold only "
+                        f"{', '.join(_STOCK_LAYERS)} and the v1 channel flip")
+    cls = getattr(tf_keras.layers, kind)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    config = {k: v for k, v in op.get_config().items() if k in accepted and k not in _SKIP_KEYS}
+    return cls(name=op.name, **config)
+
+
+def to_tf_keras(model):
+    """The same architecture rebuilt in tf_keras, layer for layer, with the weights copied by layer name."""
+    import keras
+    import tf_keras
+
+    if isinstance(model, tf_keras.Model):
+        return model
+    reverse_cls = _reverse_channels_layer()
+    tensors: dict[int, object] = {}
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
+        for node in model._nodes_by_depth[depth]:
+            op = node.operation
+            if isinstance(op, keras.layers.InputLayer):
+                out = node.output_tensors[0]
+                tensors[id(out)] = tf_keras.Input(shape=tuple(out.shape[1:]), name=op.name, dtype="float32")
+                continue
+            inputs = [tensors[id(t)] for t in node.input_tensors]
+            if type(op).__name__ == "GetItem":
+                if not _is_channel_reverse(node):
+                    raise KresError(f"slice {op.name!r} is not the v1 channel flip: QAT cannot rebuild it")
+                layer = reverse_cls(name=op.name)
+            else:
+                layer = _tf_keras_layer(op)
+            tensors[id(node.output_tensors[0])] = layer(inputs if len(inputs) > 1 else inputs[0])
+    outputs = [tensors[id(t)] for t in model.outputs]
+    rebuilt = tf_keras.Model([tensors[id(t)] for t in model.inputs], outputs[0] if len(outputs) == 1 else outputs,
+                             name=model.name)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            rebuilt.get_layer(layer.name).set_weights(weights)
+    return rebuilt
+
+
+def _quantize_configs():
+    import tensorflow_model_optimization as tfmot
+
+    quantizers = tfmot.quantization.keras.quantizers
+
+    class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """No weights to quantize; fake-quantize the output (Rescaling: the normalised input of conv1)."""
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                      narrow_range=False)]
+
+        def get_config(self):
+            return {}
+
+    class PassThroughQuantizeConfig(OutputQuantizeConfig):
+        """A channel permutation: exact on quantized values, so no quantizer at all."""
+
+        def get_output_quantizers(self, layer):
+            return []
+
+    return OutputQuantizeConfig, PassThroughQuantizeConfig
+
+
+def quantize_tf_keras_model(model):
+    """Wrap a tf_keras ResNet with tfmot's default 8-bit fake quantization (what ``quantize_model`` does, with
+    configs for the two layers tfmot has no entry for: Rescaling and the v1 channel flip)."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    require_tf_keras_model(model)
+    qk = tfmot.quantization.keras
+    output_cfg, passthrough_cfg = _quantize_configs()
+
+    def annotate(layer):
+        if isinstance(layer, tf_keras.layers.InputLayer):
+            return layer
+        kind = type(layer).__name__
+        if kind == "Rescaling":
+            return qk.quantize_annotate_layer(layer, quantize_config=output_cfg())
+        if kind == "ReverseChannels":
+            return qk.quantize_annotate_layer(layer, quantize_config=passthrough_cfg())
+        return qk.quantize_annotate_layer(layer)
+
+    annotated = tf_keras.models.clone_model(model, clone_function=annotate)
+    scope = {"OutputQuantizeConfig": output_cfg, "PassThroughQuantizeConfig": passthrough_cfg,
+             "ReverseChannels": _reverse_channels_layer()}
+    with qk.quantize_scope(scope):
+        return qk.quantize_apply(annotated)
+
+
+def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, learning_rate: float | None = None,
+                                *, steps_per_epoch: int | None = None, io_dtype: str = "uint8",
+                                calibration_steps: int = 100, datasets=None) -> Path:
+    """Fine-tune the ``.keras`` model at ``model_path`` under fake quantization, convert it to full-integer int8
+    TFLite and write ``output_dir/model_qat_int8.tflite``; returns that path.
+
+    ``data_cfg`` is the run's ``DataConfig``; ``datasets`` (a ``keras_resnet.data.Datasets``) skips loading it.
+    """
+    import tf_keras
+
+    from keras_resnet import fileio
+    from keras_resnet.export import load_float32_model
+    from keras_resnet.quantize import convert
+
+    if epochs < 1:
+        raise KresError(f"QAT epochs must be 1 or more, got {epochs}")
+    output_dir = fileio.ensure_writable_dir(output_dir)
+    model = load_float32_model(model_path)
+    if datasets is None:
+        from keras_resnet.data import load_datasets
+
+        datasets = load_datasets(data_cfg)
+    qat_model = quantize_tf_keras_model(to_tf_keras(model))
+    qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate or DEFAULT_LEARNING_RATE),
+                      loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    qat_model.fit(datasets.train, validation_data=datasets.val, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  verbose=2)
+
+    def representative() -> Iterator[np.ndarray]:
+        if data_cfg is not None:  # training images through eval preprocessing, as for post-training int8
+            from keras_resnet.data import calibration_images
+
+            yield from calibration_images(data_cfg, calibration_steps)
+            return
+        count = 0
+        for images, _ in datasets.val:
+            for image in np.asarray(images):
+                yield image[None].astype(np.float32)
+                count += 1
+                if count >= calibration_steps:
+                    return
+
+    content = convert(qat_model, "int8", representative, io_dtype)
+    final = Path(output_dir) / QAT_TFLITE_NAME
+    with fileio.atomic_path(final) as tmp:
+        tmp.write_bytes(content)
+    return Path(os.fspath(final))

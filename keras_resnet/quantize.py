@@ -1,0 +1,218 @@
+"""Keras model -> TFLite flatbuffer (float32, float16, dynamic range, full-integer int8), and what is inside one.
+
+Every model is converted with a static batch of 1: that is what phones and the Edge TPU run, and it keeps
+every tensor shape static. Full-integer int8 uses per-channel weights and only ``TFLITE_BUILTINS_INT8``,
+so no Flex (Select-TF) op can slip in; :func:`inspect_tflite` reads the flatbuffer to prove it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from keras_resnet.errors import KresError
+
+QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
+IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
+
+RepresentativeData = Callable[[], Iterable[np.ndarray]]
+"""Returns an iterable of float32 raw-pixel batches ``[1, H, W, 3]`` for int8 calibration."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in QUANTIZE_MODES:
+        raise KresError(f"unknown quantize mode {mode!r}: choose one of {', '.join(QUANTIZE_MODES)}")
+    return mode
+
+
+def check_io_dtype(io_dtype: str) -> str:
+    if io_dtype not in IO_DTYPES:
+        raise KresError(f"unknown --io-dtype {io_dtype!r}: choose one of {', '.join(IO_DTYPES)}")
+    return io_dtype
+
+
+def batch1_function(model) -> tf.types.experimental.ConcreteFunction:
+    """The model's forward pass traced with a static ``[1, H, W, C]`` float32 input."""
+    shape = [1, *model.input_shape[1:]]
+    if any(d is None for d in shape):
+        raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
+                        "--image-size before converting to TFLite")
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    def serve(image):
+        return model(image, training=False)
+
+    # Keras 3 variables are not tracked the way the converter's freezing expects: freeze them here, or
+    # the flatbuffer keeps VAR_HANDLE/READ_VARIABLE ops and calibration fails.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    return convert_variables_to_constants_v2(serve.get_concrete_function())
+
+
+def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
+            io_dtype: str = "uint8") -> bytes:
+    """Convert a float32 Keras model to a TFLite flatbuffer.
+
+    Args:
+        model: a float32-policy Keras model taking raw 0-255 pixels.
+        mode: "float32", "float16" (float16 weights), "dynamic" (int8 weights, float activations) or
+            "int8" (full integer: per-channel int8 weights, int8 activations, ``io_dtype`` input and output).
+        representative_data: calibration batches; required for "int8".
+        io_dtype: "uint8" (raw pixels go straight in) or "int8", for "int8" mode only.
+    """
+    check_mode(mode)
+    check_io_dtype(io_dtype)
+    fn = batch1_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    if mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        if representative_data is None:
+            raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
+                            "representative data")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in representative_data())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = IO_DTYPES[io_dtype]
+        converter.inference_output_type = IO_DTYPES[io_dtype]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return converter.convert()
+    except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise KresError(f"TFLite conversion ({mode}) failed: {first}") from err
+
+
+def convert_quantized_tf_keras(model, representative_data: RepresentativeData | None = None,
+                               io_dtype: str = "uint8") -> bytes:
+    """Convert a tfmot quantization-aware tf_keras model (fake-quant nodes) to full-integer TFLite."""
+    return convert(model, "int8", representative_data, io_dtype)
+
+
+# --- what is inside a flatbuffer -----------------------------------------------------------------------------
+
+_TYPE_NAMES: dict[int, str] = {}
+_OP_NAMES: dict[int, str] = {}
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if not _OP_NAMES:
+        _OP_NAMES.update({v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")})
+        _TYPE_NAMES.update({v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")})
+    return schema
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str  # "uint8", "int8", "float32", ...
+    shape: list[int]
+    shape_signature: list[int]  # -1 marks a dynamic dimension
+    scale: list[float] = field(default_factory=list)
+    zero_point: list[int] = field(default_factory=list)
+    constant: bool = False  # weights, biases and shape operands: data stored in the flatbuffer
+
+    @property
+    def static(self) -> bool:
+        return all(d >= 0 for d in self.shape_signature)
+
+
+@dataclass
+class TfliteInfo:
+    size_bytes: int
+    ops: dict[str, int]  # op name -> count, in first-use order
+    op_sequence: list[str]  # one name per operator of the main subgraph, in execution order
+    subgraphs: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    tensors: list[TensorInfo]  # every tensor of every subgraph
+    custom_ops: list[str]  # custom codes, e.g. "FlexConv2D"
+
+    @property
+    def flex_ops(self) -> list[str]:
+        return [op for op in self.custom_ops if op.startswith("Flex")]
+
+    def summary(self) -> dict:
+        io = [{"name": t.name, "dtype": t.dtype, "shape": t.shape, "scale": t.scale[:1], "zero_point": t.zero_point[:1]}
+              for t in self.inputs + self.outputs]
+        return {"size_bytes": self.size_bytes, "subgraphs": self.subgraphs, "ops": self.ops,
+                "flex_ops": self.flex_ops, "inputs": io[: len(self.inputs)], "outputs": io[len(self.inputs):]}
+
+
+def _tensor_info(t, buffers=None) -> TensorInfo:
+    q = t.quantization
+    shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+    sig = [int(d) for d in t.shapeSignature] if t.shapeSignature is not None and len(t.shapeSignature) else shape
+    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    scale = [float(s) for s in q.scale] if q is not None and q.scale is not None else []
+    zp = [int(z) for z in q.zeroPoint] if q is not None and q.zeroPoint is not None else []
+    constant = bool(buffers and 0 < t.buffer < len(buffers) and buffers[t.buffer].data is not None
+                    and len(buffers[t.buffer].data))
+    return TensorInfo(name, _TYPE_NAMES.get(t.type, str(t.type)), shape, sig, scale, zp, constant)
+
+
+def inspect_tflite(content: bytes) -> TfliteInfo:
+    """Ops, tensor types and shapes, quantization parameters and subgraphs, read from the flatbuffer itself."""
+    schema = _schema()
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    except Exception as err:
+        raise KresError(f"not a TFLite flatbuffer ({type(err).__name__}): re-export the model") from None
+    names, custom = [], []
+    for code in model.operatorCodes or []:
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = _OP_NAMES.get(builtin, f"OP_{builtin}")
+        if name == "CUSTOM":
+            custom_code = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+            custom.append(custom_code)
+            name = custom_code
+        names.append(name)
+    ops: Counter[str] = Counter()
+    sequence: list[str] = []
+    tensors: list[TensorInfo] = []
+    for index, graph in enumerate(model.subgraphs or []):
+        graph_tensors = [_tensor_info(t, model.buffers) for t in graph.tensors or []]
+        tensors.extend(graph_tensors)
+        for op in graph.operators or []:
+            ops[names[op.opcodeIndex]] += 1
+            if index == 0:
+                sequence.append(names[op.opcodeIndex])
+    main = model.subgraphs[0]
+    main_tensors = [_tensor_info(t, model.buffers) for t in main.tensors]
+    return TfliteInfo(
+        size_bytes=len(content), ops=dict(ops), op_sequence=sequence, subgraphs=len(model.subgraphs),
+        inputs=[main_tensors[i] for i in main.inputs], outputs=[main_tensors[i] for i in main.outputs],
+        tensors=tensors, custom_ops=custom,
+    )
+
+
+def require_builtin_only(info: TfliteInfo) -> None:
+    """Fail when the flatbuffer needs the Flex delegate (Select TF ops) or any other custom op."""
+    if info.custom_ops:
+        raise KresError(f"the TFLite model contains non-builtin ops {sorted(set(info.custom_ops))}: they need the "
+                        "Flex delegate, which phones and the Edge TPU do not have")
+
+
+def gpu_compatibility(content: bytes) -> tuple[bool, str]:
+    """Run TFLite's model analyzer with ``gpu_compatibility=True``: (compatible, the analyzer's GPU remarks)."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tf.lite.experimental.Analyzer.analyze(model_content=content, gpu_compatibility=True)
+    text = buffer.getvalue()
+    remarks = [line.strip() for line in text.splitlines() if "GPU COMPATIBILITY WARNING" in line
+               or "not supported by GPU" in line.lower() or "gpu delegate compatibility" in line.lower()]
+    compatible = "GPU COMPATIBILITY WARNING" not in text
+    return compatible, "\n".join(remarks) if remarks else "the model analyzer reports no GPU compatibility issue"
