@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import click
@@ -61,12 +63,47 @@ def cli() -> None:
     """kres: train, evaluate, quantize and export ResNets for phones and Edge TPUs."""
 
 
+# Lines TensorFlow's C++ runtime prints at import time whatever TF_CPP_MIN_LOG_LEVEL says.
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|I0000 .*\] |To enable the following instructions:"
+    r"|E0000 .*cuda_platform.cc.*failed call to cuInit: .*\(303\))"  # 303: no NVIDIA driver, i.e. a CPU machine
+)
+
+
+def _import_backend_quietly() -> None:
+    """Import Keras (and with it TensorFlow) with its start-up chatter filtered out of stderr.
+
+    Anything else printed during the import (a real error, a broken install) is passed through.
+    """
+    if "keras" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module("keras")
+            if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too
+                importlib.import_module("tensorflow").config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines()
+                    if not _STARTUP_NOISE.match(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
     from keras_resnet.errors import KresError
 
+    args = sys.argv[1:] if argv is None else argv
+    if not any(a in ("-h", "--help", "--version") for a in args) and args and args[0] in COMMANDS:
+        _import_backend_quietly()
     try:
-        cli.main(args=argv, prog_name="kres", standalone_mode=False)
+        cli.main(args=args, prog_name="kres", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.exceptions.Abort:
