@@ -1,0 +1,34 @@
+"""``kres predict``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
+                    "dir. Images: any format Pillow reads; they are resized and centre-cropped as in evaluation.")
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
+              help="Only for a model that takes any size and records none.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def predict(model, images, top_k, image_size, batch_size, threads, as_json) -> None:
+    from keras_resnet.predict import PredictConfig
+    from keras_resnet.predict import predict as run_predict
+
+    cfg = PredictConfig(model=model, images=list(images), top_k=top_k, image_size=image_size,
+                        batch_size=batch_size, num_threads=threads)
+    results = run_predict(cfg)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for result in results:
+        click.echo(result.image)
+        width = max(len(p.label) for p in result.predictions)
+        for rank, p in enumerate(result.predictions, 1):
+            click.echo(f"  {rank}. {p.label:<{width}}  {p.score:.4f}")

@@ -1,0 +1,137 @@
+"""Top-k labels for image files with any model ``keras_resnet.runtime`` opens.
+
+Images go through the same evaluation preprocessing as the validation data (``keras_resnet.augment``):
+the shorter side resized to ``size / 0.875`` and the centre cropped, or, for a model trained on the
+built-in digits, the whole frame resized, as its validation split was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_resnet.errors import KresError
+from keras_resnet.runtime import Predictor, load_predictor
+
+DIGITS = "digits"
+
+
+@dataclass
+class PredictConfig:
+    model: str
+    images: list[str]
+    top_k: int = 5
+    image_size: int | None = None  # only for a model that takes any size and records none
+    batch_size: int = 32
+    num_threads: int | None = None
+
+
+@dataclass
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass
+class ImagePredictions:
+    image: str
+    predictions: list[Prediction] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode any image PIL reads to uint8 [H,W,3] RGB (grey, palette, RGBA, CMYK, 16-bit are converted;
+    alpha is dropped, an animation gives its first frame). An unreadable file is a KresError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits, not clip
+                array = np.asarray(image, np.float64)
+                peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+                image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+            elif image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            rgb = image.convert("RGB")
+            return np.asarray(rgb, np.uint8)
+    except FileNotFoundError:
+        raise KresError(f"image {path} does not exist") from None
+    except IsADirectoryError:
+        raise KresError(f"{path} is a directory, not an image: pass image files") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise KresError(f"cannot read image {path} ({reason}): pass a JPEG, PNG, BMP, GIF, TIFF or WebP file") from None
+
+
+def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 [H,W,3] -> float32 [size,size,3] raw pixels, as the model's validation data was prepared."""
+    import tensorflow as tf
+
+    from keras_resnet import augment
+
+    if _trained_on_digits(predictor):
+        return lambda rgb: augment.digits_resize(tf.constant(rgb, tf.float32), size).numpy()
+    return lambda rgb: augment.resize_shorter_center_crop(tf.constant(rgb, tf.float32), size).numpy()
+
+
+def _trained_on_digits(predictor: Predictor) -> bool:
+    from keras_resnet.evaluate import training_data_config
+
+    try:
+        data = training_data_config(predictor.path, predictor)
+    except KresError:
+        return False
+    return data.get("data_dir") is None and data.get("dataset") in (None, DIGITS)
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[Prediction]]:
+    """The k best classes per row, best first; ties keep the lower class index first."""
+    probs = np.asarray(probs)
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[Prediction(label=labels[i] if i < len(labels) else f"class_{i}", index=int(i), score=float(row[i]))
+             for i in idx] for row, idx in zip(probs, order)]
+
+
+def _model_size(predictor: Predictor, explicit: int | None) -> int:
+    side = predictor.input_shape[0]
+    if side is not None:
+        if explicit is not None and explicit != side:
+            raise KresError(f"{predictor.path.name} takes {side}x{side} images, not --image-size {explicit}: "
+                            "drop --image-size")
+        return int(side)
+    if explicit is not None:
+        return explicit
+    if predictor.meta is not None and predictor.meta.input_shape and predictor.meta.input_shape[0]:
+        return int(predictor.meta.input_shape[0])
+    raise KresError(f"{predictor.path.name} takes any image size and none is recorded: pass --image-size")
+
+
+def predict(cfg: PredictConfig) -> list[ImagePredictions]:
+    """Top-k predictions for each image in ``cfg.images``, in order."""
+    if not cfg.images:
+        raise KresError("no images given: pass one or more image files")
+    if cfg.top_k < 1:
+        raise KresError(f"--top-k must be 1 or more, got {cfg.top_k}")
+    for path in cfg.images:  # every file is checked before the model loads
+        read_rgb(path)
+    predictor = load_predictor(cfg.model, num_threads=cfg.num_threads)
+    size = _model_size(predictor, cfg.image_size)
+    prepare = preprocessor(predictor, size)
+    labels = predictor.labels
+    results = []
+    for start in range(0, len(cfg.images), cfg.batch_size):
+        paths = cfg.images[start:start + cfg.batch_size]
+        batch = np.stack([prepare(read_rgb(p)) for p in paths])
+        probs = predictor.predict(batch, batch_size=cfg.batch_size)
+        results += [ImagePredictions(str(p), preds) for p, preds in zip(paths, top_k(probs, labels, cfg.top_k))]
+    return results
