@@ -1,0 +1,328 @@
+"""Pretrained weights without torch: keras.applications parity, the torchvision layout from .npz/.safetensors,
+Keras 3 files, and the one-line errors (offline download, wrong depth, missing files)."""
+
+import socket
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import keras_resnet
+from keras_resnet import weights as kw
+from keras_resnet.errors import KresError
+from keras_resnet.specs import DEPTHS, STAGE_WIDTHS
+from kres.main import main
+
+SIZE = 64
+
+
+def _pixels(batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (batch, SIZE, SIZE, 3)).astype("float32")
+
+
+def torchvision_state(depth: int, num_classes: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random state dict with torchvision's ResNet keys and shapes, made from the depth table."""
+    rng = np.random.default_rng(seed)
+    spec = DEPTHS[depth]
+    state: dict[str, np.ndarray] = {}
+
+    def conv(key, out, inp, k):
+        state[f"{key}.weight"] = rng.normal(0, (2 / (inp * k * k)) ** 0.5, (out, inp, k, k)).astype("float32")
+
+    def bn(key, n):
+        state[f"{key}.weight"] = rng.uniform(0.5, 1.0, n).astype("float32")
+        state[f"{key}.bias"] = rng.uniform(-0.2, 0.2, n).astype("float32")
+        state[f"{key}.running_mean"] = rng.uniform(-0.2, 0.2, n).astype("float32")
+        state[f"{key}.running_var"] = rng.uniform(0.5, 1.5, n).astype("float32")
+        state[f"{key}.num_batches_tracked"] = np.array(7, dtype="int64")
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    channels = 64
+    for stage, (width, repeats) in enumerate(zip(STAGE_WIDTHS, spec.repeats)):
+        out = width * spec.expansion
+        for i in range(repeats):
+            prefix = f"layer{stage + 1}.{i}"
+            if spec.block == "bottleneck":
+                shapes = [(width, channels, 1), (width, width, 3), (out, width, 1)]
+            else:
+                shapes = [(width, channels, 3), (width, width, 3)]
+            for n, (o, c, k) in enumerate(shapes, start=1):
+                conv(f"{prefix}.conv{n}", o, c, k)
+                bn(f"{prefix}.bn{n}", o)
+            if i == 0 and (stage > 0 or channels != out):
+                conv(f"{prefix}.downsample.0", out, channels, 1)
+                bn(f"{prefix}.downsample.1", out)
+            channels = out
+    state["fc.weight"] = rng.normal(0, 0.01, (num_classes, channels)).astype("float32")
+    state["fc.bias"] = rng.normal(0, 0.01, num_classes).astype("float32")
+    return state
+
+
+# ------------------------------------------------------------------------------------------- torchvision layout
+
+
+def test_npz_and_safetensors_map_every_tensor_onto_v15_layers(tmp_path):
+    state = torchvision_state(18, num_classes=10)
+    np.savez(tmp_path / "r18.npz", **state)
+    model = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3), weights=tmp_path / "r18.npz")
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
+                                  state["conv1.weight"].transpose(2, 3, 1, 0))
+    gamma, beta, mean, var = model.get_layer("conv3_block1_0_bn").get_weights()
+    np.testing.assert_array_equal(gamma, state["layer2.0.downsample.1.weight"])
+    np.testing.assert_array_equal(beta, state["layer2.0.downsample.1.bias"])
+    np.testing.assert_array_equal(mean, state["layer2.0.downsample.1.running_mean"])
+    np.testing.assert_array_equal(var, state["layer2.0.downsample.1.running_var"])
+    np.testing.assert_array_equal(model.get_layer("conv5_block2_2_conv").get_weights()[0],
+                                  state["layer4.1.conv2.weight"].transpose(2, 3, 1, 0))
+    kernel, bias = model.get_layer("predictions").get_weights()
+    np.testing.assert_array_equal(kernel, state["fc.weight"].T)
+    np.testing.assert_array_equal(bias, state["fc.bias"])
+
+    safetensors = pytest.importorskip("safetensors.numpy", reason="safetensors is not installed")
+    safetensors.save_file(state, str(tmp_path / "r18.safetensors"))
+    again = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3),
+                                weights=str(tmp_path / "r18.safetensors"))
+    x = _pixels()
+    np.testing.assert_array_equal(again(x, training=False).numpy(), model(x, training=False).numpy())
+
+
+def test_layer_name_map_covers_stem_blocks_projections_and_head():
+    assert kw.torchvision_layer_name("conv1") == ("conv1_conv", "conv")
+    assert kw.torchvision_layer_name("bn1") == ("conv1_bn", "bn")
+    assert kw.torchvision_layer_name("layer1.2.conv3") == ("conv2_block3_3_conv", "conv")
+    assert kw.torchvision_layer_name("layer3.22.bn1") == ("conv4_block23_1_bn", "bn")
+    assert kw.torchvision_layer_name("layer2.0.downsample.0") == ("conv3_block1_0_conv", "conv")
+    assert kw.torchvision_layer_name("layer4.0.downsample.1") == ("conv5_block1_0_bn", "bn")
+    assert kw.torchvision_layer_name("fc") == ("predictions", "dense")
+    assert kw.torchvision_layer_name("layer5.0.conv1") is None
+
+
+def test_other_class_count_loads_the_backbone_and_says_so(tmp_path, capsys):
+    state = torchvision_state(18, num_classes=1000)
+    np.savez(tmp_path / "r18.npz", **state)
+    model = keras_resnet.resnet(18, num_classes=5, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "r18.npz"))
+    np.testing.assert_array_equal(model.get_layer("conv5_block2_2_bn").get_weights()[3],
+                                  state["layer4.1.bn2.running_var"])
+    assert model.get_layer("predictions").get_weights()[0].shape == (512, 5)
+    err = capsys.readouterr().err
+    assert "loaded the backbone" in err and "1000-class" in err and "5-class" in err
+
+    headless = keras_resnet.resnet(18, include_top=False, input_shape=(SIZE, SIZE, 3),
+                                   weights=str(tmp_path / "r18.npz"))
+    np.testing.assert_array_equal(headless.get_layer("conv1_conv").get_weights()[0],
+                                  state["conv1.weight"].transpose(2, 3, 1, 0))
+    assert "without a top" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("checkpoint_depth", "model_depth", "layer"), [
+    (18, 34, "conv2_block3_1_conv"),  # shallower checkpoint: the model's first extra block is missing
+    (34, 18, "conv2_block3_1_conv"),  # deeper checkpoint: its first extra block has no place in the model
+])
+def test_wrong_depth_names_the_first_mismatching_layer(tmp_path, checkpoint_depth, model_depth, layer):
+    np.savez(tmp_path / "ckpt.npz", **torchvision_state(checkpoint_depth))
+    with pytest.raises(KresError, match=f"ResNet-{model_depth}.*first mismatching layer {layer}"):
+        keras_resnet.resnet(model_depth, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "ckpt.npz"))
+
+
+def test_shape_mismatch_names_the_layer_and_both_shapes(tmp_path):
+    np.savez(tmp_path / "ckpt.npz", **torchvision_state(18))
+    with pytest.raises(KresError, match=r"first mismatching layer conv1_conv expects shapes 3x3x3x64, "
+                                        r"the checkpoint has 7x7x3x64"):
+        keras_resnet.resnet(18, stem="cifar", input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "ckpt.npz"))
+
+
+def test_torchvision_checkpoint_into_v1_asks_for_v15(tmp_path):
+    np.savez(tmp_path / "ckpt.npz", **torchvision_state(18))
+    with pytest.raises(KresError, match=r"torchvision weights are v1\.5.*variant='v1\.5'"):
+        keras_resnet.resnet(18, variant="v1", input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "ckpt.npz"))
+
+
+def test_not_a_resnet_state_dict(tmp_path):
+    np.savez(tmp_path / "other.npz", **{"conv1.weight": np.zeros((64, 3, 7, 7), "float32"),
+                                        "encoder.block.weight": np.zeros(3, "float32")})
+    with pytest.raises(KresError, match=r"not a torchvision ResNet state dict: unexpected key encoder\.block"):
+        keras_resnet.resnet(18, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "other.npz"))
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(KresError, match="does not exist"):
+        kw.check_weights(tmp_path / "nope.pth", depth=18, variant="v1.5")
+    (tmp_path / "w.txt").write_text("x")
+    with pytest.raises(KresError, match=r"expected a \.keras, \.weights\.h5"):
+        kw.check_weights(tmp_path / "w.txt", depth=18, variant="v1.5")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(KresError, match="cannot read"):
+        kw.read_checkpoint(tmp_path / "broken.npz")
+
+
+# ------------------------------------------------------------------------------------------- Keras 3 files
+
+
+def test_keras_and_weights_h5_files_round_trip_by_layer_name(tmp_path, capsys):
+    source = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3), zero_init_residual=False)
+    for layer in source.layers:  # non-trivial BN statistics, so a swapped array would show
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, var = layer.get_weights()
+            rng = np.random.default_rng(len(layer.name))
+            layer.set_weights([gamma * 0.8, beta + 0.1, rng.uniform(-0.1, 0.1, mean.shape),
+                               rng.uniform(0.5, 1.5, var.shape)])
+    source.save(tmp_path / "m.keras")
+    source.save_weights(tmp_path / "m.weights.h5")
+    x = _pixels()
+    expected = source(x, training=False).numpy()
+    for path in (tmp_path / "m.keras", tmp_path / "m.weights.h5"):
+        loaded = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3), weights=str(path))
+        np.testing.assert_array_equal(loaded(x, training=False).numpy(), expected)
+    capsys.readouterr()
+    other = keras_resnet.resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "m.keras"))
+    np.testing.assert_array_equal(other.get_layer("conv4_block2_1_bn").get_weights()[2],
+                                  source.get_layer("conv4_block2_1_bn").get_weights()[2])
+    assert "10-class classifier" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- keras.applications
+
+
+@pytest.fixture(scope="module")
+def keras_applications_resnet50(tmp_path_factory):
+    """A randomly initialised tf_keras ResNet50 (BN statistics randomised), saved as a legacy .h5."""
+    tf_keras = pytest.importorskip("tf_keras", reason="tf_keras is not installed")
+    reference = tf_keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3),
+                                                classifier_activation=None)
+    rng = np.random.default_rng(1)
+    for layer in reference.layers:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            final = layer.name.endswith("_3_bn")  # keep the residual sum of 16 blocks in a sane range
+            layer.set_weights([rng.uniform(0.1, 0.4, n) if final else rng.uniform(0.5, 1.0, n),
+                               rng.uniform(-0.2, 0.2, n), rng.uniform(-0.2, 0.2, n), rng.uniform(0.5, 1.5, n)])
+    path = tmp_path_factory.mktemp("kapp") / "resnet50_random.h5"
+    reference.save_weights(str(path))
+    x = _pixels()
+    logits = reference.predict(tf_keras.applications.resnet.preprocess_input(x.copy()), verbose=0)
+    return path, x, logits
+
+
+def test_keras_applications_h5_gives_keras_applications_outputs(keras_applications_resnet50, monkeypatch):
+    path, x, expected = keras_applications_resnet50
+    with h5py.File(path, "r") as f:
+        assert "layer_names" in f.attrs  # the legacy layout of the published files
+    fetched = []
+
+    def fake_fetch(depth, include_top):  # everything but the download itself
+        fetched.append((depth, include_top))
+        return path
+
+    monkeypatch.setattr(kw, "fetch_imagenet", fake_fetch)
+    model = keras_resnet.resnet(50, variant="v1", weights="imagenet", input_shape=(SIZE, SIZE, 3),
+                                classifier_activation=None)
+    assert fetched == [(50, True)]
+    got = model(x, training=False).numpy()
+    assert np.abs(expected).max() > 0.1  # the comparison is not between two near-zero outputs
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_published_probs_layer_name_is_the_classifier(keras_applications_resnet50, tmp_path):
+    path = keras_applications_resnet50[0]
+    renamed = tmp_path / "probs.h5"
+    with h5py.File(path, "r") as src, h5py.File(renamed, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in src.attrs["layer_names"]]
+        dst.attrs["layer_names"] = [("probs" if n == "predictions" else n).encode() for n in names]
+        for name in src:
+            src.copy(src[name], dst, name="probs" if name == "predictions" else name)
+    checkpoint = kw.read_checkpoint(renamed)
+    assert checkpoint.kind == "keras.applications" and checkpoint.variant == "v1"
+    assert "probs" not in checkpoint.layers
+    assert [a.shape for a in checkpoint.layers["predictions"]] == [(2048, 1000), (1000,)]
+
+
+def test_keras_applications_weights_into_v15_ask_for_v1(keras_applications_resnet50):
+    with pytest.raises(KresError, match=r"convolutions have biases.*variant='v1'"):
+        keras_resnet.resnet(50, weights=str(keras_applications_resnet50[0]), input_shape=(SIZE, SIZE, 3))
+
+
+# ------------------------------------------------------------------------------------------- imagenet errors
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_imagenet_v1_for_18_and_34_points_to_torchvision(depth):
+    with pytest.raises(KresError, match=rf"no ResNet-{depth} weights.*{kw.TORCHVISION_FILES[depth]}.*convert-weights"):
+        keras_resnet.resnet(depth, variant="v1", weights="imagenet", input_shape=(SIZE, SIZE, 3))
+
+
+def test_imagenet_v15_explains_the_torchvision_route():
+    with pytest.raises(KresError, match=r"v1 files only: for v1.5 download torchvision's resnet50-0676ba61.pth"):
+        kw.check_weights("imagenet", depth=50, variant="v1.5")
+
+
+def test_offline_imagenet_names_the_file_the_cache_and_weights_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(kw, "KERAS_APPLICATIONS_URL", "http://kres-offline.invalid/")  # never resolves
+    start = time.monotonic()
+    with pytest.raises(KresError) as info:
+        keras_resnet.resnet(50, variant="v1", weights="imagenet", input_shape=(SIZE, SIZE, 3))
+    assert time.monotonic() - start < 30
+    message = str(info.value)
+    assert "cannot download resnet50_weights_tf_dim_ordering_tf_kernels.h5" in message
+    assert f"put the file at {tmp_path / 'models' / 'resnet50_weights_tf_dim_ordering_tf_kernels.h5'}" in message
+    assert "md5 2cb95161c43110f7111970584f804107" in message
+    assert "weights=PATH" in message and "\n" not in message
+
+
+def test_silent_server_times_out_instead_of_hanging(tmp_path, monkeypatch):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)  # accepts the connection, never answers
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True)
+    thread.start()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(kw, "KERAS_APPLICATIONS_URL", f"http://127.0.0.1:{server.getsockname()[1]}/")
+    monkeypatch.setattr(kw, "DOWNLOAD_TIMEOUT_S", 1.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(KresError, match=r"cannot download resnet101_weights_tf_dim_ordering_tf_kernels_notop\.h5"):
+            kw.fetch_imagenet(101, include_top=False)
+    finally:
+        server.close()
+    assert time.monotonic() - start < 15
+    assert socket.getdefaulttimeout() is None  # the process-wide default is restored
+
+
+def test_cached_file_with_the_right_hash_is_used_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(kw, "KERAS_APPLICATIONS_URL", "http://kres-offline.invalid/")
+    monkeypatch.setitem(kw.KERAS_APPLICATIONS_HASHES, 50, ("0" * 32, "5d41402abc4b2a76b9719d911017c592"))
+    cached = tmp_path / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir()
+    cached.write_bytes(b"hello")  # md5 5d41402abc4b2a76b9719d911017c592
+    assert kw.fetch_imagenet(50, include_top=False) == cached
+
+
+# ------------------------------------------------------------------------------------------- kres convert-weights
+
+
+def test_convert_weights_cli_writes_a_loadable_keras_file(tmp_path, capsys):
+    state = torchvision_state(18, num_classes=7)
+    np.savez(tmp_path / "r18.npz", **state)
+    out = tmp_path / "out" / "r18.keras"
+    assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "18", "--output", str(out),
+                 "--image-size", str(SIZE)]) == 0
+    assert "ResNet-18 v1.5, 7 classes, 11,189,703 parameters" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r18.keras"]  # no temporary file left behind
+    model = keras_resnet.resnet(18, num_classes=7, input_shape=(SIZE, SIZE, 3), weights=str(out))
+    np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0], state["fc.weight"].T)
+
+    assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "34", "--output",
+                 str(tmp_path / "r34.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and "first mismatching layer conv2_block3_1_conv" in err
+    assert not (tmp_path / "r34.keras").exists()
+    assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "18", "--output",
+                 str(tmp_path / "r18.h5")]) == 2
+    assert "--output must end in .keras" in capsys.readouterr().err
