@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Classify images with an exported keras-resnet TFLite model on a Coral device (or any computer).
+
+Uses the Edge TPU (libedgetpu delegate) when one is attached and the model was compiled for it, and falls back
+to the CPU LiteRT interpreter otherwise. Needs only numpy, Pillow and one of ai-edge-litert / tflite-runtime /
+tensorflow; it does not import keras_resnet, so it runs on a Coral Dev Board as is.
+
+    python3 classify.py model_int8_edgetpu.tflite image.jpg [more.jpg ...] [--top-k 3]
+
+labels.txt and the model card (<model>.card.json) are read from the model's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+CROP_FRACTION = 0.875  # the evaluation preprocessing of training: resize the shorter side, centre crop 0.875
+
+
+def _interpreter_api():
+    """(Interpreter class, load_delegate) from the first runtime that is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, load_delegate
+        except ImportError:
+            import tensorflow as tf
+
+            Interpreter, load_delegate = tf.lite.Interpreter, tf.lite.experimental.load_delegate
+    return Interpreter, load_delegate
+
+
+def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
+    """An interpreter on the Edge TPU when possible, else on the CPU; returns (interpreter, device name)."""
+    Interpreter, load_delegate = _interpreter_api()
+    want_tpu = use_edgetpu if use_edgetpu is not None else model_path.stem.endswith("_edgetpu")
+    if want_tpu:
+        try:
+            delegate = load_delegate(EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1"))
+            interpreter = Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
+            interpreter.allocate_tensors()
+            return interpreter, "edgetpu"
+        except (ValueError, OSError, RuntimeError) as err:
+            print(f"note: no Edge TPU available ({err}); running on the CPU", file=sys.stderr)
+            cpu_model = model_path.with_name(model_path.name.replace("_edgetpu", ""))
+            if cpu_model != model_path and cpu_model.exists():
+                model_path = cpu_model  # the uncompiled model: an _edgetpu model's custom op needs the TPU
+    interpreter = Interpreter(model_path=str(model_path))
+    interpreter.allocate_tensors()
+    return interpreter, "cpu"
+
+
+def read_card(model_path: Path) -> dict:
+    stem = model_path.stem.replace("_edgetpu", "")
+    card = model_path.with_name(f"{stem}.card.json")
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def read_labels(model_path: Path, card: dict) -> list[str]:
+    labels = model_path.with_name("labels.txt")
+    if labels.is_file():
+        return [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    return list(card.get("labels", []))
+
+
+def load_image(path: Path, height: int, width: int) -> np.ndarray:
+    """RGB pixels 0-255: shorter side resized to size / 0.875, then the centre crop."""
+    image = Image.open(path).convert("RGB")
+    scale = max(height, width) / CROP_FRACTION / min(image.size)
+    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                           Image.BILINEAR)
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.float32)
+
+
+def classify(interpreter, pixels: np.ndarray) -> np.ndarray:
+    """Raw 0-255 RGB [H,W,3] -> class probabilities; quantizes the input and dequantizes the output."""
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    x = pixels[None]
+    scale, zero_point = inp["quantization"]
+    if np.issubdtype(inp["dtype"], np.integer):
+        if scale:
+            x = x / scale + zero_point
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x), info.min, info.max)
+    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interpreter.invoke()
+    y = interpreter.get_tensor(out["index"])[0]
+    scale, zero_point = out["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("images", type=Path, nargs="+")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="Do not try the Edge TPU.")
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        print(f"Error: {args.model} does not exist", file=sys.stderr)
+        return 2
+    interpreter, device = make_interpreter(args.model, False if args.cpu else None)
+    card = read_card(args.model)
+    labels = read_labels(args.model, card)
+    _, height, width, _ = interpreter.get_input_details()[0]["shape"]
+    print(f"model {args.model.name} on {device}, input {height}x{width}, {len(labels)} labels")
+    for path in args.images:
+        start = time.perf_counter()
+        probs = classify(interpreter, load_image(path, int(height), int(width)))
+        ms = (time.perf_counter() - start) * 1000
+        top = np.argsort(probs)[::-1][: args.top_k]
+        ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)
+        print(f"{path}: {ranked} ({ms:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
