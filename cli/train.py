@@ -72,4 +72,4 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
     result = run_training(cfg, data)
     click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {result.epochs} epochs "
-               f"({result.iterations} steps); best model {result.best_model}")
+               f"({result.steps} steps); best model {result.best_model}")

@@ -85,39 +85,45 @@ def _format_logs(logs) -> str:
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves weights + optimizer state (step counter included) every epoch and every ``every_steps`` steps.
+    """Saves weights + optimizer state every epoch and every ``every_steps`` steps inside one.
 
     The weights go to a new file, then ``state.json`` (written atomically) points at it, then the old
     file is removed: whenever the process dies, ``state.json`` names a complete checkpoint.
+    ``state.json`` counts the training steps run; that is the optimizer's step counter too, except
+    under float16 loss scaling, which does not count the steps it skips.
     """
 
-    def __init__(self, directory: Path, every_steps: int | None = None):
+    def __init__(self, directory: Path, steps_per_epoch: int, every_steps: int | None = None):
         super().__init__()
         self.directory = Path(directory)
+        self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
-        self.last_saved = None
+        self.step = self.fit_start = self.last_saved = 0
 
-    def on_train_begin(self, logs=None):
-        self.last_saved = iterations_of(self.model)
+    def start_fit(self, step: int) -> None:
+        """Called before each ``fit``: the global step its first batch follows."""
+        self.step = self.fit_start = self.last_saved = step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and iterations_of(self.model) - self.last_saved >= self.every_steps:
+        self.step = self.fit_start + batch + 1
+        if self.every_steps and self.step - self.last_saved >= self.every_steps:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.step = self.fit_start = (epoch + 1) * self.steps_per_epoch
         self.save()
 
     def save(self, complete: bool = False) -> None:
-        step = iterations_of(self.model)
-        weights = self.directory / f"ckpt-{step}.weights.h5"
+        weights = self.directory / f"ckpt-{self.step}.weights.h5"
         with fileio.atomic_path(weights) as tmp:
             self.model.save_weights(tmp, overwrite=True)
-        fileio.write_json(self.directory / STATE_FILE, {"iterations": step, "weights": weights.name,
-                                                         "complete": complete})
+        fileio.write_json(self.directory / STATE_FILE, {
+            "steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
+            "complete": complete})
         for old in self.directory.glob("ckpt-*.weights.h5"):
             if old.name != weights.name:
                 old.unlink(missing_ok=True)
-        self.last_saved = step
+        self.last_saved = self.step
 
 
 def read_checkpoint_state(run_dir: Path) -> dict | None:
@@ -131,12 +137,13 @@ def read_checkpoint_state(run_dir: Path) -> dict | None:
 def restore_checkpoint(model: keras.Model, run_dir: Path) -> int:
     """Load the last checkpoint of ``run_dir`` into ``model`` (weights and optimizer); return its step."""
     state = read_checkpoint_state(run_dir)
-    if not state:
+    if not state or not state.get("weights"):
         return 0
     weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"]
-    if weights.is_file():
-        model.load_weights(weights)
-    return iterations_of(model)
+    if not weights.is_file():
+        return 0
+    model.load_weights(weights)
+    return int(state["steps"])
 
 
 HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")

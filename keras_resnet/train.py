@@ -80,7 +80,8 @@ class TrainResult:
     metrics: dict  # the last epoch's row of history.csv
     best_val_accuracy: float
     epochs: int
-    iterations: int  # optimizer steps in total (equal for an interrupted+resumed and an uninterrupted run)
+    steps: int  # training steps run, over all the processes of a resumed run: epochs x steps per epoch
+    iterations: int  # the optimizer's step counter (fewer than steps only where float16 loss scaling skipped)
     train_seconds: float = 0.0  # wall time of model.fit in this process
     qat_model: Path | None = None
     history: list[dict] = field(default_factory=list)
@@ -144,7 +145,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         raise KresError(f"--batch-size {cfg.batch_size} is larger than the {datasets.num_train} training images: "
                         "use a smaller batch")
     total_steps = steps_per_epoch * cfg.epochs
-    if state and state.get("complete") and state.get("iterations") == total_steps:
+    if state and state.get("complete") and state.get("steps") == total_steps:
         _say(stream, f"{run_dir} already finished {cfg.epochs} epochs ({total_steps} steps); nothing to train")
         return _finish(cfg, data, run_dir, placement, train_seconds=0.0, stream=stream)
 
@@ -196,8 +197,9 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         cb.BestModelSaver(write_dir / "best.keras", exporter.save,
                           best=max((r.get("val_accuracy", -math.inf) for r in rows), default=-math.inf)),
         cb.TensorBoardScalars(write_dir / "logs"),
-        cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, every_steps=checkpoint_steps),
     ]
+    checkpointer = cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, steps_per_epoch, every_steps=checkpoint_steps)
+    callbacks.append(checkpointer)
     train_data = datasets.train.repeat()
     began = time.perf_counter()
     step, frozen = start, None
@@ -213,19 +215,20 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
                               steps_per_execution=execution)
             frozen = want_frozen
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
+        checkpointer.start_fit(step)
         model.fit(train_data, validation_data=datasets.val, initial_epoch=epoch, epochs=end,
                   steps_per_epoch=steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
-        step = cb.iterations_of(model)
+        step = checkpointer.step
     train_seconds = time.perf_counter() - began
 
     exporter.save(write_dir / "last.keras")
-    callbacks[-1].save(complete=True)
+    checkpointer.save(complete=True)
     for old in (write_dir / cb.CHECKPOINT_DIR).glob("ckpt-*.weights.h5"):
         old.unlink(missing_ok=True)  # the finished run keeps last.keras; the optimizer state is not needed
     if not placement.is_chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", {}, math.nan, cfg.epochs,
-                           step, train_seconds)
+                           step, cb.iterations_of(model), train_seconds)
     return _finish(cfg, data, run_dir, placement, train_seconds=train_seconds, stream=stream)
 
 
@@ -235,7 +238,8 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
     state = cb.read_checkpoint_state(run_dir) or {}
     best = max((r.get("val_accuracy", -math.inf) for r in rows), default=math.nan)
     result = TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", rows[-1] if rows else {},
-                         best, len(rows), int(state.get("iterations", 0)), train_seconds, history=rows)
+                         best, len(rows), int(state.get("steps", 0)), int(state.get("iterations", 0)), train_seconds,
+                         history=rows)
     if placement.is_chief:
         meta = ModelMeta.load(run_dir)
         meta.extra.update({"dataset": data.dataset or ("folder" if data.data_dir else "digits"),
@@ -346,7 +350,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
                  if old[part].get(key) != new[part].get(key)]
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
                         f"options to resume it, or choose another --output")
-    return cb.read_checkpoint_state(run_dir) or {"iterations": 0}
+    return cb.read_checkpoint_state(run_dir) or {"steps": 0}
 
 
 def _point_latest(run_dir: Path) -> None:

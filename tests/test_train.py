@@ -1,0 +1,161 @@
+"""Training pieces in-process: schedule values, weight-decay exclusion, precision, recipes, error cases."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet import optim
+from keras_resnet.data import DataConfig
+from keras_resnet.distribute import Placement, check_global_batch, resolve_precision
+from keras_resnet.errors import KresError
+from keras_resnet.model import resnet
+from keras_resnet.train import TrainConfig, resolve, train
+from kres.main import main
+
+
+def test_schedule_warmup_then_cosine_exact_values():
+    schedule = optim.warmup_cosine(0.4, warmup_steps=10, total_steps=110)
+    values = {step: float(schedule(step)) for step in (0, 1, 5, 10, 60, 85, 110, 500)}
+    assert values[0] == 0.0
+    assert values[1] == pytest.approx(0.04, abs=1e-7)
+    assert values[5] == pytest.approx(0.2, abs=1e-7)
+    assert values[10] == pytest.approx(0.4, abs=1e-7)
+    assert values[60] == pytest.approx(0.2, abs=1e-7)  # half-way through the 100 decay steps: cos(pi/2)
+    assert values[85] == pytest.approx(0.2 * (1 + math.cos(math.pi * 0.75)), abs=1e-7)
+    assert values[110] == pytest.approx(0.0, abs=1e-7)
+    assert values[500] == pytest.approx(0.0, abs=1e-7)
+    no_warmup = optim.warmup_cosine(0.1, warmup_steps=0, total_steps=4)
+    assert [round(float(no_warmup(s)), 6) for s in range(5)] == [0.1, 0.085355, 0.05, 0.014645, 0.0]
+
+
+def test_learning_rate_scales_with_global_batch():
+    assert optim.scaled_learning_rate(0.1, 256) == pytest.approx(0.1)
+    assert optim.scaled_learning_rate(0.1, 1024) == pytest.approx(0.4)
+    assert optim.scaled_learning_rate(0.8, 64) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_weight_decay_only_on_conv_and_dense_kernels(name):
+    # v1 has conv biases too, so the exclusion of biases is exercised beside BN gamma/beta.
+    model = resnet(18, num_classes=10, input_shape=(32, 32, 3), variant="v1")
+    opt = optim.make_optimizer(name, 0.1, 0.01, model)
+    kernels = {v.path for v in model.trainable_variables if v.path.endswith("/kernel")}
+    assert len(kernels) == 21  # 17 convs on the main path + 3 projection shortcuts + the classifier
+    assert optim.decayed_variable_names(opt, model) == kernels
+    # And in effect: a step with zero gradients moves exactly the decayed variables.
+    before = {v.path: np.array(v) for v in model.trainable_variables}
+    opt.apply([keras.ops.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+    moved = {v.path for v in model.trainable_variables if not np.array_equal(before[v.path], np.array(v))}
+    assert moved == kernels
+    kernel = model.get_layer("conv1_conv").kernel
+    np.testing.assert_allclose(np.array(kernel), before[kernel.path] * (1 - 0.1 * 0.01), rtol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_a_step_with_float32_outputs(policy):
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = resnet(18, num_classes=4, input_shape=(32, 32, 3))
+        opt = optim.make_optimizer("sgd", 0.01, 1e-4, model)
+        model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy())
+        assert model.get_layer("conv1_conv").compute_dtype == policy.split("_")[1]
+        images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+        labels = np.eye(4, dtype="float32")[[0, 3]]
+        loss = model.train_on_batch(images, labels)
+        assert math.isfinite(float(loss))
+        if policy == "mixed_float16":  # loss scaling: the step is applied, or skipped with a smaller scale
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+            scale = float(model.optimizer.dynamic_scale)
+            assert (int(model.optimizer.iterations), scale < 2.0**15) in ((1, False), (0, True))
+        else:
+            assert int(model.optimizer.iterations) == 1
+        assert keras.backend.standardize_dtype(model(images).dtype) == "float32"
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _placement(accelerator, capability=None):
+    return Placement(None, "default", 1, accelerator, capability)
+
+
+def test_auto_precision_per_device():
+    assert resolve_precision("auto", _placement("cpu")) == "float32"
+    assert resolve_precision("auto", _placement("gpu", (7, 0))) == "mixed_float16"
+    assert resolve_precision("auto", _placement("gpu", (8, 0))) == "mixed_bfloat16"
+    assert resolve_precision("auto", _placement("gpu", (9, 0))) == "mixed_bfloat16"
+    assert resolve_precision("auto", _placement("tpu")) == "mixed_bfloat16"
+    assert resolve_precision("mixed_float16", _placement("cpu")) == "mixed_float16"
+
+
+def test_global_batch_must_divide_across_replicas():
+    assert check_global_batch(64, 8) == 8
+    with pytest.raises(KresError, match=r"--batch-size 10 does not divide across 4 replicas.*\(e\.g\. 8 or 12\)"):
+        check_global_batch(10, 4)
+
+
+def test_digits_recipe_and_explicit_options_override_it():
+    cfg, data, recipe = resolve(TrainConfig(depth=18), DataConfig())
+    assert recipe.name == "digits"
+    assert (cfg.image_size, cfg.stem, cfg.epochs, cfg.batch_size, cfg.optimizer) == (32, "imagenet", 15, 64, "sgd")
+    assert (data.image_size, data.batch_size) == (32, 64)
+    cfg, data, _ = resolve(TrainConfig(depth=18, epochs=3, stem="cifar", batch_size=16, image_size=48,
+                                       optimizer="adamw"), DataConfig())
+    assert (cfg.epochs, cfg.stem, cfg.batch_size, cfg.image_size, cfg.lr) == (3, "cifar", 16, 48, 0.004)
+    assert (data.image_size, data.batch_size) == (48, 16)
+    assert resolve(TrainConfig(), DataConfig(dataset="cifar10"))[2].name == "cifar"
+    assert resolve(TrainConfig(), DataConfig(dataset="imagenette/320px-v2"))[2].image_size == 224
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"epochs": 0}, "--epochs must be at least 1, got 0"),
+    ({"image_size": 16}, "--image-size 16 is too small: use 32 px or more"),
+    ({"depth": 20}, "unsupported depth 20: choose one of 18, 34, 50, 101, 152"),
+    ({"freeze_backbone_epochs": 3, "epochs": 3}, "--freeze-backbone-epochs 3 must be less than --epochs 3"),
+])
+def test_library_rejects_bad_options(changes, message):
+    with pytest.raises(KresError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train(TrainConfig(**changes), DataConfig(dataset="synthetic"))
+
+
+def _kres(capsys, *args):
+    code = main(["train", *map(str, args)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (40, 40), (i * 50, 0, 0)).save(tmp_path / "one" / "cat" / f"{i}.png")
+    out = tmp_path / "runs" / "x"
+    cases = [
+        (["--depth", "18", "--data-dir", tmp_path / "missing", "--output", out], "missing"),
+        (["--depth", "18", "--data-dir", tmp_path / "empty", "--output", out], "empty"),
+        (["--depth", "18", "--data-dir", tmp_path / "one", "--output", out], "class"),
+        (["--depth", "18", "--image-size", "16", "--output", out], "16 is not in the range x>=32"),
+        (["--depth", "20", "--output", out], "unsupported depth '20': choose one of 18, 34, 50, 101, 152"),
+        (["--depth", "18", "--epochs", "0", "--output", out], "0 is not in the range x>=1"),
+        (["--depth", "18", "--dataset", "synthetic", "--batch-size", "1000", "--output", out], "batch size 1000"),
+    ]
+    for args, expected in cases:
+        code, err = _kres(capsys, *args)
+        assert code == 2, (args, err)
+        assert len(err) == 1 and err[0].startswith("Error: ") and expected in err[0], (args, err)
+    assert not out.exists()  # nothing was created for a rejected run
+
+
+def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"train": {"depth": 34}, "data": {}}')
+    code, err = _kres(capsys, "--depth", "18", "--dataset", "synthetic", "--output", out)
+    assert code == 2
+    assert len(err) == 1 and "holds a run with other settings (train." in err[0] and "choose another --output" in err[0]
