@@ -313,8 +313,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
         class_names=class_names,
         train=_file_split(train_files, train_labels),
         val=_file_split(val_files, val_labels),
-        train_map=lambda contents, seed: augment.random_flip(augment.random_resized_crop(contents, size, seed),
-                                                             augment.split_seed(seed, 2)[1]),
+        train_map=_natural_train_map(size),
         eval_map=lambda contents: augment.decode_eval(contents, size),
         cacheable=encoded <= CACHE_LIMIT_BYTES,
         skipped_files=skipped,
@@ -382,9 +381,9 @@ def _check_image(path: str) -> _ScannedFile | None:
             image.load()
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError...)
         return None
-    # TensorFlow's decoders take baseline/progressive RGB or grey JPEG, PNG, GIF and 24/32-bit BMP;
-    # anything else is converted through PIL when it is read.
-    needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L")) or (fmt == "BMP" and mode not in ("RGB", "RGBA"))
+    # TensorFlow decodes RGB, grey and CMYK JPEGs, every PNG and GIF, and grey/24/32-bit BMPs; palette and
+    # 1-bit BMPs (which it misreads or rejects) and rarer JPEG modes are converted through PIL when read.
+    needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L", "CMYK")) or (fmt == "BMP" and mode not in ("RGB", "L"))
     return _ScannedFile(path, needs_pil, size)
 
 
@@ -415,4 +414,91 @@ def _file_split(files: list[_ScannedFile], labels: list[int]) -> _Split:
 # --- TFDS --------------------------------------------------------------------------------------------------------
 
 def _tfds_source(cfg: DataConfig) -> _Source:
-    raise KresError(f"unknown dataset {cfg.dataset!r}: TFDS support is not finished yet")
+    """A TFDS image-classification dataset that is already prepared under ``cfg.tfds_dir``.
+
+    Nothing here downloads: an unprepared dataset is a ``KresError`` that says how to prepare it. Images are read
+    still encoded (``SkipDecoding``) so JPEG datasets get the same fused decode-and-crop as image folders.
+    """
+    import tensorflow_datasets as tfds
+
+    name = cfg.dataset
+    try:
+        builder = tfds.builder(name, data_dir=cfg.tfds_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise KresError(f"unknown dataset {name!r}: leave --dataset out for the built-in digits, use --dataset "
+                        f"synthetic, or name a TFDS image-classification dataset (cifar10, tf_flowers, "
+                        f"imagenette/320px-v2, imagenet2012, ...)") from None
+    except Exception as err:  # malformed names, config errors
+        raise KresError(f"cannot open TFDS dataset {name!r}: {str(err).splitlines()[0]}") from None
+    if not builder.is_prepared():
+        root = cfg.tfds_dir or "~/tensorflow_datasets"
+        how = f"`tfds build {name} --data_dir {root}`"
+        if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+            how += f" --manual_dir DIR (DIR holding the files TFDS asks for; see `tfds build {name}` for which)"
+        raise KresError(f"TFDS dataset {name!r} is not prepared in {root} and kres never downloads; prepare it "
+                        f"once on a machine with network access: {how}, then pass --tfds-dir {root}")
+    info = builder.info
+    image_key, label_key = _tfds_keys(name, info)
+    class_names = list(info.features[label_key].names)
+    if len(class_names) < 2:
+        raise KresError(f"TFDS dataset {name!r} has {len(class_names)} class; a classifier needs at least 2")
+    train_split, val_split = _tfds_splits(info, cfg.val_split)
+
+    def split(split_name: str) -> _Split:
+        ds = builder.as_dataset(split=split_name, shuffle_files=False,
+                                decoders={image_key: tfds.decode.SkipDecoding()})
+        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)), num_parallel_calls=AUTOTUNE)
+        count = int(ds.cardinality())
+        if count < 0:
+            count = int(info.splits[split_name].num_examples)
+        return _Split(ds, count)
+
+    size = cfg.image_size
+    dataset_size = int(info.dataset_size or 0)
+    return _Source(
+        class_names=class_names,
+        train=split(train_split),
+        val=split(val_split),
+        train_map=_natural_train_map(size),
+        eval_map=lambda contents: augment.decode_eval(contents, size),
+        cacheable=dataset_size <= CACHE_LIMIT_BYTES,
+    )
+
+
+def _tfds_keys(name: str, info) -> tuple[str, str]:
+    """The (image, label) feature names: the supervised keys when TFDS declares them, else the first of each."""
+    import tensorflow_datasets as tfds
+
+    features = info.features
+    keys = info.supervised_keys
+    if keys and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+        image_key, label_key = keys
+    else:
+        image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
+        label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
+    ok = (image_key in features and isinstance(features[image_key], tfds.features.Image)
+          and label_key in features and isinstance(features[label_key], tfds.features.ClassLabel))
+    if not ok:
+        raise KresError(f"TFDS dataset {name!r} is not image classification (it needs an image and a class label "
+                        f"feature); pick another dataset")
+    return image_key, label_key
+
+
+def _tfds_splits(info, val_split: float) -> tuple[str, str]:
+    """TFDS's own validation split (or test split) when it has one, else the first ``val_split`` of train."""
+    names = set(info.splits.keys())
+    if "train" not in names:
+        raise KresError(f"TFDS dataset {info.name!r} has no 'train' split (it has {', '.join(sorted(names))})")
+    for held_out in ("validation", "test"):
+        if held_out in names:
+            return "train", held_out
+    num_val = int(info.splits["train"].num_examples * val_split + 0.5)
+    return f"train[{num_val}:]", f"train[:{num_val}]"
+
+
+def _natural_train_map(size: int):
+    """Random-resized-crop (fused with the JPEG decode) then a horizontal flip, for photos."""
+    def train_map(contents, seed):
+        s_crop, s_flip = augment.split_seed(seed, 2)
+        return augment.random_flip(augment.random_resized_crop(contents, size, s_crop), s_flip)
+    return train_map

@@ -1,0 +1,155 @@
+"""Image-folder pipelines on generated folders: every format and colour mode, bad files skipped and counted."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_resnet.data import DataConfig, calibration_images, load_datasets
+from keras_resnet.errors import KresError
+
+SIZE = 32
+
+
+def _photo(seed, width=48, height=36):
+    """A smooth colour pattern (lossy formats keep it close), different for each seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    freq, phase = rng.uniform(1, 4, (2, 3)), rng.uniform(0, 6.3, 3)
+    rgb = [127.5 + 127.5 * np.sin(freq[0, c] * 6.3 * x + freq[1, c] * 6.3 * y + phase[c]) for c in range(3)]
+    return Image.fromarray(np.stack(rgb, axis=-1).astype(np.uint8))
+
+
+def _jpeg_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_class(folder, seed):
+    """12 files: 9 good images (each format and mode), 3 bad ones, and a text file that is not an image."""
+    folder.mkdir(parents=True)
+    img = _photo(seed)
+    img.save(folder / "rgb.jpg", "JPEG")
+    img.convert("L").save(folder / "grey.jpeg", "JPEG")
+    img.convert("CMYK").save(folder / "cmyk.jpg", "JPEG")
+    img.save(folder / "rgb.png", "PNG")
+    img.convert("RGBA").save(folder / "rgba.png", "PNG")
+    img.convert("L").save(folder / "grey.png", "PNG")
+    img.save(folder / "rgb.bmp", "BMP")
+    img.convert("P").save(folder / "palette.BMP", "BMP")  # TensorFlow misreads these: PIL converts them
+    img.save(folder / "anim.gif", "GIF", save_all=True, append_images=[_photo(seed + 100)])
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "corrupt.jpg").write_bytes(np.random.default_rng(seed).bytes(3000))
+    data = _jpeg_bytes(_photo(seed, 200, 150))
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    return 9, 3
+
+
+@pytest.fixture(scope="module")
+def split_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    for split in ("train", "val"):
+        for k, name in enumerate(("cat", "dog", "emu")):
+            write_class(root / split / name, seed=k)
+    return root
+
+
+def test_train_val_folders_counts_classes_and_skips(split_folders):
+    data = load_datasets(DataConfig(data_dir=str(split_folders), image_size=SIZE, batch_size=4))
+    assert data.class_names == ["cat", "dog", "emu"]
+    assert (data.num_train, data.num_val) == (27, 27)
+    assert data.skipped_files == 18  # 3 bad files x 3 classes x 2 splits
+    spec = data.train.element_spec
+    assert spec[0].shape.as_list() == [4, SIZE, SIZE, 3] and spec[1].shape.as_list() == [4, 3]
+    # A full epoch runs through every format: bad files never reach the decoder.
+    batches = list(data.train)
+    assert len(batches) == 27 // 4
+    images = np.concatenate([x.numpy() for x, _ in batches])
+    assert images.min() >= 0.0 and images.max() <= 255.0
+    val = list(data.val)
+    assert sum(int(x.shape[0]) for x, _ in val) == 27
+    labels = np.concatenate([y.numpy() for _, y in val]).argmax(axis=1)
+    assert np.bincount(labels).tolist() == [9, 9, 9]
+
+
+def test_every_format_and_mode_decodes_to_the_same_pixels(split_folders):
+    """Eval-preprocessed PNG, BMP (palette via PIL), GIF and RGBA images of one photo agree; grey ones are grey."""
+    data = load_datasets(DataConfig(data_dir=str(split_folders), image_size=SIZE, batch_size=27, cache=False))
+    images, labels = next(iter(data.val))
+    cat = images.numpy()[labels.numpy().argmax(axis=1) == 0]
+    assert cat.shape == (9, SIZE, SIZE, 3)
+    # Files in sorted order: anim.gif cmyk.jpg grey.jpeg grey.png palette.BMP rgb.bmp rgb.jpg rgb.png rgba.png
+    anim, cmyk, grey_jpeg, grey_png, palette, rgb_bmp, rgb_jpg, rgb_png, rgba = cat
+    np.testing.assert_allclose(rgb_bmp, rgb_png, atol=1e-3)
+    np.testing.assert_allclose(rgba, rgb_png, atol=1e-3)
+    for lossy in (rgb_jpg, cmyk, palette, anim):  # JPEG, CMYK JPEG and 256-colour quantisation are approximate
+        assert np.abs(lossy - rgb_png).mean() < 16  # measured 2-12
+    for grey in (grey_jpeg, grey_png):
+        np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-3)
+
+
+def test_one_folder_split_by_val_split(tmp_path):
+    for k, name in enumerate(("a", "b")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(10):
+            _photo(10 * k + i).save(folder / f"{i}.jpg", "JPEG")
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2, val_split=0.3))
+    assert (data.num_train, data.num_val, data.skipped_files) == (14, 6, 1)
+    assert data.class_names == ["a", "b"]
+    first = next(iter(data.train))[0].numpy()
+    assert sum(1 for _ in data.train) == 7  # the second epoch: 14 // 2 full batches
+    again = next(iter(load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2,
+                                                val_split=0.3)).train))[0].numpy()
+    np.testing.assert_array_equal(first, again)
+    calib = list(calibration_images(DataConfig(data_dir=str(tmp_path), image_size=SIZE, val_split=0.3), 4))
+    assert [c.shape for c in calib] == [(1, SIZE, SIZE, 3)] * 4
+
+
+def test_wrong_path(tmp_path):
+    with pytest.raises(KresError, match="does not exist"):
+        load_datasets(DataConfig(data_dir=str(tmp_path / "nope"), image_size=SIZE))
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(KresError, match="no class folders"):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_class_folders_without_images(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "zero.jpg").write_bytes(b"")
+    with pytest.raises(KresError, match="no readable images"):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_single_class(tmp_path):
+    (tmp_path / "only").mkdir()
+    for i in range(4):
+        _photo(i).save(tmp_path / "only" / f"{i}.png")
+    with pytest.raises(KresError, match="one class only"):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_one_class_folder_empty(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    _photo(0).save(tmp_path / "a" / "0.png")
+    _photo(1).save(tmp_path / "a" / "1.png")
+    (tmp_path / "b" / "x.txt").write_text("")
+    with pytest.raises(KresError, match="one class only"):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+
+
+def test_train_and_val_class_folders_differ(tmp_path):
+    for split, names in (("train", ("a", "b")), ("val", ("a", "c"))):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            _photo(0).save(tmp_path / split / name / "0.png")
+    with pytest.raises(KresError, match="same class folders"):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
