@@ -270,6 +270,12 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
     names = {f.name for f in dataclasses.fields(DataConfig)}
     if cfg.has_data_option:
         base = {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "tfds_dir": cfg.tfds_dir}
+        try:
+            recorded = training_data_config(cfg.models[0], predictors[0])
+        except KresError:
+            recorded = {}
+        if _same_source(recorded, base):  # the training run's split (seed, val_split, ...) keeps val unseen
+            base = {**{k: v for k, v in recorded.items() if k in names}, **base}
     else:
         recorded = training_data_config(cfg.models[0], predictors[0])
         base = {k: v for k, v in recorded.items() if k in names}
@@ -278,6 +284,14 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
     # the validation split is re-batched at the requested size. One pass, so no cache.
     base.update(image_size=size, batch_size=1, cache=False, randaugment=False, mixup_alpha=0.0, cutmix_alpha=0.0)
     return DataConfig(**{k: v for k, v in base.items() if k in names})
+
+
+def _same_source(recorded: dict, given: dict) -> bool:
+    def norm(path):
+        return os.path.realpath(path) if path else None
+
+    return bool(recorded) and recorded.get("dataset") == given["dataset"] and \
+        norm(recorded.get("data_dir")) == norm(given["data_dir"])
 
 
 def _default_output(model_path: Path) -> Path:

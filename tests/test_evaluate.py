@@ -1,0 +1,254 @@
+"""kres evaluate: exact metrics on hand-made cases, the data lookup, A/B comparison, JSON and PNG, errors."""
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import data as data_module
+from keras_resnet import evaluate as ev
+from keras_resnet import resnet
+from keras_resnet.data import DataConfig, Datasets, load_datasets
+from keras_resnet.errors import KresError
+from keras_resnet.meta import ModelMeta
+from keras_resnet.runtime import Predictor
+from kres.main import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --- metrics by hand -----------------------------------------------------------------------------------------
+
+PROBS = np.array([
+    [0.7, 0.2, 0.1],  # true a: right
+    [0.1, 0.6, 0.3],  # true c: wrong, c second
+    [0.5, 0.4, 0.1],  # true c: wrong, c last
+    [0.2, 0.3, 0.5],  # true c: right
+    [0.0, 1.0, 0.0],  # true a: wrong with probability 0 (1e-7 in the loss); 2nd by the tie rule, so in top-2
+])
+TRUE = np.array([0, 2, 2, 2, 0])
+
+
+def test_metrics_exact_on_a_hand_made_case():
+    m = ev.compute_metrics(PROBS, TRUE, ["a", "b", "c"], k=2)
+    assert m.num_examples == 5
+    assert m.top1 == pytest.approx(2 / 5)
+    assert m.top_k == 2 and m.top5 == pytest.approx(4 / 5)
+    assert m.per_class == {"a": pytest.approx(1 / 2), "b": None, "c": pytest.approx(1 / 3)}
+    assert m.confusion == [[1, 1, 0], [0, 0, 0], [1, 1, 1]]
+    expected_loss = -(math.log(0.7) + math.log(0.3) + math.log(0.1) + math.log(0.5) + math.log(1e-7)) / 5
+    assert m.loss == pytest.approx(expected_loss, rel=1e-9)
+
+
+def test_one_hot_labels_give_the_same_metrics_and_top5_caps_at_the_class_count():
+    by_index = ev.compute_metrics(PROBS, TRUE, ["a", "b", "c"])
+    by_one_hot = ev.compute_metrics(PROBS, np.eye(3)[TRUE], ["a", "b", "c"])
+    assert by_index == by_one_hot
+    assert by_index.top_k == 3 and by_index.top5 == 1.0
+
+
+def test_top5_of_seven_classes_and_ties_go_to_the_lower_index():
+    probs = np.array([[0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.05],   # true 5: 6th -> not in top-5
+                      [0.05, 0.08, 0.10, 0.12, 0.15, 0.20, 0.30],   # true 2: 5th -> in top-5
+                      [0.40, 0.40, 0.05, 0.05, 0.04, 0.03, 0.03]])  # true 1: tie with 0 -> 0 is top-1
+    m = ev.compute_metrics(probs, np.array([5, 2, 1]))
+    assert m.top_k == 5
+    assert m.top5 == pytest.approx(2 / 3)
+    assert m.top1 == 0.0
+    assert m.confusion[1][0] == 1
+
+
+def test_compare_outputs_exact():
+    a = np.array([[0.8, 0.2], [0.4, 0.6], [0.5, 0.5]])
+    b = np.array([[0.7, 0.3], [0.9, 0.1], [0.5, 0.5]])
+    agree, max_diff, mean_diff = ev.compare_outputs(a, b)
+    assert agree == pytest.approx(2 / 3)
+    assert max_diff == pytest.approx(0.5)
+    assert mean_diff == pytest.approx((0.1 + 0.1 + 0.5 + 0.5) / 6)
+    with pytest.raises(KresError, match="cannot be compared"):
+        ev.compare_outputs(a, b[:, :1])
+
+
+def test_metric_inputs_that_do_not_fit():
+    with pytest.raises(KresError, match="different number of classes"):
+        ev.compute_metrics(PROBS, np.eye(4)[[0, 1, 2, 3, 0]])
+    with pytest.raises(KresError, match="3 outputs"):
+        ev.compute_metrics(PROBS, np.array([0, 1, 2, 3, 0]))
+
+
+# --- the whole evaluate() with stub models and stub data (exact numbers, no network) ---------------------------
+
+class StubPredictor(Predictor):
+    """Predicts the class written in each image's first pixel (or a fixed class) with probability 0.8."""
+
+    kind = "stub"
+
+    def __init__(self, path, fixed=None):
+        super().__init__(Path(path), (32, 32, 3), None)
+        self.fixed = fixed
+
+    @property
+    def num_outputs(self):
+        return 3
+
+    def _predict_batch(self, images):
+        pred = np.full(len(images), self.fixed) if self.fixed is not None else images[:, 0, 0, 0].astype(int)
+        probs = np.full((len(images), 3), 0.1, np.float32)
+        probs[np.arange(len(images)), pred] = 0.8
+        return probs
+
+
+STUB_PRED = [0, 1, 0, 0, 2, 2]
+STUB_TRUE = [0, 1, 2, 0, 1, 2]
+
+
+@pytest.fixture
+def stub_world(monkeypatch, tmp_path):
+    images = np.stack([np.full((32, 32, 3), p, np.float32) for p in STUB_PRED])
+    labels = np.eye(3, dtype=np.float32)[STUB_TRUE]
+    val = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # batches of 4 and 2
+    seen = []
+
+    def fake_load_datasets(cfg):
+        seen.append(cfg)
+        return Datasets(train=val, val=val, class_names=["x", "y", "z"], num_train=6, num_val=6)
+
+    monkeypatch.setattr(data_module, "load_datasets", fake_load_datasets)
+    monkeypatch.setattr(ev, "load_predictor", lambda path, num_threads=None: StubPredictor(
+        path, fixed=0 if str(path).endswith("b") else None))
+    return tmp_path, seen
+
+
+def test_evaluate_end_to_end_exact_with_stubs(stub_world):
+    tmp_path, seen = stub_world
+    cfg = ev.EvalConfig(models=["model_a", "model_b"], dataset="synthetic", batch_size=5, output=str(tmp_path / "o"))
+    result = ev.evaluate(cfg, progress=lambda done, total: None)
+    assert seen[0].image_size == 32 and seen[0].dataset == "synthetic" and not seen[0].cache
+    a, b = result.models
+    assert a.metrics.top1 == pytest.approx(4 / 6)
+    assert a.metrics.loss == pytest.approx(-(4 * math.log(0.8) + 2 * math.log(0.1)) / 6, rel=1e-6)
+    assert a.metrics.confusion == [[2, 0, 0], [0, 1, 1], [1, 0, 1]]
+    assert a.metrics.per_class == {"x": 1.0, "y": 0.5, "z": 0.5}
+    assert b.metrics.top1 == pytest.approx(2 / 6)
+    assert result.comparison.top1_agreement == pytest.approx(3 / 6)
+    assert result.comparison.max_abs_diff == pytest.approx(0.7)
+    assert result.comparison.top1_delta == pytest.approx(-2 / 6)
+
+    saved = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+    assert saved["models"][0]["metrics"]["confusion"] == [[2, 0, 0], [0, 1, 1], [1, 0, 1]]
+    assert saved["comparison"]["top1_agreement"] == pytest.approx(0.5)
+    assert saved["data"]["class_names"] == ["x", "y", "z"] and saved["data"]["source"] == "options"
+    for name in ("confusion_matrix_a.png", "confusion_matrix_b.png"):
+        assert (tmp_path / "o" / name).read_bytes()[:8] == PNG_MAGIC
+    assert not list((tmp_path / "o").glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_explicit_image_size_that_does_not_fit_the_model(stub_world):
+    tmp_path, seen = stub_world
+    cfg = ev.EvalConfig(models=["m"], dataset="synthetic", image_size=40, output=str(tmp_path))
+    with pytest.raises(KresError, match=r"takes 32x32 images, not --image-size 40"):
+        ev.evaluate(cfg)
+    assert not seen  # refused before any data was loaded
+
+
+def test_class_count_mismatch(stub_world, monkeypatch):
+    tmp_path, _ = stub_world
+    four = Datasets(train=None, val=None, class_names=list("abcd"), num_train=1, num_val=1)
+    monkeypatch.setattr(data_module, "load_datasets", lambda cfg: four)
+    with pytest.raises(KresError, match="3 outputs but the data has 4 classes"):
+        ev.evaluate(ev.EvalConfig(models=["m"], dataset="synthetic", output=str(tmp_path)))
+
+
+def test_training_data_lookup(tmp_path):
+    run = tmp_path / "run"
+    (run / "export" / "saved_model").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": {"dataset": "synthetic", "image_size": 48}}))
+    assert ev.training_data_config(run)["dataset"] == "synthetic"
+    assert ev.training_data_config(run / "best.keras")["image_size"] == 48
+    assert ev.training_data_config(run / "export" / "model.tflite")["dataset"] == "synthetic"  # one folder up
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    with pytest.raises(KresError, match=r"no training data is recorded.*--dataset"):
+        ev.training_data_config(lone / "model.tflite")
+    meta_only = StubPredictor(lone / "model.tflite")
+    meta_only.meta = ModelMeta(18, "v1.5", "cifar", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3,
+                               extra={"data": {"dataset": "cifar10"}})
+    assert ev.training_data_config(lone / "model.tflite", meta_only) == {"dataset": "cifar10"}
+    meta_only.meta.extra = {"run_dir": str(run)}
+    assert ev.training_data_config(lone / "model.tflite", meta_only)["image_size"] == 48
+
+
+# --- a real ResNet-18 run dir through the CLI ---------------------------------------------------------------------
+
+SYNTHETIC = {"dataset": "synthetic", "synthetic_classes": 4, "synthetic_size": 12, "image_size": 32, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("evaluate") / "run"
+    run.mkdir()
+    keras.utils.set_random_seed(0)
+    model = resnet(18, num_classes=4, input_shape=(32, 32, 3), stem="cifar", zero_init_residual=False)
+    model.save(run / "best.keras")
+    ModelMeta.from_model(model).save(run)
+    (run / "config.json").write_text(json.dumps({"data": SYNTHETIC, "train": {}}))
+    (run / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return run, model
+
+
+def test_cli_evaluates_a_run_on_its_training_data_and_compares_with_tflite(run_dir, capsys):
+    run, model = run_dir
+    assert main(["evaluate", str(run), str(run / "model.tflite"), "--json", "--batch-size", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"]["source"] == "training config" and report["data"]["num_val"] == 12
+    assert [m["kind"] for m in report["models"]] == ["keras", "tflite"]
+    assert report["comparison"]["top1_agreement"] == 1.0
+    assert report["comparison"]["max_abs_diff"] < 1e-4
+
+    images, labels = zip(*load_datasets(DataConfig(**SYNTHETIC, batch_size=1)).val.as_numpy_iterator())
+    expected = ev.compute_metrics(model.predict(np.concatenate(images), verbose=0), np.concatenate(labels),
+                                  [f"class_{i}" for i in range(4)])
+    got = report["models"][0]["metrics"]
+    assert got["confusion"] == expected.confusion
+    assert got["top1"] == pytest.approx(expected.top1) and got["loss"] == pytest.approx(expected.loss, rel=1e-5)
+    assert Path(report["json_path"]) == run / "eval" / "evaluation.json"
+    assert (run / "eval" / "confusion_matrix_a.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_table_output(run_dir, capsys, tmp_path):
+    run, _ = run_dir
+    # Naming the training dataset again keeps the run's other data settings (4 synthetic classes, seed).
+    assert main(["evaluate", str(run / "best.keras"), "--dataset", "synthetic", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "top-4" in out and "(from the options)" in out and "12 images, 4 classes" in out
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["data"]["dataset"] == "synthetic" and saved["data"]["synthetic_classes"] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{tmp}/nothing.keras"], "does not exist"),
+    (["{tmp}"], "holds no model"),
+    (["{run}/best.keras", "--dataset", "synthetic", "--image-size", "64"], "takes 32x32 images, not --image-size 64"),
+    (["{run}/model.tflite", "{run}/best.keras", "{run}/best.keras"], "one model, or two"),
+    (["{run}/best.keras", "--dataset", "digits"], "4 outputs but the data has 10 classes"),
+    (["{run}/best.keras", "--output", "{run}/config.json/out"], "cannot write to"),
+])
+def test_cli_errors_are_one_line(run_dir, tmp_path, capsys, args, message):
+    run, _ = run_dir
+    argv = ["evaluate", *[a.format(tmp=tmp_path, run=run) for a in args]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("Error:") and message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_cli_model_with_no_recorded_data(run_dir, tmp_path, capsys):
+    run, _ = run_dir
+    (tmp_path / "m.tflite").write_bytes((run / "model.tflite").read_bytes())
+    assert main(["evaluate", str(tmp_path / "m.tflite")]) == 2
+    assert "no training data is recorded" in capsys.readouterr().err
