@@ -1,0 +1,90 @@
+"""TFDS datasets through TFDS's own mock data (no network), the offline not-prepared error and unknown names."""
+
+import signal
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from keras_resnet.data import DataConfig, _tfds_splits, load_datasets
+from keras_resnet.errors import KresError
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+SIZE = 32
+
+
+@pytest.fixture
+def deadline():
+    """Fail, rather than hang, if a TFDS call reaches for the network."""
+    def expire(signum, frame):
+        raise TimeoutError("TFDS call did not return within 60 s: is it waiting on the network?")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def prepared_metadata(name, data_dir, splits):
+    """Write the dataset_info.json a prepared dataset has, so ``is_prepared()`` is true; mock_data supplies rows."""
+    builder = tfds.builder(name, data_dir=data_dir)
+    infos = [
+        tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0, filename_template=tfds.core.ShardedFileTemplate(
+            data_dir=builder.data_path, dataset_name=builder.name, split=split, filetype_suffix="tfrecord"))
+        for split, n in splits.items()
+    ]
+    builder.info.set_splits(tfds.core.SplitDict(infos))
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
+
+
+def test_mnist_mock_end_to_end_grey_to_rgb(tmp_path, deadline):
+    prepared_metadata("mnist", tmp_path, {"train": 60000, "test": 10000})
+    with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
+        data = load_datasets(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE, batch_size=4))
+        assert (data.num_train, data.num_val) == (12, 12)  # mock_data yields num_examples rows for every split
+        assert len(data.class_names) == 10 and data.skipped_files == 0
+        batches = list(data.train)
+        assert len(batches) == 3
+        images, labels = batches[0]
+        assert images.shape == (4, SIZE, SIZE, 3) and labels.shape == (4, 10)
+        val_images, val_labels = next(iter(data.val))
+        np.testing.assert_array_equal(val_images[..., 0], val_images[..., 1])  # 28x28x1 grey replicated to RGB
+        np.testing.assert_array_equal(val_labels.numpy().sum(axis=1), np.ones(4))
+        assert float(np.min(val_images)) >= 0.0 and float(np.max(val_images)) <= 255.0
+
+
+def test_not_prepared_offline_is_a_quick_clear_error(tmp_path, deadline):
+    start = time.monotonic()
+    with pytest.raises(KresError, match=r"not prepared.*tfds build cifar10 --data_dir"):
+        load_datasets(DataConfig(dataset="cifar10", tfds_dir=str(tmp_path), image_size=SIZE))
+    assert time.monotonic() - start < 30
+    assert not any(tmp_path.iterdir())  # nothing was downloaded or half-written
+
+
+def test_manual_download_dataset_says_manual_dir(tmp_path, deadline):
+    with pytest.raises(KresError, match="--manual_dir"):
+        load_datasets(DataConfig(dataset="imagenet2012", tfds_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_unknown_dataset_lists_the_choices(tmp_path, deadline):
+    with pytest.raises(KresError, match=r"unknown dataset 'no_such_data'.*digits.*synthetic.*TFDS"):
+        load_datasets(DataConfig(dataset="no_such_data", tfds_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_not_image_classification(tmp_path, deadline):
+    prepared_metadata("imdb_reviews", tmp_path, {"train": 10, "test": 10})
+    with pytest.raises(KresError, match="not image classification"):
+        load_datasets(DataConfig(dataset="imdb_reviews", tfds_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_split_choice():
+    def info(**counts):
+        return SimpleNamespace(name="x", splits={k: SimpleNamespace(num_examples=n) for k, n in counts.items()})
+    assert _tfds_splits(info(train=100, validation=10, test=5), 0.2) == ("train", "validation")
+    assert _tfds_splits(info(train=100, test=5), 0.2) == ("train", "test")
+    assert _tfds_splits(info(train=3670), 0.2) == ("train[734:]", "train[:734]")
+    with pytest.raises(KresError, match="no 'train' split"):
+        _tfds_splits(info(test=5), 0.2)
