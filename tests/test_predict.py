@@ -1,0 +1,154 @@
+"""kres predict: decoding of every image mode, the evaluation preprocessing, top-k, errors."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_resnet import predict as pr
+from keras_resnet import resnet
+from keras_resnet.data import DataConfig, load_datasets
+from keras_resnet.errors import KresError
+from keras_resnet.meta import ModelMeta
+from keras_resnet.runtime import Predictor
+from kres.main import main
+
+
+@pytest.mark.parametrize("mode, value, rgb", [
+    ("L", 100, (100, 100, 100)),
+    ("RGBA", (10, 20, 30, 0), (10, 20, 30)),  # alpha dropped, colour kept
+    ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+    ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+    ("I;16", 65535, (255, 255, 255)),  # 16-bit grey scaled to 8 bits
+    ("1", 1, (255, 255, 255)),
+])
+def test_read_rgb_turns_every_mode_into_uint8_rgb(tmp_path, mode, value, rgb):
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    Image.new(mode, (5, 3), value).save(path)
+    out = pr.read_rgb(path)
+    assert out.dtype == np.uint8 and out.shape == (3, 5, 3)
+    assert tuple(out[1, 2]) == rgb
+
+
+def test_read_rgb_palette_with_transparency(tmp_path):
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    image.save(tmp_path / "p.png", transparency=0)
+    assert tuple(pr.read_rgb(tmp_path / "p.png")[0, 0]) == (200, 100, 50)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "bad.png").write_text("not an image"), "cannot read image .*bad.png"),
+    (lambda d: (d / "empty.jpg").write_bytes(b""), "cannot read image .*empty.jpg"),
+    (lambda d: None, "image .*missing.png does not exist"),
+    (lambda d: (d / "folder.png").mkdir(), "folder.png is a directory"),
+])
+def test_unreadable_image_is_a_clear_error_naming_it(tmp_path, make, message):
+    make(tmp_path)
+    name = next((p.name for p in tmp_path.iterdir()), "missing.png")
+    with pytest.raises(KresError, match=message):
+        pr.read_rgb(tmp_path / name)
+
+
+def test_truncated_png_is_a_clear_error(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(KresError, match=r"cannot read image .*t\.png"):
+        pr.read_rgb(tmp_path / "t.png")
+
+
+def test_preprocessing_matches_the_evaluation_pipeline(tmp_path):
+    """A file through predict's preprocessing equals the same file through load_datasets(...).val."""
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (45, 70, 3), np.uint8)).save(tmp_path / split / cls / "0.png")
+    val = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=32, batch_size=1, cache=False)).val
+    from_pipeline = np.concatenate([images for images, _ in val.as_numpy_iterator()])
+    stub = StubPredictor(tmp_path / "model.keras")
+    prepare = pr.preprocessor(stub, 32)
+    ours = np.stack([prepare(pr.read_rgb(tmp_path / "val" / cls / "0.png")) for cls in ("a", "b")])
+    assert ours.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(ours, from_pipeline, atol=1e-4)
+
+
+class StubPredictor(Predictor):
+    """Scores class i by how close the image's mean is to 50 * i; records what it was given."""
+
+    kind = "stub"
+
+    def __init__(self, path, labels=("zero", "one", "two", "three")):
+        meta = ModelMeta(18, "v1.5", "cifar", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, labels=list(labels))
+        super().__init__(Path(path), (32, 32, 3), meta)
+        self.seen = []
+
+    def _predict_batch(self, images):
+        self.seen.append(images.shape)
+        means = images.reshape(len(images), -1).mean(axis=1, keepdims=True)
+        scores = -np.abs(means - 50.0 * np.arange(4)[None])
+        return np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+
+
+def test_predict_top_k_with_labels_from_meta(tmp_path, monkeypatch):
+    stub = StubPredictor(tmp_path / "m.keras")
+    monkeypatch.setattr(pr, "load_predictor", lambda path, num_threads=None: stub)
+    for name, level in (("dark.png", 2), ("bright.jpg", 149)):
+        Image.new("L", (40, 48), level).save(tmp_path / name, quality=100)
+    results = pr.predict(pr.PredictConfig(str(tmp_path / "m.keras"), [str(tmp_path / "dark.png"),
+                                                                       str(tmp_path / "bright.jpg")], top_k=3))
+    assert stub.seen == [(2, 32, 32, 3)]
+    assert [p.label for p in results[0].predictions] == ["zero", "one", "two"]
+    assert [p.label for p in results[1].predictions] == ["three", "two", "one"]
+    scores = [p.score for p in results[1].predictions]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1 / (1 + np.exp(-49) + np.exp(-99)
+                                                                                        + np.exp(-149)), abs=1e-3)
+    assert len(pr.predict(pr.PredictConfig("m", [str(tmp_path / "dark.png")], top_k=9))[0].predictions) == 4
+
+
+def test_bad_image_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    (tmp_path / "ok.png").write_bytes(b"")
+    loaded = []
+    monkeypatch.setattr(pr, "load_predictor", lambda *a, **k: loaded.append(a))
+    with pytest.raises(KresError, match=r"ok\.png"):
+        pr.predict(pr.PredictConfig("m.keras", [str(tmp_path / "ok.png")]))
+    assert not loaded
+
+
+def test_digits_model_uses_the_whole_frame(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": None, "image_size": 32}}))
+    stub = StubPredictor(tmp_path / "best.keras")
+    assert pr._trained_on_digits(stub)
+    glyph = np.zeros((8, 8, 3), np.uint8)
+    glyph[:, 0] = 255  # a stroke on the frame's edge survives (a 0.875 centre crop would cut it off)
+    assert pr.preprocessor(stub, 32)(glyph)[:, 0].mean() > 100
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": "cifar10"}}))
+    assert not pr._trained_on_digits(stub)
+
+
+def test_cli_predict_with_a_real_model(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    model = resnet(18, num_classes=3, input_shape=(32, 32, 3), stem="cifar", zero_init_residual=False)
+    model.save(tmp_path / "best.keras")
+    ModelMeta.from_model(model, ["ant", "bee", "cow"]).save(tmp_path)
+    image = np.random.default_rng(5).integers(0, 255, (50, 40, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+
+    assert main(["predict", str(tmp_path), str(tmp_path / "x.png"), "--top-k", "2", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    stub = StubPredictor(tmp_path / "best.keras")
+    expected = model.predict(pr.preprocessor(stub, 32)(image)[None], verbose=0)[0]
+    best = np.argsort(-expected)[:2]
+    assert [p["label"] for p in result["predictions"]] == [["ant", "bee", "cow"][i] for i in best]
+    np.testing.assert_allclose([p["score"] for p in result["predictions"]], expected[best], atol=1e-5)
+
+    assert main(["predict", str(tmp_path), str(tmp_path / "x.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("x.png") and len(out) == 4  # the file, then 3 classes (top-5 capped at 3)
+
+    assert main(["predict", str(tmp_path), str(tmp_path / "nope.png")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("Error: image ")
