@@ -17,6 +17,7 @@ Sources:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import socket
@@ -53,6 +54,8 @@ TORCHVISION_FILES: dict[int, str] = {
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+_NEEDS_TORCH = ("reading {name} needs PyTorch (pip install torch); without it, save the state dict as .safetensors "
+                "or .npz where torch is installed and pass that file")
 SUPPORTED = ".keras, .weights.h5, .h5 (keras.applications layout), .pth, .safetensors or .npz"
 
 
@@ -110,6 +113,8 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
         raise KresError(f"weights file {path} does not exist: pass weights='imagenet' or the path of a {SUPPORTED}")
     if path.is_dir() or _format(path) is None:
         raise KresError(f"cannot read weights from {path}: expected a {SUPPORTED} file")
+    if _format(path) == "torch" and importlib.util.find_spec("torch") is None:
+        raise KresError(_NEEDS_TORCH.format(name=path.name))
 
 
 def _check_imagenet(depth: int, variant: str) -> None:
@@ -153,7 +158,7 @@ def fetch_imagenet(depth: int, include_top: bool) -> Path:
             path = keras.utils.get_file(fname, KERAS_APPLICATIONS_URL + fname, cache_dir=str(cache.parent),
                                         cache_subdir=cache.name, file_hash=file_hash, hash_algorithm="md5")
     except Exception as err:  # urllib, socket and hash errors all mean: the file is not here
-        reason = " ".join(str(err).split())[:200]
+        reason = " ".join(str(err).split(" -- ")[-1].split())[:160]  # keras prefixes the URL: named below
         raise KresError(
             f"cannot download {fname} ({reason}): put the file at {cache / fname} (md5 {file_hash}, from "
             f"{KERAS_APPLICATIONS_URL}{fname}) or pass weights=PATH to a local weights file") from None
@@ -325,9 +330,7 @@ def _read_state_dict(path: Path, fmt: str) -> dict[str, np.ndarray]:
         try:
             import torch
         except ImportError:
-            raise KresError(
-                f"reading {path.name} needs PyTorch (pip install torch); without it, save the state dict as "
-                f".safetensors or .npz where torch is installed and pass that file") from None
+            raise KresError(_NEEDS_TORCH.format(name=path.name)) from None
         state = torch.load(path, map_location="cpu", weights_only=True)
         for key in ("state_dict", "model"):  # training checkpoints wrap the state dict
             if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
