@@ -2,6 +2,7 @@
 Keras 3 files, and the one-line errors (offline download, wrong depth, missing files)."""
 
 import socket
+import sys
 import threading
 import time
 
@@ -326,3 +327,10 @@ def test_convert_weights_cli_writes_a_loadable_keras_file(tmp_path, capsys):
     assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "18", "--output",
                  str(tmp_path / "r18.h5")]) == 2
     assert "--output must end in .keras" in capsys.readouterr().err
+
+
+def test_pth_without_torch_says_how_to_get_by(tmp_path, monkeypatch):
+    (tmp_path / "r18.pth").write_bytes(b"\0")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(KresError, match=r"r18\.pth needs PyTorch \(pip install torch\).*\.safetensors or \.npz"):
+        kw.read_checkpoint(tmp_path / "r18.pth")
