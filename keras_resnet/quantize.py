@@ -66,6 +66,9 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     """
     check_mode(mode)
     check_io_dtype(io_dtype)
+    if mode == "int8" and representative_data is None:
+        raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
+                        "representative data")
     fn = batch1_function(model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     if mode == "float16":
@@ -74,9 +77,6 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     elif mode == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
-        if representative_data is None:
-            raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
-                            "representative data")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in representative_data())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -1,0 +1,164 @@
+"""Edge TPU: the static requirements check, the compiler-log parser and deploy/classify.py on the CPU."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_resnet import edgetpu
+from keras_resnet.errors import KresError
+from keras_resnet.quantize import convert
+
+SIZE = 32
+REPO = Path(__file__).resolve().parents[1]
+
+
+def calibration(count=3):
+    rng = np.random.default_rng(1)
+    return lambda: (rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32) for _ in range(count))
+
+
+@pytest.fixture(scope="module")
+def resnet18_int8(tmp_path_factory):
+    from keras_resnet.model import resnet
+
+    model = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), variant="v1", zero_init_residual=False)
+    path = tmp_path_factory.mktemp("int8") / "model_int8.tflite"
+    path.write_bytes(convert(model, "int8", calibration()))
+    return path
+
+
+def test_resnet18_int8_passes_the_static_check(resnet18_int8):
+    report = edgetpu.check_requirements(resnet18_int8.read_bytes())
+    assert report.passed, report.problems
+    assert report.problems == [] and report.cpu_ops == {}
+    assert set(report.ops) <= edgetpu.SUPPORTED_OPS
+    assert report.ops["STRIDED_SLICE"] == 1  # the v1 RGB->BGR flip stays on the Edge TPU
+    # without the compiler, check() is the static check plus a note
+    checked = edgetpu.check(resnet18_int8, resnet18_int8.parent, use_compiler=False)
+    assert checked.passed and checked.notes == ["edgetpu_compiler not on PATH: static check only"]
+
+
+def small_int8(activation: str) -> bytes:
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.Activation(activation, name="act")(x)
+    x = keras.layers.Conv2D(8, 3, name="after")(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    return convert(keras.Model(inputs, outputs), "int8", calibration(2))
+
+
+def test_unsupported_op_is_named_and_fails_unless_allowed(tmp_path):
+    path = tmp_path / "hard_swish.tflite"
+    path.write_bytes(small_int8("hard_silu"))  # HARD_SWISH: an int8 TFLite kernel, but not on the Edge TPU
+
+    report = edgetpu.check_requirements(path.read_bytes())
+    assert not report.passed and not report.structural and report.cpu_ops == {"HARD_SWISH": 1}
+    assert report.problems == ["ops the Edge TPU does not support (they run on the CPU): HARD_SWISH x1"]
+    assert report.notes == ["the compiler maps ops only up to the first unsupported one (HARD_SWISH, op #2); "
+                            "the 4 ops after it would run on the CPU too"]
+    with pytest.raises(KresError, match=r"HARD_SWISH x1 \(pass --allow-cpu-ops"):
+        edgetpu.check(path, tmp_path, use_compiler=False)
+    assert not edgetpu.check(path, tmp_path, allow_cpu_ops=True, use_compiler=False).passed
+
+
+def test_float_op_left_by_the_converter_is_caught():
+    # The converter keeps ELU in float (DEQUANTIZE -> ELU -> QUANTIZE) even with TFLITE_BUILTINS_INT8 only
+    report = edgetpu.check_requirements(small_int8("elu"))
+    assert report.structural and "ELU" in report.cpu_ops and "DEQUANTIZE" in report.cpu_ops
+    assert report.problems[0].startswith("2 non-8-bit activation tensors")
+
+
+def test_float_model_fails_the_8bit_requirement(tmp_path):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    report = edgetpu.check_requirements(convert(model, "float32"))
+    assert not report.passed and report.structural
+    assert report.problems[0].startswith("2 non-8-bit activation tensors")
+
+
+UNMAPPED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+COMPILER_LOG = f"""\
+Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 1571 ms.
+
+Input model: out/model_int8.tflite
+Input size: 11.19MiB
+Output model: out/model_int8_edgetpu.tflite
+Output size: 11.45MiB
+On-chip memory used for caching model parameters: 6.98MiB
+On-chip memory remaining for caching model parameters: 0.00B
+Off-chip memory used for streaming uncached model parameters: 4.23MiB
+Number of Edge TPU subgraphs: 1
+Total number of operations: 43
+Operation log: out/model_int8_edgetpu.log
+
+Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will \
+instead run on the CPU, which is slower. If possible, consider updating your model to use only operations \
+supported by the Edge TPU. For details, visit g.co/coral/model-reqs.
+Number of operations that will run on Edge TPU: 39
+Number of operations that will run on CPU: 4
+
+Operator                       Count      Status
+
+QUANTIZE                       1          Mapped to Edge TPU
+CONV_2D                        20         Mapped to Edge TPU
+ADD                            9          Mapped to Edge TPU
+PAD                            5          Mapped to Edge TPU
+MAX_POOL_2D                    1          Mapped to Edge TPU
+MEAN                           1          Mapped to Edge TPU
+ELU                            1          Operation not supported
+FULLY_CONNECTED                1          {UNMAPPED}
+SOFTMAX                        1          {UNMAPPED}
+QUANTIZE                       1          {UNMAPPED}
+Compilation child process completed within timeout period.
+Compilation succeeded!
+"""
+
+
+def test_compiler_log_parser():
+    report = edgetpu.parse_compiler_log(COMPILER_LOG)
+    assert (report.edgetpu_ops, report.cpu_ops_total, report.subgraphs) == (39, 4, 1)
+    assert report.output_model == "out/model_int8_edgetpu.tflite"
+    assert len(report.ops) == 10
+    assert report.ops[1] == {"op": "CONV_2D", "count": 20, "status": "Mapped to Edge TPU"}
+    assert report.cpu_ops == {"ELU": 1, "FULLY_CONNECTED": 1, "SOFTMAX": 1, "QUANTIZE": 1}
+    assert not report.all_on_edgetpu
+
+
+def test_compiler_log_parser_all_mapped():
+    mapped = COMPILER_LOG.split("Model successfully compiled but")[0] + (
+        "Number of operations that will run on Edge TPU: 43\nNumber of operations that will run on CPU: 0\n\n"
+        "Operator                       Count      Status\n\n"
+        "CONV_2D                        20         Mapped to Edge TPU\n"
+        "ADD                            9          Mapped to Edge TPU\n")
+    report = edgetpu.parse_compiler_log(mapped)
+    assert report.all_on_edgetpu and report.cpu_ops == {} and report.cpu_ops_total == 0
+    assert [row["count"] for row in report.ops] == [20, 9]
+
+
+def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
+    from PIL import Image
+
+    (resnet18_int8.parent / "labels.txt").write_text("cat\ndog\nbird\n")
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
+    # an "_edgetpu" name makes classify.py try the libedgetpu delegate; with no Edge TPU here it falls back
+    tpu_name = resnet18_int8.with_name("model_int8_edgetpu.tflite")
+    tpu_name.write_bytes(resnet18_int8.read_bytes())
+    result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(tpu_name), str(image),
+                             "--top-k", "2"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "no Edge TPU available" in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "model model_int8_edgetpu.tflite on cpu, input 32x32, 3 labels"
+    assert lines[1].startswith(f"{image}: ") and len(lines[1].split(", ")) == 2
+    assert any(label in lines[1] for label in ("cat", "dog", "bird"))

@@ -1,0 +1,90 @@
+"""TFLite conversion: float32 parity with Keras, full-integer int8 with builtin ops only, uint8 I/O, batch 1."""
+
+import numpy as np
+import pytest
+
+from keras_resnet.errors import KresError
+from keras_resnet.model import resnet
+from keras_resnet.quantize import convert, inspect_tflite, require_builtin_only
+from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    # zero_init_residual=False: an all-zero folded kernel has no int8 scale and makes the converter complain
+    return resnet(18, num_classes=5, input_shape=(SIZE, SIZE, 3), zero_init_residual=False)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, (6, SIZE, SIZE, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def float32_tflite(model):
+    return convert(model, "float32")
+
+
+@pytest.fixture(scope="module")
+def int8_tflite(model, images):
+    return convert(model, "int8", lambda: (img[None] for img in images[:4]))
+
+
+def run(content: bytes, images: np.ndarray) -> np.ndarray:
+    from pathlib import Path
+
+    return TFLitePredictor(Path("model.tflite"), tflite_interpreter(content), None).predict(images)
+
+
+def test_float32_tflite_matches_keras_within_1e4(model, float32_tflite, images):
+    expected = model.predict(images, verbose=0)
+    got = run(float32_tflite, images)
+    assert got.shape == (6, 5)
+    assert np.max(np.abs(got - expected)) < 1e-4
+
+
+def test_float32_tflite_is_static_batch_1_float_io(float32_tflite):
+    info = inspect_tflite(float32_tflite)
+    assert info.inputs[0].shape == [1, SIZE, SIZE, 3] and info.inputs[0].dtype == "float32"
+    assert info.ops["CONV_2D"] == 20 and info.ops["FULLY_CONNECTED"] == 1
+    assert info.subgraphs == 1 and info.custom_ops == []
+
+
+def test_int8_is_builtin_int8_with_uint8_io_and_batch_1(int8_tflite, float32_tflite):
+    info = inspect_tflite(int8_tflite)
+    require_builtin_only(info)
+    assert info.custom_ops == [] and info.flex_ops == []
+    (inp,), (out,) = info.inputs, info.outputs
+    assert (inp.dtype, inp.shape, inp.shape_signature) == ("uint8", [1, SIZE, SIZE, 3], [1, SIZE, SIZE, 3])
+    assert (out.dtype, out.shape) == ("uint8", [1, 5])
+    # raw 0-255 pixels go straight in: the calibrated input range is 0..255, so scale ~1 and zero point 0
+    assert inp.zero_point == [0] and abs(inp.scale[0] - 1.0) < 0.01
+    assert out.scale == [pytest.approx(1 / 256)] and out.zero_point == [0]
+    activations = {t.dtype for t in info.tensors if not t.constant}
+    assert activations <= {"int8", "uint8"}
+    assert set(info.ops) <= {"QUANTIZE", "MUL", "ADD", "PAD", "CONV_2D", "MAX_POOL_2D", "RESHAPE", "MEAN",
+                             "FULLY_CONNECTED", "SOFTMAX"}
+    assert info.ops["CONV_2D"] == 20
+    assert info.size_bytes <= 0.27 * len(float32_tflite)
+
+
+def test_int8_io_dtype_int8(images):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    small = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    info = inspect_tflite(convert(small, "int8", lambda: (img[None] for img in images[:2]), io_dtype="int8"))
+    assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
+    assert info.inputs[0].zero_point == [-128]
+
+
+def test_unknown_mode_and_missing_calibration_are_user_errors(model):
+    with pytest.raises(KresError, match="unknown quantize mode 'int4'"):
+        convert(model, "int4")
+    with pytest.raises(KresError, match="int8 quantization needs calibration images"):
+        convert(model, "int8")
+    with pytest.raises(KresError, match="not a TFLite flatbuffer"):
+        inspect_tflite(b"definitely not a flatbuffer")
