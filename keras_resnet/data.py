@@ -64,6 +64,7 @@ class _Split:
     keys: tf.data.Dataset
     count: int
     read: Callable | None = None  # e.g. path -> file bytes; applied before the cache
+    small_keys: bool = True  # paths or tiny arrays: a shuffle buffer may span the whole split
 
 
 @dataclass
@@ -103,7 +104,9 @@ def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
     _validate(cfg)
     source = _source(cfg)
     split = source.train
-    ds = split.keys.shuffle(min(split.count, UNCACHED_SHUFFLE_BUFFER), seed=cfg.seed, reshuffle_each_iteration=False)
+    ds = split.keys
+    if split.small_keys:  # TFDS shuffled its records when it prepared them; folders are sorted by class
+        ds = ds.shuffle(split.count, seed=cfg.seed, reshuffle_each_iteration=False)
     ds = ds.take(count)
     if split.read is not None:
         ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
@@ -133,8 +136,7 @@ def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
         ds = ds.cache()
         buffer = split.count
     else:
-        # Keys (paths) are small, so their shuffle can span the whole split; decoded TFDS examples are not.
-        buffer = split.count if split.read is not None else min(split.count, UNCACHED_SHUFFLE_BUFFER)
+        buffer = split.count if split.small_keys else min(split.count, UNCACHED_SHUFFLE_BUFFER)
     ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
     if split.read is not None and not cache:
         ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
@@ -149,6 +151,9 @@ def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
 
     ds = tf.data.Dataset.zip((ds, _seeds(cfg.seed)))
     ds = ds.map(augment_one, num_parallel_calls=AUTOTUNE)  # deterministic order: tf.data's default
+    # Bad files were dropped (and counted) by the scan; this only guards against a file that PIL reads but
+    # TensorFlow's decoder rejects, which would otherwise end the epoch.
+    ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(cfg.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
     ds = ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE)
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
@@ -166,6 +171,7 @@ def _eval_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
     if cfg.cache and source.cacheable:
         ds = ds.cache()
     ds = ds.map(lambda stored, label: (source.eval_map(stored), label), num_parallel_calls=AUTOTUNE)
+    ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
     return ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
@@ -298,6 +304,10 @@ def _folder_source(cfg: DataConfig) -> _Source:
         if not val_files:
             raise KresError(f"{val_dir} holds no readable images; add images or drop it to split {train_dir}")
     else:
+        if val_dir.is_dir() and not train_dir.is_dir():
+            raise KresError(f"{root} has val/ but no train/; add {train_dir}/<class>/ or flatten to <class>/ folders")
+        if train_dir.is_dir():  # train/ alone: split it
+            root = train_dir
         class_names = _class_dirs(root)
         files, labels, skipped = _scan(root, class_names)
         _require_images(root, files, labels, class_names)
@@ -451,7 +461,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         count = int(ds.cardinality())
         if count < 0:
             count = int(info.splits[split_name].num_examples)
-        return _Split(ds, count)
+        return _Split(ds, count, small_keys=False)
 
     size = cfg.image_size
     dataset_size = int(info.dataset_size or 0)

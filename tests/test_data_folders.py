@@ -1,6 +1,7 @@
 """Image-folder pipelines on generated folders: every format and colour mode, bad files skipped and counted."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -153,3 +154,29 @@ def test_train_and_val_class_folders_differ(tmp_path):
             _photo(0).save(tmp_path / split / name / "0.png")
     with pytest.raises(KresError, match="same class folders"):
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+
+
+def test_train_folder_alone_is_split(tmp_path):
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(5):
+            _photo(10 * k + i).save(tmp_path / "train" / name / f"{i}.png")
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2))
+    assert data.class_names == ["a", "b"] and (data.num_train, data.num_val) == (8, 2)
+
+
+def test_a_file_only_tensorflow_rejects_does_not_stop_the_epoch(tmp_path, monkeypatch):
+    """The scan is the real filter; if a file slips past it, the epoch goes on without that file."""
+    from keras_resnet import data as data_module
+
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            _photo(10 * k + i).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "a" / "bad.jpg").write_bytes(b"\xff\xd8\xff" + bytes(500))
+    monkeypatch.setattr(data_module, "_check_image",
+                        lambda path: data_module._ScannedFile(path, False, os.path.getsize(path)))
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=0.5))
+    assert data.num_train + data.num_val == 9
+    seen = sum(1 for _ in data.train) + sum(1 for _ in data.val)
+    assert seen == 8
