@@ -55,7 +55,8 @@ def _reverse_channels_layer():
 
 def _is_channel_reverse(node) -> bool:
     args = node.arguments.args
-    return len(args) == 2 and args[1] == (Ellipsis, slice(None, None, -1))
+    # a list after a .keras round trip, a tuple when built in this process
+    return len(args) == 2 and isinstance(args[1], (tuple, list)) and tuple(args[1]) == (Ellipsis, slice(None, None, -1))
 
 
 def _tf_keras_layer(op):

@@ -1,0 +1,61 @@
+"""Quantization-aware training: the tf_keras rebuild, the Keras 3 guard, one QAT step and the int8 conversion."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from keras_resnet import qat
+from keras_resnet.errors import KresError
+from keras_resnet.model import resnet
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    return resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), variant="v1", zero_init_residual=False)
+
+
+def test_keras3_model_gets_an_explaining_error(model):
+    with pytest.raises(KresError, match=r"needs a tf_keras model.*only wraps tf_keras.*qat.to_tf_keras"):
+        qat.require_tf_keras_model(model)
+    with pytest.raises(KresError, match="needs a tf_keras model"):
+        qat.quantize_tf_keras_model(model)
+
+
+def test_tf_keras_rebuild_has_the_same_layers_and_outputs(model):
+    import tf_keras
+
+    rebuilt = qat.to_tf_keras(model)
+    assert isinstance(rebuilt, tf_keras.Model)
+    qat.require_tf_keras_model(rebuilt)
+    assert [layer.name for layer in rebuilt.layers if layer.weights] == [
+        layer.name for layer in model.layers if layer.weights]
+    assert rebuilt.count_params() == model.count_params()
+    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
+    import tensorflow as tf
+
+    from keras_resnet.edgetpu import check_requirements
+    from keras_resnet.quantize import inspect_tflite, require_builtin_only
+
+    model.save(tmp_path / "best.keras")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    data_sets = SimpleNamespace(train=data, val=data)
+    path = qat.quantization_aware_finetune(tmp_path / "best.keras", None, 1, tmp_path / "out", steps_per_epoch=1,
+                                           calibration_steps=2, datasets=data_sets)
+    assert path == tmp_path / "out" / "model_qat_int8.tflite" and path.is_file()
+    info = inspect_tflite(path.read_bytes())
+    require_builtin_only(info)
+    assert info.inputs[0].dtype == "uint8" and info.inputs[0].shape == [1, SIZE, SIZE, 3]
+    assert info.outputs[0].dtype == "uint8" and info.ops["CONV_2D"] == 20
+    assert check_requirements(info).passed
+    with pytest.raises(KresError, match="QAT epochs must be 1 or more"):
+        qat.quantization_aware_finetune(tmp_path / "best.keras", None, 0, tmp_path / "out", datasets=data_sets)
