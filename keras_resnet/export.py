@@ -237,9 +237,13 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-    with atomic_dir(directory) as tmp, contextlib.redirect_stdout(None):
-        archive.write_out(str(tmp), verbose=False)
+    with atomic_dir(directory) as tmp:
+        _write_archive(archive, tmp)
     return Path(directory)
+
+
+def _write_archive(archive, path: Path) -> None:
+    archive.write_out(str(path), verbose=False)
 
 
 def save_keras(model, final: Path) -> Path:
@@ -305,12 +309,12 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     cfg = validate(cfg)
     out_dir = fileio.ensure_writable_dir(cfg.output)
     source = resolve_source(cfg.source)
+    if cfg.qat and source.data_config is None:
+        raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
     data_cfg = data_config_for(source, meta)
-    if cfg.qat and data_cfg is None:
-        raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
     if heldout is None:
         say("reading held-out (validation) data" if data_cfg else "no run config: skipping accuracy figures")
         heldout = heldout_data(data_cfg, cfg.eval_images)

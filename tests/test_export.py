@@ -1,0 +1,180 @@
+"""``kres export``: SavedModel (TFSMLayer parity in a fresh process), mixed-precision rebuild, the int8 export with
+its report and model card, every user error, and atomic writes."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_resnet import export as ex
+from keras_resnet.meta import ModelMeta
+
+SIZE = 32
+LABELS = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory whose model was built under the mixed_float16 policy."""
+    import keras
+
+    from keras_resnet.model import resnet
+
+    run = tmp_path_factory.mktemp("run")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), zero_init_residual=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv1_conv").compute_dtype == "float16"
+    model.save(run / "best.keras")
+    ModelMeta.from_model(model, LABELS).save(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (6, SIZE, SIZE, 3)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, heldout, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    images = heldout[0]
+    cfg = ex.ExportConfig(source=str(run_dir), output=str(out), saved_model=True, edgetpu=True,
+                          calibration_steps=4)
+    messages = []
+    result = ex.export(cfg, messages.append, calibration=lambda: (img[None] for img in images[:4]), heldout=heldout)
+    assert messages[0] == f"loading {run_dir / 'best.keras'}"
+    return result
+
+
+def test_mixed_precision_model_is_exported_from_a_float32_rebuild(run_dir, exported, heldout):
+    import keras
+
+    mixed = keras.saving.load_model(run_dir / "best.keras", compile=False)
+    rebuilt = keras.saving.load_model(exported.output_dir / "model.keras", compile=False)
+    assert {layer.compute_dtype for layer in rebuilt.layers} == {"float32"}
+    assert {layer.compute_dtype for layer in mixed.layers} >= {"float16"}
+    for a, b in zip(mixed.weights, rebuilt.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(rebuilt.predict(heldout[0], verbose=0), mixed.predict(heldout[0], verbose=0),
+                               atol=2e-2)
+
+
+def test_export_writes_int8_card_labels_and_report(exported):
+    out = exported.output_dir
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["export_report.json", "export_report.txt", "labels.txt", "meta.json", "model.keras",
+                     "model_int8.card.json", "model_int8.tflite", "saved_model"]
+    assert (out / "labels.txt").read_text() == "zero\none\ntwo\n"
+    report = json.loads((out / "export_report.json").read_text())
+    entry = report["artifacts"]["model_int8.tflite"]
+    assert entry["size_bytes"] == (out / "model_int8.tflite").stat().st_size
+    assert entry["ops"]["CONV_2D"] == 20 and entry["flex_ops"] == []
+    assert entry["edgetpu"]["passed"] and entry["edgetpu"]["cpu_ops"] == {}
+    assert isinstance(entry["gpu_delegate_compatible"], bool)
+    agreement = entry["agreement"]
+    assert agreement["images"] == 6 and 0.0 <= agreement["top1_agreement"] <= 1.0
+    assert 0.0 <= agreement["max_abs_diff"] <= 1.0
+    assert agreement["reference_top1"] == report["keras_top1"]
+    card = json.loads((out / "model_int8.card.json").read_text())
+    assert card["input"]["shape"] == [1, SIZE, SIZE, 3] and card["input"]["dtype"] == "uint8"
+    assert card["input"]["zero_point"] == 0 and card["output"]["scale"] == pytest.approx(1 / 256)
+    assert card["labels"] == LABELS and card["normalization"]["name"] == "torch"
+    assert card["normalization"]["inside_model"] is True
+    assert card["accuracy"]["top1"] == agreement["top1"]
+    text = (out / "export_report.txt").read_text()
+    assert text == exported.text and "Edge TPU check passes" in text and "top-1 agreement" in text
+
+
+def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout, tmp_path):
+    import keras
+
+    images = heldout[0]  # integer-valued pixels, so the uint8 signature sees exactly the same input
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(f"""
+        import numpy as np, keras, tensorflow as tf
+        images = np.load({str(tmp_path / "images.npy")!r})
+        path = {str(exported.output_dir / "saved_model")!r}
+        as_float = keras.layers.TFSMLayer(path, call_endpoint="serving_float32")(images)["probabilities"]
+        uint8_layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+        as_uint8 = uint8_layer(images.astype(np.uint8))["probabilities"]
+        loaded = tf.saved_model.load(path)
+        via_tf = loaded.signatures["serving_default"](image=tf.constant(images.astype(np.uint8)))["probabilities"]
+        np.save({str(tmp_path / "out.npy")!r}, np.stack([np.asarray(as_float), np.asarray(as_uint8), via_tf.numpy()]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = keras.saving.load_model(exported.output_dir / "model.keras").predict(images, verbose=0)
+    got = np.load(tmp_path / "out.npy")
+    assert got.shape == (3, 6, 3)
+    for outputs in got:
+        np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def cli(argv, capsys) -> tuple[int, str]:
+    from kres.main import main
+
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_errors_are_one_line(tmp_path, run_dir, capsys):
+    not_model = tmp_path / "notes.keras"
+    not_model.write_text("not a model")
+    (tmp_path / "empty_run").mkdir()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    cases = [
+        (["export", str(not_model), "-o", str(tmp_path / "o")], "is not a .keras model"),
+        (["export", str(tmp_path / "empty_run"), "-o", str(tmp_path / "o")], "holds no model (no best.keras"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--quantize", "int4"],
+         "unknown quantize mode 'int4': choose one of float32, float16, dynamic, int8"),
+        (["export", str(run_dir), "-o", str(blocker / "sub")], "cannot write to"),
+        (["export", str(tmp_path / "missing"), "-o", str(tmp_path / "o")], "does not exist"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--io-dtype", "int16"], "unknown --io-dtype 'int16'"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--qat"], "--qat fine-tunes on the training data"),
+    ]
+    for argv, message in cases:
+        code, err = cli(argv, capsys)
+        assert code == 2, (argv, err)
+        assert err.startswith("Error: ") and message in err and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    # nothing is written for a rejected export
+    assert not (tmp_path / "o" / "model_int8.tflite").exists()
+
+
+def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):
+    final = tmp_path / "model_int8.tflite"
+
+    def half_then_fail(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        ex.write_bytes(final, b"x" * 1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_savedmodel_leaves_no_directory(tmp_path, monkeypatch):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+
+    def fail_midway(archive, path):
+        (Path(path) / "saved_model.pb").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ex, "_write_archive", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        ex.export_saved_model(model, tmp_path / "saved_model")
+    assert list(tmp_path.iterdir()) == []
