@@ -162,3 +162,17 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     assert lines[0] == "model model_int8_edgetpu.tflite on cpu, input 32x32, 3 labels"
     assert lines[1].startswith(f"{image}: ") and len(lines[1].split(", ")) == 2
     assert any(label in lines[1] for label in ("cat", "dog", "bird"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
+    from keras_resnet.model import resnet
+
+    model = resnet(depth, num_classes=1000, input_shape=(224, 224, 3), zero_init_residual=False)
+    rng = np.random.default_rng(depth)
+    content = convert(model, "int8", lambda: (rng.uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+                                             for _ in range(2)))
+    report = edgetpu.check_requirements(content)
+    assert report.passed, report.problems
+    assert report.cpu_ops == {} and set(report.ops) <= edgetpu.SUPPORTED_OPS
