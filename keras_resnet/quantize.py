@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
 from keras_resnet.errors import KresError
 
+# TensorFlow is imported inside the functions, so the CLI can read these names without starting it.
 QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
-IO_DTYPES = {"uint8": tf.uint8, "int8": tf.int8}
+IO_DTYPES = ("uint8", "int8")
 
 RepresentativeData = Callable[[], Iterable[np.ndarray]]
 """Returns an iterable of float32 raw-pixel batches ``[1, H, W, 3]`` for int8 calibration."""
@@ -35,8 +35,10 @@ def check_io_dtype(io_dtype: str) -> str:
     return io_dtype
 
 
-def batch1_function(model) -> tf.types.experimental.ConcreteFunction:
-    """The model's forward pass traced with a static ``[1, H, W, C]`` float32 input."""
+def batch1_function(model):
+    """The model's forward pass traced with a static ``[1, H, W, C]`` float32 input, variables frozen."""
+    import tensorflow as tf
+
     shape = [1, *model.input_shape[1:]]
     if any(d is None for d in shape):
         raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
@@ -64,6 +66,8 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         representative_data: calibration batches; required for "int8".
         io_dtype: "uint8" (raw pixels go straight in) or "int8", for "int8" mode only.
     """
+    import tensorflow as tf
+
     check_mode(mode)
     check_io_dtype(io_dtype)
     if mode == "int8" and representative_data is None:
@@ -80,8 +84,8 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in representative_data())
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = IO_DTYPES[io_dtype]
-        converter.inference_output_type = IO_DTYPES[io_dtype]
+        converter.inference_input_type = tf.as_dtype(io_dtype)
+        converter.inference_output_type = tf.as_dtype(io_dtype)
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
@@ -207,6 +211,8 @@ def gpu_compatibility(content: bytes) -> tuple[bool, str]:
     """Run TFLite's model analyzer with ``gpu_compatibility=True``: (compatible, the analyzer's GPU remarks)."""
     import contextlib
     import io
+
+    import tensorflow as tf
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
