@@ -134,16 +134,13 @@ def read_checkpoint_state(run_dir: Path) -> dict | None:
         return None
 
 
-def restore_checkpoint(model: keras.Model, run_dir: Path) -> int:
-    """Load the last checkpoint of ``run_dir`` into ``model`` (weights and optimizer); return its step."""
+def checkpoint_weights(run_dir: Path) -> tuple[int, Path | None]:
+    """The step and weights file of ``run_dir``'s last checkpoint, or ``(0, None)``."""
     state = read_checkpoint_state(run_dir)
-    if not state or not state.get("weights"):
-        return 0
-    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"]
-    if not weights.is_file():
-        return 0
-    model.load_weights(weights)
-    return int(state["steps"])
+    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"] if state and state.get("weights") else None
+    if weights is None or not weights.is_file():
+        return 0, None
+    return int(state["steps"]), weights
 
 
 HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")

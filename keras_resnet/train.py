@@ -186,7 +186,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     if placement.is_chief:
         ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
 
-    start = cb.restore_checkpoint(model, run_dir) if state else 0
+    start, weights_file = cb.checkpoint_weights(run_dir) if state else (0, None)
     rows = [r for r in cb.read_history(run_dir / "history.csv") if r["epoch"] <= start // steps_per_epoch]
     exporter = _Float32Exporter(cfg, len(datasets.class_names), model)
     lr_now = schedule.build()
@@ -200,7 +200,9 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     ]
     checkpointer = cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, steps_per_epoch, every_steps=checkpoint_steps)
     callbacks.append(checkpointer)
-    train_data = datasets.train.repeat()
+    train_data, val_data = datasets.train.repeat(), datasets.val
+    if placement.kind == "multi_worker":
+        val_data = _unsharded(val_data)
     began = time.perf_counter()
     step, frozen = start, None
     while step < total_steps:
@@ -214,9 +216,14 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
                               metrics=_metrics(len(datasets.class_names)), jit_compile=xla if xla else False,
                               steps_per_execution=execution)
             frozen = want_frozen
+            if placement.kind == "multi_worker":
+                _build_from_spec(model, datasets.train.element_spec, placement)
+            if weights_file is not None:  # after compile, so the optimizer's slots and step counter load too
+                model.load_weights(weights_file)
+                weights_file = None
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
         checkpointer.start_fit(step)
-        model.fit(train_data, validation_data=datasets.val, initial_epoch=epoch, epochs=end,
+        model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
                   steps_per_epoch=steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
         step = checkpointer.step
     train_seconds = time.perf_counter() - began
@@ -279,6 +286,45 @@ class _Float32Exporter:
         self.clone.set_weights(self.model.get_weights())
         with fileio.atomic_path(path) as tmp:
             self.clone.save(tmp)
+
+
+def _build_from_spec(model: keras.Model, spec, placement: Placement) -> None:
+    """Work around two Keras 3.15 failures of ``fit`` under MultiWorkerMirroredStrategy (private hooks).
+
+    1. ``fit`` fetches a first batch and reduces it across replicas only to learn its shapes; that eager
+       reduce of a PerReplica batch fails. The dataset's element spec gives the same shapes.
+    2. Each step's scalar logs are averaged with ``strategy.reduce("MEAN", v, axis=0)``, which fails on a
+       scalar; ``axis=None`` is the mean across replicas that was meant.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def build(iterator=None, data_batch=None):
+        with placement.scope():
+            model._symbolic_build(data_batch=spec)
+
+    model._maybe_symbolic_build = build
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "kres_scalar_mean", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.kres_scalar_mean = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _unsharded(dataset):
+    """Every worker evaluates the whole validation set: data-sharding a finite set leaves the workers with
+    uneven batch counts, which ends the evaluation early."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
 
 
 def _set_backbone_trainable(model: keras.Model, trainable: bool) -> None:

@@ -1,0 +1,147 @@
+"""`kres train` in real processes: SIGKILL and resume, MirroredStrategy, MultiWorkerMirroredStrategy, JAX.
+
+Each run is ResNet-18 at 32 px on 256 synthetic images (batch 32: 8 steps an epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
+TINY = ["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--image-size", "32"]
+STEPS_PER_EPOCH = 256 // 32
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _state(run: Path) -> dict:
+    try:
+        return json.loads((run / "checkpoint" / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _history_epochs(run: Path) -> list[int]:
+    lines = (run / "history.csv").read_text().splitlines()
+    return [int(line.split(",")[0]) for line in lines[1:]]
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_step_count(tmp_path):
+    run = tmp_path / "run"
+    cmd = [*KRES, *TINY, "--epochs", "3", "--checkpoint-steps", "2", "--output", str(run)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while _state(run).get("steps", 0) < STEPS_PER_EPOCH + 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _state(run)["steps"]
+    assert STEPS_PER_EPOCH < killed_at < 3 * STEPS_PER_EPOCH, proc.stdout.read().decode()[-2000:]
+    assert not (run / "last.keras").exists()
+
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming at step {killed_at}" in again.stderr
+    state = _state(run)
+    # What an uninterrupted run ends with: 3 epochs of 8 steps, and as many optimizer updates.
+    assert state == {"steps": 24, "iterations": 24, "weights": "ckpt-24.weights.h5", "complete": True}
+    assert _history_epochs(run) == [1, 2, 3]
+    config = json.loads((run / "config.json").read_text())
+    assert config["resolved"]["total_steps"] == 24
+    for name in ("best.keras", "last.keras", "meta.json", "labels.txt", "curves.png", "history.csv"):
+        assert (run / name).is_file(), name
+    assert os.readlink(tmp_path / "latest") == "run"
+
+    # The same command on a finished run trains nothing.
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "nothing to train" in done.stderr
+    assert _state(run)["steps"] == 24
+
+
+MIRRORED = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from kres.main import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    run = tmp_path / "run"
+    odd = subprocess.run([sys.executable, "-c", MIRRORED, *TINY, "--batch-size", "33", "--output", str(run)],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert odd.returncode == 2
+    assert odd.stderr.strip().splitlines()[-1] == (
+        "Error: --batch-size 33 does not divide across 2 replicas: use a multiple of 2 (e.g. 32 or 34)")
+    assert not run.exists()
+
+    ok = subprocess.run([sys.executable, "-c", MIRRORED, *TINY, "--epochs", "1", "--output", str(run)],
+                        env=_env(), capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "2 replica(s) (mirrored, cpu)" in ok.stderr
+    config = json.loads((run / "config.json").read_text())["resolved"]
+    assert (config["strategy"], config["replicas"], config["steps_per_epoch"]) == ("mirrored", 2, STEPS_PER_EPOCH)
+    assert _state(run)["iterations"] == STEPS_PER_EPOCH
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
+    run = tmp_path / "run"
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen([*KRES, *TINY, "--epochs", "1", "--output", str(run)],
+                                      env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "2 replica(s) (multi_worker, cpu)" in outputs[0]
+    config = json.loads((run / "config.json").read_text())["resolved"]
+    assert (config["strategy"], config["replicas"]) == ("multi_worker", 2)
+    assert _state(run)["iterations"] == STEPS_PER_EPOCH
+    assert _history_epochs(run) == [1]
+    assert (run / "last.keras").is_file()
+
+
+@pytest.mark.parametrize("backend", ["jax"])
+def test_same_training_code_under_another_keras_backend(tmp_path, backend):
+    run = tmp_path / "run"
+    result = subprocess.run([*KRES, *TINY, "--epochs", "1", "--output", str(run)], env=_env(KERAS_BACKEND=backend),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run / "config.json").read_text())["resolved"]
+    assert (config["keras_backend"], config["strategy"]) == (backend, "none")
+    assert _state(run)["iterations"] == STEPS_PER_EPOCH
+    assert _history_epochs(run) == [1]
