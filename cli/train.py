@@ -52,7 +52,8 @@ PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
                    "directory resumes it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest).")
 @click.option("--checkpoint-steps", type=click.IntRange(min=1), default=None,
-              help="Also checkpoint every N steps inside an epoch (always at every epoch's end).")
+              help="Also checkpoint every N steps inside an epoch (always at each epoch's end; by default "
+                   "every 1000 steps when an epoch is longer).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tpu", is_flag=True, help="Train on a TPU with TPUStrategy (TPU_NAME, default 'local').")
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,

@@ -38,7 +38,8 @@ from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_lear
 from keras_resnet.recipes import Recipe, recipe_for
 from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
 
-HEAD_LAYERS = ("top_dropout", "predictions")  # what --freeze-backbone-epochs leaves trainable
+HEAD_LAYERS = ("top_dropout", "predictions")
+DEFAULT_CHECKPOINT_STEPS = 1000  # what --freeze-backbone-epochs leaves trainable
 # Options that may change between the runs of one run directory without making it another run.
 _NOT_IDENTITY = ("output", "resume", "qat_epochs", "checkpoint_steps")
 
@@ -68,7 +69,7 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     tpu: bool = False
-    checkpoint_steps: int | None = None  # also checkpoint every N steps inside an epoch
+    checkpoint_steps: int | None = None  # also checkpoint every N steps inside an epoch (default 1000 for long ones)
     steps_per_execution: int | None = None  # None: 1 on CPU, up to 8 on GPU, up to 64 on TPU
 
 
@@ -155,7 +156,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     peak_lr = scaled_learning_rate(cfg.lr, cfg.batch_size)
     schedule = Schedule(peak_lr, round(cfg.warmup_epochs * steps_per_epoch), total_steps)
     execution = cfg.steps_per_execution or _steps_per_execution(placement, steps_per_epoch)
-    checkpoint_steps = cfg.checkpoint_steps
+    # Every epoch's end always; inside long epochs too, so a kill loses at most ~1000 steps by default.
+    checkpoint_steps = cfg.checkpoint_steps or (DEFAULT_CHECKPOINT_STEPS if steps_per_epoch > 1000 else None)
     if checkpoint_steps:
         checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
     xla = cfg.xla if cfg.xla is not None else placement.accelerator in ("gpu", "tpu")
@@ -200,7 +202,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     ]
     checkpointer = cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, steps_per_epoch, every_steps=checkpoint_steps)
     callbacks.append(checkpointer)
-    train_data, val_data = datasets.train.repeat(), datasets.val
+    train_data, val_data = datasets.train.repeat(), _with_cardinality(datasets.val, datasets.num_val, cfg.batch_size)
     if placement.kind == "multi_worker":
         val_data = _unsharded(val_data)
     began = time.perf_counter()
@@ -255,7 +257,8 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
         meta.save(run_dir)
         if rows:
             cb.plot_curves(rows, run_dir / "curves.png")
-    _say(stream, f"best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
+    trained = f"trained {train_seconds:.0f} s; " if train_seconds else ""
+    _say(stream, f"{trained}best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
                  f"models in {run_dir}")
     if cfg.qat_epochs and placement.is_chief:
         from keras_resnet.qat import quantization_aware_finetune  # the EXPORT engineer's module; heavy imports
@@ -315,6 +318,13 @@ def _build_from_spec(model: keras.Model, spec, placement: Placement) -> None:
 
     reduce_per_replica.kres_scalar_mean = True
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _with_cardinality(dataset, examples: int, batch_size: int):
+    """Tell Keras how many validation batches there are, so its first pass does not end in a warning."""
+    import tensorflow as tf
+
+    return dataset.apply(tf.data.experimental.assert_cardinality(math.ceil(examples / batch_size)))
 
 
 def _unsharded(dataset):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -159,3 +161,35 @@ def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
     code, err = _kres(capsys, "--depth", "18", "--dataset", "synthetic", "--output", out)
     assert code == 2
     assert len(err) == 1 and "holds a run with other settings (train." in err[0] and "choose another --output" in err[0]
+
+
+def test_frozen_backbone_keeps_bn_statistics_and_trains_only_the_head():
+    from keras_resnet.train import _set_backbone_trainable
+
+    model = resnet(18, num_classes=3, input_shape=(32, 32, 3))
+    opt = optim.make_optimizer("sgd", 0.1, 1e-4, model)
+    _set_backbone_trainable(model, False)
+    model.compile(optimizer=opt, loss="categorical_crossentropy")
+    assert [v.path for v in model.trainable_variables] == ["predictions/kernel", "predictions/bias"]
+    before = {v.path: np.array(v) for v in model.weights}
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    model.train_on_batch(images, np.eye(3, dtype="float32")[[0, 2]])
+    changed = {v.path for v in model.weights if not np.array_equal(before[v.path], np.array(v))}
+    assert changed == {"predictions/kernel", "predictions/bias"}  # BN moving mean/variance untouched too
+    _set_backbone_trainable(model, True)
+    assert len(model.trainable_variables) == 62  # 20 convs + 20 BN (gamma, beta) + dense kernel and bias
+
+
+def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path):
+    result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1,
+                               precision="mixed_bfloat16", output=str(tmp_path / "run")),
+                   DataConfig(dataset="synthetic", synthetic_size=128))
+    assert (result.epochs, result.steps, result.iterations) == (2, 4, 4)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    for path in (result.best_model, result.last_model):
+        model = keras.saving.load_model(path)
+        assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["labels"] == [f"class_{i}" for i in range(10)] and meta["stem"] == "imagenet"
+    assert (result.run_dir / "labels.txt").read_text().splitlines() == meta["labels"]
+    assert os.readlink(tmp_path / "latest") == "run"
