@@ -35,3 +35,92 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, xla, wit
     result = bench_throughput.run(cfg)
     click.echo(result["table"])
     click.echo(f"wrote {result['results_file']}")
+
+
+def _int_list(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 18,50") from None
+    if not items:
+        raise click.BadParameter("give at least one value, e.g. 50")
+    return items
+
+
+@bench.command(help="TFLite ms per image (batch 1) of float32, float16, dynamic and int8 models, against "
+                    "keras.applications ResNet50 converted with the plain converter calls.")
+@click.option("--depths", default="50", show_default=True, callback=_int_list,
+              help="Comma-separated depths, e.g. 18,50.")
+@click.option("--modes", default="float32,float16,dynamic,int8", show_default=True,
+              callback=lambda ctx, param, value: tuple(v.strip() for v in value.split(",") if v.strip()),
+              help="Comma-separated TFLite modes.")
+@click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--threads", default="1,2", show_default=True, callback=_int_list, help="Interpreter thread counts.")
+@click.option("--invokes", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed invokes; the median is reported.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed invokes.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Random images for int8 calibration.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=1000, show_default=True)
+@click.option("--peer/--no-peer", default=True, show_default=True, help="Also convert and time the peer.")
+@click.option("--name", default="tflite", show_default=True, help="Results file stem.")
+def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_images, num_classes, peer, name):
+    from keras_resnet.bench import tflite_latency
+
+    cfg = tflite_latency.Config(depths=depths, modes=modes, image_size=image_size, threads=threads, invokes=invokes,
+                                warmup=warmup, calibration_images=calibration_images, peer=peer,
+                                num_classes=num_classes, results_name=name)
+    result = tflite_latency.run(cfg)
+    click.echo(result["table"])
+    click.echo(f"wrote {result['results_file']}")
+
+
+@bench.command(help="Training-pipeline images/s per core on a generated folder of ~500x375 JPEGs, against a "
+                    "naive decode, crop, resize pipeline.")
+@click.option("--images", type=click.IntRange(min=2), default=640, show_default=True, help="JPEGs to generate.")
+@click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batches", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Timed batches per pipeline per round.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed batches.")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="The pipelines alternate this many times; the median is reported.")
+@click.option("--cores", default="1,0", show_default=True, callback=_int_list,
+              help="Core counts to pin the measurement to, one process each; 0 means every core.")
+@click.option("--width", type=click.IntRange(min=32), default=500, show_default=True)
+@click.option("--height", type=click.IntRange(min=32), default=375, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the generated JPEGs are kept (default: <tmp>/kres-bench-cache).")
+@click.option("--name", default="pipeline", show_default=True, help="Results file stem.")
+def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, width, height, cache_dir, name):
+    from keras_resnet.bench import pipeline as bench_pipeline
+
+    cfg = bench_pipeline.Config(images=images, image_size=image_size, batch_size=batch_size, batches=batches,
+                                warmup=warmup, rounds=rounds, cores=cores, width=width, height=height,
+                                cache_dir=cache_dir, results_name=name)
+    result = bench_pipeline.run(cfg)
+    click.echo(result["table"])
+    click.echo(f"wrote {result['results_file']}")
+
+
+@bench.command("time-to-accuracy", context_settings={"ignore_unknown_options": True},
+               help="Wall seconds for `kres train` on the built-in digits to reach a validation top-1 target. "
+                    "Options after `--` go to `kres train` unchanged.")
+@depth_option(default=18)
+@click.option("--target", type=click.FloatRange(0.0, 1.0), default=0.97, show_default=True,
+              help="Validation top-1 to reach.")
+@click.option("--stop-at-target/--full-run", default=True, show_default=True,
+              help="End the training run once the target is reached.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds.")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Keep the run in this new directory (default: a temporary one).")
+@click.option("--name", default="time_to_accuracy", show_default=True, help="Results file stem.")
+@click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
+def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train_args):
+    from keras_resnet.bench import time_to_accuracy as bench_tta
+
+    cfg = bench_tta.Config(depth=depth, target=target, train_args=tuple(train_args), stop_at_target=stop_at_target,
+                           timeout_s=timeout, output=output, results_name=name)
+    result = bench_tta.run(cfg)
+    click.echo(result["table"])
+    click.echo(f"wrote {result['results_file']}")

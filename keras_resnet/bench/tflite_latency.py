@@ -1,0 +1,166 @@
+"""TFLite latency: ms per image of float32, float16, dynamic-range and int8 TFLite ResNets, batch 1, on the CPU.
+
+Ours are converted by :func:`keras_resnet.quantize.convert` (what ``kres export`` ships). The peer is
+keras.applications.ResNet50 converted with the plain converter calls (``TFLiteConverter.from_keras_model``;
+int8 with random calibration images, ``Optimize.DEFAULT``, ``TFLITE_BUILTINS_INT8`` and uint8 input/output), in
+the same command, so the ratios hold on a noisy machine. Every model runs in the interpreter
+:func:`keras_resnet.runtime.tflite_interpreter` returns (LiteRT, with its default XNNPACK delegate).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from keras_resnet.bench.common import machine, markdown_table, write_results
+from keras_resnet.errors import KresError
+from keras_resnet.quantize import QUANTIZE_MODES as MODES
+from keras_resnet.quantize import check_mode
+from keras_resnet.specs import depth_spec
+
+PEER_MODES = ("float32", "int8")
+PEER = "keras.applications ResNet50"
+INT8_SPEEDUP_TARGET = 3.5  # ours int8 vs ours float32, ResNet-50
+PEER_INT8_TARGET = 1.0  # ours int8 vs the peer's int8: no slower
+
+
+@dataclass
+class Config:
+    depths: tuple[int, ...] = (50,)
+    modes: tuple[str, ...] = MODES  # the peer is converted in the modes of PEER_MODES that are listed here
+    image_size: int = 224
+    threads: tuple[int, ...] = (1, 2)
+    invokes: int = 20  # timed invokes per measurement; the median is reported
+    warmup: int = 3  # untimed invokes first (XNNPACK packs weights on the first)
+    calibration_images: int = 8  # random images for int8 calibration, ours and the peer's alike
+    peer: bool = True
+    num_classes: int = 1000
+    results_name: str = "tflite"
+
+
+def _calibration(cfg: Config):
+    rng = np.random.default_rng(0)
+    images = [rng.uniform(0, 255, (1, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+              for _ in range(cfg.calibration_images)]
+    return lambda: iter(images)
+
+
+def convert_ours(depth: int, mode: str, cfg: Config) -> bytes:
+    from keras_resnet.model import resnet
+    from keras_resnet.quantize import convert
+
+    model = resnet(depth, num_classes=cfg.num_classes, input_shape=(cfg.image_size, cfg.image_size, 3))
+    return convert(model, mode, _calibration(cfg) if mode == "int8" else None)
+
+
+def convert_peer(mode: str, cfg: Config) -> bytes:
+    """keras.applications.ResNet50 through the plain converter, as its documentation shows."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.applications.ResNet50(weights=None, input_shape=(cfg.image_size, cfg.image_size, 3),
+                                        classes=cfg.num_classes)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        images = _calibration(cfg)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x] for x in images())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+def invoke_ms(content: bytes, threads: int, cfg: Config) -> tuple[float, float]:
+    """(median, min) ms of one batch-1 ``invoke()`` over ``cfg.invokes`` calls, after ``cfg.warmup`` untimed
+    ones. The median is the figure; the min shows what an idle machine would give."""
+    from keras_resnet.runtime import tflite_interpreter
+
+    interpreter = tflite_interpreter(content, num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, detail["shape"])
+    interpreter.set_tensor(detail["index"], image.astype(detail["dtype"]))
+    for _ in range(cfg.warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(cfg.invokes):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000.0, float(np.min(times)) * 1000.0
+
+
+def _ratio(name: str, numerator: dict | None, denominator: dict | None, target: float | None) -> dict | None:
+    """``numerator / denominator`` of two rows' ms: how many times faster the denominator's model is."""
+    if not numerator or not denominator or not numerator.get("ms") or not denominator.get("ms"):
+        return None
+    value = numerator["ms"] / denominator["ms"]
+    return {"ratio": name, "threads": denominator["threads"], "slower_ms": numerator["ms"],
+            "faster_ms": denominator["ms"], "value": value, "target": target,
+            "met": None if target is None else value >= target}
+
+
+def run(cfg: Config) -> dict:
+    """Convert, time, write JSON and markdown; return the payload."""
+    if cfg.invokes < 1 or cfg.warmup < 0 or not cfg.threads or min(cfg.threads) < 1:
+        raise KresError("tflite benchmark needs --invokes >= 1, --warmup >= 0 and thread counts >= 1")
+    for depth in cfg.depths:
+        depth_spec(depth)
+    for mode in cfg.modes:
+        check_mode(mode)
+    models: list[tuple[str, int, str, callable]] = [
+        (f"keras_resnet ResNet-{d}", d, mode, lambda d=d, mode=mode: convert_ours(d, mode, cfg))
+        for d in cfg.depths for mode in cfg.modes]
+    if cfg.peer:
+        models += [(PEER, 50, mode, lambda mode=mode: convert_peer(mode, cfg))
+                   for mode in PEER_MODES if mode in cfg.modes]
+    from keras_resnet.quantize import inspect_tflite
+
+    rows, op_counts = [], {}
+    for name, depth, mode, make in models:
+        try:
+            content = make()
+        except Exception as err:  # a model that does not convert here is reported, not fatal
+            rows.append({"model": name, "depth": depth, "mode": mode, "threads": None, "ms": None,
+                         "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"})
+            continue
+        op_counts[f"{name} {mode}"] = inspect_tflite(content).ops
+        for threads in cfg.threads:
+            median_ms, min_ms = invoke_ms(content, threads, cfg)
+            rows.append({"model": name, "depth": depth, "mode": mode, "threads": threads, "ms": median_ms,
+                         "min_ms": min_ms, "size_mb": len(content) / 1e6})
+
+    def row(name, mode, threads):
+        return next((r for r in rows if r["model"] == name and r["mode"] == mode and r["threads"] == threads), None)
+
+    ratios = []
+    for depth in cfg.depths:
+        ours = f"keras_resnet ResNet-{depth}"
+        for threads in cfg.threads:
+            ratios.append(_ratio(f"ResNet-{depth} ours int8 vs ours float32 (x faster)", row(ours, "float32", threads),
+                                 row(ours, "int8", threads), INT8_SPEEDUP_TARGET))
+            if cfg.peer and depth == 50:
+                ratios.append(_ratio("ResNet-50 ours int8 vs peer int8 (x faster)", row(PEER, "int8", threads),
+                                     row(ours, "int8", threads), PEER_INT8_TARGET))
+                ratios.append(_ratio("ResNet-50 ours float32 vs peer float32 (x faster)",
+                                     row(PEER, "float32", threads), row(ours, "float32", threads), None))
+    ratios = [r for r in ratios if r is not None]
+    payload = {"benchmark": "tflite", "config": asdict(cfg), "machine": machine(), "rows": rows, "ratios": ratios,
+               "ops": op_counts, "load": os.getloadavg()}
+    m = payload["machine"]
+    title = (f"TFLite latency, batch 1, {cfg.image_size} px, median of {cfg.invokes} invokes, LiteRT interpreter "
+             f"on {m['cpu']} ({m['cores']} cores; load average {payload['load'][0]:.1f} at the end)\n\n")
+    table = (title + markdown_table(["model", "mode", "threads", "ms", "min_ms", "size_mb", "error"], rows) + "\n"
+             + markdown_table(["ratio", "threads", "value", "target", "met"], ratios))
+    payload["results_file"] = str(write_results(cfg.results_name, payload, table))
+    payload["table"] = table
+    return payload

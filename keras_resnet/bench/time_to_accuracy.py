@@ -1,0 +1,120 @@
+"""Time to accuracy: wall seconds for ``kres train`` (the real CLI, in a fresh process) on the built-in digits to
+reach a validation top-1 target.
+
+The clock starts when the process is launched, so Python and TensorFlow start-up, data loading and model
+building count, as they do for a user. ``history.csv`` is polled while training runs (it is rewritten atomically
+at every epoch's end); the first epoch whose ``val_accuracy`` reaches the target stops the clock, and by default
+the run is then ended early. The epochs' own ``epoch_time_s`` (written by the training loop) give the time spent
+in training proper.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from keras_resnet.bench.common import machine, markdown_table, write_results
+from keras_resnet.errors import KresError
+from keras_resnet.specs import depth_spec
+
+POLL_S = 0.1
+
+
+@dataclass
+class Config:
+    depth: int = 18
+    target: float = 0.97  # validation top-1
+    train_args: tuple[str, ...] = ()  # more `kres train` options; default: the digits recipe unchanged
+    stop_at_target: bool = True  # end the run once the target is reached
+    timeout_s: float = 1800.0
+    output: str | None = None  # run directory to keep; default: a temporary one, removed afterwards
+    results_name: str = "time_to_accuracy"
+
+
+def first_reaching(rows: list[dict], target: float) -> dict | None:
+    """The first history row whose ``val_accuracy`` is at least ``target``."""
+    return next((r for r in rows if r.get("val_accuracy", -1.0) >= target), None)
+
+
+def train_command(cfg: Config, run_dir: Path) -> list[str]:
+    launcher = "import sys; from kres.main import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", launcher, "train", "--depth", str(cfg.depth), "--output", str(run_dir),
+            *cfg.train_args]
+
+
+def time_training(cfg: Config, run_dir: Path, log_path: Path) -> dict:
+    """Launch ``kres train``, watch ``history.csv``; return the timings and the history seen."""
+    from keras_resnet.callbacks import read_history
+
+    history = run_dir / "history.csv"
+    command = train_command(cfg, run_dir)
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
+                                "TF_CPP_MIN_LOG_LEVEL": "2"})
+        reached_s, seen_mtime, rows = None, None, []
+        try:
+            while True:
+                finished = proc.poll() is not None
+                mtime = history.stat().st_mtime_ns if history.is_file() else None
+                if mtime != seen_mtime:
+                    seen_mtime, rows = mtime, read_history(history)
+                    if reached_s is None and first_reaching(rows, cfg.target):
+                        reached_s = time.perf_counter() - start
+                        if cfg.stop_at_target:
+                            break
+                if finished:
+                    break
+                if time.perf_counter() - start > cfg.timeout_s:
+                    raise KresError(f"kres train ran past --timeout {cfg.timeout_s:.0f} s; see {log_path}")
+                time.sleep(POLL_S)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        total_s = time.perf_counter() - start
+    if proc.returncode not in (0, None) and reached_s is None:
+        tail = log_path.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise KresError(f"kres train failed (exit {proc.returncode}): {tail[0]}")
+    return {"reached_s": reached_s, "process_s": total_s, "rows": rows, "command": command[3:]}
+
+
+def run(cfg: Config) -> dict:
+    depth_spec(cfg.depth)
+    if not 0.0 <= cfg.target <= 1.0:
+        raise KresError(f"--target {cfg.target} is an accuracy: give a fraction between 0 and 1, e.g. 0.97")
+    if cfg.output and Path(cfg.output).exists() and any(Path(cfg.output).iterdir()):
+        raise KresError(f"{cfg.output} is not empty and kres train would resume it; give a new --output")
+    with tempfile.TemporaryDirectory(prefix="kres-tta-") as tmp:
+        run_dir = Path(cfg.output) if cfg.output else Path(tmp) / "run"
+        timing = time_training(cfg, run_dir, Path(tmp) / "train.log")
+    rows = timing["rows"]
+    hit = first_reaching(rows, cfg.target)
+    result = {"model": f"keras_resnet ResNet-{cfg.depth}", "data": "built-in digits (1,797 8x8, 20% validation)",
+              "target": cfg.target, "reached": hit is not None, "epoch": hit["epoch"] if hit else None,
+              "val_accuracy": hit["val_accuracy"] if hit else max((r.get("val_accuracy", 0.0) for r in rows),
+                                                                    default=None),
+              "wall_s_to_target": timing["reached_s"]}
+    if hit and all("epoch_time_s" in r for r in rows[: rows.index(hit) + 1]):
+        result["train_s_to_target"] = sum(r["epoch_time_s"] for r in rows[: rows.index(hit) + 1])
+        result["startup_and_overhead_s"] = result["wall_s_to_target"] - result["train_s_to_target"]
+    payload = {"benchmark": "time_to_accuracy", "config": asdict(cfg), "machine": machine(),
+               "command": "kres " + " ".join(timing["command"]), "result": result, "history": rows,
+               "process_s": timing["process_s"], "load": os.getloadavg()}
+    m = payload["machine"]
+    title = (f"Time to {cfg.target:.0%} validation top-1, `kres train --depth {cfg.depth}` on the built-in digits, "
+             f"on {m['cpu']} ({m['cores']} cores; load average {payload['load'][0]:.1f} at the end)\n\n")
+    table = title + markdown_table(["model", "target", "reached", "epoch", "val_accuracy", "wall_s_to_target",
+                                    "train_s_to_target", "startup_and_overhead_s"], [result])
+    payload["results_file"] = str(write_results(cfg.results_name, payload, table))
+    payload["table"] = table
+    return payload

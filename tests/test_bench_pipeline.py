@@ -1,0 +1,74 @@
+"""``kres bench pipeline`` at a tiny size: JPEGs are generated once, both pipelines run, ratios are quotients."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kres.main import main
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    from keras_resnet.bench import common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    return tmp_path / "results"
+
+
+def test_generated_jpegs_look_like_photos(tmp_path):
+    from keras_resnet.bench.pipeline import Config, jpeg_folder
+
+    cfg = Config(images=6, classes=3, width=120, height=90, cache_dir=str(tmp_path))
+    folder = jpeg_folder(cfg)
+    files = sorted(folder.glob("*/*.jpg"))
+    assert [f.parent.name for f in files] == ["class_0", "class_0", "class_1", "class_1", "class_2", "class_2"]
+    pixels = np.asarray(Image.open(files[0]))
+    assert pixels.shape == (90, 120, 3)
+    assert pixels.std() > 20  # not flat colour
+    assert np.abs(np.diff(pixels.astype(int), axis=1)).mean() > 2  # pixel-level texture (noise)
+    stamp = (folder / "complete.json").stat().st_mtime_ns
+    assert jpeg_folder(cfg) == folder and (folder / "complete.json").stat().st_mtime_ns == stamp  # cached
+
+
+def test_pipeline_smoke(tmp_path, results, capsys):
+    code = main(["bench", "pipeline", "--images", "40", "--width", "100", "--height", "75", "--image-size", "32",
+                 "--batch-size", "8", "--batches", "2", "--warmup", "1", "--rounds", "1", "--cores", "1",
+                 "--cache-dir", str(tmp_path / "cache"), "--name", "smoke"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((results / "smoke.json").read_text())
+    assert data["data"]["images"] == 40
+    rows = {r["pipeline"].split(" ")[0]: r for r in data["rows"]}
+    assert set(rows) == {"naive", "keras_resnet.data"}
+    for row in rows.values():
+        assert row["cores"] == 1 and row["images_per_s"] > 0
+        assert row["images_per_s_per_core"] == row["images_per_s"] / 1
+        assert len(row["rounds"]) == 1 and row["rounds"][0] == row["images_per_s"]
+    (ratio,) = data["ratios"]
+    assert ratio["value"] == rows["keras_resnet.data"]["images_per_s_per_core"] / rows["naive"]["images_per_s_per_core"]
+    assert ratio["target"] == 1.5 and ratio["met"] == (ratio["value"] >= 1.5)
+    assert "| naive (read, decode_jpeg, crop, resize; sequential) | 1 |" in (results / "smoke.md").read_text()
+
+
+def test_naive_pipeline_matches_ours_element_spec(tmp_path):
+    from keras_resnet.bench.pipeline import Config, jpeg_folder, naive_pipeline, ours_pipeline
+
+    cfg = Config(images=10, classes=2, width=80, height=60, image_size=32, batch_size=4, cache_dir=str(tmp_path))
+    folder = jpeg_folder(cfg)
+    (naive, n_naive), (ours, n_ours) = naive_pipeline(folder, cfg), ours_pipeline(folder, cfg)
+    assert (n_naive, n_ours) == (10, 8)  # ours holds back 20% for validation
+    assert naive.element_spec == ours.element_spec
+    images, labels = next(iter(naive))
+    assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 2)
+    assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cores", "99"], "--cores must be between 1 and"),
+    (["--images", "10", "--batch-size", "64"], "--images of at least 1.25x --batch-size"),
+])
+def test_pipeline_bad_options(results, capsys, args, message):
+    assert main(["bench", "pipeline", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not results.exists()

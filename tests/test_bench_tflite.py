@@ -1,0 +1,84 @@
+"""``kres bench tflite`` at a tiny size: ours and the peer convert, run, and the ratios are the quotients."""
+
+import json
+
+import pytest
+
+from kres.main import main
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    from keras_resnet.bench import common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    return tmp_path
+
+
+def _run_tiny(results, capsys, *extra):
+    code = main(["bench", "tflite", "--depths", "18", "--image-size", "32", "--threads", "1", "--invokes", "3",
+                 "--warmup", "1", "--calibration-images", "2", "--num-classes", "10", "--name", "smoke", *extra])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((results / "smoke.json").read_text())
+    return data, {(r["model"], r["mode"], r["threads"]): r for r in data["rows"]}
+
+
+def test_tflite_smoke(results, capsys):
+    # The peer's conversions (from_keras_model exports a SavedModel first) take ~45 s here: see the slow test.
+    data, rows = _run_tiny(results, capsys, "--modes", "float32,int8", "--no-peer")
+    assert set(rows) == {("keras_resnet ResNet-18", "float32", 1), ("keras_resnet ResNet-18", "int8", 1)}
+    for row in rows.values():
+        assert 0 < row["min_ms"] <= row["ms"], row
+    ours_f32, ours_int8 = rows[("keras_resnet ResNet-18", "float32", 1)], rows[("keras_resnet ResNet-18", "int8", 1)]
+    assert ours_int8["size_mb"] < ours_f32["size_mb"] / 3  # int8 weights: a quarter of float32, plus the graph
+    (ratio,) = data["ratios"]
+    assert ratio["ratio"] == "ResNet-18 ours int8 vs ours float32 (x faster)" and ratio["target"] == 3.5
+    assert ratio["value"] == ours_f32["ms"] / ours_int8["ms"]
+    assert ratio["met"] == (ratio["value"] >= 3.5)
+    # the op list of every converted model is recorded; full-integer int8 quantizes its uint8 input
+    assert data["ops"]["keras_resnet ResNet-18 int8"]["CONV_2D"] == 20
+    assert "QUANTIZE" in data["ops"]["keras_resnet ResNet-18 int8"]
+    assert "QUANTIZE" not in data["ops"]["keras_resnet ResNet-18 float32"]
+    assert data["config"]["depths"] == [18] and data["machine"]["cores"] >= 1
+    assert "| keras_resnet ResNet-18 | int8 | 1 |" in (results / "smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_tflite_peer_converts_and_runs(results, capsys):
+    data, rows = _run_tiny(results, capsys, "--modes", "int8")
+    peer = rows[("keras.applications ResNet50", "int8", 1)]
+    assert peer["ms"] > 0 and data["ops"]["keras.applications ResNet50 int8"]["CONV_2D"] == 53
+    assert "QUANTIZE" in data["ops"]["keras.applications ResNet50 int8"]
+
+
+def test_tflite_peer_ratios_are_quotients(results, monkeypatch):
+    """The ResNet-50 ratios against the peer, with conversion and timing replaced by fixed figures."""
+    from keras_resnet.bench import tflite_latency as bench
+
+    ms = {("ours", "float32"): 80.0, ("ours", "int8"): 16.0, ("peer", "float32"): 100.0, ("peer", "int8"): 20.0}
+    monkeypatch.setattr(bench, "convert_ours", lambda depth, mode, cfg: ("ours", mode))
+    monkeypatch.setattr(bench, "convert_peer", lambda mode, cfg: ("peer", mode))
+    monkeypatch.setattr(bench, "invoke_ms", lambda content, threads, cfg: (ms[content] * threads, ms[content]))
+    monkeypatch.setattr("keras_resnet.quantize.inspect_tflite", lambda content: type("I", (), {"ops": {}})())
+    data = bench.run(bench.Config(depths=(50,), modes=("float32", "int8"), threads=(1, 2), results_name="fake"))
+    got = {(r["ratio"], r["threads"]): (r["value"], r["met"]) for r in data["ratios"]}
+    assert got == {
+        ("ResNet-50 ours int8 vs ours float32 (x faster)", 1): (5.0, True),
+        ("ResNet-50 ours int8 vs ours float32 (x faster)", 2): (5.0, True),
+        ("ResNet-50 ours int8 vs peer int8 (x faster)", 1): (1.25, True),
+        ("ResNet-50 ours int8 vs peer int8 (x faster)", 2): (1.25, True),
+        ("ResNet-50 ours float32 vs peer float32 (x faster)", 1): (1.25, None),
+        ("ResNet-50 ours float32 vs peer float32 (x faster)", 2): (1.25, None),
+    }
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--depths", "19"], "19"),
+    (["--depths", "x"], "comma-separated list of integers"),
+    (["--modes", "int4"], "unknown quantize mode 'int4'"),
+])
+def test_tflite_bad_options(results, capsys, args, message):
+    code = main(["bench", "tflite", *args])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not list(results.iterdir())
