@@ -88,3 +88,17 @@ def test_unknown_mode_and_missing_calibration_are_user_errors(model):
         convert(model, "int8")
     with pytest.raises(KresError, match="not a TFLite flatbuffer"):
         inspect_tflite(b"definitely not a flatbuffer")
+
+
+def test_float16_and_dynamic_range(model, float32_tflite, images):
+    expected = model.predict(images, verbose=0)
+    half = convert(model, "float16")
+    info = inspect_tflite(half)
+    assert info.inputs[0].dtype == "float32" and "DEQUANTIZE" in info.ops  # float16 weights, float32 compute
+    assert 0.45 < len(half) / len(float32_tflite) < 0.55
+    assert np.max(np.abs(run(half, images) - expected)) < 1e-2
+    dynamic = convert(model, "dynamic")
+    info = inspect_tflite(dynamic)
+    assert info.inputs[0].dtype == "float32" and info.outputs[0].dtype == "float32"
+    assert len(dynamic) <= 0.27 * len(float32_tflite)
+    assert np.mean(np.argmax(run(dynamic, images), -1) == np.argmax(expected, -1)) >= 0.5
