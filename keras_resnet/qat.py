@@ -182,6 +182,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
 
     from keras_resnet import fileio
     from keras_resnet.export import load_float32_model
+    from keras_resnet.meta import find_meta
     from keras_resnet.quantize import convert
 
     if epochs < 1:
@@ -216,4 +217,8 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     final = Path(output_dir) / QAT_TFLITE_NAME
     with fileio.atomic_path(final) as tmp:
         tmp.write_bytes(content)
+    meta = find_meta(model_path)
+    if meta is not None:  # so the .tflite travels with its labels (runtime.load_predictor reads meta.json)
+        meta.save(output_dir)
+        fileio.write_text(Path(output_dir) / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
     return Path(os.fspath(final))

@@ -41,9 +41,11 @@ def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     import tensorflow as tf
 
     from keras_resnet.edgetpu import check_requirements
+    from keras_resnet.meta import ModelMeta
     from keras_resnet.quantize import inspect_tflite, require_builtin_only
 
     model.save(tmp_path / "best.keras")
+    ModelMeta.from_model(model, ["a", "b", "c"]).save(tmp_path)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
@@ -52,6 +54,8 @@ def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     path = qat.quantization_aware_finetune(tmp_path / "best.keras", None, 1, tmp_path / "out", steps_per_epoch=1,
                                            calibration_steps=2, datasets=data_sets)
     assert path == tmp_path / "out" / "model_qat_int8.tflite" and path.is_file()
+    assert (tmp_path / "out" / "labels.txt").read_text() == "a\nb\nc\n"
+    assert ModelMeta.load(tmp_path / "out").labels == ["a", "b", "c"]
     info = inspect_tflite(path.read_bytes())
     require_builtin_only(info)
     assert info.inputs[0].dtype == "uint8" and info.inputs[0].shape == [1, SIZE, SIZE, 3]
