@@ -127,6 +127,10 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
                         f"--epochs {cfg.epochs}, so the whole network trains at least one epoch")
     if cfg.qat_epochs < 0:
         raise KresError(f"--qat-epochs must not be negative, got {cfg.qat_epochs}")
+    if cfg.weights is not None:
+        from keras_resnet.weights import check_weights  # file formats: imported only when weights are given
+
+        check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
     data = dataclasses.replace(data, image_size=cfg.image_size, batch_size=cfg.batch_size, seed=cfg.seed)
     return cfg, data, recipe
 
@@ -161,19 +165,6 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     if checkpoint_steps:
         checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
     xla = cfg.xla if cfg.xla is not None else placement.accelerator in ("gpu", "tpu")
-    if placement.is_chief:
-        fileio.write_json(run_dir / "config.json", {
-            "train": asdict(cfg), "data": asdict(data), "recipe": recipe.name,
-            "resolved": {"precision": precision, "xla": xla, "strategy": placement.kind,
-                         "replicas": placement.replicas, "steps_per_epoch": steps_per_epoch,
-                         "total_steps": total_steps, "peak_lr": peak_lr, "warmup_steps": schedule.warmup_steps,
-                         "steps_per_execution": execution, "num_train": datasets.num_train,
-                         "num_val": datasets.num_val, "skipped_files": datasets.skipped_files,
-                         "keras_backend": keras.backend.backend()},
-        })
-        fileio.write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in datasets.class_names))
-        _point_latest(run_dir)
-
     previous_policy = keras.config.dtype_policy().name
     keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy(precision)
@@ -186,6 +177,17 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     finally:
         keras.config.set_dtype_policy(previous_policy)
     if placement.is_chief:
+        fileio.write_json(run_dir / "config.json", {
+            "train": asdict(cfg), "data": asdict(data), "recipe": recipe.name,
+            "resolved": {"precision": precision, "xla": xla, "strategy": placement.kind,
+                         "replicas": placement.replicas, "steps_per_epoch": steps_per_epoch,
+                         "total_steps": total_steps, "peak_lr": peak_lr, "warmup_steps": schedule.warmup_steps,
+                         "steps_per_execution": execution, "num_train": datasets.num_train,
+                         "num_val": datasets.num_val, "skipped_files": datasets.skipped_files,
+                         "keras_backend": keras.backend.backend()},
+        })
+        fileio.write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in datasets.class_names))
+        _point_latest(run_dir)
         ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
 
     start, weights_file = cb.checkpoint_weights(run_dir) if state else (0, None)

@@ -146,6 +146,8 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["--depth", "20", "--output", out], "unsupported depth '20': choose one of 18, 34, 50, 101, 152"),
         (["--depth", "18", "--epochs", "0", "--output", out], "0 is not in the range x>=1"),
         (["--depth", "18", "--dataset", "synthetic", "--batch-size", "1000", "--output", out], "batch size 1000"),
+        (["--depth", "18", "--weights", tmp_path / "nope.keras", "--output", out], "nope.keras does not exist"),
+        (["--depth", "18", "--resume", "--output", out], "holds no run (no config.json)"),
     ]
     for args, expected in cases:
         code, err = _kres(capsys, *args)
