@@ -7,10 +7,8 @@ interrupted export never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -193,35 +191,6 @@ def heldout_data(data_cfg, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 # --- writers -------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Like ``fileio.atomic_path`` for a directory: build it under a temporary name, then swap it in."""
-    final = Path(final)
-    fileio.ensure_writable_dir(final.parent)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the final directory gets the usual mode
-    try:
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_bytes(final: Path, content: bytes) -> Path:
-    with fileio.atomic_path(final) as tmp:
-        tmp.write_bytes(content)
-    return final
-
-
 def export_saved_model(model, directory: str | os.PathLike) -> Path:
     """SavedModel whose ``serving_default`` takes raw uint8 RGB [N,H,W,3] (cast inside the graph), with a
     ``serving_float32`` signature beside it for float pixels. Both return ``{"probabilities": [N,K]}``."""
@@ -240,7 +209,7 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-    with atomic_dir(directory) as tmp:
+    with fileio.atomic_dir(directory) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)
 
@@ -375,7 +344,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     for name, job in tflite_jobs:
         say(f"converting to TFLite ({name})")
         content = job()
-        path = write_bytes(out_dir / f"model_{name}.tflite", content)
+        path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
         entry = describe_tflite(path, content)
         if images is not None:
             say(f"checking {path.name} against the Keras model on {len(images)} held-out images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     ext = suffix if suffix is not None else "".join(final.suffixes)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{ext}")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; the artifact gets the usual mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -43,6 +45,39 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a directory: build it under a temporary name, then swap it in."""
+    final = Path(final)
+    ensure_writable_dir(final.parent)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the final directory gets the usual mode
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def write_bytes(final: str | os.PathLike, content: bytes) -> Path:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(content)
+    return Path(final)
 
 
 def write_text(final: str | os.PathLike, text: str) -> None:

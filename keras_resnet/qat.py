@@ -215,8 +215,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
 
     content = convert(qat_model, "int8", representative, io_dtype)
     final = Path(output_dir) / QAT_TFLITE_NAME
-    with fileio.atomic_path(final) as tmp:
-        tmp.write_bytes(content)
+    fileio.write_bytes(final, content)
     meta = find_meta(model_path)
     if meta is not None:  # so the .tflite travels with its labels (runtime.load_predictor reads meta.json)
         meta.save(output_dir)

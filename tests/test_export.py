@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from keras_resnet import export as ex
+from keras_resnet import fileio
 from keras_resnet.meta import ModelMeta
 
 SIZE = 32
@@ -160,7 +161,7 @@ def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeyp
 
     monkeypatch.setattr(Path, "write_bytes", half_then_fail)
     with pytest.raises(KeyboardInterrupt):
-        ex.write_bytes(final, b"x" * 1000)
+        fileio.write_bytes(final, b"x" * 1000)
     assert list(tmp_path.iterdir()) == []
 
 
