@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import sys
+import types
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -182,10 +186,19 @@ def test_frozen_backbone_keeps_bn_statistics_and_trains_only_the_head():
     assert len(model.trainable_variables) == 62  # 20 convs + 20 BN (gamma, beta) + dense kernel and bias
 
 
-def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path):
-    result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1,
+def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_qat(model_path, data_cfg, epochs, output_dir):  # the EXPORT engineer's function, recorded
+        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name))
+        return Path(output_dir) / "model_qat_int8.tflite"
+
+    monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(quantization_aware_finetune=fake_qat))
+    result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                                precision="mixed_bfloat16", output=str(tmp_path / "run")),
                    DataConfig(dataset="synthetic", synthetic_size=128))
+    assert calls == [("best.keras", 32, 3, "qat")]
+    assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
     assert (result.epochs, result.steps, result.iterations) == (2, 4, 4)
     assert [row["epoch"] for row in result.history] == [1, 2]
     for path in (result.best_model, result.last_model):
@@ -195,3 +208,24 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path):
     assert meta["labels"] == [f"class_{i}" for i in range(10)] and meta["stem"] == "imagenet"
     assert (result.run_dir / "labels.txt").read_text().splitlines() == meta["labels"]
     assert os.readlink(tmp_path / "latest") == "run"
+
+
+def test_progress_bar_shows_images_per_second_and_metrics():
+    from keras_resnet.callbacks import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (Terminal(), io.StringIO()):
+        bar = ProgressBar(epochs=3, global_batch=64, stream=stream, min_interval=0.0)
+        bar.set_params({"steps": 4})
+        bar.on_epoch_begin(1)
+        for batch in range(4):
+            bar.on_train_batch_end(batch, {"loss": 0.5, "accuracy": 0.75})
+        logs = {"loss": 0.5, "accuracy": 0.75, "val_accuracy": 0.875}
+        bar.on_epoch_end(1, logs)
+        last = stream.getvalue().split("\r")[-1]
+        assert last.startswith("Epoch 2/3 ") and "img/s loss 0.5000 accuracy 0.7500 val_accuracy 0.8750" in last
+        assert logs["images_per_s"] > 0  # recorded in history.csv too
+        assert ("[" + "=" * 24 + "] 4/4" in stream.getvalue()) == stream.isatty()  # live bar on terminals only

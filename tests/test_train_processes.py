@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from keras_resnet.optim import warmup_cosine
+
 KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
 TINY = ["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--image-size", "32"]
 STEPS_PER_EPOCH = 256 // 32
@@ -61,8 +63,12 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_step_count(tmp_path):
     # What an uninterrupted run ends with: 3 epochs of 8 steps, and as many optimizer updates.
     assert state == {"steps": 24, "iterations": 24, "weights": "ckpt-24.weights.h5", "complete": True}
     assert _history_epochs(run) == [1, 2, 3]
-    config = json.loads((run / "config.json").read_text())
-    assert config["resolved"]["total_steps"] == 24
+    config = json.loads((run / "config.json").read_text())["resolved"]
+    assert config["total_steps"] == 24
+    # The resumed run kept the first start's schedule: the last epoch ends on the rate of step 23 of 24.
+    last_lr = float((run / "history.csv").read_text().splitlines()[-1].split(",")[1])
+    expected = float(warmup_cosine(config["peak_lr"], config["warmup_steps"], 24)(23))
+    assert last_lr == pytest.approx(expected, rel=1e-6) and expected > 0
     for name in ("best.keras", "last.keras", "meta.json", "labels.txt", "curves.png", "history.csv"):
         assert (run / name).is_file(), name
     assert os.readlink(tmp_path / "latest") == "run"
