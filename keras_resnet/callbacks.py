@@ -29,7 +29,10 @@ def iterations_of(model: keras.Model) -> int:
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """One line per epoch with images/s and the epoch's metrics; a live bar when stderr is a terminal."""
+    """One line per epoch with training images/s and the epoch's metrics; a live bar when stderr is a terminal.
+
+    The first epoch's rate includes tracing the step function (and XLA compilation).
+    """
 
     def __init__(self, epochs: int, global_batch: int, stream=None, min_interval: float = 0.25):
         super().__init__()
@@ -41,15 +44,15 @@ class ProgressBar(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.start = self.last_draw = time.perf_counter()
+        self.start = self.last_draw = self.train_end = time.perf_counter()
         self.first_step = None
         self.steps_done = 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done = batch + 1
+        self.train_end = now = time.perf_counter()
         if not self.live:
             return
-        now = time.perf_counter()
         total = self.params.get("steps") or 0
         if now - self.last_draw < self.min_interval and self.steps_done < total:
             return
@@ -63,8 +66,8 @@ class ProgressBar(keras.callbacks.Callback):
         self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.perf_counter() - self.start
-        rate = self.steps_done * self.global_batch / max(elapsed, 1e-9)
+        elapsed = time.perf_counter() - self.start  # training and validation
+        rate = self.steps_done * self.global_batch / max(self.train_end - self.start, 1e-9)  # training only
         logs = logs if logs is not None else {}
         logs["images_per_s"] = rate
         logs["epoch_time_s"] = elapsed
