@@ -60,7 +60,7 @@ def _chief(config: dict | None) -> tuple[bool, int]:
 def make_placement(tpu: bool = False) -> Placement:
     """Pick the strategy. Must run before any other TensorFlow work (MultiWorkerMirroredStrategy needs it)."""
     if keras.backend.backend() != "tensorflow":
-        return Placement(None, "none", 1, "cpu")
+        return _non_tensorflow_placement(keras.backend.backend())
     import tensorflow as tf
 
     if tpu:
@@ -91,6 +91,19 @@ def make_placement(tpu: bool = False) -> Placement:
         strategy = tf.distribute.MirroredStrategy([d.name for d in cpus])
         return Placement(strategy, "mirrored", len(cpus), "cpu")
     return Placement(tf.distribute.get_strategy(), "default", 1, "gpu" if gpus else "cpu", _compute_capability())
+
+
+def _non_tensorflow_placement(backend: str) -> Placement:
+    """No tf.distribute off TensorFlow: the backend's first device, for the precision choice only."""
+    accelerator, capability = "cpu", None
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        accelerator = device.platform if device.platform in ("gpu", "tpu") else "cpu"
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            capability = tuple(int(part) for part in str(device.compute_capability).split(".")[:2])
+    return Placement(None, "none", 1, accelerator, capability)
 
 
 def _compute_capability() -> tuple[int, int] | None:
