@@ -117,14 +117,16 @@ class Checkpointer(keras.callbacks.Callback):
         self.save()
 
     def save(self, complete: bool = False) -> None:
-        weights = self.directory / f"ckpt-{self.step}.weights.h5"
-        with fileio.atomic_path(weights) as tmp:
-            self.model.save_weights(tmp, overwrite=True)
+        """A checkpoint; ``complete=True`` marks the run finished and drops the weights (last.keras has them)."""
+        weights = None if complete else self.directory / f"ckpt-{self.step}.weights.h5"
+        if weights is not None:
+            with fileio.atomic_path(weights) as tmp:
+                self.model.save_weights(tmp, overwrite=True)
         fileio.write_json(self.directory / STATE_FILE, {
-            "steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
-            "complete": complete})
+            "steps": self.step, "iterations": iterations_of(self.model),
+            "weights": weights.name if weights else None, "complete": complete})
         for old in self.directory.glob("ckpt-*.weights.h5"):
-            if old.name != weights.name:
+            if weights is None or old.name != weights.name:
                 old.unlink(missing_ok=True)
         self.last_saved = self.step
 

@@ -234,8 +234,6 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
 
     exporter.save(write_dir / "last.keras")
     checkpointer.save(complete=True)
-    for old in (write_dir / cb.CHECKPOINT_DIR).glob("ckpt-*.weights.h5"):
-        old.unlink(missing_ok=True)  # the finished run keeps last.keras; the optimizer state is not needed
     if not placement.is_chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", {}, math.nan, cfg.epochs,
