@@ -55,7 +55,7 @@ class TrainConfig:
     batch_size: int | None = None  # GLOBAL batch, split across replicas
     image_size: int | None = None
     precision: str = "auto"
-    xla: bool | None = None  # None: on for GPUs and TPUs, off on CPU
+    xla: bool | None = None  # None: on for GPUs, TPUs and the JAX backend; off for TensorFlow on CPU
     optimizer: str | None = None  # "sgd" (Nesterov) or "adamw"
     lr: float | None = None  # base learning rate for a global batch of 256 (scaled linearly)
     warmup_epochs: float | None = None
@@ -164,7 +164,9 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     checkpoint_steps = cfg.checkpoint_steps or (DEFAULT_CHECKPOINT_STEPS if steps_per_epoch > 1000 else None)
     if checkpoint_steps:
         checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
-    xla = cfg.xla if cfg.xla is not None else placement.accelerator in ("gpu", "tpu")
+    # JAX always compiles with XLA (its trainer runs eagerly without it); TensorFlow gains from it on accelerators.
+    auto_xla = placement.accelerator in ("gpu", "tpu") or keras.backend.backend() == "jax"
+    xla = cfg.xla if cfg.xla is not None else auto_xla
     previous_policy = keras.config.dtype_policy().name
     keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy(precision)
@@ -213,12 +215,9 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         epoch, offset = divmod(step, steps_per_epoch)
         want_frozen = epoch < cfg.freeze_backbone_epochs
         if want_frozen != frozen:
+            # Trainability is read when the step function is built: a phase change means a new compile.
             _set_backbone_trainable(model, not want_frozen)
-            with placement.scope():
-                model.compile(optimizer=optimizer,
-                              loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                              metrics=_metrics(len(datasets.class_names)), jit_compile=xla if xla else False,
-                              steps_per_execution=execution)
+            _compile(model, optimizer, cfg, len(datasets.class_names), xla, execution, placement)
             frozen = want_frozen
             if placement.kind == "multi_worker":
                 _build_from_spec(model, datasets.train.element_spec, placement)
@@ -344,11 +343,16 @@ def _set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
             layer.trainable = trainable
 
 
-def _metrics(num_classes: int) -> list:
+def _compile(model: keras.Model, optimizer, cfg: TrainConfig, num_classes: int, xla: bool, execution: int,
+             placement: Placement) -> None:
+    """Cross-entropy on one-hot (or mixed) labels; top-1 and, past 5 classes, top-5 accuracy."""
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
-    return metrics
+    with placement.scope():
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                      metrics=metrics, jit_compile=bool(xla), steps_per_execution=execution)
 
 
 def _steps_per_execution(placement: Placement, steps_per_epoch: int) -> int:

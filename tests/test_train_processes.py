@@ -149,6 +149,6 @@ def test_same_training_code_under_another_keras_backend(tmp_path, backend):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run / "config.json").read_text())["resolved"]
-    assert (config["keras_backend"], config["strategy"]) == (backend, "none")
+    assert (config["keras_backend"], config["strategy"], config["xla"]) == (backend, "none", True)
     assert _state(run)["iterations"] == STEPS_PER_EPOCH
     assert _history_epochs(run) == [1]
