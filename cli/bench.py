@@ -80,10 +80,10 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
 @click.option("--images", type=click.IntRange(min=2), default=640, show_default=True, help="JPEGs to generate.")
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--batches", type=click.IntRange(min=1), default=12, show_default=True,
+@click.option("--batches", type=click.IntRange(min=1), default=6, show_default=True,
               help="Timed batches per pipeline per round.")
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed batches.")
-@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed batches.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
               help="The pipelines alternate this many times; the median is reported.")
 @click.option("--cores", default="1,0", show_default=True, callback=_int_list,
               help="Core counts to pin the measurement to, one process each; 0 means every core.")
