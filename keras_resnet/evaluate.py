@@ -287,11 +287,15 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
 
 
 def _same_source(recorded: dict, given: dict) -> bool:
-    def norm(path):
-        return os.path.realpath(path) if path else None
+    from keras_resnet.data import DIGITS
 
-    return bool(recorded) and recorded.get("dataset") == given["dataset"] and \
-        norm(recorded.get("data_dir")) == norm(given["data_dir"])
+    def norm(data: dict):
+        folder = data.get("data_dir")
+        dataset = data.get("dataset")
+        # a run config records the built-in digits as dataset None; `--dataset digits` names the same data
+        return (DIGITS if dataset is None and not folder else dataset), (os.path.realpath(folder) if folder else None)
+
+    return bool(recorded) and norm(recorded) == norm(given)
 
 
 def _default_output(model_path: Path) -> Path:

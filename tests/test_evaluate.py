@@ -252,3 +252,16 @@ def test_cli_model_with_no_recorded_data(run_dir, tmp_path, capsys):
     (tmp_path / "m.tflite").write_bytes((run / "model.tflite").read_bytes())
     assert main(["evaluate", str(tmp_path / "m.tflite")]) == 2
     assert "no training data is recorded" in capsys.readouterr().err
+
+
+def test_naming_the_builtin_digits_keeps_the_runs_split(tmp_path):
+    """A run config records the digits as dataset None: `--dataset digits` must keep its seed and val_split,
+    or the "validation" images would include ones the model trained on."""
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"data": {"dataset": None, "data_dir": None, "seed": 7, "val_split": 0.3, "image_size": 32}}))
+    model = StubPredictor(tmp_path / "best.keras")
+    for dataset in ("digits", None):
+        cfg = ev.data_config(ev.EvalConfig(models=[str(tmp_path)], dataset=dataset), [model])
+        assert (cfg.seed, cfg.val_split, cfg.image_size) == (7, 0.3, 32), dataset
+    other = ev.data_config(ev.EvalConfig(models=[str(tmp_path)], dataset="synthetic"), [model])
+    assert (other.seed, other.val_split) == (0, 0.2)  # different data: the run's split does not apply
