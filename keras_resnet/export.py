@@ -279,10 +279,10 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     say = progress or (lambda _msg: None)
     cfg = validate(cfg)
-    out_dir = fileio.ensure_writable_dir(cfg.output)
     source = resolve_source(cfg.source)
     if cfg.qat and source.data_config is None:
         raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
+    out_dir = fileio.ensure_writable_dir(cfg.output)  # after the cheap checks: a rejected export creates nothing
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)

@@ -147,8 +147,8 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
         assert code == 2, (argv, err)
         assert err.startswith("Error: ") and message in err and err.count("\n") == 1, err
         assert "Traceback" not in err
-    # nothing is written for a rejected export
-    assert not (tmp_path / "o" / "model_int8.tflite").exists()
+    # nothing is written for a rejected export, not even an empty output directory
+    assert not (tmp_path / "o").exists()
 
 
 def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):
