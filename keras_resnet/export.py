@@ -161,6 +161,14 @@ def data_config_for(source: Source, meta: ModelMeta):
                    cutmix_alpha=0.0)
 
 
+def exported_meta(meta: ModelMeta, source: Source) -> ModelMeta:
+    """The meta.json for the export dir: the run's facts plus its data config, so that ``kres evaluate`` and
+    ``kres predict`` on an exported file, far from its run, still use the data and preprocessing it was trained on."""
+    if source.data_config is None:
+        return meta
+    return replace(meta, extra={**meta.extra, "data": source.data_config})
+
+
 def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iterator[np.ndarray]]:
     """Representative batches [1,H,W,3]: the run's training images through eval preprocessing, or
     synthetic images (noted in the report) where the model came without a run."""
@@ -303,7 +311,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
         report["keras_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
         report["heldout_images"] = len(images)
 
-    meta.save(out_dir)
+    exported_meta(meta, source).save(out_dir)
     fileio.write_text(out_dir / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
     result.files += [out_dir / "meta.json", out_dir / "labels.txt"]
 

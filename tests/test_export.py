@@ -2,6 +2,7 @@
 its report and model card, every user error, and atomic writes."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from keras_resnet.meta import ModelMeta
 
 SIZE = 32
 LABELS = ["zero", "one", "two"]
+DATA = {"dataset": "synthetic", "synthetic_classes": 3, "synthetic_size": 6, "image_size": SIZE, "seed": 5}
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +40,30 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def trained_run(run_dir, tmp_path_factory):
+    """``run_dir`` with the config.json that ``kres train`` writes beside the model."""
+    run = tmp_path_factory.mktemp("trained_run")
+    for name in ("best.keras", "meta.json"):
+        shutil.copy(run_dir / name, run / name)
+    (run / "config.json").write_text(json.dumps({"data": DATA, "train": {}}))
+    return run
+
+
+@pytest.fixture(scope="module")
 def heldout():
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (6, SIZE, SIZE, 3)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2])
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir, heldout, tmp_path_factory):
+def exported(trained_run, heldout, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     images = heldout[0]
-    cfg = ex.ExportConfig(source=str(run_dir), output=str(out), saved_model=True, edgetpu=True,
+    cfg = ex.ExportConfig(source=str(trained_run), output=str(out), saved_model=True, edgetpu=True,
                           calibration_steps=4)
     messages = []
     result = ex.export(cfg, messages.append, calibration=lambda: (img[None] for img in images[:4]), heldout=heldout)
-    assert messages[0] == f"loading {run_dir / 'best.keras'}"
+    assert messages[0] == f"loading {trained_run / 'best.keras'}"
     return result
 
 
@@ -89,9 +101,19 @@ def test_export_writes_int8_card_labels_and_report(exported):
     assert card["input"]["zero_point"] == 0 and card["output"]["scale"] == pytest.approx(1 / 256)
     assert card["labels"] == LABELS and card["normalization"]["name"] == "torch"
     assert card["normalization"]["inside_model"] is True
-    assert card["accuracy"]["top1"] == agreement["top1"]
+    assert card["accuracy"]["top1"] == agreement["top1"] and card["accuracy"]["dataset"] == "synthetic"
     text = (out / "export_report.txt").read_text()
     assert text == exported.text and "Edge TPU check passes" in text and "top-1 agreement" in text
+
+
+def test_exported_files_remember_the_runs_data(exported):
+    """evaluate and predict on an exported file, far from its run, use the data it was trained on."""
+    from keras_resnet.evaluate import training_data_config
+    from keras_resnet.runtime import load_predictor
+
+    out = exported.output_dir
+    for name in ("model_int8.tflite", "model.keras", "saved_model"):
+        assert training_data_config(out / name, load_predictor(out / name)) == DATA, name
 
 
 def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout, tmp_path):
