@@ -20,7 +20,7 @@ import numpy as np
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta
-from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode
+from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
 
 RUN_MODEL_NAMES = ("best.keras", "last.keras")
 REPORT_NAME = "export_report"
@@ -28,6 +28,7 @@ SAVED_MODEL_DIR = "saved_model"
 SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
 OUTPUT_NAME = "probabilities"
+QAT_NAME = "qat_int8"
 
 Progress = Callable[[str], None]
 
@@ -83,6 +84,15 @@ def validate(cfg: ExportConfig) -> ExportConfig:
     if cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, quantize="int8")
     return cfg
+
+
+def tflite_names(cfg: ExportConfig) -> list[str]:
+    """The TFLite models a validated config asks for, by name: post-training ``cfg.quantize``, then QAT's.
+
+    ``--qat`` (with or without ``--edgetpu``) leaves out the post-training model unless ``--quantize`` asks for one.
+    """
+    names = [cfg.quantize] if cfg.tflite and not (cfg.qat and cfg.quantize == "float32") else []
+    return [*names, QAT_NAME] if cfg.qat else names
 
 
 def resolve_source(path: str | os.PathLike) -> Source:
@@ -232,6 +242,15 @@ def save_keras(model, final: Path) -> Path:
     return final
 
 
+def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> bytes:
+    from keras_resnet.qat import quantization_aware_finetune
+
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as tmp:
+        path = quantization_aware_finetune(source.model_path, data_cfg, cfg.qat_epochs, tmp,
+                                           io_dtype=cfg.io_dtype, calibration_steps=cfg.calibration_steps)
+        return Path(path).read_bytes()
+
+
 # --- checks --------------------------------------------------------------------------------------------------
 
 def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict:
@@ -323,35 +342,15 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
                                                                SERVING_FLOAT: "float32 [N,H,W,3]"},
                                                 "output": OUTPUT_NAME}
 
-    tflite_jobs: list[tuple[str, Callable[[], bytes]]] = []
-    if cfg.tflite and not (cfg.qat and cfg.quantize == "float32" and not cfg.edgetpu):
-        mode = cfg.quantize
-
-        def ptq(mode=mode) -> bytes:
-            from keras_resnet.quantize import convert
-
-            rep = None
-            if mode == "int8":
-                rep = calibration or calibration_data(data_cfg, meta, cfg.calibration_steps)
-            return convert(model, mode, rep, cfg.io_dtype)
-
-        tflite_jobs.append((mode, ptq))
-    if cfg.qat:
-        def qat_job() -> bytes:
-            from keras_resnet.qat import quantization_aware_finetune
-
-            with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as tmp:
-                path = quantization_aware_finetune(source.model_path, data_cfg, cfg.qat_epochs, tmp,
-                                                   io_dtype=cfg.io_dtype, calibration_steps=cfg.calibration_steps)
-                return Path(path).read_bytes()
-
-        tflite_jobs.append(("qat_int8", qat_job))
-
     from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
-    for name, job in tflite_jobs:
+    for name in tflite_names(cfg):
         say(f"converting to TFLite ({name})")
-        content = job()
+        if name == QAT_NAME:
+            content = _qat_tflite(source, data_cfg, cfg, out_dir)
+        else:
+            rep = (calibration or calibration_data(data_cfg, meta, cfg.calibration_steps)) if name == "int8" else None
+            content = convert(model, name, rep, cfg.io_dtype)
         path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
         entry = describe_tflite(path, content)
         if images is not None:
@@ -364,7 +363,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
         card_path = out_dir / f"model_{name}.card.json"
         fileio.write_json(card_path, card)
         result.files += [path, card_path]
-        if cfg.edgetpu and name in ("int8", "qat_int8"):
+        if cfg.edgetpu and name in ("int8", QAT_NAME):
             from keras_resnet import edgetpu
 
             say(f"checking {path.name} against the Edge TPU requirements")

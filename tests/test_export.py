@@ -173,6 +173,19 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flags, names", [
+    ({}, ["float32"]),
+    ({"edgetpu": True}, ["int8"]),
+    ({"tflite": True, "quantize": "float16"}, ["float16"]),
+    ({"qat": True}, ["qat_int8"]),
+    ({"qat": True, "edgetpu": True}, ["qat_int8"]),  # the QAT model is the one checked: no float32 beside it
+    ({"qat": True, "quantize": "int8"}, ["int8", "qat_int8"]),
+    ({"saved_model": True}, []),
+])
+def test_tflite_models_written_for_each_flag_combination(flags, names):
+    assert ex.tflite_names(ex.validate(ex.ExportConfig(source="run", output="out", **flags))) == names
+
+
 def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):
     final = tmp_path / "model_int8.tflite"
 
