@@ -56,7 +56,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
               help="Comma-separated TFLite modes.")
 @click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
 @click.option("--threads", default="1,2", show_default=True, callback=_int_list, help="Interpreter thread counts.")
-@click.option("--invokes", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--invokes", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed invokes; the median is reported.")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed invokes.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=8, show_default=True,

@@ -29,12 +29,14 @@ def test_tflite_smoke(results, capsys):
     assert set(rows) == {("keras_resnet ResNet-18", "float32", 1), ("keras_resnet ResNet-18", "int8", 1)}
     for row in rows.values():
         assert 0 < row["min_ms"] <= row["ms"], row
+        assert row["xnnpack_partitions"] == 1, row  # the whole graph runs in XNNPACK: no op falls back
     ours_f32, ours_int8 = rows[("keras_resnet ResNet-18", "float32", 1)], rows[("keras_resnet ResNet-18", "int8", 1)]
     assert ours_int8["size_mb"] < ours_f32["size_mb"] / 3  # int8 weights: a quarter of float32, plus the graph
     (ratio,) = data["ratios"]
     assert ratio["ratio"] == "ResNet-18 ours int8 vs ours float32 (x faster)" and ratio["target"] == 3.5
     assert ratio["value"] == ours_f32["ms"] / ours_int8["ms"]
     assert ratio["met"] == (ratio["value"] >= 3.5)
+    assert ratio["value_of_mins"] == ours_f32["min_ms"] / ours_int8["min_ms"]
     # the op list of every converted model is recorded; full-integer int8 quantizes its uint8 input
     assert data["ops"]["keras_resnet ResNet-18 int8"]["CONV_2D"] == 20
     assert "QUANTIZE" in data["ops"]["keras_resnet ResNet-18 int8"]
@@ -58,7 +60,8 @@ def test_tflite_peer_ratios_are_quotients(results, monkeypatch):
     ms = {("ours", "float32"): 80.0, ("ours", "int8"): 16.0, ("peer", "float32"): 100.0, ("peer", "int8"): 20.0}
     monkeypatch.setattr(bench, "convert_ours", lambda depth, mode, cfg: ("ours", mode))
     monkeypatch.setattr(bench, "convert_peer", lambda mode, cfg: ("peer", mode))
-    monkeypatch.setattr(bench, "invoke_ms", lambda content, threads, cfg: (ms[content] * threads, ms[content]))
+    monkeypatch.setattr(bench, "invoke_ms", lambda contents, threads, cfg: {
+        (key, t): (ms[content] * t, ms[content], 1) for key, content in contents.items() for t in threads})
     monkeypatch.setattr("keras_resnet.quantize.inspect_tflite", lambda content: type("I", (), {"ops": {}})())
     data = bench.run(bench.Config(depths=(50,), modes=("float32", "int8"), threads=(1, 2), results_name="fake"))
     got = {(r["ratio"], r["threads"]): (r["value"], r["met"]) for r in data["ratios"]}
