@@ -95,12 +95,6 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         raise KresError(f"TFLite conversion ({mode}) failed: {first}") from err
 
 
-def convert_quantized_tf_keras(model, representative_data: RepresentativeData | None = None,
-                               io_dtype: str = "uint8") -> bytes:
-    """Convert a tfmot quantization-aware tf_keras model (fake-quant nodes) to full-integer TFLite."""
-    return convert(model, "int8", representative_data, io_dtype)
-
-
 # --- what is inside a flatbuffer -----------------------------------------------------------------------------
 
 _TYPE_NAMES: dict[int, str] = {}
