@@ -21,8 +21,8 @@ from keras_resnet import fileio
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
+from keras_resnet.runtime import RUN_MODEL_NAMES
 
-RUN_MODEL_NAMES = ("best.keras", "last.keras")
 REPORT_NAME = "export_report"
 SAVED_MODEL_DIR = "saved_model"
 SERVING_UINT8 = "serving_default"
