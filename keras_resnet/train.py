@@ -211,6 +211,11 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         val_data = _unsharded(val_data)
     began = time.perf_counter()
     step, frozen = start, None
+    if start == total_steps:  # killed after the last step's checkpoint, before last.keras: restore it, train nothing
+        _compile(model, optimizer, cfg, len(datasets.class_names), xla, execution, placement)
+        model.load_weights(weights_file)
+        checkpointer.set_model(model)
+        checkpointer.start_fit(start)
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
         want_frozen = epoch < cfg.freeze_backbone_epochs

@@ -229,3 +229,34 @@ def test_progress_bar_shows_images_per_second_and_metrics():
         assert last.startswith("Epoch 2/3 ") and "img/s loss 0.5000 accuracy 0.7500 val_accuracy 0.8750" in last
         assert logs["images_per_s"] > 0  # recorded in history.csv too
         assert ("[" + "=" * 24 + "] 4/4" in stream.getvalue()) == stream.isatty()  # live bar on terminals only
+
+
+def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_path, monkeypatch):
+    """The window between the final epoch's checkpoint and the run's completion: the rerun restores the
+    checkpoint (not a freshly initialised model) into last.keras and marks the run complete."""
+    from keras_resnet import train as train_module
+
+    save = train_module._Float32Exporter.save
+
+    def killed_at_last_keras(self, path):
+        if Path(path).name == "last.keras":
+            raise KeyboardInterrupt
+        save(self, path)
+
+    cfg = TrainConfig(depth=18, epochs=1, batch_size=32, output=str(tmp_path / "run"))
+    data = DataConfig(dataset="synthetic", synthetic_size=64)
+    monkeypatch.setattr(train_module._Float32Exporter, "save", killed_at_last_keras)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert (state["steps"], state["complete"], (tmp_path / "run" / "last.keras").exists()) == (2, False, False)
+    monkeypatch.setattr(train_module._Float32Exporter, "save", save)
+    stream = io.StringIO()
+    result = train(cfg, data, stream=stream)
+    assert "resuming at step 2" in stream.getvalue()
+    assert (result.epochs, result.steps, result.iterations) == (1, 2, 2)
+    assert json.loads((result.run_dir / "checkpoint" / "state.json").read_text()) == {
+        "steps": 2, "iterations": 2, "weights": None, "complete": True}
+    best, last = keras.saving.load_model(result.best_model), keras.saving.load_model(result.last_model)
+    for b, a in zip(best.get_weights(), last.get_weights()):  # best.keras was saved from the same trained weights
+        np.testing.assert_array_equal(a, b)
