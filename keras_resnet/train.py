@@ -421,7 +421,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
 def _point_latest(run_dir: Path) -> None:
     """``runs/latest -> NAME``, replaced in one rename so readers never see it missing."""
     link = run_dir.parent / "latest"
-    if run_dir.name == "latest":
+    if run_dir.name == "latest" or (link.exists() and not link.is_symlink()):  # never replace a user's own file
         return
     tmp = run_dir.parent / f".latest.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):

@@ -260,3 +260,16 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
     best, last = keras.saving.load_model(result.best_model), keras.saving.load_model(result.last_model)
     for b, a in zip(best.get_weights(), last.get_weights()):  # best.keras was saved from the same trained weights
         np.testing.assert_array_equal(a, b)
+
+
+def test_latest_link_replaces_only_a_link(tmp_path):
+    from keras_resnet.train import _point_latest
+
+    _point_latest(tmp_path / "a")
+    _point_latest(tmp_path / "b")
+    assert os.readlink(tmp_path / "latest") == "b"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "latest").write_text("the user's notes")
+    _point_latest(other / "run")
+    assert (other / "latest").read_text() == "the user's notes"
