@@ -47,7 +47,7 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_for(dataset: str | None, data_dir: str | None) -> Recipe:
     """The recipe for a data source: built-in digits, synthetic, CIFAR-style 32 px sets, or ImageNet-style."""
-    if data_dir is None and dataset is None:
+    if data_dir is None and dataset in (None, "digits"):
         return RECIPES["digits"]
     if data_dir is None and dataset == "synthetic":
         return RECIPES["synthetic"]

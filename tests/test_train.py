@@ -113,6 +113,7 @@ def test_digits_recipe_and_explicit_options_override_it():
                                        optimizer="adamw"), DataConfig())
     assert (cfg.epochs, cfg.stem, cfg.batch_size, cfg.image_size, cfg.lr) == (3, "cifar", 16, 48, 0.004)
     assert (data.image_size, data.batch_size) == (48, 16)
+    assert resolve(TrainConfig(), DataConfig(dataset="digits"))[2].name == "digits"  # the data module's name for it
     assert resolve(TrainConfig(), DataConfig(dataset="cifar10"))[2].name == "cifar"
     assert resolve(TrainConfig(), DataConfig(dataset="imagenette/320px-v2"))[2].image_size == 224
 
