@@ -8,13 +8,16 @@ where ``edgetpu_compiler`` is installed (Debian/Ubuntu x86_64, see deploy/README
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from keras_resnet.errors import KresError
+from keras_resnet.fileio import ensure_writable_dir
 from keras_resnet.quantize import TfliteInfo, inspect_tflite
 
 # TFLite builtin ops the Edge TPU runs, after Coral's "Supported operations" table
@@ -152,13 +155,19 @@ def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int
     exe = shutil.which(COMPILER)
     if exe is None:
         raise KresError(f"{COMPILER} is not on PATH: install it from Coral's apt repository (see deploy/README.md)")
-    result = subprocess.run([exe, "-s", "-o", str(output_dir), str(tflite_path)], capture_output=True, text=True,
-                            timeout=timeout_s, check=False)
-    text = result.stdout + result.stderr
-    if result.returncode != 0:
-        last = next((line for line in reversed(text.splitlines()) if line.strip()), "no output")
-        raise KresError(f"{COMPILER} failed (exit {result.returncode}): {last.strip()}")
-    return parse_compiler_log(text)
+    output_dir = ensure_writable_dir(output_dir)
+    # The compiler writes straight to its output names: compile into a temporary folder beside them and move
+    # the results in when it succeeds, so an interrupted compile leaves no half-written model.
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".edgetpu-") as tmp:
+        result = subprocess.run([exe, "-s", "-o", tmp, str(tflite_path)], capture_output=True, text=True,
+                                timeout=timeout_s, check=False)
+        text = result.stdout + result.stderr
+        if result.returncode != 0:
+            last = next((line for line in reversed(text.splitlines()) if line.strip()), "no output")
+            raise KresError(f"{COMPILER} failed (exit {result.returncode}): {last.strip()}")
+        for produced in Path(tmp).iterdir():
+            os.replace(produced, output_dir / produced.name)
+    return parse_compiler_log(text.replace(tmp, str(output_dir)))
 
 
 def check(tflite_path: str | Path, output_dir: str | Path, allow_cpu_ops: bool = False,

@@ -145,6 +145,39 @@ def test_compiler_log_parser_all_mapped():
     assert [row["count"] for row in report.ops] == [20, 9]
 
 
+FAKE_COMPILER = """#!/bin/sh
+# edgetpu_compiler -s -o DIR MODEL: writes half a model, then succeeds or fails as $FAKE_FAIL says
+name=$(basename "$4" .tflite)
+printf 'half' > "$3/${name}_edgetpu.tflite"
+[ -n "$FAKE_FAIL" ] && { echo "Internal compiler error. Aborting!"; exit 1; }
+printf ' and the rest' >> "$3/${name}_edgetpu.tflite"
+echo "Output model: $3/${name}_edgetpu.tflite"
+echo "Number of operations that will run on Edge TPU: 3"
+echo "Number of operations that will run on CPU: 0"
+"""
+
+
+def test_compiler_output_appears_only_when_the_compile_succeeds(tmp_path, monkeypatch):
+    exe = tmp_path / "bin" / "edgetpu_compiler"
+    exe.parent.mkdir()
+    exe.write_text(FAKE_COMPILER)
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{exe.parent}:/usr/bin:/bin")
+    model, out = tmp_path / "model_int8.tflite", tmp_path / "out"
+    model.write_bytes(b"x")
+
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    with pytest.raises(KresError, match=r"edgetpu_compiler failed \(exit 1\): Internal compiler error"):
+        edgetpu.run_compiler(model, out)
+    assert list(out.iterdir()) == []  # no half-written model under the final name, no temporary left
+
+    monkeypatch.delenv("FAKE_FAIL")
+    report = edgetpu.run_compiler(model, out)
+    assert [p.name for p in out.iterdir()] == ["model_int8_edgetpu.tflite"]
+    assert (out / "model_int8_edgetpu.tflite").read_text() == "half and the rest"
+    assert report.output_model == str(out / "model_int8_edgetpu.tflite") and report.all_on_edgetpu
+
+
 def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     from PIL import Image
 
