@@ -144,6 +144,9 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
     state = _check_existing_run(run_dir, cfg, data)
+    # Before the pipelines are built: tf.data's seeded shuffles also read TensorFlow's global seed, so the
+    # same --seed gives the same batches whatever ran earlier in this process.
+    keras.utils.set_random_seed(cfg.seed)
     datasets = load_datasets(data)
     steps_per_epoch = datasets.num_train // cfg.batch_size
     if steps_per_epoch < 1:
@@ -168,7 +171,6 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     auto_xla = placement.accelerator in ("gpu", "tpu") or keras.backend.backend() == "jax"
     xla = cfg.xla if cfg.xla is not None else auto_xla
     previous_policy = keras.config.dtype_policy().name
-    keras.utils.set_random_seed(cfg.seed)
     keras.config.set_dtype_policy(precision)
     try:
         with placement.scope():

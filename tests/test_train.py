@@ -274,3 +274,25 @@ def test_latest_link_replaces_only_a_link(tmp_path):
     (other / "latest").write_text("the user's notes")
     _point_latest(other / "run")
     assert (other / "latest").read_text() == "the user's notes"
+
+
+def test_same_seed_same_batches_whatever_ran_before_in_the_process(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from keras_resnet import train as train_module
+
+    class Loaded(Exception):
+        pass
+
+    batches, load = [], train_module.load_datasets
+
+    def first_batch_then_stop(data):
+        batches.append(next(iter(load(data).train))[1].numpy().argmax(axis=1))
+        raise Loaded
+
+    monkeypatch.setattr(train_module, "load_datasets", first_batch_then_stop)
+    for global_seed in (1, 2):  # e.g. an earlier run in this process with another --seed
+        tf.random.set_seed(global_seed)
+        with pytest.raises(Loaded):
+            train(TrainConfig(depth=18, batch_size=16, output=str(tmp_path / "run")), DataConfig())
+    np.testing.assert_array_equal(batches[0], batches[1])
