@@ -6,11 +6,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # a runtime dependency: a broken install must fail here, not skip
 
 from keras_resnet.data import DataConfig, _tfds_splits, load_datasets
 from keras_resnet.errors import KresError
-
-tfds = pytest.importorskip("tensorflow_datasets")
 
 SIZE = 32
 
