@@ -63,7 +63,8 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     from keras_resnet.train import TrainConfig
     from keras_resnet.train import train as run_training
 
-    data = DataConfig(dataset=None if dataset == "digits" else dataset, data_dir=data_dir, tfds_dir=tfds_dir,
+    builtin = dataset == "digits" and data_dir is None  # the same run as no --dataset; with --data-dir, an error
+    data = DataConfig(dataset=None if builtin else dataset, data_dir=data_dir, tfds_dir=tfds_dir,
                       val_split=val_split, seed=seed, randaugment=randaugment, mixup_alpha=mixup,
                       cutmix_alpha=cutmix)
     cfg = TrainConfig(depth=depth, variant=variant, stem=stem, epochs=epochs, batch_size=batch_size,
