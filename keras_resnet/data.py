@@ -383,7 +383,8 @@ def _check_image(path: str) -> _ScannedFile | None:
         if size == 0:
             return None
         with Image.open(path) as image:
-            fmt, mode = image.format, image.mode
+            # MPO (phone and stereo cameras: several JPEG frames in one .jpg) decodes as a JPEG, first frame.
+            fmt, mode = ("JPEG" if image.format == "MPO" else image.format), image.mode
             if fmt not in ("JPEG", "PNG", "BMP", "GIF"):
                 return None
             if fmt == "JPEG":

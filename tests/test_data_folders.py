@@ -180,3 +180,17 @@ def test_a_file_only_tensorflow_rejects_does_not_stop_the_epoch(tmp_path, monkey
     assert data.num_train + data.num_val == 9
     seen = sum(1 for _ in data.train) + sum(1 for _ in data.val)
     assert seen == 8
+
+
+def test_multi_picture_jpeg_from_a_phone_is_read_not_skipped(tmp_path):
+    """PIL calls a JPEG with several frames (MPO) by another name; TensorFlow decodes its first frame."""
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            _photo(10 * k + i).save(tmp_path / name / f"{i}.png")
+    red, green = Image.new("RGB", (40, 30), (200, 10, 10)), Image.new("RGB", (40, 30), (10, 200, 10))
+    red.save(tmp_path / "a" / "phone.jpg", "MPO", save_all=True, append_images=[green])
+    assert Image.open(tmp_path / "a" / "phone.jpg").format == "MPO"
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=0.4))
+    assert (data.num_train + data.num_val, data.skipped_files) == (5, 0)
+    assert sum(1 for _ in data.train) + sum(1 for _ in data.val) == 5  # every file decodes in the pipeline too
