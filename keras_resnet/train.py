@@ -148,10 +148,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     # same --seed gives the same batches whatever ran earlier in this process.
     keras.utils.set_random_seed(cfg.seed)
     datasets = load_datasets(data)
-    steps_per_epoch = datasets.num_train // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise KresError(f"--batch-size {cfg.batch_size} is larger than the {datasets.num_train} training images: "
-                        "use a smaller batch")
+    steps_per_epoch = datasets.num_train // cfg.batch_size  # at least 1: load_datasets rejects a larger batch
     total_steps = steps_per_epoch * cfg.epochs
     if state and state.get("complete") and state.get("steps") == total_steps:
         _say(stream, f"{run_dir} already finished {cfg.epochs} epochs ({total_steps} steps); nothing to train")
