@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from keras_resnet.specs import MIN_IMAGE_SIZE
+from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS
 from kres.options import depth_option, variant_option
 
 PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
@@ -26,7 +26,7 @@ PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
               help="GLOBAL batch, split across replicas. Default: the recipe's.")
 @click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
               help=f"Input side in pixels ({MIN_IMAGE_SIZE} or more). Default: the recipe's.")
-@click.option("--stem", type=click.Choice(["imagenet", "cifar"]), default=None, help="Default: the recipe's.")
+@click.option("--stem", type=click.Choice(STEMS), default=None, help="Default: the recipe's.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: mixed_bfloat16 on TPUs and GPUs with compute capability 8+, mixed_float16 on older "
                    "GPUs, float32 on CPU.")
