@@ -73,4 +73,5 @@ def decayed_variable_names(optimizer: keras.optimizers.Optimizer, model: keras.M
     """Paths of the variables ``optimizer`` applies weight decay to (what the tests check)."""
     if not optimizer.weight_decay:
         return set()
+    # Private, but the optimizer's own decision: Keras has no public query for its exclusion list.
     return {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
