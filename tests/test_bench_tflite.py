@@ -24,7 +24,7 @@ def _run_tiny(results, capsys, *extra):
 
 
 def test_tflite_smoke(results, capsys):
-    # The peer's conversions (from_keras_model exports a SavedModel first) take ~45 s here: see the slow test.
+    # The peer's conversions are slow (from_keras_model exports a SavedModel first): int8 only, in the next test.
     data, rows = _run_tiny(results, capsys, "--modes", "float32,int8", "--no-peer")
     assert set(rows) == {("keras_resnet ResNet-18", "float32", 1), ("keras_resnet ResNet-18", "int8", 1)}
     for row in rows.values():
@@ -45,7 +45,6 @@ def test_tflite_smoke(results, capsys):
     assert "| keras_resnet ResNet-18 | int8 | 1 |" in (results / "smoke.md").read_text()
 
 
-@pytest.mark.slow
 def test_tflite_peer_converts_and_runs(results, capsys):
     data, rows = _run_tiny(results, capsys, "--modes", "int8")
     peer = rows[("keras.applications ResNet50", "int8", 1)]
