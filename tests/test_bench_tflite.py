@@ -46,7 +46,8 @@ def test_tflite_smoke(results, capsys):
 
 
 def test_tflite_peer_converts_and_runs(results, capsys):
-    data, rows = _run_tiny(results, capsys, "--modes", "int8")
+    data, rows = _run_tiny(results, capsys, "--modes", "int8", "--no-peer-in-graph")
+    assert ("keras.applications ResNet50 + preprocess_input in graph", "int8", 1) not in rows
     peer = rows[("keras.applications ResNet50", "int8", 1)]
     assert peer["ms"] > 0 and data["ops"]["keras.applications ResNet50 int8"]["CONV_2D"] == 53
     assert "QUANTIZE" in data["ops"]["keras.applications ResNet50 int8"]
@@ -56,9 +57,12 @@ def test_tflite_peer_ratios_are_quotients(results, monkeypatch):
     """The ResNet-50 ratios against the peer, with conversion and timing replaced by fixed figures."""
     from keras_resnet.bench import tflite_latency as bench
 
-    ms = {("ours", "float32"): 80.0, ("ours", "int8"): 16.0, ("peer", "float32"): 100.0, ("peer", "int8"): 20.0}
+    ms = {("ours", "float32"): 80.0, ("ours", "int8"): 16.0, ("peer", "float32"): 100.0, ("peer", "int8"): 20.0,
+          ("peer+pre", "int8"): 24.0}
     monkeypatch.setattr(bench, "convert_ours", lambda depth, mode, cfg: ("ours", mode))
-    monkeypatch.setattr(bench, "convert_peer", lambda mode, cfg: ("peer", mode))
+    monkeypatch.setattr(bench, "convert_peer",
+                        lambda mode, cfg, preprocess_in_graph=False: ("peer+pre" if preprocess_in_graph else "peer",
+                                                                      mode))
     monkeypatch.setattr(bench, "invoke_ms", lambda contents, threads, cfg: {
         (key, t): (ms[content] * t, ms[content], 1) for key, content in contents.items() for t in threads})
     monkeypatch.setattr("keras_resnet.quantize.inspect_tflite", lambda content: type("I", (), {"ops": {}})())
@@ -69,6 +73,8 @@ def test_tflite_peer_ratios_are_quotients(results, monkeypatch):
         ("ResNet-50 ours int8 vs ours float32 (x faster)", 2): (5.0, True),
         ("ResNet-50 ours int8 vs peer int8 (x faster)", 1): (1.25, True),
         ("ResNet-50 ours int8 vs peer int8 (x faster)", 2): (1.25, True),
+        ("ResNet-50 ours int8 vs peer int8 with preprocess_input in graph (x faster)", 1): (1.5, None),
+        ("ResNet-50 ours int8 vs peer int8 with preprocess_input in graph (x faster)", 2): (1.5, None),
         ("ResNet-50 ours float32 vs peer float32 (x faster)", 1): (1.25, None),
         ("ResNet-50 ours float32 vs peer float32 (x faster)", 2): (1.25, None),
     }
