@@ -9,6 +9,8 @@ the same command, so the ratios hold on a noisy machine. Every model runs in the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -90,7 +92,8 @@ def convert_peer(mode: str, cfg: Config, preprocess_in_graph: bool = False) -> b
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # from_keras_model prints every captured variable
+        return converter.convert()
 
 
 def _interpreter(content: bytes, threads: int):
