@@ -45,6 +45,9 @@ PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
                                               "skipped when the class count differs).")
 @click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Train only the classifier for this many epochs first (BN in inference mode).")
+@click.option("--freeze-bn/--train-bn", default=None,
+              help="Keep BN statistics frozen (inference mode) all through training. Default: frozen when "
+                   "fine-tuning from --weights with fewer than 16 images per replica.")
 @click.option("--qat-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="After training, quantization-aware fine-tuning for this many epochs (into RUN/qat).")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
@@ -58,7 +61,7 @@ PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 @click.option("--tpu", is_flag=True, help="Train on a TPU with TPUStrategy (TPU_NAME, default 'local').")
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, mixup, cutmix, randaugment, weights,
-          freeze_backbone_epochs, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
+          freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
     from keras_resnet.data import DataConfig
     from keras_resnet.train import TrainConfig
     from keras_resnet.train import train as run_training
@@ -70,7 +73,8 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     cfg = TrainConfig(depth=depth, variant=variant, stem=stem, epochs=epochs, batch_size=batch_size,
                       image_size=image_size, precision=precision, xla=xla, optimizer=optimizer, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                      weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, qat_epochs=qat_epochs,
+                      weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
+                      qat_epochs=qat_epochs,
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
     result = run_training(cfg, data)
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker

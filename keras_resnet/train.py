@@ -38,8 +38,11 @@ from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_lear
 from keras_resnet.recipes import Recipe, recipe_for
 from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
 
-HEAD_LAYERS = ("top_dropout", "predictions")
-DEFAULT_CHECKPOINT_STEPS = 1000  # what --freeze-backbone-epochs leaves trainable
+HEAD_LAYERS = ("top_dropout", "predictions")  # what --freeze-backbone-epochs leaves trainable
+DEFAULT_CHECKPOINT_STEPS = 1000
+# Below this many images per replica, batch statistics are too noisy to re-estimate pretrained BN statistics:
+# fine-tuning from --weights keeps them frozen (BN in inference mode) unless --train-bn says otherwise.
+SMALL_BATCH_PER_REPLICA = 16
 # Options that may change between the runs of one run directory without making it another run.
 _NOT_IDENTITY = ("output", "resume", "qat_epochs", "checkpoint_steps")
 
@@ -64,6 +67,7 @@ class TrainConfig:
     dropout: float = 0.0
     weights: str | None = None  # "imagenet" or a weights file
     freeze_backbone_epochs: int = 0
+    freeze_bn: bool | None = None  # None: frozen when fine-tuning from weights on < 16 images per replica
     qat_epochs: int = 0
     output: str | None = None  # run directory; default runs/<model>-<data>-<time>
     resume: bool = False
@@ -167,6 +171,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     # JAX always compiles with XLA (its trainer runs eagerly without it); TensorFlow gains from it on accelerators.
     auto_xla = placement.accelerator in ("gpu", "tpu") or keras.backend.backend() == "jax"
     xla = cfg.xla if cfg.xla is not None else auto_xla
+    freeze_bn = frozen_bn(cfg, placement.replicas)
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(precision)
     try:
@@ -185,7 +190,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
                          "total_steps": total_steps, "peak_lr": peak_lr, "warmup_steps": schedule.warmup_steps,
                          "steps_per_execution": execution, "num_train": datasets.num_train,
                          "num_val": datasets.num_val, "skipped_files": datasets.skipped_files,
-                         "keras_backend": keras.backend.backend()},
+                         "keras_backend": keras.backend.backend(), "freeze_bn": freeze_bn},
         })
         fileio.write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in datasets.class_names))
         _point_latest(run_dir)
@@ -196,6 +201,10 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     exporter = _Float32Exporter(cfg, len(datasets.class_names), model)
     lr_now = schedule.build()
     _say(stream, _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, peak_lr, run_dir, start))
+    if freeze_bn:
+        why = " is too few to re-estimate them" if cfg.freeze_bn is None else ""
+        _say(stream, f"BN statistics stay frozen ({cfg.batch_size // placement.replicas} images per replica{why}; "
+                     "--train-bn updates them)")
     callbacks = [
         cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream),
         cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
@@ -220,7 +229,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         want_frozen = epoch < cfg.freeze_backbone_epochs
         if want_frozen != frozen:
             # Trainability is read when the step function is built: a phase change means a new compile.
-            _set_backbone_trainable(model, not want_frozen)
+            _set_backbone_trainable(model, not want_frozen, freeze_bn=freeze_bn)
             _compile(model, optimizer, cfg, len(datasets.class_names), xla, execution, placement)
             frozen = want_frozen
             if placement.kind == "multi_worker":
@@ -340,11 +349,20 @@ def _unsharded(dataset):
     return dataset.with_options(options)
 
 
-def _set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze everything but the head; frozen BN layers run in inference mode (Keras 3 semantics)."""
+def frozen_bn(cfg: TrainConfig, replicas: int) -> bool:
+    """Whether BN keeps its (pretrained) statistics all through training: ``--freeze-bn/--train-bn``, or by
+    default when fine-tuning from weights with fewer than ``SMALL_BATCH_PER_REPLICA`` images per replica."""
+    if cfg.freeze_bn is not None:
+        return cfg.freeze_bn
+    return cfg.weights is not None and cfg.batch_size // replicas < SMALL_BATCH_PER_REPLICA
+
+
+def _set_backbone_trainable(model: keras.Model, trainable: bool, *, freeze_bn: bool = False) -> None:
+    """Freeze everything but the head, or unfreeze it; frozen BN layers run in inference mode (Keras 3
+    semantics), so with ``freeze_bn`` BN layers stay frozen and keep their statistics either way."""
     for layer in model.layers:
         if layer.name not in HEAD_LAYERS:
-            layer.trainable = trainable
+            layer.trainable = trainable and not (freeze_bn and isinstance(layer, keras.layers.BatchNormalization))
 
 
 def _compile(model: keras.Model, optimizer, cfg: TrainConfig, num_classes: int, xla: bool, execution: int,

@@ -188,6 +188,30 @@ def test_frozen_backbone_keeps_bn_statistics_and_trains_only_the_head():
     assert len(model.trainable_variables) == 62  # 20 convs + 20 BN (gamma, beta) + dense kernel and bias
 
 
+def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
+    from keras_resnet.train import _set_backbone_trainable, frozen_bn
+
+    decide = {(weights, batch, replicas, flag): frozen_bn(TrainConfig(weights=weights, batch_size=batch,
+                                                                       freeze_bn=flag), replicas)
+              for weights in (None, "w.keras") for batch in (8, 16, 64) for replicas in (1, 4)
+              for flag in (None, True, False)}
+    assert {k for k, v in decide.items() if v and k[3] is None} == {
+        ("w.keras", 8, 1, None), ("w.keras", 8, 4, None), ("w.keras", 16, 4, None)}  # batch / replicas < 16
+    assert all(v == k[3] for k, v in decide.items() if k[3] is not None)  # the flag always wins
+
+    model = resnet(18, num_classes=3, input_shape=(32, 32, 3))
+    _set_backbone_trainable(model, True, freeze_bn=True)
+    model.compile(optimizer=optim.make_optimizer("sgd", 0.1, 0.0, model), loss="categorical_crossentropy")
+    assert len(model.trainable_variables) == 22  # 20 conv kernels + dense kernel and bias; no BN gamma/beta
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [np.array(layer.moving_mean) for layer in bn]
+    conv1 = np.array(model.get_layer("conv1_conv").kernel)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    model.train_on_batch(images, np.eye(3, dtype="float32")[[0, 2]])
+    assert all(np.array_equal(b, np.array(layer.moving_mean)) for b, layer in zip(before, bn))
+    assert not np.array_equal(conv1, np.array(model.get_layer("conv1_conv").kernel))  # the convs still train
+
+
 def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch):
     calls = []
 
