@@ -73,9 +73,12 @@ def read_labels(model_path: Path, card: dict) -> list[str]:
     return list(card.get("labels", []))
 
 
-def load_image(path: Path, height: int, width: int) -> np.ndarray:
-    """RGB pixels 0-255: shorter side resized to size / 0.875, then the centre crop."""
+def load_image(path: Path, height: int, width: int, resize: str = "center_crop") -> np.ndarray:
+    """RGB pixels 0-255 as the model's validation data was prepared (the card's ``input.resize``): the whole
+    frame resized (``full_frame``), or the shorter side resized to size / 0.875, then the centre crop."""
     image = Image.open(path).convert("RGB")
+    if resize == "full_frame":
+        return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32)
     scale = max(height, width) / CROP_FRACTION / min(image.size)
     resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
                            Image.BILINEAR)
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model.name} on {device}, input {height}x{width}, {len(labels)} labels")
     for path in args.images:
         start = time.perf_counter()
-        probs = classify(interpreter, load_image(path, int(height), int(width)))
+        resize = card.get("input", {}).get("resize", "center_crop")
+        probs = classify(interpreter, load_image(path, int(height), int(width), resize))
         ms = (time.perf_counter() - start) * 1000
         top = np.argsort(probs)[::-1][: args.top_k]
         ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)

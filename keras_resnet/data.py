@@ -9,7 +9,7 @@ labels float32 one-hot [B,K]. Training batches are augmented here, in tf.data, n
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,10 +193,37 @@ def _validate(cfg: DataConfig) -> None:
         raise KresError("synthetic data needs at least 2 classes and 1 example per split")
 
 
+FULL_FRAME = "full_frame"  # evaluation resizes the whole image to the input size (the built-in digits)
+CENTER_CROP = "center_crop"  # evaluation resizes the shorter side to size / 0.875, then cuts the centre
+RESIZE_HOW = {  # for model cards: what an app must do to an image before feeding it
+    FULL_FRAME: "resize the whole image to the input size",
+    CENTER_CROP: "resize the shorter side to input size / 0.875, then cut the central input-size square",
+}
+
+
+def is_builtin_digits(data: DataConfig | Mapping) -> bool:
+    """Whether a DataConfig (or its dict, as in config.json) names the built-in digits."""
+    get = data.get if isinstance(data, Mapping) else lambda key: getattr(data, key)
+    return get("data_dir") is None and get("dataset") in (None, DIGITS)
+
+
+def data_name(data: DataConfig | Mapping) -> str:
+    """A short name for the data: the folder's name, the TFDS name, "synthetic" or "digits"."""
+    get = data.get if isinstance(data, Mapping) else lambda key: getattr(data, key)
+    if get("data_dir"):
+        return Path(get("data_dir")).resolve().name or "folder"
+    return DIGITS if is_builtin_digits(data) else get("dataset")
+
+
+def eval_resize(data: DataConfig | Mapping) -> str:
+    """How evaluation (and so predict and an app) resizes an image for a model trained on ``data``."""
+    return FULL_FRAME if is_builtin_digits(data) else CENTER_CROP
+
+
 def _source(cfg: DataConfig) -> _Source:
     if cfg.data_dir is not None:
         return _folder_source(cfg)
-    if cfg.dataset is None or cfg.dataset == DIGITS:
+    if is_builtin_digits(cfg):
         return _digits_source(cfg)
     if cfg.dataset == SYNTHETIC:
         return _synthetic_source(cfg)

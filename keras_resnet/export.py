@@ -273,17 +273,21 @@ def describe_tflite(path: Path, content: bytes) -> dict:
     return {"file": path.name, **info.summary(), "gpu_delegate_compatible": gpu_ok, "gpu_analyzer": gpu_text}
 
 
-def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None, mode: str,
-               dataset: str | None) -> dict:
+def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None, mode: str, data_cfg) -> dict:
     """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels."""
+    from keras_resnet.data import CENTER_CROP, RESIZE_HOW, data_name, eval_resize
+
     inp, out = tflite["inputs"][0], tflite["outputs"][0]
+    resize = eval_resize(data_cfg) if data_cfg is not None else CENTER_CROP
+    dataset = data_name(data_cfg) if data_cfg is not None else None
     return {
         "model": path.name,
         "quantization": mode,
         "architecture": f"ResNet-{meta.depth} {meta.variant} ({meta.stem} stem)",
         "input": {"shape": inp["shape"], "dtype": inp["dtype"], "scale": (inp["scale"] or [None])[0],
                   "zero_point": (inp["zero_point"] or [None])[0],
-                  "format": "RGB pixels 0-255, resized to the input size; no normalisation needed"},
+                  "format": "RGB pixels 0-255, resized to the input size; no normalisation needed",
+                  "resize": resize, "resize_how": RESIZE_HOW[resize]},
         "output": {"shape": out["shape"], "dtype": out["dtype"], "scale": (out["scale"] or [None])[0],
                    "zero_point": (out["zero_point"] or [None])[0],
                    "meaning": "class probabilities (softmax); dequantize as (q - zero_point) * scale"},
@@ -358,8 +362,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
             predictor = TFLitePredictor(path, tflite_interpreter(content), meta)
             entry["agreement"] = compare(reference, predictor.predict(images), labels)
         accuracy = entry.get("agreement", {}).get("top1")
-        dataset = (data_cfg.dataset or "digits") if data_cfg is not None else None
-        card = model_card(path, meta, entry, accuracy, name, dataset)
+        card = model_card(path, meta, entry, accuracy, name, data_cfg)
         card_path = out_dir / f"model_{name}.card.json"
         fileio.write_json(card_path, card)
         result.files += [path, card_path]

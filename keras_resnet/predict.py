@@ -17,8 +17,6 @@ import numpy as np
 from keras_resnet.errors import KresError
 from keras_resnet.runtime import Predictor, load_predictor
 
-DIGITS = "digits"
-
 
 @dataclass
 class PredictConfig:
@@ -84,13 +82,14 @@ def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.n
 
 
 def _trained_on_digits(predictor: Predictor) -> bool:
+    from keras_resnet.data import FULL_FRAME, eval_resize
     from keras_resnet.evaluate import training_data_config
 
     try:
         data = training_data_config(predictor.path, predictor)
     except KresError:
         return False
-    return data.get("data_dir") is None and data.get("dataset") in (None, DIGITS)
+    return eval_resize(data) == FULL_FRAME
 
 
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[Prediction]]:

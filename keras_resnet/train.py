@@ -29,7 +29,7 @@ import keras
 
 from keras_resnet import callbacks as cb
 from keras_resnet import fileio
-from keras_resnet.data import DataConfig, load_datasets
+from keras_resnet.data import DataConfig, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta
@@ -385,9 +385,7 @@ def _steps_per_execution(placement: Placement, steps_per_epoch: int) -> int:
 
 
 def _data_name(data: DataConfig) -> str:
-    if data.data_dir:
-        return Path(data.data_dir).resolve().name or "folder"
-    return (data.dataset or "digits").replace("/", "-").replace(":", "-")
+    return data_name(data).replace("/", "-").replace(":", "-")
 
 
 def _run_dir(cfg: TrainConfig, data: DataConfig) -> Path:

@@ -153,3 +153,17 @@ def test_calibration_images_are_deterministic_eval_images():
 def test_config_errors(kwargs, words):
     with pytest.raises(KresError, match=words):
         load_datasets(DataConfig(**{"image_size": SIZE, "batch_size": 8, **kwargs}))
+
+
+@pytest.mark.parametrize(("data", "name", "resize"), [
+    (DataConfig(), "digits", "full_frame"),
+    (DataConfig(dataset="digits"), "digits", "full_frame"),
+    ({"dataset": None, "data_dir": None}, "digits", "full_frame"),  # as config.json records the default
+    (DataConfig(dataset="cifar10"), "cifar10", "center_crop"),
+    (DataConfig(dataset="synthetic"), "synthetic", "center_crop"),
+    ({"dataset": None, "data_dir": "/data/pets/"}, "pets", "center_crop"),
+])
+def test_data_names_and_eval_resize(data, name, resize):
+    from keras_resnet.data import data_name, eval_resize
+
+    assert (data_name(data), eval_resize(data)) == (name, resize)

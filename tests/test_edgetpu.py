@@ -197,6 +197,22 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     assert any(label in lines[1] for label in ("cat", "dog", "bird"))
 
 
+def test_classify_resizes_as_the_model_card_says(tmp_path):
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("classify", REPO / "deploy" / "classify.py")
+    classify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(classify)
+    pixels = np.random.default_rng(3).integers(0, 255, (40, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "img.png")
+    whole = classify.load_image(tmp_path / "img.png", 32, 32, "full_frame")
+    np.testing.assert_array_equal(whole, np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)))
+    crop = classify.load_image(tmp_path / "img.png", 32, 32, "center_crop")  # 40x64 -> 37x59, centre 32x32
+    assert crop.shape == (32, 32, 3) and not np.array_equal(crop, whole)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_every_depth_at_224_passes_the_edge_tpu_check(depth):

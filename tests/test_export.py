@@ -100,10 +100,25 @@ def test_export_writes_int8_card_labels_and_report(exported):
     assert card["input"]["shape"] == [1, SIZE, SIZE, 3] and card["input"]["dtype"] == "uint8"
     assert card["input"]["zero_point"] == 0 and card["output"]["scale"] == pytest.approx(1 / 256)
     assert card["labels"] == LABELS and card["normalization"]["name"] == "torch"
+    assert card["input"]["resize"] == "center_crop"  # synthetic data: evaluated by shorter side and centre crop
     assert card["normalization"]["inside_model"] is True
     assert card["accuracy"]["top1"] == agreement["top1"] and card["accuracy"]["dataset"] == "synthetic"
     text = (out / "export_report.txt").read_text()
     assert text == exported.text and "Edge TPU check passes" in text and "top-1 agreement" in text
+
+
+@pytest.mark.parametrize(("data", "dataset", "resize"), [
+    ({"dataset": None, "data_dir": None}, "digits", "full_frame"),
+    ({"dataset": None, "data_dir": "/photos/pets"}, "pets", "center_crop"),  # a folder is not "digits"
+])
+def test_model_card_names_the_data_and_its_resize(data, dataset, resize):
+    from keras_resnet.data import DataConfig
+
+    io = {"shape": [1, 32, 32, 3], "dtype": "uint8", "scale": [1.0], "zero_point": [0]}
+    tflite = {"inputs": [io], "outputs": [io], "gpu_delegate_compatible": True}
+    meta = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, LABELS)
+    card = ex.model_card(Path("m.tflite"), meta, tflite, 0.5, "int8", DataConfig(**data))
+    assert (card["accuracy"]["dataset"], card["input"]["resize"]) == (dataset, resize)
 
 
 def test_exported_files_remember_the_runs_data(exported):
