@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import sys
+import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,6 +358,27 @@ _TV_PARAMS = {
     "bn": ("weight", "bias", "running_mean", "running_var"),
     "dense": ("weight", "bias"),
 }
+
+
+def import_torchvision():
+    """Import torchvision's model code, under a CPU-only torch too, or raise ImportError saying why.
+
+    A CPU-only torch cannot load a CUDA build of torchvision's compiled operators; its model code is pure Python
+    and imports once the module that registers those operators is replaced by an empty stub.
+    """
+    import torch  # noqa: F401  (ImportError: no torch)
+
+    try:
+        return importlib.import_module("torchvision")
+    except Exception:  # a CUDA torchvision under CPU torch raises at operator registration
+        for name in [m for m in sys.modules if m.startswith("torchvision")]:
+            del sys.modules[name]
+        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+        try:
+            return importlib.import_module("torchvision")
+        except Exception as err:
+            raise ImportError(f"torchvision cannot be imported ({err}); "
+                              "install it with pip install --no-deps torchvision") from err
 
 
 def torchvision_layer_name(module: str) -> tuple[str, str] | None:

@@ -4,8 +4,6 @@ Needs CPU torch (``pip install torch==2.13.0``) and torchvision installed with `
 C++ operator registrations are replaced by an empty module, since only its pure-Python model code is used.
 """
 
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -16,13 +14,10 @@ from keras_resnet.specs import DEPTHS
 from kres.main import main
 
 torch = pytest.importorskip("torch", reason="torch is not installed (the test extra installs torch==2.13.0 CPU)")
-if "torchvision" not in sys.modules:
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 try:
-    import torchvision
-except Exception as err:  # a broken or missing torchvision: skip with the reason, never pass silently
-    pytest.skip(f"torchvision cannot be imported ({err}); install it with pip install --no-deps torchvision",
-                allow_module_level=True)
+    torchvision = kw.import_torchvision()
+except ImportError as err:  # a broken or missing torchvision: skip with the reason, never pass silently
+    pytest.skip(str(err), allow_module_level=True)
 
 SIZE = 64
 MEAN = np.array([0.485, 0.456, 0.406], dtype="float32")

@@ -8,10 +8,7 @@ its backend): the GPU machines we measure on have no TensorFlow.
 
 from __future__ import annotations
 
-import importlib
-import sys
 import time
-import types
 from dataclasses import asdict, dataclass
 
 import keras
@@ -101,29 +98,20 @@ def jax_stateless_step(model: keras.Model, cfg: Config) -> float:
     return _timed(run, cfg, sync=lambda: holder["loss"] is not None and holder["loss"].block_until_ready())
 
 
-def _import_torchvision():
-    """torchvision, or None. A CPU-only torch cannot load torchvision's compiled operators; its model code is
-    pure Python and imports once the module that registers those operators is replaced by an empty stub."""
+def _torchvision():
+    """torchvision where torch and torchvision import (CPU torch included), else None."""
+    from keras_resnet.weights import import_torchvision
+
     try:
-        import torch  # noqa: F401
+        return import_torchvision()
     except ImportError:
         return None
-    try:
-        return importlib.import_module("torchvision")
-    except Exception:  # a CUDA torchvision under CPU torch raises at operator registration
-        for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        try:
-            return importlib.import_module("torchvision")
-        except Exception:
-            return None
 
 
 def torchvision_step(cfg: Config, compiled: bool) -> float:
     import torch
 
-    torchvision = _import_torchvision()
+    torchvision = _torchvision()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = getattr(torchvision.models, f"resnet{cfg.depth}")(num_classes=cfg.num_classes)
     model = model.to(device, memory_format=torch.channels_last).train()
@@ -178,7 +166,7 @@ def run(cfg: Config) -> dict:
                     keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
     finally:
         keras.config.set_dtype_policy("float32")
-    if cfg.torch and _import_torchvision() is not None:
+    if cfg.torch and _torchvision() is not None:
         measure(f"torchvision resnet{cfg.depth}", "eager, channels_last", lambda: torchvision_step(cfg, False))
         if cfg.torch_compile:
             measure(f"torchvision resnet{cfg.depth}", "torch.compile, channels_last",
