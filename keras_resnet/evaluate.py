@@ -9,7 +9,6 @@ through every model, and writes ``evaluation.json`` and a confusion-matrix PNG p
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -21,10 +20,10 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
+from keras_resnet.meta import RUN_CONFIG_FILENAME, run_data_config
 from keras_resnet.runtime import Predictor, load_predictor
 
 EVAL_JSON = "evaluation.json"
-CONFIG_JSON = "config.json"
 LOSS_EPSILON = 1e-7  # probabilities are clipped here before the log, as Keras' cross-entropy does
 MAX_ANNOTATED_CLASSES = 20  # the confusion PNG writes counts in the cells up to this many classes
 
@@ -217,25 +216,15 @@ def training_data_config(model_path: str | os.PathLike, predictor: Predictor | N
     """
     model_path = Path(model_path)
     extra = predictor.meta.extra if predictor is not None and predictor.meta is not None else {}
-    recorded = [_config_data(d / CONFIG_JSON) for d in _model_dirs(model_path)]
+    recorded = [run_data_config(d) for d in _model_dirs(model_path)]
     recorded.append(dict(extra["data"]) if isinstance(extra.get("data"), dict) else None)
     if extra.get("run_dir"):
-        recorded.append(_config_data(Path(extra["run_dir"]) / CONFIG_JSON))
+        recorded.append(run_data_config(extra["run_dir"]))
     for data in recorded:
         if data is not None:
             return data
-    raise KresError(f"no training data is recorded for {model_path} (no {CONFIG_JSON} with a 'data' entry beside it "
-                    "or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
-
-
-def _config_data(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text()).get("data")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise KresError(f"{path} is not a valid run config ({err}); pass --dataset or --data-dir") from None
-    return dict(data) if isinstance(data, dict) else None
+    raise KresError(f"no training data is recorded for {model_path} (no {RUN_CONFIG_FILENAME} with a 'data' entry "
+                    "beside it or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
 
 
 def _image_size(cfg: EvalConfig, predictors: list[Predictor], recorded: int | None) -> int:

@@ -7,7 +7,6 @@ interrupted export never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import zipfile
@@ -19,7 +18,7 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
-from keras_resnet.meta import ModelMeta, find_meta
+from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta, find_meta, run_data_config
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
 from keras_resnet.runtime import RUN_MODEL_NAMES
 
@@ -109,18 +108,12 @@ def resolve_source(path: str | os.PathLike) -> Source:
         run_dir = path
     else:
         model_path = path
-        if (path.parent / "config.json").is_file():
+        if (path.parent / RUN_CONFIG_FILENAME).is_file():
             run_dir = path.parent
     if model_path.suffix != ".keras" or not zipfile.is_zipfile(model_path):
         raise KresError(f"{model_path} is not a .keras model: pass a run directory or the .keras file written "
                         "by 'kres train'")
-    data = None
-    if run_dir is not None and (run_dir / "config.json").is_file():
-        try:
-            data = json.loads((run_dir / "config.json").read_text()).get("data")
-        except (json.JSONDecodeError, AttributeError):
-            raise KresError(f"{run_dir / 'config.json'} is not valid JSON: re-run 'kres train'") from None
-    return Source(model_path, run_dir, data)
+    return Source(model_path, run_dir, run_data_config(run_dir) if run_dir is not None else None)
 
 
 def load_float32_model(path: str | os.PathLike):

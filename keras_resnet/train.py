@@ -32,7 +32,7 @@ from keras_resnet import fileio
 from keras_resnet.data import DataConfig, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
 from keras_resnet.errors import KresError
-from keras_resnet.meta import ModelMeta
+from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
 from keras_resnet.recipes import Recipe, recipe_for
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     finally:
         keras.config.set_dtype_policy(previous_policy)
     if placement.is_chief:
-        fileio.write_json(run_dir / "config.json", {
+        fileio.write_json(run_dir / RUN_CONFIG_FILENAME, {
             "train": asdict(cfg), "data": asdict(data), "recipe": recipe.name,
             "resolved": {"precision": precision, "xla": xla, "strategy": placement.kind,
                          "replicas": placement.replicas, "steps_per_epoch": steps_per_epoch,
@@ -411,7 +411,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
     A run directory that holds a different run is an error, with or without --resume: resuming means
     continuing with the same settings, so the schedule and the step count stay those of the first start.
     """
-    config_path = run_dir / "config.json"
+    config_path = run_dir / RUN_CONFIG_FILENAME
     if not config_path.is_file():
         if cfg.resume:
             raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")

@@ -169,6 +169,10 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
     (tmp_path / "empty_run").mkdir()
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
+    broken = tmp_path / "broken_run"
+    broken.mkdir()
+    shutil.copy(run_dir / "best.keras", broken / "best.keras")
+    (broken / "config.json").write_text("{not json")
     cases = [
         (["export", str(not_model), "-o", str(tmp_path / "o")], "is not a .keras model"),
         (["export", str(tmp_path / "empty_run"), "-o", str(tmp_path / "o")], "holds no model (no best.keras"),
@@ -178,6 +182,8 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
         (["export", str(tmp_path / "missing"), "-o", str(tmp_path / "o")], "does not exist"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--io-dtype", "int16"], "unknown --io-dtype 'int16'"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--qat"], "--qat fine-tunes on the training data"),
+        (["export", str(broken), "-o", str(tmp_path / "o")],
+         f"{broken / 'config.json'} is not a valid run config (Expecting property name"),
     ]
     for argv, message in cases:
         code, err = cli(argv, capsys)
