@@ -2,8 +2,9 @@
 
 ``load_datasets(cfg)`` validates everything a user can get wrong (paths, empty folders, one class, unprepared
 TFDS data) and raises ``KresError`` before any training starts. It returns batched datasets of
-``(images, labels)``: images float32 raw 0-255 RGB [B,H,W,3] (normalisation is the model's first layer),
-labels float32 one-hot [B,K]. Training batches are augmented here, in tf.data, never in the model.
+``(images, labels)``: images uint8 raw 0-255 RGB [B,H,W,3] (normalisation is the model's first layer, which
+casts; float32 only after mixup/cutmix), labels float32 one-hot [B,K]. Training batches are augmented here, in
+tf.data, never in the model.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DataConfig:
 
 @dataclass
 class Datasets:
-    train: tf.data.Dataset  # batched (drop_remainder), augmented: (float32 [B,H,W,3] raw 0-255, float32 one-hot [B,K])
+    train: tf.data.Dataset  # batched (drop_remainder), augmented: (uint8 [B,H,W,3] raw 0-255, float32 one-hot [B,K])
     val: tf.data.Dataset  # batched, eval preprocessing (resize shorter side, centre crop 0.875): same element spec
     class_names: list[str]
     num_train: int
@@ -99,8 +100,9 @@ def load_datasets(cfg: DataConfig) -> Datasets:
 
 
 def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
-    """Yield ``count`` training images, eval-preprocessed, as float32 [1,H,W,3] raw pixels (e.g. for int8
-    calibration). The order is a fixed shuffle by ``cfg.seed``, so classes are mixed and runs repeat exactly."""
+    """Yield ``count`` training images, eval-preprocessed (the uint8 pixels evaluation sees), as float32
+    [1,H,W,3] raw pixels (e.g. for int8 calibration). The order is a fixed shuffle by ``cfg.seed``, so classes
+    are mixed and runs repeat exactly."""
     _validate(cfg)
     source = _source(cfg)
     split = source.train
@@ -110,7 +112,8 @@ def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
     ds = ds.take(count)
     if split.read is not None:
         ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda x, _: source.eval_map(x), num_parallel_calls=AUTOTUNE).batch(1).prefetch(AUTOTUNE)
+    ds = ds.map(lambda x, _: augment.to_pixels(source.eval_map(x)), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(1).prefetch(AUTOTUNE)
     for image in ds.as_numpy_iterator():
         yield image.astype(np.float32)
 
@@ -147,7 +150,7 @@ def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
         image = source.train_map(stored, s_crop)
         if cfg.randaugment:
             image = augment.randaugment(image, s_rand)
-        return image, label
+        return augment.to_pixels(image), label
 
     ds = tf.data.Dataset.zip((ds, _seeds(cfg.seed)))
     ds = ds.map(augment_one, num_parallel_calls=AUTOTUNE)  # deterministic order: tf.data's default
@@ -170,7 +173,7 @@ def _eval_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
         ds = ds.map(lambda key, label: (split.read(key), label), num_parallel_calls=AUTOTUNE)
     if cfg.cache and source.cacheable:
         ds = ds.cache()
-    ds = ds.map(lambda stored, label: (source.eval_map(stored), label), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda stored, label: (augment.to_pixels(source.eval_map(stored)), label), num_parallel_calls=AUTOTUNE)
     ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
     return ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

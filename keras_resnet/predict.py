@@ -71,14 +71,14 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 [H,W,3] -> float32 [size,size,3] raw pixels, as the model's validation data was prepared."""
+    """uint8 [H,W,3] -> uint8 [size,size,3] raw pixels, exactly as the model's validation data was prepared."""
     import tensorflow as tf
 
     from keras_resnet import augment
 
     if _trained_on_digits(predictor):
-        return lambda rgb: augment.digits_resize(tf.constant(rgb, tf.float32), size).numpy()
-    return lambda rgb: augment.resize_shorter_center_crop(tf.constant(rgb, tf.float32), size).numpy()
+        return lambda rgb: augment.to_pixels(augment.digits_resize(tf.constant(rgb, tf.float32), size)).numpy()
+    return lambda rgb: augment.to_pixels(augment.resize_shorter_center_crop(tf.constant(rgb, tf.float32), size)).numpy()
 
 
 def _trained_on_digits(predictor: Predictor) -> bool:

@@ -26,9 +26,10 @@ def test_digits_sizes_and_element_spec(digits):
     assert digits.class_names == [str(i) for i in range(10)]
     assert digits.skipped_files == 0
     spec = digits.train.element_spec
-    assert spec[0].shape.as_list() == [8, SIZE, SIZE, 3] and spec[0].dtype == tf.float32
+    assert spec[0].shape.as_list() == [8, SIZE, SIZE, 3] and spec[0].dtype == tf.uint8
     assert spec[1].shape.as_list() == [8, 10] and spec[1].dtype == tf.float32
     assert digits.val.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]
+    assert digits.val.element_spec[0].dtype == tf.uint8
     assert digits.val.element_spec[1].dtype == tf.float32
 
 
@@ -92,7 +93,7 @@ def test_synthetic():
 def test_mixup_cutmix_randaugment_keep_shapes_and_label_mass():
     cfg = DataConfig(image_size=SIZE, batch_size=4, mixup_alpha=0.4, cutmix_alpha=1.0, randaugment=True)
     images, labels = first_batch(load_datasets(cfg).train)
-    assert images.shape == (4, SIZE, SIZE, 3)
+    assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == np.float32  # a blend is not a whole pixel
     assert images.min() >= 0.0 and images.max() <= 255.0
     np.testing.assert_allclose(labels.sum(axis=1), np.ones(4), rtol=1e-5)
 
@@ -138,6 +139,7 @@ def test_calibration_images_are_deterministic_eval_images():
     first = list(calibration_images(cfg, 5))
     again = list(calibration_images(cfg, 5))
     assert len(first) == 5 and all(x.shape == (1, SIZE, SIZE, 3) and x.dtype == np.float32 for x in first)
+    assert all(np.array_equal(x, np.round(x)) for x in first)  # whole pixels: what evaluation feeds the model
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
 

@@ -80,7 +80,7 @@ def test_every_format_and_mode_decodes_to_the_same_pixels(split_folders):
     """Eval-preprocessed PNG, BMP (palette via PIL), GIF and RGBA images of one photo agree; grey ones are grey."""
     data = load_datasets(DataConfig(data_dir=str(split_folders), image_size=SIZE, batch_size=27, cache=False))
     images, labels = next(iter(data.val))
-    cat = images.numpy()[labels.numpy().argmax(axis=1) == 0]
+    cat = images.numpy().astype(np.float32)[labels.numpy().argmax(axis=1) == 0]
     assert cat.shape == (9, SIZE, SIZE, 3)
     # Files in sorted order: anim.gif cmyk.jpg grey.jpeg grey.png palette.BMP rgb.bmp rgb.jpg rgb.png rgba.png
     anim, cmyk, grey_jpeg, grey_png, palette, rgb_bmp, rgb_jpg, rgb_png, rgba = cat

@@ -73,8 +73,8 @@ def test_preprocessing_matches_the_evaluation_pipeline(tmp_path):
     stub = StubPredictor(tmp_path / "model.keras")
     prepare = pr.preprocessor(stub, 32)
     ours = np.stack([prepare(pr.read_rgb(tmp_path / "val" / cls / "0.png")) for cls in ("a", "b")])
-    assert ours.shape == (2, 32, 32, 3)
-    np.testing.assert_allclose(ours, from_pipeline, atol=1e-4)
+    assert ours.shape == (2, 32, 32, 3) and ours.dtype == from_pipeline.dtype == np.uint8
+    np.testing.assert_array_equal(ours, from_pipeline)
 
 
 class StubPredictor(Predictor):
