@@ -65,14 +65,16 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--peer/--no-peer", default=True, show_default=True, help="Also convert and time the peer.")
 @click.option("--peer-in-graph/--no-peer-in-graph", default=True, show_default=True,
               help="Also the peer with its preprocess_input inside the graph, as ours has (int8; information).")
+@click.option("--peer-architecture/--no-peer-architecture", default=True, show_default=True,
+              help="Also ours as variant v1, the peer's architecture (ResNet-50 int8).")
 @click.option("--name", default="tflite", show_default=True, help="Results file stem.")
 def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_images, num_classes, peer, peer_in_graph,
-           name):
+           peer_architecture, name):
     from keras_resnet.bench import tflite_latency
 
     cfg = tflite_latency.Config(depths=depths, modes=modes, image_size=image_size, threads=threads, invokes=invokes,
                                 warmup=warmup, calibration_images=calibration_images, peer=peer,
-                                peer_in_graph=peer_in_graph,
+                                peer_in_graph=peer_in_graph, peer_architecture=peer_architecture,
                                 num_classes=num_classes, results_name=name)
     result = tflite_latency.run(cfg)
     click.echo(result["table"])

@@ -100,6 +100,14 @@ def _preprocess(x, variant: Variant, channels: int):
     return x
 
 
+def is_channel_flip(node) -> bool:
+    """Whether a graph node is the ``x[..., ::-1]`` RGB -> BGR flip that :func:`_preprocess` adds for v1."""
+    args = node.arguments.args
+    # a list after a .keras round trip, a tuple when built in this process
+    return (type(node.operation).__name__ == "GetItem" and len(args) == 2 and isinstance(args[1], (tuple, list))
+            and tuple(args[1]) == (Ellipsis, slice(None, None, -1)))
+
+
 def _stem(x, stem: str, build: _Build):
     if stem == "cifar":
         return _conv_bn(x, 64, 3, 1, "conv1", build)

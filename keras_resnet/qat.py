@@ -53,12 +53,6 @@ def _reverse_channels_layer():
     return ReverseChannels
 
 
-def _is_channel_reverse(node) -> bool:
-    args = node.arguments.args
-    # a list after a .keras round trip, a tuple when built in this process
-    return len(args) == 2 and isinstance(args[1], (tuple, list)) and tuple(args[1]) == (Ellipsis, slice(None, None, -1))
-
-
 def _tf_keras_layer(op):
     """The tf_keras twin of one Keras 3 operation of the graph."""
     import tf_keras
@@ -78,6 +72,8 @@ def to_tf_keras(model):
     import keras
     import tf_keras
 
+    from keras_resnet.model import is_channel_flip
+
     if isinstance(model, tf_keras.Model):
         return model
     reverse_cls = _reverse_channels_layer()
@@ -91,7 +87,7 @@ def to_tf_keras(model):
                 continue
             inputs = [tensors[id(t)] for t in node.input_tensors]
             if type(op).__name__ == "GetItem":
-                if not _is_channel_reverse(node):
+                if not is_channel_flip(node):
                     raise KresError(f"slice {op.name!r} is not the v1 channel flip: QAT cannot rebuild it")
                 layer = reverse_cls(name=op.name)
             else:

@@ -58,8 +58,9 @@ def test_tflite_peer_ratios_are_quotients(results, monkeypatch):
     from keras_resnet.bench import tflite_latency as bench
 
     ms = {("ours", "float32"): 80.0, ("ours", "int8"): 16.0, ("peer", "float32"): 100.0, ("peer", "int8"): 20.0,
-          ("peer+pre", "int8"): 24.0}
-    monkeypatch.setattr(bench, "convert_ours", lambda depth, mode, cfg: ("ours", mode))
+          ("peer+pre", "int8"): 24.0, ("ours-v1", "int8"): 25.0}
+    monkeypatch.setattr(bench, "convert_ours",
+                        lambda depth, mode, cfg, variant="v1.5": ("ours-v1" if variant == "v1" else "ours", mode))
     monkeypatch.setattr(bench, "convert_peer",
                         lambda mode, cfg, preprocess_in_graph=False: ("peer+pre" if preprocess_in_graph else "peer",
                                                                       mode))
@@ -73,6 +74,8 @@ def test_tflite_peer_ratios_are_quotients(results, monkeypatch):
         ("ResNet-50 ours int8 vs ours float32 (x faster)", 2): (5.0, True),
         ("ResNet-50 ours int8 vs peer int8 (x faster)", 1): (1.25, True),
         ("ResNet-50 ours int8 vs peer int8 (x faster)", 2): (1.25, True),
+        ("ResNet-50 v1 ours int8 vs peer int8, the same architecture (x faster)", 1): (0.8, False),
+        ("ResNet-50 v1 ours int8 vs peer int8, the same architecture (x faster)", 2): (0.8, False),
         ("ResNet-50 ours int8 vs peer int8 with preprocess_input in graph (x faster)", 1): (1.5, None),
         ("ResNet-50 ours int8 vs peer int8 with preprocess_input in graph (x faster)", 2): (1.5, None),
         ("ResNet-50 ours float32 vs peer float32 (x faster)", 1): (1.25, None),

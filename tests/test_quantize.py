@@ -5,7 +5,7 @@ import pytest
 
 from keras_resnet.errors import KresError
 from keras_resnet.model import resnet
-from keras_resnet.quantize import convert, inspect_tflite, require_builtin_only
+from keras_resnet.quantize import convert, fuse_input_ops, inspect_tflite, require_builtin_only
 from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
 SIZE = 32
@@ -64,10 +64,38 @@ def test_int8_is_builtin_int8_with_uint8_io_and_batch_1(int8_tflite, float32_tfl
     assert out.scale == [pytest.approx(1 / 256)] and out.zero_point == [0]
     activations = {t.dtype for t in info.tensors if not t.constant}
     assert activations <= {"int8", "uint8"}
-    assert set(info.ops) <= {"QUANTIZE", "MUL", "ADD", "PAD", "CONV_2D", "MAX_POOL_2D", "RESHAPE", "MEAN",
-                             "FULLY_CONNECTED", "SOFTMAX"}
-    assert info.ops["CONV_2D"] == 20
+    assert set(info.ops) <= {"QUANTIZE", "RESHAPE", "DEPTHWISE_CONV_2D", "ADD", "PAD", "CONV_2D", "MAX_POOL_2D",
+                             "MEAN", "FULLY_CONNECTED", "SOFTMAX"}
+    assert info.ops["CONV_2D"] == 20 and info.ops["DEPTHWISE_CONV_2D"] == 1  # the normalisation: no MUL
+    assert info.ops["ADD"] == 8  # the 8 residual merges
     assert info.size_bytes <= 0.27 * len(float32_tflite)
+
+
+@pytest.mark.parametrize("variant", ["v1.5", "v1"])
+def test_fuse_input_ops_is_the_same_function_with_a_depthwise_normalisation(variant, images):
+    trained = resnet(18, num_classes=5, input_shape=(SIZE, SIZE, 3), variant=variant, zero_init_residual=False,
+                     classifier_activation=None)
+    before = np.asarray(trained(images))
+    fused = fuse_input_ops(trained)
+    kinds = [type(op).__name__ for op in fused.operations]
+    assert kinds[:5] == ["InputLayer", "Reshape", "DepthwiseConv2D", "Reshape", "ZeroPadding2D"]
+    assert "Rescaling" not in kinds and "GetItem" not in kinds  # v1's channel flip is in conv1's kernel now
+    assert len(fused.operations) == len(trained.operations) + (1 if variant == "v1" else 2)
+    logits = np.asarray(fused(images))
+    if variant == "v1.5":
+        np.testing.assert_allclose(logits, before, rtol=0, atol=1e-5 * np.abs(before).max())
+    else:  # conv1 sums its three channels in the other order
+        np.testing.assert_allclose(logits, before, rtol=0, atol=1e-4 * np.abs(before).max())
+    assert type(trained.operations[1]).__name__ == "Rescaling"  # the trained model is untouched
+    np.testing.assert_array_equal(np.asarray(trained(images)), before)
+
+
+def test_fuse_input_ops_leaves_a_model_without_preprocess_alone():
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    assert fuse_input_ops(plain) is plain
 
 
 def test_int8_io_dtype_int8(images):
