@@ -73,7 +73,7 @@ class _Source:
     class_names: list[str]
     train: _Split
     val: _Split
-    train_map: Callable  # (stored, seed) -> float32 [S,S,3]
+    train_map: Callable  # (stored, seed) -> [S,S,3] raw pixels, float32 or uint8
     eval_map: Callable  # stored -> float32 [S,S,3]
     cacheable: bool = True
     skipped_files: int = 0
@@ -149,7 +149,7 @@ def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
         s_crop, s_rand = augment.split_seed(seed, 2)
         image = source.train_map(stored, s_crop)
         if cfg.randaugment:
-            image = augment.randaugment(image, s_rand)
+            image = augment.randaugment(tf.cast(image, tf.float32), s_rand)
         return augment.to_pixels(image), label
 
     ds = tf.data.Dataset.zip((ds, _seeds(cfg.seed)))
