@@ -24,9 +24,11 @@ DEFAULT_LEARNING_RATE = 1e-4
 _SKIP_KEYS = ("name", "dtype", "trainable", "kernel_initializer", "bias_initializer", "beta_initializer",
               "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer", "kernel_regularizer",
               "bias_regularizer", "activity_regularizer", "beta_regularizer", "gamma_regularizer",
-              "kernel_constraint", "bias_constraint", "beta_constraint", "gamma_constraint")
+              "kernel_constraint", "bias_constraint", "beta_constraint", "gamma_constraint",
+              "depthwise_initializer", "depthwise_regularizer", "depthwise_constraint")
 _STOCK_LAYERS = ("ZeroPadding2D", "Conv2D", "BatchNormalization", "Activation", "Add", "MaxPooling2D",
-                 "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dense", "Rescaling", "Dropout")
+                 "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dense", "Rescaling", "Dropout",
+                 "Reshape", "DepthwiseConv2D")  # the last two: quantize.fuse_input_ops' normalisation
 
 
 def require_tf_keras_model(model) -> None:
@@ -64,7 +66,7 @@ def _tf_keras_layer(op):
     cls = getattr(tf_keras.layers, kind)
     accepted = set(inspect.signature(cls.__init__).parameters)
     config = {k: v for k, v in op.get_config().items() if k in accepted and k not in _SKIP_KEYS}
-    return cls(name=op.name, **config)
+    return cls(name=op.name, trainable=op.trainable, **config)
 
 
 def to_tf_keras(model):
@@ -179,7 +181,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     from keras_resnet import fileio
     from keras_resnet.export import load_float32_model
     from keras_resnet.meta import find_meta
-    from keras_resnet.quantize import convert
+    from keras_resnet.quantize import convert, fuse_input_ops
 
     if epochs < 1:
         raise KresError(f"QAT epochs must be 1 or more, got {epochs}")
@@ -189,7 +191,9 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         from keras_resnet.data import load_datasets
 
         datasets = load_datasets(data_cfg)
-    qat_model = quantize_tf_keras_model(to_tf_keras(model))
+    # The input end as post-training int8 has it (one depthwise op for the normalisation, v1's flip in conv1),
+    # before fake quantization, so the QAT model gets the same fast int8 graph.
+    qat_model = quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model)))
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate or DEFAULT_LEARNING_RATE),
                       loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     qat_model.fit(datasets.train, validation_data=datasets.val, epochs=epochs, steps_per_epoch=steps_per_epoch,

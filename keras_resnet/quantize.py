@@ -122,7 +122,8 @@ def _as_depthwise(rescaling, x):
     policy = rescaling.dtype_policy
     if repeat > 1:
         x = keras.layers.Reshape((height, 1, width * channels), name=f"{rescaling.name}_rows", dtype=policy)(x)
-    depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=rescaling.name, dtype=policy)
+    depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=rescaling.name, dtype=policy,
+                                             trainable=False)  # fixed input statistics, also under QAT
     out = depthwise(x)
     depthwise.set_weights([np.tile(scale, repeat).reshape(1, 1, channels * repeat, 1), np.tile(offset, repeat)])
     if repeat > 1:

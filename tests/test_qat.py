@@ -37,6 +37,17 @@ def test_tf_keras_rebuild_has_the_same_layers_and_outputs(model):
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
+def test_tf_keras_rebuild_of_the_fused_input_end(model):
+    from keras_resnet.quantize import fuse_input_ops
+
+    rebuilt = qat.to_tf_keras(fuse_input_ops(model))  # v1: the channel flip is in conv1's kernel now
+    preprocess = rebuilt.get_layer("preprocess")
+    assert type(preprocess).__name__ == "DepthwiseConv2D" and not preprocess.trainable
+    assert "ReverseChannels" not in {type(layer).__name__ for layer in rebuilt.layers}
+    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
 def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     import tensorflow as tf
 
@@ -60,6 +71,7 @@ def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     require_builtin_only(info)
     assert info.inputs[0].dtype == "uint8" and info.inputs[0].shape == [1, SIZE, SIZE, 3]
     assert info.outputs[0].dtype == "uint8" and info.ops["CONV_2D"] == 20
+    assert info.ops["DEPTHWISE_CONV_2D"] == 1 and "MUL" not in info.ops  # the normalisation, as in post-training
     assert check_requirements(info).passed
     with pytest.raises(KresError, match="QAT epochs must be 1 or more"):
         qat.quantization_aware_finetune(tmp_path / "best.keras", None, 0, tmp_path / "out", datasets=data_sets)
