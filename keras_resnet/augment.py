@@ -2,7 +2,8 @@
 
 Every random op is *stateless* and takes an explicit ``seed`` tensor of shape [2]: the pipeline feeds one seed
 per element from ``tf.data.Dataset.random(cfg.seed)``, so the same ``--seed`` gives the same batches even with
-parallel maps. Images are float32 raw 0-255 RGB unless a function says otherwise.
+parallel maps. Images are float32 raw 0-255 RGB unless a function says otherwise; the training crop returns
+uint8, which ``random_flip`` takes as well, and ``to_pixels`` rounds everything to uint8 at the end.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def random_resized_crop(contents: tf.Tensor, size: int, seed: tf.Tensor) -> tf.T
     # 1.12x a naive one per CPU second), and a random crop is augmentation, not a measurement. Evaluation keeps it.
     resized = tf.image.resize(crop, [size, size], method="bilinear")
     # Bilinear weights are a convex combination of uint8 pixels, so the values stay in 0..255 and +0.5 then
-    # truncation rounds them without the clip of to_pixels: 50 us less per image, and the flip after moves bytes.
+    # truncation rounds them (half up; to_pixels rounds half to even) without to_pixels' clip: 50 us less per
+    # image, and the flip after moves bytes.
     return tf.cast(resized + 0.5, tf.uint8)
 
 

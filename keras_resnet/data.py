@@ -2,9 +2,9 @@
 
 ``load_datasets(cfg)`` validates everything a user can get wrong (paths, empty folders, one class, unprepared
 TFDS data) and raises ``KresError`` before any training starts. It returns batched datasets of
-``(images, labels)``: images uint8 raw 0-255 RGB [B,H,W,3] (normalisation is the model's first layer, which
-casts; float32 only after mixup/cutmix), labels float32 one-hot [B,K]. Training batches are augmented here, in
-tf.data, never in the model.
+``(images, labels)``: images uint8 raw 0-255 RGB [B,H,W,3] (the model's float32 input casts them and its first
+layer normalises; float32 only after mixup/cutmix), labels float32 one-hot [B,K]. Training batches are
+augmented here, in tf.data, never in the model.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class DataConfig:
 @dataclass
 class Datasets:
     train: tf.data.Dataset  # batched (drop_remainder), augmented: (uint8 [B,H,W,3] raw 0-255, float32 one-hot [B,K])
-    val: tf.data.Dataset  # batched, eval preprocessing (resize shorter side, centre crop 0.875): same element spec
+    val: tf.data.Dataset  # batched, eval preprocessing (resize shorter side, centre crop 0.875): uint8 like train
     class_names: list[str]
     num_train: int
     num_val: int

@@ -96,7 +96,7 @@ def _preprocess(x, variant: Variant, channels: int):
     x = layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)],
                          name="preprocess")(x)
     if norm.bgr and channels == 3:
-        x = x[..., ::-1]  # a StridedSlice: serializes as a plain op and runs on every delegate
+        x = x[..., ::-1]  # a plain op in .keras files; TFLite export folds it into conv1 (quantize.fuse_input_ops)
     return x
 
 

@@ -70,7 +70,8 @@ def _tf_keras_layer(op):
 
 
 def to_tf_keras(model):
-    """The same architecture rebuilt in tf_keras, layer for layer, with the weights copied by layer name."""
+    """The same architecture rebuilt in tf_keras, layer for layer, with the weights copied by layer name. A layer
+    frozen in ``model`` (``trainable=False``, e.g. the fused input normalisation) stays frozen."""
     import keras
     import tf_keras
 
@@ -111,7 +112,7 @@ def _quantize_configs():
     quantizers = tfmot.quantization.keras.quantizers
 
     class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-        """No weights to quantize; fake-quantize the output (Rescaling: the normalised input of conv1)."""
+        """No weights to quantize; fake-quantize the output (the normalised input of conv1)."""
 
         def get_weights_and_quantizers(self, layer):
             return []
@@ -143,7 +144,8 @@ def _quantize_configs():
 
 def quantize_tf_keras_model(model):
     """Wrap a tf_keras ResNet with tfmot's default 8-bit fake quantization (what ``quantize_model`` does, with
-    configs for the two layers tfmot has no entry for: Rescaling and the v1 channel flip)."""
+    configs for the two layers tfmot has no entry for: Rescaling and the v1 channel flip, which remain only where
+    :func:`keras_resnet.quantize.fuse_input_ops` left a model as it was)."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
@@ -155,7 +157,10 @@ def quantize_tf_keras_model(model):
         if isinstance(layer, tf_keras.layers.InputLayer):
             return layer
         kind = type(layer).__name__
-        if kind == "Rescaling":
+        # The input normalisation (a Rescaling, or fuse_input_ops' frozen depthwise op) keeps float weights under
+        # fake quantization, so they cannot train (a wrapper that quantizes weights trains them even when frozen);
+        # only its output is fake-quantized, and the converter quantizes the op from the calibration images.
+        if kind == "Rescaling" or layer.name == "preprocess":
             return qk.quantize_annotate_layer(layer, quantize_config=output_cfg())
         if kind == "ReverseChannels":
             return qk.quantize_annotate_layer(layer, quantize_config=passthrough_cfg())
@@ -165,16 +170,24 @@ def quantize_tf_keras_model(model):
     scope = {"OutputQuantizeConfig": output_cfg, "PassThroughQuantizeConfig": passthrough_cfg,
              "ReverseChannels": _reverse_channels_layer()}
     with qk.quantize_scope(scope):
-        return qk.quantize_apply(annotated)
+        quantized = qk.quantize_apply(annotated)
+    # quantize_apply rebuilds every layer trainable (wrapper and wrapped alike): freeze the frozen ones again
+    frozen = {layer.name for layer in model.layers if not layer.trainable}
+    for layer in quantized.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name in frozen:
+            layer.trainable = inner.trainable = False
+    return quantized
 
 
 def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, learning_rate: float | None = None,
                                 *, steps_per_epoch: int | None = None, io_dtype: str = "uint8",
-                                calibration_steps: int = 100, datasets=None) -> Path:
+                                calibration_steps: int = 100, datasets=None, edgetpu: bool = False) -> Path:
     """Fine-tune the ``.keras`` model at ``model_path`` under fake quantization, convert it to full-integer int8
     TFLite and write ``output_dir/model_qat_int8.tflite``; returns that path.
 
     ``data_cfg`` is the run's ``DataConfig``; ``datasets`` (a ``keras_resnet.data.Datasets``) skips loading it.
+    ``edgetpu``: the model is for the Edge TPU (see :func:`keras_resnet.quantize.fuse_input_ops`).
     """
     import tf_keras
 
@@ -193,7 +206,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         datasets = load_datasets(data_cfg)
     # The input end as post-training int8 has it (one depthwise op for the normalisation, v1's flip in conv1),
     # before fake quantization, so the QAT model gets the same fast int8 graph.
-    qat_model = quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model)))
+    qat_model = quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu)))
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate or DEFAULT_LEARNING_RATE),
                       loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     qat_model.fit(datasets.train, validation_data=datasets.val, epochs=epochs, steps_per_epoch=steps_per_epoch,

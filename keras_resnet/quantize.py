@@ -55,13 +55,15 @@ def batch1_function(model):
     return convert_variables_to_constants_v2(serve.get_concrete_function())
 
 
-def fuse_input_ops(model):
-    """The same function with a cheaper input end, for TFLite; ``model`` itself if it has no ``preprocess`` layer.
+def fuse_input_ops(model, *, rows: bool = True):
+    """The same function with a cheaper input end, for TFLite; ``model`` itself if it has no ``preprocess`` layer
+    or has a graph this rewrite does not know.
 
     * The ``preprocess`` Rescaling (per-channel ``x * scale + offset``) becomes a 1x1 DepthwiseConv2D with those
       numbers as kernel and bias: one op instead of a broadcast MUL and ADD, which in int8 cost ResNet-50 about
-      1.2 ms of 11.2 per image on one core; the depthwise op costs about 0.06 ms. The arithmetic is the same, so
-      float outputs are unchanged.
+      1.2 ms of 11.2 per image on one core. With ``rows`` the image is viewed as rows of W*3 channels around it
+      (see :func:`_as_depthwise`), so the op costs about 0.06 ms. The arithmetic is the same, so float outputs
+      are unchanged.
     * v1's RGB -> BGR slice is folded into conv1 by reversing its kernel's input channels (through the padding
       between them). XNNPACK does not take a reversing StridedSlice, so it split the graph in two.
 
@@ -78,45 +80,54 @@ def fuse_input_ops(model):
         return model
     from keras_resnet.model import is_channel_flip
 
-    tensors: dict[int, object] = {}
-    flipped: set[int] = set()  # ids of new tensors whose channels are in the opposite order to the original's
+    tensors: dict[int, object] = {}  # id of a tensor of ``model`` -> the new graph's tensor for it
+    flipped: set[int] = set()  # ids of ``model``'s tensors whose new tensor has the channels in reverse order
     for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
         for node in model._nodes_by_depth[depth]:
             op = node.operation
+            if len(node.output_tensors) != 1:
+                return model
             old_out = node.output_tensors[0]
             if isinstance(op, keras.layers.InputLayer):
                 tensors[id(old_out)] = keras.Input(batch_shape=old_out.shape, dtype=old_out.dtype, name=op.name)
                 continue
-            inputs = [tensors[id(t)] for t in node.input_tensors]
-            x = inputs if len(inputs) > 1 else inputs[0]
-            if op is preprocess:
-                out = _as_depthwise(preprocess, x)
-            elif is_channel_flip(node):
-                out = x  # the slice is dropped here and applied to the next conv's kernel
-                flipped.add(id(out))
-            elif id(x) in flipped and isinstance(op, keras.layers.ZeroPadding2D):
-                out = op(x)
-                flipped.add(id(out))
-            elif id(x) in flipped and type(op) is keras.layers.Conv2D:
-                out = _conv_with_reversed_input(op, x)
-            elif any(id(t) in flipped for t in inputs):
-                return model  # a graph this rewrite does not know: convert it as it is
+            args, kwargs = node.arguments.fill_in(tensors)
+            from_flipped = any(id(t) in flipped for t in node.input_tensors)
+            if op is preprocess and len(args) == 1 and not kwargs:
+                out = _as_depthwise(preprocess, args[0], rows)
+            elif is_channel_flip(node) and not from_flipped:
+                out = args[0]  # the slice is dropped here and applied to the next conv's kernel
+                flipped.add(id(old_out))
+            elif from_flipped:
+                if (len(node.input_tensors) != 1 or kwargs
+                        or getattr(op, "data_format", "channels_last") != "channels_last"):
+                    return model
+                if isinstance(op, keras.layers.ZeroPadding2D):
+                    out = op(args[0])
+                    flipped.add(id(old_out))
+                elif type(op) is keras.layers.Conv2D:
+                    out = _conv_with_reversed_input(op, args[0])
+                else:
+                    return model
             else:
-                out = op(x)
+                out = op(*args, **kwargs)
             tensors[id(old_out)] = out
-    inputs, outputs = ([tensors[id(t)] for t in ts] for ts in (model.inputs, model.outputs))
-    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,
-                       name=model.name)
+    if any(id(t) in flipped for t in model.outputs):
+        return model
+    new = keras.tree.map_structure(lambda t: tensors[id(t)], (model._inputs_struct, model._outputs_struct))
+    return keras.Model(*new, name=model.name)
 
 
-def _as_depthwise(rescaling, x):
-    """``rescaling(x)`` as a 1x1 DepthwiseConv2D. XNNPACK's depthwise kernels run along channels, so a 3-channel
-    image is first viewed as rows of W*3 channels (two free reshapes; the kernel repeats the 3 numbers W times):
-    0.3 ms less than the plain 3-channel op on int8 ResNet-50."""
+def _as_depthwise(rescaling, x, rows: bool):
+    """``rescaling(x)`` as a 1x1 DepthwiseConv2D. XNNPACK's depthwise kernels run along channels, so with ``rows``
+    a 3-channel image is first viewed as rows of W*3 channels (two reshapes; the kernel repeats the 3 numbers W
+    times): 0.3 ms less than the plain 3-channel op on int8 ResNet-50. Without ``rows`` (Edge TPU models: Coral
+    warns that large reshapes may not map, and an unmapped first op would leave the whole model on the CPU) it
+    is the plain 3-channel op."""
     import keras
 
     height, width, channels = x.shape[1:]
-    repeat = width if height is not None and width is not None else 1
+    repeat = width if rows and height is not None and width is not None else 1
     scale = np.broadcast_to(np.asarray(rescaling.scale, np.float32), (channels,))
     offset = np.broadcast_to(np.asarray(rescaling.offset, np.float32), (channels,))
     policy = rescaling.dtype_policy
@@ -142,7 +153,7 @@ def _conv_with_reversed_input(conv, x):
 
 
 def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
-            io_dtype: str = "uint8") -> bytes:
+            io_dtype: str = "uint8", *, edgetpu: bool = False) -> bytes:
     """Convert a float32 Keras model to a TFLite flatbuffer.
 
     Args:
@@ -151,6 +162,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
             "int8" (full integer: per-channel int8 weights, int8 activations, ``io_dtype`` input and output).
         representative_data: calibration batches; required for "int8".
         io_dtype: "uint8" (raw pixels go straight in) or "int8", for "int8" mode only.
+        edgetpu: the model is for the Edge TPU: its input end avoids large reshapes (:func:`fuse_input_ops`).
     """
     import tensorflow as tf
 
@@ -159,7 +171,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     if mode == "int8" and representative_data is None:
         raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
                         "representative data")
-    fn = batch1_function(fuse_input_ops(model))
+    fn = batch1_function(fuse_input_ops(model, rows=not edgetpu))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -275,7 +275,8 @@ def _load_savedmodel(path: Path) -> SavedModelPredictor:
 
 def _pick_signature(signatures):
     """Among the signatures that take one [N,H,W,3] tensor and return one tensor, prefer a float input
-    (lossless for resized, non-integer pixels), then ``serving_default``. The uint8 one rounds pixels."""
+    (lossless for non-integer pixels, e.g. after mixup; the pipelines themselves give whole pixels), then
+    ``serving_default``. The uint8 one rounds pixels."""
     candidates = []
     for name, fn in signatures.items():
         _, kwargs = fn.structured_input_signature

@@ -35,7 +35,7 @@ def test_digits_sizes_and_element_spec(digits):
 
 def test_digits_batches_are_raw_pixels_and_one_hot(digits):
     images, labels = first_batch(digits.train)
-    assert images.min() >= 0.0 and 200.0 < images.max() <= 255.0
+    assert images.dtype == np.uint8 and images.min() == 0 and images.max() > 200
     np.testing.assert_array_equal(labels.sum(axis=1), np.ones(8))
     assert set(np.unique(labels)) == {0.0, 1.0}
     # Every training batch is full; the last validation batch keeps the remainder.
@@ -87,7 +87,7 @@ def test_synthetic():
     assert sum(1 for _ in data.train) == 2
     images, labels = first_batch(data.val)
     assert images.shape == (4, SIZE, SIZE, 3) and labels.shape == (4, 3)
-    assert images.min() >= 0.0 and images.max() <= 255.0
+    assert images.dtype == np.uint8 and images.max() > images.min()
 
 
 def test_mixup_cutmix_randaugment_keep_shapes_and_label_mass():
@@ -122,6 +122,30 @@ def test_eval_resize_shorter_side_then_centre_crop():
     # resized column j samples source column (j + 0.5) * 100 / 72 - 0.5
     expected_first, expected_last = (20 + 0.5) * 100 / 72 - 0.5, (51 + 0.5) * 100 / 72 - 0.5
     assert abs(out[16, 0, 0] - expected_first) < 1.0 and abs(out[16, -1, 0] - expected_last) < 1.0
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_random_resized_crop_rounds_to_whole_pixels(fmt):
+    """The training crop's uint8 output is the bilinear resize of the decoded window, rounded (half up): black and
+    white stay exactly 0 and 255, and nothing wraps around."""
+    rng = np.random.default_rng(4)
+    photo = tf.constant(rng.integers(0, 256, (60, 80, 3)), tf.uint8)
+    encode = tf.io.encode_png if fmt == "png" else tf.io.encode_jpeg
+    for image in (photo, tf.zeros_like(photo), tf.fill(tf.shape(photo), tf.constant(255, tf.uint8))):
+        contents = encode(image)
+        decoded = tf.io.decode_image(contents, channels=3)
+        for i in range(5):
+            seed = tf.constant([i, 3])
+            out = augment.random_resized_crop(contents, SIZE, seed).numpy()
+            y, x, h, w = augment.random_crop_window(tf.constant([60, 80]), seed).numpy().tolist()
+            # a JPEG decodes only the window (its chroma upsampling at the window's edge differs from a full decode)
+            window = (tf.io.decode_and_crop_jpeg(contents, [y, x, h, w], channels=3) if fmt == "jpeg"
+                      else decoded[y:y + h, x:x + w])
+            reference = tf.image.resize(window, [SIZE, SIZE]).numpy()
+            assert out.dtype == np.uint8 and out.shape == (SIZE, SIZE, 3)
+            np.testing.assert_array_equal(out, np.floor(reference + 0.5).astype(np.uint8))
+        if image is not photo:
+            assert set(np.unique(out)) == {int(decoded[0, 0, 0])}  # 0 or 255 (JPEG keeps them exact too)
 
 
 def test_random_resized_crop_window_is_in_range():

@@ -43,6 +43,8 @@ def test_tf_keras_rebuild_of_the_fused_input_end(model):
     rebuilt = qat.to_tf_keras(fuse_input_ops(model))  # v1: the channel flip is in conv1's kernel now
     preprocess = rebuilt.get_layer("preprocess")
     assert type(preprocess).__name__ == "DepthwiseConv2D" and not preprocess.trainable
+    wrapped = qat.quantize_tf_keras_model(rebuilt)  # the input statistics stay fixed under fake quantization
+    assert wrapped.trainable_weights and not [w for w in wrapped.trainable_weights if "preprocess" in w.name]
     assert "ReverseChannels" not in {type(layer).__name__ for layer in rebuilt.layers}
     x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
@@ -58,7 +60,7 @@ def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     model.save(tmp_path / "best.keras")
     ModelMeta.from_model(model, ["a", "b", "c"]).save(tmp_path)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    x = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)  # what the pipelines yield
     y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
     data_sets = SimpleNamespace(train=data, val=data)

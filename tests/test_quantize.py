@@ -90,6 +90,27 @@ def test_fuse_input_ops_is_the_same_function_with_a_depthwise_normalisation(vari
     np.testing.assert_array_equal(np.asarray(trained(images)), before)
 
 
+def test_fuse_input_ops_keeps_dict_outputs_and_leaves_unknown_graphs_alone(images):
+    import keras
+
+    from keras_resnet.model import feature_model
+
+    base = resnet(18, num_classes=5, input_shape=(SIZE, SIZE, 3), variant="v1", zero_init_residual=False)
+    features = feature_model(base)
+    fused = fuse_input_ops(features)
+    assert fused is not features
+    got, want = fused(images[:2]), features(images[:2])
+    assert sorted(got) == sorted(want) == ["C2", "C3", "C4", "C5"]
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-4 * float(np.abs(value).max()))
+    # the flipped pixels also feed something other than conv1: the graph is converted as it is
+    flipped = base.get_layer("conv1_pad").input
+    odd = keras.Model(base.inputs, [base.output, keras.layers.GlobalAveragePooling2D()(flipped)])
+    assert fuse_input_ops(odd) is odd
+    flip_out = keras.Model(base.inputs, flipped)  # the flipped pixels are an output: left alone too
+    assert fuse_input_ops(flip_out) is flip_out
+
+
 def test_fuse_input_ops_leaves_a_model_without_preprocess_alone():
     import keras
 
