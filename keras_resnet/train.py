@@ -152,6 +152,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     # same --seed gives the same batches whatever ran earlier in this process.
     keras.utils.set_random_seed(cfg.seed)
     datasets = load_datasets(data)
+    if state is not None:
+        _check_same_images(run_dir, datasets)
     steps_per_epoch = datasets.num_train // cfg.batch_size  # at least 1: load_datasets rejects a larger batch
     total_steps = steps_per_epoch * cfg.epochs
     if state and state.get("complete") and state.get("steps") == total_steps:
@@ -431,6 +433,22 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
                         f"options to resume it, or choose another --output")
     return cb.read_checkpoint_state(run_dir) or {"steps": 0}
+
+
+def _check_same_images(run_dir: Path, datasets) -> None:
+    """A run resumes (or is found finished) only on the images it started with: with images added or removed,
+    the step count, the schedule and the checkpoint would no longer match, so it is an error, not a restart."""
+    saved = json.loads((run_dir / RUN_CONFIG_FILENAME).read_text()).get("resolved", {})
+    labels_path = run_dir / "labels.txt"
+    old_classes = labels_path.read_text().splitlines() if labels_path.is_file() else datasets.class_names
+    old = (saved.get("num_train", datasets.num_train), saved.get("num_val", datasets.num_val))
+    if old != (datasets.num_train, datasets.num_val) or old_classes != datasets.class_names:
+        classes = ("" if old_classes == datasets.class_names
+                   else f", classes {len(old_classes)} -> {len(datasets.class_names)}")
+        raise KresError(
+            f"{run_dir} was started on {old[0]} training and {old[1]} validation images, the data now gives "
+            f"{datasets.num_train} and {datasets.num_val}{classes}: start a new run with another --output "
+            f"(--weights {run_dir / 'best.keras'} starts it from this one)")
 
 
 def _point_latest(run_dir: Path) -> None:

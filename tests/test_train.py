@@ -257,6 +257,28 @@ def test_progress_bar_shows_images_per_second_and_metrics():
         assert ("[" + "=" * 24 + "] 4/4" in stream.getvalue()) == stream.isatty()  # live bar on terminals only
 
 
+def test_rerun_after_images_were_added_is_an_error_and_the_hint_works(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(tmp_path / "photos" / cls / f"{i}.png")
+    out = tmp_path / "runs" / "pets"
+    args = ["--depth", "18", "--data-dir", tmp_path / "photos", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--val-split", "0.2", "--output", out]
+    assert _kres(capsys, *args)[0] == 0
+    config = (out / "config.json").read_text()
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(tmp_path / "photos" / "cat" / "new.png")
+    code, err = _kres(capsys, *args)
+    assert code == 2 and len(err) == 1, err
+    assert f"{out} was started on 8 training and 2 validation images, the data now gives 9 and 2:" in err[0]
+    assert (out / "config.json").read_text() == config  # the finished run is left as it was
+    code, err = _kres(capsys, *args[:-1], tmp_path / "runs" / "more", "--weights", out / "best.keras")
+    assert code == 0, err
+
+
 def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_path, monkeypatch):
     """The window between the final epoch's checkpoint and the run's completion: the rerun restores the
     checkpoint (not a freshly initialised model) into last.keras and marks the run complete."""
