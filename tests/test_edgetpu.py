@@ -223,7 +223,8 @@ def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
     model = resnet(depth, num_classes=1000, input_shape=(224, 224, 3), zero_init_residual=False)
     rng = np.random.default_rng(depth)
     content = convert(model, "int8", lambda: (rng.uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
-                                             for _ in range(2)))
+                                             for _ in range(2)), edgetpu=True)
     report = edgetpu.check_requirements(content)
     assert report.passed, report.problems
     assert report.cpu_ops == {} and set(report.ops) <= edgetpu.SUPPORTED_OPS
+    assert report.ops["DEPTHWISE_CONV_2D"] == 1 and "RESHAPE" not in report.ops  # no 224x1x672 view of the image
