@@ -70,8 +70,9 @@ def _tf_keras_layer(op):
 
 
 def to_tf_keras(model):
-    """The same architecture rebuilt in tf_keras, layer for layer, with the weights copied by layer name. A layer
-    frozen in ``model`` (``trainable=False``, e.g. the fused input normalisation) stays frozen."""
+    """The same architecture rebuilt in tf_keras, layer for layer, with the weights copied by layer name and each
+    layer's ``trainable`` flag kept. (tfmot's weight-quantizing wrappers train a kernel whatever the flag says, so
+    the fused input normalisation is annotated output-only in :func:`quantize_tf_keras_model`.)"""
     import keras
     import tf_keras
 
@@ -170,14 +171,7 @@ def quantize_tf_keras_model(model):
     scope = {"OutputQuantizeConfig": output_cfg, "PassThroughQuantizeConfig": passthrough_cfg,
              "ReverseChannels": _reverse_channels_layer()}
     with qk.quantize_scope(scope):
-        quantized = qk.quantize_apply(annotated)
-    # quantize_apply rebuilds every layer trainable (wrapper and wrapped alike): freeze the frozen ones again
-    frozen = {layer.name for layer in model.layers if not layer.trainable}
-    for layer in quantized.layers:
-        inner = getattr(layer, "layer", layer)
-        if inner.name in frozen:
-            layer.trainable = inner.trainable = False
-    return quantized
+        return qk.quantize_apply(annotated)
 
 
 def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, learning_rate: float | None = None,
