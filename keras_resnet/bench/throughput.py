@@ -14,11 +14,14 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
-from keras_resnet.bench.common import machine, markdown_table, write_results
+from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# (depth, image size, batch) measured on a CPU when no size is given: the digits demo's training step, and a
+# ResNet-50 step small enough for 2 cores.
+CPU_SIZES = ((18, 32, 64), (50, 64, 16))
 
 
 @dataclass
@@ -29,11 +32,29 @@ class Config:
     precision: str = "float32"  # a Keras dtype policy; torch uses bf16 autocast for mixed_bfloat16
     steps: int = 10  # timed steps per measurement
     warmup: int = 3  # untimed steps (compilation happens here)
-    xla: bool = True  # jit_compile for the Keras train_on_batch step
+    xla: bool = True  # jit_compile for the Keras train_on_batch step (off for TensorFlow on CPU: slower there)
     torch: bool = True  # measure torchvision too, where torch and torchvision import
-    torch_compile: bool = True
+    torch_compile: bool = True  # off on CPU by default: compiling takes minutes there
     num_classes: int = 1000
     results_name: str | None = None  # file stem under benchmarks/results; None: "throughput-<backend>"
+
+
+def keras_backend() -> str:
+    return keras.backend.backend()
+
+
+def has_accelerator() -> bool:
+    """Whether the Keras backend sees a GPU or TPU (the CPU defaults differ: no XLA, no torch.compile)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    return False
 
 
 def _batch(cfg: Config):
@@ -138,8 +159,8 @@ def torchvision_step(cfg: Config, compiled: bool) -> float:
     return _timed(step, cfg, sync)
 
 
-def run(cfg: Config) -> dict:
-    """Measure ours and the peers; write JSON and markdown; return the payload."""
+def measure_rows(cfg: Config) -> list[dict]:
+    """Ours and the peers at one size; each row has images/s and, once ours is known, ``ours_vs_this``."""
     depth_spec(cfg.depth)
     backend = keras.backend.backend()
     rows = []
@@ -161,9 +182,10 @@ def run(cfg: Config) -> dict:
                                                cfg))
         measure(f"keras_resnet ResNet-{cfg.depth}", f"train_on_batch, jit_compile={cfg.xla}",
                 lambda: keras_train_on_batch(resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape), cfg))
-        measure("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
-                lambda: keras_train_on_batch(
-                    keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
+        if cfg.depth == 50:  # keras.applications has no ResNet-18/34
+            measure("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
+                    lambda: keras_train_on_batch(
+                        keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
     finally:
         keras.config.set_dtype_policy("float32")
     if cfg.torch and _torchvision() is not None:
@@ -177,12 +199,26 @@ def run(cfg: Config) -> dict:
     for row in rows:
         if row["images_per_s"] and best:
             row["ours_vs_this"] = best / row["images_per_s"]
-    payload = {"benchmark": "throughput", "backend": backend, "config": asdict(cfg), "machine": machine(),
-               "rows": rows}
-    title = (f"Training throughput, ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, "
-             f"{cfg.precision}, Keras backend {backend}, on {payload['machine']['accelerator']} / "
-             f"{payload['machine']['cpu']} ({payload['machine']['cores']} cores)\n\n")
-    table = title + markdown_table(["model", "step", "images_per_s", "ours_vs_this", "error"], rows)
-    payload["results_file"] = str(write_results(cfg.results_name or f"throughput-{backend}", payload, table))
+    return rows
+
+
+def run(cfg: Config) -> dict:
+    """Measure ours and the peers at one size; write JSON and markdown; return the payload."""
+    return run_sizes([cfg], cfg.results_name)
+
+
+def run_sizes(cfgs: list[Config], results_name: str | None = None) -> dict:
+    """Measure ours and the peers at each size, in this one process; write one JSON and one markdown table."""
+    backend = keras.backend.backend()
+    host = machine()
+    runs = [{"config": asdict(cfg), "rows": measure_rows(cfg)} for cfg in cfgs]
+    payload = {"benchmark": "throughput", "backend": backend, "machine": host, "runs": runs}
+    if len(runs) == 1:  # the single-size layout, as before
+        payload.update(config=runs[0]["config"], rows=runs[0]["rows"])
+    table = f"Training throughput, Keras backend {backend}, on {machine_line(host)}\n\n"
+    for cfg, one in zip(cfgs, runs):
+        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}\n\n"
+                  + markdown_table(["model", "step", "images_per_s", "ours_vs_this", "error"], one["rows"]) + "\n")
+    payload["results_file"] = str(write_results(results_name or f"throughput-{backend}", payload, table))
     payload["table"] = table
     return payload
