@@ -41,6 +41,19 @@ def machine_line(info: dict) -> str:
     return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}"
 
 
+def images_per_second(step: Callable[[], object], batch_size: int, steps: int, warmup: int,
+                      sync: Callable[[], object]) -> float:
+    """Images/s of ``steps`` calls of ``step`` after ``warmup`` untimed ones; ``sync`` waits for the device."""
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return batch_size * steps / (time.perf_counter() - start)
+
+
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed calls."""
     for _ in range(warmup):

@@ -8,13 +8,13 @@ its backend): the GPU machines we measure on have no TensorFlow.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
 
-from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
+from keras_resnet.bench import torch_peer
+from keras_resnet.bench.common import images_per_second, machine, machine_line, markdown_table, write_results
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
 
@@ -65,14 +65,7 @@ def _batch(cfg: Config):
 
 
 def _timed(step, cfg: Config, sync) -> float:
-    for _ in range(cfg.warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(cfg.steps):
-        step()
-    sync()
-    return cfg.batch_size * cfg.steps / (time.perf_counter() - start)
+    return images_per_second(step, cfg.batch_size, cfg.steps, cfg.warmup, sync)
 
 
 def keras_train_on_batch(model: keras.Model, cfg: Config) -> float:
@@ -119,44 +112,21 @@ def jax_stateless_step(model: keras.Model, cfg: Config) -> float:
     return _timed(run, cfg, sync=lambda: holder["loss"] is not None and holder["loss"].block_until_ready())
 
 
-def _torchvision():
-    """torchvision where torch and torchvision import (CPU torch included), else None."""
+def _torchvision() -> bool:
+    """Whether torch and torchvision import here (CPU torch included)."""
     from keras_resnet.weights import import_torchvision
 
     try:
-        return import_torchvision()
+        import_torchvision()
     except ImportError:
-        return None
+        return False
+    return True
 
 
 def torchvision_step(cfg: Config, compiled: bool) -> float:
-    import torch
-
-    torchvision = _torchvision()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = getattr(torchvision.models, f"resnet{cfg.depth}")(num_classes=cfg.num_classes)
-    model = model.to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
-    autocast = cfg.precision == "mixed_bfloat16"
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-
-    if compiled:
-        step = torch.compile(step)
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    return _timed(step, cfg, sync)
+    """torchvision's images/s, measured in a fresh process: in this one, TensorFlow's thread pools, idle but
+    alive, slowed torch's OpenMP threads up to 10x on 2 cores (ResNet-50: 4 against 37 images/s)."""
+    return torch_peer.run_isolated(asdict(cfg), compiled)
 
 
 def measure_rows(cfg: Config) -> list[dict]:
@@ -188,7 +158,7 @@ def measure_rows(cfg: Config) -> list[dict]:
                         keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
     finally:
         keras.config.set_dtype_policy("float32")
-    if cfg.torch and _torchvision() is not None:
+    if cfg.torch and _torchvision():
         measure(f"torchvision resnet{cfg.depth}", "eager, channels_last", lambda: torchvision_step(cfg, False))
         if cfg.torch_compile:
             measure(f"torchvision resnet{cfg.depth}", "torch.compile, channels_last",
