@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -69,8 +69,7 @@ def make_placement(tpu: bool = False) -> Placement:
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise KresError(f"--tpu: no TPU found ({first}); run on a TPU VM or set TPU_NAME") from None
+            raise KresError(f"--tpu: no TPU found ({first_line(err)}); run on a TPU VM or set TPU_NAME") from None
         strategy = tf.distribute.TPUStrategy(resolver)
         return Placement(strategy, "tpu", strategy.num_replicas_in_sync, "tpu")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 
 # TensorFlow is imported inside the functions, so the CLI can read these names without starting it.
 QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
@@ -189,8 +189,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     try:
         return converter.convert()
     except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise KresError(f"TFLite conversion ({mode}) failed: {first}") from err
+        raise KresError(f"TFLite conversion ({mode}) failed: {first_line(err)}") from err
 
 
 # --- what is inside a flatbuffer -----------------------------------------------------------------------------

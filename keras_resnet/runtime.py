@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.meta import ModelMeta, find_meta
 
 RUN_MODEL_NAMES = ("best.keras", "last.keras")
@@ -199,7 +199,7 @@ def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
         interpreter = Interpreter(num_threads=num_threads, **kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
-        raise KresError(f"{name} is not a valid TFLite model ({_first_line(err)}); re-export it with "
+        raise KresError(f"{name} is not a valid TFLite model ({first_line(err)}); re-export it with "
                         "'kres export --tflite'") from None
     return interpreter
 
@@ -241,7 +241,7 @@ def _load_keras(path: Path) -> KerasPredictor:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, BadZipFile, OSError, ... for a file that is not a model
-        raise KresError(f"{path} is not a loadable .keras model ({_first_line(err)}); pass the file written by "
+        raise KresError(f"{path} is not a loadable .keras model ({first_line(err)}); pass the file written by "
                         "'kres train' or 'kres export'") from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise KresError(f"{path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected an "
@@ -261,7 +261,7 @@ def _load_savedmodel(path: Path) -> SavedModelPredictor:
     try:
         loaded = tf.saved_model.load(os.fspath(path))
     except Exception as err:  # protobuf DecodeError, OSError, ... for a directory that is not a SavedModel
-        raise KresError(f"{path} is not a loadable SavedModel ({_first_line(err)}); re-export it with "
+        raise KresError(f"{path} is not a loadable SavedModel ({first_line(err)}); re-export it with "
                         "'kres export --saved-model'") from None
     choice = _pick_signature(loaded.signatures)
     if choice is None:
@@ -305,7 +305,3 @@ def _to_dtype(images: np.ndarray, dtype) -> np.ndarray:
 def _shape_text(shape) -> str:
     return "x".join("?" if s is None else str(s) for s in shape)
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]

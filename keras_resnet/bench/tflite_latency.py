@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from keras_resnet.bench.common import machine, markdown_table, write_results
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.quantize import QUANTIZE_MODES as MODES
 from keras_resnet.quantize import check_mode
 from keras_resnet.specs import depth_spec
@@ -173,7 +173,7 @@ def run(cfg: Config) -> dict:
             contents[(name, depth, mode)] = make()
         except Exception as err:  # a model that does not convert here is reported, not fatal
             rows.append({"model": name, "depth": depth, "mode": mode, "threads": None, "ms": None,
-                         "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"})
+                         "error": f"{type(err).__name__}: {first_line(err)}"})
             continue
         op_counts[f"{name} {mode}"] = inspect_tflite(contents[(name, depth, mode)]).ops
     timings = invoke_ms(contents, cfg.threads, cfg)
