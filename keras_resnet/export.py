@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio
+from keras_resnet import fileio, runs
 from keras_resnet.errors import KresError
-from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta, find_meta, run_data_config
+from keras_resnet.meta import ModelMeta, find_meta
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
-from keras_resnet.runtime import RUN_MODEL_NAMES
+from keras_resnet.rebuild import load_float32_model
 
 REPORT_NAME = "export_report"
 SAVED_MODEL_DIR = "saved_model"
@@ -101,56 +101,19 @@ def resolve_source(path: str | os.PathLike) -> Source:
         raise KresError(f"{path} does not exist: pass a run directory or a .keras file")
     run_dir = None
     if path.is_dir():
-        model_path = next((path / n for n in RUN_MODEL_NAMES if (path / n).is_file()), None)
+        model_path = runs.find_model(path)
         if model_path is None:
-            raise KresError(f"{path} holds no model (no {' or '.join(RUN_MODEL_NAMES)}): train into it first "
-                            "or pass a .keras file")
+            raise KresError(f"{path} holds no model ({runs.no_model_text()}): train into it first or pass a .keras "
+                            "file")
         run_dir = path
     else:
         model_path = path
-        if (path.parent / RUN_CONFIG_FILENAME).is_file():
+        if runs.is_run_dir(path.parent):
             run_dir = path.parent
     if model_path.suffix != ".keras" or not zipfile.is_zipfile(model_path):
         raise KresError(f"{model_path} is not a .keras model: pass a run directory or the .keras file written "
                         "by 'kres train'")
-    return Source(model_path, run_dir, run_data_config(run_dir) if run_dir is not None else None)
-
-
-def load_float32_model(path: str | os.PathLike):
-    """Load a ``.keras`` file; a mixed-precision model is rebuilt from its config under float32 with the same
-    weights, since the TFLite converter rejects float16 compute graphs."""
-    import keras
-
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:  # Keras raises ValueError, BadZipFile, ... for a file that is not a model
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise KresError(f"{path} is not a loadable .keras model ({first})") from None
-    return as_float32(model)
-
-
-def as_float32(model):
-    """``model`` itself when every layer computes in float32, else a float32 rebuild with the same weights."""
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
-        return model
-    config = _float32_config(model.get_config())
-    rebuilt = model.__class__.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    if not all(layer.dtype_policy.compute_dtype == "float32" for layer in rebuilt.layers):
-        raise KresError(f"could not rebuild {model.name} under float32: save it with a float32 policy")
-    return rebuilt
-
-
-def _float32_config(obj):
-    if isinstance(obj, dict):
-        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(obj.get("config"), dict):
-            return {**obj, "class_name": "DTypePolicy", "config": {**obj["config"], "name": "float32"}}
-        return {k: _float32_config(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_float32_config(v) for v in obj]
-    if isinstance(obj, str) and obj.startswith("mixed_"):
-        return "float32"
-    return obj
+    return Source(model_path, run_dir, runs.data_config(run_dir) if run_dir is not None else None)
 
 
 def data_config_for(source: Source, meta: ModelMeta):

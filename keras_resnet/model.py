@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from keras_resnet import _compat
 from keras_resnet.errors import KresError
 from keras_resnet.specs import (
     DEPTHS,
@@ -104,7 +105,7 @@ def is_channel_flip(node) -> bool:
     """Whether a graph node is the ``x[..., ::-1]`` RGB -> BGR flip that :func:`_preprocess` adds for v1."""
     args = node.arguments.args
     # a list after a .keras round trip, a tuple when built in this process
-    return (type(node.operation).__name__ == "GetItem" and len(args) == 2 and isinstance(args[1], (tuple, list))
+    return (_compat.is_getitem(node.operation) and len(args) == 2 and isinstance(args[1], (tuple, list))
             and tuple(args[1]) == (Ellipsis, slice(None, None, -1)))
 
 

@@ -83,7 +83,7 @@ def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.n
 
 def _trained_on_digits(predictor: Predictor) -> bool:
     from keras_resnet.data import FULL_FRAME, eval_resize
-    from keras_resnet.evaluate import training_data_config
+    from keras_resnet.runs import training_data_config
 
     try:
         data = training_data_config(predictor.path, predictor)

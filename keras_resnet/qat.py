@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet import _compat
 from keras_resnet.errors import KresError
 
 QAT_TFLITE_NAME = "model_qat_int8.tflite"
@@ -82,21 +83,20 @@ def to_tf_keras(model):
         return model
     reverse_cls = _reverse_channels_layer()
     tensors: dict[int, object] = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
-        for node in model._nodes_by_depth[depth]:
-            op = node.operation
-            if isinstance(op, keras.layers.InputLayer):
-                out = node.output_tensors[0]
-                tensors[id(out)] = tf_keras.Input(shape=tuple(out.shape[1:]), name=op.name, dtype="float32")
-                continue
-            inputs = [tensors[id(t)] for t in node.input_tensors]
-            if type(op).__name__ == "GetItem":
-                if not is_channel_flip(node):
-                    raise KresError(f"slice {op.name!r} is not the v1 channel flip: QAT cannot rebuild it")
-                layer = reverse_cls(name=op.name)
-            else:
-                layer = _tf_keras_layer(op)
-            tensors[id(node.output_tensors[0])] = layer(inputs if len(inputs) > 1 else inputs[0])
+    for node in _compat.graph_nodes(model):  # inputs first
+        op = node.operation
+        if isinstance(op, keras.layers.InputLayer):
+            out = node.output_tensors[0]
+            tensors[id(out)] = tf_keras.Input(shape=tuple(out.shape[1:]), name=op.name, dtype="float32")
+            continue
+        inputs = [tensors[id(t)] for t in node.input_tensors]
+        if _compat.is_getitem(op):
+            if not is_channel_flip(node):
+                raise KresError(f"slice {op.name!r} is not the v1 channel flip: QAT cannot rebuild it")
+            layer = reverse_cls(name=op.name)
+        else:
+            layer = _tf_keras_layer(op)
+        tensors[id(node.output_tensors[0])] = layer(inputs if len(inputs) > 1 else inputs[0])
     outputs = [tensors[id(t)] for t in model.outputs]
     rebuilt = tf_keras.Model([tensors[id(t)] for t in model.inputs], outputs[0] if len(outputs) == 1 else outputs,
                              name=model.name)
@@ -186,9 +186,9 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     import tf_keras
 
     from keras_resnet import fileio
-    from keras_resnet.export import load_float32_model
     from keras_resnet.meta import find_meta
     from keras_resnet.quantize import convert, fuse_input_ops
+    from keras_resnet.rebuild import load_float32_model
 
     if epochs < 1:
         raise KresError(f"QAT epochs must be 1 or more, got {epochs}")

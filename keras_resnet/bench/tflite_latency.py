@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from keras_resnet import _compat
 from keras_resnet.bench.common import machine, markdown_table, write_results
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.quantize import QUANTIZE_MODES as MODES
@@ -132,7 +133,7 @@ def invoke_ms(models: dict, threads: tuple[int, ...], cfg: Config) -> dict:
                 interpreter.invoke()
                 times[key].append(time.perf_counter() - start)
     return {key: (float(np.median(times[key])) * 1000.0, float(np.min(times[key])) * 1000.0,
-                  sum(op["op_name"] == "DELEGATE" for op in interpreters[key]._get_ops_details()))
+                  sum(op["op_name"] == "DELEGATE" for op in _compat.interpreter_ops(interpreters[key])))
             for key in interpreters}
 
 
