@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import keras
 
 from keras_resnet.errors import KresError, first_line
-
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from keras_resnet.specs import PRECISIONS
 
 
 @dataclass

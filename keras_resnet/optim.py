@@ -12,8 +12,8 @@ import keras
 
 from keras_resnet import _compat
 from keras_resnet.errors import KresError
+from keras_resnet.specs import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "adamw")
 REFERENCE_BATCH = 256  # base learning rates are quoted for this global batch and scaled linearly
 
 

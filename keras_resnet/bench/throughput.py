@@ -18,8 +18,6 @@ from keras_resnet.bench.common import machine, markdown_table, write_results
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
 
 @dataclass
 class Config:
