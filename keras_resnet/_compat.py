@@ -1,7 +1,8 @@
 """Every use of a private Keras, TensorFlow, LiteRT or torchvision name, behind one door.
 
 Each entry says which public gap it fills and the versions it was checked on; tests/test_compat.py fails with
-the installed version named when one of these names moves. Checked on Keras 3.15.1, TensorFlow 2.21.0,
+the installed version named when one of these names moves. pyproject allows Keras 3.13-3.15, but only the
+versions below were checked. Checked on Keras 3.15.1, TensorFlow 2.21.0,
 ai-edge-litert 2.3.0 and torchvision 0.28.0. Nothing else in the package imports ``keras.src`` or
 ``tensorflow.python`` or touches an underscore attribute of a framework object.
 """
@@ -30,7 +31,8 @@ def versions() -> str:
 # a graph op by op (quantize.fuse_input_ops, qat.to_tf_keras) needs them.
 
 def graph_nodes(model) -> Iterator:
-    """The nodes of a functional model, inputs first (``Functional._nodes_by_depth``, Keras 3.13-3.15)."""
+    """The nodes of a functional model, inputs first (``Functional._nodes_by_depth``; checked on Keras 3.15.1
+    only, though pyproject allows 3.13 and 3.14 too)."""
     by_depth = model._nodes_by_depth
     for depth in sorted(by_depth, reverse=True):
         yield from by_depth[depth]
