@@ -1,12 +1,17 @@
 """keras-resnet: ResNet-18..152 for Keras 3, from training to int8 TFLite on phones and Edge TPUs.
 
 Names are imported on first use, so ``import keras_resnet.specs`` (as the CLI does to list the depths)
-does not start Keras and TensorFlow.
+does not start Keras and TensorFlow. Importing it before TensorFlow turns TensorFlow's oneDNN CPU kernels on
+for x86, unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise (see ``keras_resnet.cpu``).
 """
 
 from importlib import import_module
 
+from keras_resnet.cpu import enable_onednn
+
 __version__ = "0.1.0"
+
+enable_onednn()
 
 _EXPORTS = {
     "KresError": "keras_resnet.errors",

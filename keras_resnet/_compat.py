@@ -116,6 +116,14 @@ def interpreter_ops(interpreter) -> list[dict]:
     return interpreter._get_ops_details()
 
 
+def tensorflow_onednn_enabled() -> bool:
+    """Whether the imported TensorFlow runs its oneDNN kernels. No public API reports it (tf.sysconfig describes
+    the build, not the runtime switch). Checked on TensorFlow 2.21.0."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 # --- torchvision -------------------------------------------------------------------------------------------------
 
 TORCHVISION_META_MODULE = "torchvision._meta_registrations"

@@ -14,10 +14,27 @@ def test_throughput_smoke(tmp_path, monkeypatch, capsys):
     assert code == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "smoke.json").read_text())
     rows = {(r["model"], r["step"]): r for r in data["rows"]}
-    ours = rows[("keras_resnet ResNet-18", "train_on_batch, jit_compile=True")]
-    peer = rows[("keras.applications ResNet50", "train_on_batch, jit_compile=True")]
+    ours = rows[("keras_resnet ResNet-18", "train_on_batch, jit_compile=False")]  # XLA is off on a CPU
+    peer = rows[("torchvision resnet18", "eager, channels_last")]
     assert ours["images_per_s"] > 0 and peer["images_per_s"] > 0
     assert peer["ours_vs_this"] == ours["images_per_s"] / peer["images_per_s"]
     assert ours["ours_vs_this"] == 1.0
     assert data["config"]["batch_size"] == 2 and data["machine"]["cores"] >= 1
-    assert "| keras.applications ResNet50 |" in (tmp_path / "smoke.md").read_text()
+    assert data["machine"]["onednn"] is True and "AVX2" in data["machine"]["isa"]
+    table = (tmp_path / "smoke.md").read_text()
+    assert "| torchvision resnet18 |" in table and "oneDNN on" in table
+
+
+def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path, monkeypatch, capsys):
+    from keras_resnet.bench import common, throughput
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(throughput, "CPU_SIZES", ((18, 32, 2), (18, 40, 1)))
+    code = main(["bench", "throughput", "--steps", "1", "--warmup", "1", "--name", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "cpu.json").read_text())
+    sizes = [(r["config"]["depth"], r["config"]["image_size"], r["config"]["batch_size"]) for r in data["runs"]]
+    assert sizes == [(18, 32, 2), (18, 40, 1)]
+    for one in data["runs"]:
+        assert not one["config"]["xla"] and not one["config"]["torch_compile"]
+        assert [r["model"] for r in one["rows"]] == ["keras_resnet ResNet-18", "torchvision resnet18"]

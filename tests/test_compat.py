@@ -90,3 +90,7 @@ def test_torchvision_still_has_the_module_the_stub_replaces():
     assert (Path(spec.origin).parent / f"{module}.py").is_file(), (
         f"{_compat.TORCHVISION_META_MODULE} is gone in torchvision {importlib.metadata.version('torchvision')}: "
         "update keras_resnet/_compat.stub_torchvision_operators")
+
+
+def test_onednn_switch_is_readable():
+    assert isinstance(_compat.tensorflow_onednn_enabled(), bool), f"_pywrap_util_port.IsMklEnabled {MOVED}"

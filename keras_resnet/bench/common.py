@@ -6,26 +6,23 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_resnet import fileio
+from keras_resnet import cpu, fileio
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def machine() -> dict:
-    """CPU model, core count and accelerator, so a figure is never quoted without its machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "accelerator": "none"}
+    """CPU model, vector ISA, oneDNN, core count and accelerator, so a figure is never quoted without its machine."""
+    info = {**cpu.describe(), "cores": os.cpu_count(), "python": platform.python_version(), "accelerator": "none"}
+    if "tensorflow" in sys.modules and cpu.is_x86():  # the switch TensorFlow actually read at import
+        from keras_resnet import _compat
+
+        info["onednn"] = _compat.tensorflow_onednn_enabled()
     try:
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=10)
@@ -34,6 +31,27 @@ def machine() -> dict:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return info
+
+
+def machine_line(info: dict) -> str:
+    """``AMD EPYC (AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables and titles."""
+    isa = ", ".join(info.get("isa") or []) or "no vector ISA read"
+    onednn = "on" if info.get("onednn") else "off"
+    gpu = "no GPU" if info.get("accelerator") in (None, "none") else info["accelerator"]
+    return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}"
+
+
+def images_per_second(step: Callable[[], object], batch_size: int, steps: int, warmup: int,
+                      sync: Callable[[], object]) -> float:
+    """Images/s of ``steps`` calls of ``step`` after ``warmup`` untimed ones; ``sync`` waits for the device."""
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return batch_size * steps / (time.perf_counter() - start)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

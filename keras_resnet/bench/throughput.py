@@ -8,15 +8,19 @@ its backend): the GPU machines we measure on have no TensorFlow.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
 
-from keras_resnet.bench.common import machine, markdown_table, write_results
+from keras_resnet.bench import torch_peer
+from keras_resnet.bench.common import images_per_second, machine, machine_line, markdown_table, write_results
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
+
+# (depth, image size, batch) measured on a CPU when no size is given: the digits demo's training step, and a
+# ResNet-50 step small enough for 2 cores.
+CPU_SIZES = ((18, 32, 64), (50, 64, 16))
 
 
 @dataclass
@@ -27,11 +31,29 @@ class Config:
     precision: str = "float32"  # a Keras dtype policy; torch uses bf16 autocast for mixed_bfloat16
     steps: int = 10  # timed steps per measurement
     warmup: int = 3  # untimed steps (compilation happens here)
-    xla: bool = True  # jit_compile for the Keras train_on_batch step
+    xla: bool = True  # jit_compile for the Keras train_on_batch step (off for TensorFlow on CPU: slower there)
     torch: bool = True  # measure torchvision too, where torch and torchvision import
-    torch_compile: bool = True
+    torch_compile: bool = True  # off on CPU by default: compiling takes minutes there
     num_classes: int = 1000
     results_name: str | None = None  # file stem under benchmarks/results; None: "throughput-<backend>"
+
+
+def keras_backend() -> str:
+    return keras.backend.backend()
+
+
+def has_accelerator() -> bool:
+    """Whether the Keras backend sees a GPU or TPU (the CPU defaults differ: no XLA, no torch.compile)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    return False
 
 
 def _batch(cfg: Config):
@@ -42,14 +64,7 @@ def _batch(cfg: Config):
 
 
 def _timed(step, cfg: Config, sync) -> float:
-    for _ in range(cfg.warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(cfg.steps):
-        step()
-    sync()
-    return cfg.batch_size * cfg.steps / (time.perf_counter() - start)
+    return images_per_second(step, cfg.batch_size, cfg.steps, cfg.warmup, sync)
 
 
 def keras_train_on_batch(model: keras.Model, cfg: Config) -> float:
@@ -96,48 +111,25 @@ def jax_stateless_step(model: keras.Model, cfg: Config) -> float:
     return _timed(run, cfg, sync=lambda: holder["loss"] is not None and holder["loss"].block_until_ready())
 
 
-def _torchvision():
-    """torchvision where torch and torchvision import (CPU torch included), else None."""
+def _torchvision() -> bool:
+    """Whether torch and torchvision import here (CPU torch included)."""
     from keras_resnet.weights import import_torchvision
 
     try:
-        return import_torchvision()
+        import_torchvision()
     except ImportError:
-        return None
+        return False
+    return True
 
 
 def torchvision_step(cfg: Config, compiled: bool) -> float:
-    import torch
-
-    torchvision = _torchvision()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = getattr(torchvision.models, f"resnet{cfg.depth}")(num_classes=cfg.num_classes)
-    model = model.to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
-    autocast = cfg.precision == "mixed_bfloat16"
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-
-    if compiled:
-        step = torch.compile(step)
-
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    return _timed(step, cfg, sync)
+    """torchvision's images/s, measured in a fresh process: in this one, TensorFlow's thread pools, idle but
+    alive, slowed torch's OpenMP threads up to 10x on 2 cores (ResNet-50: 4 against 37 images/s)."""
+    return torch_peer.run_isolated(asdict(cfg), compiled)
 
 
-def run(cfg: Config) -> dict:
-    """Measure ours and the peers; write JSON and markdown; return the payload."""
+def measure_rows(cfg: Config) -> list[dict]:
+    """Ours and the peers at one size; each row has images/s and, once ours is known, ``ours_vs_this``."""
     depth_spec(cfg.depth)
     backend = keras.backend.backend()
     rows = []
@@ -159,12 +151,13 @@ def run(cfg: Config) -> dict:
                                                cfg))
         measure(f"keras_resnet ResNet-{cfg.depth}", f"train_on_batch, jit_compile={cfg.xla}",
                 lambda: keras_train_on_batch(resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape), cfg))
-        measure("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
-                lambda: keras_train_on_batch(
-                    keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
+        if cfg.depth == 50:  # keras.applications has no ResNet-18/34
+            measure("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
+                    lambda: keras_train_on_batch(
+                        keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
     finally:
         keras.config.set_dtype_policy("float32")
-    if cfg.torch and _torchvision() is not None:
+    if cfg.torch and _torchvision():
         measure(f"torchvision resnet{cfg.depth}", "eager, channels_last", lambda: torchvision_step(cfg, False))
         if cfg.torch_compile:
             measure(f"torchvision resnet{cfg.depth}", "torch.compile, channels_last",
@@ -175,12 +168,26 @@ def run(cfg: Config) -> dict:
     for row in rows:
         if row["images_per_s"] and best:
             row["ours_vs_this"] = best / row["images_per_s"]
-    payload = {"benchmark": "throughput", "backend": backend, "config": asdict(cfg), "machine": machine(),
-               "rows": rows}
-    title = (f"Training throughput, ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, "
-             f"{cfg.precision}, Keras backend {backend}, on {payload['machine']['accelerator']} / "
-             f"{payload['machine']['cpu']} ({payload['machine']['cores']} cores)\n\n")
-    table = title + markdown_table(["model", "step", "images_per_s", "ours_vs_this", "error"], rows)
-    payload["results_file"] = str(write_results(cfg.results_name or f"throughput-{backend}", payload, table))
+    return rows
+
+
+def run(cfg: Config) -> dict:
+    """Measure ours and the peers at one size; write JSON and markdown; return the payload."""
+    return run_sizes([cfg], cfg.results_name)
+
+
+def run_sizes(cfgs: list[Config], results_name: str | None = None) -> dict:
+    """Measure ours and the peers at each size, in this one process; write one JSON and one markdown table."""
+    backend = keras.backend.backend()
+    host = machine()
+    runs = [{"config": asdict(cfg), "rows": measure_rows(cfg)} for cfg in cfgs]
+    payload = {"benchmark": "throughput", "backend": backend, "machine": host, "runs": runs}
+    if len(runs) == 1:  # the single-size layout, as before
+        payload.update(config=runs[0]["config"], rows=runs[0]["rows"])
+    table = f"Training throughput, Keras backend {backend}, on {machine_line(host)}\n\n"
+    for cfg, one in zip(cfgs, runs):
+        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}\n\n"
+                  + markdown_table(["model", "step", "images_per_s", "ours_vs_this", "error"], one["rows"]) + "\n")
+    payload["results_file"] = str(write_results(results_name or f"throughput-{backend}", payload, table))
     payload["table"] = table
     return payload
