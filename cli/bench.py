@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
 from kres.options import DepthType, depth_option
 
 
@@ -17,8 +18,9 @@ def bench() -> None:
                     "given, a CPU measures ResNet-18 at 32 px, batch 64 and ResNet-50 at 64 px, batch 16.")
 @click.option("--depth", type=DepthType(), default=None, help="Default: 50 on a GPU; both CPU sizes on a CPU.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 32 on a GPU.")
-@click.option("--image-size", type=click.IntRange(min=32), default=None, help="Default: 224 on a GPU.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]), default="float32",
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
+              help="Default: 224 on a GPU.")
+@click.option("--precision", type=click.Choice(POLICIES), default="float32",
               show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps.")
 @click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps.")
@@ -63,7 +65,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--modes", default="float32,float16,dynamic,int8", show_default=True,
               callback=lambda ctx, param, value: tuple(v.strip() for v in value.split(",") if v.strip()),
               help="Comma-separated TFLite modes.")
-@click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=224, show_default=True)
 @click.option("--threads", default="1,2", show_default=True, callback=_int_list, help="Interpreter thread counts.")
 @click.option("--invokes", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed invokes; the median is reported.")
@@ -93,7 +95,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
 @bench.command(help="Training-pipeline images/s per core on a generated folder of ~500x375 JPEGs, against a "
                     "naive decode, crop, resize pipeline.")
 @click.option("--images", type=click.IntRange(min=2), default=640, show_default=True, help="JPEGs to generate.")
-@click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=224, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--batches", type=click.IntRange(min=1), default=6, show_default=True,
               help="Timed batches per pipeline per round.")

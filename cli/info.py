@@ -6,6 +6,7 @@ import json
 
 import click
 
+from keras_resnet.specs import STEMS
 from kres.options import depth_option, image_size_option, variant_option
 
 
@@ -14,7 +15,7 @@ from kres.options import depth_option, image_size_option, variant_option
 @image_size_option()
 @click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
 @variant_option()
-@click.option("--stem", type=click.Choice(["imagenet", "cifar"]), default="imagenet", show_default=True)
+@click.option("--stem", type=click.Choice(STEMS), default=STEMS[0], show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(depth: int, image_size: int, num_classes: int, variant: str, stem: str, as_json: bool) -> None:
     from keras_resnet.model import resnet

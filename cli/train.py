@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS
+from keras_resnet.specs import MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS, STEMS
 from kres.options import depth_option, variant_option
-
-PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 
 
 @click.command(help="Train a ResNet. With no data named it trains on the built-in handwritten digits "
@@ -31,7 +29,7 @@ PRECISIONS = ["auto", "float32", "mixed_float16", "mixed_bfloat16"]
               help="auto: mixed_bfloat16 on TPUs and GPUs with compute capability 8+, mixed_float16 on older "
                    "GPUs, float32 on CPU.")
 @click.option("--xla/--no-xla", default=None, help="Compile steps with XLA. Default: on for GPUs/TPUs, off on CPU.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
               help="SGD with Nesterov momentum, or AdamW. Default: the recipe's (sgd).")
 @click.option("--lr", type=float, default=None,
               help="Base learning rate for a global batch of 256, scaled linearly with --batch-size.")

@@ -1,7 +1,119 @@
-"""Every use of a private Keras or TensorFlow name, each saying which public gap it fills and the versions it was
-checked on. tests/test_compat.py fails, naming the version, when one of them moves."""
+"""Every use of a private Keras, TensorFlow, LiteRT or torchvision name, behind one door.
+
+Each entry says which public gap it fills and the versions it was checked on; tests/test_compat.py fails with
+the installed version named when one of these names moves. pyproject allows Keras 3.13-3.15, but only the
+versions below were checked. Checked on Keras 3.15.1, TensorFlow 2.21.0,
+ai-edge-litert 2.3.0 and torchvision 0.28.0. Nothing else in the package imports ``keras.src`` or
+``tensorflow.python`` or touches an underscore attribute of a framework object.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+import types
+from collections.abc import Iterator
+
+CHECKED = "Keras 3.15.1, TensorFlow 2.21.0"
+
+
+def versions() -> str:
+    """The installed versions, for the messages of the tests that guard this module."""
+    import keras
+    import tensorflow as tf
+
+    return f"Keras {keras.__version__}, TensorFlow {tf.__version__} (checked on {CHECKED})"
+
+
+# --- Keras graph traversal --------------------------------------------------------------------------------------
+# Keras 3 has public ``model.operations`` (ops in an order) and ``model.input``/``model.output``, but no public
+# way to reach the call sites (nodes: which tensors went in, with which arguments) an op was used at. Rebuilding
+# a graph op by op (quantize.fuse_input_ops, qat.to_tf_keras) needs them.
+
+def graph_nodes(model) -> Iterator:
+    """The nodes of a functional model, inputs first (``Functional._nodes_by_depth``; checked on Keras 3.15.1
+    only, though pyproject allows 3.13 and 3.14 too)."""
+    by_depth = model._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        yield from by_depth[depth]
+
+
+def is_getitem(operation) -> bool:
+    """Whether an op is ``x[...]`` on a symbolic tensor. Its class (``keras.src.ops.numpy.GetItem``) is not
+    exported, so it is matched by name."""
+    return type(operation).__name__ == "GetItem"
+
+
+# --- the multi-worker fit ----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def multi_worker_fit(model, element_spec, scope):
+    """Work around two failures of ``fit`` under MultiWorkerMirroredStrategy (Keras 3.15.1, TF 2.21.0), for the
+    ``fit`` inside this block only; both patches are undone on exit.
+
+    1. ``fit`` fetches a first batch and reduces it across replicas only to learn its shapes; that eager reduce
+       of a PerReplica batch fails. ``Trainer._symbolic_build`` builds from the dataset's element spec instead,
+       which gives the same shapes (there is no public "build from a spec" for the metrics and optimizer).
+    2. Each step's scalar logs are averaged with ``strategy.reduce("MEAN", v, axis=0)``
+       (``keras.src.backend.tensorflow.trainer.reduce_per_replica``), which fails on a scalar; ``axis=None`` is the
+       mean across replicas that was meant. No public hook sets the reduction.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def build(iterator=None, data_batch=None):
+        with scope():
+            model._symbolic_build(data_batch=element_spec)
+
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    model._maybe_symbolic_build = build  # an instance attribute over the class's method
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original
+        with contextlib.suppress(AttributeError):
+            del model._maybe_symbolic_build
+
+
+def has_multi_worker_hooks(model) -> bool:
+    """Whether the names :func:`multi_worker_fit` replaces are still where it expects them."""
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    return (callable(getattr(tf_trainer, "reduce_per_replica", None))
+            and callable(getattr(model, "_symbolic_build", None))
+            and callable(getattr(model, "_maybe_symbolic_build", None)))
+
+
+# --- optimizer ---------------------------------------------------------------------------------------------------
+
+def uses_weight_decay(optimizer, variable) -> bool:
+    """The optimizer's own decision whether ``variable`` is decayed (``Optimizer._use_weight_decay``): Keras has no
+    public query for its exclusion list."""
+    return bool(optimizer._use_weight_decay(variable))
+
+
+# --- TensorFlow --------------------------------------------------------------------------------------------------
+
+def freeze_variables(concrete_function):
+    """The function with its variables turned into constants (``tensorflow.python.framework.convert_to_constants``).
+    TF exports no public freezing; the converter needs Keras 3 variables frozen, or the flatbuffer keeps
+    VAR_HANDLE/READ_VARIABLE ops and calibration fails."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    return convert_variables_to_constants_v2(concrete_function)
+
+
+def interpreter_ops(interpreter) -> list[dict]:
+    """Per-op details of an allocated LiteRT / tf.lite interpreter (``Interpreter._get_ops_details``): the public
+    API lists tensors, not ops, and the benchmarks count the ops a delegate took."""
+    return interpreter._get_ops_details()
 
 
 def tensorflow_onednn_enabled() -> bool:
@@ -10,3 +122,17 @@ def tensorflow_onednn_enabled() -> bool:
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+# --- torchvision -------------------------------------------------------------------------------------------------
+
+TORCHVISION_META_MODULE = "torchvision._meta_registrations"
+
+
+def stub_torchvision_operators() -> None:
+    """Let a CUDA build of torchvision import under a CPU-only torch: its private module that registers compiled
+    operators (``torchvision._meta_registrations``, torchvision 0.28) is replaced by an empty one; the model code
+    that weights.py needs is pure Python. There is no public switch to skip the registration."""
+    for name in [m for m in sys.modules if m.startswith("torchvision")]:
+        del sys.modules[name]
+    sys.modules[TORCHVISION_META_MODULE] = types.ModuleType(TORCHVISION_META_MODULE)

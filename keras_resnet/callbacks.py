@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import sys
 import time
@@ -18,10 +17,7 @@ from pathlib import Path
 
 import keras
 
-from keras_resnet import fileio
-
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.json"
+from keras_resnet import fileio, runs
 
 
 def iterations_of(model: keras.Model) -> int:
@@ -31,7 +27,8 @@ def iterations_of(model: keras.Model) -> int:
 class ProgressBar(keras.callbacks.Callback):
     """One line per epoch with training images/s and the epoch's metrics; a live bar when stderr is a terminal.
 
-    The first epoch's rate includes tracing the step function (and XLA compilation).
+    The first epoch's rate includes tracing the step function (and XLA compilation). Keras's ``ProgbarLogger``
+    shows neither images/s nor the epoch time, and does not put them into the logs the other callbacks write.
     """
 
     def __init__(self, epochs: int, global_batch: int, stream=None, min_interval: float = 0.25):
@@ -93,7 +90,9 @@ class Checkpointer(keras.callbacks.Callback):
     The weights go to a new file, then ``state.json`` (written atomically) points at it, then the old
     file is removed: whenever the process dies, ``state.json`` names a complete checkpoint.
     ``state.json`` counts the training steps run; that is the optimizer's step counter too, except
-    under float16 loss scaling, which does not count the steps it skips.
+    under float16 loss scaling, which does not count the steps it skips. Keras's ``BackupAndRestore`` drops its
+    backup when a ``fit`` ends (and train calls ``fit`` once per phase), writes in place rather than atomically,
+    and records no step count to check a resumed run against.
     """
 
     def __init__(self, directory: Path, steps_per_epoch: int, every_steps: int | None = None):
@@ -122,7 +121,7 @@ class Checkpointer(keras.callbacks.Callback):
         if weights is not None:
             with fileio.atomic_path(weights) as tmp:
                 self.model.save_weights(tmp, overwrite=True)
-        fileio.write_json(self.directory / STATE_FILE, {
+        fileio.write_json(self.directory / runs.STATE_FILE, {
             "steps": self.step, "iterations": iterations_of(self.model),
             "weights": weights.name if weights else None, "complete": complete})
         for old in self.directory.glob("ckpt-*.weights.h5"):
@@ -131,28 +130,15 @@ class Checkpointer(keras.callbacks.Callback):
         self.last_saved = self.step
 
 
-def read_checkpoint_state(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def checkpoint_weights(run_dir: Path) -> tuple[int, Path | None]:
-    """The step and weights file of ``run_dir``'s last checkpoint, or ``(0, None)``."""
-    state = read_checkpoint_state(run_dir)
-    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"] if state and state.get("weights") else None
-    if weights is None or not weights.is_file():
-        return 0, None
-    return int(state["steps"]), weights
-
-
 HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """``history.csv`` (one row per finished epoch, rewritten atomically) and ``curves.png``."""
+    """``history.csv`` (one row per finished epoch, rewritten atomically) and ``curves.png``.
+
+    Keras's ``CSVLogger`` appends to the file in place (a kill can leave half a row), and on a resume it cannot
+    drop the rows of epochs that are trained again; it also logs no learning rate.
+    """
 
     def __init__(self, run_dir: Path, rows: list[dict], learning_rate: Callable[[], float] | None = None,
                  plot: bool = True):
@@ -170,9 +156,9 @@ class HistoryWriter(keras.callbacks.Callback):
             with contextlib.suppress(TypeError, ValueError):
                 row[key] = float(value)
         self.rows[:] = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
-        write_history(self.run_dir / "history.csv", self.rows)
+        write_history(self.run_dir / runs.HISTORY_FILE, self.rows)
         if self.plot:
-            plot_curves(self.rows, self.run_dir / "curves.png")
+            plot_curves(self.rows, self.run_dir / runs.CURVES_FILE)
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -203,7 +189,11 @@ def read_history(path: Path) -> list[dict]:
 
 
 class BestModelSaver(keras.callbacks.Callback):
-    """Calls ``save(path)`` with ``best.keras`` whenever ``monitor`` beats its best so far."""
+    """Calls ``save(path)`` with ``best.keras`` whenever ``monitor`` beats its best so far.
+
+    Keras's ``ModelCheckpoint`` saves the training model itself (its mixed-precision policy and optimizer) in
+    place; here ``save`` writes the float32 rebuild atomically, and ``best`` carries the value over a resume.
+    """
 
     def __init__(self, path: Path, save: Callable[[Path], None], monitor: str = "val_accuracy",
                  best: float = -math.inf):
@@ -268,9 +258,8 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
 
-        metadata = summary_pb2.SummaryMetadata()
+        metadata = tf.compat.v1.SummaryMetadata()
         metadata.plugin_data.plugin_name = "scalars"
         for key, value in (logs or {}).items():
             with contextlib.suppress(TypeError, ValueError):

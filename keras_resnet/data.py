@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import augment
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.specs import MIN_IMAGE_SIZE
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -470,7 +470,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
                         f"synthetic, or name a TFDS image-classification dataset (cifar10, tf_flowers, "
                         f"imagenette/320px-v2, imagenet2012, ...)") from None
     except Exception as err:  # malformed names, config errors
-        raise KresError(f"cannot open TFDS dataset {name!r}: {str(err).splitlines()[0]}") from None
+        raise KresError(f"cannot open TFDS dataset {name!r}: {first_line(err)}") from None
     if not builder.is_prepared():
         root = cfg.tfds_dir or "~/tensorflow_datasets"
         how = f"`tfds build {name} --data_dir {root}`"

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_resnet.errors import KresError
-
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from keras_resnet.errors import KresError, first_line
+from keras_resnet.specs import PRECISIONS
 
 
 @dataclass
@@ -69,8 +68,7 @@ def make_placement(tpu: bool = False) -> Placement:
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError, tf.errors.OpError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise KresError(f"--tpu: no TPU found ({first}); run on a TPU VM or set TPU_NAME") from None
+            raise KresError(f"--tpu: no TPU found ({first_line(err)}); run on a TPU VM or set TPU_NAME") from None
         strategy = tf.distribute.TPUStrategy(resolver)
         return Placement(strategy, "tpu", strategy.num_replicas_in_sync, "tpu")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
-from keras_resnet.meta import RUN_CONFIG_FILENAME, run_data_config
+from keras_resnet.runs import training_data_config
 from keras_resnet.runtime import Predictor, load_predictor
 
 EVAL_JSON = "evaluation.json"
@@ -200,32 +200,6 @@ def save_confusion_png(confusion, class_names: list[str], path: str | os.PathLik
 
 
 # --- where the data comes from ------------------------------------------------------------------------------
-
-def _model_dirs(model_path: Path) -> list[Path]:
-    """Directories that may hold the run's config.json: the run dir itself, the model's folder and the
-    folder above it (an export dir holding saved_model/)."""
-    start = model_path if model_path.is_dir() else model_path.parent
-    return [start, start.parent]
-
-
-def training_data_config(model_path: str | os.PathLike, predictor: Predictor | None = None) -> dict:
-    """The ``DataConfig`` (as a dict) the model was trained with.
-
-    Looked up in order: ``config.json`` in the run dir / beside the model / one folder up;
-    the ``data`` entry of the model's meta.json ``extra``; a ``run_dir`` recorded there.
-    """
-    model_path = Path(model_path)
-    extra = predictor.meta.extra if predictor is not None and predictor.meta is not None else {}
-    recorded = [run_data_config(d) for d in _model_dirs(model_path)]
-    recorded.append(dict(extra["data"]) if isinstance(extra.get("data"), dict) else None)
-    if extra.get("run_dir"):
-        recorded.append(run_data_config(extra["run_dir"]))
-    for data in recorded:
-        if data is not None:
-            return data
-    raise KresError(f"no training data is recorded for {model_path} (no {RUN_CONFIG_FILENAME} with a 'data' entry "
-                    "beside it or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
-
 
 def _image_size(cfg: EvalConfig, predictors: list[Predictor], recorded: int | None) -> int:
     """The model's own size; an explicit --image-size must match it. Dynamic models take the explicit size,

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio
+from keras_resnet import fileio, runs
 from keras_resnet.errors import KresError
-from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta, find_meta, run_data_config
+from keras_resnet.meta import ModelMeta, find_meta
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
-from keras_resnet.runtime import RUN_MODEL_NAMES
+from keras_resnet.rebuild import load_float32_model
 
 REPORT_NAME = "export_report"
 SAVED_MODEL_DIR = "saved_model"
@@ -101,56 +101,19 @@ def resolve_source(path: str | os.PathLike) -> Source:
         raise KresError(f"{path} does not exist: pass a run directory or a .keras file")
     run_dir = None
     if path.is_dir():
-        model_path = next((path / n for n in RUN_MODEL_NAMES if (path / n).is_file()), None)
+        model_path = runs.find_model(path)
         if model_path is None:
-            raise KresError(f"{path} holds no model (no {' or '.join(RUN_MODEL_NAMES)}): train into it first "
-                            "or pass a .keras file")
+            raise KresError(f"{path} holds no model ({runs.no_model_text()}): train into it first or pass a .keras "
+                            "file")
         run_dir = path
     else:
         model_path = path
-        if (path.parent / RUN_CONFIG_FILENAME).is_file():
+        if runs.is_run_dir(path.parent):
             run_dir = path.parent
     if model_path.suffix != ".keras" or not zipfile.is_zipfile(model_path):
         raise KresError(f"{model_path} is not a .keras model: pass a run directory or the .keras file written "
                         "by 'kres train'")
-    return Source(model_path, run_dir, run_data_config(run_dir) if run_dir is not None else None)
-
-
-def load_float32_model(path: str | os.PathLike):
-    """Load a ``.keras`` file; a mixed-precision model is rebuilt from its config under float32 with the same
-    weights, since the TFLite converter rejects float16 compute graphs."""
-    import keras
-
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:  # Keras raises ValueError, BadZipFile, ... for a file that is not a model
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise KresError(f"{path} is not a loadable .keras model ({first})") from None
-    return as_float32(model)
-
-
-def as_float32(model):
-    """``model`` itself when every layer computes in float32, else a float32 rebuild with the same weights."""
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
-        return model
-    config = _float32_config(model.get_config())
-    rebuilt = model.__class__.from_config(config)
-    rebuilt.set_weights(model.get_weights())
-    if not all(layer.dtype_policy.compute_dtype == "float32" for layer in rebuilt.layers):
-        raise KresError(f"could not rebuild {model.name} under float32: save it with a float32 policy")
-    return rebuilt
-
-
-def _float32_config(obj):
-    if isinstance(obj, dict):
-        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(obj.get("config"), dict):
-            return {**obj, "class_name": "DTypePolicy", "config": {**obj["config"], "name": "float32"}}
-        return {k: _float32_config(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_float32_config(v) for v in obj]
-    if isinstance(obj, str) and obj.startswith("mixed_"):
-        return "float32"
-    return obj
+    return Source(model_path, run_dir, runs.data_config(run_dir) if run_dir is not None else None)
 
 
 def data_config_for(source: Source, meta: ModelMeta):
@@ -298,76 +261,117 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
 
 # --- the command ---------------------------------------------------------------------------------------------
 
+@dataclass
+class _Job:
+    """What every step of one export shares."""
+
+    cfg: ExportConfig
+    source: Source
+    out_dir: Path
+    model: object
+    meta: ModelMeta
+    data_cfg: object  # keras_resnet.data.DataConfig, or None for a model without a run
+    say: Progress
+    calibration: Callable[[], Iterator[np.ndarray]] | None = None
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
+
+
 def export(cfg: ExportConfig, progress: Progress | None = None, *,
            calibration: Callable[[], Iterator[np.ndarray]] | None = None,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
-    say = progress or (lambda _msg: None)
-    cfg = validate(cfg)
+    job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
+    report = {"source": str(job.source.model_path), "model": f"ResNet-{job.meta.depth} {job.meta.variant}",
+              "input_shape": job.meta.input_shape, "classes": job.meta.num_classes, "artifacts": {}}
+    _keras_reference(job, heldout, report)
+    result = ExportResult(job.out_dir)
+    result.files += _write_meta(job)
+    if job.cfg.saved_model:
+        result.files += _write_saved_model(job, report)
+    for name in tflite_names(job.cfg):
+        result.files += _write_tflite(job, name, report)
+    return _write_report(result, report)
+
+
+def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
+    """Find and load the model, its meta.json and its run's data config; creates the output directory only
+    after the cheap checks, so a rejected export creates nothing."""
     source = resolve_source(cfg.source)
     if cfg.qat and source.data_config is None:
         raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
-    out_dir = fileio.ensure_writable_dir(cfg.output)  # after the cheap checks: a rejected export creates nothing
+    out_dir = fileio.ensure_writable_dir(cfg.output)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
-    data_cfg = data_config_for(source, meta)
+    return _Job(cfg, source, out_dir, model, meta, data_config_for(source, meta), say, calibration)
+
+
+def _keras_reference(job: _Job, heldout, report: dict) -> None:
+    """The held-out images and the Keras model's outputs on them, which every TFLite model is checked against."""
     if heldout is None:
-        say("reading held-out (validation) data" if data_cfg else "no run config: skipping accuracy figures")
-        heldout = heldout_data(data_cfg, cfg.eval_images)
-    images, labels = heldout if heldout is not None else (None, None)
+        job.say("reading held-out (validation) data" if job.data_cfg else "no run config: skipping accuracy figures")
+        heldout = heldout_data(job.data_cfg, job.cfg.eval_images)
+    if heldout is None:
+        return
+    from keras_resnet.runtime import KerasPredictor
 
-    result = ExportResult(out_dir)
-    report: dict = {"source": str(source.model_path), "model": f"ResNet-{meta.depth} {meta.variant}",
-                    "input_shape": meta.input_shape, "classes": meta.num_classes, "artifacts": {}}
-    reference = None
-    if images is not None:
-        from keras_resnet.runtime import KerasPredictor
+    job.images, job.labels = heldout
+    job.reference = KerasPredictor(job.source.model_path, job.model, job.meta).predict(job.images)
+    report["keras_top1"] = float(np.mean(np.argmax(job.reference, -1) == job.labels))
+    report["heldout_images"] = len(job.images)
 
-        reference = KerasPredictor(source.model_path, model, meta).predict(images)
-        report["keras_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
-        report["heldout_images"] = len(images)
 
-    exported_meta(meta, source).save(out_dir)
-    fileio.write_text(out_dir / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
-    result.files += [out_dir / "meta.json", out_dir / "labels.txt"]
+def _write_meta(job: _Job) -> list[Path]:
+    exported_meta(job.meta, job.source).save(job.out_dir)
+    fileio.write_text(job.out_dir / "labels.txt", "".join(f"{label}\n" for label in job.meta.labels))
+    return [job.out_dir / "meta.json", job.out_dir / "labels.txt"]
 
-    if cfg.saved_model:
-        say("writing SavedModel and .keras")
-        sm = export_saved_model(model, out_dir / SAVED_MODEL_DIR)
-        result.files += [sm, save_keras(model, out_dir / "model.keras")]
-        report["artifacts"][SAVED_MODEL_DIR] = {"signatures": {SERVING_UINT8: "uint8 [N,H,W,3]",
-                                                               SERVING_FLOAT: "float32 [N,H,W,3]"},
-                                                "output": OUTPUT_NAME}
 
+def _write_saved_model(job: _Job, report: dict) -> list[Path]:
+    job.say("writing SavedModel and .keras")
+    files = [export_saved_model(job.model, job.out_dir / SAVED_MODEL_DIR),
+             save_keras(job.model, job.out_dir / "model.keras")]
+    report["artifacts"][SAVED_MODEL_DIR] = {"signatures": {SERVING_UINT8: "uint8 [N,H,W,3]",
+                                                           SERVING_FLOAT: "float32 [N,H,W,3]"},
+                                            "output": OUTPUT_NAME}
+    return files
+
+
+def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
+    """One TFLite model, its check against the Keras model, its card and (with --edgetpu) the Edge TPU check."""
     from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
-    for name in tflite_names(cfg):
-        say(f"converting to TFLite ({name})")
-        if name == QAT_NAME:
-            content = _qat_tflite(source, data_cfg, cfg, out_dir)
-        else:
-            rep = (calibration or calibration_data(data_cfg, meta, cfg.calibration_steps)) if name == "int8" else None
-            # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
-            content = convert(model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8")
-        path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
-        entry = describe_tflite(path, content)
-        if images is not None:
-            say(f"checking {path.name} against the Keras model on {len(images)} held-out images")
-            predictor = TFLitePredictor(path, tflite_interpreter(content), meta)
-            entry["agreement"] = compare(reference, predictor.predict(images), labels)
-        accuracy = entry.get("agreement", {}).get("top1")
-        card = model_card(path, meta, entry, accuracy, name, data_cfg)
-        card_path = out_dir / f"model_{name}.card.json"
-        fileio.write_json(card_path, card)
-        result.files += [path, card_path]
-        if cfg.edgetpu and name in ("int8", QAT_NAME):
-            from keras_resnet import edgetpu
+    cfg, out_dir = job.cfg, job.out_dir
+    job.say(f"converting to TFLite ({name})")
+    if name == QAT_NAME:
+        content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir)
+    else:
+        rep = (job.calibration or calibration_data(job.data_cfg, job.meta, cfg.calibration_steps)
+               if name == "int8" else None)
+        # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
+        content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8")
+    path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
+    entry = describe_tflite(path, content)
+    if job.images is not None:
+        job.say(f"checking {path.name} against the Keras model on {len(job.images)} held-out images")
+        predictor = TFLitePredictor(path, tflite_interpreter(content), job.meta)
+        entry["agreement"] = compare(job.reference, predictor.predict(job.images), job.labels)
+    accuracy = entry.get("agreement", {}).get("top1")
+    card_path = out_dir / f"model_{name}.card.json"
+    fileio.write_json(card_path, model_card(path, job.meta, entry, accuracy, name, job.data_cfg))
+    if cfg.edgetpu and name in ("int8", QAT_NAME):
+        from keras_resnet import edgetpu
 
-            say(f"checking {path.name} against the Edge TPU requirements")
-            entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
-        report["artifacts"][path.name] = entry
+        job.say(f"checking {path.name} against the Edge TPU requirements")
+        entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+    report["artifacts"][path.name] = entry
+    return [path, card_path]
 
+
+def _write_report(result: ExportResult, report: dict) -> ExportResult:
+    out_dir = result.output_dir
     sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():

@@ -19,7 +19,6 @@ from keras_resnet.model import depth_of
 from keras_resnet.specs import NORMALIZATIONS
 
 META_FILENAME = "meta.json"
-RUN_CONFIG_FILENAME = "config.json"  # written by kres train into the run directory
 
 
 @dataclass
@@ -96,18 +95,6 @@ def find_meta(model_path: str | os.PathLike) -> ModelMeta | None:
         if candidate.is_file():
             return ModelMeta.load(candidate)
     return None
-
-
-def run_data_config(run_dir: str | os.PathLike) -> dict | None:
-    """The ``data`` entry (a DataConfig as a dict) of a run directory's ``config.json``; None where there is none."""
-    path = Path(run_dir) / RUN_CONFIG_FILENAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text()).get("data")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise KresError(f"{path} is not a valid run config ({err}); repair it or re-run 'kres train'") from None
-    return dict(data) if isinstance(data, dict) else None
 
 
 def _as_list(value) -> list[float]:

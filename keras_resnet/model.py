@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from keras_resnet import _compat
 from keras_resnet.errors import KresError
 from keras_resnet.specs import (
     DEPTHS,
@@ -104,7 +105,7 @@ def is_channel_flip(node) -> bool:
     """Whether a graph node is the ``x[..., ::-1]`` RGB -> BGR flip that :func:`_preprocess` adds for v1."""
     args = node.arguments.args
     # a list after a .keras round trip, a tuple when built in this process
-    return (type(node.operation).__name__ == "GetItem" and len(args) == 2 and isinstance(args[1], (tuple, list))
+    return (_compat.is_getitem(node.operation) and len(args) == 2 and isinstance(args[1], (tuple, list))
             and tuple(args[1]) == (Ellipsis, slice(None, None, -1)))
 
 
@@ -163,6 +164,42 @@ def resnet(
     spec = depth_spec(depth)
     var = variant_spec(variant)
     shape = _check_input_shape(input_shape)
+    _check_options(stem, pooling, include_top, num_classes)
+
+    build = _Build(var, zero_init_residual)
+    inputs = keras.Input(shape, name="image")
+    x = _preprocess(inputs, var, shape[2])
+    x = _stem(x, stem, build)
+    # Under mixed precision the model's output stays float32: without a top, the last block casts.
+    x = _stages(x, spec, build, last_dtype="float32" if pooling is None and not include_top else None)
+    x = _top(x, pooling, include_top, dropout, num_classes, classifier_activation)
+
+    default_name = f"resnet{depth}" + ("" if variant == "v1.5" else "_v1")
+    model = keras.Model(inputs, x, name=name or default_name)
+    if weights is not None:
+        from keras_resnet.weights import load_pretrained  # imported late: it pulls in file formats
+
+        load_pretrained(model, weights, depth=int(depth), variant=variant, include_top=include_top)
+    return model
+
+
+def _stages(x, spec, build: _Build, last_dtype: str | None):
+    """conv2..conv5: each stage's blocks, the first one strided (past conv2) and projected where the shape
+    changes."""
+    block_fn = BLOCKS[spec.block]
+    in_channels = 64
+    for stage, (stage_name, width, repeats) in enumerate(zip(STAGE_NAMES, STAGE_WIDTHS, spec.repeats)):
+        for index in range(repeats):
+            stride = 2 if stage > 0 and index == 0 else 1
+            last = stage == 3 and index == repeats - 1
+            x = block_fn(x, width, stride, f"{stage_name}_block{index + 1}", build,
+                         projection=stride != 1 or in_channels != width * spec.expansion,
+                         out_dtype=last_dtype if last else None)
+            in_channels = width * spec.expansion
+    return x
+
+
+def _check_options(stem: str, pooling: str | None, include_top: bool, num_classes) -> None:
     if stem not in STEMS:
         raise KresError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
     if pooling not in POOLINGS:
@@ -172,23 +209,11 @@ def resnet(
     if include_top and (not isinstance(num_classes, int) or num_classes < 1):
         raise KresError(f"num_classes must be a positive integer, got {num_classes!r}")
 
-    build = _Build(var, zero_init_residual)
-    block_fn = BLOCKS[spec.block]
-    inputs = keras.Input(shape, name="image")
-    x = _preprocess(inputs, var, shape[2])
-    x = _stem(x, stem, build)
-    in_channels = 64
-    for stage, (stage_name, width, repeats) in enumerate(zip(STAGE_NAMES, STAGE_WIDTHS, spec.repeats)):
-        for index in range(repeats):
-            stride = 2 if stage > 0 and index == 0 else 1
-            last = stage == 3 and index == repeats - 1
-            # Under mixed precision the model's output stays float32: cast where the graph ends.
-            out_dtype = "float32" if last and pooling is None and not include_top else None
-            x = block_fn(x, width, stride, f"{stage_name}_block{index + 1}", build,
-                         projection=stride != 1 or in_channels != width * spec.expansion,
-                         out_dtype=out_dtype)
-            in_channels = width * spec.expansion
 
+def _top(x, pooling: str | None, include_top: bool, dropout: float, num_classes: int,
+         classifier_activation: str | None):
+    """Global pooling and the classifier, both in float32 (the model's output stays float32 under mixed
+    precision)."""
     if pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool", dtype="float32")(x)
     elif pooling == "max":
@@ -198,14 +223,7 @@ def resnet(
             x = layers.Dropout(dropout, name="top_dropout")(x)
         x = layers.Dense(num_classes, activation=classifier_activation, name="predictions",
                          dtype="float32")(x)
-
-    default_name = f"resnet{depth}" + ("" if variant == "v1.5" else "_v1")
-    model = keras.Model(inputs, x, name=name or default_name)
-    if weights is not None:
-        from keras_resnet.weights import load_pretrained  # imported late: it pulls in file formats
-
-        load_pretrained(model, weights, depth=int(depth), variant=variant, include_top=include_top)
-    return model
+    return x
 
 
 def _shorthand(depth: int):

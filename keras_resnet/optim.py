@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_resnet import _compat
 from keras_resnet.errors import KresError
+from keras_resnet.specs import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "adamw")
 REFERENCE_BATCH = 256  # base learning rates are quoted for this global batch and scaled linearly
 
 
@@ -73,5 +74,4 @@ def decayed_variable_names(optimizer: keras.optimizers.Optimizer, model: keras.M
     """Paths of the variables ``optimizer`` applies weight decay to (what the tests check)."""
     if not optimizer.weight_decay:
         return set()
-    # Private, but the optimizer's own decision: Keras has no public query for its exclusion list.
-    return {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    return {v.path for v in model.trainable_variables if _compat.uses_weight_decay(optimizer, v)}

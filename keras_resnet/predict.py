@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.runtime import Predictor, load_predictor
 
 
@@ -66,8 +66,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     except IsADirectoryError:
         raise KresError(f"{path} is a directory, not an image: pass image files") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise KresError(f"cannot read image {path} ({reason}): pass a JPEG, PNG, BMP, GIF, TIFF or WebP file") from None
+        raise KresError(f"cannot read image {path} ({first_line(err)}): pass a JPEG, PNG, BMP, GIF, TIFF or WebP "
+                        "file") from None
 
 
 def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -83,7 +83,7 @@ def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.n
 
 def _trained_on_digits(predictor: Predictor) -> bool:
     from keras_resnet.data import FULL_FRAME, eval_resize
-    from keras_resnet.evaluate import training_data_config
+    from keras_resnet.runs import training_data_config
 
     try:
         data = training_data_config(predictor.path, predictor)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet import _compat
 from keras_resnet.errors import KresError
 
 QAT_TFLITE_NAME = "model_qat_int8.tflite"
@@ -82,21 +83,20 @@ def to_tf_keras(model):
         return model
     reverse_cls = _reverse_channels_layer()
     tensors: dict[int, object] = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
-        for node in model._nodes_by_depth[depth]:
-            op = node.operation
-            if isinstance(op, keras.layers.InputLayer):
-                out = node.output_tensors[0]
-                tensors[id(out)] = tf_keras.Input(shape=tuple(out.shape[1:]), name=op.name, dtype="float32")
-                continue
-            inputs = [tensors[id(t)] for t in node.input_tensors]
-            if type(op).__name__ == "GetItem":
-                if not is_channel_flip(node):
-                    raise KresError(f"slice {op.name!r} is not the v1 channel flip: QAT cannot rebuild it")
-                layer = reverse_cls(name=op.name)
-            else:
-                layer = _tf_keras_layer(op)
-            tensors[id(node.output_tensors[0])] = layer(inputs if len(inputs) > 1 else inputs[0])
+    for node in _compat.graph_nodes(model):  # inputs first
+        op = node.operation
+        if isinstance(op, keras.layers.InputLayer):
+            out = node.output_tensors[0]
+            tensors[id(out)] = tf_keras.Input(shape=tuple(out.shape[1:]), name=op.name, dtype="float32")
+            continue
+        inputs = [tensors[id(t)] for t in node.input_tensors]
+        if _compat.is_getitem(op):
+            if not is_channel_flip(node):
+                raise KresError(f"slice {op.name!r} is not the v1 channel flip: QAT cannot rebuild it")
+            layer = reverse_cls(name=op.name)
+        else:
+            layer = _tf_keras_layer(op)
+        tensors[id(node.output_tensors[0])] = layer(inputs if len(inputs) > 1 else inputs[0])
     outputs = [tensors[id(t)] for t in model.outputs]
     rebuilt = tf_keras.Model([tensors[id(t)] for t in model.inputs], outputs[0] if len(outputs) == 1 else outputs,
                              name=model.name)
@@ -183,31 +183,48 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     ``data_cfg`` is the run's ``DataConfig``; ``datasets`` (a ``keras_resnet.data.Datasets``) skips loading it.
     ``edgetpu``: the model is for the Edge TPU (see :func:`keras_resnet.quantize.fuse_input_ops`).
     """
-    import tf_keras
-
     from keras_resnet import fileio
-    from keras_resnet.export import load_float32_model
-    from keras_resnet.meta import find_meta
-    from keras_resnet.quantize import convert, fuse_input_ops
+    from keras_resnet.quantize import convert
 
     if epochs < 1:
         raise KresError(f"QAT epochs must be 1 or more, got {epochs}")
     output_dir = fileio.ensure_writable_dir(output_dir)
-    model = load_float32_model(model_path)
+    qat_model = _fake_quantized_model(model_path, edgetpu)
     if datasets is None:
         from keras_resnet.data import load_datasets
 
         datasets = load_datasets(data_cfg)
-    # The input end as post-training int8 has it (one depthwise op for the normalisation, v1's flip in conv1),
-    # before fake quantization, so the QAT model gets the same fast int8 graph.
-    qat_model = quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu)))
+    _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch)
+    content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype)
+    return _write(content, model_path, output_dir)
+
+
+def _fake_quantized_model(model_path, edgetpu: bool):
+    """The float32 model with the input end as post-training int8 has it (one depthwise op for the
+    normalisation, v1's flip in conv1), rebuilt in tf_keras and wrapped for fake quantization, so the QAT model
+    gets the same fast int8 graph."""
+    from keras_resnet.quantize import fuse_input_ops
+    from keras_resnet.rebuild import load_float32_model
+
+    model = load_float32_model(model_path)
+    return quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu)))
+
+
+def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, steps_per_epoch: int | None) -> None:
+    import tf_keras
+
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate or DEFAULT_LEARNING_RATE),
                       loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     qat_model.fit(datasets.train, validation_data=datasets.val, epochs=epochs, steps_per_epoch=steps_per_epoch,
                   verbose=2)
 
+
+def _representative(data_cfg, datasets, calibration_steps: int):
+    """Calibration batches [1,H,W,3]: the training images through eval preprocessing, as for post-training int8;
+    without a data config, the first validation images."""
+
     def representative() -> Iterator[np.ndarray]:
-        if data_cfg is not None:  # training images through eval preprocessing, as for post-training int8
+        if data_cfg is not None:
             from keras_resnet.data import calibration_images
 
             yield from calibration_images(data_cfg, calibration_steps)
@@ -220,7 +237,13 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
                 if count >= calibration_steps:
                     return
 
-    content = convert(qat_model, "int8", representative, io_dtype)
+    return representative
+
+
+def _write(content: bytes, model_path, output_dir: Path) -> Path:
+    from keras_resnet import fileio
+    from keras_resnet.meta import find_meta
+
     final = Path(output_dir) / QAT_TFLITE_NAME
     fileio.write_bytes(final, content)
     meta = find_meta(model_path)

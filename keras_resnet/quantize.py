@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_resnet.errors import KresError
+from keras_resnet import _compat
+from keras_resnet.errors import KresError, first_line
 
 # TensorFlow is imported inside the functions, so the CLI can read these names without starting it.
 QUANTIZE_MODES = ("float32", "float16", "dynamic", "int8")
@@ -50,9 +51,7 @@ def batch1_function(model):
 
     # Keras 3 variables are not tracked the way the converter's freezing expects: freeze them here, or
     # the flatbuffer keeps VAR_HANDLE/READ_VARIABLE ops and calibration fails.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    return convert_variables_to_constants_v2(serve.get_concrete_function())
+    return _compat.freeze_variables(serve.get_concrete_function())
 
 
 def fuse_input_ops(model, *, rows: bool = True):
@@ -82,40 +81,47 @@ def fuse_input_ops(model, *, rows: bool = True):
 
     tensors: dict[int, object] = {}  # id of a tensor of ``model`` -> the new graph's tensor for it
     flipped: set[int] = set()  # ids of ``model``'s tensors whose new tensor has the channels in reverse order
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
-        for node in model._nodes_by_depth[depth]:
-            op = node.operation
-            if len(node.output_tensors) != 1:
+    for node in _compat.graph_nodes(model):  # inputs first
+        op = node.operation
+        if len(node.output_tensors) != 1:
+            return model
+        old_out = node.output_tensors[0]
+        if isinstance(op, keras.layers.InputLayer):
+            tensors[id(old_out)] = keras.Input(batch_shape=old_out.shape, dtype=old_out.dtype, name=op.name)
+            continue
+        args, kwargs = node.arguments.fill_in(tensors)
+        from_flipped = any(id(t) in flipped for t in node.input_tensors)
+        if op is preprocess and len(args) == 1 and not kwargs:
+            out = _as_depthwise(preprocess, args[0], rows)
+        elif is_channel_flip(node) and not from_flipped:
+            out = args[0]  # the slice is dropped here and applied to the next conv's kernel
+            flipped.add(id(old_out))
+        elif from_flipped:
+            out = _after_flip(op, node, args, kwargs, flipped)
+            if out is None:
                 return model
-            old_out = node.output_tensors[0]
-            if isinstance(op, keras.layers.InputLayer):
-                tensors[id(old_out)] = keras.Input(batch_shape=old_out.shape, dtype=old_out.dtype, name=op.name)
-                continue
-            args, kwargs = node.arguments.fill_in(tensors)
-            from_flipped = any(id(t) in flipped for t in node.input_tensors)
-            if op is preprocess and len(args) == 1 and not kwargs:
-                out = _as_depthwise(preprocess, args[0], rows)
-            elif is_channel_flip(node) and not from_flipped:
-                out = args[0]  # the slice is dropped here and applied to the next conv's kernel
-                flipped.add(id(old_out))
-            elif from_flipped:
-                if (len(node.input_tensors) != 1 or kwargs
-                        or getattr(op, "data_format", "channels_last") != "channels_last"):
-                    return model
-                if isinstance(op, keras.layers.ZeroPadding2D):
-                    out = op(args[0])
-                    flipped.add(id(old_out))
-                elif type(op) is keras.layers.Conv2D:
-                    out = _conv_with_reversed_input(op, args[0])
-                else:
-                    return model
-            else:
-                out = op(*args, **kwargs)
-            tensors[id(old_out)] = out
+        else:
+            out = op(*args, **kwargs)
+        tensors[id(old_out)] = out
     if any(id(t) in flipped for t in model.outputs):
         return model
-    new = keras.tree.map_structure(lambda t: tensors[id(t)], (model._inputs_struct, model._outputs_struct))
+    new = keras.tree.map_structure(lambda t: tensors[id(t)], (model.input, model.output))
     return keras.Model(*new, name=model.name)
+
+
+def _after_flip(op, node, args, kwargs, flipped: set[int]):
+    """An op on channel-reversed input: padding passes the flip on, the first conv absorbs it; None for any
+    other op (the rewrite then leaves the model as it was)."""
+    import keras
+
+    if len(node.input_tensors) != 1 or kwargs or getattr(op, "data_format", "channels_last") != "channels_last":
+        return None
+    if isinstance(op, keras.layers.ZeroPadding2D):
+        flipped.add(id(node.output_tensors[0]))
+        return op(args[0])
+    if type(op) is keras.layers.Conv2D:
+        return _conv_with_reversed_input(op, args[0])
+    return None
 
 
 def _as_depthwise(rescaling, x, rows: bool):
@@ -189,8 +195,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     try:
         return converter.convert()
     except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise KresError(f"TFLite conversion ({mode}) failed: {first}") from err
+        raise KresError(f"TFLite conversion ({mode}) failed: {first_line(err)}") from err
 
 
 # --- what is inside a flatbuffer -----------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet.errors import KresError
+from keras_resnet import runs
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.meta import ModelMeta, find_meta
 
-RUN_MODEL_NAMES = ("best.keras", "last.keras")
 _QUANTIZED = (np.uint8, np.int8, np.int16)
 
 
@@ -199,7 +199,7 @@ def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
         interpreter = Interpreter(num_threads=num_threads, **kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
-        raise KresError(f"{name} is not a valid TFLite model ({_first_line(err)}); re-export it with "
+        raise KresError(f"{name} is not a valid TFLite model ({first_line(err)}); re-export it with "
                         "'kres export --tflite'") from None
     return interpreter
 
@@ -213,10 +213,10 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return _load_savedmodel(path)
-        for name in RUN_MODEL_NAMES:
-            if (path / name).is_file():
-                return _load_keras(path / name)
-        raise KresError(f"{path} holds no model (no {' or '.join(RUN_MODEL_NAMES)} and no saved_model.pb): "
+        model_path = runs.find_model(path)
+        if model_path is not None:
+            return _load_keras(model_path)
+        raise KresError(f"{path} holds no model ({runs.no_model_text()} and no saved_model.pb): "
                         "train into it first or pass a model file")
     suffix = path.suffix.lower()
     if suffix == ".keras":
@@ -231,18 +231,7 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
 
 
 def _load_keras(path: Path) -> KerasPredictor:
-    import zipfile
-
-    import keras
-
-    if not zipfile.is_zipfile(path):
-        raise KresError(f"{path} is not a .keras model (a .keras file is a zip archive); pass the file written by "
-                        "'kres train' or 'kres export'")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:  # Keras raises ValueError, BadZipFile, OSError, ... for a file that is not a model
-        raise KresError(f"{path} is not a loadable .keras model ({_first_line(err)}); pass the file written by "
-                        "'kres train' or 'kres export'") from None
+    model = runs.load_keras(path)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise KresError(f"{path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected an "
                         "image classifier")
@@ -261,7 +250,7 @@ def _load_savedmodel(path: Path) -> SavedModelPredictor:
     try:
         loaded = tf.saved_model.load(os.fspath(path))
     except Exception as err:  # protobuf DecodeError, OSError, ... for a directory that is not a SavedModel
-        raise KresError(f"{path} is not a loadable SavedModel ({_first_line(err)}); re-export it with "
+        raise KresError(f"{path} is not a loadable SavedModel ({first_line(err)}); re-export it with "
                         "'kres export --saved-model'") from None
     choice = _pick_signature(loaded.signatures)
     if choice is None:
@@ -269,7 +258,7 @@ def _load_savedmodel(path: Path) -> SavedModelPredictor:
                         "re-export it with 'kres export --saved-model'")
     fn, input_name, spec, output_name = choice
     predictor = SavedModelPredictor(path, fn, input_name, spec, output_name, find_meta(path))
-    predictor._loaded = loaded  # keep the trackable object alive: the signature functions need its variables
+    predictor.loaded = loaded  # keep the trackable object alive: the signature functions need its variables
     return predictor
 
 
@@ -305,7 +294,3 @@ def _to_dtype(images: np.ndarray, dtype) -> np.ndarray:
 def _shape_text(shape) -> str:
     return "x".join("?" if s is None else str(s) for s in shape)
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]

@@ -82,6 +82,12 @@ STEMS = ("imagenet", "cifar")
 POOLINGS = ("avg", "max", None)
 MIN_IMAGE_SIZE = 32
 
+# Training choices, here so that the CLI lists them without starting Keras; distribute, optim and the
+# benchmarks validate against the same tuples.
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # the Keras dtype policies a model is built under
+PRECISIONS = ("auto", *POLICIES)  # --precision: "auto" picks a policy for the hardware
+OPTIMIZERS = ("sgd", "adamw")
+
 
 def depth_spec(depth: int) -> DepthSpec:
     """The spec of ``depth``, or a one-line error that lists the valid depths."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -27,14 +26,15 @@ from pathlib import Path
 
 import keras
 
+from keras_resnet import _compat, fileio, runs
 from keras_resnet import callbacks as cb
-from keras_resnet import fileio
 from keras_resnet.data import DataConfig, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
 from keras_resnet.errors import KresError
-from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta
+from keras_resnet.meta import ModelMeta
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
+from keras_resnet.rebuild import float32_clone
 from keras_resnet.recipes import Recipe, recipe_for
 from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
 
@@ -139,6 +139,22 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
     return cfg, data, recipe
 
 
+@dataclass
+class _Plan:
+    """What ``train`` decided from the config, the placement and the data, before it builds anything."""
+
+    precision: str
+    xla: bool
+    steps_per_epoch: int
+    total_steps: int
+    peak_lr: float
+    schedule: Schedule
+    execution: int  # steps per execution
+    checkpoint_steps: int | None
+    freeze_bn: bool
+    num_classes: int
+
+
 def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     """Train (or resume, or find finished) the run described by ``cfg`` and ``data``. See the module doc."""
     stream = stream or sys.stderr
@@ -148,21 +164,49 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
     state = _check_existing_run(run_dir, cfg, data)
+    datasets = _load_data(cfg, data, run_dir, state)
+    plan = _plan(cfg, placement, datasets, precision)
+    if state and state.get("complete") and state.get("steps") == plan.total_steps:
+        _say(stream, f"{run_dir} already finished {cfg.epochs} epochs ({plan.total_steps} steps); nothing to train")
+        return _finish(cfg, data, run_dir, placement, train_seconds=0.0, stream=stream)
+    # Every worker of a multi-worker run saves (the collectives need all of them); only the chief keeps files.
+    write_dir = run_dir if placement.is_chief else Path(tempfile.mkdtemp(prefix=f"kres-{placement.worker_index}-"))
+    fileio.ensure_writable_dir(write_dir)
+    model, optimizer = _build_model(cfg, plan, placement)
+    if placement.is_chief:
+        _write_run_files(run_dir, cfg, data, recipe, plan, placement, datasets, model)
+    start, weights_file = runs.checkpoint_weights(run_dir) if state else (0, None)
+    _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
+                         run_dir, start))
+    _say_frozen_bn(stream, cfg, plan, placement)
+    exporter = _Float32Exporter(model)
+    callbacks, checkpointer = _callbacks(cfg, plan, run_dir, write_dir, start, model, exporter, stream)
+    began = time.perf_counter()
+    step = _fit_phases(model, optimizer, cfg, plan, placement, datasets, callbacks, checkpointer, start,
+                       weights_file)
+    train_seconds = time.perf_counter() - began
+    exporter.save(write_dir / runs.LAST_MODEL)
+    checkpointer.save(complete=True)
+    if not placement.is_chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+        return TrainResult(run_dir, run_dir / runs.BEST_MODEL, run_dir / runs.LAST_MODEL, {}, math.nan, cfg.epochs,
+                           step, cb.iterations_of(model), train_seconds)
+    return _finish(cfg, data, run_dir, placement, train_seconds=train_seconds, stream=stream)
+
+
+def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | None):
     # Before the pipelines are built: tf.data's seeded shuffles also read TensorFlow's global seed, so the
     # same --seed gives the same batches whatever ran earlier in this process.
     keras.utils.set_random_seed(cfg.seed)
     datasets = load_datasets(data)
     if state is not None:
         _check_same_images(run_dir, datasets)
+    return datasets
+
+
+def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str) -> _Plan:
     steps_per_epoch = datasets.num_train // cfg.batch_size  # at least 1: load_datasets rejects a larger batch
     total_steps = steps_per_epoch * cfg.epochs
-    if state and state.get("complete") and state.get("steps") == total_steps:
-        _say(stream, f"{run_dir} already finished {cfg.epochs} epochs ({total_steps} steps); nothing to train")
-        return _finish(cfg, data, run_dir, placement, train_seconds=0.0, stream=stream)
-
-    # Every worker of a multi-worker run saves (the collectives need all of them); only the chief keeps files.
-    write_dir = run_dir if placement.is_chief else Path(tempfile.mkdtemp(prefix=f"kres-{placement.worker_index}-"))
-    fileio.ensure_writable_dir(write_dir)
     peak_lr = scaled_learning_rate(cfg.lr, cfg.batch_size)
     schedule = Schedule(peak_lr, round(cfg.warmup_epochs * steps_per_epoch), total_steps)
     execution = cfg.steps_per_execution or _steps_per_execution(placement, steps_per_epoch)
@@ -172,95 +216,116 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
     # JAX always compiles with XLA (its trainer runs eagerly without it); TensorFlow gains from it on accelerators.
     auto_xla = placement.accelerator in ("gpu", "tpu") or keras.backend.backend() == "jax"
-    xla = cfg.xla if cfg.xla is not None else auto_xla
-    freeze_bn = frozen_bn(cfg, placement.replicas)
+    return _Plan(precision=precision, xla=cfg.xla if cfg.xla is not None else auto_xla,
+                 steps_per_epoch=steps_per_epoch, total_steps=total_steps, peak_lr=peak_lr, schedule=schedule,
+                 execution=execution, checkpoint_steps=checkpoint_steps,
+                 freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names))
+
+
+def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement):
+    """The model under the run's precision policy, and its optimizer; the global policy is put back after."""
     previous_policy = keras.config.dtype_policy().name
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(plan.precision)
     try:
         with placement.scope():
-            model = resnet(cfg.depth, num_classes=len(datasets.class_names),
+            model = resnet(cfg.depth, num_classes=plan.num_classes,
                            input_shape=(cfg.image_size, cfg.image_size, 3), variant=cfg.variant, stem=cfg.stem,
                            dropout=cfg.dropout, weights=cfg.weights)
-            optimizer = make_optimizer(cfg.optimizer, schedule.build(), cfg.weight_decay, model)
+            optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    if placement.is_chief:
-        fileio.write_json(run_dir / RUN_CONFIG_FILENAME, {
-            "train": asdict(cfg), "data": asdict(data), "recipe": recipe.name,
-            "resolved": {"precision": precision, "xla": xla, "strategy": placement.kind,
-                         "replicas": placement.replicas, "steps_per_epoch": steps_per_epoch,
-                         "total_steps": total_steps, "peak_lr": peak_lr, "warmup_steps": schedule.warmup_steps,
-                         "steps_per_execution": execution, "num_train": datasets.num_train,
-                         "num_val": datasets.num_val, "skipped_files": datasets.skipped_files,
-                         "keras_backend": keras.backend.backend(), "freeze_bn": freeze_bn},
-        })
-        fileio.write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in datasets.class_names))
-        _point_latest(run_dir)
-        ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
+    return model, optimizer
 
-    start, weights_file = cb.checkpoint_weights(run_dir) if state else (0, None)
-    rows = [r for r in cb.read_history(run_dir / "history.csv") if r["epoch"] <= start // steps_per_epoch]
-    exporter = _Float32Exporter(cfg, len(datasets.class_names), model)
-    lr_now = schedule.build()
-    _say(stream, _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, peak_lr, run_dir, start))
-    if freeze_bn:
+
+def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: Recipe, plan: _Plan,
+                     placement: Placement, datasets, model: keras.Model) -> None:
+    """config.json, labels.txt, meta.json and the runs/latest link, before the first step."""
+    fileio.write_json(run_dir / runs.CONFIG_FILE, {
+        "train": asdict(cfg), "data": asdict(data), "recipe": recipe.name,
+        "resolved": {"precision": plan.precision, "xla": plan.xla, "strategy": placement.kind,
+                     "replicas": placement.replicas, "steps_per_epoch": plan.steps_per_epoch,
+                     "total_steps": plan.total_steps, "peak_lr": plan.peak_lr,
+                     "warmup_steps": plan.schedule.warmup_steps, "steps_per_execution": plan.execution,
+                     "num_train": datasets.num_train, "num_val": datasets.num_val,
+                     "skipped_files": datasets.skipped_files, "keras_backend": keras.backend.backend(),
+                     "freeze_bn": plan.freeze_bn},
+    })
+    fileio.write_text(run_dir / runs.LABELS_FILE, "".join(f"{name}\n" for name in datasets.class_names))
+    _point_latest(run_dir)
+    ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
+
+
+def _say_frozen_bn(stream, cfg: TrainConfig, plan: _Plan, placement: Placement) -> None:
+    if plan.freeze_bn:
         why = " is too few to re-estimate them" if cfg.freeze_bn is None else ""
         _say(stream, f"BN statistics stay frozen ({cfg.batch_size // placement.replicas} images per replica{why}; "
                      "--train-bn updates them)")
-    callbacks = [
+
+
+def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, start: int, model: keras.Model,
+               exporter: _Float32Exporter, stream) -> tuple[list, cb.Checkpointer]:
+    """Progress, history (the rows up to the resumed epoch), best model, TensorBoard and the checkpointer."""
+    rows = [r for r in cb.read_history(run_dir / runs.HISTORY_FILE) if r["epoch"] <= start // plan.steps_per_epoch]
+    lr_now = plan.schedule.build()
+    checkpointer = cb.Checkpointer(write_dir / runs.CHECKPOINT_DIR, plan.steps_per_epoch,
+                                   every_steps=plan.checkpoint_steps)
+    return [
         cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream),
         cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
-        cb.BestModelSaver(write_dir / "best.keras", exporter.save,
+        cb.BestModelSaver(write_dir / runs.BEST_MODEL, exporter.save,
                           best=max((r.get("val_accuracy", -math.inf) for r in rows), default=-math.inf)),
-        cb.TensorBoardScalars(write_dir / "logs"),
-    ]
-    checkpointer = cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, steps_per_epoch, every_steps=checkpoint_steps)
-    callbacks.append(checkpointer)
-    train_data, val_data = datasets.train.repeat(), _with_cardinality(datasets.val, datasets.num_val, cfg.batch_size)
+        cb.TensorBoardScalars(write_dir / runs.LOGS_DIR),
+        checkpointer,
+    ], checkpointer
+
+
+def _fit_phases(model: keras.Model, optimizer, cfg: TrainConfig, plan: _Plan, placement: Placement, datasets,
+                callbacks: list, checkpointer: cb.Checkpointer, start: int, weights_file: Path | None) -> int:
+    """Train from global step ``start`` to the end in segments of whole epochs (the frozen-backbone phase, and
+    the rest of a half-finished epoch, are segments of their own); returns the last step."""
+    train_data = datasets.train.repeat()
+    val_data = _with_cardinality(datasets.val, datasets.num_val, cfg.batch_size)
     if placement.kind == "multi_worker":
         val_data = _unsharded(val_data)
-    began = time.perf_counter()
     step, frozen = start, None
-    if start == total_steps:  # killed after the last step's checkpoint, before last.keras: restore it, train nothing
-        _compile(model, optimizer, cfg, len(datasets.class_names), xla, execution, placement)
+    if start == plan.total_steps:  # killed after the last step's checkpoint, before last.keras: restore it
+        _compile(model, optimizer, cfg, plan.num_classes, plan.xla, plan.execution, placement)
         model.load_weights(weights_file)
         checkpointer.set_model(model)
         checkpointer.start_fit(start)
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
+    while step < plan.total_steps:
+        epoch, offset = divmod(step, plan.steps_per_epoch)
         want_frozen = epoch < cfg.freeze_backbone_epochs
         if want_frozen != frozen:
             # Trainability is read when the step function is built: a phase change means a new compile.
-            _set_backbone_trainable(model, not want_frozen, freeze_bn=freeze_bn)
-            _compile(model, optimizer, cfg, len(datasets.class_names), xla, execution, placement)
+            _set_backbone_trainable(model, not want_frozen, freeze_bn=plan.freeze_bn)
+            _compile(model, optimizer, cfg, plan.num_classes, plan.xla, plan.execution, placement)
             frozen = want_frozen
-            if placement.kind == "multi_worker":
-                _build_from_spec(model, datasets.train.element_spec, placement)
             if weights_file is not None:  # after compile, so the optimizer's slots and step counter load too
                 model.load_weights(weights_file)
                 weights_file = None
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
         checkpointer.start_fit(step)
-        model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
-                  steps_per_epoch=steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
+        with _fit_scope(model, datasets, placement):
+            model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
+                      steps_per_epoch=plan.steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
         step = checkpointer.step
-    train_seconds = time.perf_counter() - began
+    return step
 
-    exporter.save(write_dir / "last.keras")
-    checkpointer.save(complete=True)
-    if not placement.is_chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
-        return TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", {}, math.nan, cfg.epochs,
-                           step, cb.iterations_of(model), train_seconds)
-    return _finish(cfg, data, run_dir, placement, train_seconds=train_seconds, stream=stream)
+
+def _fit_scope(model: keras.Model, datasets, placement: Placement):
+    """The Keras workarounds a multi-worker fit needs (see ``_compat.multi_worker_fit``), for that fit only."""
+    if placement.kind != "multi_worker":
+        return contextlib.nullcontext()
+    return _compat.multi_worker_fit(model, datasets.train.element_spec, placement.scope)
 
 
 def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placement, *, train_seconds: float,
             stream) -> TrainResult:
-    rows = cb.read_history(run_dir / "history.csv")
-    state = cb.read_checkpoint_state(run_dir) or {}
+    rows = cb.read_history(run_dir / runs.HISTORY_FILE)
+    state = runs.read_checkpoint_state(run_dir) or {}
     best = max((r.get("val_accuracy", -math.inf) for r in rows), default=math.nan)
-    result = TrainResult(run_dir, run_dir / "best.keras", run_dir / "last.keras", rows[-1] if rows else {},
+    result = TrainResult(run_dir, run_dir / runs.BEST_MODEL, run_dir / runs.LAST_MODEL, rows[-1] if rows else {},
                          best, len(rows), int(state.get("steps", 0)), int(state.get("iterations", 0)), train_seconds,
                          history=rows)
     if placement.is_chief:
@@ -270,12 +335,12 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
                            "epochs": result.epochs})
         meta.save(run_dir)
         if rows:
-            cb.plot_curves(rows, run_dir / "curves.png")
+            cb.plot_curves(rows, run_dir / runs.CURVES_FILE)
     trained = f"trained {train_seconds:.0f} s; " if train_seconds else ""
     _say(stream, f"{trained}best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
                  f"models in {run_dir}")
     if cfg.qat_epochs and placement.is_chief:
-        from keras_resnet.qat import quantization_aware_finetune  # the EXPORT engineer's module; heavy imports
+        from keras_resnet.qat import quantization_aware_finetune  # heavy imports (tf_keras, tfmot): only when asked
 
         result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat")
         _say(stream, f"quantization-aware model: {result.qat_model}")
@@ -283,55 +348,19 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
 
 
 class _Float32Exporter:
-    """Saves the training model's weights into the same architecture built under float32, without optimizer,
-    so ``best.keras``/``last.keras`` load anywhere (CPU, float32 policy, no custom objects)."""
+    """Saves the training model's weights into the same graph rebuilt under float32 (``keras_resnet.rebuild``),
+    without optimizer, so ``best.keras``/``last.keras`` load anywhere (CPU, float32 policy, no custom objects)."""
 
-    def __init__(self, cfg: TrainConfig, num_classes: int, model: keras.Model):
-        self.cfg, self.num_classes, self.model = cfg, num_classes, model
+    def __init__(self, model: keras.Model):
+        self.model = model
         self.clone = None
 
     def save(self, path: Path) -> None:
-        if self.clone is None:
-            previous = keras.config.dtype_policy().name
-            keras.config.set_dtype_policy("float32")
-            try:
-                self.clone = resnet(self.cfg.depth, num_classes=self.num_classes,
-                                    input_shape=(self.cfg.image_size, self.cfg.image_size, 3),
-                                    variant=self.cfg.variant, stem=self.cfg.stem, dropout=self.cfg.dropout)
-            finally:
-                keras.config.set_dtype_policy(previous)
+        if self.clone is None:  # built once: every layer trainable, as a fresh model would be
+            self.clone = float32_clone(self.model, trainable=True)
         self.clone.set_weights(self.model.get_weights())
         with fileio.atomic_path(path) as tmp:
             self.clone.save(tmp)
-
-
-def _build_from_spec(model: keras.Model, spec, placement: Placement) -> None:
-    """Work around two Keras 3.15 failures of ``fit`` under MultiWorkerMirroredStrategy (private hooks).
-
-    1. ``fit`` fetches a first batch and reduces it across replicas only to learn its shapes; that eager
-       reduce of a PerReplica batch fails. The dataset's element spec gives the same shapes.
-    2. Each step's scalar logs are averaged with ``strategy.reduce("MEAN", v, axis=0)``, which fails on a
-       scalar; ``axis=None`` is the mean across replicas that was meant.
-    """
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    def build(iterator=None, data_batch=None):
-        with placement.scope():
-            model._symbolic_build(data_batch=spec)
-
-    model._maybe_symbolic_build = build
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "kres_scalar_mean", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica.kres_scalar_mean = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def _with_cardinality(dataset, examples: int, batch_size: int):
@@ -393,7 +422,7 @@ def _data_name(data: DataConfig) -> str:
 def _run_dir(cfg: TrainConfig, data: DataConfig) -> Path:
     if cfg.output:
         return Path(cfg.output)
-    latest = Path("runs") / "latest"
+    latest = Path("runs") / runs.LATEST
     if cfg.resume:
         if not latest.exists():
             raise KresError("--resume without --output continues runs/latest, which does not exist; "
@@ -413,17 +442,13 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
     A run directory that holds a different run is an error, with or without --resume: resuming means
     continuing with the same settings, so the schedule and the step count stay those of the first start.
     """
-    config_path = run_dir / RUN_CONFIG_FILENAME
-    if not config_path.is_file():
+    saved = runs.read_config(run_dir)
+    if saved is None:
         if cfg.resume:
             raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
         if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
             raise KresError(f"{run_dir} exists and is not a kres run directory; choose another --output")
         return None
-    try:
-        saved = json.loads(config_path.read_text())
-    except json.JSONDecodeError:
-        raise KresError(f"{config_path} is not valid JSON; delete {run_dir} or choose another --output") from None
     old = _identity(saved.get("train", {}), saved.get("data", {}))
     new = _identity(asdict(cfg), asdict(data))
     if old != new:
@@ -432,14 +457,14 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
                  if old[part].get(key) != new[part].get(key)]
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
                         f"options to resume it, or choose another --output")
-    return cb.read_checkpoint_state(run_dir) or {"steps": 0}
+    return runs.read_checkpoint_state(run_dir) or {"steps": 0}
 
 
 def _check_same_images(run_dir: Path, datasets) -> None:
     """A run resumes (or is found finished) only on the images it started with: with images added or removed,
     the step count, the schedule and the checkpoint would no longer match, so it is an error, not a restart."""
-    saved = json.loads((run_dir / RUN_CONFIG_FILENAME).read_text()).get("resolved", {})
-    labels_path = run_dir / "labels.txt"
+    saved = (runs.read_config(run_dir) or {}).get("resolved", {})
+    labels_path = run_dir / runs.LABELS_FILE
     old_classes = labels_path.read_text().splitlines() if labels_path.is_file() else datasets.class_names
     old = (saved.get("num_train", datasets.num_train), saved.get("num_val", datasets.num_val))
     if old != (datasets.num_train, datasets.num_val) or old_classes != datasets.class_names:
@@ -448,13 +473,13 @@ def _check_same_images(run_dir: Path, datasets) -> None:
         raise KresError(
             f"{run_dir} was started on {old[0]} training and {old[1]} validation images, the data now gives "
             f"{datasets.num_train} and {datasets.num_val}{classes}: start a new run with another --output "
-            f"(--weights {run_dir / 'best.keras'} starts it from this one)")
+            f"(--weights {run_dir / runs.BEST_MODEL} starts it from this one)")
 
 
 def _point_latest(run_dir: Path) -> None:
     """``runs/latest -> NAME``, replaced in one rename so readers never see it missing."""
-    link = run_dir.parent / "latest"
-    if run_dir.name == "latest" or (link.exists() and not link.is_symlink()):  # never replace a user's own file
+    link = run_dir.parent / runs.LATEST
+    if run_dir.name == runs.LATEST or (link.exists() and not link.is_symlink()):  # never replace a user's own file
         return
     tmp = run_dir.parent / f".latest.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):

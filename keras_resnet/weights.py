@@ -22,13 +22,13 @@ import os
 import re
 import socket
 import sys
-import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from keras_resnet import _compat
 from keras_resnet.errors import KresError
 from keras_resnet.specs import depth_spec
 
@@ -371,9 +371,7 @@ def import_torchvision():
     try:
         return importlib.import_module("torchvision")
     except Exception:  # a CUDA torchvision under CPU torch raises at operator registration
-        for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+        _compat.stub_torchvision_operators()
         try:
             return importlib.import_module("torchvision")
         except Exception as err:

@@ -83,3 +83,18 @@ def test_console_script_and_no_top_level_cli_package(tmp_path):
         "Error: Invalid value for '--depth': unsupported depth '42': choose one of 18, 34, 50, 101, 152 "
         "(see 'kres info --help')"
     ]
+
+
+def test_choice_lists_are_the_librarys_own():
+    from keras_resnet import distribute, optim, specs
+    from kres.bench import bench
+    from kres.info import info
+    from kres.train import train
+
+    def choices(command, option):
+        return tuple(next(p for p in command.params if p.name == option).type.choices)
+
+    assert choices(train, "precision") == distribute.PRECISIONS
+    assert choices(train, "optimizer") == optim.OPTIMIZERS
+    assert choices(train, "stem") == choices(info, "stem") == specs.STEMS
+    assert choices(bench.commands["throughput"], "precision") == specs.POLICIES

@@ -21,3 +21,23 @@ def test_readme_main_command_trains_on_builtin_data():
     main_command = _bash_blocks((ROOT / "README.md").read_text())[0]
     assert main_command.endswith("kres train --depth 18")
     assert "pip install -e ." in main_command
+
+
+def test_layout_table_names_every_module_and_folder():
+    """Every module of keras_resnet/ and every top-level folder is in the README's Layout table, and every path
+    the table names exists."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = set()
+    for row in rows:
+        cell = row.split("|")[1]
+        paths = re.findall(r"`([^`]+)`", cell)
+        folder = paths[0].rpartition("/")[0] if "/" in paths[0].rstrip("/") else ""
+        for path in paths:
+            full = path if "/" in path or not folder else f"{folder}/{path}"
+            assert (ROOT / full).exists(), f"the Layout table names {full}, which does not exist"
+            named.add(full.rstrip("/"))
+    modules = {f"keras_resnet/{p.name}" for p in (ROOT / "keras_resnet").glob("*.py") if p.name != "__init__.py"}
+    folders = {"keras_resnet/bench", "cli", "deploy", "tests"}
+    assert (modules | folders) - named == set()

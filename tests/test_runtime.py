@@ -97,7 +97,7 @@ def test_keras_savedmodel_and_float_tflite_agree_within_1e4(exported):
 def test_savedmodel_prefers_float_signature_and_rounds_for_uint8(exported):
     predictor = load_predictor(exported["export"] / "saved_model")
     assert predictor.input_dtype == np.float32  # float signature chosen: resized pixels are not rounded
-    uint8_fn = predictor._loaded.signatures["serving_default"]
+    uint8_fn = predictor.loaded.signatures["serving_default"]
     (name, spec), = uint8_fn.structured_input_signature[1].items()
     assert spec.dtype == tf.uint8
     uint8 = SavedModelPredictor(predictor.path, uint8_fn, name, spec, next(iter(uint8_fn.structured_outputs)), None)

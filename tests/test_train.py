@@ -215,7 +215,7 @@ def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
 def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch):
     calls = []
 
-    def fake_qat(model_path, data_cfg, epochs, output_dir):  # the EXPORT engineer's function, recorded
+    def fake_qat(model_path, data_cfg, epochs, output_dir):  # QAT is tested in test_qat; here only the call is recorded
         calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name))
         return Path(output_dir) / "model_qat_int8.tflite"
 

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from keras_resnet import _compat
 from keras_resnet.bench.common import machine, markdown_table, write_results
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.quantize import QUANTIZE_MODES as MODES
 from keras_resnet.quantize import check_mode
 from keras_resnet.specs import depth_spec
@@ -132,7 +133,7 @@ def invoke_ms(models: dict, threads: tuple[int, ...], cfg: Config) -> dict:
                 interpreter.invoke()
                 times[key].append(time.perf_counter() - start)
     return {key: (float(np.median(times[key])) * 1000.0, float(np.min(times[key])) * 1000.0,
-                  sum(op["op_name"] == "DELEGATE" for op in interpreters[key]._get_ops_details()))
+                  sum(op["op_name"] == "DELEGATE" for op in _compat.interpreter_ops(interpreters[key])))
             for key in interpreters}
 
 
@@ -155,6 +156,29 @@ def run(cfg: Config) -> dict:
         depth_spec(depth)
     for mode in cfg.modes:
         check_mode(mode)
+    rows, op_counts, contents = _convert_all(_models(cfg), cfg)
+    timings = invoke_ms(contents, cfg.threads, cfg)
+    for (name, depth, mode), content in contents.items():
+        for threads in cfg.threads:
+            median_ms, min_ms, partitions = timings[((name, depth, mode), threads)]
+            rows.append({"model": name, "depth": depth, "mode": mode, "threads": threads, "ms": median_ms,
+                         "min_ms": min_ms, "size_mb": len(content) / 1e6, "xnnpack_partitions": partitions})
+    ratios = _ratios(rows, cfg)
+    payload = {"benchmark": "tflite", "config": asdict(cfg), "machine": machine(), "rows": rows, "ratios": ratios,
+               "ops": op_counts, "load": os.getloadavg()}
+    m = payload["machine"]
+    title = (f"TFLite latency, batch 1, {cfg.image_size} px, median of {cfg.invokes} invokes, LiteRT interpreter "
+             f"on {m['cpu']} ({m['cores']} cores; load average {payload['load'][0]:.1f} at the end)\n\n")
+    table = (title + markdown_table(["model", "mode", "threads", "ms", "min_ms", "size_mb", "xnnpack_partitions",
+                                   "error"], rows) + "\n"
+             + markdown_table(["ratio", "threads", "value", "target", "met", "value_of_mins"], ratios))
+    payload["results_file"] = str(write_results(cfg.results_name, payload, table))
+    payload["table"] = table
+    return payload
+
+
+def _models(cfg: Config) -> list[tuple[str, int, str, callable]]:
+    """(name, depth, mode, convert) of every model the run times: ours, then the peer's where asked."""
     models: list[tuple[str, int, str, callable]] = [
         (f"keras_resnet ResNet-{d}", d, mode, lambda d=d, mode=mode: convert_ours(d, mode, cfg))
         for d in cfg.depths for mode in cfg.modes]
@@ -165,6 +189,11 @@ def run(cfg: Config) -> dict:
             models.append((PEER_IN_GRAPH, 50, "int8", lambda: convert_peer("int8", cfg, preprocess_in_graph=True)))
         if cfg.peer_architecture and "int8" in cfg.modes and 50 in cfg.depths:
             models.append((OURS_V1, 50, "int8", lambda: convert_ours(50, "int8", cfg, variant="v1")))
+    return models
+
+
+def _convert_all(models, cfg: Config):
+    """The flatbuffers by (name, depth, mode), their op counts, and an error row for each that fails."""
     from keras_resnet.quantize import inspect_tflite
 
     rows, op_counts, contents = [], {}, {}
@@ -173,16 +202,13 @@ def run(cfg: Config) -> dict:
             contents[(name, depth, mode)] = make()
         except Exception as err:  # a model that does not convert here is reported, not fatal
             rows.append({"model": name, "depth": depth, "mode": mode, "threads": None, "ms": None,
-                         "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"})
+                         "error": f"{type(err).__name__}: {first_line(err)}"})
             continue
         op_counts[f"{name} {mode}"] = inspect_tflite(contents[(name, depth, mode)]).ops
-    timings = invoke_ms(contents, cfg.threads, cfg)
-    for (name, depth, mode), content in contents.items():
-        for threads in cfg.threads:
-            median_ms, min_ms, partitions = timings[((name, depth, mode), threads)]
-            rows.append({"model": name, "depth": depth, "mode": mode, "threads": threads, "ms": median_ms,
-                         "min_ms": min_ms, "size_mb": len(content) / 1e6, "xnnpack_partitions": partitions})
+    return rows, op_counts, contents
 
+
+def _ratios(rows: list[dict], cfg: Config) -> list[dict]:
     def row(name, mode, threads):
         return next((r for r in rows if r["model"] == name and r["mode"] == mode and r["threads"] == threads), None)
 
@@ -201,15 +227,4 @@ def run(cfg: Config) -> dict:
                                      row(PEER_IN_GRAPH, "int8", threads), row(ours, "int8", threads), None))
                 ratios.append(_ratio("ResNet-50 ours float32 vs peer float32 (x faster)",
                                      row(PEER, "float32", threads), row(ours, "float32", threads), None))
-    ratios = [r for r in ratios if r is not None]
-    payload = {"benchmark": "tflite", "config": asdict(cfg), "machine": machine(), "rows": rows, "ratios": ratios,
-               "ops": op_counts, "load": os.getloadavg()}
-    m = payload["machine"]
-    title = (f"TFLite latency, batch 1, {cfg.image_size} px, median of {cfg.invokes} invokes, LiteRT interpreter "
-             f"on {m['cpu']} ({m['cores']} cores; load average {payload['load'][0]:.1f} at the end)\n\n")
-    table = (title + markdown_table(["model", "mode", "threads", "ms", "min_ms", "size_mb", "xnnpack_partitions",
-                                   "error"], rows) + "\n"
-             + markdown_table(["ratio", "threads", "value", "target", "met", "value_of_mins"], ratios))
-    payload["results_file"] = str(write_results(cfg.results_name, payload, table))
-    payload["table"] = table
-    return payload
+    return [r for r in ratios if r is not None]

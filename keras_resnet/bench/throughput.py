@@ -18,7 +18,6 @@ from keras_resnet.bench.common import images_per_second, machine, machine_line, 
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # (depth, image size, batch) measured on a CPU when no size is given: the digits demo's training step, and a
 # ResNet-50 step small enough for 2 cores.
 CPU_SIZES = ((18, 32, 64), (50, 64, 16))

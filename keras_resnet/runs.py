@@ -1,0 +1,124 @@
+"""The layout of a run directory, in one place: what ``kres train`` writes and every other command reads.
+
+::
+
+    runs/NAME/
+        config.json          train, data and resolved settings (CONFIG_FILE)
+        labels.txt           class names, one a line (LABELS_FILE)
+        meta.json            per-model facts (keras_resnet.meta)
+        best.keras           best validation top-1, float32 (BEST_MODEL)
+        last.keras           after the last epoch, float32 (LAST_MODEL)
+        history.csv, curves.png, logs/
+        checkpoint/state.json and ckpt-STEP.weights.h5
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from keras_resnet.errors import KresError, first_line
+
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.txt"
+BEST_MODEL = "best.keras"
+LAST_MODEL = "last.keras"
+MODEL_NAMES = (BEST_MODEL, LAST_MODEL)  # the order a run directory is searched for its model
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+LOGS_DIR = "logs"
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+LATEST = "latest"  # runs/latest -> the newest run
+
+
+def find_model(run_dir: str | os.PathLike) -> Path | None:
+    """``best.keras``, else ``last.keras`` of ``run_dir``; None where it holds neither."""
+    run_dir = Path(run_dir)
+    return next((run_dir / n for n in MODEL_NAMES if (run_dir / n).is_file()), None)
+
+
+def no_model_text() -> str:
+    return f"no {' or '.join(MODEL_NAMES)}"
+
+
+def read_config(run_dir: str | os.PathLike) -> dict | None:
+    """The run's whole ``config.json``; None where there is none, KresError where it is not valid JSON."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise KresError(f"{path} is not a valid run config ({err}); repair it or re-run 'kres train'") from None
+    if not isinstance(data, dict):
+        raise KresError(f"{path} is not a valid run config (not a JSON object); repair it or re-run 'kres train'")
+    return data
+
+
+def data_config(run_dir: str | os.PathLike) -> dict | None:
+    """The ``data`` entry (a DataConfig as a dict) of the run's ``config.json``; None where there is none."""
+    data = (read_config(run_dir) or {}).get("data")
+    return dict(data) if isinstance(data, dict) else None
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def _config_dirs(model_path: Path) -> list[Path]:
+    """Directories that may hold the run's config.json: the run dir itself, the model's folder and the
+    folder above it (an export dir holding saved_model/)."""
+    start = model_path if model_path.is_dir() else model_path.parent
+    return [start, start.parent]
+
+
+def training_data_config(model_path: str | os.PathLike, predictor=None) -> dict:
+    """The ``DataConfig`` (as a dict) the model was trained with.
+
+    Looked up in order: ``config.json`` in the run dir / beside the model / one folder up;
+    the ``data`` entry of the model's meta.json ``extra`` (``predictor.meta``); a ``run_dir`` recorded there.
+    """
+    model_path = Path(model_path)
+    meta = getattr(predictor, "meta", None)
+    extra = meta.extra if meta is not None else {}
+    recorded = [data_config(d) for d in _config_dirs(model_path)]
+    recorded.append(dict(extra["data"]) if isinstance(extra.get("data"), dict) else None)
+    if extra.get("run_dir"):
+        recorded.append(data_config(extra["run_dir"]))
+    for data in recorded:
+        if data is not None:
+            return data
+    raise KresError(f"no training data is recorded for {model_path} (no {CONFIG_FILE} with a 'data' entry "
+                    "beside it or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
+
+
+def read_checkpoint_state(run_dir: str | os.PathLike) -> dict | None:
+    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def checkpoint_weights(run_dir: str | os.PathLike) -> tuple[int, Path | None]:
+    """The step and weights file of ``run_dir``'s last checkpoint, or ``(0, None)``."""
+    state = read_checkpoint_state(run_dir)
+    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"] if state and state.get("weights") else None
+    if weights is None or not weights.is_file():
+        return 0, None
+    return int(state["steps"]), weights
+
+
+def load_keras(path: str | os.PathLike, hint: str = "pass the file written by 'kres train' or 'kres export'"):
+    """A ``.keras`` file as a Keras model (no compile, safe mode); a one-line KresError for anything else."""
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise KresError(f"{path} is not a .keras model (a .keras file is a zip archive); {hint}")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises ValueError, BadZipFile, OSError, ... for a file that is not a model
+        raise KresError(f"{path} is not a loadable .keras model ({first_line(err)}); {hint}") from None

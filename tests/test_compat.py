@@ -1,0 +1,96 @@
+"""Each private name keras_resnet/_compat.py relies on is still where it expects it; a failure names the installed
+Keras and TensorFlow versions, so whoever upgrades knows which entry to revisit."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_resnet import _compat
+
+MOVED = f"moved under {_compat.versions()}: update keras_resnet/_compat.py"
+
+
+def _tiny(flip: bool = False) -> keras.Model:
+    inputs = keras.Input((4, 4, 3), name="image")
+    x = inputs[..., ::-1] if flip else inputs
+    x = keras.layers.Conv2D(2, 1, name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="dense")(x))
+
+
+def test_graph_nodes_come_inputs_first():
+    names = [node.operation.name for node in _compat.graph_nodes(_tiny())]
+    assert names == ["image", "conv", "pool", "dense"], f"Functional._nodes_by_depth {MOVED}"
+    node = list(_compat.graph_nodes(_tiny()))[1]
+    assert hasattr(node, "arguments") and len(node.input_tensors) == 1, f"Node.arguments/input_tensors {MOVED}"
+
+
+def test_a_slice_is_a_getitem_op():
+    assert sum(_compat.is_getitem(op) for op in _tiny(flip=True).operations) == 1, f"GetItem {MOVED}"
+    assert not any(_compat.is_getitem(op) for op in _tiny().operations)
+
+
+def test_multi_worker_fit_patches_only_inside_the_block():
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    model = _tiny()
+    assert _compat.has_multi_worker_hooks(model), f"reduce_per_replica / Trainer._symbolic_build {MOVED}"
+    original = tf_trainer.reduce_per_replica
+    spec = (tf.TensorSpec((None, 4, 4, 3)), tf.TensorSpec((None, 2)))
+    with _compat.multi_worker_fit(model, spec, tf.distribute.get_strategy().scope):
+        assert tf_trainer.reduce_per_replica is not original
+        assert "_maybe_symbolic_build" in vars(model)
+    assert tf_trainer.reduce_per_replica is original
+    assert "_maybe_symbolic_build" not in vars(model)
+
+
+def test_weight_decay_query_follows_the_exclusion_list():
+    model = _tiny()
+    optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if "bias" in v.path])
+    optimizer.build(model.trainable_variables)
+    decayed = {v.path for v in model.trainable_variables if _compat.uses_weight_decay(optimizer, v)}
+    assert decayed == {"conv/kernel", "dense/kernel"}, f"Optimizer._use_weight_decay {MOVED}"
+
+
+def test_freeze_variables_leaves_no_variable_ops():
+    variable = tf.Variable(3.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.float32)])
+    def times(x):
+        return x * variable
+
+    frozen = _compat.freeze_variables(times.get_concrete_function())
+    ops = {op.type for op in frozen.graph.get_operations()}
+    assert not ops & {"VarHandleOp", "ReadVariableOp"}, f"convert_variables_to_constants_v2 {MOVED}"
+    assert np.allclose(frozen(tf.constant([1.0, 2.0]))[0].numpy(), [3.0, 6.0])
+
+
+def test_interpreter_lists_its_ops():
+    from keras_resnet.runtime import tflite_interpreter
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(_tiny())
+    interpreter = tflite_interpreter(converter.convert())
+    names = [op["op_name"] for op in _compat.interpreter_ops(interpreter)]
+    assert "CONV_2D" in names and "FULLY_CONNECTED" in names, f"Interpreter._get_ops_details {MOVED}"
+
+
+def test_torchvision_still_has_the_module_the_stub_replaces():
+    spec = importlib.util.find_spec("torchvision")  # not imported: under a CPU-only torch that is what fails
+    if spec is None:
+        pytest.skip("torchvision is not installed")
+    module = _compat.TORCHVISION_META_MODULE.rpartition(".")[2]
+    assert (Path(spec.origin).parent / f"{module}.py").is_file(), (
+        f"{_compat.TORCHVISION_META_MODULE} is gone in torchvision {importlib.metadata.version('torchvision')}: "
+        "update keras_resnet/_compat.stub_torchvision_operators")
+
+
+def test_onednn_switch_is_readable():
+    assert isinstance(_compat.tensorflow_onednn_enabled(), bool), f"_pywrap_util_port.IsMklEnabled {MOVED}"

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from keras_resnet import runs
+from keras_resnet.errors import KresError
+
+
+def test_find_model_prefers_best_then_last(tmp_path):
+    assert runs.find_model(tmp_path) is None
+    (tmp_path / runs.LAST_MODEL).write_bytes(b"")
+    assert runs.find_model(tmp_path) == tmp_path / "last.keras"
+    (tmp_path / runs.BEST_MODEL).write_bytes(b"")
+    assert runs.find_model(tmp_path) == tmp_path / "best.keras"
+
+
+def test_config_reading(tmp_path):
+    assert runs.read_config(tmp_path) is None and runs.data_config(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": "synthetic"}, "train": {}}))
+    assert runs.data_config(tmp_path) == {"dataset": "synthetic"}
+    assert runs.training_data_config(tmp_path / "export" / "model.tflite") == {"dataset": "synthetic"}
+    for broken in ("{", "[1]"):
+        (tmp_path / "config.json").write_text(broken)
+        with pytest.raises(KresError, match="is not a valid run config") as err:
+            runs.read_config(tmp_path)
+        assert "\n" not in str(err.value)
+
+
+def test_checkpoint_state_and_weights(tmp_path):
+    assert runs.checkpoint_weights(tmp_path) == (0, None)
+    folder = tmp_path / runs.CHECKPOINT_DIR
+    folder.mkdir()
+    (folder / runs.STATE_FILE).write_text(json.dumps({"steps": 7, "weights": "ckpt-7.weights.h5"}))
+    assert runs.checkpoint_weights(tmp_path) == (0, None)  # named, but not there
+    (folder / "ckpt-7.weights.h5").write_bytes(b"")
+    assert runs.checkpoint_weights(tmp_path) == (7, folder / "ckpt-7.weights.h5")
+
+
+def test_load_keras_wraps_what_is_not_a_model(tmp_path):
+    text = tmp_path / "model.keras"
+    text.write_text("not a zip")
+    with pytest.raises(KresError, match=r"is not a \.keras model \(a \.keras file is a zip archive\)"):
+        runs.load_keras(text)
