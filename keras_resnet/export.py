@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio
+from keras_resnet import fileio, quant_debug
 from keras_resnet.errors import KresError
 from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta, find_meta, run_data_config
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
@@ -48,6 +48,9 @@ class ExportConfig:
     calibration_steps: int = 100
     io_dtype: str = "uint8"
     eval_images: int = 1000  # held-out images for the agreement and accuracy figures (0: skip)
+    debug: bool = False  # quantization debugger report (quant_debug.csv/.png)
+    float_layers: tuple[str, ...] = ()  # Keras layers kept in float in an extra mixed int8 model
+    float_worst: int = 0  # or the K layers the debugger finds worst
 
 
 @dataclass
@@ -82,6 +85,7 @@ def validate(cfg: ExportConfig) -> ExportConfig:
         cfg = replace(cfg, tflite=True)
     if cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, quantize="int8")
+    quant_debug.check_options(cfg)
     return cfg
 
 
@@ -342,6 +346,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
 
     from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
+    if "int8" in tflite_names(cfg):
+        report["warnings"] = quant_debug.calibration_warnings(meta, data_cfg, calibration, cfg.calibration_steps, say)
     for name in tflite_names(cfg):
         say(f"converting to TFLite ({name})")
         if name == QAT_NAME:
@@ -368,6 +374,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
             entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
         report["artifacts"][path.name] = entry
 
+    result.files += quant_debug.for_export(cfg, model, meta, calibration or calibration_data(
+        data_cfg, meta, cfg.calibration_steps), heldout, out_dir, report, say)
     sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
@@ -404,6 +412,7 @@ def report_text(report: dict) -> str:
             verdict = "passes" if e["passed"] else "FAILS: " + "; ".join(e["problems"])
             lines.append(f"  Edge TPU check {verdict}")
             lines += [f"  note: {n}" for n in e["notes"]]
+    lines += quant_debug.report_lines(report)
     return "\n".join(lines) + "\n"
 
 

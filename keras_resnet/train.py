@@ -35,6 +35,7 @@ from keras_resnet.errors import KresError
 from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
+from keras_resnet.quant_debug import record_input_stats
 from keras_resnet.recipes import Recipe, recipe_for
 from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
 
@@ -197,6 +198,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         fileio.write_text(run_dir / "labels.txt", "".join(f"{name}\n" for name in datasets.class_names))
         _point_latest(run_dir)
         ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
+        record_input_stats(run_dir, data)  # what int8 calibration images should look like, checked at export
 
     start, weights_file = cb.checkpoint_weights(run_dir) if state else (0, None)
     rows = [r for r in cb.read_history(run_dir / "history.csv") if r["epoch"] <= start // steps_per_epoch]
