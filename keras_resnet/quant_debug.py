@@ -256,13 +256,15 @@ def plot_sqnr(rows: Sequence[LayerRow], worst: Sequence[LayerRow], path: Path) -
 
     figure = Figure(figsize=(11, 4.5), dpi=100)
     axis = figure.add_subplot(1, 1, 1)
+    # Pads, reshapes and max pools copy int8 values (no rounding): their huge ratios would only flatten the plot.
+    rows = [r for r in rows if not r.rmse_over_scale < 1e-3]
     axis.plot([r.depth for r in rows], [r.sqnr_db for r in rows], marker=".", label="median channel SQNR")
     axis.plot([r.depth for r in rows], [r.tensor_sqnr_db for r in rows], alpha=0.4, label="whole-tensor SQNR")
-    for row in worst:
-        axis.annotate(row.layer, (row.depth, row.sqnr_db), textcoords="offset points", xytext=(4, -12),
+    for i, row in enumerate(sorted(worst, key=lambda r: r.depth)):
+        axis.annotate(row.layer, (row.depth, row.sqnr_db), textcoords="offset points", xytext=(4, -12 - 10 * (i % 2)),
                       fontsize=8, color="crimson")
         axis.plot([row.depth], [row.sqnr_db], "o", color="crimson")
-    axis.set_xlabel("quantized tensor, in execution order")
+    axis.set_xlabel("quantized tensor, in execution order (as in quant_debug.csv's depth)")
     axis.set_ylabel("SQNR (dB)")
     axis.set_title("int8 signal-to-quantization-noise ratio per layer (each op on the same input in float)")
     axis.grid(alpha=0.3)
