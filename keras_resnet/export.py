@@ -346,7 +346,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
 
     from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
-    if "int8" in tflite_names(cfg):
+    if "int8" in tflite_names(cfg):  # checks before the long conversion
+        quant_debug.check_float_layers(model, cfg.float_layers)
         report["warnings"] = quant_debug.calibration_warnings(meta, data_cfg, calibration, cfg.calibration_steps, say)
     for name in tflite_names(cfg):
         say(f"converting to TFLite ({name})")

@@ -163,6 +163,12 @@ def test_option_errors_are_one_line(tmp_path, capsys, flags, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_unknown_float_layer_fails_before_converting(bad_run, tmp_path):
+    with pytest.raises(KresError, match="no layer named conv9_conv in the model: use Keras layer names"):
+        _export_bad(bad_run, tmp_path, float_layers=("conv2_conv", "conv9_conv"))
+    assert not (tmp_path / "model_int8.tflite").exists()
+
+
 def test_unknown_float_layer_is_one_line():
     import keras
 
