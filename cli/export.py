@@ -25,14 +25,24 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES
               help="int8 model input/output type.")
 @click.option("--eval-images", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Held-out images for the agreement report (0 to skip).")
+@click.option("--debug", is_flag=True, help="With --quantize int8: per-layer quantization error (quant_debug.csv/.png, "
+                                            "worst layers in the report).")
+@click.option("--float-layers", default="", metavar="NAME[,NAME...]",
+              help="With --quantize int8: also write model_int8_mixed.tflite with these Keras layers (and the ops "
+                   "reading them) in float, for CPU and GPU-delegate targets; not with --edgetpu.")
+@click.option("--float-worst", type=click.IntRange(min=0), default=0, metavar="K",
+              help="Like --float-layers, with the K layers the debugger finds worst.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
-           edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int) -> None:
+           edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
+           float_layers: str, float_worst: int) -> None:
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
 
     cfg = ExportConfig(source=source, output=output, saved_model=saved_model, tflite=tflite, quantize=quantize,
                        qat=qat, qat_epochs=qat_epochs, edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops,
-                       calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images)
+                       calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images, debug=debug,
+                       float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
+                       float_worst=float_worst)
     result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     click.echo(result.text, nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio, runs
+from keras_resnet import fileio, quant_debug, runs
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
@@ -48,6 +48,9 @@ class ExportConfig:
     calibration_steps: int = 100
     io_dtype: str = "uint8"
     eval_images: int = 1000  # held-out images for the agreement and accuracy figures (0: skip)
+    debug: bool = False  # quantization debugger report (quant_debug.csv/.png)
+    float_layers: tuple[str, ...] = ()  # Keras layers kept in float in an extra mixed int8 model
+    float_worst: int = 0  # or the K layers the debugger finds worst
 
 
 @dataclass
@@ -82,6 +85,7 @@ def validate(cfg: ExportConfig) -> ExportConfig:
         cfg = replace(cfg, tflite=True)
     if cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, quantize="int8")
+    quant_debug.check_options(cfg)
     return cfg
 
 
@@ -290,9 +294,26 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     result.files += _write_meta(job)
     if job.cfg.saved_model:
         result.files += _write_saved_model(job, report)
-    for name in tflite_names(job.cfg):
+    names = tflite_names(job.cfg)
+    if "int8" in names:  # checks before the long conversion
+        _check_int8_inputs(job, report)
+    for name in names:
         result.files += _write_tflite(job, name, report)
+    heldout = (job.images, job.labels) if job.images is not None else None
+    result.files += quant_debug.for_export(job.cfg, job.model, job.meta, _calibration(job), heldout, job.out_dir,
+                                           report, job.say)
     return _write_report(result, report)
+
+
+def _calibration(job: _Job):
+    return job.calibration or calibration_data(job.data_cfg, job.meta, job.cfg.calibration_steps)
+
+
+def _check_int8_inputs(job: _Job, report: dict) -> None:
+    """The --float-layers names exist, and the calibration images look like the training images."""
+    quant_debug.check_float_layers(job.model, job.cfg.float_layers)
+    report["warnings"] = quant_debug.calibration_warnings(job.meta, job.data_cfg, job.calibration,
+                                                          job.cfg.calibration_steps, job.say)
 
 
 def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
@@ -348,8 +369,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
     if name == QAT_NAME:
         content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir)
     else:
-        rep = (job.calibration or calibration_data(job.data_cfg, job.meta, cfg.calibration_steps)
-               if name == "int8" else None)
+        rep = _calibration(job) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
         content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8")
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
@@ -408,6 +428,7 @@ def report_text(report: dict) -> str:
             verdict = "passes" if e["passed"] else "FAILS: " + "; ".join(e["problems"])
             lines.append(f"  Edge TPU check {verdict}")
             lines += [f"  note: {n}" for n in e["notes"]]
+    lines += quant_debug.report_lines(report)
     return "\n".join(lines) + "\n"
 
 

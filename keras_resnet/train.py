@@ -34,6 +34,7 @@ from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
+from keras_resnet.quant_debug import record_input_stats
 from keras_resnet.rebuild import float32_clone
 from keras_resnet.recipes import Recipe, recipe_for
 from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
@@ -253,6 +254,7 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
     fileio.write_text(run_dir / runs.LABELS_FILE, "".join(f"{name}\n" for name in datasets.class_names))
     _point_latest(run_dir)
     ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
+    record_input_stats(run_dir, data)  # what int8 calibration images should look like, checked at export
 
 
 def _say_frozen_bn(stream, cfg: TrainConfig, plan: _Plan, placement: Placement) -> None:

@@ -232,6 +232,8 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
         assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     meta = json.loads((result.run_dir / "meta.json").read_text())
     assert meta["labels"] == [f"class_{i}" for i in range(10)] and meta["stem"] == "imagenet"
+    stats = meta["extra"]["input_stats"]  # for the calibration check at export
+    assert len(stats["mean"]) == len(stats["std"]) == 3 and all(32 < m < 224 and s > 0 for m, s in zip(*stats.values()))
     assert (result.run_dir / "labels.txt").read_text().splitlines() == meta["labels"]
     assert os.readlink(tmp_path / "latest") == "run"
 
