@@ -19,8 +19,9 @@ import numpy as np
 from keras_resnet import fileio, quant_debug, runs
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta
-from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
+from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert, describe_tflite
 from keras_resnet.rebuild import load_float32_model
+from keras_resnet.runtime import compare
 
 REPORT_NAME = "export_report"
 SAVED_MODEL_DIR = "saved_model"
@@ -85,7 +86,7 @@ def validate(cfg: ExportConfig) -> ExportConfig:
         cfg = replace(cfg, tflite=True)
     if cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, quantize="int8")
-    quant_debug.check_options(cfg)
+    quant_debug.check_options(cfg, tflite_names(cfg))
     return cfg
 
 
@@ -214,26 +215,6 @@ def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> b
 
 # --- checks --------------------------------------------------------------------------------------------------
 
-def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict:
-    """Top-1 agreement and largest absolute output difference of two [N,K] probability arrays."""
-    agree = float(np.mean(np.argmax(reference, -1) == np.argmax(candidate, -1)))
-    out = {"images": len(reference), "top1_agreement": agree,
-           "max_abs_diff": float(np.max(np.abs(reference - candidate))) if len(reference) else 0.0}
-    if labels is not None:
-        out["reference_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
-        out["top1"] = float(np.mean(np.argmax(candidate, -1) == labels))
-    return out
-
-
-def describe_tflite(path: Path, content: bytes) -> dict:
-    from keras_resnet.quantize import gpu_compatibility, inspect_tflite, require_builtin_only
-
-    info = inspect_tflite(content)
-    require_builtin_only(info)
-    gpu_ok, gpu_text = gpu_compatibility(content)
-    return {"file": path.name, **info.summary(), "gpu_delegate_compatible": gpu_ok, "gpu_analyzer": gpu_text}
-
-
 def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None, mode: str, data_cfg) -> dict:
     """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels."""
     from keras_resnet.data import CENTER_CROP, RESIZE_HOW, data_name, eval_resize
@@ -312,8 +293,8 @@ def _calibration(job: _Job):
 def _check_int8_inputs(job: _Job, report: dict) -> None:
     """The --float-layers names exist, and the calibration images look like the training images."""
     quant_debug.check_float_layers(job.model, job.cfg.float_layers)
-    report["warnings"] = quant_debug.calibration_warnings(job.meta, job.data_cfg, job.calibration,
-                                                          job.cfg.calibration_steps, job.say)
+    calibration = _calibration(job) if job.calibration or job.data_cfg else None
+    report["warnings"] = quant_debug.calibration_warnings(job.meta, job.data_cfg, calibration, job.say)
 
 
 def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:

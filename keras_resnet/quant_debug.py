@@ -339,15 +339,11 @@ def calibration_warning(observed: dict, recorded: dict) -> str | None:
             f"{fmt(std_c)} vs {fmt(std_r)}): likely cause: {cause}")
 
 
-def calibration_warnings(meta, data_cfg, calibration, steps: int, say) -> list[str]:
+def calibration_warnings(meta, data_cfg, calibration, say) -> list[str]:
     """``kres export``'s check before an int8 conversion: the warning (said, and returned for the report), if any.
-    ``calibration`` overrides the run's images; without either there is nothing real to check."""
+    ``calibration`` is None where there are no real images to check."""
     if calibration is None:
-        if data_cfg is None:
-            return []
-        from keras_resnet.export import calibration_data
-
-        calibration = calibration_data(data_cfg, meta, steps)
+        return []
     warning = calibration_check(meta, data_cfg, calibration)
     if warning:
         say(f"warning: {warning}")
@@ -367,7 +363,7 @@ def calibration_check(meta, data_cfg, calibration: Callable[[], Iterable[np.ndar
 
 # --- kres export ---------------------------------------------------------------------------------------------
 
-def check_options(cfg) -> None:
+def check_options(cfg, tflite_names: Sequence[str]) -> None:
     """Refuse what ``--debug`` / ``--float-layers`` / ``--float-worst`` cannot do, before any long work."""
     floats = bool(cfg.float_layers) or cfg.float_worst > 0
     if not (cfg.debug or floats):
@@ -379,9 +375,7 @@ def check_options(cfg) -> None:
     if floats and cfg.edgetpu:
         raise KresError("--float-layers/--float-worst cannot be used with --edgetpu: the Edge TPU needs every op "
                         "in int8, and a float layer splits the graph onto the CPU")
-    from keras_resnet.export import tflite_names
-
-    if "int8" not in tflite_names(cfg):
+    if "int8" not in tflite_names:
         flag = "--debug" if cfg.debug else "--float-layers/--float-worst"
         raise KresError(f"{flag} works on the post-training int8 model: add --tflite --quantize int8")
 
@@ -416,9 +410,8 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
 
 
 def _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say) -> list[Path]:
-    from keras_resnet.export import compare, describe_tflite
-    from keras_resnet.quantize import convert
-    from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
+    from keras_resnet.quantize import convert, describe_tflite
+    from keras_resnet.runtime import KerasPredictor, TFLitePredictor, compare, tflite_interpreter
 
     say(f"converting to TFLite with {', '.join(layers)} in float")
     content, names = mixed_model(run, layers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -319,3 +320,10 @@ def gpu_compatibility(content: bytes) -> tuple[bool, str]:
                or "not supported by GPU" in line.lower() or "gpu delegate compatibility" in line.lower()]
     compatible = "GPU COMPATIBILITY WARNING" not in text
     return compatible, "\n".join(remarks) if remarks else "the model analyzer reports no GPU compatibility issue"
+
+
+def describe_tflite(path: Path, content: bytes) -> dict:
+    info = inspect_tflite(content)
+    require_builtin_only(info)
+    gpu_ok, gpu_text = gpu_compatibility(content)
+    return {"file": path.name, **info.summary(), "gpu_delegate_compatible": gpu_ok, "gpu_analyzer": gpu_text}

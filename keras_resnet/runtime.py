@@ -294,3 +294,13 @@ def _to_dtype(images: np.ndarray, dtype) -> np.ndarray:
 def _shape_text(shape) -> str:
     return "x".join("?" if s is None else str(s) for s in shape)
 
+
+def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Top-1 agreement and largest absolute output difference of two [N,K] probability arrays."""
+    agree = float(np.mean(np.argmax(reference, -1) == np.argmax(candidate, -1)))
+    out = {"images": len(reference), "top1_agreement": agree,
+           "max_abs_diff": float(np.max(np.abs(reference - candidate))) if len(reference) else 0.0}
+    if labels is not None:
+        out["reference_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
+        out["top1"] = float(np.mean(np.argmax(candidate, -1) == labels))
+    return out
