@@ -48,6 +48,7 @@ class ExportConfig:
     calibration_steps: int = 100
     io_dtype: str = "uint8"
     eval_images: int = 1000  # held-out images for the agreement and accuracy figures (0: skip)
+    per_channel_dense: bool = False  # int8 dense weights per output unit: XNNPACK only (not NNAPI, Edge TPU)
 
 
 @dataclass
@@ -76,6 +77,9 @@ def validate(cfg: ExportConfig) -> ExportConfig:
     if (cfg.edgetpu or cfg.qat) and cfg.quantize not in ("int8", "float32"):
         flag = "--edgetpu" if cfg.edgetpu else "--qat"
         raise KresError(f"{flag} produces an int8 model: drop --quantize {cfg.quantize} or use --quantize int8")
+    if cfg.per_channel_dense and cfg.edgetpu:
+        raise KresError("--per-channel-dense files run on XNNPACK only: the Edge TPU needs per-tensor dense "
+                        "weights, so drop --per-channel-dense or --edgetpu")
     if not cfg.saved_model and not cfg.tflite and not cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, saved_model=True, tflite=True)
     if cfg.edgetpu or cfg.qat:
@@ -349,7 +353,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
         else:
             rep = (calibration or calibration_data(data_cfg, meta, cfg.calibration_steps)) if name == "int8" else None
             # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
-            content = convert(model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8")
+            content = convert(model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
+                              per_channel_dense=cfg.per_channel_dense)
         path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
         entry = describe_tflite(path, content)
         if images is not None:

@@ -1,8 +1,9 @@
 """Keras model -> TFLite flatbuffer (float32, float16, dynamic range, full-integer int8), and what is inside one.
 
 Every model is converted with a static batch of 1: that is what phones and the Edge TPU run, and it keeps
-every tensor shape static. Full-integer int8 uses per-channel weights and only ``TFLITE_BUILTINS_INT8``,
-so no Flex (Select-TF) op can slip in; :func:`inspect_tflite` reads the flatbuffer to prove it.
+every tensor shape static. Full-integer int8 uses per-channel convolution weights, per-tensor dense weights
+(unless asked otherwise) and only ``TFLITE_BUILTINS_INT8``, so no Flex (Select-TF) op can slip in;
+:func:`inspect_tflite` reads the flatbuffer to prove it.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _conv_with_reversed_input(conv, x):
 
 
 def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
-            io_dtype: str = "uint8", *, edgetpu: bool = False) -> bytes:
+            io_dtype: str = "uint8", *, edgetpu: bool = False, per_channel_dense: bool = False) -> bytes:
     """Convert a float32 Keras model to a TFLite flatbuffer.
 
     Args:
@@ -162,7 +163,10 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
             "int8" (full integer: per-channel int8 weights, int8 activations, ``io_dtype`` input and output).
         representative_data: calibration batches; required for "int8".
         io_dtype: "uint8" (raw pixels go straight in) or "int8", for "int8" mode only.
-        edgetpu: the model is for the Edge TPU: its input end avoids large reshapes (:func:`fuse_input_ops`).
+        edgetpu: the model is for the Edge TPU: its input end avoids large reshapes (:func:`fuse_input_ops`),
+            and its dense weights are per-tensor whatever ``per_channel_dense`` says.
+        per_channel_dense: "int8" dense (FULLY_CONNECTED) weights with one scale per output unit. Only
+            XNNPACK takes those: NNAPI, the Edge TPU compiler and TFLite Micro need one scale per tensor.
     """
     import tensorflow as tf
 
@@ -184,6 +188,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
+        set_per_channel_dense(converter, per_channel_dense and not edgetpu)
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
@@ -191,6 +196,23 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise KresError(f"TFLite conversion ({mode}) failed: {first}") from err
+
+
+def set_per_channel_dense(converter, per_channel: bool) -> None:
+    """Per-channel or per-tensor int8 weights for FULLY_CONNECTED.
+
+    Since 2024 the converter quantizes dense weights per output channel by default (FULLY_CONNECTED v4..). NNAPI
+    takes per-channel weights (TENSOR_QUANT8_SYMM_PER_CHANNEL) only in its convolutions, Coral's op table says
+    FullyConnected takes "only the default format", and TFLite Micro added a runtime check because its kernels
+    read such files wrong (tensorflow/tflite-micro#2602). The only switch is a private converter attribute
+    (present in the TF 2.21 pinned here); a TF without it fails here by name instead of silently going
+    per-channel.
+    """
+    name = "_experimental_disable_per_channel_quantization_for_dense_layers"
+    if not hasattr(converter, name):
+        raise KresError(f"this TensorFlow's TFLite converter has no {name}: per-tensor dense weights were "
+                        "checked on TensorFlow 2.21")
+    setattr(converter, name, not per_channel)
 
 
 # --- what is inside a flatbuffer -----------------------------------------------------------------------------
@@ -222,6 +244,29 @@ class TensorInfo:
     def static(self) -> bool:
         return all(d >= 0 for d in self.shape_signature)
 
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+
+# Ops with a weight tensor, quantized per-tensor or per-channel.
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+@dataclass
+class OpInfo:
+    """One operator of the main subgraph: its builtin name, the opcode version and its tensors."""
+
+    name: str
+    version: int
+    inputs: list[TensorInfo]  # optional inputs the op leaves out (index -1) are skipped
+    outputs: list[TensorInfo]
+
+    @property
+    def weights(self) -> TensorInfo | None:
+        # the second input for all four (TRANSPOSE_CONV's first is the output shape)
+        return self.inputs[1] if self.name in WEIGHTED_OPS and len(self.inputs) > 1 else None
+
 
 @dataclass
 class TfliteInfo:
@@ -233,6 +278,19 @@ class TfliteInfo:
     outputs: list[TensorInfo]
     tensors: list[TensorInfo]  # every tensor of every subgraph
     custom_ops: list[str]  # custom codes, e.g. "FlexConv2D"
+    operators: list[OpInfo] = field(default_factory=list)  # the main subgraph's, in execution order
+    op_versions: dict[str, int] = field(default_factory=dict)  # op name -> highest opcode version used
+    min_runtime_version: str | None = None  # the converter's "min_runtime_version" metadata
+
+    def weight_quantization(self) -> dict[str, str]:
+        """Weighted op kind -> "per-channel", "per-tensor" or "mixed", for ops whose weights are integers."""
+        kinds: dict[str, set[bool]] = {}
+        for op in self.operators:
+            w = op.weights
+            if w is not None and w.dtype in ("int8", "uint8", "int16", "int4") and w.scale:
+                kinds.setdefault(op.name, set()).add(w.per_channel)
+        return {name: "mixed" if len(v) > 1 else ("per-channel" if True in v else "per-tensor")
+                for name, v in kinds.items()}
 
     @property
     def flex_ops(self) -> list[str]:
@@ -242,6 +300,8 @@ class TfliteInfo:
         io = [{"name": t.name, "dtype": t.dtype, "shape": t.shape, "scale": t.scale[:1], "zero_point": t.zero_point[:1]}
               for t in self.inputs + self.outputs]
         return {"size_bytes": self.size_bytes, "subgraphs": self.subgraphs, "ops": self.ops,
+                "op_versions": self.op_versions, "min_runtime_version": self.min_runtime_version,
+                "weight_quantization": self.weight_quantization(),
                 "flex_ops": self.flex_ops, "inputs": io[: len(self.inputs)], "outputs": io[len(self.inputs):]}
 
 
@@ -257,6 +317,16 @@ def _tensor_info(t, buffers=None) -> TensorInfo:
     return TensorInfo(name, _TYPE_NAMES.get(t.type, str(t.type)), shape, sig, scale, zp, constant)
 
 
+def _min_runtime_version(model) -> str | None:
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else str(entry.name)
+        if name == "min_runtime_version" and 0 <= entry.buffer < len(model.buffers or []):
+            data = model.buffers[entry.buffer].data
+            if data is not None:
+                return bytes(bytearray(data)).split(b"\0")[0].decode(errors="replace") or None
+    return None
+
+
 def inspect_tflite(content: bytes) -> TfliteInfo:
     """Ops, tensor types and shapes, quantization parameters and subgraphs, read from the flatbuffer itself."""
     schema = _schema()
@@ -264,8 +334,9 @@ def inspect_tflite(content: bytes) -> TfliteInfo:
         model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     except Exception as err:
         raise KresError(f"not a TFLite flatbuffer ({type(err).__name__}): re-export the model") from None
-    names, custom = [], []
+    names, custom, versions = [], [], []
     for code in model.operatorCodes or []:
+        versions.append(int(code.version or 1))
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
         name = _OP_NAMES.get(builtin, f"OP_{builtin}")
         if name == "CUSTOM":
@@ -283,12 +354,22 @@ def inspect_tflite(content: bytes) -> TfliteInfo:
             ops[names[op.opcodeIndex]] += 1
             if index == 0:
                 sequence.append(names[op.opcodeIndex])
+    op_versions: dict[str, int] = {}
+    for graph in model.subgraphs or []:
+        for op in graph.operators or []:
+            name = names[op.opcodeIndex]
+            op_versions[name] = max(op_versions.get(name, 0), versions[op.opcodeIndex])
     main = model.subgraphs[0]
     main_tensors = [_tensor_info(t, model.buffers) for t in main.tensors]
+    operators = [OpInfo(names[op.opcodeIndex], versions[op.opcodeIndex],
+                        [main_tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0],
+                        [main_tensors[i] for i in (op.outputs if op.outputs is not None else []) if i >= 0])
+                 for op in main.operators or []]
     return TfliteInfo(
         size_bytes=len(content), ops=dict(ops), op_sequence=sequence, subgraphs=len(model.subgraphs),
         inputs=[main_tensors[i] for i in main.inputs], outputs=[main_tensors[i] for i in main.outputs],
-        tensors=tensors, custom_ops=custom,
+        tensors=tensors, custom_ops=custom, operators=operators, op_versions=op_versions,
+        min_runtime_version=_min_runtime_version(model),
     )
 
 
