@@ -300,6 +300,19 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
     }
 
 
+def deployment_facts(content: bytes, entry: dict) -> dict:
+    """The card's word on where the file runs: ops with versions, runtime version, weight quantization per
+    weighted op kind, and each delegate's verdict from a check that ran."""
+    from keras_resnet import delegates
+    from keras_resnet.quantize import inspect_tflite
+
+    info = inspect_tflite(content)
+    gpu = (entry["gpu_delegate_compatible"], entry["gpu_analyzer"])
+    return {"tflite": {"ops": info.op_versions, "min_runtime_version": info.min_runtime_version,
+                       "weights": info.weight_quantization()},
+            "delegates": delegates.support(content, info, gpu, entry.get("edgetpu"))}
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 def export(cfg: ExportConfig, progress: Progress | None = None, *,
@@ -361,16 +374,17 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
             say(f"checking {path.name} against the Keras model on {len(images)} held-out images")
             predictor = TFLitePredictor(path, tflite_interpreter(content), meta)
             entry["agreement"] = compare(reference, predictor.predict(images), labels)
-        accuracy = entry.get("agreement", {}).get("top1")
-        card = model_card(path, meta, entry, accuracy, name, data_cfg)
-        card_path = out_dir / f"model_{name}.card.json"
-        fileio.write_json(card_path, card)
-        result.files += [path, card_path]
         if cfg.edgetpu and name in ("int8", QAT_NAME):
             from keras_resnet import edgetpu
 
             say(f"checking {path.name} against the Edge TPU requirements")
             entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+        accuracy = entry.get("agreement", {}).get("top1")
+        card = {**model_card(path, meta, entry, accuracy, name, data_cfg), **deployment_facts(content, entry)}
+        entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
+        card_path = out_dir / f"model_{name}.card.json"
+        fileio.write_json(card_path, card)
+        result.files += [path, card_path]
         report["artifacts"][path.name] = entry
 
     sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
@@ -399,7 +413,13 @@ def report_text(report: dict) -> str:
         io = entry["inputs"][0]
         lines.append(f"{name}: {size:.2f} MiB{ratio}, input {io['dtype']} {io['shape']}, "
                      f"GPU delegate {'compatible' if entry['gpu_delegate_compatible'] else 'NOT compatible'}")
-        lines.append("  ops: " + ", ".join(f"{op} x{n}" for op, n in entry["ops"].items()))
+        versions = entry.get("op_versions", {})
+        lines.append("  ops: " + ", ".join(f"{op} v{versions.get(op, '?')} x{n}" for op, n in entry["ops"].items()))
+        if entry.get("weight_quantization"):
+            lines.append("  weights: " + ", ".join(f"{op} {how}" for op, how in entry["weight_quantization"].items()))
+        if "delegates" in entry:
+            verdicts = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in entry["delegates"].items())
+            lines.append(f"  delegates: {verdicts} (each check in the model card)")
         if "agreement" in entry:
             a = entry["agreement"]
             lines.append(f"  vs keras: top-1 agreement {a['top1_agreement']:.4f}, max |diff| {a['max_abs_diff']:.3g}, "

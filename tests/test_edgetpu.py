@@ -366,3 +366,16 @@ def test_tensor_with_four_dimensions_larger_than_one_is_rejected():
     problem = only_problem(content)
     assert problem.startswith("2 tensors have more than 3 dimensions larger than 1 (e.g. ")  # the int8 one, uint8 out
     assert "[1, 2, 4, 2, 16]" in problem
+
+
+def test_nnapi_takes_per_channel_weights_only_in_convolutions():
+    from keras_resnet import delegates
+    from keras_resnet.quantize import inspect_tflite
+
+    per_tensor = inspect_tflite(convert(tiny_model(), "int8", tiny_calibration))
+    assert delegates.nnapi(per_tensor)["accepts"]
+    per_channel = inspect_tflite(convert(tiny_model(), "int8", tiny_calibration, per_channel_dense=True))
+    verdict = delegates.nnapi(per_channel)
+    assert not verdict["accepts"] and verdict["problems"] == [
+        "per-channel weights in FULLY_CONNECTED: NNAPI takes them only in convolutions; export without "
+        "--per-channel-dense"]

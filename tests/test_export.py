@@ -102,6 +102,18 @@ def test_export_writes_int8_card_labels_and_report(exported):
     assert card["labels"] == LABELS and card["normalization"]["name"] == "torch"
     assert card["input"]["resize"] == "center_crop"  # synthetic data: evaluated by shorter side and centre crop
     assert card["normalization"]["inside_model"] is True
+    assert card["tflite"]["weights"] == {"DEPTHWISE_CONV_2D": "per-channel", "CONV_2D": "per-channel",
+                                         "FULLY_CONNECTED": "per-tensor"}
+    assert card["tflite"]["ops"]["FULLY_CONNECTED"] >= 1 and set(card["tflite"]["ops"]) == set(entry["ops"])
+    assert card["tflite"]["min_runtime_version"].count(".") == 2
+    delegates = card["delegates"]
+    assert entry["delegates"] == {"xnnpack": True, "gpu": card["gpu_delegate_compatible"], "nnapi": True,
+                                  "edgetpu": True}
+    xnnpack = delegates["xnnpack"]  # one partition: everything but the uint8 ends and the int8 softmax
+    assert xnnpack["partitions"] == 1 and xnnpack["builtin_kernel_ops"] == {"QUANTIZE": 2, "SOFTMAX": 1}
+    assert xnnpack["ops_delegated"] == xnnpack["ops"] - 3
+    assert delegates["edgetpu"]["check"] == "static check of the flatbuffer (edgetpu_compiler did not run)"
+    assert delegates["nnapi"]["problems"] == []
     assert card["accuracy"]["top1"] == agreement["top1"] and card["accuracy"]["dataset"] == "synthetic"
     text = (out / "export_report.txt").read_text()
     assert text == exported.text and "Edge TPU check passes" in text and "top-1 agreement" in text
