@@ -199,20 +199,32 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     assert any(label in lines[1] for label in ("cat", "dog", "bird"))
 
 
-def test_classify_resizes_as_the_model_card_says(tmp_path):
+def test_classify_gives_the_pixels_of_predict_and_evaluation(tmp_path):
     import importlib.util
+    from types import SimpleNamespace
 
+    import tensorflow as tf
     from PIL import Image
+
+    from keras_resnet import augment
+    from keras_resnet.predict import preprocessor, read_rgb
 
     spec = importlib.util.spec_from_file_location("classify", REPO / "deploy" / "classify.py")
     classify = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(classify)
+    photo = tmp_path / "photo.png"  # a non-square photo: 40x64, and the crop a shorter-side resize gives
     pixels = np.random.default_rng(3).integers(0, 255, (40, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "img.png")
-    whole = classify.load_image(tmp_path / "img.png", 32, 32, "full_frame")
+    Image.fromarray(pixels).save(photo)
+    photo_model = SimpleNamespace(path=tmp_path / "model.tflite", meta=None)  # no digits recorded: centre crop
+    for size in (32, 224):
+        got = classify.load_image(photo, size, size, "center_crop")
+        predicted = preprocessor(photo_model, size)(read_rgb(photo))
+        evaluated = augment.to_pixels(augment.decode_eval(tf.constant(photo.read_bytes()), size)).numpy()
+        assert got.shape == (size, size, 3) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, predicted)
+        np.testing.assert_array_equal(got, evaluated)
+    whole = classify.load_image(photo, 32, 32, "full_frame")
     np.testing.assert_array_equal(whole, np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)))
-    crop = classify.load_image(tmp_path / "img.png", 32, 32, "center_crop")  # 40x64 -> 37x59, centre 32x32
-    assert crop.shape == (32, 32, 3) and not np.array_equal(crop, whole)
 
 
 @pytest.mark.slow
