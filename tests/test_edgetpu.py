@@ -227,10 +227,9 @@ def test_classify_gives_the_pixels_of_predict_and_evaluation(tmp_path):
     np.testing.assert_array_equal(whole, np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
-def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
+def check_at_224(depth: int) -> None:
     from keras_resnet.model import resnet
+    from keras_resnet.quantize import inspect_tflite
 
     model = resnet(depth, num_classes=1000, input_shape=(224, 224, 3), zero_init_residual=False)
     rng = np.random.default_rng(depth)
@@ -240,6 +239,17 @@ def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
     assert report.passed, report.problems
     assert report.cpu_ops == {} and set(report.ops) <= edgetpu.SUPPORTED_OPS
     assert report.ops["DEPTHWISE_CONV_2D"] == 1 and "RESHAPE" not in report.ops  # no 224x1x672 view of the image
+    assert inspect_tflite(content).weight_quantization()["FULLY_CONNECTED"] == "per-tensor"
+
+
+def test_resnet18_at_224_with_1000_classes_passes_the_edge_tpu_check():
+    check_at_224(18)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [34, 50, 101, 152])
+def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
+    check_at_224(depth)
 
 
 # --- what the compiler rejects before mapping anything: each defect as a small flatbuffer -----------------------
