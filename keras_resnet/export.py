@@ -28,6 +28,7 @@ SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
 OUTPUT_NAME = "probabilities"
 QAT_NAME = "qat_int8"
+CONVERTER_LOG = "converter.log"  # what the TFLite converter prints, kept off the terminal
 
 Progress = Callable[[str], None]
 
@@ -367,7 +368,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
             rep = (calibration or calibration_data(data_cfg, meta, cfg.calibration_steps)) if name == "int8" else None
             # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
             content = convert(model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
-                              per_channel_dense=cfg.per_channel_dense)
+                              per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG)
         path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
         entry = describe_tflite(path, content)
         if images is not None:
@@ -391,6 +392,8 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
+    if (out_dir / CONVERTER_LOG).is_file():
+        result.files.append(out_dir / CONVERTER_LOG)
     report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
     result.report = report
     result.text = report_text(report)

@@ -8,8 +8,12 @@ every tensor shape static. Full-integer int8 uses per-channel convolution weight
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,26 +38,6 @@ def check_io_dtype(io_dtype: str) -> str:
     if io_dtype not in IO_DTYPES:
         raise KresError(f"unknown --io-dtype {io_dtype!r}: choose one of {', '.join(IO_DTYPES)}")
     return io_dtype
-
-
-def batch1_function(model):
-    """The model's forward pass traced with a static ``[1, H, W, C]`` float32 input, variables frozen."""
-    import tensorflow as tf
-
-    shape = [1, *model.input_shape[1:]]
-    if any(d is None for d in shape):
-        raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
-                        "--image-size before converting to TFLite")
-
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-    def serve(image):
-        return model(image, training=False)
-
-    # Keras 3 variables are not tracked the way the converter's freezing expects: freeze them here, or
-    # the flatbuffer keeps VAR_HANDLE/READ_VARIABLE ops and calibration fails.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    return convert_variables_to_constants_v2(serve.get_concrete_function())
 
 
 def fuse_input_ops(model, *, rows: bool = True):
@@ -154,7 +138,8 @@ def _conv_with_reversed_input(conv, x):
 
 
 def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
-            io_dtype: str = "uint8", *, edgetpu: bool = False, per_channel_dense: bool = False) -> bytes:
+            io_dtype: str = "uint8", *, edgetpu: bool = False, per_channel_dense: bool = False,
+            log: str | os.PathLike | None = None) -> bytes:
     """Convert a float32 Keras model to a TFLite flatbuffer.
 
     Args:
@@ -167,6 +152,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
             and its dense weights are per-tensor whatever ``per_channel_dense`` says.
         per_channel_dense: "int8" dense (FULLY_CONNECTED) weights with one scale per output unit. Only
             XNNPACK takes those: NNAPI, the Edge TPU compiler and TFLite Micro need one scale per tensor.
+        log: file the converter's own output is appended to (None: discarded), see :func:`converter_chatter_to`.
     """
     import tensorflow as tf
 
@@ -175,8 +161,21 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     if mode == "int8" and representative_data is None:
         raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
                         "representative data")
-    fn = batch1_function(fuse_input_ops(model, rows=not edgetpu))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    with tempfile.TemporaryDirectory(prefix="kres-convert-") as tmp, converter_chatter_to(log):
+        converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
+                                                                                tmp))
+        _configure(converter, mode, representative_data, io_dtype, per_channel_dense and not edgetpu)
+        try:
+            return converter.convert()
+        except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            where = f" (the converter's log: {log})" if log is not None else ""
+            raise KresError(f"TFLite conversion ({mode}) failed: {first}{where}") from err
+
+
+def _configure(converter, mode: str, representative_data, io_dtype: str, per_channel_dense: bool) -> None:
+    import tensorflow as tf
+
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -188,14 +187,65 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
-        set_per_channel_dense(converter, per_channel_dense and not edgetpu)
+        set_per_channel_dense(converter, per_channel_dense)
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+
+
+def batch1_saved_model(model, directory: str | os.PathLike) -> str:
+    """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input, written as a SavedModel: the
+    converter's supported route (from concrete functions without a trackable object is its deprecated path)."""
+    import keras
+    import tensorflow as tf
+
+    shape = [1, *model.input_shape[1:]]
+    if any(d is None for d in shape):
+        raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
+                        "--image-size before converting to TFLite")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda image: model(image, training=False),
+                         input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    archive.write_out(os.fspath(directory), verbose=False)
+    return os.fspath(directory)
+
+
+@contextlib.contextmanager
+def converter_chatter_to(log: str | os.PathLike | None) -> Iterator[None]:
+    """Send what the converter prints (C++ logging on file descriptors 1 and 2, absl and Python warnings) to
+    ``log`` (appended; discarded when None) rather than the user's terminal. Errors still raise."""
+    import logging
+    import warnings
+
+    sink = open(log if log is not None else os.devnull, "a")  # noqa: SIM115 (closed below)
+    saved = []
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    handler = logging.StreamHandler(sink)
+    absl = logging.getLogger("absl")
     try:
-        return converter.convert()
-    except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise KresError(f"TFLite conversion ({mode}) failed: {first}") from err
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(sink.fileno(), fd)
+        absl.addHandler(handler)
+        propagate, absl.propagate = absl.propagate, False
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for w in caught:
+                    sink.write(f"{w.category.__name__}: {w.message}\n")
+        absl.propagate = propagate
+    finally:
+        absl.removeHandler(handler)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sink.flush()
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        sink.close()
 
 
 def set_per_channel_dense(converter, per_channel: bool) -> None:

@@ -351,12 +351,12 @@ def test_per_channel_quantize_is_rejected(tiny_int8):
     assert problem.startswith("QUANTIZE x1 with a per-channel output (3 scales in ")
 
 
-def test_16bit_activations_from_the_16x8_mode_are_rejected():
+def test_16bit_activations_from_the_16x8_mode_are_rejected(tmp_path):
     import tensorflow as tf
 
-    from keras_resnet.quantize import batch1_function
+    from keras_resnet.quantize import batch1_saved_model
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([batch1_function(tiny_model())])
+    converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(tiny_model(), tmp_path / "sm"))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([x] for x in tiny_calibration())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]

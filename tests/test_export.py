@@ -83,8 +83,8 @@ def test_mixed_precision_model_is_exported_from_a_float32_rebuild(run_dir, expor
 def test_export_writes_int8_card_labels_and_report(exported, heldout):
     out = exported.output_dir
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["export_report.json", "export_report.txt", "labels.txt", "meta.json", "model.keras",
-                     "model_int8.card.json", "model_int8.tflite", "saved_model"]
+    assert names == ["converter.log", "export_report.json", "export_report.txt", "labels.txt", "meta.json",
+                     "model.keras", "model_int8.card.json", "model_int8.tflite", "saved_model"]
     assert (out / "labels.txt").read_text() == "zero\none\ntwo\n"
     report = json.loads((out / "export_report.json").read_text())
     entry = report["artifacts"]["model_int8.tflite"]
@@ -122,6 +122,22 @@ def test_export_writes_int8_card_labels_and_report(exported, heldout):
     assert card["accuracy"]["top1"] == agreement["top1"] and card["accuracy"]["dataset"] == "synthetic"
     text = (out / "export_report.txt").read_text()
     assert text == exported.text and "Edge TPU check passes" in text and "top-1 agreement" in text
+
+
+def test_kres_export_int8_keeps_the_converter_off_the_terminal(trained_digits_run, tmp_path):
+    out = tmp_path / "out"
+    kres = "import sys; from kres.main import main; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", kres, "export", str(trained_digits_run), "-o", str(out),
+                             "--tflite", "--quantize", "int8", "--calibration-steps", "8", "--eval-images", "0"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    chatter = [line for line in result.stderr.splitlines()
+               if "deprecated" in line.lower() or "fully_quantize" in line or "UserWarning" in line
+               or "tf_tfl_flatbuffer_helpers" in line or "trackable_obj" in line]
+    assert chatter == [], chatter
+    log = (out / "converter.log").read_text()
+    assert "fully_quantize: 0" in log  # the chatter is kept, in the export directory
+    assert "model_int8.tflite" in result.stdout and "delegates: xnnpack yes" in result.stdout
 
 
 def test_int8_export_of_trained_digits_agrees_with_keras(trained_digits_run, tmp_path):
