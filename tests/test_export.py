@@ -226,6 +226,8 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
         (["export", str(tmp_path / "missing"), "-o", str(tmp_path / "o")], "does not exist"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--io-dtype", "int16"], "unknown --io-dtype 'int16'"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--qat"], "--qat fine-tunes on the training data"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--edgetpu", "--per-channel-dense"],
+         "--per-channel-dense files run on XNNPACK only: the Edge TPU needs per-tensor dense weights"),
         (["export", str(broken), "-o", str(tmp_path / "o")],
          f"{broken / 'config.json'} is not a valid run config (Expecting property name"),
     ]
