@@ -14,7 +14,8 @@ import numpy as np
 
 from keras_resnet.quantize import TfliteInfo
 
-# TFLite builtins the NNAPI delegate maps for 8-bit models (its op support table, NNAPI feature levels 1-4).
+# TFLite builtins the NNAPI delegate maps for 8-bit models: a conservative subset of what its validator
+# (tensorflow/lite/delegates/nnapi/nnapi_delegate.cc) accepts up to NNAPI 1.3; not checked against a device.
 NNAPI_OPS = frozenset({
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "FULLY_CONNECTED",
     "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PAD",
