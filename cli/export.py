@@ -23,6 +23,9 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES
               help="Training images for int8 calibration.")
 @click.option("--io-dtype", default="uint8", show_default=True, metavar="|".join(IO_DTYPES),
               help="int8 model input/output type.")
+@click.option("--per-channel-dense", is_flag=True,
+              help="int8: dense weights per output unit, for XNNPACK-only targets (NNAPI and the Edge TPU need the "
+                   "default per-tensor).")
 @click.option("--eval-images", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Held-out images for the agreement report (0 to skip).")
 @click.option("--debug", is_flag=True, help="With --quantize int8: per-layer quantization error (quant_debug.csv/.png, "
@@ -34,7 +37,7 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES
               help="Like --float-layers, with the K layers the debugger finds worst.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
-           float_layers: str, float_worst: int) -> None:
+           float_layers: str, float_worst: int, per_channel_dense: bool) -> None:
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
 
@@ -42,7 +45,7 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        qat=qat, qat_epochs=qat_epochs, edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops,
                        calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images, debug=debug,
                        float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
-                       float_worst=float_worst)
+                       float_worst=float_worst, per_channel_dense=per_channel_dense)
     result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     click.echo(result.text, nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")

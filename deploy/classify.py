@@ -75,15 +75,40 @@ def read_labels(model_path: Path, card: dict) -> list[str]:
 
 def load_image(path: Path, height: int, width: int, resize: str = "center_crop") -> np.ndarray:
     """RGB pixels 0-255 as the model's validation data was prepared (the card's ``input.resize``): the whole
-    frame resized (``full_frame``), or the shorter side resized to size / 0.875, then the centre crop."""
+    frame resized (``full_frame``), or the shorter side resized to int(size / 0.875), then the centre crop,
+    with the same antialiased bilinear weights and rounding as training's evaluation and ``kres predict``."""
     image = Image.open(path).convert("RGB")
     if resize == "full_frame":
         return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32)
-    scale = max(height, width) / CROP_FRACTION / min(image.size)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.BILINEAR)
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.float32)
+    pixels = np.asarray(image, dtype=np.float32)
+    target = int(max(height, width) / CROP_FRACTION)
+    scale = np.float32(target) / np.float32(min(pixels.shape[:2]))
+    new_h, new_w = (max(int(np.round(np.float32(n) * scale)), target) for n in pixels.shape[:2])
+    resized = _resize_axis(_resize_axis(pixels, new_h, axis=0), new_w, axis=1)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return np.round(np.clip(resized[top:top + height, left:left + width], 0, 255))
+
+
+def _resize_axis(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Antialiased bilinear (triangle kernel) resampling along one axis, in float32, as TensorFlow's
+    ``tf.image.resize(..., antialias=True)`` computes it: a kernel widened by the downscale factor, centred on
+    ``(i + 0.5) / scale``, weights normalised to sum to 1."""
+    length = pixels.shape[axis]
+    inverse = np.float32(1) / (np.float32(size) / np.float32(length))
+    kernel_scale = max(inverse, np.float32(1))
+    over_kernel_scale = np.float32(1) / kernel_scale
+    moved = np.moveaxis(pixels, axis, 0)
+    out = np.zeros((size, *moved.shape[1:]), np.float32)
+    for i in range(size):
+        centre = (np.float32(i) + np.float32(0.5)) * inverse
+        start = max(int(np.ceil(centre - kernel_scale - np.float32(0.5))), 0)
+        end = min(int(np.floor(centre + kernel_scale - np.float32(0.5))), length - 1) + 1
+        sources = np.arange(start, end, dtype=np.float32)
+        weights = np.maximum(np.float32(0), 1 - np.abs((sources + np.float32(0.5) - centre) * over_kernel_scale))
+        weights = (weights * (np.float32(1) / weights.sum(dtype=np.float32))).astype(np.float32)
+        for k, weight in enumerate(weights):
+            out[i] += weight * moved[start + k]
+    return np.moveaxis(out, 0, axis)
 
 
 def classify(interpreter, pixels: np.ndarray) -> np.ndarray:

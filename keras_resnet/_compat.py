@@ -14,6 +14,8 @@ import sys
 import types
 from collections.abc import Iterator
 
+from keras_resnet.errors import KresError
+
 CHECKED = "Keras 3.15.1, TensorFlow 2.21.0"
 
 
@@ -136,3 +138,20 @@ def stub_torchvision_operators() -> None:
     for name in [m for m in sys.modules if m.startswith("torchvision")]:
         del sys.modules[name]
     sys.modules[TORCHVISION_META_MODULE] = types.ModuleType(TORCHVISION_META_MODULE)
+
+
+def set_per_channel_dense(converter, per_channel: bool) -> None:
+    """Per-channel or per-tensor int8 weights for FULLY_CONNECTED.
+
+    Since 2024 the converter quantizes dense weights per output channel by default (FULLY_CONNECTED v4..). NNAPI
+    takes per-channel weights (TENSOR_QUANT8_SYMM_PER_CHANNEL) only in its convolutions, Coral's op table says
+    FullyConnected takes "only the default format", and TFLite Micro added a runtime check because its kernels
+    read such files wrong (tensorflow/tflite-micro#2602). The only switch is a private converter attribute, with
+    no public option in TensorFlow 2.21 (checked on 2.21.0); a TF without it fails here by name instead of
+    silently going per-channel.
+    """
+    name = "_experimental_disable_per_channel_quantization_for_dense_layers"
+    if not hasattr(converter, name):
+        raise KresError(f"this TensorFlow's TFLite converter has no {name}: per-tensor dense weights were "
+                        "checked on TensorFlow 2.21")
+    setattr(converter, name, not per_channel)

@@ -30,6 +30,27 @@ SUPPORTED_OPS = frozenset({
     "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
     "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
+# The highest opcode version of each op that edgetpu_compiler 16.0 (2021, the last release) is known to parse.
+# A newer version stops the compile before any mapping with "Didn't find op for builtin opcode 'X' version 'N'".
+# From the rejections reported to Coral:
+#   CONV_2D 6 (google-coral/edgetpu#631, TF 2.9 files; TF 2.8's up to 5 compiled), QUANTIZE 3 (per-channel
+#   requantize, google-coral/edgetpu#879), TRANSPOSE_CONV 4 (google-coral/edgetpu#845), EXP 2
+#   (google-coral/libedgetpu#71), REVERSE_V2 3 (google-coral/edgetpu#340), RSQRT 2 (google-coral/edgetpu#384,
+#   compiler 15).
+# The other entries are the versions that gave each op of Coral's supported list
+# (coral.ai/docs/edgetpu/models-intro/#supported-operations) its int8 kernel, before the 2021 compiler: an
+# inference, not a reported compile, so raise one only with a compiler log that shows it parsing. Our ResNet
+# files carry CONV_2D 3, DEPTHWISE_CONV_2D 3, FULLY_CONNECTED 4, QUANTIZE 1, RESHAPE 1, ADD, PAD, MEAN,
+# MAX_POOL_2D and SOFTMAX 2. A supported op missing from the table fails the check until it is added.
+MAX_OP_VERSIONS = {
+    "ADD": 2, "AVERAGE_POOL_2D": 2, "CONCATENATION": 2, "CONV_2D": 5, "DEPTHWISE_CONV_2D": 3, "EXP": 1,
+    "EXPAND_DIMS": 1, "FULLY_CONNECTED": 4, "L2_NORMALIZATION": 2, "LOGISTIC": 2,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": 2, "MAXIMUM": 2, "MAX_POOL_2D": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 2,
+    "PACK": 2, "PAD": 2, "PRELU": 1, "QUANTIZE": 2, "REDUCE_MAX": 2, "REDUCE_MIN": 2, "RELU": 2, "RELU6": 2,
+    "RELU_N1_TO_1": 1, "RESHAPE": 1, "RESIZE_BILINEAR": 3, "RESIZE_NEAREST_NEIGHBOR": 3, "REVERSE_V2": 2,
+    "RSQRT": 1, "SLICE": 2, "SOFTMAX": 2, "SPACE_TO_DEPTH": 2, "SPLIT": 2, "SQUEEZE": 1, "STRIDED_SLICE": 2,
+    "SUB": 2, "SUM": 2, "SQUARED_DIFFERENCE": 1, "TANH": 2, "TRANSPOSE": 2, "TRANSPOSE_CONV": 3,
+}
 EIGHT_BIT = ("int8", "uint8")
 COMPILER = "edgetpu_compiler"
 MAPPED = "Mapped to Edge TPU"
@@ -82,19 +103,27 @@ def check_requirements(content: bytes | TfliteInfo) -> EdgeTpuReport:
     problems: list[str] = []
     if info.subgraphs != 1:
         problems.append(f"{info.subgraphs} subgraphs: the Edge TPU runs a single subgraph")
+    problems += flatbuffer_problems(info)
     activations = [t for t in info.tensors if not t.constant]
-    wide = sorted({f"{t.dtype} {t.name}" for t in activations if t.dtype not in EIGHT_BIT})
+    sixteen = sorted({f"{t.dtype} {t.name}" for t in activations if t.dtype == "int16"})
+    if sixteen:
+        problems.append(f"{len(sixteen)} 16-bit activation tensors (e.g. {sixteen[0]}): the Edge TPU runs 8-bit "
+                        "activations only: convert in int8 mode, not the 16x8 mode")
+    wide = sorted({f"{t.dtype} {t.name}" for t in activations if t.dtype not in (*EIGHT_BIT, "int16")})
     if wide:
         problems.append(f"{len(wide)} non-8-bit activation tensors (e.g. {wide[0]}): quantize fully to int8")
-    dynamic = [t.name for t in info.tensors if not t.static]
+    dynamic = [f"{t.name} {t.shape_signature}" for t in info.tensors if not t.static]
     if dynamic:
-        problems.append(f"{len(dynamic)} tensors with a dynamic shape (e.g. {dynamic[0]}): convert with static shapes")
+        problems.append(f"{len(dynamic)} tensors with a dynamic shape (e.g. {dynamic[0]}): convert with static "
+                        "shapes (a fixed batch of 1 and a fixed image size)")
     for t in info.inputs:
         if not t.shape or t.shape[0] != 1:
             problems.append(f"input {t.name} has shape {t.shape}: the Edge TPU needs batch 1")
-    too_deep = [t.name for t in activations if len(t.shape) > 3 and any(d != 1 for d in t.shape[:-3])]
+    # Coral: "if a tensor has more than 3 dimensions, only the 3 innermost may have a size greater than 1"
+    too_deep = [f"{t.name} {t.shape}" for t in activations if len(t.shape) > 3 and any(d != 1 for d in t.shape[:-3])]
     if too_deep:
-        problems.append(f"{len(too_deep)} tensors have more than 3 non-unit dimensions (e.g. {too_deep[0]})")
+        problems.append(f"{len(too_deep)} tensors have more than 3 dimensions larger than 1 (e.g. {too_deep[0]}): "
+                        "the Edge TPU takes at most 3; reshape so only the 3 innermost are larger than 1")
 
     cpu_ops: dict[str, int] = {}
     for op in info.op_sequence:
@@ -112,6 +141,33 @@ def check_requirements(content: bytes | TfliteInfo) -> EdgeTpuReport:
                          f"op #{first}); the {later} ops after it would run on the CPU too")
     return EdgeTpuReport(passed=not problems, problems=problems, cpu_ops=cpu_ops, ops=dict(info.ops), notes=notes,
                          structural=structural)
+
+
+def flatbuffer_problems(info: TfliteInfo) -> list[str]:
+    """What the compiler would reject in the op codes and weights: one line per op kind, naming op, version
+    and fix."""
+    problems = []
+    for op, version in info.op_versions.items():
+        known = MAX_OP_VERSIONS.get(op)
+        if op in SUPPORTED_OPS and known is None:
+            problems.append(f"{op} version {version}: not in this check's version table; add the highest "
+                            "version edgetpu_compiler accepts to keras_resnet.edgetpu.MAX_OP_VERSIONS")
+        elif known is not None and version > known:
+            problems.append(f"{op} version {version}: edgetpu_compiler 16.0 parses {op} only up to version "
+                            f"{known} and rejects the whole file; convert without the newer form of {op} (e.g. "
+                            "an older TensorFlow or a plain int8 variant of the layer)")
+    dense = [op.weights for op in info.operators if op.name == "FULLY_CONNECTED" and op.weights is not None
+             and op.weights.per_channel]
+    if dense:
+        problems.append(f"FULLY_CONNECTED x{len(dense)} with per-channel weights ({len(dense[0].scale)} scales in "
+                        f"{dense[0].name}): Coral takes only the default (per-tensor) format; export without "
+                        "--per-channel-dense")
+    requant = [out for op in info.operators if op.name == "QUANTIZE" for out in op.outputs if out.per_channel]
+    if requant:
+        problems.append(f"QUANTIZE x{len(requant)} with a per-channel output ({len(requant[0].scale)} scales in "
+                        f"{requant[0].name}): the Edge TPU takes per-tensor activations only; quantize "
+                        "activations per-tensor (the default int8 mode)")
+    return problems
 
 
 _ROW = re.compile(r"^([A-Z][A-Z0-9_]*)\s+(\d+)\s+(\S.*?)\s*$")

@@ -29,6 +29,7 @@ SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
 OUTPUT_NAME = "probabilities"
 QAT_NAME = "qat_int8"
+CONVERTER_LOG = "converter.log"  # what the TFLite converter prints, kept off the terminal
 
 Progress = Callable[[str], None]
 
@@ -52,6 +53,7 @@ class ExportConfig:
     debug: bool = False  # quantization debugger report (quant_debug.csv/.png)
     float_layers: tuple[str, ...] = ()  # Keras layers kept in float in an extra mixed int8 model
     float_worst: int = 0  # or the K layers the debugger finds worst
+    per_channel_dense: bool = False  # int8 dense weights per output unit: XNNPACK only (not NNAPI, Edge TPU)
 
 
 @dataclass
@@ -80,6 +82,9 @@ def validate(cfg: ExportConfig) -> ExportConfig:
     if (cfg.edgetpu or cfg.qat) and cfg.quantize not in ("int8", "float32"):
         flag = "--edgetpu" if cfg.edgetpu else "--qat"
         raise KresError(f"{flag} produces an int8 model: drop --quantize {cfg.quantize} or use --quantize int8")
+    if cfg.per_channel_dense and cfg.edgetpu:
+        raise KresError("--per-channel-dense files run on XNNPACK only: the Edge TPU needs per-tensor dense "
+                        "weights, so drop --per-channel-dense or --edgetpu")
     if not cfg.saved_model and not cfg.tflite and not cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, saved_model=True, tflite=True)
     if cfg.edgetpu or cfg.qat:
@@ -244,6 +249,19 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
     }
 
 
+def deployment_facts(content: bytes, entry: dict) -> dict:
+    """The card's word on where the file runs: ops with versions, runtime version, weight quantization per
+    weighted op kind, and each delegate's verdict from a check that ran."""
+    from keras_resnet import delegates
+    from keras_resnet.quantize import inspect_tflite
+
+    info = inspect_tflite(content)
+    gpu = (entry["gpu_delegate_compatible"], entry["gpu_analyzer"])
+    return {"tflite": {"ops": info.op_versions, "min_runtime_version": info.min_runtime_version,
+                       "weights": info.weight_quantization()},
+            "delegates": delegates.support(content, info, gpu, entry.get("edgetpu"))}
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -352,21 +370,24 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
     else:
         rep = _calibration(job) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
-        content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8")
+        content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
+                          per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG)
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
     entry = describe_tflite(path, content)
     if job.images is not None:
         job.say(f"checking {path.name} against the Keras model on {len(job.images)} held-out images")
         predictor = TFLitePredictor(path, tflite_interpreter(content), job.meta)
         entry["agreement"] = compare(job.reference, predictor.predict(job.images), job.labels)
-    accuracy = entry.get("agreement", {}).get("top1")
-    card_path = out_dir / f"model_{name}.card.json"
-    fileio.write_json(card_path, model_card(path, job.meta, entry, accuracy, name, job.data_cfg))
     if cfg.edgetpu and name in ("int8", QAT_NAME):
         from keras_resnet import edgetpu
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
         entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+    accuracy = entry.get("agreement", {}).get("top1")
+    card = {**model_card(path, job.meta, entry, accuracy, name, job.data_cfg), **deployment_facts(content, entry)}
+    entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
+    card_path = out_dir / f"model_{name}.card.json"
+    fileio.write_json(card_path, card)
     report["artifacts"][path.name] = entry
     return [path, card_path]
 
@@ -377,6 +398,8 @@ def _write_report(result: ExportResult, report: dict) -> ExportResult:
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
+    if (out_dir / CONVERTER_LOG).is_file():
+        result.files.append(out_dir / CONVERTER_LOG)
     report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
     result.report = report
     result.text = report_text(report)
@@ -399,7 +422,13 @@ def report_text(report: dict) -> str:
         io = entry["inputs"][0]
         lines.append(f"{name}: {size:.2f} MiB{ratio}, input {io['dtype']} {io['shape']}, "
                      f"GPU delegate {'compatible' if entry['gpu_delegate_compatible'] else 'NOT compatible'}")
-        lines.append("  ops: " + ", ".join(f"{op} x{n}" for op, n in entry["ops"].items()))
+        versions = entry.get("op_versions", {})
+        lines.append("  ops: " + ", ".join(f"{op} v{versions.get(op, '?')} x{n}" for op, n in entry["ops"].items()))
+        if entry.get("weight_quantization"):
+            lines.append("  weights: " + ", ".join(f"{op} {how}" for op, how in entry["weight_quantization"].items()))
+        if "delegates" in entry:
+            verdicts = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in entry["delegates"].items())
+            lines.append(f"  delegates: {verdicts} (each check in the model card)")
         if "agreement" in entry:
             a = entry["agreement"]
             lines.append(f"  vs keras: top-1 agreement {a['top1_agreement']:.4f}, max |diff| {a['max_abs_diff']:.3g}, "

@@ -1,14 +1,19 @@
 """Keras model -> TFLite flatbuffer (float32, float16, dynamic range, full-integer int8), and what is inside one.
 
 Every model is converted with a static batch of 1: that is what phones and the Edge TPU run, and it keeps
-every tensor shape static. Full-integer int8 uses per-channel weights and only ``TFLITE_BUILTINS_INT8``,
-so no Flex (Select-TF) op can slip in; :func:`inspect_tflite` reads the flatbuffer to prove it.
+every tensor shape static. Full-integer int8 uses per-channel convolution weights, per-tensor dense weights
+(unless asked otherwise) and only ``TFLITE_BUILTINS_INT8``, so no Flex (Select-TF) op can slip in;
+:func:`inspect_tflite` reads the flatbuffer to prove it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,7 +165,8 @@ def _conv_with_reversed_input(conv, x):
 
 
 def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
-            io_dtype: str = "uint8", *, edgetpu: bool = False) -> bytes:
+            io_dtype: str = "uint8", *, edgetpu: bool = False, per_channel_dense: bool = False,
+            log: str | os.PathLike | None = None) -> bytes:
     """Convert a float32 Keras model to a TFLite flatbuffer.
 
     Args:
@@ -169,7 +175,11 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
             "int8" (full integer: per-channel int8 weights, int8 activations, ``io_dtype`` input and output).
         representative_data: calibration batches; required for "int8".
         io_dtype: "uint8" (raw pixels go straight in) or "int8", for "int8" mode only.
-        edgetpu: the model is for the Edge TPU: its input end avoids large reshapes (:func:`fuse_input_ops`).
+        edgetpu: the model is for the Edge TPU: its input end avoids large reshapes (:func:`fuse_input_ops`),
+            and its dense weights are per-tensor whatever ``per_channel_dense`` says.
+        per_channel_dense: "int8" dense (FULLY_CONNECTED) weights with one scale per output unit. Only
+            XNNPACK takes those: NNAPI, the Edge TPU compiler and TFLite Micro need one scale per tensor.
+        log: file the converter's own output is appended to (None: discarded), see :func:`converter_chatter_to`.
     """
     import tensorflow as tf
 
@@ -178,8 +188,20 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     if mode == "int8" and representative_data is None:
         raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
                         "representative data")
-    fn = batch1_function(fuse_input_ops(model, rows=not edgetpu))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    with tempfile.TemporaryDirectory(prefix="kres-convert-") as tmp, converter_chatter_to(log):
+        converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
+                                                                                tmp))
+        _configure(converter, mode, representative_data, io_dtype, per_channel_dense and not edgetpu)
+        try:
+            return converter.convert()
+        except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
+            where = f" (the converter's log: {log})" if log is not None else ""
+            raise KresError(f"TFLite conversion ({mode}) failed: {first_line(err)}{where}") from err
+
+
+def _configure(converter, mode: str, representative_data, io_dtype: str, per_channel_dense: bool) -> None:
+    import tensorflow as tf
+
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -191,12 +213,65 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
+        _compat.set_per_channel_dense(converter, per_channel_dense)
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+
+
+def batch1_saved_model(model, directory: str | os.PathLike) -> str:
+    """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input, written as a SavedModel: the
+    converter's supported route (from concrete functions without a trackable object is its deprecated path)."""
+    import keras
+    import tensorflow as tf
+
+    shape = [1, *model.input_shape[1:]]
+    if any(d is None for d in shape):
+        raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
+                        "--image-size before converting to TFLite")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda image: model(image, training=False),
+                         input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    archive.write_out(os.fspath(directory), verbose=False)
+    return os.fspath(directory)
+
+
+@contextlib.contextmanager
+def converter_chatter_to(log: str | os.PathLike | None) -> Iterator[None]:
+    """Send what the converter prints (C++ logging on file descriptors 1 and 2, absl and Python warnings) to
+    ``log`` (appended; discarded when None) rather than the user's terminal. Errors still raise."""
+    import logging
+    import warnings
+
+    sink = open(log if log is not None else os.devnull, "a")  # noqa: SIM115 (closed below)
+    saved = []
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    handler = logging.StreamHandler(sink)
+    absl = logging.getLogger("absl")
     try:
-        return converter.convert()
-    except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
-        raise KresError(f"TFLite conversion ({mode}) failed: {first_line(err)}") from err
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(sink.fileno(), fd)
+        absl.addHandler(handler)
+        propagate, absl.propagate = absl.propagate, False
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for w in caught:
+                    sink.write(f"{w.category.__name__}: {w.message}\n")
+        absl.propagate = propagate
+    finally:
+        absl.removeHandler(handler)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sink.flush()
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        sink.close()
 
 
 # --- what is inside a flatbuffer -----------------------------------------------------------------------------
@@ -228,6 +303,29 @@ class TensorInfo:
     def static(self) -> bool:
         return all(d >= 0 for d in self.shape_signature)
 
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+
+# Ops with a weight tensor, quantized per-tensor or per-channel.
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+@dataclass
+class OpInfo:
+    """One operator of the main subgraph: its builtin name, the opcode version and its tensors."""
+
+    name: str
+    version: int
+    inputs: list[TensorInfo]  # optional inputs the op leaves out (index -1) are skipped
+    outputs: list[TensorInfo]
+
+    @property
+    def weights(self) -> TensorInfo | None:
+        # the second input for all four (TRANSPOSE_CONV's first is the output shape)
+        return self.inputs[1] if self.name in WEIGHTED_OPS and len(self.inputs) > 1 else None
+
 
 @dataclass
 class TfliteInfo:
@@ -239,6 +337,19 @@ class TfliteInfo:
     outputs: list[TensorInfo]
     tensors: list[TensorInfo]  # every tensor of every subgraph
     custom_ops: list[str]  # custom codes, e.g. "FlexConv2D"
+    operators: list[OpInfo] = field(default_factory=list)  # the main subgraph's, in execution order
+    op_versions: dict[str, int] = field(default_factory=dict)  # op name -> highest opcode version used
+    min_runtime_version: str | None = None  # the converter's "min_runtime_version" metadata
+
+    def weight_quantization(self) -> dict[str, str]:
+        """Weighted op kind -> "per-channel", "per-tensor" or "mixed", for ops whose weights are integers."""
+        kinds: dict[str, set[bool]] = {}
+        for op in self.operators:
+            w = op.weights
+            if w is not None and w.dtype in ("int8", "uint8", "int16", "int4") and w.scale:
+                kinds.setdefault(op.name, set()).add(w.per_channel)
+        return {name: "mixed" if len(v) > 1 else ("per-channel" if True in v else "per-tensor")
+                for name, v in kinds.items()}
 
     @property
     def flex_ops(self) -> list[str]:
@@ -248,6 +359,8 @@ class TfliteInfo:
         io = [{"name": t.name, "dtype": t.dtype, "shape": t.shape, "scale": t.scale[:1], "zero_point": t.zero_point[:1]}
               for t in self.inputs + self.outputs]
         return {"size_bytes": self.size_bytes, "subgraphs": self.subgraphs, "ops": self.ops,
+                "op_versions": self.op_versions, "min_runtime_version": self.min_runtime_version,
+                "weight_quantization": self.weight_quantization(),
                 "flex_ops": self.flex_ops, "inputs": io[: len(self.inputs)], "outputs": io[len(self.inputs):]}
 
 
@@ -263,6 +376,16 @@ def _tensor_info(t, buffers=None) -> TensorInfo:
     return TensorInfo(name, _TYPE_NAMES.get(t.type, str(t.type)), shape, sig, scale, zp, constant)
 
 
+def _min_runtime_version(model) -> str | None:
+    for entry in model.metadata or []:
+        name = entry.name.decode() if isinstance(entry.name, bytes) else str(entry.name)
+        if name == "min_runtime_version" and 0 <= entry.buffer < len(model.buffers or []):
+            data = model.buffers[entry.buffer].data
+            if data is not None:
+                return bytes(bytearray(data)).split(b"\0")[0].decode(errors="replace") or None
+    return None
+
+
 def inspect_tflite(content: bytes) -> TfliteInfo:
     """Ops, tensor types and shapes, quantization parameters and subgraphs, read from the flatbuffer itself."""
     schema = _schema()
@@ -270,8 +393,9 @@ def inspect_tflite(content: bytes) -> TfliteInfo:
         model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     except Exception as err:
         raise KresError(f"not a TFLite flatbuffer ({type(err).__name__}): re-export the model") from None
-    names, custom = [], []
+    names, custom, versions = [], [], []
     for code in model.operatorCodes or []:
+        versions.append(int(code.version or 1))
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
         name = _OP_NAMES.get(builtin, f"OP_{builtin}")
         if name == "CUSTOM":
@@ -289,12 +413,22 @@ def inspect_tflite(content: bytes) -> TfliteInfo:
             ops[names[op.opcodeIndex]] += 1
             if index == 0:
                 sequence.append(names[op.opcodeIndex])
+    op_versions: dict[str, int] = {}
+    for graph in model.subgraphs or []:
+        for op in graph.operators or []:
+            name = names[op.opcodeIndex]
+            op_versions[name] = max(op_versions.get(name, 0), versions[op.opcodeIndex])
     main = model.subgraphs[0]
     main_tensors = [_tensor_info(t, model.buffers) for t in main.tensors]
+    operators = [OpInfo(names[op.opcodeIndex], versions[op.opcodeIndex],
+                        [main_tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0],
+                        [main_tensors[i] for i in (op.outputs if op.outputs is not None else []) if i >= 0])
+                 for op in main.operators or []]
     return TfliteInfo(
         size_bytes=len(content), ops=dict(ops), op_sequence=sequence, subgraphs=len(model.subgraphs),
         inputs=[main_tensors[i] for i in main.inputs], outputs=[main_tensors[i] for i in main.outputs],
-        tensors=tensors, custom_ops=custom,
+        tensors=tensors, custom_ops=custom, operators=operators, op_versions=op_versions,
+        min_runtime_version=_min_runtime_version(model),
     )
 
 

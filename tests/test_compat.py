@@ -94,3 +94,10 @@ def test_torchvision_still_has_the_module_the_stub_replaces():
 
 def test_onednn_switch_is_readable():
     assert isinstance(_compat.tensorflow_onednn_enabled(), bool), f"_pywrap_util_port.IsMklEnabled {MOVED}"
+
+
+def test_the_converter_still_has_the_per_tensor_dense_switch():
+    converter = tf.lite.TFLiteConverter.from_keras_model(_tiny())
+    _compat.set_per_channel_dense(converter, False)
+    assert converter._experimental_disable_per_channel_quantization_for_dense_layers is True, \
+        f"TFLiteConverter._experimental_disable_per_channel_quantization_for_dense_layers {MOVED}"

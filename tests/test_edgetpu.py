@@ -199,26 +199,37 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     assert any(label in lines[1] for label in ("cat", "dog", "bird"))
 
 
-def test_classify_resizes_as_the_model_card_says(tmp_path):
+def test_classify_gives_the_pixels_of_predict_and_evaluation(tmp_path):
     import importlib.util
+    from types import SimpleNamespace
 
+    import tensorflow as tf
     from PIL import Image
+
+    from keras_resnet import augment
+    from keras_resnet.predict import preprocessor, read_rgb
 
     spec = importlib.util.spec_from_file_location("classify", REPO / "deploy" / "classify.py")
     classify = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(classify)
+    photo = tmp_path / "photo.png"  # a non-square photo: 40x64, and the crop a shorter-side resize gives
     pixels = np.random.default_rng(3).integers(0, 255, (40, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "img.png")
-    whole = classify.load_image(tmp_path / "img.png", 32, 32, "full_frame")
+    Image.fromarray(pixels).save(photo)
+    photo_model = SimpleNamespace(path=tmp_path / "model.tflite", meta=None)  # no digits recorded: centre crop
+    for size in (32, 224):
+        got = classify.load_image(photo, size, size, "center_crop")
+        predicted = preprocessor(photo_model, size)(read_rgb(photo))
+        evaluated = augment.to_pixels(augment.decode_eval(tf.constant(photo.read_bytes()), size)).numpy()
+        assert got.shape == (size, size, 3) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, predicted)
+        np.testing.assert_array_equal(got, evaluated)
+    whole = classify.load_image(photo, 32, 32, "full_frame")
     np.testing.assert_array_equal(whole, np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)))
-    crop = classify.load_image(tmp_path / "img.png", 32, 32, "center_crop")  # 40x64 -> 37x59, centre 32x32
-    assert crop.shape == (32, 32, 3) and not np.array_equal(crop, whole)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
-def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
+def check_at_224(depth: int) -> None:
     from keras_resnet.model import resnet
+    from keras_resnet.quantize import inspect_tflite
 
     model = resnet(depth, num_classes=1000, input_shape=(224, 224, 3), zero_init_residual=False)
     rng = np.random.default_rng(depth)
@@ -228,3 +239,165 @@ def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
     assert report.passed, report.problems
     assert report.cpu_ops == {} and set(report.ops) <= edgetpu.SUPPORTED_OPS
     assert report.ops["DEPTHWISE_CONV_2D"] == 1 and "RESHAPE" not in report.ops  # no 224x1x672 view of the image
+    assert inspect_tflite(content).weight_quantization()["FULLY_CONNECTED"] == "per-tensor"
+
+
+def test_resnet18_at_224_with_1000_classes_passes_the_edge_tpu_check():
+    check_at_224(18)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [34, 50, 101, 152])
+def test_every_depth_at_224_passes_the_edge_tpu_check(depth):
+    check_at_224(depth)
+
+
+# --- what the compiler rejects before mapping anything: each defect as a small flatbuffer -----------------------
+
+def tiny_model(reshape_to=None):
+    """conv -> pool -> dense, the weighted op kinds of a ResNet, at 8 px; with ``reshape_to`` the conv's output
+    is also a second, reshaped output."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3), batch_size=1)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    outputs = keras.layers.Dense(6, name="dense")(keras.layers.GlobalAveragePooling2D()(x))
+    if reshape_to is not None:
+        outputs = [outputs, keras.layers.Reshape(reshape_to, name="reshaped")(x)]
+    return keras.Model(inputs, outputs)
+
+
+def tiny_calibration():
+    rng = np.random.default_rng(4)
+    return (rng.uniform(0, 255, (1, 8, 8, 3)).astype(np.float32) for _ in range(3))
+
+
+def rewrite(content: bytes, edit) -> bytes:
+    """The flatbuffer with ``edit(ModelT)`` applied, packed again as the converter would."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    edit(model)
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def only_problem(content: bytes) -> str:
+    report = edgetpu.check_requirements(content)
+    assert not report.passed and report.structural and len(report.problems) == 1, report.problems
+    return report.problems[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_int8():
+    return convert(tiny_model(), "int8", tiny_calibration)
+
+
+def test_tiny_int8_passes_with_per_tensor_dense_and_per_channel_conv(tiny_int8):
+    from keras_resnet.quantize import inspect_tflite
+
+    info = inspect_tflite(tiny_int8)
+    assert info.weight_quantization() == {"CONV_2D": "per-channel", "FULLY_CONNECTED": "per-tensor"}
+    assert all(v <= edgetpu.MAX_OP_VERSIONS[op] for op, v in info.op_versions.items())
+    report = edgetpu.check_requirements(info)
+    assert report.passed, report.problems
+
+
+def test_per_channel_dense_weights_from_the_converter_are_rejected(tmp_path):
+    from keras_resnet.quantize import inspect_tflite
+
+    content = convert(tiny_model(), "int8", tiny_calibration, per_channel_dense=True)
+    assert inspect_tflite(content).weight_quantization()["FULLY_CONNECTED"] == "per-channel"
+    problem = only_problem(content)
+    assert problem.startswith("FULLY_CONNECTED x1 with per-channel weights (6 scales in ")
+    assert problem.endswith("export without --per-channel-dense")
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(content)
+    with pytest.raises(KresError, match="per-channel weights") as err:  # --allow-cpu-ops does not waive it
+        edgetpu.check(path, tmp_path, allow_cpu_ops=True, use_compiler=False)
+    assert "\n" not in str(err.value)
+    # --edgetpu overrides the opt-in: the file is per-tensor whatever per_channel_dense says
+    forced = convert(tiny_model(), "int8", tiny_calibration, edgetpu=True, per_channel_dense=True)
+    assert inspect_tflite(forced).weight_quantization()["FULLY_CONNECTED"] == "per-tensor"
+
+
+def test_op_version_above_the_table_is_rejected_by_name(tiny_int8):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    def conv_v6(model):
+        for code in model.operatorCodes:
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D:
+                code.version = 6  # what TF 2.9 wrote (google-coral/edgetpu#631)
+
+    assert only_problem(rewrite(tiny_int8, conv_v6)).startswith(
+        "CONV_2D version 6: edgetpu_compiler 16.0 parses CONV_2D only up to version 5 and rejects the whole file")
+    assert edgetpu.check_requirements(rewrite(tiny_int8, lambda m: None)).passed  # the rewrite itself is harmless
+
+
+def test_per_channel_quantize_is_rejected(tiny_int8):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    def per_channel_quantize(model):
+        graph = model.subgraphs[0]
+        quantize = next(i for i, c in enumerate(model.operatorCodes)
+                        if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.QUANTIZE)
+        op = next(op for op in graph.operators if op.opcodeIndex == quantize)
+        q = graph.tensors[op.outputs[0]].quantization
+        q.scale, q.zeroPoint, q.quantizedDimension = [q.scale[0]] * 3, [q.zeroPoint[0]] * 3, 3
+
+    problem = only_problem(rewrite(tiny_int8, per_channel_quantize))
+    assert problem.startswith("QUANTIZE x1 with a per-channel output (3 scales in ")
+
+
+def test_16bit_activations_from_the_16x8_mode_are_rejected(tmp_path):
+    import tensorflow as tf
+
+    from keras_resnet.quantize import batch1_saved_model
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(tiny_model(), tmp_path / "sm"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x] for x in tiny_calibration())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int16
+    problems = edgetpu.check_requirements(converter.convert()).problems
+    sixteen = [p for p in problems if "16-bit activation tensors" in p]
+    assert len(sixteen) == 1 and sixteen[0].endswith("convert in int8 mode, not the 16x8 mode"), problems
+
+
+def test_dynamic_batch_from_the_converter_is_rejected():
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    model = tiny_model()
+    fn = tf.function(lambda x: model(x), input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32)])
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x] for x in tiny_calibration())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    problems = edgetpu.check_requirements(converter.convert()).problems
+    dynamic = [p for p in problems if "dynamic shape" in p]
+    assert len(dynamic) == 1 and "[-1, 8, 8, 3]" in dynamic[0], problems
+
+
+def test_tensor_with_four_dimensions_larger_than_one_is_rejected():
+    content = convert(tiny_model(reshape_to=(2, 4, 2, 16)), "int8", tiny_calibration)
+    problem = only_problem(content)
+    assert problem.startswith("2 tensors have more than 3 dimensions larger than 1 (e.g. ")  # the int8 one, uint8 out
+    assert "[1, 2, 4, 2, 16]" in problem
+
+
+def test_nnapi_takes_per_channel_weights_only_in_convolutions():
+    from keras_resnet import delegates
+    from keras_resnet.quantize import inspect_tflite
+
+    per_tensor = inspect_tflite(convert(tiny_model(), "int8", tiny_calibration))
+    assert delegates.nnapi(per_tensor)["accepts"]
+    per_channel = inspect_tflite(convert(tiny_model(), "int8", tiny_calibration, per_channel_dense=True))
+    verdict = delegates.nnapi(per_channel)
+    assert not verdict["accepts"] and verdict["problems"] == [
+        "per-channel weights in FULLY_CONNECTED: NNAPI takes them only in convolutions; export without "
+        "--per-channel-dense"]

@@ -77,3 +77,34 @@ def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     assert check_requirements(info).passed
     with pytest.raises(KresError, match="QAT epochs must be 1 or more"):
         qat.quantization_aware_finetune(tmp_path / "best.keras", None, 0, tmp_path / "out", datasets=data_sets)
+
+
+def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(trained_digits_run, tmp_path, monkeypatch):
+    from keras_resnet import export as ex
+    from keras_resnet.meta import find_meta
+    from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
+
+    source = ex.resolve_source(trained_digits_run)
+    meta = find_meta(source.model_path)
+    data_cfg = ex.data_config_for(source, meta)
+    images, labels = ex.heldout_data(data_cfg, 1000)
+    made = []
+    wrap = qat.quantize_tf_keras_model
+
+    def recording(model):  # the fake-quantized model, with its trainable weights as they were before fit
+        wrapped = wrap(model)
+        made.append((wrapped, [np.array(w.numpy()) for w in wrapped.trainable_weights]))
+        return wrapped
+
+    monkeypatch.setattr(qat, "quantize_tf_keras_model", recording)
+    path = qat.quantization_aware_finetune(source.model_path, data_cfg, 1, tmp_path / "qat",
+                                           calibration_steps=50)
+    (wrapped, before), = made
+    changed = [w.name for w, old in zip(wrapped.trainable_weights, before) if not np.array_equal(w.numpy(), old)]
+    assert len(changed) >= 1
+    reference = KerasPredictor(source.model_path, ex.load_float32_model(source.model_path), meta).predict(images)
+    got = TFLitePredictor(path, tflite_interpreter(path.read_bytes()), meta).predict(images)
+    agreement = ex.compare(reference, got, labels)
+    assert agreement["images"] == len(labels) >= 300
+    assert agreement["top1_agreement"] >= 0.97, agreement
+    assert abs(agreement["top1"] - agreement["reference_top1"]) <= 0.01, agreement

@@ -150,4 +150,17 @@ def test_float16_and_dynamic_range(model, float32_tflite, images):
     info = inspect_tflite(dynamic)
     assert info.inputs[0].dtype == "float32" and info.outputs[0].dtype == "float32"
     assert len(dynamic) <= 0.27 * len(float32_tflite)
-    assert np.mean(np.argmax(run(dynamic, images), -1) == np.argmax(expected, -1)) >= 0.5
+
+
+@pytest.mark.parametrize("mode", ["float16", "dynamic"])
+def test_float16_and_dynamic_agree_with_keras_on_trained_digits(trained_digits_run, mode):
+    from keras_resnet import export as ex
+    from keras_resnet.meta import find_meta
+
+    source = ex.resolve_source(trained_digits_run)
+    trained = ex.load_float32_model(source.model_path)
+    images, labels = ex.heldout_data(ex.data_config_for(source, find_meta(source.model_path)), 1000)
+    agreement = ex.compare(trained.predict(images, verbose=0), run(convert(trained, mode), images), labels)
+    assert agreement["images"] >= 300
+    assert agreement["top1_agreement"] >= 0.97, agreement
+    assert abs(agreement["top1"] - agreement["reference_top1"]) <= 0.01, agreement
