@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_resnet import _compat
 from keras_resnet.quantize import TfliteInfo
 
 # TFLite builtins the NNAPI delegate maps for 8-bit models: a conservative subset of what its validator
@@ -51,7 +52,7 @@ def xnnpack(content: bytes) -> dict:
 def _ops_details(interpreter) -> list[dict]:
     # The interpreter's only view of the nodes after delegation (LiteRT 2.x); DELEGATE entries are the
     # delegate's partitions, listed after the model's own ops.
-    return list(interpreter._get_ops_details())
+    return list(_compat.interpreter_ops(interpreter))
 
 
 def _delegated(plain: list[dict], delegates: list[dict]) -> set[int]:
