@@ -129,6 +129,15 @@ def load_float32_model(path: str | os.PathLike):
     return as_float32(model)
 
 
+def require_kres_resnet(model, path: str | os.PathLike) -> None:
+    """Export reads the stem and the in-model normalisation by name; another model would fail with a KeyError."""
+    names = {layer.name for layer in model.layers}
+    missing = next((name for name in ("conv1_conv", "preprocess") if name not in names), None)
+    if missing is not None:
+        raise KresError(f"{path} is not a kres ResNet: no layer {missing}; export a model built by kres, or use "
+                        "the TFLite converter directly")
+
+
 def as_float32(model):
     """``model`` itself when every layer computes in float32, else a float32 rebuild with the same weights."""
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
@@ -310,6 +319,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     out_dir = fileio.ensure_writable_dir(cfg.output)  # after the cheap checks: a rejected export creates nothing
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
+    require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
     data_cfg = data_config_for(source, meta)
     if heldout is None:
