@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import augment
+from keras_resnet import augment, imageio
 from keras_resnet.errors import KresError
 from keras_resnet.specs import MIN_IMAGE_SIZE
 
@@ -456,7 +456,7 @@ def _check_image(path: str) -> _ScannedFile | None:
         size = os.path.getsize(path)
         if size == 0:
             return None
-        with Image.open(path) as image:
+        with imageio.large_images_allowed(), Image.open(path) as image:
             # MPO (phone and stereo cameras: several JPEG frames in one .jpg) decodes as a JPEG, first frame.
             fmt, mode = ("JPEG" if image.format == "MPO" else image.format), image.mode
             if fmt not in ("JPEG", "PNG", "BMP", "GIF"):
@@ -475,11 +475,9 @@ def _check_image(path: str) -> _ScannedFile | None:
 def _pil_png(path: bytes) -> bytes:
     import io
 
-    from PIL import Image
-
-    with Image.open(path.decode()) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    image = imageio.open_upright(path.decode())  # the PNG carries no EXIF: turn the pixels now
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
