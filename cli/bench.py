@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
-from kres.options import DepthType, depth_option
+from kres.options import DepthType, FiniteFloat, depth_option
 
 
 @click.group(help="Benchmarks against peers, run in the same command; results go to benchmarks/results/.")
@@ -124,11 +124,11 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
                help="Wall seconds for `kres train` on the built-in digits to reach a validation top-1 target. "
                     "Options after `--` go to `kres train` unchanged.")
 @depth_option(default=18)
-@click.option("--target", type=click.FloatRange(0.0, 1.0), default=0.97, show_default=True,
+@click.option("--target", type=FiniteFloat(0.0, 1.0), default=0.97, show_default=True,
               help="Validation top-1 to reach.")
 @click.option("--stop-at-target/--full-run", default=True, show_default=True,
               help="End the training run once the target is reached.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds.")
+@click.option("--timeout", type=FiniteFloat(min=1), default=1800, show_default=True, help="Seconds.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Keep the run in this new directory (default: a temporary one).")
 @click.option("--name", default="time_to_accuracy", show_default=True, help="Results file stem.")

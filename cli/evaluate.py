@@ -10,12 +10,28 @@ import click
 from kres.options import image_size_option
 
 
+def _one_or_two(ctx, param, models: tuple[str, ...]) -> tuple[str, ...]:
+    if len(models) > 2:
+        raise click.UsageError(f"give one model, or two to compare; got {len(models)}", ctx)
+    return models
+
+
+def _one_data_option(ctx, param, value):
+    # Checked while parsing, so the mistake is answered before TensorFlow starts.
+    other = {"dataset": "data_dir", "data_dir": "dataset"}[param.name]
+    if value is not None and ctx.params.get(other) is not None:
+        raise click.UsageError("--dataset and --data-dir are alternatives: give one", ctx)
+    return value
+
+
 @click.command(help="Top-1/5, loss, per-class accuracy and a confusion matrix of a .keras, SavedModel, .tflite or "
                     "run dir. With no data option, the data the model was trained on. Two models: compared on the "
                     "same images (top-1 agreement, largest output difference).")
-@click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL_B]")
-@click.option("--dataset", default=None, help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
-@click.option("--data-dir", default=None, type=click.Path(), help="Image folders: val/<class>/ (or train/ + split).")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL_B]", callback=_one_or_two)
+@click.option("--dataset", default=None, callback=_one_data_option,
+              help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
+@click.option("--data-dir", default=None, type=click.Path(), callback=_one_data_option,
+              help="Image folders: val/<class>/ (or train/ + split).")
 @click.option("--tfds-dir", default=None, type=click.Path(), help="TFDS data_dir holding --dataset.")
 @image_size_option(default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -24,10 +40,6 @@ from kres.options import image_size_option
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")
 def evaluate(models, dataset, data_dir, tfds_dir, image_size, batch_size, output, threads, as_json) -> None:
-    if len(models) > 2:
-        raise click.UsageError(f"give one model, or two to compare; got {len(models)}")
-    if dataset is not None and data_dir is not None:
-        raise click.UsageError("--dataset and --data-dir are alternatives: give one")
     from keras_resnet.evaluate import EvalConfig
     from keras_resnet.evaluate import evaluate as run_evaluate
 

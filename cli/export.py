@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES
+from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, check_mode
 
 
 @click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
@@ -14,14 +14,16 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES
 @click.option("--saved-model", is_flag=True, help="SavedModel (uint8 serving_default, float32 signature) + .keras.")
 @click.option("--tflite", is_flag=True, help="A TFLite model (static batch 1).")
 @click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
+              callback=lambda ctx, param, value: check_mode(value),
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--edgetpu", is_flag=True, help="int8 TFLite checked against the Edge TPU requirements.")
 @click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: export even if some ops would run on the CPU.")
-@click.option("--calibration-steps", type=int, default=100, show_default=True,
+@click.option("--calibration-steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Training images for int8 calibration.")
 @click.option("--io-dtype", default="uint8", show_default=True, metavar="|".join(IO_DTYPES),
+              callback=lambda ctx, param, value: check_io_dtype(value),
               help="int8 model input/output type.")
 @click.option("--per-channel-dense", is_flag=True,
               help="int8: dense weights per output unit, for XNNPACK-only targets (NNAPI and the Edge TPU need the "

@@ -1,7 +1,9 @@
-"""``kres``: the command group. Subcommands are imported only when run, so ``kres --help`` is instant."""
+"""``kres``: the command group. Subcommands are imported only when run, and Keras/TensorFlow only once a
+command's options are parsed and checked, so help and option errors answer at once."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -42,7 +44,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS or not _installed(COMMANDS[name][0]):
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        return _backend_after_parsing(getattr(importlib.import_module(module), attr))
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -95,22 +97,42 @@ def _import_backend_quietly() -> None:
         print("\n".join(kept), file=sys.stderr)
 
 
+def _backend_after_parsing(command: click.Command) -> click.Command:
+    """Make ``command`` (each command of a group) import the backend quietly when its callback starts.
+
+    Click calls a callback only after every option has been parsed and its type checked, so help and
+    option errors never wait for TensorFlow.
+    """
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _backend_after_parsing(sub)
+    elif command.callback is not None and not getattr(command.callback, "_imports_backend", False):
+        callback = command.callback
+
+        @functools.wraps(callback)
+        def run(*args, **kwargs):
+            _import_backend_quietly()
+            return callback(*args, **kwargs)
+
+        run._imports_backend = True
+        command.callback = run
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
     from keras_resnet.errors import KresError
 
     args = sys.argv[1:] if argv is None else argv
-    if not any(a in ("-h", "--help", "--version") for a in args) and args and args[0] in COMMANDS:
-        _import_backend_quietly()
     try:
         cli.main(args=args, prog_name="kres", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as err:
+        click.echo(f"Aborted. {err}" if str(err) else "Aborted.", err=True)
         return 130
     except click.UsageError as err:
-        hint = f" (see 'kres {err.ctx.info_name} --help')" if err.ctx and err.ctx.parent else " (see 'kres --help')"
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else " (see 'kres --help')"
         click.echo(f"Error: {err.format_message()}{hint}", err=True)
         return 2
     except click.ClickException as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from keras_resnet.specs import DEPTHS, MIN_IMAGE_SIZE, VARIANTS
@@ -25,6 +27,35 @@ class DepthType(click.ParamType):
 
     def get_metavar(self, param, ctx=None):
         return "[" + "|".join(map(str, DEPTHS)) + "]"
+
+
+class FiniteFloat(click.ParamType):
+    """A real number, optionally in a range: NaN and infinity would train to a NaN model, so they are one line
+    here, before TensorFlow is imported."""
+
+    name = "float"
+
+    def __init__(self, min: float | None = None, max: float | None = None, min_open: bool = False,
+                 max_open: bool = False):
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        low = self.min is not None and (number <= self.min if self.min_open else number < self.min)
+        high = self.max is not None and (number >= self.max if self.max_open else number > self.max)
+        if low or high:
+            self.fail(f"{value!r} is not in the range {self._range()}", param, ctx)
+        return number
+
+    def _range(self) -> str:
+        low = "" if self.min is None else f"{self.min}{'<' if self.min_open else '<='}"
+        high = "" if self.max is None else f"{'<' if self.max_open else '<='}{self.max}"
+        return f"{low}x{high}"
 
 
 def depth_option(required: bool = True, default: int | None = None):

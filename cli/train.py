@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import click
 
 from keras_resnet.specs import MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS, STEMS
-from kres.options import depth_option, variant_option
+from kres.options import FiniteFloat, depth_option, variant_option
 
 
 @click.command(help="Train a ResNet. With no data named it trains on the built-in handwritten digits "
@@ -17,7 +20,8 @@ from kres.options import depth_option, variant_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Image folders: DIR/train/<class>/ and DIR/val/<class>/, or DIR/<class>/ split by --val-split.")
 @click.option("--tfds-dir", type=click.Path(file_okay=False), default=None, help="TFDS data_dir.")
-@click.option("--val-split", type=float, default=0.2, show_default=True,
+@click.option("--val-split", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True,
               help="Fraction held out for validation when the data has no validation split.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: the recipe's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -31,13 +35,17 @@ from kres.options import depth_option, variant_option
 @click.option("--xla/--no-xla", default=None, help="Compile steps with XLA. Default: on for GPUs/TPUs, off on CPU.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
               help="SGD with Nesterov momentum, or AdamW. Default: the recipe's (sgd).")
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Base learning rate for a global batch of 256, scaled linearly with --batch-size.")
-@click.option("--warmup-epochs", type=float, default=None, help="Linear warmup before the cosine decay.")
-@click.option("--weight-decay", type=float, default=None, help="On conv/dense kernels only (never BN or biases).")
-@click.option("--label-smoothing", type=float, default=None)
-@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha (0: off).")
-@click.option("--cutmix", type=float, default=0.0, show_default=True, help="CutMix alpha (0: off).")
+@click.option("--warmup-epochs", type=FiniteFloat(min=0), default=None,
+              help="Linear warmup before the cosine decay.")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
+              help="On conv/dense kernels only (never BN or biases).")
+@click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), default=None)
+@click.option("--mixup", type=FiniteFloat(min=0), default=0.0, show_default=True,
+              help="Mixup alpha (0: off).")
+@click.option("--cutmix", type=FiniteFloat(min=0), default=0.0, show_default=True,
+              help="CutMix alpha (0: off).")
 @click.option("--randaugment", is_flag=True, help="RandAugment-style augmentation.")
 @click.option("--weights", default=None, help="'imagenet' or a weights file to start from (the classifier is "
                                               "skipped when the class count differs).")
@@ -74,9 +82,25 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
                       weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
                       qat_epochs=qat_epochs,
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
-    result = run_training(cfg, data)
+    started = time.time()
+    try:
+        result = run_training(cfg, data)
+    except KeyboardInterrupt:
+        raise click.Abort(resume_hint(output, started)) from None
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
         return
     click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {result.epochs} epochs "
                f"({result.steps} steps); best model {result.best_model}")
+
+
+def resume_hint(output: str | None, started: float) -> str:
+    """What to run to continue an interrupted run: checkpoints make the rest of it resumable."""
+    if output:
+        return f"To resume, run the same command again, or: kres train --resume --output {output}"
+    latest = Path("runs") / "latest"
+    config = latest / "config.json"
+    # runs/latest moves to a new run once its config is written; an older one is not this run.
+    if config.exists() and config.stat().st_mtime >= started - 1:
+        return f"To resume: kres train --resume --output {latest.resolve()}"
+    return "Nothing was checkpointed yet: run the same command again to start over."

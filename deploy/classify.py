@@ -17,10 +17,11 @@ import json
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 CROP_FRACTION = 0.875  # the evaluation preprocessing of training: resize the shorter side, centre crop 0.875
@@ -77,7 +78,11 @@ def load_image(path: Path, height: int, width: int, resize: str = "center_crop")
     """RGB pixels 0-255 as the model's validation data was prepared (the card's ``input.resize``): the whole
     frame resized (``full_frame``), or the shorter side resized to int(size / 0.875), then the centre crop,
     with the same antialiased bilinear weights and rounding as training's evaluation and ``kres predict``."""
-    image = Image.open(path).convert("RGB")
+    with warnings.catch_warnings():  # above 89 megapixels PIL warns; its hard limit (twice that) still holds
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as stored:
+            # A phone's portrait photo is stored sideways with an EXIF orientation tag, as training read it.
+            image = ImageOps.exif_transpose(stored).convert("RGB")
     if resize == "full_frame":
         return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32)
     pixels = np.asarray(image, dtype=np.float32)

@@ -12,6 +12,8 @@ import math
 
 import tensorflow as tf
 
+from keras_resnet import imageio
+
 EVAL_CROP_FRACTION = 0.875
 """Evaluation resizes the shorter side to ``image_size / 0.875`` and centre-crops ``image_size``."""
 
@@ -37,16 +39,19 @@ def is_jpeg(contents: tf.Tensor) -> tf.Tensor:
 
 
 def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
-    """Decode JPEG/PNG/BMP/GIF bytes to uint8 [H,W,3]; grey is replicated, alpha dropped, GIF takes frame one."""
+    """Decode JPEG/PNG/BMP/GIF bytes to uint8 [H,W,3] upright (EXIF orientation applied); grey is replicated,
+    alpha dropped, GIF takes frame one."""
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    return image
+    return imageio.orient(image, imageio.exif_orientation(contents))
 
 
-def image_shape(contents: tf.Tensor) -> tf.Tensor:
-    """[H, W] of encoded bytes; JPEG headers are read without decoding the pixels."""
+def image_shape(contents: tf.Tensor, orientation: tf.Tensor | None = None) -> tf.Tensor:
+    """[H, W] of encoded bytes, upright; JPEG headers are read without decoding the pixels."""
+    if orientation is None:
+        orientation = imageio.exif_orientation(contents)
     return tf.cond(is_jpeg(contents),
-                   lambda: tf.io.extract_jpeg_shape(contents)[:2],
+                   lambda: imageio.oriented_shape(tf.io.extract_jpeg_shape(contents)[:2], orientation),
                    lambda: tf.shape(decode_rgb(contents))[:2])
 
 
@@ -96,13 +101,18 @@ def random_resized_crop(contents: tf.Tensor, size: int, seed: tf.Tensor) -> tf.T
     speed of an ImageNet-style pipeline, and at the smallest DCT scale that keeps the crop at least ``size`` on
     both sides (:func:`jpeg_scale_index`). Other formats are decoded whole, then the same window is cut.
     """
-    window = random_crop_window(image_shape(contents), seed)
+    orientation = imageio.exif_orientation(contents)
+    window = random_crop_window(image_shape(contents, orientation), seed)
 
     def jpeg():
-        def at(ratio):  # ratio is an attribute of the op, so each scale is its own branch
-            return lambda: tf.io.decode_and_crop_jpeg(contents, window // ratio, channels=3, ratio=ratio)
+        # The window is drawn on the upright image; the stored pixels are cut where it lies, then turned.
+        stored = imageio.stored_window(window, tf.io.extract_jpeg_shape(contents)[:2], orientation)
 
-        return tf.switch_case(jpeg_scale_index(window, size), [at(r) for r in JPEG_SCALES])
+        def at(ratio):  # ratio is an attribute of the op, so each scale is its own branch
+            return lambda: tf.io.decode_and_crop_jpeg(contents, stored // ratio, channels=3, ratio=ratio)
+
+        return imageio.orient(tf.switch_case(jpeg_scale_index(stored, size), [at(r) for r in JPEG_SCALES]),
+                              orientation)
 
     def other():
         return tf.slice(decode_rgb(contents), [window[0], window[1], 0], [window[2], window[3], 3])

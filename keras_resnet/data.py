@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import augment
+from keras_resnet import augment, imageio
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.specs import MIN_IMAGE_SIZE
 
@@ -329,6 +329,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
         class_names = train_classes
         train_files, train_labels, skipped_train = _scan(train_dir, class_names)
         val_files, val_labels, skipped_val = _scan(val_dir, class_names)
+        train_files, train_labels = _drop_val_files(train_files, train_labels, val_files)
         skipped = skipped_train + skipped_val
         _require_images(train_dir, train_files, train_labels, class_names)
         if not val_files:
@@ -388,12 +389,13 @@ def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[
     Zero-byte, truncated or otherwise unreadable files are dropped here and counted, so no bad file can stop
     an epoch later. JPEGs are decoded in PIL's draft mode (scaled DCT), which still reads the whole stream.
     """
-    candidates = []
+    candidates, seen = [], set()
     for label, name in enumerate(class_names):
-        for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            candidates.extend((os.path.join(dirpath, f), label) for f in sorted(filenames)
-                              if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+        for path in _image_paths(root / name, root):
+            identity = _file_identity(path)
+            if identity not in seen:  # two links (or hard links) to one file: it is one image, counted once
+                seen.add(identity)
+                candidates.append((path, label))
     workers = min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(workers) as pool:
         checked = list(pool.map(lambda item: _check_image(item[0]), candidates))
@@ -405,6 +407,48 @@ def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[
     return files, labels, len(candidates) - len(files)
 
 
+def _image_paths(folder: Path, root: Path, chain: tuple[str, ...] = ()) -> Iterator[str]:
+    """Image files under ``folder``, following directory symlinks: the folder's own files (sorted), then each
+    sub-folder's. A symlink that leads back to a folder on its own path would repeat the tree without end
+    (and pull other classes' images into this one), so it is refused."""
+    real = os.path.realpath(folder)
+    if real in chain:
+        raise KresError(f"symlink loop in {root}: {folder} leads back to {real}; remove the directory link "
+                        f"and rerun")
+    chain = (*chain, real)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:  # an unreadable folder holds no readable images
+        return
+    entries = [e for e in entries if not e.name.startswith(".")]
+    yield from (e.path for e in entries if not _is_dir(e) and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    for entry in entries:
+        if _is_dir(entry):
+            yield from _image_paths(Path(entry.path), root, chain)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _file_identity(path: str) -> tuple[int, int] | str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path
+    return stat.st_dev, stat.st_ino
+
+
+def _drop_val_files(train: list[_ScannedFile], labels: list[int], val: list[_ScannedFile]):
+    """Train files minus any file val/ also holds (through a link): no image may be both trained and scored on."""
+    in_val = {_file_identity(f.path) for f in val}
+    kept = [(f, label) for f, label in zip(train, labels) if _file_identity(f.path) not in in_val]
+    return [f for f, _ in kept], [label for _, label in kept]
+
+
 def _check_image(path: str) -> _ScannedFile | None:
     from PIL import Image
 
@@ -412,7 +456,7 @@ def _check_image(path: str) -> _ScannedFile | None:
         size = os.path.getsize(path)
         if size == 0:
             return None
-        with Image.open(path) as image:
+        with imageio.large_images_allowed(), Image.open(path) as image:
             # MPO (phone and stereo cameras: several JPEG frames in one .jpg) decodes as a JPEG, first frame.
             fmt, mode = ("JPEG" if image.format == "MPO" else image.format), image.mode
             if fmt not in ("JPEG", "PNG", "BMP", "GIF"):
@@ -431,11 +475,9 @@ def _check_image(path: str) -> _ScannedFile | None:
 def _pil_png(path: bytes) -> bytes:
     import io
 
-    from PIL import Image
-
-    with Image.open(path.decode()) as image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    image = imageio.open_upright(path.decode())  # the PNG carries no EXIF: turn the pixels now
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -293,6 +293,8 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
                             "classes: evaluate it on the data it was trained on")
         if p.meta is not None and p.meta.labels and not _generic(p.meta.labels) and p.meta.labels != class_names:
             warnings.append(f"{p.path.name}'s labels differ from the data's class names; the data's are used")
+    if datasets.skipped_files:
+        warnings.append(skipped_warning(datasets.skipped_files, data_cfg.data_dir))
 
     val = datasets.val.unbatch().batch(cfg.batch_size)
     probs, labels, seconds = _run(predictors, val, datasets.num_val, cfg.batch_size, progress)
@@ -310,12 +312,18 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         comparison = Comparison(top1_agreement=agree, max_abs_diff=max_diff, mean_abs_diff=mean_diff,
                                 top1_delta=reports[1].metrics.top1 - reports[0].metrics.top1)
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
-                 "num_val": int(datasets.num_val), "source": "options" if cfg.has_data_option else "training config"}
+                 "num_val": int(datasets.num_val), "skipped_files": int(datasets.skipped_files),
+                 "source": "options" if cfg.has_data_option else "training config"}
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
     json_path = out_dir / EVAL_JSON
     fileio.write_json(json_path, _finite(result.to_dict()))
     result.json_path = str(json_path)
     return result
+
+
+def skipped_warning(count: int, folder) -> str:
+    return (f"skipped {count} unreadable image file{'s' if count != 1 else ''} in {folder} (empty, truncated or "
+            "not an image); the figures leave them out")
 
 
 def _run(predictors: list[Predictor], dataset, total: int, batch_size: int, progress: ProgressFn | None):

@@ -126,6 +126,15 @@ def resolve_source(path: str | os.PathLike) -> Source:
     return Source(model_path, run_dir, runs.data_config(run_dir) if run_dir is not None else None)
 
 
+def require_kres_resnet(model, path: str | os.PathLike) -> None:
+    """Export reads the stem and the in-model normalisation by name; another model would fail with a KeyError."""
+    names = {layer.name for layer in model.layers}
+    missing = next((name for name in ("conv1_conv", "preprocess") if name not in names), None)
+    if missing is not None:
+        raise KresError(f"{path} is not a kres ResNet: no layer {missing}; export a model built by kres, or use "
+                        "the TFLite converter directly")
+
+
 def data_config_for(source: Source, meta: ModelMeta):
     """The run's DataConfig at the model's input size; None where the model came without a run."""
     if source.data_config is None:
@@ -324,6 +333,7 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     out_dir = fileio.ensure_writable_dir(cfg.output)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
+    require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
     return _Job(cfg, source, out_dir, model, meta, data_config_for(source, meta), say, calibration)
 

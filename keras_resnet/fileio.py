@@ -86,4 +86,9 @@ def write_text(final: str | os.PathLike, text: str) -> None:
 
 
 def write_json(final: str | os.PathLike, data) -> None:
-    write_text(final, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Strict JSON: NaN and infinity are not JSON, and other readers reject a file that holds them."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError as err:
+        raise KresError(f"cannot write {final}: a value is not a finite number ({err}); nothing was written") from None
+    write_text(final, text + "\n")

@@ -49,10 +49,11 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     alpha is dropped, an animation gives its first frame). An unreadable file is a KresError naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    from keras_resnet import imageio
+
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
+        with imageio.open_upright(path) as image:
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits, not clip
                 array = np.asarray(image, np.float64)
                 peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0

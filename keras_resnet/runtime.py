@@ -25,6 +25,7 @@ class Predictor:
     kind: str = ""
 
     def __init__(self, path: Path, input_shape: tuple, meta: ModelMeta | None):
+        require_image_input(path, input_shape)
         self.path = path
         self.input_shape = input_shape  # (H, W, C); a side is None where the model takes any size
         self.meta = meta
@@ -75,6 +76,9 @@ class KerasPredictor(Predictor):
 
     def __init__(self, path: Path, model, meta: ModelMeta | None):
         super().__init__(path, tuple(model.input_shape[1:]), meta)
+        if len(model.output_shape) != 2:
+            raise KresError(f"{path} outputs {_shape_text(model.output_shape[1:])} per image, not one score per "
+                            "class: predict and evaluate run image classifiers, such as the models kres trains")
         self.model = model
 
     @property
@@ -289,6 +293,13 @@ def _to_dtype(images: np.ndarray, dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.round(images.astype(np.float32)), info.min, info.max).astype(dtype)
     return images.astype(dtype)
+
+
+def require_image_input(path: Path, input_shape: tuple) -> None:
+    """A model that does not take RGB images [H,W,3] would fail deep in resizing or batching."""
+    if len(input_shape) != 3 or input_shape[-1] not in (None, 3):
+        raise KresError(f"{path} takes inputs of shape {_shape_text(input_shape)}, not RGB images HxWx3: predict "
+                        "and evaluate run image classifiers, such as the models kres trains")
 
 
 def _shape_text(shape) -> str:

@@ -113,6 +113,7 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
         weight_decay=recipe.weight_decay[optimizer] if cfg.weight_decay is None else cfg.weight_decay,
         label_smoothing=recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
     )
+    _check_finite(cfg, data)
     if cfg.stem not in STEMS:
         raise KresError(f"unknown stem {cfg.stem!r}: choose one of {', '.join(STEMS)}")
     if cfg.epochs < 1:
@@ -138,6 +139,20 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
         check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
     data = dataclasses.replace(data, image_size=cfg.image_size, batch_size=cfg.batch_size, seed=cfg.seed)
     return cfg, data, recipe
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no NaN
+
+
+def _check_finite(cfg: TrainConfig, data: DataConfig) -> None:
+    """NaN slips through every range check (each comparison is False) and trains to a NaN model."""
+    numbers = {"--lr": cfg.lr, "--warmup-epochs": cfg.warmup_epochs, "--weight-decay": cfg.weight_decay,
+               "--label-smoothing": cfg.label_smoothing, "dropout": cfg.dropout, "--val-split": data.val_split,
+               "--mixup": data.mixup_alpha, "--cutmix": data.cutmix_alpha}
+    for option, value in numbers.items():
+        if not math.isfinite(value):
+            raise KresError(f"{option} must be a finite number, got {value}")
 
 
 @dataclass
@@ -333,7 +348,7 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
     if placement.is_chief:
         meta = ModelMeta.load(run_dir)
         meta.extra.update({"dataset": data.dataset or ("folder" if data.data_dir else "digits"),
-                           "val_accuracy": result.metrics.get("val_accuracy"), "best_val_accuracy": best,
+                           "val_accuracy": result.metrics.get("val_accuracy"), "best_val_accuracy": _json_number(best),
                            "epochs": result.epochs})
         meta.save(run_dir)
         if rows:

@@ -332,7 +332,10 @@ def _read_state_dict(path: Path, fmt: str) -> dict[str, np.ndarray]:
             import torch
         except ImportError:
             raise KresError(_NEEDS_TORCH.format(name=path.name)) from None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError, RuntimeError (bad zip), EOFError ...: a damaged file
+            raise _damaged(path, "PyTorch", err) from None
         for key in ("state_dict", "model"):  # training checkpoints wrap the state dict
             if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
                 state = state[key]
@@ -344,9 +347,21 @@ def _read_state_dict(path: Path, fmt: str) -> dict[str, np.ndarray]:
             from safetensors.numpy import load_file
         except ImportError:
             raise KresError(f"reading {path.name} needs the safetensors package: pip install safetensors") from None
-        return dict(load_file(str(path)))
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+        try:
+            return dict(load_file(str(path)))
+        except Exception as err:  # safetensors raises its own SafetensorError for a bad header or size
+            raise _damaged(path, "safetensors", err) from None
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as err:  # BadZipFile, EOFError, ValueError ...
+        raise _damaged(path, "NumPy .npz", err) from None
+
+
+def _damaged(path: Path, kind: str, err: Exception) -> KresError:
+    detail = (str(err).strip().splitlines() or [""])[0][:160]
+    return KresError(f"cannot read {path}: not a complete {kind} weights file ({type(err).__name__}: {detail}); "
+                     "download or convert it again")
 
 
 # ---------------------------------------------------------------------------------------------- torchvision

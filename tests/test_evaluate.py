@@ -1,5 +1,6 @@
 """kres evaluate: exact metrics on hand-made cases, the data lookup, A/B comparison, JSON and PNG, errors."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -265,3 +266,21 @@ def test_naming_the_builtin_digits_keeps_the_runs_split(tmp_path):
         assert (cfg.seed, cfg.val_split, cfg.image_size) == (7, 0.3, 32), dataset
     other = ev.data_config(ev.EvalConfig(models=[str(tmp_path)], dataset="synthetic"), [model])
     assert (other.seed, other.val_split) == (0, 0.2)  # different data: the run's split does not apply
+
+
+def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys):
+    tmp_path, _ = stub_world
+    fake = data_module.load_datasets
+
+    def with_skipped(cfg):
+        return dataclasses.replace(fake(cfg), skipped_files=2)
+
+    monkeypatch.setattr(data_module, "load_datasets", with_skipped)
+    photos = tmp_path / "photos"
+    code = main(["evaluate", "model_a", "--data-dir", str(photos), "--image-size", "32", "--output",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (f"Warning: skipped 2 unreadable image files in {photos} (empty, truncated or not an image); the "
+            "figures leave them out") in err
+    assert json.loads((tmp_path / "o" / "evaluation.json").read_text())["data"]["skipped_files"] == 2

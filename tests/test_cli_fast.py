@@ -1,0 +1,105 @@
+"""Help and option errors answer before TensorFlow starts; NaN and infinity are refused; Ctrl-C says how to resume."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from keras_resnet.errors import KresError
+from kres.main import main
+
+_PROBE = (
+    "import sys; from kres.main import main; rc = main(sys.argv[1:]); "
+    "print('HEAVY', [m for m in ('tensorflow', 'keras') if m in sys.modules]); sys.exit(rc)"
+)
+
+
+def _parse_only(*args):
+    result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["train", "--depth", "18", "--lr", "nan"], 2, "Invalid value for '--lr': 'nan' is not a finite number"),
+    (["export", "--help"], 0, "--calibration-steps"),
+    (["train", "--help"], 0, "--weight-decay"),
+    (["evaluate", "a.keras", "--dataset", "digits", "--data-dir", "d"], 2, "--dataset and --data-dir are alternatives"),
+    (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
+])
+def test_parse_errors_and_help_never_import_the_backend(args, code, message):
+    rc, out, err = _parse_only(*args)
+    assert rc == code, err
+    assert message in out + err
+    assert "HEAVY []" in out
+
+
+@pytest.mark.parametrize("option", ["--lr", "--weight-decay", "--warmup-epochs", "--label-smoothing", "--mixup",
+                                    "--cutmix", "--val-split"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_float_options_refuse_nan_and_infinity(capsys, option, value):
+    code = main(["train", "--depth", "18", option, value])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (f"Error: Invalid value for '{option}': '{value}' is not a finite number "
+                           f"(see 'kres train --help')")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--depth", "18", "--lr", "0"], "'0' is not in the range 0<x"),
+    (["train", "--depth", "18", "--val-split", "1"], "'1' is not in the range 0<x<1"),
+    (["train", "--depth", "18", "--label-smoothing", "1.0"], "'1.0' is not in the range 0<=x<1"),
+    (["bench", "time-to-accuracy", "--target", "nan"], "(see 'kres bench time-to-accuracy --help')"),
+])
+def test_float_ranges_are_checked_while_parsing(capsys, args, message):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("field", "option"), [("lr", "--lr"), ("weight_decay", "--weight-decay"),
+                                               ("warmup_epochs", "--warmup-epochs"), ("mixup_alpha", "--mixup")])
+def test_library_validation_refuses_nan(field, option):
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig, resolve
+
+    cfg, data = TrainConfig(depth=18), DataConfig()
+    if field == "mixup_alpha":
+        data = DataConfig(mixup_alpha=math.nan)
+    else:
+        cfg = TrainConfig(depth=18, **{field: math.inf if field == "lr" else math.nan})
+    with pytest.raises(KresError, match=f"{option} must be a finite number"):
+        resolve(cfg, data)
+
+
+def test_write_json_refuses_nan_and_writes_nothing(tmp_path):
+    from keras_resnet import fileio
+
+    path = tmp_path / "config.json"
+    with pytest.raises(KresError, match=r"config\.json: a value is not a finite number"):
+        fileio.write_json(path, {"lr": math.nan})
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+    fileio.write_json(path, {"lr": 0.1})
+    assert json.loads(path.read_text()) == {"lr": 0.1}
+
+
+@pytest.mark.parametrize("output", [True, False])
+def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, output):
+    import keras_resnet.train
+
+    def interrupted(cfg, data):
+        if not output:  # the run has written its config and moved runs/latest when the key is pressed
+            (tmp_path / "runs" / "r1").mkdir(parents=True)
+            (tmp_path / "runs" / "r1" / "config.json").write_text("{}")
+            (tmp_path / "runs" / "latest").symlink_to("r1")
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_resnet.train, "train", interrupted)
+    args = ["train", "--depth", "18"] + (["--output", "myrun"] if output else [])
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    if output:
+        assert err == "Aborted. To resume, run the same command again, or: kres train --resume --output myrun"
+    else:
+        assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"

@@ -1,0 +1,126 @@
+"""EXIF orientation: a photo stored sideways with its orientation tag gives the same pixels as the upright photo in
+training, evaluation, calibration, predict and deploy/classify.py."""
+
+import importlib.util
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_resnet import augment, imageio
+from keras_resnet.data import DataConfig, calibration_images, load_datasets
+from keras_resnet.predict import read_rgb
+
+SIZE = 32
+# PIL's exif_transpose method per orientation, and the method that undoes it (to store an upright photo sideways)
+_UNDO = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_270}
+
+
+def _upright():
+    """64 high x 48 wide flat 8x8 blocks: JPEG at quality 100 without chroma subsampling keeps them to +-1."""
+    blocks = np.random.default_rng(0).integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    return Image.fromarray(np.kron(blocks, np.ones((8, 8, 1), np.uint8)))
+
+
+def _save(image, path, orientation=None):
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(path, "JPEG", quality=100, subsampling=0, exif=exif)
+    return path
+
+
+def _stored_sideways(path, orientation):
+    image = _upright()
+    return _save(image.transpose(_UNDO[orientation]) if orientation in _UNDO else image, path, orientation)
+
+
+def _close(a, b):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= 3, np.abs(a - b).max()
+
+
+@pytest.fixture(scope="module")
+def upright_file(tmp_path_factory):
+    return _save(_upright(), tmp_path_factory.mktemp("exif") / "upright.jpg")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_is_read_from_the_jpeg_bytes(tmp_path, orientation):
+    contents = tf.io.read_file(str(_stored_sideways(tmp_path / "o.jpg", orientation)))
+    assert int(imageio.exif_orientation(contents)) == orientation
+
+
+def test_no_exif_png_and_garbage_read_as_upright(tmp_path, upright_file):
+    _upright().save(tmp_path / "a.png")
+    for contents in (tf.io.read_file(str(upright_file)), tf.io.read_file(str(tmp_path / "a.png")),
+                     tf.constant(b"\xff\xd8\xff\xe1\x00"), tf.constant(b"")):
+        assert int(imageio.exif_orientation(contents)) == 1
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_evaluation_and_training_crops_match_the_upright_photo(tmp_path, upright_file, orientation):
+    sideways = tf.io.read_file(str(_stored_sideways(tmp_path / "o.jpg", orientation)))
+    upright = tf.io.read_file(str(upright_file))
+    _close(augment.decode_rgb(sideways), np.asarray(_upright()))
+    _close(augment.decode_eval(sideways, SIZE), augment.decode_eval(upright, SIZE))
+    for seed in ([1, 2], [3, 4], [5, 6]):  # random windows: off-centre, so a wrong mapping shows
+        seed = tf.constant(seed, tf.int64)
+        _close(augment.random_resized_crop(sideways, SIZE, seed), augment.random_resized_crop(upright, SIZE, seed))
+
+
+def test_folder_pipelines_and_calibration_turn_the_photo(tmp_path):
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+        _stored_sideways(tmp_path / split / "a" / "sideways.jpg", 6)
+        _save(_upright(), tmp_path / split / "b" / "upright.jpg")
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2))
+    images, _ = next(iter(data.val))
+    _close(images[0], images[1])
+    train, _ = next(iter(data.train))
+    assert train.shape == (2, SIZE, SIZE, 3)
+    calib = list(calibration_images(DataConfig(data_dir=str(tmp_path), image_size=SIZE), 2))
+    _close(calib[0][0], calib[1][0])
+
+
+def test_a_pil_decoded_sideways_photo_is_turned_too(tmp_path):
+    from keras_resnet.data import _pil_png
+
+    # CMYK JPEGs go through PIL and a PNG, which carries no EXIF: the pixels must be turned before
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _upright().transpose(_UNDO[6]).convert("CMYK").save(tmp_path / "o.jpg", "JPEG", quality=100, exif=exif)
+    _upright().convert("CMYK").save(tmp_path / "upright.jpg", "JPEG", quality=100)
+    with Image.open(io.BytesIO(_pil_png(str(tmp_path / "o.jpg").encode()))) as png:
+        _close(png.convert("RGB"), Image.open(tmp_path / "upright.jpg").convert("RGB"))
+
+
+def test_predict_reads_the_photo_upright(tmp_path, upright_file):
+    _close(read_rgb(_stored_sideways(tmp_path / "o.jpg", 6)), read_rgb(upright_file))
+
+
+def test_deploy_classify_reads_the_photo_upright(tmp_path, upright_file):
+    spec = importlib.util.spec_from_file_location("classify", Path(__file__).parents[1] / "deploy" / "classify.py")
+    classify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(classify)
+    sideways = _stored_sideways(tmp_path / "o.jpg", 8)
+    _close(classify.load_image(sideways, SIZE, SIZE), classify.load_image(upright_file, SIZE, SIZE))
+
+
+def test_a_huge_photo_gives_no_raw_pil_warning(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("L", (12000, 12000)).save(path, compress_level=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would raise here
+        assert read_rgb(path).shape == (12000, 12000, 3)
+        from keras_resnet.data import _check_image
+
+        assert _check_image(str(path)) is not None
