@@ -106,7 +106,7 @@ def _backend_after_parsing(command: click.Command) -> click.Command:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             _backend_after_parsing(sub)
-    elif command.callback is not None and not getattr(command.callback, "_imports_backend", False):
+    elif command.callback is not None and not getattr(command.callback, "kres_imports_backend", False):
         callback = command.callback
 
         @functools.wraps(callback)
@@ -114,7 +114,7 @@ def _backend_after_parsing(command: click.Command) -> click.Command:
             _import_backend_quietly()
             return callback(*args, **kwargs)
 
-        run._imports_backend = True
+        run.kres_imports_backend = True
         command.callback = run
     return command
 
