@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio
+from keras_resnet import fileio, runlock
 from keras_resnet.errors import KresError
 from keras_resnet.meta import RUN_CONFIG_FILENAME, ModelMeta, find_meta, run_data_config
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert
@@ -298,6 +298,7 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
 
 # --- the command ---------------------------------------------------------------------------------------------
 
+@runlock.releasing
 def export(cfg: ExportConfig, progress: Progress | None = None, *,
            calibration: Callable[[], Iterator[np.ndarray]] | None = None,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
@@ -308,6 +309,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     if cfg.qat and source.data_config is None:
         raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
     out_dir = fileio.ensure_writable_dir(cfg.output)  # after the cheap checks: a rejected export creates nothing
+    runlock.acquire(out_dir)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)

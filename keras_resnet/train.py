@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 
 from keras_resnet import callbacks as cb
-from keras_resnet import fileio
+from keras_resnet import fileio, runlock
 from keras_resnet.data import DataConfig, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
 from keras_resnet.errors import KresError
@@ -139,6 +139,7 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
     return cfg, data, recipe
 
 
+@runlock.releasing
 def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     """Train (or resume, or find finished) the run described by ``cfg`` and ``data``. See the module doc."""
     stream = stream or sys.stderr
@@ -147,6 +148,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     check_global_batch(cfg.batch_size, placement.replicas)
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
+    if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
+        runlock.acquire(run_dir, stream)
     state = _check_existing_run(run_dir, cfg, data)
     # Before the pipelines are built: tf.data's seeded shuffles also read TensorFlow's global seed, so the
     # same --seed gives the same batches whatever ran earlier in this process.
