@@ -11,14 +11,18 @@ import csv
 import io
 import json
 import math
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_resnet import fileio
+from keras_resnet.errors import KresError
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -90,8 +94,9 @@ def _format_logs(logs) -> str:
 class Checkpointer(keras.callbacks.Callback):
     """Saves weights + optimizer state every epoch and every ``every_steps`` steps inside one.
 
-    The weights go to a new file, then ``state.json`` (written atomically) points at it, then the old
-    file is removed: whenever the process dies, ``state.json`` names a complete checkpoint.
+    The weights go to a new file, which is read back (every array present, the file whole) before
+    ``state.json`` (written atomically) points at it; the checkpoint before it is kept as ``previous``,
+    so a latest checkpoint damaged later still leaves one to resume from. Older files are removed.
     ``state.json`` counts the training steps run; that is the optimizer's step counter too, except
     under float16 loss scaling, which does not count the steps it skips.
     """
@@ -114,38 +119,169 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.step = self.fit_start = (epoch + 1) * self.steps_per_epoch
-        self.save()
+        if self.last_saved != self.step:  # not saved already by the batch hook
+            self.save()
 
     def save(self, complete: bool = False) -> None:
         """A checkpoint; ``complete=True`` marks the run finished and drops the weights (last.keras has them)."""
-        weights = None if complete else self.directory / f"ckpt-{self.step}.weights.h5"
-        if weights is not None:
-            with fileio.atomic_path(weights) as tmp:
+        state_path = self.directory / STATE_FILE
+        if complete:
+            fileio.write_json(state_path, {"steps": self.step, "iterations": iterations_of(self.model),
+                                           "weights": None, "complete": True})
+            for old in self.directory.glob("ckpt-*.weights.h5"):
+                old.unlink(missing_ok=True)
+            return
+        require_finite_weights(self.model, self.step)
+        weights = self.directory / f"ckpt-{self.step}.weights.h5"
+        variables = [*self.model.weights, *(self.model.optimizer.variables if self.model.optimizer else [])]
+        try:
+            with fileio.atomic_path(weights, need=variables_bytes(variables)) as tmp:
                 self.model.save_weights(tmp, overwrite=True)
-        fileio.write_json(self.directory / STATE_FILE, {
-            "steps": self.step, "iterations": iterations_of(self.model),
-            "weights": weights.name if weights else None, "complete": complete})
+                _test_hook("KRES_TEST_KILL_IN_CHECKPOINT")
+                problem = weights_problem(tmp, None)
+                if problem:
+                    raise OSError(f"{weights.name} did not read back: {problem}")
+            state = read_checkpoint_state(self.directory.parent) or {}
+            previous = _entry(state) if state.get("weights") != weights.name else state.get("previous")
+            if previous and weights_problem(self.directory / previous["weights"], previous.get("bytes")):
+                previous = None  # a damaged latest (resumed from the one before) is not worth keeping
+            entry = {"steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
+                     "bytes": weights.stat().st_size}
+            if previous and previous["weights"] != weights.name:
+                entry["previous"] = previous
+            fileio.write_json(state_path, {**entry, "complete": False})
+        except fileio.OutOfSpace as err:
+            kept = (f"the checkpoint of step {self.last_saved} is kept: rerun the same command to resume from it"
+                    if self.last_saved else "no checkpoint was written yet")
+            raise fileio.OutOfSpace(f"{err}; {kept}") from None
+        keep = {weights.name, entry.get("previous", {}).get("weights")}
         for old in self.directory.glob("ckpt-*.weights.h5"):
-            if weights is None or old.name != weights.name:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
         self.last_saved = self.step
 
 
+class FiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, before any later callback saves a checkpoint or a model.
+
+    First in the callback list: at an epoch's end it also checks the weights, so a step whose loss was
+    still finite but whose update was not never reaches best.keras or a checkpoint.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, lr: float | None = None):
+        super().__init__()
+        self.checkpointer = checkpointer
+        self.lr = lr
+
+    def _stop(self, what: str, step: int) -> None:
+        lower = f" than {self.lr:g}" if self.lr else ""
+        raise KresError(f"training diverged: the {what} at step {step}; the checkpoint of step "
+                        f"{self.checkpointer.last_saved} is kept; start again with a lower --lr{lower} "
+                        "(and another --output)")
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"loss became {float(loss)}", self.checkpointer.fit_start + batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = (epoch + 1) * self.checkpointer.steps_per_epoch
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                self._stop(f"{key} became {float(value)}", step)
+        require_finite_weights(self.model, step)
+
+
+def _entry(state: dict) -> dict | None:
+    """The latest checkpoint of a state.json as a ``previous`` entry (None when it names no weights)."""
+    if not state.get("weights"):
+        return None
+    return {k: state[k] for k in ("steps", "iterations", "weights", "bytes") if k in state}
+
+
+def _test_hook(name: str) -> None:
+    """Tests stop a process at an exact point (a SIGKILL while a checkpoint is half written) through an env var."""
+    if os.environ.get(name):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def variables_bytes(variables) -> int:
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def weights_problem(path: Path, size: int | None) -> str | None:
+    """Why a ``.weights.h5`` file cannot be trusted (missing, wrong size, unreadable), or None."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return "the file is missing"
+    if size is not None and path.stat().st_size != size:
+        return f"{path.stat().st_size} bytes where {size} were written"
+    try:
+        with h5py.File(path, "r") as handle:
+            arrays = []
+            handle.visititems(lambda _, item: arrays.append(item) if isinstance(item, h5py.Dataset) else None)
+            for array in arrays:
+                array.id.get_storage_size()
+    except Exception as err:  # h5py raises OSError, KeyError, RuntimeError for damaged files
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return None if arrays else "it holds no weights"
+
+
+def require_finite_weights(model: keras.Model, step: int) -> None:
+    """A diverged model is never checkpointed or saved: the last good checkpoint stays the one to resume from."""
+    for weight in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+            raise KresError(f"training diverged: weight {weight.path} is not finite at step {step}; "
+                            "start again with a lower --lr (and another --output)")
+
+
 def read_checkpoint_state(run_dir: Path) -> dict | None:
+    """``state.json``, or None when there is none; a state that cannot be read is an error, never a restart."""
     path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("steps"), int):
+            raise ValueError("no step count")
+        return state
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise KresError(f"{path} cannot be read ({str(err).splitlines()[0][:80]}), so {run_dir} cannot be resumed: "
+                        f"start a new run with another --output (--weights {Path(run_dir) / 'best.keras'} starts it "
+                        "from this one)") from None
 
 
-def checkpoint_weights(run_dir: Path) -> tuple[int, Path | None]:
-    """The step and weights file of ``run_dir``'s last checkpoint, or ``(0, None)``."""
+def checkpoint_weights(run_dir: Path, stream=None) -> tuple[int, Path | None]:
+    """The step and weights file of ``run_dir``'s last good checkpoint, or ``(0, None)`` when it has none.
+
+    A damaged latest checkpoint falls back to the one before it, and says so on ``stream``; with no good
+    checkpoint left, or a run with checkpointed history but no state, it is a KresError.
+    """
+    run_dir = Path(run_dir)
     state = read_checkpoint_state(run_dir)
-    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"] if state and state.get("weights") else None
-    if weights is None or not weights.is_file():
+    if state is None or not state.get("weights"):
+        if state is None and any((run_dir / CHECKPOINT_DIR).glob("ckpt-*.weights.h5")):
+            raise KresError(f"{run_dir / CHECKPOINT_DIR / STATE_FILE} is missing, so {run_dir} cannot be resumed: "
+                            f"start a new run with another --output (--weights {run_dir / 'best.keras'} starts "
+                            "it from this one)")
         return 0, None
-    return int(state["steps"]), weights
+    problems = []
+    for entry in (state, state.get("previous")):
+        if not entry:
+            continue
+        path = run_dir / CHECKPOINT_DIR / entry["weights"]
+        problem = weights_problem(path, entry.get("bytes"))
+        if problem is None:
+            if problems:
+                (stream or sys.stderr).write(f"checkpoint {problems[0]}; resuming from {path.name}, "
+                                             "the one before it\n")
+            return int(entry["steps"]), path
+        problems.append(f"{entry['weights']} is damaged ({problem})")
+    raise KresError(f"{' and '.join(problems)}: no good checkpoint left in {run_dir}; start a new run with "
+                    f"another --output (--weights {run_dir / 'best.keras'} starts it from this one)")
 
 
 HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -218,6 +354,8 @@ class BestModelSaver(keras.callbacks.Callback):
         if value is None:
             return
         value = float(value)
+        if not math.isfinite(value):
+            return
         if value > self.best or not self.path.exists():
             self.best = max(self.best, value)
             self.save_fn(self.path)

@@ -201,7 +201,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         _point_latest(run_dir)
         ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
 
-    start, weights_file = cb.checkpoint_weights(run_dir) if state else (0, None)
+    start, weights_file = cb.checkpoint_weights(run_dir, stream) if state else (0, None)
     rows = [r for r in cb.read_history(run_dir / "history.csv") if r["epoch"] <= start // steps_per_epoch]
     exporter = _Float32Exporter(cfg, len(datasets.class_names), model)
     lr_now = schedule.build()
@@ -218,7 +218,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         cb.TensorBoardScalars(write_dir / "logs"),
     ]
     checkpointer = cb.Checkpointer(write_dir / cb.CHECKPOINT_DIR, steps_per_epoch, every_steps=checkpoint_steps)
-    callbacks.append(checkpointer)
+    callbacks = [cb.FiniteLoss(checkpointer, cfg.lr), *callbacks, checkpointer]
     train_data, val_data = datasets.train.repeat(), _with_cardinality(datasets.val, datasets.num_val, cfg.batch_size)
     if placement.kind == "multi_worker":
         val_data = _unsharded(val_data)
@@ -304,7 +304,7 @@ class _Float32Exporter:
             finally:
                 keras.config.set_dtype_policy(previous)
         self.clone.set_weights(self.model.get_weights())
-        with fileio.atomic_path(path) as tmp:
+        with fileio.atomic_path(path, need=cb.variables_bytes(self.clone.weights)) as tmp:
             self.clone.save(tmp)
 
 

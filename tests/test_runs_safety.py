@@ -83,3 +83,104 @@ def test_lock_is_reentrant_and_a_failed_start_leaves_no_directory(tmp_path):
 
     assert twice() == f"PID {os.getpid()} on {socket.gethostname()}"
     assert not (tmp_path / "a").exists()
+
+
+# --- out of space --------------------------------------------------------------------------------------------
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_every_fileio_writer_turns_enospc_into_one_line_naming_the_file_and_the_size(tmp_path, monkeypatch):
+    from keras_resnet import fileio
+
+    monkeypatch.setattr(Path, "write_bytes", _no_space)
+    with pytest.raises(fileio.OutOfSpace) as err:
+        fileio.write_bytes(tmp_path / "model_int8.tflite", b"x" * 3_000_000)
+    message = str(err.value)
+    assert message.startswith(f"no space left on the device of {tmp_path} writing model_int8.tflite: it needs "
+                              "about 3.0 MB, ")
+    assert "\n" not in message and message.endswith("free some space or choose another output path")
+    monkeypatch.setattr(Path, "write_text", _no_space)
+    with pytest.raises(fileio.OutOfSpace, match="writing report.json: it needs about 0.0 MB"):
+        fileio.write_json(tmp_path / "report.json", {"a": 1})
+
+    def half_a_saved_model(tmp):
+        (tmp / "variables").mkdir()
+        (tmp / "variables" / "data").write_bytes(b"x" * 1_500_000)
+        raise RuntimeError("ResourceExhaustedError: SaveV2 failed; No space left on device")
+
+    monkeypatch.undo()
+    with pytest.raises(fileio.OutOfSpace, match="writing saved_model: it needs about 2.0 MB"):
+        with fileio.atomic_dir(tmp_path / "saved_model", need=2_000_000) as tmp:
+            half_a_saved_model(tmp)
+    with pytest.raises(fileio.OutOfSpace, match="writing curves.png: it needs more than the 1.5 MB written"):
+        with fileio.atomic_path(tmp_path / "curves.png") as tmp:
+            tmp.write_bytes(b"x" * 1_500_000)
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file or folder is left behind
+
+
+def _tiny(tmp_path, **changes):
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig
+
+    cfg = TrainConfig(depth=18, epochs=2, batch_size=32, checkpoint_steps=1, output=str(tmp_path / "run"))
+    return dataclass_replace(cfg, **changes), DataConfig(dataset="synthetic", synthetic_size=64)
+
+
+def dataclass_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_good_one_and_the_rerun_resumes_from_it(tmp_path, monkeypatch):
+    import keras
+
+    from keras_resnet import fileio
+    from keras_resnet.train import train
+
+    save_weights = keras.Model.save_weights
+
+    def full_at_step_3(self, path, *args, **kwargs):
+        if "ckpt-3" in str(path) or Path(path).name.startswith(".ckpt-3."):
+            with open(path, "wb") as handle:
+                handle.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_weights(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_at_step_3)
+    cfg, data = _tiny(tmp_path)
+    with pytest.raises(fileio.OutOfSpace) as err:
+        train(cfg, data, stream=io.StringIO())
+    assert "writing ckpt-3.weights.h5: it needs about 89." in str(err.value)  # ResNet-18 weights + SGD momentum, float32
+    assert str(err.value).endswith("the checkpoint of step 2 is kept: rerun the same command to resume from it")
+    checkpoints = tmp_path / "run" / "checkpoint"
+    assert json.loads((checkpoints / "state.json").read_text())["weights"] == "ckpt-2.weights.h5"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt-1.weights.h5", "ckpt-2.weights.h5", "state.json"]
+    monkeypatch.undo()
+    stream = io.StringIO()
+    result = train(cfg, data, stream=stream)
+    assert "resuming at step 2" in stream.getvalue() and (result.steps, result.iterations) == (4, 4)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_train_on_a_20mb_tmpfs_is_one_line_with_no_traceback_and_no_segfault(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = disk / "run"
+        trained = subprocess.run([*KRES, "train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32",
+                                  "--epochs", "1", "--checkpoint-steps", "1", "--output", str(run)],
+                                 env=_env(), capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 2, trained.stderr[-3000:]
+        last = trained.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"Error: no space left on the device of {run / 'checkpoint'} writing "
+                               "ckpt-1.weights.h5: it needs about 89."), trained.stderr[-3000:]
+        assert "Traceback" not in trained.stderr and last.endswith("; no checkpoint was written yet")
+        assert sorted(p.name for p in (run / "checkpoint").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)])
