@@ -137,7 +137,7 @@ class Checkpointer(keras.callbacks.Callback):
         try:
             with fileio.atomic_path(weights, need=variables_bytes(variables)) as tmp:
                 self.model.save_weights(tmp, overwrite=True)
-                _test_hook("KRES_TEST_KILL_IN_CHECKPOINT")
+                _test_hook("KRES_TEST_KILL_IN_CHECKPOINT", self.step)
                 problem = weights_problem(tmp, None)
                 if problem:
                     raise OSError(f"{weights.name} did not read back: {problem}")
@@ -179,10 +179,18 @@ class FiniteLoss(keras.callbacks.Callback):
                         f"{self.checkpointer.last_saved} is kept; start again with a lower --lr{lower} "
                         "(and another --output)")
 
+    def _check_weights(self, step: int) -> None:
+        for weight in self.model.weights:
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+                self._stop(f"weights became non-finite ({weight.path})", step)
+
     def on_train_batch_end(self, batch, logs=None):
+        step, saver = self.checkpointer.fit_start + batch + 1, self.checkpointer
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self._stop(f"loss became {float(loss)}", self.checkpointer.fit_start + batch + 1)
+            self._stop(f"loss became {float(loss)}", step)
+        if saver.every_steps and step - saver.last_saved >= saver.every_steps:  # the loss comes before the update
+            self._check_weights(step)
 
     def on_epoch_end(self, epoch, logs=None):
         step = (epoch + 1) * self.checkpointer.steps_per_epoch
@@ -190,7 +198,7 @@ class FiniteLoss(keras.callbacks.Callback):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
                 self._stop(f"{key} became {float(value)}", step)
-        require_finite_weights(self.model, step)
+        self._check_weights(step)
 
 
 def _entry(state: dict) -> dict | None:
@@ -200,9 +208,9 @@ def _entry(state: dict) -> dict | None:
     return {k: state[k] for k in ("steps", "iterations", "weights", "bytes") if k in state}
 
 
-def _test_hook(name: str) -> None:
+def _test_hook(name: str, step: int) -> None:
     """Tests stop a process at an exact point (a SIGKILL while a checkpoint is half written) through an env var."""
-    if os.environ.get(name):
+    if os.environ.get(name) == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

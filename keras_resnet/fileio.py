@@ -126,6 +126,23 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders that killed writes left in ``directory`` (and below it).
+
+    Only for a directory this process has locked (keras_resnet.runlock): nobody else can be writing there.
+    """
+    removed = []
+    for path in sorted(Path(directory).rglob(".*")):
+        name = path.name
+        if ".tmp" in name or name.startswith((".kres-probe-", ".qat-")) or (name.endswith(".old") and path.is_dir()):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

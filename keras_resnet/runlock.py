@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from keras_resnet import fileio
 from keras_resnet.errors import KresError
 
 LOCK_FILE = ".lock"
@@ -57,6 +58,7 @@ def acquire(run_dir: str | os.PathLike, stream=None) -> None:
     except OSError:  # a full disk must not stop the lock itself: flock needs no bytes
         pass
     _held[key] = (fd, created)
+    fileio.remove_stale_temps(run_dir)  # left by a killed writer: with the lock held, nobody else writes here
 
 
 def release(run_dir: str | os.PathLike) -> None:

@@ -244,6 +244,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
                 weights_file = None
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
         checkpointer.start_fit(step)
+        train_data = datasets.train_from(epoch, offset)  # the batches an uninterrupted run sees from here
         model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
                   steps_per_epoch=steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
         step = checkpointer.step

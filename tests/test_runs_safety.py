@@ -102,7 +102,7 @@ def test_every_fileio_writer_turns_enospc_into_one_line_naming_the_file_and_the_
                               "about 3.0 MB, ")
     assert "\n" not in message and message.endswith("free some space or choose another output path")
     monkeypatch.setattr(Path, "write_text", _no_space)
-    with pytest.raises(fileio.OutOfSpace, match="writing report.json: it needs about 0.0 MB"):
+    with pytest.raises(fileio.OutOfSpace, match=r"writing report\.json: it needs about 0\.0 MB"):
         fileio.write_json(tmp_path / "report.json", {"a": 1})
 
     def half_a_saved_model(tmp):
@@ -111,13 +111,13 @@ def test_every_fileio_writer_turns_enospc_into_one_line_naming_the_file_and_the_
         raise RuntimeError("ResourceExhaustedError: SaveV2 failed; No space left on device")
 
     monkeypatch.undo()
-    with pytest.raises(fileio.OutOfSpace, match="writing saved_model: it needs about 2.0 MB"):
-        with fileio.atomic_dir(tmp_path / "saved_model", need=2_000_000) as tmp:
-            half_a_saved_model(tmp)
-    with pytest.raises(fileio.OutOfSpace, match="writing curves.png: it needs more than the 1.5 MB written"):
-        with fileio.atomic_path(tmp_path / "curves.png") as tmp:
-            tmp.write_bytes(b"x" * 1_500_000)
-            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    with (pytest.raises(fileio.OutOfSpace, match=r"writing saved_model: it needs about 2\.0 MB"),
+          fileio.atomic_dir(tmp_path / "saved_model", need=2_000_000) as tmp):
+        half_a_saved_model(tmp)
+    with (pytest.raises(fileio.OutOfSpace, match=r"writing curves\.png: it needs more than the 1\.5 MB written"),
+          fileio.atomic_path(tmp_path / "curves.png") as tmp):
+        tmp.write_bytes(b"x" * 1_500_000)
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file or folder is left behind
 
 
@@ -154,7 +154,8 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_good_one_and_the_rerun_resumes
     cfg, data = _tiny(tmp_path)
     with pytest.raises(fileio.OutOfSpace) as err:
         train(cfg, data, stream=io.StringIO())
-    assert "writing ckpt-3.weights.h5: it needs about 89." in str(err.value)  # ResNet-18 weights + SGD momentum, float32
+    # ResNet-18's weights and SGD's momentum, float32
+    assert "writing ckpt-3.weights.h5: it needs about 89." in str(err.value)
     assert str(err.value).endswith("the checkpoint of step 2 is kept: rerun the same command to resume from it")
     checkpoints = tmp_path / "run" / "checkpoint"
     assert json.loads((checkpoints / "state.json").read_text())["weights"] == "ckpt-2.weights.h5"
@@ -184,3 +185,120 @@ def test_train_on_a_20mb_tmpfs_is_one_line_with_no_traceback_and_no_segfault(tmp
         assert sorted(p.name for p in (run / "checkpoint").iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+# --- checkpoints you can trust -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A tiny run (2 epochs of 2 steps, a checkpoint every step) stopped just after its step-3 checkpoint."""
+    import keras_resnet.callbacks as cb
+    from keras_resnet.train import train
+
+    tmp_path = tmp_path_factory.mktemp("interrupted")
+    save = cb.Checkpointer.save
+
+    def stop_after_step_3(self, complete=False):
+        save(self, complete)
+        if self.step == 3:
+            raise KeyboardInterrupt
+
+    cb.Checkpointer.save = stop_after_step_3
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(*_tiny(tmp_path), stream=io.StringIO())
+    finally:
+        cb.Checkpointer.save = save
+    return tmp_path / "run"
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_checkpoint_state_keeps_the_one_before_and_only_it(interrupted_run):
+    state = json.loads((interrupted_run / "checkpoint" / "state.json").read_text())
+    assert (state["steps"], state["weights"], state["previous"]["steps"], state["previous"]["weights"]) == (
+        3, "ckpt-3.weights.h5", 2, "ckpt-2.weights.h5")
+    assert state["bytes"] == (interrupted_run / "checkpoint" / "ckpt-3.weights.h5").stat().st_size
+    assert sorted(p.name for p in (interrupted_run / "checkpoint").iterdir()) == [
+        "ckpt-2.weights.h5", "ckpt-3.weights.h5", "state.json"]
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_one_before_and_says_so(interrupted_run, tmp_path):
+    from keras_resnet.train import train
+
+    run = _copy(interrupted_run, tmp_path)
+    latest = run / "checkpoint" / "ckpt-3.weights.h5"
+    full = latest.stat().st_size
+    latest.write_bytes(latest.read_bytes()[: full // 2])
+    stream = io.StringIO()
+    result = train(*_tiny(tmp_path), stream=stream)
+    assert (f"checkpoint ckpt-3.weights.h5 is damaged ({full // 2} bytes where {full} were written); resuming "
+            "from ckpt-2.weights.h5, the one before it\n") in stream.getvalue()
+    assert "resuming at step 2" in stream.getvalue()
+    assert (result.steps, result.iterations) == (4, 4)
+
+
+def test_deleted_weights_fall_back_and_with_none_left_the_run_is_refused(interrupted_run, tmp_path):
+    from keras_resnet.callbacks import checkpoint_weights
+
+    run = _copy(interrupted_run, tmp_path)
+    (run / "checkpoint" / "ckpt-3.weights.h5").unlink()
+    stream = io.StringIO()
+    assert checkpoint_weights(run, stream) == (2, run / "checkpoint" / "ckpt-2.weights.h5")
+    assert stream.getvalue() == ("checkpoint ckpt-3.weights.h5 is damaged (the file is missing); resuming from "
+                                 "ckpt-2.weights.h5, the one before it\n")
+    (run / "checkpoint" / "ckpt-2.weights.h5").unlink()
+    with pytest.raises(KresError) as err:
+        checkpoint_weights(run, stream)
+    assert str(err.value) == (
+        "ckpt-3.weights.h5 is damaged (the file is missing) and ckpt-2.weights.h5 is damaged (the file is missing): "
+        f"no good checkpoint left in {run}; start a new run with another --output (--weights {run / 'best.keras'} "
+        "starts it from this one)")
+
+
+def test_unreadable_or_missing_state_is_refused_never_a_restart_from_step_0(interrupted_run, tmp_path):
+    from keras_resnet.train import train
+
+    run = _copy(interrupted_run, tmp_path)
+    state = run / "checkpoint" / "state.json"
+    state.write_text(state.read_text()[:40])
+    with pytest.raises(KresError) as err:
+        train(*_tiny(tmp_path), stream=io.StringIO())
+    assert str(err.value).startswith(f"{state} cannot be read (")
+    assert str(err.value).endswith(f"so {run} cannot be resumed: start a new run with another --output "
+                                   f"(--weights {run / 'best.keras'} starts it from this one)")
+    state.unlink()
+    with pytest.raises(KresError, match=f"^{state} is missing, so {run} cannot be resumed"):
+        train(*_tiny(tmp_path), stream=io.StringIO())
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["ckpt-2.weights.h5", "ckpt-3.weights.h5"]
+
+
+# --- finite loss ---------------------------------------------------------------------------------------------
+
+def test_diverging_run_stops_at_once_with_one_line_and_keeps_only_finite_models(tmp_path, capsys):
+    from kres.main import main
+
+    run = tmp_path / "run"
+    code = main(["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2",
+                 "--checkpoint-steps", "1", "--lr", "1e6", "--output", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("Error: training diverged: the "), err
+    assert " at step " in err[-1] and "start again with a lower --lr than 1e+06" in err[-1]
+    assert not (run / "last.keras").exists()
+    state_path = run / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is not None:  # every checkpoint kept holds finite weights
+        import h5py
+
+        with h5py.File(run / "checkpoint" / state["weights"]) as handle:
+            arrays = []
+            handle.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+        assert all(np.all(np.isfinite(a)) for a in arrays if a.dtype.kind == "f")
+    if (run / "best.keras").exists():
+        import keras
+
+        assert all(np.all(np.isfinite(w)) for w in keras.saving.load_model(run / "best.keras").get_weights())
