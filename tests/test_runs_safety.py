@@ -302,3 +302,83 @@ def test_diverging_run_stops_at_once_with_one_line_and_keeps_only_finite_models(
         import keras
 
         assert all(np.all(np.isfinite(w)) for w in keras.saving.load_model(run / "best.keras").get_weights())
+
+
+# --- exact resume --------------------------------------------------------------------------------------------
+
+# 256 synthetic images at batch 32: 8 steps an epoch, 2 epochs, a checkpoint every 2 steps. (Digits take 5x as
+# long; their augmentation is covered by the stream test below.)
+RESUME = ["train", "--depth", "18", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32",
+          "--checkpoint-steps", "2"]
+
+
+def _killed_and_resumed(run: Path, *, after_steps: int | None = None, in_checkpoint: int | None = None) -> str:
+    """Run, SIGKILL it once state.json passes ``after_steps`` (or inside the checkpoint write of step
+    ``in_checkpoint``), rerun the same command to the end; returns the rerun's stderr."""
+    cmd = [*KRES, *RESUME, "--output", str(run)]
+    env = _env(**({"KRES_TEST_KILL_IN_CHECKPOINT": str(in_checkpoint)} if in_checkpoint else {}))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if after_steps is not None:
+        def passed() -> bool:
+            try:
+                return json.loads((run / "checkpoint" / "state.json").read_text())["steps"] >= after_steps
+            except (FileNotFoundError, ValueError, KeyError):
+                return False
+
+        _wait_for(passed, proc)
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read()[-3000:]
+    assert not (run / "last.keras").exists()
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return again.stderr
+
+
+def _val_history(run: Path) -> list[tuple]:
+    from keras_resnet.callbacks import read_history
+
+    rows = read_history(run / "history.csv")
+    return [(r["epoch"], r["learning_rate"], r["val_loss"], r["val_accuracy"]) for r in rows]
+
+
+def test_runs_killed_at_three_points_of_epoch_1_resume_to_the_uninterrupted_weights_and_history(tmp_path):
+    """Without op determinism: on CPU, the same batches in the same order give the same weights."""
+    import keras
+
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run([*KRES, *RESUME, "--output", str(reference)], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = keras.saving.load_model(reference / "last.keras").get_weights()
+    for name, kill in (("early", {"after_steps": 2}), ("in_checkpoint", {"in_checkpoint": 4}),
+                       ("late", {"after_steps": 6})):
+        run = tmp_path / name
+        stderr = _killed_and_resumed(run, **kill)
+        resumed_at = int(stderr.split("resuming at step ")[1].split(",")[0])
+        assert 2 <= resumed_at < 8, stderr  # inside epoch 1 (steps 1-8)
+        if name == "in_checkpoint":
+            assert resumed_at == 2  # the half-written step-4 checkpoint never counted
+        assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # the killed write's temp file is gone
+        weights = keras.saving.load_model(run / "last.keras").get_weights()
+        worst = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, expected))
+        assert worst <= 1e-4, (name, worst)
+        print(f"{name}: resumed at step {resumed_at}, largest weight difference {worst:.3g}")
+        np.testing.assert_allclose(_val_history(run), _val_history(reference), rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.2])
+def test_a_resumed_stream_gives_the_batches_of_the_uninterrupted_one_with_augmentation(mixup):
+    import keras
+
+    from keras_resnet.data import DataConfig, load_datasets
+
+    keras.utils.set_random_seed(0)
+    datasets = load_datasets(DataConfig(image_size=32, batch_size=128, mixup_alpha=mixup))  # digits: 11 steps
+    whole = [x.numpy() for x, _ in datasets.train_from(0, 0).take(22)]
+    resumed = [x.numpy() for x, _ in datasets.train_from(1, 4).take(7)]
+    assert all(np.array_equal(a, b) for a, b in zip(whole[11 + 4:], resumed))
+    keras.utils.set_random_seed(1)  # whatever ran before in the process
+    again = load_datasets(DataConfig(image_size=32, batch_size=128, mixup_alpha=mixup))
+    assert np.array_equal(next(iter(again.train_from(0, 3)))[0].numpy(), whole[3])
+    assert not np.array_equal(whole[0], whole[11])  # each epoch has its own order and augmentation
