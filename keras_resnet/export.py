@@ -48,6 +48,8 @@ class ExportConfig:
     calibration_steps: int = 100
     io_dtype: str = "uint8"
     eval_images: int = 1000  # held-out images for the agreement and accuracy figures (0: skip)
+    data_dir: str | None = None  # the run's data moved: image folders for calibration and held-out images
+    dataset: str | None = None  # or a TFDS name (or "digits", "synthetic") instead of the run's data
 
 
 @dataclass
@@ -162,6 +164,14 @@ def data_config_for(source: Source, meta: ModelMeta):
     known = {k: v for k, v in source.data_config.items() if k in DataConfig.__dataclass_fields__}
     return replace(DataConfig(**known), image_size=meta.image_size, randaugment=False, mixup_alpha=0.0,
                    cutmix_alpha=0.0)
+
+
+def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
+    """The run's data config with ``--data-dir`` / ``--dataset`` in place of its data (which may have moved)."""
+    if cfg.data_dir is None and cfg.dataset is None:
+        return data_config
+    builtin = cfg.dataset == "digits" and cfg.data_dir is None
+    return {**(data_config or {}), "data_dir": cfg.data_dir, "dataset": None if builtin else cfg.dataset}
 
 
 def exported_meta(meta: ModelMeta, source: Source) -> ModelMeta:
@@ -313,12 +323,12 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     source = resolve_source(cfg.source)
     if cfg.qat and source.data_config is None:
         raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
-    out_dir = fileio.ensure_writable_dir(cfg.output)  # after the cheap checks: a rejected export creates nothing
-    runlock.acquire(out_dir)
+    runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
+    out_dir = fileio.ensure_writable_dir(cfg.output)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
-    data_cfg = data_config_for(source, meta)
+    data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
     if heldout is None:
         say("reading held-out (validation) data" if data_cfg else "no run config: skipping accuracy figures")
         heldout = heldout_data(data_cfg, cfg.eval_images)

@@ -382,3 +382,50 @@ def test_a_resumed_stream_gives_the_batches_of_the_uninterrupted_one_with_augmen
     again = load_datasets(DataConfig(image_size=32, batch_size=128, mixup_alpha=mixup))
     assert np.array_equal(next(iter(again.train_from(0, 3)))[0].numpy(), whole[3])
     assert not np.array_equal(whole[0], whole[11])  # each epoch has its own order and augmentation
+
+
+# --- export when the run's data has moved --------------------------------------------------------------------
+
+def test_export_of_a_run_whose_data_moved_names_data_dir_and_the_hint_works(tmp_path, capsys):
+    from PIL import Image
+
+    from keras_resnet.meta import ModelMeta
+    from keras_resnet.model import resnet
+    from kres.main import main
+
+    photos, rng = tmp_path / "photos", np.random.default_rng(0)
+    for label in ("a", "b"):
+        (photos / label).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photos / label / f"{index}.png")
+    run = tmp_path / "run"
+    run.mkdir()
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.save(run / "best.keras")
+    ModelMeta.from_model(model, ["a", "b"]).save(run)
+    (run / "config.json").write_text(json.dumps({"train": {}, "data": {"data_dir": str(photos), "val_split": 0.5,
+                                                                           "batch_size": 2}}))
+    moved = photos.rename(tmp_path / "moved")
+    out = tmp_path / "out"
+    command = ["export", str(run), "-o", str(out), "--tflite", "--quantize", "int8", "--calibration-steps", "2",
+               "--eval-images", "2"]
+
+    assert main(command) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"Error: image folder {photos} does not exist; pass --data-dir a folder of class sub-folders"
+    assert not out.exists()  # a failed export leaves no empty folder
+    assert main(["export", "--help"]) == 0 and "--data-dir" in capsys.readouterr().out
+    assert main([*command, "--data-dir", str(moved)]) == 0, capsys.readouterr().err  # the hint, followed
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["artifacts"]["model_int8.tflite"]["agreement"]["images"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def test_export_dataset_option_replaces_the_runs_data():
+    from keras_resnet.export import ExportConfig, moved_data
+
+    run_data = {"data_dir": "/gone", "dataset": None, "val_split": 0.3, "seed": 4}
+    assert moved_data(run_data, ExportConfig("r", "o")) == run_data
+    assert moved_data(run_data, ExportConfig("r", "o", dataset="cifar10")) == {
+        "data_dir": None, "dataset": "cifar10", "val_split": 0.3, "seed": 4}
+    assert moved_data(None, ExportConfig("r", "o", dataset="digits"))["dataset"] is None  # the built-in digits
