@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -126,16 +127,26 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# The names atomic_path, atomic_dir and ensure_writable_dir give their temporaries (tempfile adds 8 characters).
+_TEMP_NAME = re.compile(r"^\.(.+\.[a-z0-9_]{8}\.tmp.*|kres-probe-[a-z0-9_]{8}|qat-[a-z0-9_]{8})$")
+
+
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files and folders that killed writes left in ``directory`` (and below it).
+    """Remove the temporaries that killed writes left in ``directory`` and its sub-folders (one level down).
 
     Only for a directory this process has locked (keras_resnet.runlock): nobody else can be writing there.
     """
+    directory = Path(directory)
     removed = []
-    for path in sorted(Path(directory).rglob(".*")):
-        name = path.name
-        if ".tmp" in name or name.startswith((".kres-probe-", ".qat-")) or (name.endswith(".old") and path.is_dir()):
-            if path.is_dir():
+    subfolders = [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    for folder in [directory, *subfolders]:
+        for path in folder.iterdir():
+            stale = _TEMP_NAME.match(path.name) or (
+                path.name.startswith(".") and path.name.endswith(".old") and path.is_dir()
+                and (folder / path.name[1:-4]).exists())
+            if not stale:
+                continue
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)

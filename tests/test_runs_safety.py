@@ -429,3 +429,20 @@ def test_export_dataset_option_replaces_the_runs_data():
     assert moved_data(run_data, ExportConfig("r", "o", dataset="cifar10")) == {
         "data_dir": None, "dataset": "cifar10", "val_split": 0.3, "seed": 4}
     assert moved_data(None, ExportConfig("r", "o", dataset="digits"))["dataset"] is None  # the built-in digits
+
+
+def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_locked(tmp_path):
+    import tempfile
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    stale = [tempfile.mkstemp(dir=run / "checkpoint", prefix=".ckpt-6.weights.", suffix=".tmp.weights.h5")[1],
+             tempfile.mkdtemp(dir=run, prefix=".saved_model.", suffix=".tmp"),
+             tempfile.mkstemp(dir=run, prefix=".kres-probe-")[1]]
+    kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config"]
+    for path in kept:
+        path.write_text("the user's")
+    runlock.acquire(run)
+    runlock.release(run)
+    assert not any(Path(p).exists() for p in stale)
+    assert all(p.exists() for p in kept)
