@@ -418,15 +418,20 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
         metadata = summary_pb2.SummaryMetadata()
         metadata.plugin_data.plugin_name = "scalars"
-        for key, value in (logs or {}).items():
-            with contextlib.suppress(TypeError, ValueError):
-                value = float(value)
-                split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-                with self._writer(split).as_default():
-                    tf.summary.write(f"epoch_{tag}", tf.constant(value, tf.float32), step=epoch + 1,
-                                     metadata=metadata.SerializeToString())
-        for writer in self.writers.values():
-            writer.flush()
+        try:
+            for key, value in (logs or {}).items():
+                with contextlib.suppress(TypeError, ValueError):
+                    value = float(value)
+                    split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                    with self._writer(split).as_default():
+                        tf.summary.write(f"epoch_{tag}", tf.constant(value, tf.float32), step=epoch + 1,
+                                         metadata=metadata.SerializeToString())
+            for writer in self.writers.values():
+                writer.flush()
+        except Exception as err:  # TensorFlow's own file writer, outside fileio: a full disk is still one line
+            if fileio.is_out_of_space(err):
+                raise fileio.out_of_space_error(self.log_dir / "events", 0, None) from None
+            raise
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

@@ -55,7 +55,10 @@ def out_of_space_error(final: Path, written: int, need: int | None) -> OutOfSpac
         free = shutil.disk_usage(final.parent).free
     except OSError:
         free = 0
-    needed = f"about {_mb(max(need, written))}" if need else f"more than the {_mb(written)} written"
+    if need:
+        needed = f"about {_mb(max(need, written))}"
+    else:
+        needed = f"more than the {_mb(written)} written" if written else "more than is free"
     return OutOfSpace(f"no space left on the device of {final.parent} writing {final.name}: it needs {needed}, "
                       f"{_mb(free)} is free; free some space or choose another output path")
 

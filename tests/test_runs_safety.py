@@ -446,3 +446,18 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
     runlock.release(run)
     assert not any(Path(p).exists() for p in stale)
     assert all(p.exists() for p in kept)
+
+
+def test_tensorboard_logs_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from keras_resnet import fileio
+    from keras_resnet.callbacks import TensorBoardScalars
+
+    def no_space(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "logs/train/events.out; No space left on device")
+
+    monkeypatch.setattr(tf.summary, "write", no_space)
+    with pytest.raises(fileio.OutOfSpace, match=f"^no space left on the device of {tmp_path / 'logs'} writing "
+                                                "events: it needs more than is free, "):
+        TensorBoardScalars(tmp_path / "logs").on_epoch_end(0, {"loss": 1.0})
