@@ -167,7 +167,7 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_good_one_and_the_rerun_resumes
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_train_on_a_20mb_tmpfs_is_one_line_with_no_traceback_and_no_segfault(tmp_path):
+def test_train_and_export_on_a_20mb_tmpfs_are_one_line_with_no_traceback_and_no_segfault(tmp_path, capsys):
     disk = tmp_path / "disk"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)]).returncode != 0:
@@ -183,8 +183,27 @@ def test_train_on_a_20mb_tmpfs_is_one_line_with_no_traceback_and_no_segfault(tmp
                                "ckpt-1.weights.h5: it needs about 89."), trained.stderr[-3000:]
         assert "Traceback" not in trained.stderr and last.endswith("; no checkpoint was written yet")
         assert sorted(p.name for p in (run / "checkpoint").iterdir()) == []
+        _export_to_a_full_disk(tmp_path, disk, capsys)
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def _export_to_a_full_disk(tmp_path: Path, disk: Path, capsys) -> None:
+    from keras_resnet.meta import ModelMeta
+    from keras_resnet.model import resnet
+    from kres.main import main
+
+    source = tmp_path / "source"
+    source.mkdir()
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.save(source / "best.keras")
+    ModelMeta.from_model(model, ["a", "b"]).save(source)
+    for flag, name in (("--tflite", "model_float32.tflite"), ("--saved-model", "saved_model")):
+        out = disk / flag.strip("-")
+        assert main(["export", str(source), "-o", str(out), flag]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"Error: no space left on the device of {out} writing {name}: it needs about 44."), last
+        assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
 
 # --- checkpoints you can trust -------------------------------------------------------------------------------
