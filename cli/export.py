@@ -37,9 +37,13 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, che
                    "reading them) in float, for CPU and GPU-delegate targets; not with --edgetpu.")
 @click.option("--float-worst", type=click.IntRange(min=0), default=0, metavar="K",
               help="Like --float-layers, with the K layers the debugger finds worst.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Image folders for calibration and held-out images, where the run's data has moved.")
+@click.option("--dataset", default=None, help="A TFDS name (or 'digits') for them instead of the run's data.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
-           float_layers: str, float_worst: int, per_channel_dense: bool) -> None:
+           float_layers: str, float_worst: int, per_channel_dense: bool, data_dir: str | None,
+           dataset: str | None) -> None:
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
 
@@ -47,7 +51,8 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        qat=qat, qat_epochs=qat_epochs, edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops,
                        calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images, debug=debug,
                        float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
-                       float_worst=float_worst, per_channel_dense=per_channel_dense)
+                       float_worst=float_worst, per_channel_dense=per_channel_dense, data_dir=data_dir,
+                       dataset=dataset)
     result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     click.echo(result.text, nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")

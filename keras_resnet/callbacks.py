@@ -10,14 +10,18 @@ import contextlib
 import csv
 import io
 import math
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_resnet import fileio, runs
+from keras_resnet.errors import KresError
 
 
 def iterations_of(model: keras.Model) -> int:
@@ -87,8 +91,9 @@ def _format_logs(logs) -> str:
 class Checkpointer(keras.callbacks.Callback):
     """Saves weights + optimizer state every epoch and every ``every_steps`` steps inside one.
 
-    The weights go to a new file, then ``state.json`` (written atomically) points at it, then the old
-    file is removed: whenever the process dies, ``state.json`` names a complete checkpoint.
+    The weights go to a new file, which is read back (every array present, the file whole) before
+    ``state.json`` (written atomically) points at it; the checkpoint before it is kept as ``previous``,
+    so a latest checkpoint damaged later still leaves one to resume from. Older files are removed.
     ``state.json`` counts the training steps run; that is the optimizer's step counter too, except
     under float16 loss scaling, which does not count the steps it skips. Keras's ``BackupAndRestore`` drops its
     backup when a ``fit`` ends (and train calls ``fit`` once per phase), writes in place rather than atomically,
@@ -113,21 +118,111 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.step = self.fit_start = (epoch + 1) * self.steps_per_epoch
-        self.save()
+        if self.last_saved != self.step:  # not saved already by the batch hook
+            self.save()
 
     def save(self, complete: bool = False) -> None:
         """A checkpoint; ``complete=True`` marks the run finished and drops the weights (last.keras has them)."""
-        weights = None if complete else self.directory / f"ckpt-{self.step}.weights.h5"
-        if weights is not None:
-            with fileio.atomic_path(weights) as tmp:
+        state_path = self.directory / runs.STATE_FILE
+        if complete:
+            fileio.write_json(state_path, {"steps": self.step, "iterations": iterations_of(self.model),
+                                           "weights": None, "complete": True})
+            for old in self.directory.glob("ckpt-*.weights.h5"):
+                old.unlink(missing_ok=True)
+            return
+        require_finite_weights(self.model, self.step)
+        weights = self.directory / f"ckpt-{self.step}.weights.h5"
+        variables = [*self.model.weights, *(self.model.optimizer.variables if self.model.optimizer else [])]
+        try:
+            with fileio.atomic_path(weights, need=variables_bytes(variables)) as tmp:
                 self.model.save_weights(tmp, overwrite=True)
-        fileio.write_json(self.directory / runs.STATE_FILE, {
-            "steps": self.step, "iterations": iterations_of(self.model),
-            "weights": weights.name if weights else None, "complete": complete})
+                _test_hook("KRES_TEST_KILL_IN_CHECKPOINT", self.step)
+                problem = runs.weights_problem(tmp, None)
+                if problem:
+                    raise OSError(f"{weights.name} did not read back: {problem}")
+            state = runs.read_checkpoint_state(self.directory.parent) or {}
+            previous = _entry(state) if state.get("weights") != weights.name else state.get("previous")
+            if previous and runs.weights_problem(self.directory / previous["weights"], previous.get("bytes")):
+                previous = None  # a damaged latest (resumed from the one before) is not worth keeping
+            entry = {"steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
+                     "bytes": weights.stat().st_size}
+            if previous and previous["weights"] != weights.name:
+                entry["previous"] = previous
+            fileio.write_json(state_path, {**entry, "complete": False})
+        except fileio.OutOfSpace as err:
+            kept = (f"the checkpoint of step {self.last_saved} is kept: rerun the same command to resume from it"
+                    if self.last_saved else "no checkpoint was written yet")
+            raise fileio.OutOfSpace(f"{err}; {kept}") from None
+        keep = {weights.name, entry.get("previous", {}).get("weights")}
         for old in self.directory.glob("ckpt-*.weights.h5"):
-            if weights is None or old.name != weights.name:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
         self.last_saved = self.step
+
+
+class FiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, before any later callback saves a checkpoint or a model.
+
+    First in the callback list: at an epoch's end it also checks the weights, so a step whose loss was
+    still finite but whose update was not never reaches best.keras or a checkpoint.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, lr: float | None = None):
+        super().__init__()
+        self.checkpointer = checkpointer
+        self.lr = lr
+
+    def _stop(self, what: str, step: int) -> None:
+        lower = f" than {self.lr:g}" if self.lr else ""
+        raise KresError(f"training diverged: the {what} at step {step}; the checkpoint of step "
+                        f"{self.checkpointer.last_saved} is kept; start again with a lower --lr{lower} "
+                        "(and another --output)")
+
+    def _check_weights(self, step: int) -> None:
+        for weight in self.model.weights:
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+                self._stop(f"weights became non-finite ({weight.path})", step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step, saver = self.checkpointer.fit_start + batch + 1, self.checkpointer
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"loss became {float(loss)}", step)
+        if saver.every_steps and step - saver.last_saved >= saver.every_steps:  # the loss comes before the update
+            self._check_weights(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = (epoch + 1) * self.checkpointer.steps_per_epoch
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                self._stop(f"{key} became {float(value)}", step)
+        self._check_weights(step)
+
+
+def _entry(state: dict) -> dict | None:
+    """The latest checkpoint of a state.json as a ``previous`` entry (None when it names no weights)."""
+    if not state.get("weights"):
+        return None
+    return {k: state[k] for k in ("steps", "iterations", "weights", "bytes") if k in state}
+
+
+def _test_hook(name: str, step: int) -> None:
+    """Tests stop a process at an exact point (a SIGKILL while a checkpoint is half written) through an env var."""
+    if os.environ.get(name) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def variables_bytes(variables) -> int:
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def require_finite_weights(model: keras.Model, step: int) -> None:
+    """A diverged model is never checkpointed or saved: the last good checkpoint stays the one to resume from."""
+    for weight in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+            raise KresError(f"training diverged: weight {weight.path} is not finite at step {step}; "
+                            "start again with a lower --lr (and another --output)")
 
 
 HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -208,6 +303,8 @@ class BestModelSaver(keras.callbacks.Callback):
         if value is None:
             return
         value = float(value)
+        if not math.isfinite(value):
+            return
         if value > self.best or not self.path.exists():
             self.best = max(self.best, value)
             self.save_fn(self.path)
@@ -261,15 +358,20 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
         metadata = tf.compat.v1.SummaryMetadata()
         metadata.plugin_data.plugin_name = "scalars"
-        for key, value in (logs or {}).items():
-            with contextlib.suppress(TypeError, ValueError):
-                value = float(value)
-                split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-                with self._writer(split).as_default():
-                    tf.summary.write(f"epoch_{tag}", tf.constant(value, tf.float32), step=epoch + 1,
-                                     metadata=metadata.SerializeToString())
-        for writer in self.writers.values():
-            writer.flush()
+        try:
+            for key, value in (logs or {}).items():
+                with contextlib.suppress(TypeError, ValueError):
+                    value = float(value)
+                    split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                    with self._writer(split).as_default():
+                        tf.summary.write(f"epoch_{tag}", tf.constant(value, tf.float32), step=epoch + 1,
+                                         metadata=metadata.SerializeToString())
+            for writer in self.writers.values():
+                writer.flush()
+        except Exception as err:  # TensorFlow's own file writer, outside fileio: a full disk is still one line
+            if fileio.is_out_of_space(err):
+                raise fileio.out_of_space_error(self.log_dir / "events", 0, None) from None
+            raise
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

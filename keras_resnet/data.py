@@ -9,6 +9,7 @@ augmented here, in tf.data, never in the model.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,9 @@ class Datasets:
     num_train: int
     num_val: int
     skipped_files: int = 0  # unreadable/zero-byte/truncated image files skipped
+    # (epoch, batch) -> the endless training stream from that batch on; epoch e's order and augmentation
+    # depend only on the seed and e, so a resumed run sees the batches the uninterrupted run saw.
+    train_from: Callable[[int, int], tf.data.Dataset] | None = None
 
 
 @dataclass
@@ -96,6 +100,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         num_train=source.train.count,
         num_val=source.val.count,
         skipped_files=source.skipped_files,
+        train_from=functools.partial(_train_stream, source, cfg),
     )
 
 
@@ -164,6 +169,57 @@ def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
         ds = ds.map(lambda batch, seed: augment.mix_batch(*batch, seed, cfg.mixup_alpha, cfg.cutmix_alpha),
                     num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def _train_stream(source: _Source, cfg: DataConfig, first_epoch: int, skip_batches: int) -> tf.data.Dataset:
+    """Every epoch from ``first_epoch`` on, the first ``skip_batches`` batches left out. Each epoch's order and
+    augmentation come from stateless ops seeded by ``(cfg.seed, epoch, position)``, never from state that a new
+    process would lose, so a resumed run sees exactly the batches an uninterrupted run sees.
+
+    Paths and tiny arrays are shuffled over the whole split before they are read (so a folder's file bytes are
+    not cached here); larger TFDS records are shuffled in blocks of ``UNCACHED_SHUFFLE_BUFFER``. The skipped
+    images are dropped before they are read or augmented, so resuming costs no decoding.
+    """
+    split = source.train
+    if split.small_keys:
+        stored, read, block = split.keys, split.read, split.count
+    else:
+        stored = split.keys if split.read is None else split.keys.map(lambda k, y: (split.read(k), y),
+                                                                       num_parallel_calls=AUTOTUNE)
+        if cfg.cache and source.cacheable:
+            stored = stored.cache()
+        read, block = None, min(split.count, UNCACHED_SHUFFLE_BUFFER)
+    skip_images = tf.constant(skip_batches * cfg.batch_size, tf.int64)
+    seed = tf.constant(cfg.seed, tf.int64)
+
+    def permuted(index, keys, labels, epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), [seed, epoch * 65536 + index])
+        return tf.gather(keys, order), tf.gather(labels, order)
+
+    def augment_one(position, example, epoch):
+        key, label = example
+        image = read(key) if read is not None else key
+        s_crop, s_rand = augment.split_seed(tf.stack([seed + 1_000_003 * (epoch + 1), position]), 2)
+        image = source.train_map(image, s_crop)
+        if cfg.randaugment:
+            image = augment.randaugment(tf.cast(image, tf.float32), s_rand)
+        return augment.to_pixels(image), label
+
+    def epoch_batches(epoch):
+        ds = stored.batch(block).enumerate().map(lambda i, b: permuted(i, *b, epoch)).unbatch()
+        ds = ds.enumerate().skip(tf.where(epoch == first_epoch, skip_images, tf.constant(0, tf.int64)))
+        ds = ds.map(lambda i, example: augment_one(i, example, epoch), num_parallel_calls=AUTOTUNE)
+        ds = ds.ignore_errors(log_warning=True)
+        ds = ds.batch(cfg.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE)
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+            ds = ds.enumerate(tf.where(epoch == first_epoch, tf.constant(skip_batches, tf.int64), 0))
+            ds = ds.map(lambda i, batch: augment.mix_batch(*batch, tf.stack([seed - 1_000_003 * (epoch + 1), i]),
+                                                           cfg.mixup_alpha, cfg.cutmix_alpha),
+                        num_parallel_calls=AUTOTUNE)
+        return ds
+
+    return tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch_batches).prefetch(AUTOTUNE)
 
 
 def _eval_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:

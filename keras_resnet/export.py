@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio, quant_debug, runs
+from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta
 from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert, describe_tflite
@@ -54,6 +54,8 @@ class ExportConfig:
     float_layers: tuple[str, ...] = ()  # Keras layers kept in float in an extra mixed int8 model
     float_worst: int = 0  # or the K layers the debugger finds worst
     per_channel_dense: bool = False  # int8 dense weights per output unit: XNNPACK only (not NNAPI, Edge TPU)
+    data_dir: str | None = None  # the run's data moved: image folders for calibration and held-out images
+    dataset: str | None = None  # or a TFDS name (or "digits", "synthetic") instead of the run's data
 
 
 @dataclass
@@ -146,6 +148,14 @@ def data_config_for(source: Source, meta: ModelMeta):
                    cutmix_alpha=0.0)
 
 
+def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
+    """The run's data config with ``--data-dir`` / ``--dataset`` in place of its data (which may have moved)."""
+    if cfg.data_dir is None and cfg.dataset is None:
+        return data_config
+    builtin = cfg.dataset == "digits" and cfg.data_dir is None
+    return {**(data_config or {}), "data_dir": cfg.data_dir, "dataset": None if builtin else cfg.dataset}
+
+
 def exported_meta(meta: ModelMeta, source: Source) -> ModelMeta:
     """The meta.json for the export dir: the run's facts plus its data config, so that ``kres evaluate`` and
     ``kres predict`` on an exported file, far from its run, still use the data and preprocessing it was trained on."""
@@ -202,7 +212,7 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-    with fileio.atomic_dir(directory) as tmp:
+    with fileio.atomic_dir(directory, need=_weights_bytes(model)) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)
 
@@ -212,9 +222,14 @@ def _write_archive(archive, path: Path) -> None:
 
 
 def save_keras(model, final: Path) -> Path:
-    with fileio.atomic_path(final) as tmp:
+    with fileio.atomic_path(final, need=_weights_bytes(model)) as tmp:
         model.save(tmp)
     return final
+
+
+def _weights_bytes(model) -> int:
+    """What a saved model needs at least: its weights (the graph and metadata add a little)."""
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
 
 
 def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> bytes:
@@ -290,6 +305,7 @@ class _Job:
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
 
 
+@runlock.releasing
 def export(cfg: ExportConfig, progress: Progress | None = None, *,
            calibration: Callable[[], Iterator[np.ndarray]] | None = None,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
@@ -330,12 +346,14 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     source = resolve_source(cfg.source)
     if cfg.qat and source.data_config is None:
         raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
+    runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
     out_dir = fileio.ensure_writable_dir(cfg.output)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
-    return _Job(cfg, source, out_dir, model, meta, data_config_for(source, meta), say, calibration)
+    data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
+    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration)
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:

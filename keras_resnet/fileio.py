@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,15 +27,66 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+class OutOfSpace(KresError):
+    """A write ran out of disk space (or quota): the message names the file and the space it needed."""
+
+
+def is_out_of_space(err: BaseException) -> bool:
+    """ENOSPC or EDQUOT, also where h5py or TensorFlow wrapped it in their own error with the errno in the text."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return any(sign in text for sign in ("No space left on device", "Disk quota exceeded", "errno = 28"))
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def out_of_space_error(final: Path, written: int, need: int | None) -> OutOfSpace:
+    """The one line for a full disk: what was being written, how much it needed, how much is free."""
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        free = 0
+    if need:
+        needed = f"about {_mb(max(need, written))}"
+    else:
+        needed = f"more than the {_mb(written)} written" if written else "more than is free"
+    return OutOfSpace(f"no space left on the device of {final.parent} writing {final.name}: it needs {needed}, "
+                      f"{_mb(free)} is free; free some space or choose another output path")
+
+
+def _require_space(final: Path, need: int | None) -> None:
+    """Fail before writing when the estimate alone does not fit: h5py, after a write fails for want of
+    space, can crash the interpreter when it cleans up at exit, so it had better never start such a write."""
+    if not need:
+        return
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        return
+    if free < need:
+        raise out_of_space_error(final, 0, need)
+
+
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, suffix: str | None = None, need: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it is renamed onto ``final`` in one step.
 
     The temporary name keeps ``final``'s extension (or ``suffix``), since savers such as
-    ``model.save`` insist on one. On error the temporary file is removed and ``final`` is untouched.
+    ``model.save`` insist on one. On error the temporary file is removed and ``final`` is untouched;
+    running out of space is an :class:`OutOfSpace` error naming ``final`` and ``need`` (bytes, an estimate).
     """
     final = Path(final)
     ensure_writable_dir(final.parent)
+    _require_space(final, need)
     ext = suffix if suffix is not None else "".join(final.suffixes)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{ext}")
     os.close(fd)
@@ -42,16 +95,21 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except Exception as err:
+        if is_out_of_space(err):
+            raise out_of_space_error(final, _size(tmp_path), need) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Path]:
     """Like :func:`atomic_path` for a directory: build it under a temporary name, then swap it in."""
     final = Path(final)
     ensure_writable_dir(final.parent)
+    _require_space(final, need)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the final directory gets the usual mode
     try:
@@ -64,8 +122,39 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+    except Exception as err:
+        if is_out_of_space(err):
+            raise out_of_space_error(final, _size(tmp), need) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The names atomic_path, atomic_dir and ensure_writable_dir give their temporaries (tempfile adds 8 characters).
+_TEMP_NAME = re.compile(r"^\.(.+\.[a-z0-9_]{8}\.tmp.*|kres-probe-[a-z0-9_]{8}|qat-[a-z0-9_]{8})$")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed writes left in ``directory`` and its sub-folders (one level down).
+
+    Only for a directory this process has locked (keras_resnet.runlock): nobody else can be writing there.
+    """
+    directory = Path(directory)
+    removed = []
+    subfolders = [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    for folder in [directory, *subfolders]:
+        for path in folder.iterdir():
+            stale = _TEMP_NAME.match(path.name) or (
+                path.name.startswith(".") and path.name.endswith(".old") and path.is_dir()
+                and (folder / path.name[1:-4]).exists())
+            if not stale:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _umask() -> int:
@@ -75,13 +164,13 @@ def _umask() -> int:
 
 
 def write_bytes(final: str | os.PathLike, content: bytes) -> Path:
-    with atomic_path(final) as tmp:
+    with atomic_path(final, need=len(content)) as tmp:
         tmp.write_bytes(content)
     return Path(final)
 
 
 def write_text(final: str | os.PathLike, text: str) -> None:
-    with atomic_path(final) as tmp:
+    with atomic_path(final, need=len(text.encode())) as tmp:
         tmp.write_text(text)
 
 

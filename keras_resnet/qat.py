@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import _compat
+from keras_resnet import _compat, runlock
 from keras_resnet.errors import KresError
 
 QAT_TFLITE_NAME = "model_qat_int8.tflite"
@@ -174,6 +174,7 @@ def quantize_tf_keras_model(model):
         return qk.quantize_apply(annotated)
 
 
+@runlock.releasing
 def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, learning_rate: float | None = None,
                                 *, steps_per_epoch: int | None = None, io_dtype: str = "uint8",
                                 calibration_steps: int = 100, datasets=None, edgetpu: bool = False) -> Path:
@@ -189,6 +190,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     if epochs < 1:
         raise KresError(f"QAT epochs must be 1 or more, got {epochs}")
     output_dir = fileio.ensure_writable_dir(output_dir)
+    runlock.acquire(output_dir)
     qat_model = _fake_quantized_model(model_path, edgetpu)
     if datasets is None:
         from keras_resnet.data import load_datasets

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -95,21 +96,70 @@ def training_data_config(model_path: str | os.PathLike, predictor=None) -> dict:
                     "beside it or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
 
 
+def weights_problem(path: str | os.PathLike, size: int | None) -> str | None:
+    """Why a ``.weights.h5`` file cannot be trusted (missing, wrong size, unreadable), or None."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return "the file is missing"
+    if size is not None and path.stat().st_size != size:
+        return f"{path.stat().st_size} bytes where {size} were written"
+    try:
+        with h5py.File(path, "r") as handle:
+            arrays = []
+            handle.visititems(lambda _, item: arrays.append(item) if isinstance(item, h5py.Dataset) else None)
+            for array in arrays:
+                array.id.get_storage_size()
+    except Exception as err:  # h5py raises OSError, KeyError, RuntimeError for damaged files
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return None if arrays else "it holds no weights"
+
+
 def read_checkpoint_state(run_dir: str | os.PathLike) -> dict | None:
+    """``state.json``, or None when there is none; a state that cannot be read is an error, never a restart."""
     path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("steps"), int):
+            raise ValueError("no step count")
+        return state
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise KresError(f"{path} cannot be read ({str(err).splitlines()[0][:80]}), so {run_dir} cannot be resumed: "
+                        f"start a new run with another --output (--weights {Path(run_dir) / BEST_MODEL} starts it "
+                        "from this one)") from None
 
 
-def checkpoint_weights(run_dir: str | os.PathLike) -> tuple[int, Path | None]:
-    """The step and weights file of ``run_dir``'s last checkpoint, or ``(0, None)``."""
+def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Path | None]:
+    """The step and weights file of ``run_dir``'s last good checkpoint, or ``(0, None)`` when it has none.
+
+    A damaged latest checkpoint falls back to the one before it, and says so on ``stream``; with no good
+    checkpoint left, or a run with checkpointed history but no state, it is a KresError.
+    """
+    run_dir = Path(run_dir)
     state = read_checkpoint_state(run_dir)
-    weights = Path(run_dir) / CHECKPOINT_DIR / state["weights"] if state and state.get("weights") else None
-    if weights is None or not weights.is_file():
+    if state is None or not state.get("weights"):
+        if state is None and any((run_dir / CHECKPOINT_DIR).glob("ckpt-*.weights.h5")):
+            raise KresError(f"{run_dir / CHECKPOINT_DIR / STATE_FILE} is missing, so {run_dir} cannot be resumed: "
+                            f"start a new run with another --output (--weights {run_dir / BEST_MODEL} starts "
+                            "it from this one)")
         return 0, None
-    return int(state["steps"]), weights
+    problems = []
+    for entry in (state, state.get("previous")):
+        if not entry:
+            continue
+        path = run_dir / CHECKPOINT_DIR / entry["weights"]
+        problem = weights_problem(path, entry.get("bytes"))
+        if problem is None:
+            if problems:
+                (stream or sys.stderr).write(f"checkpoint {problems[0]}; resuming from {path.name}, "
+                                             "the one before it\n")
+            return int(entry["steps"]), path
+        problems.append(f"{entry['weights']} is damaged ({problem})")
+    raise KresError(f"{' and '.join(problems)}: no good checkpoint left in {run_dir}; start a new run with "
+                    f"another --output (--weights {run_dir / BEST_MODEL} starts it from this one)")
 
 
 def load_keras(path: str | os.PathLike, hint: str = "pass the file written by 'kres train' or 'kres export'"):

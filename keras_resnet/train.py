@@ -26,7 +26,7 @@ from pathlib import Path
 
 import keras
 
-from keras_resnet import _compat, fileio, runs
+from keras_resnet import _compat, fileio, runlock, runs
 from keras_resnet import callbacks as cb
 from keras_resnet.data import DataConfig, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
@@ -171,6 +171,7 @@ class _Plan:
     num_classes: int
 
 
+@runlock.releasing
 def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     """Train (or resume, or find finished) the run described by ``cfg`` and ``data``. See the module doc."""
     stream = stream or sys.stderr
@@ -179,6 +180,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     check_global_batch(cfg.batch_size, placement.replicas)
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
+    if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
+        runlock.acquire(run_dir, stream)
     state = _check_existing_run(run_dir, cfg, data)
     datasets = _load_data(cfg, data, run_dir, state)
     plan = _plan(cfg, placement, datasets, precision)
@@ -191,7 +194,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     model, optimizer = _build_model(cfg, plan, placement)
     if placement.is_chief:
         _write_run_files(run_dir, cfg, data, recipe, plan, placement, datasets, model)
-    start, weights_file = runs.checkpoint_weights(run_dir) if state else (0, None)
+    start, weights_file = runs.checkpoint_weights(run_dir, stream) if state else (0, None)
     _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
                          run_dir, start))
     _say_frozen_bn(stream, cfg, plan, placement)
@@ -281,12 +284,14 @@ def _say_frozen_bn(stream, cfg: TrainConfig, plan: _Plan, placement: Placement) 
 
 def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, start: int, model: keras.Model,
                exporter: _Float32Exporter, stream) -> tuple[list, cb.Checkpointer]:
-    """Progress, history (the rows up to the resumed epoch), best model, TensorBoard and the checkpointer."""
+    """The divergence check, progress, history (the rows up to the resumed epoch), best model, TensorBoard and
+    the checkpointer."""
     rows = [r for r in cb.read_history(run_dir / runs.HISTORY_FILE) if r["epoch"] <= start // plan.steps_per_epoch]
     lr_now = plan.schedule.build()
     checkpointer = cb.Checkpointer(write_dir / runs.CHECKPOINT_DIR, plan.steps_per_epoch,
                                    every_steps=plan.checkpoint_steps)
     return [
+        cb.FiniteLoss(checkpointer, cfg.lr),  # first: a diverged step reaches no later callback
         cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream),
         cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
         cb.BestModelSaver(write_dir / runs.BEST_MODEL, exporter.save,
@@ -300,7 +305,6 @@ def _fit_phases(model: keras.Model, optimizer, cfg: TrainConfig, plan: _Plan, pl
                 callbacks: list, checkpointer: cb.Checkpointer, start: int, weights_file: Path | None) -> int:
     """Train from global step ``start`` to the end in segments of whole epochs (the frozen-backbone phase, and
     the rest of a half-finished epoch, are segments of their own); returns the last step."""
-    train_data = datasets.train.repeat()
     val_data = _with_cardinality(datasets.val, datasets.num_val, cfg.batch_size)
     if placement.kind == "multi_worker":
         val_data = _unsharded(val_data)
@@ -323,6 +327,7 @@ def _fit_phases(model: keras.Model, optimizer, cfg: TrainConfig, plan: _Plan, pl
                 weights_file = None
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
         checkpointer.start_fit(step)
+        train_data = datasets.train_from(epoch, offset)  # the batches an uninterrupted run sees from here
         with _fit_scope(model, datasets, placement):
             model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=plan.steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
@@ -376,7 +381,7 @@ class _Float32Exporter:
         if self.clone is None:  # built once: every layer trainable, as a fresh model would be
             self.clone = float32_clone(self.model, trainable=True)
         self.clone.set_weights(self.model.get_weights())
-        with fileio.atomic_path(path) as tmp:
+        with fileio.atomic_path(path, need=cb.variables_bytes(self.clone.weights)) as tmp:
             self.clone.save(tmp)
 
 

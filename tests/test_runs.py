@@ -33,8 +33,15 @@ def test_checkpoint_state_and_weights(tmp_path):
     folder = tmp_path / runs.CHECKPOINT_DIR
     folder.mkdir()
     (folder / runs.STATE_FILE).write_text(json.dumps({"steps": 7, "weights": "ckpt-7.weights.h5"}))
-    assert runs.checkpoint_weights(tmp_path) == (0, None)  # named, but not there
+    with pytest.raises(KresError, match=r"ckpt-7\.weights\.h5 is damaged \(the file is missing\): no good checkpoint"):
+        runs.checkpoint_weights(tmp_path)  # named, but not there: refused, never a restart from step 0 (issue 14)
     (folder / "ckpt-7.weights.h5").write_bytes(b"")
+    with pytest.raises(KresError, match=r"ckpt-7\.weights\.h5 is damaged \("):
+        runs.checkpoint_weights(tmp_path)  # not an HDF5 file
+    import h5py
+
+    with h5py.File(folder / "ckpt-7.weights.h5", "w") as handle:
+        handle["layers/dense/vars/0"] = [1.0, 2.0]
     assert runs.checkpoint_weights(tmp_path) == (7, folder / "ckpt-7.weights.h5")
 
 

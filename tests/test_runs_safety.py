@@ -1,0 +1,482 @@
+"""Nothing lost and nothing silent: run locks, full disks, damaged checkpoints, non-finite losses, exact resume."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_resnet import runlock
+from keras_resnet.errors import KresError
+
+KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
+# Digits at 32 px, batch 64: 22 steps an epoch.
+DIGITS = ["train", "--depth", "18", "--epochs", "2", "--batch-size", "64"]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _wait_for(predicate, proc, seconds=240.0) -> None:
+    deadline = time.time() + seconds
+    while not predicate():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+# --- one run per directory -----------------------------------------------------------------------------------
+
+def test_second_train_on_one_output_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen([*KRES, *DIGITS, "--output", str(run)], env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (run / "config.json").is_file(), first)
+        second = subprocess.run([*KRES, *DIGITS, "--lr", "0.05", "--output", str(run)], env=_env(),
+                                capture_output=True, text=True, timeout=300)
+        holder = f"PID {first.pid} on {socket.gethostname()}"
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"Error: {run} is in use by {holder}: wait for it to finish, or choose another output directory"]
+        assert json.loads((run / "config.json").read_text())["train"]["lr"] != 0.05  # the second run wrote nothing
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    stream = io.StringIO()
+    runlock.acquire(run, stream)
+    try:
+        assert stream.getvalue() == f"{run} was locked by {holder}, which is no longer running: taking it over\n"
+        assert (run / ".lock").read_text() == f"PID {os.getpid()} on {socket.gethostname()}"
+    finally:
+        runlock.release(run)
+    assert (run / ".lock").read_text() == ""  # released cleanly: the next holder says nothing
+
+
+def test_lock_is_reentrant_and_a_failed_start_leaves_no_directory(tmp_path):
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig, train
+
+    with pytest.raises(KresError, match="holds no run"):
+        train(TrainConfig(output=str(tmp_path / "new"), resume=True), DataConfig())
+    assert not (tmp_path / "new").exists()
+
+    @runlock.releasing
+    def twice():
+        runlock.acquire(tmp_path / "a")
+        runlock.acquire(tmp_path / "a")
+        return (tmp_path / "a" / ".lock").read_text()
+
+    assert twice() == f"PID {os.getpid()} on {socket.gethostname()}"
+    assert not (tmp_path / "a").exists()
+
+
+# --- out of space --------------------------------------------------------------------------------------------
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_every_fileio_writer_turns_enospc_into_one_line_naming_the_file_and_the_size(tmp_path, monkeypatch):
+    from keras_resnet import fileio
+
+    monkeypatch.setattr(Path, "write_bytes", _no_space)
+    with pytest.raises(fileio.OutOfSpace) as err:
+        fileio.write_bytes(tmp_path / "model_int8.tflite", b"x" * 3_000_000)
+    message = str(err.value)
+    assert message.startswith(f"no space left on the device of {tmp_path} writing model_int8.tflite: it needs "
+                              "about 3.0 MB, ")
+    assert "\n" not in message and message.endswith("free some space or choose another output path")
+    monkeypatch.setattr(Path, "write_text", _no_space)
+    with pytest.raises(fileio.OutOfSpace, match=r"writing report\.json: it needs about 0\.0 MB"):
+        fileio.write_json(tmp_path / "report.json", {"a": 1})
+
+    def half_a_saved_model(tmp):
+        (tmp / "variables").mkdir()
+        (tmp / "variables" / "data").write_bytes(b"x" * 1_500_000)
+        raise RuntimeError("ResourceExhaustedError: SaveV2 failed; No space left on device")
+
+    monkeypatch.undo()
+    with (pytest.raises(fileio.OutOfSpace, match=r"writing saved_model: it needs about 2\.0 MB"),
+          fileio.atomic_dir(tmp_path / "saved_model", need=2_000_000) as tmp):
+        half_a_saved_model(tmp)
+    with (pytest.raises(fileio.OutOfSpace, match=r"writing curves\.png: it needs more than the 1\.5 MB written"),
+          fileio.atomic_path(tmp_path / "curves.png") as tmp):
+        tmp.write_bytes(b"x" * 1_500_000)
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file or folder is left behind
+
+
+def _tiny(tmp_path, **changes):
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig
+
+    cfg = TrainConfig(depth=18, epochs=2, batch_size=32, checkpoint_steps=1, output=str(tmp_path / "run"))
+    return dataclass_replace(cfg, **changes), DataConfig(dataset="synthetic", synthetic_size=64)
+
+
+def dataclass_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_good_one_and_the_rerun_resumes_from_it(tmp_path, monkeypatch):
+    import keras
+
+    from keras_resnet import fileio
+    from keras_resnet.train import train
+
+    save_weights = keras.Model.save_weights
+
+    def full_at_step_3(self, path, *args, **kwargs):
+        if "ckpt-3" in str(path) or Path(path).name.startswith(".ckpt-3."):
+            with open(path, "wb") as handle:
+                handle.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_weights(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_at_step_3)
+    cfg, data = _tiny(tmp_path)
+    with pytest.raises(fileio.OutOfSpace) as err:
+        train(cfg, data, stream=io.StringIO())
+    # ResNet-18's weights and SGD's momentum, float32
+    assert "writing ckpt-3.weights.h5: it needs about 89." in str(err.value)
+    assert str(err.value).endswith("the checkpoint of step 2 is kept: rerun the same command to resume from it")
+    checkpoints = tmp_path / "run" / "checkpoint"
+    assert json.loads((checkpoints / "state.json").read_text())["weights"] == "ckpt-2.weights.h5"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt-1.weights.h5", "ckpt-2.weights.h5", "state.json"]
+    monkeypatch.undo()
+    stream = io.StringIO()
+    result = train(cfg, data, stream=stream)
+    assert "resuming at step 2" in stream.getvalue() and (result.steps, result.iterations) == (4, 4)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_train_and_export_on_a_20mb_tmpfs_are_one_line_with_no_traceback_and_no_segfault(tmp_path, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = disk / "run"
+        trained = subprocess.run([*KRES, "train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32",
+                                  "--epochs", "1", "--checkpoint-steps", "1", "--output", str(run)],
+                                 env=_env(), capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 2, trained.stderr[-3000:]
+        last = trained.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"Error: no space left on the device of {run / 'checkpoint'} writing "
+                               "ckpt-1.weights.h5: it needs about 89."), trained.stderr[-3000:]
+        assert "Traceback" not in trained.stderr and last.endswith("; no checkpoint was written yet")
+        assert sorted(p.name for p in (run / "checkpoint").iterdir()) == []
+        _export_to_a_full_disk(tmp_path, disk, capsys)
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def _export_to_a_full_disk(tmp_path: Path, disk: Path, capsys) -> None:
+    from keras_resnet.meta import ModelMeta
+    from keras_resnet.model import resnet
+    from kres.main import main
+
+    source = tmp_path / "source"
+    source.mkdir()
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.save(source / "best.keras")
+    ModelMeta.from_model(model, ["a", "b"]).save(source)
+    for flag, name in (("--tflite", "model_float32.tflite"), ("--saved-model", "saved_model")):
+        out = disk / flag.strip("-")
+        assert main(["export", str(source), "-o", str(out), flag]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"Error: no space left on the device of {out} writing {name}: it needs about 44."), last
+        assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+
+
+# --- checkpoints you can trust -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A tiny run (2 epochs of 2 steps, a checkpoint every step) stopped just after its step-3 checkpoint."""
+    import keras_resnet.callbacks as cb
+    from keras_resnet.train import train
+
+    tmp_path = tmp_path_factory.mktemp("interrupted")
+    save = cb.Checkpointer.save
+
+    def stop_after_step_3(self, complete=False):
+        save(self, complete)
+        if self.step == 3:
+            raise KeyboardInterrupt
+
+    cb.Checkpointer.save = stop_after_step_3
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(*_tiny(tmp_path), stream=io.StringIO())
+    finally:
+        cb.Checkpointer.save = save
+    return tmp_path / "run"
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_checkpoint_state_keeps_the_one_before_and_only_it(interrupted_run):
+    state = json.loads((interrupted_run / "checkpoint" / "state.json").read_text())
+    assert (state["steps"], state["weights"], state["previous"]["steps"], state["previous"]["weights"]) == (
+        3, "ckpt-3.weights.h5", 2, "ckpt-2.weights.h5")
+    assert state["bytes"] == (interrupted_run / "checkpoint" / "ckpt-3.weights.h5").stat().st_size
+    assert sorted(p.name for p in (interrupted_run / "checkpoint").iterdir()) == [
+        "ckpt-2.weights.h5", "ckpt-3.weights.h5", "state.json"]
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_one_before_and_says_so(interrupted_run, tmp_path):
+    from keras_resnet.train import train
+
+    run = _copy(interrupted_run, tmp_path)
+    latest = run / "checkpoint" / "ckpt-3.weights.h5"
+    full = latest.stat().st_size
+    latest.write_bytes(latest.read_bytes()[: full // 2])
+    stream = io.StringIO()
+    result = train(*_tiny(tmp_path), stream=stream)
+    assert (f"checkpoint ckpt-3.weights.h5 is damaged ({full // 2} bytes where {full} were written); resuming "
+            "from ckpt-2.weights.h5, the one before it\n") in stream.getvalue()
+    assert "resuming at step 2" in stream.getvalue()
+    assert (result.steps, result.iterations) == (4, 4)
+
+
+def test_deleted_weights_fall_back_and_with_none_left_the_run_is_refused(interrupted_run, tmp_path):
+    from keras_resnet.runs import checkpoint_weights
+
+    run = _copy(interrupted_run, tmp_path)
+    (run / "checkpoint" / "ckpt-3.weights.h5").unlink()
+    stream = io.StringIO()
+    assert checkpoint_weights(run, stream) == (2, run / "checkpoint" / "ckpt-2.weights.h5")
+    assert stream.getvalue() == ("checkpoint ckpt-3.weights.h5 is damaged (the file is missing); resuming from "
+                                 "ckpt-2.weights.h5, the one before it\n")
+    (run / "checkpoint" / "ckpt-2.weights.h5").unlink()
+    with pytest.raises(KresError) as err:
+        checkpoint_weights(run, stream)
+    assert str(err.value) == (
+        "ckpt-3.weights.h5 is damaged (the file is missing) and ckpt-2.weights.h5 is damaged (the file is missing): "
+        f"no good checkpoint left in {run}; start a new run with another --output (--weights {run / 'best.keras'} "
+        "starts it from this one)")
+
+
+def test_unreadable_or_missing_state_is_refused_never_a_restart_from_step_0(interrupted_run, tmp_path):
+    from keras_resnet.train import train
+
+    run = _copy(interrupted_run, tmp_path)
+    state = run / "checkpoint" / "state.json"
+    state.write_text(state.read_text()[:40])
+    with pytest.raises(KresError) as err:
+        train(*_tiny(tmp_path), stream=io.StringIO())
+    assert str(err.value).startswith(f"{state} cannot be read (")
+    assert str(err.value).endswith(f"so {run} cannot be resumed: start a new run with another --output "
+                                   f"(--weights {run / 'best.keras'} starts it from this one)")
+    state.unlink()
+    with pytest.raises(KresError, match=f"^{state} is missing, so {run} cannot be resumed"):
+        train(*_tiny(tmp_path), stream=io.StringIO())
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["ckpt-2.weights.h5", "ckpt-3.weights.h5"]
+
+
+# --- finite loss ---------------------------------------------------------------------------------------------
+
+def test_diverging_run_stops_at_once_with_one_line_and_keeps_only_finite_models(tmp_path, capsys):
+    from kres.main import main
+
+    run = tmp_path / "run"
+    code = main(["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2",
+                 "--checkpoint-steps", "1", "--lr", "1e6", "--output", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("Error: training diverged: the "), err
+    assert " at step " in err[-1] and "start again with a lower --lr than 1e+06" in err[-1]
+    assert not (run / "last.keras").exists()
+    state_path = run / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is not None:  # every checkpoint kept holds finite weights
+        import h5py
+
+        with h5py.File(run / "checkpoint" / state["weights"]) as handle:
+            arrays = []
+            handle.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+        assert all(np.all(np.isfinite(a)) for a in arrays if a.dtype.kind == "f")
+    if (run / "best.keras").exists():
+        import keras
+
+        assert all(np.all(np.isfinite(w)) for w in keras.saving.load_model(run / "best.keras").get_weights())
+
+
+# --- exact resume --------------------------------------------------------------------------------------------
+
+# 256 synthetic images at batch 32: 8 steps an epoch, 2 epochs, a checkpoint every 2 steps. (Digits take 5x as
+# long; their augmentation is covered by the stream test below.)
+RESUME = ["train", "--depth", "18", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "32",
+          "--checkpoint-steps", "2"]
+
+
+def _killed_and_resumed(run: Path, *, after_steps: int | None = None, in_checkpoint: int | None = None) -> str:
+    """Run, SIGKILL it once state.json passes ``after_steps`` (or inside the checkpoint write of step
+    ``in_checkpoint``), rerun the same command to the end; returns the rerun's stderr."""
+    cmd = [*KRES, *RESUME, "--output", str(run)]
+    env = _env(**({"KRES_TEST_KILL_IN_CHECKPOINT": str(in_checkpoint)} if in_checkpoint else {}))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if after_steps is not None:
+        def passed() -> bool:
+            try:
+                return json.loads((run / "checkpoint" / "state.json").read_text())["steps"] >= after_steps
+            except (FileNotFoundError, ValueError, KeyError):
+                return False
+
+        _wait_for(passed, proc)
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read()[-3000:]
+    assert not (run / "last.keras").exists()
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return again.stderr
+
+
+def _val_history(run: Path) -> list[tuple]:
+    from keras_resnet.callbacks import read_history
+
+    rows = read_history(run / "history.csv")
+    return [(r["epoch"], r["learning_rate"], r["val_loss"], r["val_accuracy"]) for r in rows]
+
+
+def test_runs_killed_at_three_points_of_epoch_1_resume_to_the_uninterrupted_weights_and_history(tmp_path):
+    """Without op determinism: on CPU, the same batches in the same order give the same weights."""
+    import keras
+
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run([*KRES, *RESUME, "--output", str(reference)], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = keras.saving.load_model(reference / "last.keras").get_weights()
+    for name, kill in (("early", {"after_steps": 2}), ("in_checkpoint", {"in_checkpoint": 4}),
+                       ("late", {"after_steps": 6})):
+        run = tmp_path / name
+        stderr = _killed_and_resumed(run, **kill)
+        resumed_at = int(stderr.split("resuming at step ")[1].split(",")[0])
+        assert 2 <= resumed_at < 8, stderr  # inside epoch 1 (steps 1-8)
+        if name == "in_checkpoint":
+            assert resumed_at == 2  # the half-written step-4 checkpoint never counted
+        assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # the killed write's temp file is gone
+        weights = keras.saving.load_model(run / "last.keras").get_weights()
+        worst = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, expected))
+        assert worst <= 1e-4, (name, worst)
+        print(f"{name}: resumed at step {resumed_at}, largest weight difference {worst:.3g}")
+        np.testing.assert_allclose(_val_history(run), _val_history(reference), rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.2])
+def test_a_resumed_stream_gives_the_batches_of_the_uninterrupted_one_with_augmentation(mixup):
+    import keras
+
+    from keras_resnet.data import DataConfig, load_datasets
+
+    keras.utils.set_random_seed(0)
+    datasets = load_datasets(DataConfig(image_size=32, batch_size=128, mixup_alpha=mixup))  # digits: 11 steps
+    whole = [x.numpy() for x, _ in datasets.train_from(0, 0).take(22)]
+    resumed = [x.numpy() for x, _ in datasets.train_from(1, 4).take(7)]
+    assert all(np.array_equal(a, b) for a, b in zip(whole[11 + 4:], resumed))
+    keras.utils.set_random_seed(1)  # whatever ran before in the process
+    again = load_datasets(DataConfig(image_size=32, batch_size=128, mixup_alpha=mixup))
+    assert np.array_equal(next(iter(again.train_from(0, 3)))[0].numpy(), whole[3])
+    assert not np.array_equal(whole[0], whole[11])  # each epoch has its own order and augmentation
+
+
+# --- export when the run's data has moved --------------------------------------------------------------------
+
+def test_export_of_a_run_whose_data_moved_names_data_dir_and_the_hint_works(tmp_path, capsys):
+    from PIL import Image
+
+    from keras_resnet.meta import ModelMeta
+    from keras_resnet.model import resnet
+    from kres.main import main
+
+    photos, rng = tmp_path / "photos", np.random.default_rng(0)
+    for label in ("a", "b"):
+        (photos / label).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photos / label / f"{index}.png")
+    run = tmp_path / "run"
+    run.mkdir()
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.save(run / "best.keras")
+    ModelMeta.from_model(model, ["a", "b"]).save(run)
+    (run / "config.json").write_text(json.dumps({"train": {}, "data": {"data_dir": str(photos), "val_split": 0.5,
+                                                                           "batch_size": 2}}))
+    moved = photos.rename(tmp_path / "moved")
+    out = tmp_path / "out"
+    command = ["export", str(run), "-o", str(out), "--tflite", "--quantize", "int8", "--calibration-steps", "2",
+               "--eval-images", "2"]
+
+    assert main(command) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"Error: image folder {photos} does not exist; pass --data-dir a folder of class sub-folders"
+    assert not out.exists()  # a failed export leaves no empty folder
+    assert main(["export", "--help"]) == 0 and "--data-dir" in capsys.readouterr().out
+    assert main([*command, "--data-dir", str(moved)]) == 0, capsys.readouterr().err  # the hint, followed
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["artifacts"]["model_int8.tflite"]["agreement"]["images"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def test_export_dataset_option_replaces_the_runs_data():
+    from keras_resnet.export import ExportConfig, moved_data
+
+    run_data = {"data_dir": "/gone", "dataset": None, "val_split": 0.3, "seed": 4}
+    assert moved_data(run_data, ExportConfig("r", "o")) == run_data
+    assert moved_data(run_data, ExportConfig("r", "o", dataset="cifar10")) == {
+        "data_dir": None, "dataset": "cifar10", "val_split": 0.3, "seed": 4}
+    assert moved_data(None, ExportConfig("r", "o", dataset="digits"))["dataset"] is None  # the built-in digits
+
+
+def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_locked(tmp_path):
+    import tempfile
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    stale = [tempfile.mkstemp(dir=run / "checkpoint", prefix=".ckpt-6.weights.", suffix=".tmp.weights.h5")[1],
+             tempfile.mkdtemp(dir=run, prefix=".saved_model.", suffix=".tmp"),
+             tempfile.mkstemp(dir=run, prefix=".kres-probe-")[1]]
+    kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config"]
+    for path in kept:
+        path.write_text("the user's")
+    runlock.acquire(run)
+    runlock.release(run)
+    assert not any(Path(p).exists() for p in stale)
+    assert all(p.exists() for p in kept)
+
+
+def test_tensorboard_logs_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from keras_resnet import fileio
+    from keras_resnet.callbacks import TensorBoardScalars
+
+    def no_space(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "logs/train/events.out; No space left on device")
+
+    monkeypatch.setattr(tf.summary, "write", no_space)
+    with pytest.raises(fileio.OutOfSpace, match=f"^no space left on the device of {tmp_path / 'logs'} writing "
+                                                "events: it needs more than is free, "):
+        TensorBoardScalars(tmp_path / "logs").on_epoch_end(0, {"loss": 1.0})
