@@ -38,12 +38,13 @@ def is_jpeg(contents: tf.Tensor) -> tf.Tensor:
     return tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
 
 
-def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
+def decode_rgb(contents: tf.Tensor, orientation: tf.Tensor | None = None) -> tf.Tensor:
     """Decode JPEG/PNG/BMP/GIF bytes to uint8 [H,W,3] upright (EXIF orientation applied); grey is replicated,
-    alpha dropped, GIF takes frame one."""
+    alpha dropped, GIF takes frame one. ``orientation`` (int32, 1-8) as read at the folder scan; None parses
+    it from ``contents`` (Python, per call)."""
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    return imageio.orient(image, imageio.exif_orientation(contents))
+    return imageio.orient(image, imageio.exif_orientation(contents) if orientation is None else orientation)
 
 
 def image_shape(contents: tf.Tensor, orientation: tf.Tensor | None = None) -> tf.Tensor:
@@ -52,7 +53,7 @@ def image_shape(contents: tf.Tensor, orientation: tf.Tensor | None = None) -> tf
         orientation = imageio.exif_orientation(contents)
     return tf.cond(is_jpeg(contents),
                    lambda: imageio.oriented_shape(tf.io.extract_jpeg_shape(contents)[:2], orientation),
-                   lambda: tf.shape(decode_rgb(contents))[:2])
+                   lambda: tf.shape(decode_rgb(contents, orientation))[:2])
 
 
 def to_pixels(image: tf.Tensor) -> tf.Tensor:
@@ -94,14 +95,17 @@ def jpeg_scale_index(window: tf.Tensor, size: int) -> tf.Tensor:
     return tf.add_n([tf.cast(shorter // r >= size, tf.int32) for r in JPEG_SCALES[1:]])
 
 
-def random_resized_crop(contents: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+def random_resized_crop(contents: tf.Tensor, size: int, seed: tf.Tensor,
+                        orientation: tf.Tensor | None = None) -> tf.Tensor:
     """Decode-and-crop encoded bytes to uint8 [size, size, 3].
 
     JPEGs use the fused ``decode_and_crop_jpeg``: only the crop's pixels are decoded, which is most of the
     speed of an ImageNet-style pipeline, and at the smallest DCT scale that keeps the crop at least ``size`` on
     both sides (:func:`jpeg_scale_index`). Other formats are decoded whole, then the same window is cut.
+    ``orientation`` as for :func:`decode_rgb`.
     """
-    orientation = imageio.exif_orientation(contents)
+    if orientation is None:
+        orientation = imageio.exif_orientation(contents)
     window = random_crop_window(image_shape(contents, orientation), seed)
 
     def jpeg():
@@ -115,7 +119,7 @@ def random_resized_crop(contents: tf.Tensor, size: int, seed: tf.Tensor) -> tf.T
                               orientation)
 
     def other():
-        return tf.slice(decode_rgb(contents), [window[0], window[1], 0], [window[2], window[3], 3])
+        return tf.slice(decode_rgb(contents, orientation), [window[0], window[1], 0], [window[2], window[3], 3])
 
     crop = tf.cond(is_jpeg(contents), jpeg, other)
     crop.set_shape([None, None, 3])
@@ -199,8 +203,8 @@ def resize_shorter_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.slice(resized, [top, left, 0], [size, size, 3])
 
 
-def decode_eval(contents: tf.Tensor, size: int) -> tf.Tensor:
-    return resize_shorter_center_crop(decode_rgb(contents), size)
+def decode_eval(contents: tf.Tensor, size: int, orientation: tf.Tensor | None = None) -> tf.Tensor:
+    return resize_shorter_center_crop(decode_rgb(contents, orientation), size)
 
 
 # --- RandAugment ----------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ class Datasets:
 
 @dataclass
 class _Split:
-    """One split before batching: ``keys`` yields (key, label int32); ``read`` turns a key into the stored form."""
+    """One split before batching: ``keys`` yields (key, label int32); ``read`` turns a key into the stored form.
+    Photos (folders, TFDS) are stored as (encoded bytes, EXIF orientation int32), which their maps take."""
 
     keys: tf.data.Dataset
     count: int
@@ -194,7 +195,7 @@ def _train_stream(source: _Source, cfg: DataConfig, first_epoch: int, skip_batch
 
     def permuted(index, keys, labels, epoch):
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), [seed, epoch * 65536 + index])
-        return tf.gather(keys, order), tf.gather(labels, order)
+        return tf.nest.map_structure(lambda k: tf.gather(k, order), keys), tf.gather(labels, order)
 
     def augment_one(position, example, epoch):
         key, label = example
@@ -369,6 +370,7 @@ class _ScannedFile:
     path: str
     needs_pil: bool  # PIL decodes it but TensorFlow cannot (CMYK JPEG, palette/1-bit BMP ...)
     size: int
+    orientation: int = 1  # EXIF 1-8, read here once (not per epoch in tf.data); 1 when PIL makes a PNG of it
 
 
 def _folder_source(cfg: DataConfig) -> _Source:
@@ -411,7 +413,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
         train=_file_split(train_files, train_labels),
         val=_file_split(val_files, val_labels),
         train_map=_natural_train_map(size),
-        eval_map=lambda contents: augment.decode_eval(contents, size),
+        eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=encoded <= CACHE_LIMIT_BYTES,
         skipped_files=skipped,
     )
@@ -520,12 +522,13 @@ def _check_image(path: str) -> _ScannedFile | None:
             if fmt == "JPEG":
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
+            orientation = imageio.file_orientation(path) if fmt == "JPEG" else 1  # once here, not every epoch
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError...)
         return None
     # TensorFlow decodes RGB, grey and CMYK JPEGs, every PNG and GIF, and grey/24/32-bit BMPs; palette and
     # 1-bit BMPs (which it misreads or rejects) and rarer JPEG modes are converted through PIL when read.
     needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L", "CMYK")) or (fmt == "BMP" and mode not in ("RGB", "L"))
-    return _ScannedFile(path, needs_pil, size)
+    return _ScannedFile(path, needs_pil, size, 1 if needs_pil else orientation)  # _pil_png turns its pixels
 
 
 def _pil_png(path: bytes) -> bytes:
@@ -546,8 +549,10 @@ def _read_file(key: tf.Tensor) -> tf.Tensor:
 
 def _file_split(files: list[_ScannedFile], labels: list[int]) -> _Split:
     keys = np.array([[f.path, "1" if f.needs_pil else "0"] for f in files], dtype=object).reshape(-1, 2)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(keys, tf.string), tf.constant(labels, tf.int32)))
-    return _Split(ds, len(files), read=lambda key: tf.ensure_shape(_read_file(key), []))
+    orientations = tf.constant([f.orientation for f in files], tf.int32, shape=[len(files)])
+    ds = tf.data.Dataset.from_tensor_slices(((tf.constant(keys, tf.string), orientations),
+                                             tf.constant(labels, tf.int32)))
+    return _Split(ds, len(files), read=lambda key: (tf.ensure_shape(_read_file(key[0]), []), key[1]))
 
 
 # --- TFDS --------------------------------------------------------------------------------------------------------
@@ -586,7 +591,8 @@ def _tfds_source(cfg: DataConfig) -> _Source:
     def split(split_name: str) -> _Split:
         ds = builder.as_dataset(split=split_name, shuffle_files=False,
                                 decoders={image_key: tfds.decode.SkipDecoding()})
-        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda ex: ((ex[image_key], imageio.exif_orientation(ex[image_key])),
+                                tf.cast(ex[label_key], tf.int32)), num_parallel_calls=AUTOTUNE)
         count = int(ds.cardinality())
         if count < 0:
             count = int(info.splits[split_name].num_examples)
@@ -599,7 +605,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         train=split(train_split),
         val=split(val_split),
         train_map=_natural_train_map(size),
-        eval_map=lambda contents: augment.decode_eval(contents, size),
+        eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=dataset_size <= CACHE_LIMIT_BYTES,
     )
 
@@ -637,7 +643,8 @@ def _tfds_splits(info, val_split: float) -> tuple[str, str]:
 
 def _natural_train_map(size: int):
     """Random-resized-crop (fused with the JPEG decode) then a horizontal flip, for photos."""
-    def train_map(contents, seed):
+    def train_map(stored, seed):
+        contents, orientation = stored
         s_crop, s_flip = augment.split_seed(seed, 2)
-        return augment.random_flip(augment.random_resized_crop(contents, size, s_crop), s_flip)
+        return augment.random_flip(augment.random_resized_crop(contents, size, s_crop, orientation), s_flip)
     return train_map

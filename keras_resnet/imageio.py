@@ -22,11 +22,19 @@ MAX_ENTRIES = 64  # IFD0 entries searched; Orientation (0x0112) sorts among the 
 _ORIENTATION_TAG = 0x0112
 
 
+def file_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation (1-8) of an image file, read once when a folder is scanned; 1 if it has none."""
+    with open(path, "rb") as f:
+        return int(_orientation_of(f.read(HEAD_BYTES)))
+
+
 def exif_orientation(contents: tf.Tensor) -> tf.Tensor:
     """The EXIF orientation (1-8, int32) of encoded JPEG bytes; 1 for other formats or when there is none.
 
-    Parsed in Python on the file's first 16 KiB: a handful of byte reads cost a third of the CPU time the same
-    parse took as some 100 tf graph ops (measured about 130 vs 400-800 us per image on a loaded Zen 4 core).
+    Parsed in Python (``tf.numpy_function``, under the GIL) on the first 16 KiB, for bytes whose orientation was
+    not read beforehand (TFDS records, direct callers). Image folders read it once per file at the scan
+    (:func:`file_orientation`) and pass it along: their training pipeline went from 1720-1880 to 1460-1480 us
+    of CPU per 500x375 JPEG (one tf.data thread, loaded Zen 4), about what it cost before EXIF support.
     """
     orientation = tf.numpy_function(_orientation_of, [tf.strings.substr(contents, 0, HEAD_BYTES)], tf.int32,
                                     stateful=False)
