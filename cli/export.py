@@ -17,7 +17,8 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, che
               callback=lambda ctx, param, value: check_mode(value),
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.")
-@click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Quantization-aware fine-tuning epochs (1 lost 1.4 points of top-1 on the digits, twice).")
 @click.option("--edgetpu", is_flag=True, help="int8 TFLite checked against the Edge TPU requirements.")
 @click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: export even if some ops would run on the CPU.")
 @click.option("--calibration-steps", type=click.IntRange(min=1), default=100, show_default=True,

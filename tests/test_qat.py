@@ -97,7 +97,7 @@ def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(trained_dig
         return wrapped
 
     monkeypatch.setattr(qat, "quantize_tf_keras_model", recording)
-    path = qat.quantization_aware_finetune(source.model_path, data_cfg, 1, tmp_path / "qat",
+    path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, tmp_path / "qat",
                                            calibration_steps=50)
     (wrapped, before), = made
     changed = [w.name for w, old in zip(wrapped.trainable_weights, before) if not np.array_equal(w.numpy(), old)]
