@@ -16,7 +16,7 @@ from kres.options import depth_option, image_size_option
               help="Classifier width; default: the checkpoint's own (a different width keeps a fresh classifier).")
 @image_size_option()
 def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int | None, image_size: int) -> None:
-    from keras_resnet.weights import ConvertConfig, convert_checkpoint
+    from keras_resnet.convert import ConvertConfig, convert_checkpoint
 
     click.echo(f"Reading {checkpoint} ...")
     result = convert_checkpoint(ConvertConfig(checkpoint=checkpoint, depth=depth, output=output,

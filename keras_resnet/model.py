@@ -179,7 +179,8 @@ def resnet(
     if weights is not None:
         from keras_resnet.weights import load_pretrained  # imported late: it pulls in file formats
 
-        load_pretrained(model, weights, depth=int(depth), variant=variant, include_top=include_top)
+        load_pretrained(model, weights, depth=int(depth), variant=variant, include_top=include_top,
+                        builder=resnet)
     return model
 
 

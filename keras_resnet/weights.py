@@ -22,7 +22,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,8 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 _NEEDS_TORCH = ("reading {name} needs PyTorch (pip install torch); without it, save the state dict as .safetensors "
                 "or .npz where torch is installed and pass that file")
 SUPPORTED = ".keras, .weights.h5, .h5 (keras.applications layout), .pth, .safetensors or .npz"
+Builder = Callable[..., object]
+"""``keras_resnet.resnet``: builds the reference model whose layer names a ``.weights.h5`` file's layers take."""
 
 
 @dataclass
@@ -86,18 +88,19 @@ class LoadReport:
 
 
 def load_pretrained(model, weights: str | os.PathLike, *, depth: int, variant: str,
-                    include_top: bool) -> LoadReport:
+                    include_top: bool, builder: Builder | None = None) -> LoadReport:
     """Load ``weights`` ("imagenet" or a path) into ``model`` built by :func:`keras_resnet.resnet`.
 
     The classifier is loaded only when the checkpoint has one of the same shape; otherwise the
-    backbone is loaded and one line says so.
+    backbone is loaded and one line says so. ``builder`` (``keras_resnet.resnet``, passed by the caller so
+    this module never imports the model) names the layers of a ``.weights.h5`` file.
     """
     check_weights(weights, depth=depth, variant=variant)
     if str(weights) == "imagenet":
         path = fetch_imagenet(depth, include_top=include_top and _num_classes(model) == 1000)
     else:
         path = Path(weights)
-    return assign(model, read_checkpoint(path), depth=depth, variant=variant)
+    return assign(model, read_checkpoint(path, builder=builder), depth=depth, variant=variant)
 
 
 def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str) -> None:
@@ -194,8 +197,8 @@ def _format(path: Path) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read any supported weights file into a :class:`Checkpoint`."""
+def read_checkpoint(path: str | os.PathLike, *, builder: Builder | None = None) -> Checkpoint:
+    """Read any supported weights file into a :class:`Checkpoint`; a ``.weights.h5`` file needs ``builder``."""
     path = Path(path)
     fmt = _format(path)
     if not path.is_file() or fmt is None:
@@ -204,14 +207,14 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if fmt == "keras":
             return _read_keras_file(path)
         if fmt == "h5":
-            return _read_h5(path)
+            return _read_h5(path, builder)
         return Checkpoint(torchvision_to_keras(_read_state_dict(path, fmt), str(path)),
                           f"torchvision checkpoint {path}", "torchvision")
     except (OSError, ValueError) as err:
         raise KresError(f"cannot read {path}: {err}; is it a complete {SUPPORTED} file?") from None
 
 
-def _read_h5(path: Path) -> Checkpoint:
+def _read_h5(path: Path, builder: Builder | None) -> Checkpoint:
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -220,7 +223,7 @@ def _read_h5(path: Path) -> Checkpoint:
             return Checkpoint(_legacy_h5_layers(root), f"keras.applications-layout file {path}",
                               "keras.applications")
         if "layers" in f:
-            return Checkpoint(_keras3_h5_layers(f, path), f"Keras weights file {path}", "keras")
+            return Checkpoint(_keras3_h5_layers(f, path, builder=builder), f"Keras weights file {path}", "keras")
     raise KresError(f"{path} is neither a keras.applications-layout .h5 nor a Keras 3 .weights.h5 file")
 
 
@@ -240,11 +243,13 @@ def _legacy_h5_layers(root) -> dict[str, list[np.ndarray]]:
 _CLASS_KEYS = {"conv2d": "Conv2D", "batch_normalization": "BatchNormalization", "dense": "Dense"}
 
 
-def _keras3_h5_layers(f, path: Path, layer_names: dict[str, list[str]] | None = None) -> dict[str, list[np.ndarray]]:
+def _keras3_h5_layers(f, path: Path, layer_names: dict[str, list[str]] | None = None, *,
+                      builder: Builder | None = None) -> dict[str, list[np.ndarray]]:
     """Keras 3 stores a functional model's layers as ``layers/<class>[_n]/vars/<i>``, numbered by class.
 
     ``layer_names`` maps each class to the layer names in model order (from a ``.keras`` config);
-    without it the file must come from a keras_resnet model, whose layer order is fixed by depth and stem.
+    without it the file must come from a keras_resnet model, whose layer order is fixed by depth and stem, and
+    ``builder`` builds that model.
     """
     groups = f["layers"]
     by_class: dict[str, list[tuple[int, list[np.ndarray]]]] = {key: [] for key in _CLASS_KEYS}
@@ -256,7 +261,7 @@ def _keras3_h5_layers(f, path: Path, layer_names: dict[str, list[str]] | None = 
         arrays = [np.asarray(var_group[str(i)]) for i in range(len(var_group))]
         by_class[match[1]].append((int(match[2] or 0), arrays))
     if layer_names is None:
-        layer_names = _reference_names(by_class, path)
+        layer_names = _reference_names(by_class, path, builder)
     layers: dict[str, list[np.ndarray]] = {}
     for key, entries in by_class.items():
         names = layer_names.get(_CLASS_KEYS[key], [])
@@ -268,9 +273,8 @@ def _keras3_h5_layers(f, path: Path, layer_names: dict[str, list[str]] | None = 
     return layers
 
 
-def _reference_names(by_class, path: Path) -> dict[str, list[str]]:
-    """Layer names of the keras_resnet model whose conv count and stem match the file."""
-    from keras_resnet.model import resnet
+def _reference_names(by_class, path: Path, builder: Builder | None) -> dict[str, list[str]]:
+    """Layer names of the keras_resnet model whose conv count and stem match the file, built by ``builder``."""
     from keras_resnet.specs import DEPTHS
 
     convs = by_class["conv2d"]
@@ -281,9 +285,12 @@ def _reference_names(by_class, path: Path) -> dict[str, list[str]]:
     if depth is None:
         raise KresError(f"{path} has {len(convs)} convolutions, which matches no ResNet depth: "
                         f"it is not a keras_resnet .weights.h5 file")
-    model = resnet(depth, include_top=True, num_classes=1, input_shape=(None, None, 3),
-                   variant="v1" if len(first) == 2 else "v1.5",
-                   stem="cifar" if first[0].shape[0] == 3 else "imagenet")
+    if builder is None:
+        raise KresError(f"reading the Keras weights file {path} needs the model builder: "
+                        f"pass builder=keras_resnet.resnet, or load it with keras_resnet.resnet(weights=PATH)")
+    model = builder(depth, include_top=True, num_classes=1, input_shape=(None, None, 3),
+                    variant="v1" if len(first) == 2 else "v1.5",
+                    stem="cifar" if first[0].shape[0] == 3 else "imagenet")
     names: dict[str, list[str]] = {}
     for layer in model.layers:
         if type(layer).__name__ in _CLASS_KEYS.values():
@@ -506,48 +513,3 @@ def _assign_head(model, checkpoint: Checkpoint, names: set[str]) -> tuple[bool, 
 
 def _shapes(shapes: list[tuple]) -> str:
     return ", ".join("x".join(map(str, s)) for s in shapes) or "none"
-
-
-# ---------------------------------------------------------------------------------------------- conversion
-
-
-@dataclass
-class ConvertConfig:
-    """What ``kres convert-weights`` takes."""
-
-    checkpoint: str
-    depth: int
-    output: str  # a .keras path
-    num_classes: int | None = None  # None: the checkpoint's own classifier (none -> a model without a top)
-    image_size: int = 224
-
-
-@dataclass
-class ConvertResult:
-    path: Path
-    depth: int
-    variant: str
-    num_classes: int | None  # None: saved without a top
-    params: int
-    note: str
-
-
-def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
-    """Read a checkpoint once and save it as a ``.keras`` model that ``resnet(weights=PATH)`` loads quickly."""
-    from keras_resnet import fileio
-    from keras_resnet.model import resnet
-
-    output = Path(cfg.output)
-    if output.suffix != ".keras":
-        raise KresError(f"--output must end in .keras, got {output}")
-    depth_spec(cfg.depth)
-    fileio.ensure_writable_dir(output.parent)
-    checkpoint = read_checkpoint(cfg.checkpoint)
-    source_head = checkpoint.layers.get(HEAD)
-    num_classes = cfg.num_classes or (int(source_head[0].shape[-1]) if source_head else None)
-    model = resnet(cfg.depth, num_classes=num_classes or 1, include_top=num_classes is not None,
-                   input_shape=(cfg.image_size, cfg.image_size, 3), variant=checkpoint.variant)
-    report = assign(model, checkpoint, depth=cfg.depth, variant=checkpoint.variant)
-    with fileio.atomic_path(output) as tmp:
-        model.save(tmp)
-    return ConvertResult(output, cfg.depth, checkpoint.variant, num_classes, int(model.count_params()), report.note)
