@@ -179,9 +179,9 @@ class FiniteLoss(keras.callbacks.Callback):
                         "(and another --output)")
 
     def _check_weights(self, step: int) -> None:
-        for weight in self.model.weights:
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
-                self._stop(f"weights became non-finite ({weight.path})", step)
+        bad = non_finite_weight(self.model)
+        if bad is not None:
+            self._stop(f"weights became non-finite ({bad})", step)
 
     def on_train_batch_end(self, batch, logs=None):
         step, saver = self.checkpointer.fit_start + batch + 1, self.checkpointer
@@ -217,12 +217,20 @@ def variables_bytes(variables) -> int:
     return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
 
 
-def require_finite_weights(model: keras.Model, step: int) -> None:
-    """A diverged model is never checkpointed or saved: the last good checkpoint stays the one to resume from."""
+def non_finite_weight(model: keras.Model) -> str | None:
+    """The path of the first weight holding a NaN or an infinity, or None."""
     for weight in model.weights:
         if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
-            raise KresError(f"training diverged: weight {weight.path} is not finite at step {step}; "
-                            "start again with a lower --lr (and another --output)")
+            return weight.path
+    return None
+
+
+def require_finite_weights(model: keras.Model, step: int) -> None:
+    """A diverged model is never checkpointed or saved: the last good checkpoint stays the one to resume from."""
+    bad = non_finite_weight(model)
+    if bad is not None:
+        raise KresError(f"training diverged: weight {bad} is not finite at step {step}; "
+                        "start again with a lower --lr (and another --output)")
 
 
 HISTORY_FIELDS_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy")
