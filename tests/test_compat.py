@@ -3,6 +3,7 @@ Keras and TensorFlow versions, so whoever upgrades knows which entry to revisit.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -101,3 +102,53 @@ def test_the_converter_still_has_the_per_tensor_dense_switch():
     _compat.set_per_channel_dense(converter, False)
     assert converter._experimental_disable_per_channel_quantization_for_dense_layers is True, \
         f"TFLiteConverter._experimental_disable_per_channel_quantization_for_dense_layers {MOVED}"
+
+
+def _bn_net() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Activation("relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="dense")(x))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _trained(fused: bool) -> keras.Model:
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (8, 6, 6, 3)).astype("float32")
+    y = rng.integers(0, 3, 8)
+    model = _bn_net()
+    with _compat.fused_batch_norm() if fused else contextlib.nullcontext():
+        for _ in range(3):
+            model.train_on_batch(x, y)
+    return model
+
+
+def test_fused_batch_norm_trains_as_keras_does():
+    original = keras.layers.BatchNormalization.call
+    keras_model, fused_model = _trained(fused=False), _trained(fused=True)
+    for ours, theirs in zip(fused_model.weights, keras_model.weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5, err_msg=ours.path)
+    assert not np.allclose(fused_model.get_layer("bn").moving_variance.numpy(), 1.0), "the statistics moved"
+    assert keras.layers.BatchNormalization.call is original, "the patch outlived its block"
+
+
+def test_fused_batch_norm_uses_the_fused_kernel_and_the_biased_variance():
+    layer = keras.layers.BatchNormalization(momentum=0.0, epsilon=1e-3)
+    x = np.random.default_rng(1).normal(1.0, 2.0, (2, 3, 3, 4)).astype("float32")
+
+    @tf.function
+    def step(images):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(images, training=True) ** 2)
+        return tape.gradient(loss, layer.trainable_variables)
+
+    with _compat.fused_batch_norm():
+        step(x)
+        graph = step.get_concrete_function(tf.TensorSpec(x.shape)).graph
+    kernels = {op.type for op in graph.get_operations()}
+    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= kernels, f"fused_batch_norm took no fused kernel: {MOVED}"
+    np.testing.assert_allclose(layer.moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4)  # n, not n - 1
