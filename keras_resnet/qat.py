@@ -193,8 +193,13 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     runlock.acquire(output_dir)
     qat_model = _fake_quantized_model(model_path, edgetpu)
     if datasets is None:
+        import keras
+
         from keras_resnet.data import load_datasets
 
+        # As train does: tf.data's seeded shuffles also read TensorFlow's global seed, so without this the
+        # fine-tuning batches (and the int8 model) depended on whatever ran earlier in the process.
+        keras.utils.set_random_seed(data_cfg.seed)
         datasets = load_datasets(data_cfg)
     _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch)
     content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype)
