@@ -107,7 +107,7 @@ def test_global_batch_must_divide_across_replicas():
 def test_digits_recipe_and_explicit_options_override_it():
     cfg, data, recipe = resolve(TrainConfig(depth=18), DataConfig())
     assert recipe.name == "digits"
-    assert (cfg.image_size, cfg.stem, cfg.epochs, cfg.batch_size, cfg.optimizer) == (32, "imagenet", 15, 64, "sgd")
+    assert (cfg.image_size, cfg.stem, cfg.epochs, cfg.batch_size, cfg.optimizer) == (32, "imagenet", 12, 64, "sgd")
     assert (data.image_size, data.batch_size) == (32, 64)
     cfg, data, _ = resolve(TrainConfig(depth=18, epochs=3, stem="cifar", batch_size=16, image_size=48,
                                        optimizer="adamw"), DataConfig())
