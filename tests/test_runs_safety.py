@@ -331,27 +331,29 @@ RESUME = ["train", "--depth", "18", "--dataset", "synthetic", "--epochs", "2", "
           "--checkpoint-steps", "2"]
 
 
-def _killed_and_resumed(run: Path, *, after_steps: int | None = None, in_checkpoint: int | None = None) -> str:
-    """Run, SIGKILL it once state.json passes ``after_steps`` (or inside the checkpoint write of step
-    ``in_checkpoint``), rerun the same command to the end; returns the rerun's stderr."""
-    cmd = [*KRES, *RESUME, "--output", str(run)]
+def _state_steps(run: Path) -> int:
+    try:
+        return json.loads((run / "checkpoint" / "state.json").read_text())["steps"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def _killed(cmd: list[str], run: Path, *, after_steps: int | None = None, in_checkpoint: int | None = None) -> str:
+    """Run ``cmd`` and SIGKILL it once state.json passes ``after_steps`` (or inside the checkpoint write of step
+    ``in_checkpoint``); returns what it printed."""
     env = _env(**({"KRES_TEST_KILL_IN_CHECKPOINT": str(in_checkpoint)} if in_checkpoint else {}))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if after_steps is not None:
-        def passed() -> bool:
-            try:
-                return json.loads((run / "checkpoint" / "state.json").read_text())["steps"] >= after_steps
-            except (FileNotFoundError, ValueError, KeyError):
-                return False
-
-        _wait_for(passed, proc)
+        _wait_for(lambda: _state_steps(run) >= after_steps, proc)
         proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stdout.read()[-3000:]
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == -signal.SIGKILL, output[-3000:]
     assert not (run / "last.keras").exists()
-    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    return again.stderr
+    return output
+
+
+def _resumed_at(output: str) -> int:
+    return int(output.split("resuming at step ")[1].split(",")[0])
 
 
 def _val_history(run: Path) -> list[tuple]:
@@ -361,29 +363,37 @@ def _val_history(run: Path) -> list[tuple]:
     return [(r["epoch"], r["learning_rate"], r["val_loss"], r["val_accuracy"]) for r in rows]
 
 
-def test_runs_killed_at_three_points_of_epoch_1_resume_to_the_uninterrupted_weights_and_history(tmp_path):
-    """Without op determinism: on CPU, the same batches in the same order give the same weights."""
+def test_a_run_killed_at_three_points_resumes_each_time_to_the_uninterrupted_weights_and_history(tmp_path):
+    """One run, killed three times and rerun after each: inside the checkpoint write of step 4, after step 6
+    (epoch 1), after step 10 (epoch 2). Each rerun resumes at the last complete checkpoint, and the end equals
+    an uninterrupted run. Without op determinism: on CPU, the same batches in the same order give the same
+    weights."""
     import keras
 
     reference = tmp_path / "uninterrupted"
     done = subprocess.run([*KRES, *RESUME, "--output", str(reference)], env=_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "killed"
+    cmd = [*KRES, *RESUME, "--output", str(run)]
+    _killed(cmd, run, in_checkpoint=4)
+    assert _state_steps(run) == 2  # the half-written step-4 checkpoint never counted
+    last = 2
+    for name, after_steps in (("epoch 1", 6), ("epoch 2", 10)):
+        output = _killed(cmd, run, after_steps=max(after_steps, last + 1))  # once this process has saved one
+        assert _resumed_at(output) == last, (name, output[-3000:])
+        last = _state_steps(run)
+        assert after_steps <= last < 16, (name, last)  # 8 steps an epoch, 16 in all
+    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _resumed_at(again.stderr) == last
+    assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # the killed write's temp file is gone
+    weights = keras.saving.load_model(run / "last.keras").get_weights()
     expected = keras.saving.load_model(reference / "last.keras").get_weights()
-    for name, kill in (("early", {"after_steps": 2}), ("in_checkpoint", {"in_checkpoint": 4}),
-                       ("late", {"after_steps": 6})):
-        run = tmp_path / name
-        stderr = _killed_and_resumed(run, **kill)
-        resumed_at = int(stderr.split("resuming at step ")[1].split(",")[0])
-        assert 2 <= resumed_at < 8, stderr  # inside epoch 1 (steps 1-8)
-        if name == "in_checkpoint":
-            assert resumed_at == 2  # the half-written step-4 checkpoint never counted
-        assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # the killed write's temp file is gone
-        weights = keras.saving.load_model(run / "last.keras").get_weights()
-        worst = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, expected))
-        assert worst <= 1e-4, (name, worst)
-        print(f"{name}: resumed at step {resumed_at}, largest weight difference {worst:.3g}")
-        np.testing.assert_allclose(_val_history(run), _val_history(reference), rtol=0, atol=1e-6, err_msg=name)
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, expected))
+    assert worst <= 1e-4, worst
+    print(f"resumed at steps 2, then {last}; largest weight difference {worst:.3g}")
+    np.testing.assert_allclose(_val_history(run), _val_history(reference), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mixup", [0.0, 0.2])
