@@ -18,10 +18,11 @@ def results(tmp_path, monkeypatch):
 def test_time_to_accuracy_smoke(tmp_path, results, capsys):
     run_dir = tmp_path / "run"
     code = main(["bench", "time-to-accuracy", "--target", "0.0", "--output", str(run_dir), "--name", "smoke",
-                 "--", "--epochs", "1", "--batch-size", "64"])
+                 "--", "--epochs", "1", "--dataset", "synthetic", "--batch-size", "32"])  # 8 steps
     assert code == 0, capsys.readouterr().err
     data = json.loads((results / "smoke.json").read_text())
-    assert data["command"] == f"kres train --depth 18 --output {run_dir} --epochs 1 --batch-size 64"
+    assert data["command"] == (
+        f"kres train --depth 18 --output {run_dir} --epochs 1 --dataset synthetic --batch-size 32")
     result = data["result"]
     assert result["reached"] is True and result["epoch"] == 1 and result["target"] == 0.0
     assert result["val_accuracy"] == data["history"][0]["val_accuracy"]
