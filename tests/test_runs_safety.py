@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_resnet import runlock
+from keras_resnet import runlock, runs
 from keras_resnet.errors import KresError
 
 KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
@@ -332,10 +332,7 @@ RESUME = ["train", "--depth", "18", "--dataset", "synthetic", "--epochs", "2", "
 
 
 def _state_steps(run: Path) -> int:
-    try:
-        return json.loads((run / "checkpoint" / "state.json").read_text())["steps"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
+    return (runs.read_checkpoint_state(run) or {}).get("steps", 0)  # state.json is written atomically
 
 
 def _killed(cmd: list[str], run: Path, *, after_steps: int | None = None, in_checkpoint: int | None = None) -> str:
