@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -360,37 +361,78 @@ def _val_history(run: Path) -> list[tuple]:
     return [(r["epoch"], r["learning_rate"], r["val_loss"], r["val_accuracy"]) for r in rows]
 
 
-def test_a_run_killed_at_three_points_resumes_each_time_to_the_uninterrupted_weights_and_history(tmp_path):
+@pytest.fixture(scope="module")
+def killed_three_times(tmp_path_factory):
     """One run, killed three times and rerun after each: inside the checkpoint write of step 4, after step 6
-    (epoch 1), after step 10 (epoch 2). Each rerun resumes at the last complete checkpoint, and the end equals
-    an uninterrupted run. Without op determinism: on CPU, the same batches in the same order give the same
-    weights."""
-    import keras
-
-    reference = tmp_path / "uninterrupted"
+    (epoch 1), after step 10 (epoch 2); then rerun to the end. Beside it, the same command uninterrupted. Shared
+    by the two tests below (one set of `kres train` processes for both)."""
+    base = tmp_path_factory.mktemp("resume")
+    reference = base / "uninterrupted"
     done = subprocess.run([*KRES, *RESUME, "--output", str(reference)], env=_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "killed"
+    run = base / "killed"
     cmd = [*KRES, *RESUME, "--output", str(run)]
     _killed(cmd, run, in_checkpoint=4)
-    assert _state_steps(run) == 2  # the half-written step-4 checkpoint never counted
-    last = 2
+    kills = [("in checkpoint 4", None, _state_steps(run))]  # (where, the step it resumed at, steps saved)
     for name, after_steps in (("epoch 1", 6), ("epoch 2", 10)):
-        output = _killed(cmd, run, after_steps=max(after_steps, last + 1))  # once this process has saved one
-        assert _resumed_at(output) == last, (name, output[-3000:])
-        last = _state_steps(run)
-        assert after_steps <= last < 16, (name, last)  # 8 steps an epoch, 16 in all
-    again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert _resumed_at(again.stderr) == last
+        output = _killed(cmd, run, after_steps=max(after_steps, kills[-1][2] + 1))  # once this one has saved one
+        kills.append((name, _resumed_at(output), _state_steps(run)))
+    final = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    return SimpleNamespace(cmd=cmd, run=run, reference=reference, kills=kills, final=final.stderr)
+
+
+def test_a_run_killed_at_three_points_resumes_each_time_to_the_uninterrupted_weights_and_history(killed_three_times):
+    """Each rerun resumes at the last complete checkpoint, and the end equals an uninterrupted run. Without op
+    determinism: on CPU, the same batches in the same order give the same weights."""
+    import keras
+
+    chain = killed_three_times
+    (_, _, saved), *reruns = chain.kills
+    assert saved == 2  # the half-written step-4 checkpoint never counted
+    for (name, resumed_at, now_saved), after_steps in zip(reruns, (6, 10)):
+        assert resumed_at == saved, (name, resumed_at, saved)
+        assert after_steps <= now_saved < 16, (name, now_saved)  # 8 steps an epoch, 16 in all
+        saved = now_saved
+    assert _resumed_at(chain.final) == saved
+    run = chain.run
     assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # the killed write's temp file is gone
     weights = keras.saving.load_model(run / "last.keras").get_weights()
-    expected = keras.saving.load_model(reference / "last.keras").get_weights()
+    expected = keras.saving.load_model(chain.reference / "last.keras").get_weights()
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, expected))
     assert worst <= 1e-4, worst
-    print(f"resumed at steps 2, then {last}; largest weight difference {worst:.3g}")
-    np.testing.assert_allclose(_val_history(run), _val_history(reference), rtol=0, atol=1e-6)
+    print(f"resumed at steps 2, then {saved}; largest weight difference {worst:.3g}")
+    np.testing.assert_allclose(_val_history(run), _val_history(chain.reference), rtol=0, atol=1e-6)
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_step_count(killed_three_times):
+    """The killed run, rerun to the end, ends as an uninterrupted one does; the same command again trains nothing."""
+    from keras_resnet.callbacks import read_history
+    from keras_resnet.optim import warmup_cosine
+
+    run = killed_three_times.run
+    name, _, killed_at = killed_three_times.kills[-1]
+    assert name == "epoch 2" and 8 < killed_at < 16  # killed mid-epoch 2 (8 steps an epoch)
+    assert f"resuming at step {killed_at}," in killed_three_times.final
+    # What an uninterrupted run ends with: 2 epochs of 8 steps, and as many optimizer updates.
+    assert runs.read_checkpoint_state(run) == {"steps": 16, "iterations": 16, "weights": None, "complete": True}
+    assert list((run / "checkpoint").iterdir()) == [run / "checkpoint" / "state.json"]
+    rows = read_history(run / "history.csv")
+    assert [row["epoch"] for row in rows] == [1, 2]
+    config = json.loads((run / "config.json").read_text())["resolved"]
+    assert config["total_steps"] == 16
+    # The resumed runs kept the first start's schedule: the last epoch ends on the rate of step 15 of 16.
+    expected = float(warmup_cosine(config["peak_lr"], config["warmup_steps"], 16)(15))
+    assert rows[-1]["learning_rate"] == pytest.approx(expected, rel=1e-6) and expected > 0
+    for name in ("best.keras", "last.keras", "meta.json", "labels.txt", "curves.png", "history.csv"):
+        assert (run / name).is_file(), name
+    assert os.readlink(run.parent / "latest") == "killed"
+
+    # The same command on a finished run trains nothing.
+    done = subprocess.run(killed_three_times.cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "nothing to train" in done.stderr, done.stderr[-3000:]
+    assert runs.read_checkpoint_state(run)["steps"] == 16
 
 
 @pytest.mark.parametrize("mixup", [0.0, 0.2])
