@@ -51,25 +51,46 @@ def test_tf_keras_rebuild_of_the_fused_input_end(model):
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
-def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
-    import tensorflow as tf
+@pytest.fixture(scope="module")
+def qat_on_digits(trained_digits_run, tmp_path_factory):
+    """Two QAT epochs on the trained digits run, once for the tests below (the slowest step of this file: the
+    fine-tuning under fake quantization and the int8 conversion). Records the fake-quantized model and its
+    trainable weights as they were before the fine-tuning."""
+    from keras_resnet import export as ex
+    from keras_resnet.meta import find_meta
 
+    source = ex.resolve_source(trained_digits_run)
+    meta = find_meta(source.model_path)
+    data_cfg = ex.data_config_for(source, meta)
+    made = []
+    wrap = qat.quantize_tf_keras_model
+
+    def recording(model):
+        wrapped = wrap(model)
+        made.append((wrapped, [np.array(w.numpy()) for w in wrapped.trainable_weights]))
+        return wrapped
+
+    out = tmp_path_factory.mktemp("qat")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(qat, "quantize_tf_keras_model", recording)
+        keras.utils.set_random_seed(12345)  # what ran earlier in the process must not change the fine-tuning batches
+        path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, out, calibration_steps=50)
+    (wrapped, before), = made
+    return SimpleNamespace(path=path, out=out, source=source, meta=meta, data_cfg=data_cfg, wrapped=wrapped,
+                           before=before)
+
+
+def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
     from keras_resnet.edgetpu import check_requirements
     from keras_resnet.meta import ModelMeta
     from keras_resnet.quantize import inspect_tflite, require_builtin_only
 
-    model.save(tmp_path / "best.keras")
-    ModelMeta.from_model(model, ["a", "b", "c"]).save(tmp_path)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)  # what the pipelines yield
-    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
-    data_sets = SimpleNamespace(train=data, val=data)
-    path = qat.quantization_aware_finetune(tmp_path / "best.keras", None, 1, tmp_path / "out", steps_per_epoch=1,
-                                           calibration_steps=2, datasets=data_sets)
-    assert path == tmp_path / "out" / "model_qat_int8.tflite" and path.is_file()
-    assert (tmp_path / "out" / "labels.txt").read_text() == "a\nb\nc\n"
-    assert ModelMeta.load(tmp_path / "out").labels == ["a", "b", "c"]
+    path, out = qat_on_digits.path, qat_on_digits.out
+    labels = [str(digit) for digit in range(10)]
+    assert qat_on_digits.meta.labels == labels
+    assert path == out / "model_qat_int8.tflite" and path.is_file()
+    assert (out / "labels.txt").read_text() == "".join(f"{label}\n" for label in labels)
+    assert ModelMeta.load(out).labels == labels
     info = inspect_tflite(path.read_bytes())
     require_builtin_only(info)
     assert info.inputs[0].dtype == "uint8" and info.inputs[0].shape == [1, SIZE, SIZE, 3]
@@ -77,33 +98,18 @@ def test_qat_trains_a_step_and_converts_to_int8(model, tmp_path):
     assert info.ops["DEPTHWISE_CONV_2D"] == 1 and "MUL" not in info.ops  # the normalisation, as in post-training
     assert check_requirements(info).passed
     with pytest.raises(KresError, match="QAT epochs must be 1 or more"):
-        qat.quantization_aware_finetune(tmp_path / "best.keras", None, 0, tmp_path / "out", datasets=data_sets)
+        qat.quantization_aware_finetune(qat_on_digits.source.model_path, qat_on_digits.data_cfg, 0, out / "again")
 
 
-def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(trained_digits_run, tmp_path, monkeypatch):
+def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(qat_on_digits):
     from keras_resnet import export as ex
-    from keras_resnet.meta import find_meta
     from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
 
-    source = ex.resolve_source(trained_digits_run)
-    meta = find_meta(source.model_path)
-    data_cfg = ex.data_config_for(source, meta)
-    images, labels = ex.heldout_data(data_cfg, 1000)
-    made = []
-    wrap = qat.quantize_tf_keras_model
-
-    def recording(model):  # the fake-quantized model, with its trainable weights as they were before fit
-        wrapped = wrap(model)
-        made.append((wrapped, [np.array(w.numpy()) for w in wrapped.trainable_weights]))
-        return wrapped
-
-    monkeypatch.setattr(qat, "quantize_tf_keras_model", recording)
-    keras.utils.set_random_seed(12345)  # what ran earlier in the process must not change the fine-tuning batches
-    path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, tmp_path / "qat",
-                                           calibration_steps=50)
-    (wrapped, before), = made
+    wrapped, before = qat_on_digits.wrapped, qat_on_digits.before
     changed = [w.name for w, old in zip(wrapped.trainable_weights, before) if not np.array_equal(w.numpy(), old)]
     assert len(changed) >= 1
+    source, meta, path = qat_on_digits.source, qat_on_digits.meta, qat_on_digits.path
+    images, labels = ex.heldout_data(qat_on_digits.data_cfg, 1000)
     reference = KerasPredictor(source.model_path, ex.load_float32_model(source.model_path), meta).predict(images)
     got = TFLitePredictor(path, tflite_interpreter(path.read_bytes()), meta).predict(images)
     agreement = ex.compare(reference, got, labels)
