@@ -1,4 +1,4 @@
-"""Quantization-aware training: the tf_keras rebuild, the Keras 3 guard, one QAT step and the int8 conversion."""
+"""Quantization-aware training: the tf_keras rebuild, the Keras 3 guard, and QAT of the trained digits to int8."""
 
 from types import SimpleNamespace
 
