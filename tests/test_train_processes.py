@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from keras_resnet import runs
+
 KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
 TINY = ["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--image-size", "32"]
 STEPS_PER_EPOCH = 256 // 32
@@ -26,13 +28,6 @@ def _env(**extra) -> dict:
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
-
-
-def _state(run: Path) -> dict:
-    try:
-        return json.loads((run / "checkpoint" / "state.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def _history_epochs(run: Path) -> list[int]:
@@ -69,7 +64,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     assert "2 replica(s) (mirrored, cpu)" in second
     config = json.loads((run / "config.json").read_text())["resolved"]
     assert (config["strategy"], config["replicas"], config["steps_per_epoch"]) == ("mirrored", 2, STEPS_PER_EPOCH)
-    assert _state(run)["iterations"] == STEPS_PER_EPOCH
+    assert runs.read_checkpoint_state(run)["iterations"] == STEPS_PER_EPOCH
 
 
 def _free_ports(count: int) -> list[int]:
@@ -101,7 +96,7 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
     assert "2 replica(s) (multi_worker, cpu)" in outputs[0]
     config = json.loads((run / "config.json").read_text())["resolved"]
     assert (config["strategy"], config["replicas"]) == ("multi_worker", 2)
-    assert _state(run)["iterations"] == STEPS_PER_EPOCH
+    assert runs.read_checkpoint_state(run)["iterations"] == STEPS_PER_EPOCH
     assert _history_epochs(run) == [1]
     assert (run / "last.keras").is_file()
 
@@ -114,5 +109,5 @@ def test_same_training_code_under_another_keras_backend(tmp_path, backend):
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((run / "config.json").read_text())["resolved"]
     assert (config["keras_backend"], config["strategy"], config["xla"]) == (backend, "none", True)
-    assert _state(run)["iterations"] == STEPS_PER_EPOCH
+    assert runs.read_checkpoint_state(run)["iterations"] == STEPS_PER_EPOCH
     assert _history_epochs(run) == [1]
