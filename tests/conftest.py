@@ -39,9 +39,10 @@ def trained_digits_run(tmp_path_factory):
 
 # The slowest files first, as `pytest --durations` measured them on 2 cores (seconds a file, December 2026):
 # runs_safety 210, export 117, qat 117, train_processes 115, model 92, train 55, bench_tflite 48, quantize 48.
-# With `--dist loadfile --no-loadscope-reorder` xdist hands the files out in collection order, each to the first
-# free worker, so the long files start early and the two workers finish within a short file of each other; by
-# default it would order them by their number of tests, which left one worker 40 s of long tests alone at the end.
+# With `--dist loadfile --no-loadscope-reorder` xdist hands the files out in collection order, the next one to a
+# worker with two tests or fewer left, so the long files start early and the two workers finish within a short
+# file of each other; by default it orders them by their number of tests, which left one worker 40 s of long tests
+# alone at the end.
 SLOWEST_FILES = ["test_runs_safety.py", "test_export.py", "test_qat.py", "test_train_processes.py", "test_model.py",
                  "test_train.py", "test_bench_tflite.py", "test_quantize.py"]
 

@@ -2,7 +2,6 @@
 
 from types import SimpleNamespace
 
-import keras
 import numpy as np
 import pytest
 
@@ -73,7 +72,6 @@ def qat_on_digits(trained_digits_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("qat")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(qat, "quantize_tf_keras_model", recording)
-        keras.utils.set_random_seed(12345)  # what ran earlier in the process must not change the fine-tuning batches
         path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, out, calibration_steps=50)
     (wrapped, before), = made
     return SimpleNamespace(path=path, out=out, source=source, meta=meta, data_cfg=data_cfg, wrapped=wrapped,
@@ -116,3 +114,13 @@ def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(qat_on_digi
     assert agreement["images"] == len(labels) >= 300
     assert agreement["top1_agreement"] >= 0.97, agreement
     assert abs(agreement["top1"] - agreement["reference_top1"]) <= 0.01, agreement
+
+
+def test_calibration_without_a_data_config_takes_the_first_validation_images():
+    import tensorflow as tf
+
+    images = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3)
+    val = tf.data.Dataset.from_tensor_slices((images, np.zeros(5))).batch(2)
+    got = list(qat._representative(None, SimpleNamespace(val=val), 3)())
+    assert [g.shape for g in got] == [(1, 2, 2, 3)] * 3 and {g.dtype for g in got} == {np.dtype(np.float32)}
+    np.testing.assert_array_equal(np.concatenate(got), images[:3].astype(np.float32))

@@ -385,10 +385,10 @@ def killed_three_times(tmp_path_factory):
     run = base / "killed"
     cmd = [*KRES, *RESUME, "--output", str(run)]
     _killed(cmd, run, in_checkpoint=4)
-    kills = [("in checkpoint 4", None, _state_steps(run))]  # (where, the step it resumed at, steps saved)
+    kills = [("in checkpoint 4", None, runs.read_checkpoint_state(run))]  # (where, the step it resumed at, state)
     for name, after_steps in (("epoch 1", 6), ("epoch 2", 10)):
-        output = _killed(cmd, run, after_steps=max(after_steps, kills[-1][2] + 1))  # once this one has saved one
-        kills.append((name, _resumed_at(output), _state_steps(run)))
+        output = _killed(cmd, run, after_steps=max(after_steps, kills[-1][2]["steps"] + 1))  # once it saved one
+        kills.append((name, _resumed_at(output), runs.read_checkpoint_state(run)))
     final = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
     return SimpleNamespace(cmd=cmd, run=run, reference=reference, kills=kills, final=final.stderr)
@@ -400,12 +400,15 @@ def test_a_run_killed_at_three_points_resumes_each_time_to_the_uninterrupted_wei
     import keras
 
     chain = killed_three_times
-    (_, _, saved), *reruns = chain.kills
+    for name, _, state in chain.kills:  # one optimizer update a step, across every resume
+        assert state["iterations"] == state["steps"], (name, state)
+    (_, _, first), *reruns = chain.kills
+    saved = first["steps"]
     assert saved == 2  # the half-written step-4 checkpoint never counted
-    for (name, resumed_at, now_saved), after_steps in zip(reruns, (6, 10)):
+    for (name, resumed_at, state), after_steps in zip(reruns, (6, 10)):
         assert resumed_at == saved, (name, resumed_at, saved)
-        assert after_steps <= now_saved < 16, (name, now_saved)  # 8 steps an epoch, 16 in all
-        saved = now_saved
+        assert after_steps <= state["steps"] < 16, (name, state)  # 8 steps an epoch, 16 in all
+        saved = state["steps"]
     assert _resumed_at(chain.final) == saved
     run = chain.run
     assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # the killed write's temp file is gone
@@ -423,8 +426,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_step_count(killed_thre
     from keras_resnet.optim import warmup_cosine
 
     run = killed_three_times.run
-    name, _, killed_at = killed_three_times.kills[-1]
-    assert name == "epoch 2" and 8 < killed_at < 16  # killed mid-epoch 2 (8 steps an epoch)
+    killed_at = killed_three_times.kills[-1][2]["steps"]
+    assert killed_at % 8  # killed mid-epoch (8 steps an epoch): the rerun resumes inside an epoch
     assert f"resuming at step {killed_at}," in killed_three_times.final
     # What an uninterrupted run ends with: 2 epochs of 8 steps, and as many optimizer updates.
     assert runs.read_checkpoint_state(run) == {"steps": 16, "iterations": 16, "weights": None, "complete": True}
