@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from keras_resnet import runs
+from keras_resnet.callbacks import read_history
 
 KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
 TINY = ["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--image-size", "32"]
@@ -31,8 +32,7 @@ def _env(**extra) -> dict:
 
 
 def _history_epochs(run: Path) -> list[int]:
-    lines = (run / "history.csv").read_text().splitlines()
-    return [int(line.split(",")[0]) for line in lines[1:]]
+    return [row["epoch"] for row in read_history(run / "history.csv")]
 
 
 # Each JSON argument is one `kres` command line, run in turn in the same process (one TensorFlow start-up for
