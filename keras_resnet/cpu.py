@@ -97,6 +97,14 @@ def enable_onednn(environ=os.environ, modules=sys.modules, machine: str | None =
     return False
 
 
+# Caps that make kernels use less of the ISA than the CPU has (how an AVX2-only CPU is approximated on a newer one).
+KERNEL_CAP_ENVS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def describe() -> dict:
-    """CPU model, vector ISA and whether oneDNN is on: what every CPU figure is quoted beside."""
-    return {"cpu": cpu_model(), "isa": vector_isa(), "onednn": onednn_enabled()}
+    """CPU model, vector ISA, whether oneDNN is on, and any kernel ISA cap: what every CPU figure is quoted beside."""
+    info = {"cpu": cpu_model(), "isa": vector_isa(), "onednn": onednn_enabled()}
+    caps = {name: os.environ[name] for name in KERNEL_CAP_ENVS if os.environ.get(name)}
+    if caps:
+        info["kernel_isa_caps"] = caps
+    return info

@@ -19,6 +19,21 @@ def test_vector_isa_names_the_extensions_that_decide_kernel_speed():
     assert cpu.vector_isa(SAPPHIRE_RAPIDS) == ["AVX2", "FMA", "AVX-512", "VNNI", "BF16", "AMX"]
 
 
+def test_a_kernel_isa_cap_is_named_beside_every_figure(monkeypatch):
+    from keras_resnet.bench.common import machine_line
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert "kernel_isa_caps" not in cpu.describe()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert cpu.describe()["kernel_isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    info = {"cpu": "AMD EPYC", "isa": ["AVX2", "FMA", "AVX-512"], "onednn": True, "cores": 2, "accelerator": "none",
+            "kernel_isa_caps": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+    assert machine_line(info) == ("AMD EPYC (AVX2, FMA, AVX-512; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), "
+                                  "2 cores, no GPU")
+
+
 def test_tensorflow_leaves_onednn_off_only_on_cpus_without_vnni_bf16_or_amx():
     assert not cpu.onednn_default_on(ZEN3)
     assert cpu.onednn_default_on(ICELAKE)

@@ -34,9 +34,15 @@ def machine() -> dict:
 
 
 def machine_line(info: dict) -> str:
-    """``AMD EPYC (AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables and titles."""
+    """``AMD EPYC (AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables and titles.
+
+    Kernel ISA caps, when set, follow oneDNN: ``...; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), ...``.
+    """
     isa = ", ".join(info.get("isa") or []) or "no vector ISA read"
     onednn = "on" if info.get("onednn") else "off"
+    caps = info.get("kernel_isa_caps") or {}
+    if caps:  # a capped run stands for an older CPU, and must never read as this one's full speed
+        onednn += "; kernels capped: " + ", ".join(f"{name}={value}" for name, value in caps.items())
     gpu = "no GPU" if info.get("accelerator") in (None, "none") else info["accelerator"]
     return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}"
 
