@@ -20,8 +20,8 @@ def is_float32(model) -> bool:
 
 
 def float32_clone(model, *, trainable: bool | None = None):
-    """The same graph with every layer computing in float32 and new (unset) weights; ``trainable`` sets every
-    layer's flag (None keeps each layer's own). Operations that are not layers (the v1 channel flip) hold no
+    """The same graph, uncompiled, with every layer computing in float32 and new (unset) weights; ``trainable``
+    sets every layer's flag (None keeps each layer's own). Operations that are not layers (the v1 channel flip) hold no
     weights and no dtype, so the clone shares them."""
     import keras
 
@@ -39,6 +39,9 @@ def float32_clone(model, *, trainable: bool | None = None):
         clone = keras.models.clone_model(model, clone_function=float32_layer)
     finally:
         keras.config.set_dtype_policy(previous)
+    if clone.compiled:  # Keras 3 compiles the clone of a compiled model, and a saved file would carry a fresh
+        # optimizer's zero-filled slots: as many bytes again as the weights. The same layers, uncompiled:
+        clone = keras.Model(clone.inputs, clone.outputs, name=clone.name)
     if not is_float32(clone):
         raise KresError(f"could not rebuild {model.name} under float32: save it with a float32 policy")
     return clone

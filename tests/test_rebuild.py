@@ -24,3 +24,17 @@ def test_a_mixed_precision_model_rebuilds_under_float32_with_the_same_outputs():
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     assert np.allclose(rebuilt.predict_on_batch(images), mixed.predict_on_batch(images), atol=2e-2)
     assert as_float32(rebuilt) is rebuilt
+
+
+def test_the_float32_clone_of_a_compiled_model_saves_no_optimizer(tmp_path):
+    model = resnet(18, num_classes=3, input_shape=(32, 32, 3))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy")
+    model.train_on_batch(np.zeros((2, 32, 32, 3), np.float32), np.zeros((2,), np.int32))
+    clone = float32_clone(model, trainable=True)
+    assert not clone.compiled and getattr(clone, "optimizer", None) is None and clone.name == model.name
+    clone.set_weights(model.get_weights())
+    clone.save(tmp_path / "m.keras")
+    weight_bytes = sum(w.numpy().nbytes for w in clone.weights)
+    size = (tmp_path / "m.keras").stat().st_size
+    assert weight_bytes < size < 1.05 * weight_bytes  # with the optimizer's momentum it was twice the weights
+    assert getattr(keras.saving.load_model(tmp_path / "m.keras"), "optimizer", None) is None
