@@ -31,6 +31,7 @@ def test_time_to_accuracy_smoke(tmp_path, results, capsys):
     assert 0 < result["train_s_to_target"] < result["wall_s_to_target"] <= data["process_s"]
     assert (run_dir / "history.csv").is_file() and (run_dir / "config.json").is_file()  # the run was kept
     assert "| keras_resnet ResNet-18 | 0.00 | True | 1 |" in (results / "smoke.md").read_text()
+    assert "whole_run_s" not in result  # stopped at the target: the whole run was not timed
 
 
 def test_first_reaching():
@@ -49,3 +50,20 @@ def test_time_to_accuracy_refuses_a_used_run_dir(tmp_path, results, capsys):
     assert "would resume it" in capsys.readouterr().err
     assert main(["bench", "time-to-accuracy", "--target", "97"]) == 2
     assert not results.exists()
+
+
+def test_a_full_run_reports_the_whole_run_and_its_best_accuracy(results, monkeypatch):
+    from keras_resnet.bench import time_to_accuracy as tta
+
+    rows = [{"epoch": 1, "val_accuracy": 0.5, "epoch_time_s": 8.0}, {"epoch": 2, "val_accuracy": 0.975,
+            "epoch_time_s": 4.0}, {"epoch": 3, "val_accuracy": 0.99, "epoch_time_s": 4.0},
+            {"epoch": 4, "val_accuracy": 0.985, "epoch_time_s": 4.0}]
+    monkeypatch.setattr(tta, "time_training", lambda cfg, run_dir, log: {
+        "reached_s": 21.5, "process_s": 40.25, "rows": rows, "command": ["train", "--depth", "18"]})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    result = tta.run(tta.Config(stop_at_target=False, results_name="full"))["result"]
+    assert (result["epoch"], result["train_s_to_target"], result["startup_and_overhead_s"]) == (2, 12.0, 9.5)
+    assert (result["whole_run_s"], result["best_val_accuracy"]) == (40.25, 0.99)
+    table = (results / "full.md").read_text()
+    assert "kernels capped: ONEDNN_MAX_CPU_ISA=AVX2" in table.splitlines()[0]
+    assert "| 2 | 97.50% | 21.50 | 12.00 | 9.50 | 40.25 | 99.00% |" in table
