@@ -40,8 +40,9 @@ def float32_clone(model, *, trainable: bool | None = None):
     finally:
         keras.config.set_dtype_policy(previous)
     if clone.compiled:  # Keras 3 compiles the clone of a compiled model, and a saved file would carry a fresh
-        # optimizer's zero-filled slots: as many bytes again as the weights. The same layers, uncompiled:
-        clone = keras.Model(clone.inputs, clone.outputs, name=clone.name)
+        # optimizer's zero-filled slots: as many bytes again as the weights. The same layers, uncompiled, with the
+        # same input and output structure (``.input``/``.output``: a single tensor stays one, not a list of one):
+        clone = keras.Model(clone.input, clone.output, name=clone.name)
     if not is_float32(clone):
         raise KresError(f"could not rebuild {model.name} under float32: save it with a float32 policy")
     return clone

@@ -30,7 +30,7 @@ def test_time_to_accuracy_smoke(tmp_path, results, capsys):
     assert result["startup_and_overhead_s"] == result["wall_s_to_target"] - result["train_s_to_target"]
     assert 0 < result["train_s_to_target"] < result["wall_s_to_target"] <= data["process_s"]
     assert (run_dir / "history.csv").is_file() and (run_dir / "config.json").is_file()  # the run was kept
-    assert "| keras_resnet ResNet-18 | 0.00 | True | 1 |" in (results / "smoke.md").read_text()
+    assert "| keras_resnet ResNet-18 | 0.00% | True | 1 |" in (results / "smoke.md").read_text()
     assert "whole_run_s" not in result  # stopped at the target: the whole run was not timed
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -37,4 +39,12 @@ def test_the_float32_clone_of_a_compiled_model_saves_no_optimizer(tmp_path):
     weight_bytes = sum(w.numpy().nbytes for w in clone.weights)
     size = (tmp_path / "m.keras").stat().st_size
     assert weight_bytes < size < 1.05 * weight_bytes  # with the optimizer's momentum it was twice the weights
-    assert getattr(keras.saving.load_model(tmp_path / "m.keras"), "optimizer", None) is None
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert getattr(loaded, "optimizer", None) is None
+    # The same structure as the model: one named input and one output, not lists of one (which would make every
+    # direct call of the loaded file warn that its inputs do not match).
+    config, original = clone.get_config(), model.get_config()
+    assert (config["input_layers"], config["output_layers"]) == (original["input_layers"], original["output_layers"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tuple(loaded(np.zeros((2, 32, 32, 3), np.float32)).shape) == (2, 3)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from keras_resnet import _compat
-from keras_resnet.bench.common import machine, markdown_table, write_results
+from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.quantize import QUANTIZE_MODES as MODES
 from keras_resnet.quantize import check_mode
@@ -168,7 +168,7 @@ def run(cfg: Config) -> dict:
                "ops": op_counts, "load": os.getloadavg()}
     m = payload["machine"]
     title = (f"TFLite latency, batch 1, {cfg.image_size} px, median of {cfg.invokes} invokes, LiteRT interpreter "
-             f"on {m['cpu']} ({m['cores']} cores; load average {payload['load'][0]:.1f} at the end)\n\n")
+             f"on {machine_line(m)} (load average {payload['load'][0]:.1f} at the end)\n\n")
     table = (title + markdown_table(["model", "mode", "threads", "ms", "min_ms", "size_mb", "xnnpack_partitions",
                                    "error"], rows) + "\n"
              + markdown_table(["ratio", "threads", "value", "target", "met", "value_of_mins"], ratios))
