@@ -42,6 +42,9 @@ from kres.options import FiniteFloat, depth_option, variant_option
 @click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
               help="On conv/dense kernels only (never BN or biases).")
 @click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), default=None)
+@click.option("--ema", type=FiniteFloat(0, 1, max_open=True), default=None, metavar="MOMENTUM",
+              help="Validate and save a moving average of the weights, updated every step with this momentum "
+                   "(0: off). Default: the recipe's (0.9 on the digits, off elsewhere).")
 @click.option("--mixup", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Mixup alpha (0: off).")
 @click.option("--cutmix", type=FiniteFloat(min=0), default=0.0, show_default=True,
@@ -66,7 +69,7 @@ from kres.options import FiniteFloat, depth_option, variant_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tpu", is_flag=True, help="Train on a TPU with TPUStrategy (TPU_NAME, default 'local').")
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
-          xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, mixup, cutmix, randaugment, weights,
+          xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
     from keras_resnet.data import DataConfig
     from keras_resnet.train import TrainConfig
@@ -79,7 +82,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     cfg = TrainConfig(depth=depth, variant=variant, stem=stem, epochs=epochs, batch_size=batch_size,
                       image_size=image_size, precision=precision, xla=xla, optimizer=optimizer, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                      weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
+                      ema=ema, weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
                       qat_epochs=qat_epochs,
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
     started = time.time()

@@ -159,6 +159,28 @@ def uses_weight_decay(optimizer, variable) -> bool:
     return bool(optimizer._use_weight_decay(variable))
 
 
+def _inner(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer under mixed_float16
+
+
+def ema_pairs(optimizer) -> list[tuple]:
+    """(model variable, its moving average) for an optimizer built with ``use_ema=True``: Keras keeps the averages
+    in ``Optimizer._model_variables_moving_average``, in the order of ``_trainable_variables``, and exports no way
+    to read them (its own ``keras.callbacks.SwapEMAWeights`` reaches in the same way)."""
+    inner = _inner(optimizer)
+    if not getattr(inner, "use_ema", False):
+        return []
+    return list(zip(inner._trainable_variables, inner._model_variables_moving_average, strict=True))
+
+
+def keep_weights_when_fit_ends(optimizer) -> None:
+    """Stop ``fit`` from overwriting the model's weights with their moving averages when it returns (Keras calls
+    the public ``Optimizer.finalize_variable_values`` there, keras/src/backend/*/trainer.py). kres trains in
+    segments, one ``fit`` each, and validates and saves the averages itself; an overwrite between segments would
+    make a resumed run differ from an uninterrupted one."""
+    _inner(optimizer).finalize_variable_values = lambda var_list: None
+
+
 # --- TensorFlow --------------------------------------------------------------------------------------------------
 
 def freeze_variables(concrete_function):

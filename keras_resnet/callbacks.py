@@ -20,12 +20,44 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resnet import fileio, runs
+from keras_resnet import _compat, fileio, runs
 from keras_resnet.errors import KresError
 
 
 def iterations_of(model: keras.Model) -> int:
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def saved_weights(model: keras.Model) -> list[np.ndarray]:
+    """The weights ``best.keras`` and ``last.keras`` hold, in ``model.weights`` order: the model's own, with the
+    optimizer's moving averages in place of the trainable ones when it keeps them (``--ema``)."""
+    averages = {id(v): a for v, a in _compat.ema_pairs(model.optimizer)} if model.optimizer else {}
+    return [np.array(keras.ops.convert_to_numpy(averages.get(id(v), v))) for v in model.weights]
+
+
+class ValidateAverages(keras.callbacks.Callback):
+    """Validation sees the optimizer's moving average of the weights (``--ema``), the weights that are saved.
+
+    Before each validation the averages are copied into the model and after it the weights are put back from a
+    copy: bit for bit, so checkpoints and resumed runs hold the same training weights as an uninterrupted run.
+    (Keras's ``SwapEMAWeights`` swaps in place by adding and subtracting, which rounds the weights.) BN statistics
+    are the model's own; they are not averaged.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._kept = None
+
+    def on_test_begin(self, logs=None):
+        pairs = _compat.ema_pairs(self.model.optimizer)
+        self._kept = [(var, np.array(keras.ops.convert_to_numpy(var))) for var, _ in pairs]
+        for var, average in pairs:
+            var.assign(average)
+
+    def on_test_end(self, logs=None):
+        for var, value in self._kept or ():
+            var.assign(value)
+        self._kept = None
 
 
 class ProgressBar(keras.callbacks.Callback):

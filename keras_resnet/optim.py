@@ -51,19 +51,24 @@ def is_decayed(variable) -> bool:
 
 
 def make_optimizer(name: str, learning_rate, weight_decay: float, model: keras.Model,
-                   momentum: float = 0.9) -> keras.optimizers.Optimizer:
+                   momentum: float = 0.9, ema: float = 0.0) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum or AdamW; decay excluded from every variable that is not a kernel.
 
     The optimizer is built on all of ``model``'s trainable variables at once, so freezing and unfreezing
-    layers later (``--freeze-backbone-epochs``) keeps one set of slots and one step counter.
+    layers later (``--freeze-backbone-epochs``) keeps one set of slots and one step counter. With ``ema``, it
+    also keeps a moving average of those variables, updated inside every step (Keras's ``use_ema``); the
+    averages are optimizer variables, so they are checkpointed and resumed with the rest.
     """
+    averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}
     if name == "sgd":
         opt = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
-                                   weight_decay=weight_decay or None)
+                                   weight_decay=weight_decay or None, **averaging)
     elif name == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **averaging)
     else:
         raise KresError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if ema:  # kres validates and saves the averages itself and trains in several fits: fit must not swap them in
+        _compat.keep_weights_when_fit_ends(opt)
     if weight_decay:
         opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not is_decayed(v)])
     opt.build(model.trainable_variables)

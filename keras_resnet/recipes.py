@@ -21,16 +21,22 @@ class Recipe:
     warmup_epochs: float
     weight_decay: dict  # optimizer -> weight decay
     label_smoothing: float
+    ema: float = 0.0  # momentum of the weights' moving average that is validated and saved (0: off)
 
 
 _SGD_ADAMW_WD = {"sgd": 5e-5, "adamw": 0.05}
+# The digits' weight average, over about the last 10 steps (half an epoch): validated, it crossed 97% at epoch 3
+# in 9 of 12 runs (2 once, 5 twice; seeds 0-3, 1 or 2 threads, own or AVX2 kernels, 2026-12-04) against epochs 4-8
+# in 8 runs without it, and the best top-1 was the same (98.9-99.7% either way). With it, 10 epochs ended as high
+# as 12 (99.2-99.7% best in 6 runs, against 98.9-99.7% in 6 of 12) in a sixth less time.
+EMA_DIGITS = 0.9
 
 RECIPES: dict[str, Recipe] = {
     # 1,797 8x8 digits upscaled to 32 px. The imagenet stem brings 32 px down to 8x8 before conv2, about
     # 1/16 of the cifar stem's compute; on 2 CPU cores it reaches 97% validation top-1 several times faster.
-    "digits": Recipe("digits", image_size=32, stem="imagenet", epochs=12, batch_size=64, optimizer="sgd",
+    "digits": Recipe("digits", image_size=32, stem="imagenet", epochs=10, batch_size=64, optimizer="sgd",
                      base_lr={"sgd": 0.8, "adamw": 0.004}, warmup_epochs=1, weight_decay=_SGD_ADAMW_WD,
-                     label_smoothing=0.0),
+                     label_smoothing=0.0, ema=EMA_DIGITS),
     "synthetic": Recipe("synthetic", image_size=32, stem="imagenet", epochs=1, batch_size=16, optimizer="sgd",
                         base_lr={"sgd": 0.1, "adamw": 0.001}, warmup_epochs=0, weight_decay=_SGD_ADAMW_WD,
                         label_smoothing=0.0),

@@ -46,6 +46,8 @@ DEFAULT_CHECKPOINT_STEPS = 1000
 SMALL_BATCH_PER_REPLICA = 16
 # Options that may change between the runs of one run directory without making it another run.
 _NOT_IDENTITY = ("output", "resume", "qat_epochs", "checkpoint_steps")
+# Options added after runs were made: what a run whose config.json lacks them trained with.
+_BEFORE_ADDED = {"ema": 0.0}
 
 
 @dataclass
@@ -65,6 +67,7 @@ class TrainConfig:
     warmup_epochs: float | None = None
     weight_decay: float | None = None
     label_smoothing: float | None = None
+    ema: float | None = None  # momentum of the validated and saved weight average, every step; 0: off
     dropout: float = 0.0
     weights: str | None = None  # "imagenet" or a weights file
     freeze_backbone_epochs: int = 0
@@ -112,6 +115,7 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
         warmup_epochs=recipe.warmup_epochs if cfg.warmup_epochs is None else cfg.warmup_epochs,
         weight_decay=recipe.weight_decay[optimizer] if cfg.weight_decay is None else cfg.weight_decay,
         label_smoothing=recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
+        ema=recipe.ema if cfg.ema is None else cfg.ema,
     )
     _check_finite(cfg, data)
     if cfg.stem not in STEMS:
@@ -126,6 +130,8 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
         raise KresError(f"--lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.label_smoothing < 1:
         raise KresError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if not 0 <= cfg.ema < 1:
+        raise KresError(f"--ema is a momentum in [0, 1) (0 turns the average off), got {cfg.ema}")
     if cfg.weight_decay < 0 or cfg.warmup_epochs < 0:
         raise KresError("--weight-decay and --warmup-epochs must not be negative")
     if not 0 <= cfg.freeze_backbone_epochs < cfg.epochs:
@@ -250,7 +256,7 @@ def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement):
             model = resnet(cfg.depth, num_classes=plan.num_classes,
                            input_shape=(cfg.image_size, cfg.image_size, 3), variant=cfg.variant, stem=cfg.stem,
                            dropout=cfg.dropout, weights=cfg.weights)
-            optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model)
+            optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model, ema=cfg.ema)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model, optimizer
@@ -292,6 +298,7 @@ def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, st
                                    every_steps=plan.checkpoint_steps)
     return [
         cb.FiniteLoss(checkpointer, cfg.lr),  # first: a diverged step reaches no later callback
+        *([cb.ValidateAverages()] if cfg.ema else []),
         cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream),
         cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
         cb.BestModelSaver(write_dir / runs.BEST_MODEL, exporter.save,
@@ -380,7 +387,7 @@ class _Float32Exporter:
     def save(self, path: Path) -> None:
         if self.clone is None:  # built once: every layer trainable, as a fresh model would be
             self.clone = float32_clone(self.model, trainable=True)
-        self.clone.set_weights(self.model.get_weights())
+        self.clone.set_weights(cb.saved_weights(self.model))  # the moving averages under --ema
         with fileio.atomic_path(path, need=cb.variables_bytes(self.clone.weights)) as tmp:
             self.clone.save(tmp)
 
@@ -471,7 +478,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
             raise KresError(f"{run_dir} exists and is not a kres run directory; choose another --output")
         return None
-    old = _identity(saved.get("train", {}), saved.get("data", {}))
+    old = _identity({**_BEFORE_ADDED, **saved.get("train", {})}, saved.get("data", {}))
     new = _identity(asdict(cfg), asdict(data))
     if old != new:
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import tensorflow as tf
 
 from keras_resnet import callbacks as cb
@@ -44,3 +45,49 @@ def test_curves_are_drawn_after_the_first_epoch_then_throttled_and_at_the_end(tm
     writer.on_train_end()
     assert drawn[-1] == [1, 2, 3, 4, 5]
     assert [r["epoch"] for r in cb.read_history(tmp_path / "history.csv")] == [1, 2, 3, 4, 5]
+
+
+def test_validation_and_saving_use_the_weight_averages_and_training_keeps_its_own_weights():
+    """With --ema, fit's validation scores the moving averages; afterwards the model holds its training weights
+    bit for bit, and ``saved_weights`` gives the averages for the trainable variables and the model's own BN
+    statistics."""
+    import keras
+    import numpy as np
+
+    from keras_resnet import _compat
+    from keras_resnet.optim import make_optimizer
+
+    def model_and_optimizer(ema):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4, 4, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(x))
+        optimizer = make_optimizer("sgd", 0.5, 0.0, model, ema=ema)
+        model.compile(optimizer, keras.losses.MeanSquaredError())
+        return model, optimizer
+
+    x = np.linspace(-1, 1, 8 * 4 * 4 * 3, dtype="float32").reshape(8, 4, 4, 3)
+    y = np.eye(2, dtype="float32")[[0, 1, 1, 0, 1, 0, 0, 1]]
+    plain, _ = model_and_optimizer(0.0)
+    plain.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    model, optimizer = model_and_optimizer(0.5)
+    history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, validation_data=(x, y),
+                        callbacks=[cb.ValidateAverages()])
+    for ours, theirs in zip(model.get_weights(), plain.get_weights()):  # the averages never fed back
+        np.testing.assert_array_equal(ours, theirs)
+    averages = {id(v): np.asarray(a) for v, a in _compat.ema_pairs(optimizer)}
+    saved = cb.saved_weights(model)
+    for variable, value in zip(model.weights, saved):
+        expected = averages.get(id(variable), np.asarray(variable))
+        np.testing.assert_array_equal(value, expected, err_msg=variable.path)
+    assert {v.path for v in model.weights if id(v) not in averages} == {"bn/moving_mean", "bn/moving_variance"}
+    assert not np.array_equal(saved[0], model.get_weights()[0])  # conv/kernel: the average is not the weights
+    kept = model.get_weights()
+    model.set_weights(saved)
+    val_loss = model.evaluate(x, y, batch_size=4, verbose=0)
+    model.set_weights(kept)
+    assert history.history["val_loss"][-1] == pytest.approx(val_loss, rel=1e-6)
+    plain_val = plain.evaluate(x, y, batch_size=4, verbose=0)
+    assert val_loss != pytest.approx(plain_val, rel=1e-3)  # which weights were validated shows in the loss

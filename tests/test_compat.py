@@ -152,3 +152,47 @@ def test_fused_batch_norm_uses_the_fused_kernel_and_the_biased_variance():
     assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= kernels, f"fused_batch_norm took no fused kernel: {MOVED}"
     np.testing.assert_allclose(layer.moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(layer.moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4)  # n, not n - 1
+
+
+def _ema_fit(keep: bool):
+    """Two SGD steps of ``_tiny`` by ``fit`` with an EMA of momentum 0.5, and the same two steps without EMA by
+    ``train_on_batch`` (which never finalizes): the EMA model, its optimizer, and the plain run's weights after
+    each step."""
+    x = np.linspace(-1, 1, 2 * 4 * 4 * 3, dtype="float32").reshape(2, 4, 4, 3)
+    y = np.array([[1.0, 0.0], [0.0, 1.0]], "float32")
+    keras.utils.set_random_seed(0)
+    plain = _tiny()
+    plain.compile(keras.optimizers.SGD(0.5), "mse")
+    keras.utils.set_random_seed(0)
+    model = _tiny()
+    optimizer = keras.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5)
+    model.compile(optimizer, "mse")
+    if keep:
+        _compat.keep_weights_when_fit_ends(optimizer)
+    steps = []
+    for _ in range(2):
+        plain.train_on_batch(x, y)
+        steps.append(np.array(plain.get_layer("dense").kernel.numpy(), copy=True))  # .numpy() may alias
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    return model, optimizer, steps
+
+
+def test_ema_averages_are_readable_and_fit_keeps_the_weights():
+    model, optimizer, (first, second) = _ema_fit(keep=True)
+    pairs = _compat.ema_pairs(optimizer)
+    assert [v.path for v, _ in pairs] == [v.path for v in model.trainable_variables], \
+        f"Optimizer._trainable_variables {MOVED}"
+    average = dict((v.path, a) for v, a in pairs)["dense/kernel"]
+    # the first step's average is the weights themselves; then 0.5 * average + 0.5 * weights
+    np.testing.assert_allclose(np.asarray(average), 0.5 * first + 0.5 * second, rtol=1e-6,
+                               err_msg=f"Optimizer._model_variables_moving_average {MOVED}")
+    np.testing.assert_allclose(model.get_layer("dense").kernel.numpy(), second, rtol=1e-6,
+                               err_msg=f"fit's finalize_variable_values {MOVED}")
+    assert _compat.ema_pairs(keras.optimizers.SGD(0.1)) == []
+
+
+def test_fit_still_overwrites_the_weights_with_the_averages_unless_told_not_to():
+    model, _, (first, second) = _ema_fit(keep=False)
+    assert not np.allclose(first, second)
+    np.testing.assert_allclose(model.get_layer("dense").kernel.numpy(), 0.5 * first + 0.5 * second, rtol=1e-6,
+                               err_msg="fit no longer finalizes EMA weights: keep_weights_when_fit_ends may go")

@@ -284,3 +284,16 @@ def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys)
     assert (f"Warning: skipped 2 unreadable image files in {photos} (empty, truncated or not an image); the "
             "figures leave them out") in err
     assert json.loads((tmp_path / "o" / "evaluation.json").read_text())["data"]["skipped_files"] == 2
+
+
+def test_best_keras_of_a_digits_run_scores_what_training_validated(trained_digits_run, tmp_path):
+    """The digits recipe validates the moving average of the weights (--ema 0.9) and saves it: evaluating best.keras
+    on the run's own validation images counts, to the image, the best val top-1 of history.csv."""
+    from keras_resnet.callbacks import read_history
+
+    assert json.loads((trained_digits_run / "config.json").read_text())["train"]["ema"] == 0.9
+    best = max(row["val_accuracy"] for row in read_history(trained_digits_run / "history.csv"))
+    metrics = ev.evaluate(ev.EvalConfig(models=[str(trained_digits_run / "best.keras")],
+                                        output=str(tmp_path))).models[0].metrics
+    assert metrics.num_examples == 359
+    assert round(metrics.top1 * 359) == round(best * 359), (metrics.top1, best)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -107,8 +109,10 @@ def test_global_batch_must_divide_across_replicas():
 def test_digits_recipe_and_explicit_options_override_it():
     cfg, data, recipe = resolve(TrainConfig(depth=18), DataConfig())
     assert recipe.name == "digits"
-    assert (cfg.image_size, cfg.stem, cfg.epochs, cfg.batch_size, cfg.optimizer) == (32, "imagenet", 12, 64, "sgd")
+    assert (cfg.image_size, cfg.stem, cfg.epochs, cfg.batch_size, cfg.optimizer) == (32, "imagenet", 10, 64, "sgd")
     assert (data.image_size, data.batch_size) == (32, 64)
+    assert cfg.ema == 0.9 and resolve(TrainConfig(ema=0.0), DataConfig())[0].ema == 0.0
+    assert resolve(TrainConfig(), DataConfig(dataset="cifar10"))[0].ema == 0.0  # measured on the digits only
     cfg, data, _ = resolve(TrainConfig(depth=18, epochs=3, stem="cifar", batch_size=16, image_size=48,
                                        optimizer="adamw"), DataConfig())
     assert (cfg.epochs, cfg.stem, cfg.batch_size, cfg.image_size, cfg.lr) == (3, "cifar", 16, 48, 0.004)
@@ -123,9 +127,10 @@ def test_digits_recipe_and_explicit_options_override_it():
     ({"image_size": 16}, "--image-size 16 is too small: use 32 px or more"),
     ({"depth": 20}, "unsupported depth 20: choose one of 18, 34, 50, 101, 152"),
     ({"freeze_backbone_epochs": 3, "epochs": 3}, "--freeze-backbone-epochs 3 must be less than --epochs 3"),
+    ({"ema": 1.0}, "--ema is a momentum in [0, 1) (0 turns the average off), got 1.0"),
 ])
 def test_library_rejects_bad_options(changes, message):
-    with pytest.raises(KresError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(KresError, match=re.escape(message)):
         train(TrainConfig(**changes), DataConfig(dataset="synthetic"))
 
 
@@ -169,6 +174,18 @@ def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
     code, err = _kres(capsys, "--depth", "18", "--dataset", "synthetic", "--output", out)
     assert code == 2
     assert len(err) == 1 and "holds a run with other settings (train." in err[0] and "choose another --output" in err[0]
+
+
+def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path, capsys):
+    from keras_resnet.train import _check_existing_run
+
+    cfg, data, _ = resolve(TrainConfig(depth=18, output=str(tmp_path)), DataConfig(dataset="synthetic"))
+    saved = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data)}
+    del saved["train"]["ema"]  # config.json as kres wrote it before --ema
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert _check_existing_run(tmp_path, dataclasses.replace(cfg, ema=0.0), data) == {"steps": 0}
+    with pytest.raises(KresError, match=r"train\.ema: 0\.0 -> 0\.9"):
+        _check_existing_run(tmp_path, dataclasses.replace(cfg, ema=0.9), data)
 
 
 def test_frozen_backbone_keeps_bn_statistics_and_trains_only_the_head():
