@@ -529,7 +529,8 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         + (f", {datasets.skipped_files} unreadable files skipped" if datasets.skipped_files else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
         f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {cfg.epochs} epochs x {steps_per_epoch} steps; "
-        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {cfg.warmup_epochs} epochs, wd {cfg.weight_decay}",
+        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {cfg.warmup_epochs} epochs, wd {cfg.weight_decay}"
+        + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         f"run dir {run_dir}" + (f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})" if start else ""),
     ]
     return "\n".join(lines)

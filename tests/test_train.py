@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet import optim
+from keras_resnet import _compat, callbacks, optim
 from keras_resnet.data import DataConfig
 from keras_resnet.distribute import Placement, check_global_batch, resolve_precision
 from keras_resnet.errors import KresError
@@ -69,7 +69,7 @@ def test_mixed_precision_trains_a_step_with_float32_outputs(policy):
     keras.config.set_dtype_policy(policy)
     try:
         model = resnet(18, num_classes=4, input_shape=(32, 32, 3))
-        opt = optim.make_optimizer("sgd", 0.01, 1e-4, model)
+        opt = optim.make_optimizer("sgd", 0.01, 1e-4, model, ema=0.5)
         model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy())
         assert model.get_layer("conv1_conv").compute_dtype == policy.split("_")[1]
         images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
@@ -83,6 +83,9 @@ def test_mixed_precision_trains_a_step_with_float32_outputs(policy):
         else:
             assert int(model.optimizer.iterations) == 1
         assert keras.backend.standardize_dtype(model(images).dtype) == "float32"
+        # the weight average is found through float16's loss-scale wrapper too, and kept in float32
+        assert [v.path for v, _ in _compat.ema_pairs(model.optimizer)] == [v.path for v in model.trainable_variables]
+        assert {w.dtype for w in callbacks.saved_weights(model)} == {np.dtype("float32")}
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -229,7 +232,7 @@ def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
     assert not np.array_equal(conv1, np.array(model.get_layer("conv1_conv").kernel))  # the convs still train
 
 
-def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch):
+def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch, capsys):
     calls = []
 
     def fake_qat(model_path, data_cfg, epochs, output_dir):  # QAT is tested in test_qat; here only the call is recorded
@@ -238,9 +241,10 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
 
     monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(quantization_aware_finetune=fake_qat))
     result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
-                               precision="mixed_bfloat16", output=str(tmp_path / "run")),
+                               precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run")),
                    DataConfig(dataset="synthetic", synthetic_size=128))
     assert calls == [("best.keras", 32, 3, "qat")]
+    assert "; ema 0.9: the weights' moving average is validated and saved\n" in capsys.readouterr().err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
     assert (result.epochs, result.steps, result.iterations) == (2, 4, 4)
     assert [row["epoch"] for row in result.history] == [1, 2]
