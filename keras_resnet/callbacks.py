@@ -51,8 +51,8 @@ class ValidateAverages(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         pairs = _compat.ema_pairs(self.model.optimizer)
         self._kept = [(var, np.array(keras.ops.convert_to_numpy(var))) for var, _ in pairs]
-        for var, average in pairs:
-            var.assign(average)
+        for var, average in pairs:  # a copy: on JAX the variable would share the average's buffer, which the
+            var.assign(np.array(keras.ops.convert_to_numpy(average)))  # jitted evaluation then donates (deletes)
 
     def on_test_end(self, logs=None):
         for var, value in self._kept or ():

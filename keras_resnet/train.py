@@ -484,8 +484,12 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
                  for part in ("train", "data") for key in sorted(set(old[part]) | set(new[part]))
                  if old[part].get(key) != new[part].get(key)]
+        # numbers the user can give back, which also covers a recipe default changed by a kres upgrade
+        given = [f"--{key.replace('_', '-')} {value}" for key, value in old["train"].items()
+                 if value != new["train"].get(key) and type(value) in (int, float)]
+        hint = f" ({' '.join(given)})" if given else ""
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
-                        f"options to resume it, or choose another --output")
+                        f"options{hint} to resume it, or choose another --output")
     return runs.read_checkpoint_state(run_dir) or {"steps": 0}
 
 

@@ -287,8 +287,9 @@ def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys)
 
 
 def test_best_keras_of_a_digits_run_scores_what_training_validated(trained_digits_run, tmp_path):
-    """The digits recipe validates the moving average of the weights (--ema 0.9) and saves it: evaluating best.keras
-    on the run's own validation images counts, to the image, the best val top-1 of history.csv."""
+    """`kres evaluate` of a run's best.keras on the run's own validation images counts, to the image, the best val
+    top-1 of history.csv: the same images, preprocessing and weights (under the digits recipe's --ema 0.9, the
+    averages; test_train and test_callbacks check exactly that the averages are what is saved and validated)."""
     from keras_resnet.callbacks import read_history
 
     assert json.loads((trained_digits_run / "config.json").read_text())["train"]["ema"] == 0.9

@@ -187,7 +187,7 @@ def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path, 
     del saved["train"]["ema"]  # config.json as kres wrote it before --ema
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert _check_existing_run(tmp_path, dataclasses.replace(cfg, ema=0.0), data) == {"steps": 0}
-    with pytest.raises(KresError, match=r"train\.ema: 0\.0 -> 0\.9"):
+    with pytest.raises(KresError, match=r"train\.ema: 0\.0 -> 0\.9\): repeat its options \(--ema 0\.0\) to resume"):
         _check_existing_run(tmp_path, dataclasses.replace(cfg, ema=0.9), data)
 
 
@@ -314,7 +314,8 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
             raise KeyboardInterrupt
         save(self, path)
 
-    cfg = TrainConfig(depth=18, epochs=1, batch_size=32, output=str(tmp_path / "run"))
+    # with --ema, last.keras is written from the weight averages the checkpoint restores
+    cfg = TrainConfig(depth=18, epochs=1, batch_size=32, ema=0.9, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=64)
     monkeypatch.setattr(train_module._Float32Exporter, "save", killed_at_last_keras)
     with pytest.raises(KeyboardInterrupt):
@@ -331,6 +332,22 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
     best, last = keras.saving.load_model(result.best_model), keras.saving.load_model(result.last_model)
     for b, a in zip(best.get_weights(), last.get_weights()):  # best.keras was saved from the same trained weights
         np.testing.assert_array_equal(a, b)
+
+
+def test_saved_models_hold_the_weight_averages_under_ema(tmp_path):
+    from keras_resnet.train import _Float32Exporter
+
+    keras.utils.set_random_seed(0)
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.compile(optim.make_optimizer("sgd", 0.1, 0.0, model, ema=0.5), keras.losses.CategoricalCrossentropy())
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    model.fit(images, np.eye(2, dtype="float32")[[0, 1, 1, 0]], batch_size=2, epochs=1, verbose=0)
+    _Float32Exporter(model).save(tmp_path / "best.keras")
+    saved = keras.saving.load_model(tmp_path / "best.keras").get_weights()
+    for ours, expected in zip(saved, callbacks.saved_weights(model), strict=True):
+        np.testing.assert_array_equal(ours, expected)
+    kernel = [v.path for v in model.weights].index("conv1_conv/kernel")
+    assert not np.array_equal(saved[kernel], model.get_weights()[kernel])  # the averages, not the weights
 
 
 def test_latest_link_replaces_only_a_link(tmp_path):
