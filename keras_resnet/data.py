@@ -221,10 +221,10 @@ def _train_stream(source: _Source, cfg: DataConfig, first_epoch: int, skip_batch
         return ds
 
     stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch_batches).prefetch(AUTOTUNE)
-    return stream.with_options(_without_autotune_thread())
+    return stream.with_options(without_autotune_thread())
 
 
-def _without_autotune_thread() -> tf.data.Options:
+def without_autotune_thread() -> tf.data.Options:
     """Options that keep tf.data from running its autotuning thread, for iterators that live as long as a ``fit``.
 
     That thread sleeps between optimizations for twice as long each time, up to a minute, and deleting the iterator

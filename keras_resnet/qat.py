@@ -222,8 +222,10 @@ def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, ste
 
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate or DEFAULT_LEARNING_RATE),
                       loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
-    qat_model.fit(datasets.train, validation_data=datasets.val, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                  verbose=2)
+    from keras_resnet.data import without_autotune_thread  # the stream lives as long as the fit
+
+    qat_model.fit(datasets.train.with_options(without_autotune_thread()), validation_data=datasets.val, epochs=epochs,
+                  steps_per_epoch=steps_per_epoch, verbose=2)
 
 
 def _representative(data_cfg, datasets, calibration_steps: int):

@@ -212,7 +212,7 @@ def test_data_names_and_eval_resize(data, name, resize):
 
 def test_the_training_stream_runs_no_autotuning_thread(digits):
     """kres train's stream lives as long as a fit; deleting it could wait up to a minute for tf.data's autotuning
-    thread (keras_resnet.data._without_autotune_thread), so that thread is off there, and only there."""
+    thread (keras_resnet.data.without_autotune_thread), so that thread is off there (and in QAT's fit)."""
     assert digits.train_from(0, 0).options().autotune.enabled is False
     assert digits.train_from(3, 5).options().autotune.enabled is False
     assert digits.val.options().autotune.enabled is not False  # short-lived iterators keep autotuning
