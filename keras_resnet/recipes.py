@@ -28,7 +28,7 @@ _SGD_ADAMW_WD = {"sgd": 5e-5, "adamw": 0.05}
 # The digits' weight average, over about the last 10 steps (half an epoch): validated, it crossed 97% at epoch 3
 # in 9 of 12 runs (2 once, 5 twice; seeds 0-3, 1 or 2 threads, own or AVX2 kernels, 2026-12-04) against epochs 4-8
 # in 8 runs without it, and the best top-1 was the same (98.9-99.7% either way). With it, 10 epochs ended as high
-# as 12 (99.2-99.7% best in 6 runs, against 98.9-99.7% in 6 of 12) in a sixth less time.
+# as 12 (best 99.2-99.7% in 6 runs of 10 epochs, 98.9-99.7% in the 12-epoch ones) in a sixth less time.
 EMA_DIGITS = 0.9
 
 RECIPES: dict[str, Recipe] = {
