@@ -32,6 +32,7 @@ def test_a_kernel_isa_cap_is_named_beside_every_figure(monkeypatch):
             "kernel_isa_caps": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
     assert machine_line(info) == ("AMD EPYC (AVX2, FMA, AVX-512; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), "
                                   "2 cores, no GPU")
+    assert machine_line(info, (1.04, 0.5, 0.2)).endswith("2 cores, no GPU (load average 1.0 at the end)")
 
 
 def test_tensorflow_leaves_onednn_off_only_on_cpus_without_vnni_bf16_or_amx():

@@ -33,10 +33,11 @@ def machine() -> dict:
     return info
 
 
-def machine_line(info: dict) -> str:
+def machine_line(info: dict, load: tuple[float, ...] | None = None) -> str:
     """``AMD EPYC (AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables and titles.
 
     Kernel ISA caps, when set, follow oneDNN: ``...; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), ...``.
+    With ``load`` (``os.getloadavg()`` when the measuring ended): ``... no GPU (load average 1.0 at the end)``.
     """
     isa = ", ".join(info.get("isa") or []) or "no vector ISA read"
     onednn = "on" if info.get("onednn") else "off"
@@ -44,7 +45,8 @@ def machine_line(info: dict) -> str:
     if caps:  # a capped run stands for an older CPU, and must never read as this one's full speed
         onednn += "; kernels capped: " + ", ".join(f"{name}={value}" for name, value in caps.items())
     gpu = "no GPU" if info.get("accelerator") in (None, "none") else info["accelerator"]
-    return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}"
+    busy = f" (load average {load[0]:.1f} at the end)" if load else ""
+    return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}{busy}"
 
 
 def images_per_second(step: Callable[[], object], batch_size: int, steps: int, warmup: int,

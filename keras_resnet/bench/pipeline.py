@@ -211,7 +211,7 @@ def run(cfg: Config) -> dict:
     m = payload["machine"]
     title = (f"Input pipeline, {cfg.images} JPEGs {cfg.width}x{cfg.height} q{cfg.quality} "
              f"(mean {stats['mean_bytes'] / 1000:.0f} kB) -> {cfg.image_size} px, batch {cfg.batch_size}, on "
-             f"{machine_line(m)} (load average {payload['load'][0]:.1f} at the end)\n\n")
+             f"{machine_line(m, payload['load'])}\n\n")
     table = (title + markdown_table(["pipeline", "cores", "images_per_s", "images_per_s_per_core", "images_per_cpu_s"],
                                    rows) + "\n"
              + markdown_table(["ratio", "cores", "value", "target", "met"], ratios))

@@ -168,7 +168,7 @@ def run(cfg: Config) -> dict:
                "ops": op_counts, "load": os.getloadavg()}
     m = payload["machine"]
     title = (f"TFLite latency, batch 1, {cfg.image_size} px, median of {cfg.invokes} invokes, LiteRT interpreter "
-             f"on {machine_line(m)} (load average {payload['load'][0]:.1f} at the end)\n\n")
+             f"on {machine_line(m, payload['load'])}\n\n")
     table = (title + markdown_table(["model", "mode", "threads", "ms", "min_ms", "size_mb", "xnnpack_partitions",
                                    "error"], rows) + "\n"
              + markdown_table(["ratio", "threads", "value", "target", "met", "value_of_mins"], ratios))

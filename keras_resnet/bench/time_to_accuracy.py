@@ -117,7 +117,7 @@ def run(cfg: Config) -> dict:
                "process_s": timing["process_s"], "load": os.getloadavg()}
     m = payload["machine"]
     title = (f"Time to {cfg.target:.0%} validation top-1, `kres train --depth {cfg.depth}` on the built-in digits, "
-             f"on {machine_line(m)} (load average {payload['load'][0]:.1f} at the end)\n\n")
+             f"on {machine_line(m, payload['load'])}\n\n")
     shown = {k: f"{v:.2%}" if (k.endswith("accuracy") or k == "target") and isinstance(v, float) else v
              for k, v in result.items()}
     table = title + markdown_table(columns, [shown])  # 99.72%, where two decimals of a fraction would say 1.00
