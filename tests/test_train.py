@@ -179,7 +179,7 @@ def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
     assert len(err) == 1 and "holds a run with other settings (train." in err[0] and "choose another --output" in err[0]
 
 
-def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path, capsys):
+def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path):
     from keras_resnet.train import _check_existing_run
 
     cfg, data, _ = resolve(TrainConfig(depth=18, output=str(tmp_path)), DataConfig(dataset="synthetic"))
