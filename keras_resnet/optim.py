@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules for training a ResNet.
 
 Everything here is stock Keras 3 (``keras.optimizers.SGD``/``AdamW``, ``CosineDecay``), so a compiled
-model serializes without custom objects and the same code runs under the TensorFlow and JAX backends.
+model serializes without custom objects and the same code runs under the TensorFlow and JAX backends. On the
+TensorFlow backend the optimizer's update runs as one XLA computation (``compile_update``); JAX compiles the
+whole step anyway.
 """
 
 from __future__ import annotations
@@ -69,10 +71,40 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, model: keras.M
         raise KresError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
     if ema:  # kres validates and saves the averages itself and trains in several fits: fit must not swap them in
         _compat.keep_weights_when_fit_ends(opt)
+    compile_update(opt)
     if weight_decay:
         opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not is_decayed(v)])
     opt.build(model.trainable_variables)
     return opt
+
+
+def compile_update(optimizer: keras.optimizers.Optimizer) -> None:
+    """Run ``optimizer``'s update (decay, momentum, the weight average, the step count) as one XLA computation on
+    the TensorFlow backend, where the rest of the step stays uncompiled (XLA's convolutions are slower on CPU).
+
+    Keras's TensorFlow optimizer issues several small ops per variable, each a pass over the weights: on 2 CPU
+    cores the update of ResNet-18 took 21 ms of a 130 ms step at 32 px, batch 64, and 7 ms compiled (32 and 12 ms
+    with the weight average). ``optimizer`` stays a stock Keras optimizer (its ``apply`` is wrapped on this
+    instance only), so it serializes as before. Under a ``tf.distribute`` strategy the update keeps Keras's own
+    path: its cross-replica merge cannot run inside a compiled function.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    stock_apply = optimizer.apply
+    compiled = {}  # one function per list of variables: the frozen-backbone phase updates fewer
+
+    def apply(grads, trainable_variables=None):
+        if tf.distribute.has_strategy() or trainable_variables is None:
+            return stock_apply(grads, trainable_variables)
+        variables = list(trainable_variables)
+        key = tuple(id(v) for v in variables)
+        if key not in compiled:
+            compiled[key] = tf.function(lambda g: stock_apply(g, variables), jit_compile=True, autograph=False)
+        return compiled[key](list(grads))
+
+    optimizer.apply = apply
 
 
 def decayed_variable_names(optimizer: keras.optimizers.Optimizer, model: keras.Model) -> set[str]:

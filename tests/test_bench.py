@@ -19,7 +19,7 @@ def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path
         assert not one["config"]["xla"] and not one["config"]["torch_compile"]  # both slower on a CPU
         ours, peer = one["rows"]
         assert ours["model"] == "keras_resnet ResNet-18"
-        assert ours["step"] == "train_on_batch, fused BN, jit_compile=False"
+        assert ours["step"] == "train_on_batch, fused BN, XLA update, jit_compile=False"
         assert (peer["model"], peer["step"]) == ("torchvision resnet18", "eager, channels_last")
         assert ours["images_per_s"] > 0 and peer["images_per_s"] > 0
         assert peer["ours_vs_this"] == ours["images_per_s"] / peer["images_per_s"]

@@ -63,6 +63,39 @@ def test_weight_decay_only_on_conv_and_dense_kernels(name):
     np.testing.assert_allclose(np.array(kernel), before[kernel.path] * (1 - 0.1 * 0.01), rtol=1e-6)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="JAX compiles the whole step")
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_update_is_one_xla_computation_landing_where_stock_keras_lands(name, monkeypatch):
+    import tensorflow as tf
+
+    def small_model():  # conv kernels (decayed), BN gamma/beta and a bias (not decayed), as in a ResNet
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, use_bias=False)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
+
+    rng = np.random.default_rng(0)
+    shapes = [tuple(v.shape) for v in small_model().trainable_variables]
+    steps = [[tf.constant(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)]
+    states, marked = [], []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(optim, "compile_update", lambda optimizer: None)
+        model = small_model()
+        opt = optim.make_optimizer(name, optim.warmup_cosine(0.2, 1, 10), 5e-4, model, ema=0.9)
+        step = tf.function(lambda grads: opt.apply(grads, model.trainable_variables))  # noqa: B023 (used in this loop)
+        for grads in steps:
+            step(grads)
+        graph = step.get_concrete_function(steps[0]).graph.as_graph_def()
+        marked.append(any(node.attr["_XlaMustCompile"].b for node in graph.node))
+        states.append([np.array(v) for v in model.trainable_variables] + [np.array(v) for v in opt.variables])
+        assert int(opt.iterations) == 3
+    assert marked == [True, False]  # the update is a call to a function XLA must compile; stock Keras has none
+    assert len(states[0]) == len(states[1])
+    for ours, stock in zip(*states):  # decay, momentum (or Adam's moments) and the average, within f32 rounding
+        np.testing.assert_allclose(ours, stock, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_trains_a_step_with_float32_outputs(policy):
     previous = keras.config.dtype_policy().name

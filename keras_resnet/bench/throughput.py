@@ -1,6 +1,7 @@
 """Training throughput: images/s of ResNet training steps on synthetic batches already on the device.
 
-Ours runs batch norm as TensorFlow's fused kernel on the TensorFlow backend, as ``kres train`` does. Peers
+Ours runs batch norm as TensorFlow's fused kernel and the optimizer's update as one XLA computation on the
+TensorFlow backend, as ``kres train`` does. Peers
 measured in the same command: keras.applications.ResNet50 on the same Keras backend (with the plain
 ``train_on_batch`` step) and, where PyTorch and torchvision import, torchvision's ResNet (channels_last,
 bf16 autocast, optionally ``torch.compile``). Importing this module needs only Keras (and JAX or TensorFlow as
@@ -19,6 +20,7 @@ from keras_resnet import _compat
 from keras_resnet.bench import torch_peer
 from keras_resnet.bench.common import images_per_second, machine, machine_line, markdown_table, write_results
 from keras_resnet.model import resnet
+from keras_resnet.optim import compile_update
 from keras_resnet.specs import depth_spec
 
 # (depth, image size, batch) measured on a CPU when no size is given: the digits demo's training step, and a
@@ -70,13 +72,16 @@ def _timed(step, cfg: Config, sync) -> float:
     return images_per_second(step, cfg.batch_size, cfg.steps, cfg.warmup, sync)
 
 
-def keras_train_on_batch(model: keras.Model, cfg: Config, fused_bn: bool = False) -> float:
-    """The Keras step: ``compile(jit_compile=...)`` then ``train_on_batch`` on device arrays; with ``fused_bn``
-    batch norm runs as TensorFlow's fused kernel, as in ``kres train`` (TensorFlow backend only)."""
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="categorical_crossentropy",
-                  jit_compile=cfg.xla)
+def keras_train_on_batch(model: keras.Model, cfg: Config, kres_step: bool = False) -> float:
+    """The Keras step: ``compile(jit_compile=...)`` then ``train_on_batch`` on device arrays; with ``kres_step``
+    batch norm runs as TensorFlow's fused kernel and the optimizer's update as one XLA computation, as in
+    ``kres train`` (TensorFlow backend only)."""
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    if kres_step:
+        compile_update(optimizer)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", jit_compile=cfg.xla)
     x, y = (keras.ops.convert_to_tensor(a) for a in _batch(cfg))  # already on the device
-    with _compat.fused_batch_norm() if fused_bn else contextlib.nullcontext():
+    with _compat.fused_batch_norm() if kres_step else contextlib.nullcontext():
         return _timed(lambda: model.train_on_batch(x, y), cfg, sync=lambda: None)  # returns a host float: syncs
 
 
@@ -154,11 +159,11 @@ def measure_rows(cfg: Config) -> list[dict]:
             measure(f"keras_resnet ResNet-{cfg.depth}", "jax.jit stateless, donated",
                     lambda: jax_stateless_step(resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape),
                                                cfg))
-        fused = backend == "tensorflow"
-        step = f"train_on_batch{', fused BN' if fused else ''}, jit_compile={cfg.xla}"
+        kres_step = backend == "tensorflow"
+        step = f"train_on_batch{', fused BN, XLA update' if kres_step else ''}, jit_compile={cfg.xla}"
         measure(f"keras_resnet ResNet-{cfg.depth}", step,
                 lambda: keras_train_on_batch(resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape), cfg,
-                                             fused_bn=fused))
+                                             kres_step=kres_step))
         if cfg.depth == 50:  # keras.applications has no ResNet-18/34
             measure("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
                     lambda: keras_train_on_batch(
