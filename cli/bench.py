@@ -141,3 +141,23 @@ def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train
     result = bench_tta.run(cfg)
     click.echo(result["table"])
     click.echo(f"wrote {result['results_file']}")
+
+
+@bench.command(help="Training images/s with Keras's own optimizer update against kres's, compiled as one XLA "
+                    "computation (TensorFlow backend), alternating in one process.")
+@depth_option(default=18)
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per round.")
+@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps.")
+@click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True,
+              help="The two updates alternate this many times; the median is reported.")
+@click.option("--name", default="update", show_default=True, help="Results file stem.")
+def update(depth, image_size, batch_size, steps, warmup, rounds, name):
+    from keras_resnet.bench import update as bench_update
+
+    cfg = bench_update.Config(depth=depth, image_size=image_size, batch_size=batch_size, steps=steps, warmup=warmup,
+                              rounds=rounds, results_name=name)
+    result = bench_update.run(cfg)
+    click.echo(result["table"])
+    click.echo(f"wrote {result['results_file']}")

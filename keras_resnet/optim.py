@@ -53,13 +53,15 @@ def is_decayed(variable) -> bool:
 
 
 def make_optimizer(name: str, learning_rate, weight_decay: float, model: keras.Model,
-                   momentum: float = 0.9, ema: float = 0.0) -> keras.optimizers.Optimizer:
+                   momentum: float = 0.9, ema: float = 0.0, *,
+                   compiled_update: bool = True) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum or AdamW; decay excluded from every variable that is not a kernel.
 
     The optimizer is built on all of ``model``'s trainable variables at once, so freezing and unfreezing
     layers later (``--freeze-backbone-epochs``) keeps one set of slots and one step counter. With ``ema``, it
     also keeps a moving average of those variables, updated inside every step (Keras's ``use_ema``); the
-    averages are optimizer variables, so they are checkpointed and resumed with the rest.
+    averages are optimizer variables, so they are checkpointed and resumed with the rest. ``compiled_update``:
+    see ``compile_update`` (off: Keras's own update, what ``kres bench update`` compares with).
     """
     averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}
     if name == "sgd":
@@ -71,7 +73,8 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, model: keras.M
         raise KresError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
     if ema:  # kres validates and saves the averages itself and trains in several fits: fit must not swap them in
         _compat.keep_weights_when_fit_ends(opt)
-    compile_update(opt)
+    if compiled_update:
+        compile_update(opt)
     if weight_decay:
         opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not is_decayed(v)])
     opt.build(model.trainable_variables)

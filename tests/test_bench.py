@@ -28,3 +28,22 @@ def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path
     assert data["machine"]["onednn"] is True and "AVX2" in data["machine"]["isa"]
     table = (tmp_path / "cpu.md").read_text()
     assert table.count("| torchvision resnet18 |") == 2 and "oneDNN on" in table
+
+
+def test_update_bench_times_keras_and_the_compiled_update_with_each_optimizer(tmp_path, monkeypatch, capsys):
+    from keras_resnet.bench import common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    code = main(["bench", "update", "--batch-size", "2", "--steps", "1", "--warmup", "1", "--rounds", "2",
+                 "--name", "update"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "update.json").read_text())
+    assert [(r["optimizer"].split(":")[0], r["update"]) for r in data["rows"]] == [
+        ("digits recipe", "Keras's own"), ("digits recipe", "compiled (kres)"),
+        ("plain", "Keras's own"), ("plain", "compiled (kres)")]
+    assert data["rows"][0]["optimizer"] == "digits recipe: SGD Nesterov, decay 5e-05, average 0.9"
+    for stock, compiled in (data["rows"][0:2], data["rows"][2:4]):
+        assert stock["images_per_s"] > 0 and compiled["images_per_s"] > 0
+        assert compiled["compiled_vs_keras"] == compiled["images_per_s"] / stock["images_per_s"]
+    assert data["config"]["rounds"] == 2 and data["machine"]["onednn"] is True
+    assert "median of 2 alternating rounds of 1 steps" in (tmp_path / "update.md").read_text()

@@ -1,0 +1,108 @@
+"""The optimizer's update: ``kres train``'s step with Keras's own update against the same step with the update
+compiled as one XLA computation (``optim.compile_update``), in one process.
+
+The two models alternate, a round of timed steps each, so a neighbour's load falls on both; the median round is
+reported. Measured with the digits recipe's optimizer (SGD with Nesterov momentum, weight decay on the kernels,
+the weights' moving average) and with the plain momentum SGD that ``kres bench throughput`` gives every library.
+TensorFlow backend only: JAX compiles the whole step anyway.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+
+from keras_resnet import _compat, optim
+from keras_resnet.bench.common import images_per_second, machine, machine_line, markdown_table, write_results
+from keras_resnet.errors import KresError
+from keras_resnet.model import resnet
+from keras_resnet.recipes import RECIPES
+from keras_resnet.specs import depth_spec
+
+DIGITS = RECIPES["digits"]
+STOCK, COMPILED = "Keras's own", "compiled (kres)"
+
+
+@dataclass
+class Config:
+    depth: int = 18
+    image_size: int = 32
+    batch_size: int = 64
+    num_classes: int = 10
+    steps: int = 10  # timed steps per round
+    warmup: int = 3  # untimed steps per model (the XLA compilation happens here)
+    rounds: int = 6  # the two updates alternate this many times; the median round is reported
+    results_name: str = "update"
+
+
+def _digits_optimizer(model: keras.Model, compiled: bool):
+    return optim.make_optimizer("sgd", 0.1, DIGITS.weight_decay["sgd"], model, ema=DIGITS.ema,
+                                compiled_update=compiled)
+
+
+def _plain_optimizer(model: keras.Model, compiled: bool):
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    if compiled:
+        optim.compile_update(optimizer)
+    return optimizer
+
+
+OPTIMIZERS = {  # what the rows call each optimizer -> its factory
+    f"digits recipe: SGD Nesterov, decay {DIGITS.weight_decay['sgd']:g}, average {DIGITS.ema:g}": _digits_optimizer,
+    "plain: SGD momentum 0.9 (as in kres bench throughput)": _plain_optimizer,
+}
+
+
+def _step(cfg: Config, make_optimizer, compiled: bool):
+    model = resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=(cfg.image_size, cfg.image_size, 3))
+    model.compile(optimizer=make_optimizer(model, compiled), loss="categorical_crossentropy", jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = keras.ops.convert_to_tensor(
+        rng.uniform(0, 255, (cfg.batch_size, cfg.image_size, cfg.image_size, 3)).astype("float32"))
+    y = keras.ops.convert_to_tensor(
+        np.eye(cfg.num_classes, dtype="float32")[rng.integers(0, cfg.num_classes, cfg.batch_size)])
+    return lambda: model.train_on_batch(x, y)  # returns a host float: each step is synced
+
+
+def _alternate(steps: dict, cfg: Config) -> dict:
+    """Median images/s of each step, timed in alternating rounds (the order flips every round)."""
+    for step in steps.values():
+        images_per_second(step, cfg.batch_size, 1, cfg.warmup, sync=lambda: None)
+    rates = {name: [] for name in steps}
+    for round_ in range(cfg.rounds):
+        for name in (list(steps) if round_ % 2 == 0 else list(reversed(steps))):
+            rates[name].append(images_per_second(steps[name], cfg.batch_size, cfg.steps, 0, sync=lambda: None))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def measure_rows(cfg: Config) -> list[dict]:
+    rows = []
+    with _compat.fused_batch_norm():  # as kres train runs the step on the TensorFlow backend
+        for name, make_optimizer in OPTIMIZERS.items():
+            rate = _alternate({STOCK: _step(cfg, make_optimizer, False), COMPILED: _step(cfg, make_optimizer, True)},
+                              cfg)
+            rows.append({"optimizer": name, "update": STOCK, "images_per_s": rate[STOCK]})
+            rows.append({"optimizer": name, "update": COMPILED, "images_per_s": rate[COMPILED],
+                         "compiled_vs_keras": rate[COMPILED] / rate[STOCK]})
+    return rows
+
+
+def run(cfg: Config) -> dict:
+    """Measure both updates with each optimizer; write JSON and markdown; return the payload."""
+    if keras.backend.backend() != "tensorflow":
+        raise KresError("kres bench update measures the TensorFlow backend's update (JAX compiles the whole step "
+                        "anyway); run it with KERAS_BACKEND=tensorflow")
+    depth_spec(cfg.depth)
+    host = machine()
+    rows = measure_rows(cfg)
+    payload = {"benchmark": "update", "backend": "tensorflow", "machine": host, "config": asdict(cfg), "rows": rows}
+    table = (f"Training step with Keras's own optimizer update and with kres's compiled one, ResNet-{cfg.depth}, "
+             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; median of {cfg.rounds} "
+             f"alternating rounds of {cfg.steps} steps\n\n"
+             + markdown_table(["optimizer", "update", "images_per_s", "compiled_vs_keras"], rows))
+    payload["results_file"] = str(write_results(cfg.results_name, payload, table))
+    payload["table"] = table
+    return payload
