@@ -89,7 +89,9 @@ def compile_update(optimizer: keras.optimizers.Optimizer) -> None:
     cores the update of ResNet-18 took 21 ms of a 130 ms step at 32 px, batch 64, and 7 ms compiled (32 and 12 ms
     with the weight average). ``optimizer`` stays a stock Keras optimizer (its ``apply`` is wrapped on this
     instance only), so it serializes as before. Under a ``tf.distribute`` strategy the update keeps Keras's own
-    path: its cross-replica merge cannot run inside a compiled function.
+    path: its cross-replica merge cannot run inside a compiled function. What Keras reads in Python while tracing
+    the update (the schedule object, decay, clipping, the excluded variables) is fixed at the first step with each
+    list of variables: for other settings, make another optimizer.
     """
     if keras.backend.backend() != "tensorflow":
         return

@@ -31,9 +31,17 @@ def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path
 
 
 def test_update_bench_times_keras_and_the_compiled_update_with_each_optimizer(tmp_path, monkeypatch, capsys):
-    from keras_resnet.bench import common
+    import keras
+
+    from keras_resnet.bench import common, update
+
+    def tiny_resnet(depth, num_classes, input_shape):  # the benchmark's mechanics, not ResNet-18's four traces
+        inputs = keras.Input(input_shape)
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, strides=4, use_bias=False)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(x)))
 
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(update, "resnet", tiny_resnet)
     code = main(["bench", "update", "--batch-size", "2", "--steps", "1", "--warmup", "1", "--rounds", "2",
                  "--name", "update"])
     assert code == 0, capsys.readouterr().err

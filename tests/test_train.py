@@ -63,23 +63,25 @@ def test_weight_decay_only_on_conv_and_dense_kernels(name):
     np.testing.assert_allclose(np.array(kernel), before[kernel.path] * (1 - 0.1 * 0.01), rtol=1e-6)
 
 
+def _small_model() -> keras.Model:
+    """Conv kernels (decayed), BN gamma/beta and a bias (not decayed), as in a ResNet; the same weights each call."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, use_bias=False)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="JAX compiles the whole step")
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
 def test_update_is_one_xla_computation_landing_where_stock_keras_lands(name):
     import tensorflow as tf
 
-    def small_model():  # conv kernels (decayed), BN gamma/beta and a bias (not decayed), as in a ResNet
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8, 8, 3))
-        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, use_bias=False)(inputs))
-        return keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
-
     rng = np.random.default_rng(0)
-    shapes = [tuple(v.shape) for v in small_model().trainable_variables]
+    shapes = [tuple(v.shape) for v in _small_model().trainable_variables]
     steps = [[tf.constant(rng.normal(size=s).astype("float32")) for s in shapes] for _ in range(3)]
     states, marked = [], []
     for compiled in (True, False):
-        model = small_model()
+        model = _small_model()
         opt = optim.make_optimizer(name, optim.warmup_cosine(0.2, 1, 10), 5e-4, model, ema=0.9,
                                    compiled_update=compiled)
         step = tf.function(lambda grads: opt.apply(grads, model.trainable_variables))  # noqa: B023 (used in this loop)
@@ -92,6 +94,32 @@ def test_update_is_one_xla_computation_landing_where_stock_keras_lands(name):
     assert marked == [True, False]  # the update is a call to a function XLA must compile; stock Keras has none
     assert len(states[0]) == len(states[1])
     for ours, stock in zip(*states):  # decay, momentum (or Adam's moments) and the average, within f32 rounding
+        np.testing.assert_allclose(ours, stock, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="JAX compiles the whole step")
+def test_compiled_update_inside_float16_loss_scaling_applies_the_step_stock_keras_applies():
+    # Loss scaling calls the inner optimizer's apply inside a cond; a scale of 1 keeps float16 gradients finite,
+    # so the compiled branch really runs.
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    labels = np.eye(4, dtype="float32")[[0, 3]]
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_float16")
+    states = []
+    try:
+        for compiled in (True, False):
+            model = _small_model()
+            opt = optim.make_optimizer("sgd", 0.1, 5e-4, model, ema=0.9, compiled_update=compiled)
+            model.compile(optimizer=keras.optimizers.LossScaleOptimizer(opt, initial_scale=1.0),
+                          loss="categorical_crossentropy")
+            before = [np.array(v) for v in model.trainable_variables]
+            model.train_on_batch(images, labels)
+            assert int(opt.iterations) == 1
+            assert all(not np.array_equal(b, np.array(v)) for b, v in zip(before, model.trainable_variables))
+            states.append([np.array(v) for v in model.trainable_variables] + [np.array(v) for v in opt.variables])
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for ours, stock in zip(*states):
         np.testing.assert_allclose(ours, stock, rtol=1e-5, atol=1e-6)
 
 
