@@ -425,16 +425,21 @@ def _set_backbone_trainable(model: keras.Model, trainable: bool, *, freeze_bn: b
             layer.trainable = trainable and not (freeze_bn and isinstance(layer, keras.layers.BatchNormalization))
 
 
-def _compile(model: keras.Model, optimizer, cfg: TrainConfig, num_classes: int, xla: bool, execution: int,
-             placement: Placement) -> None:
-    """Cross-entropy on one-hot (or mixed) labels; top-1 and, past 5 classes, top-5 accuracy."""
+def training_metrics(num_classes: int) -> list[keras.metrics.Metric]:
+    """Top-1 and, past 5 classes, top-5 accuracy."""
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
+
+
+def _compile(model: keras.Model, optimizer, cfg: TrainConfig, num_classes: int, xla: bool, execution: int,
+             placement: Placement) -> None:
+    """Cross-entropy on one-hot (or mixed) labels, and ``training_metrics``."""
     with placement.scope():
         model.compile(optimizer=optimizer,
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                      metrics=metrics, jit_compile=bool(xla), steps_per_execution=execution)
+                      metrics=training_metrics(num_classes), jit_compile=bool(xla), steps_per_execution=execution)
 
 
 def _steps_per_execution(placement: Placement, steps_per_epoch: int) -> int:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from keras_resnet import cpu, fileio
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -47,6 +49,14 @@ def machine_line(info: dict, load: tuple[float, ...] | None = None) -> str:
     gpu = "no GPU" if info.get("accelerator") in (None, "none") else info["accelerator"]
     busy = f" (load average {load[0]:.1f} at the end)" if load else ""
     return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}{busy}"
+
+
+def synthetic_batch(batch_size: int, image_size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random batch (seed 0): raw float32 pixels in [0, 255] and one-hot float32 labels."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
+    y = np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, batch_size)]
+    return x, y
 
 
 def images_per_second(step: Callable[[], object], batch_size: int, steps: int, warmup: int,

@@ -14,11 +14,17 @@ import contextlib
 from dataclasses import asdict, dataclass
 
 import keras
-import numpy as np
 
 from keras_resnet import _compat
 from keras_resnet.bench import torch_peer
-from keras_resnet.bench.common import images_per_second, machine, machine_line, markdown_table, write_results
+from keras_resnet.bench.common import (
+    images_per_second,
+    machine,
+    machine_line,
+    markdown_table,
+    synthetic_batch,
+    write_results,
+)
 from keras_resnet.model import resnet
 from keras_resnet.optim import compile_update
 from keras_resnet.specs import depth_spec
@@ -62,10 +68,7 @@ def has_accelerator() -> bool:
 
 
 def _batch(cfg: Config):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (cfg.batch_size, cfg.image_size, cfg.image_size, 3)).astype("float32")
-    y = np.eye(cfg.num_classes, dtype="float32")[rng.integers(0, cfg.num_classes, cfg.batch_size)]
-    return x, y
+    return synthetic_batch(cfg.batch_size, cfg.image_size, cfg.num_classes)
 
 
 def _timed(step, cfg: Config, sync) -> float:

@@ -15,16 +15,23 @@ import statistics
 from dataclasses import asdict, dataclass
 
 import keras
-import numpy as np
 
 from keras_resnet import _compat, optim
-from keras_resnet.bench.common import images_per_second, machine, machine_line, markdown_table, write_results
+from keras_resnet.bench.common import (
+    images_per_second,
+    machine,
+    machine_line,
+    markdown_table,
+    synthetic_batch,
+    write_results,
+)
 from keras_resnet.errors import KresError
 from keras_resnet.model import resnet
 from keras_resnet.recipes import RECIPES
 from keras_resnet.specs import depth_spec
 
 DIGITS = RECIPES["digits"]
+DIGITS_STEPS_PER_EPOCH = 22  # 1,438 training digits at batch 64
 STOCK, COMPILED = "Keras's own", "compiled (kres)"
 
 
@@ -41,8 +48,9 @@ class Config:
 
 
 def _digits_optimizer(model: keras.Model, compiled: bool):
-    # the digits run's schedule: peak 0.8 per 256 images at batch 64, one warmup epoch of 22 steps, 10 epochs
-    schedule = optim.Schedule(optim.scaled_learning_rate(DIGITS.base_lr["sgd"], DIGITS.batch_size), 22, 220).build()
+    schedule = optim.Schedule(optim.scaled_learning_rate(DIGITS.base_lr["sgd"], DIGITS.batch_size),
+                              round(DIGITS.warmup_epochs * DIGITS_STEPS_PER_EPOCH),
+                              DIGITS.epochs * DIGITS_STEPS_PER_EPOCH).build()  # the digits run's schedule
     return optim.make_optimizer("sgd", schedule, DIGITS.weight_decay["sgd"], model, ema=DIGITS.ema,
                                 compiled_update=compiled)
 
@@ -61,15 +69,12 @@ OPTIMIZERS = {  # what the rows call each optimizer -> its factory
 
 
 def _step(cfg: Config, make_optimizer, compiled: bool):
+    from keras_resnet.train import training_metrics  # imports TensorFlow; run() has checked the backend
+
     model = resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=(cfg.image_size, cfg.image_size, 3))
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.TopKCategoricalAccuracy(k=5)]
-    model.compile(optimizer=make_optimizer(model, compiled), loss="categorical_crossentropy", metrics=metrics,
-                  jit_compile=False)  # as kres train compiles it on a CPU
-    rng = np.random.default_rng(0)
-    x = keras.ops.convert_to_tensor(
-        rng.uniform(0, 255, (cfg.batch_size, cfg.image_size, cfg.image_size, 3)).astype("float32"))
-    y = keras.ops.convert_to_tensor(
-        np.eye(cfg.num_classes, dtype="float32")[rng.integers(0, cfg.num_classes, cfg.batch_size)])
+    model.compile(optimizer=make_optimizer(model, compiled), loss="categorical_crossentropy",
+                  metrics=training_metrics(cfg.num_classes), jit_compile=False)  # as kres train compiles it on a CPU
+    x, y = (keras.ops.convert_to_tensor(a) for a in synthetic_batch(cfg.batch_size, cfg.image_size, cfg.num_classes))
     return lambda: model.train_on_batch(x, y)  # returns a host float: each step is synced
 
 
