@@ -113,3 +113,12 @@ def test_same_training_code_under_another_keras_backend(tmp_path, backend):
     assert (config["keras_backend"], config["strategy"], config["xla"]) == (backend, "none", True)
     assert runs.read_checkpoint_state(run)["iterations"] == STEPS_PER_EPOCH
     assert _history_epochs(run) == [1]
+    # The frozen-backbone phase is not there yet under JAX: one line that says so, before any work, no traceback.
+    frozen = subprocess.run([*KRES, *TINY, "--epochs", "2", "--freeze-backbone-epochs", "1", "--output",
+                             str(tmp_path / "frozen")], env=_env(KERAS_BACKEND=backend),
+                            capture_output=True, text=True, timeout=300)
+    assert frozen.returncode == 2, frozen.stderr[-3000:]
+    assert frozen.stderr.strip().splitlines()[-1] == (
+        "Error: --freeze-backbone-epochs does not work under KERAS_BACKEND=jax yet: train with the TensorFlow "
+        "backend (KERAS_BACKEND=tensorflow), or leave the option out")
+    assert "Traceback" not in frozen.stderr and not (tmp_path / "frozen").exists()
