@@ -32,6 +32,13 @@ def test_time_to_accuracy_smoke(tmp_path, results, capsys):
     assert (run_dir / "history.csv").is_file() and (run_dir / "config.json").is_file()  # the run was kept
     assert "| keras_resnet ResNet-18 | 0.00% | True | 1 |" in (results / "smoke.md").read_text()
     assert "whole_run_s" not in result  # stopped at the target: the whole run was not timed
+    # The recipe as the run filled it in, so a result still says what it trained with after the defaults move.
+    settings = data["train_settings"]
+    assert (settings["recipe"], settings["epochs"], settings["batch_size"], settings["seed"]) == ("synthetic", 1, 32, 0)
+    assert (settings["lr"], settings["label_smoothing"], settings["ema"]) == (0.1, 0.0, 0.0)
+    assert "output" not in settings  # the temporary run folder is no setting
+    assert ("Recipe synthetic: epochs 1, batch_size 32, image_size 32, optimizer sgd, lr 0.1, warmup_epochs 0, "
+            "weight_decay 5e-05, label_smoothing 0, ema 0, seed 0.") in (results / "smoke.md").read_text()
 
 
 def test_first_reaching():
@@ -65,5 +72,6 @@ def test_a_full_run_reports_the_whole_run_and_its_best_accuracy(results, monkeyp
     assert (result["epoch"], result["train_s_to_target"], result["startup_and_overhead_s"]) == (2, 12.0, 9.5)
     assert (result["whole_run_s"], result["best_val_accuracy"]) == (40.25, 0.99)
     table = (results / "full.md").read_text()
+    assert "Recipe" not in table  # no config.json (time_training was replaced): no line rather than a wrong one
     assert "kernels capped: ONEDNN_MAX_CPU_ISA=AVX2" in table.splitlines()[0]
     assert "| 2 | 97.50% | 21.50 | 12.00 | 9.50 | 40.25 | 99.00% |" in table

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from keras_resnet import runs
 from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
 from keras_resnet.errors import KresError
 from keras_resnet.specs import depth_spec
@@ -88,6 +89,26 @@ def time_training(cfg: Config, run_dir: Path, log_path: Path) -> dict:
     return {"reached_s": reached_s, "process_s": total_s, "rows": rows, "command": command[3:]}
 
 
+SHOWN_SETTINGS = ("epochs", "batch_size", "image_size", "optimizer", "lr", "warmup_epochs", "weight_decay",
+                  "label_smoothing", "ema", "seed")
+
+
+def train_settings(run_dir: Path) -> dict | None:
+    """What the run trained with, from its ``config.json`` (the recipe filled in): a result names its recipe even
+    when the recipe's defaults change later."""
+    config = runs.read_config(run_dir)
+    if config is None:
+        return None
+    train = {k: v for k, v in config.get("train", {}).items() if k != "output"}
+    return {"recipe": config.get("recipe"), **train}
+
+
+def settings_line(settings: dict) -> str:
+    shown = ", ".join(f"{k} {settings[k]:g}" if isinstance(settings[k], float) else f"{k} {settings[k]}"
+                      for k in SHOWN_SETTINGS if k in settings)
+    return f"Recipe {settings.get('recipe')}: {shown}."
+
+
 def run(cfg: Config) -> dict:
     depth_spec(cfg.depth)
     if not 0.0 <= cfg.target <= 1.0:
@@ -97,6 +118,7 @@ def run(cfg: Config) -> dict:
     with tempfile.TemporaryDirectory(prefix="kres-tta-") as tmp:
         run_dir = Path(cfg.output) if cfg.output else Path(tmp) / "run"
         timing = time_training(cfg, run_dir, Path(tmp) / "train.log")
+        settings = train_settings(run_dir)
     rows = timing["rows"]
     hit = first_reaching(rows, cfg.target)
     best = max((r.get("val_accuracy", 0.0) for r in rows), default=None)
@@ -113,11 +135,13 @@ def run(cfg: Config) -> dict:
         result["best_val_accuracy"] = best
         columns += ["whole_run_s", "best_val_accuracy"]
     payload = {"benchmark": "time_to_accuracy", "config": asdict(cfg), "machine": machine(),
-               "command": "kres " + " ".join(timing["command"]), "result": result, "history": rows,
-               "process_s": timing["process_s"], "load": os.getloadavg()}
+               "command": "kres " + " ".join(timing["command"]), "train_settings": settings, "result": result,
+               "history": rows, "process_s": timing["process_s"], "load": os.getloadavg()}
     m = payload["machine"]
     title = (f"Time to {cfg.target:.0%} validation top-1, `kres train --depth {cfg.depth}` on the built-in digits, "
              f"on {machine_line(m, payload['load'])}\n\n")
+    if settings:
+        title += settings_line(settings) + "\n\n"
     shown = {k: f"{v:.2%}" if (k.endswith("accuracy") or k == "target") and isinstance(v, float) else v
              for k, v in result.items()}
     table = title + markdown_table(columns, [shown])  # 99.72%, where two decimals of a fraction would say 1.00
