@@ -37,6 +37,8 @@ def test_time_to_accuracy_smoke(tmp_path, results, capsys):
     assert (settings["recipe"], settings["epochs"], settings["batch_size"], settings["seed"]) == ("synthetic", 1, 32, 0)
     assert (settings["lr"], settings["label_smoothing"], settings["ema"]) == (0.1, 0.0, 0.0)
     assert "output" not in settings  # the temporary run folder is no setting
+    assert (settings["data"]["val_split"], settings["data"]["mixup_alpha"]) == (0.2, 0.0)
+    assert (settings["resolved"]["steps_per_epoch"], settings["resolved"]["peak_lr"]) == (8, 0.1 * 32 / 256)
     assert ("Recipe synthetic: epochs 1, batch_size 32, image_size 32, optimizer sgd, lr 0.1, warmup_epochs 0, "
             "weight_decay 5e-05, label_smoothing 0, ema 0, seed 0.") in (results / "smoke.md").read_text()
 

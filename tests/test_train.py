@@ -185,6 +185,19 @@ def test_digits_recipe_and_explicit_options_override_it():
     assert resolve(TrainConfig(), DataConfig(dataset="imagenette/320px-v2"))[2].image_size == 224
 
 
+def test_a_frozen_backbone_under_jax_is_an_error_before_any_work(monkeypatch):
+    import keras_resnet.train as train_module
+
+    monkeypatch.setattr(train_module.keras.backend, "backend", lambda: "jax")
+    assert resolve(TrainConfig(depth=18, epochs=2), DataConfig(dataset="synthetic"))[0].freeze_backbone_epochs == 0
+    with pytest.raises(KresError, match=r"^--freeze-backbone-epochs does not work under KERAS_BACKEND=jax yet: "
+                                        r"train with the TensorFlow backend"):
+        resolve(TrainConfig(depth=18, epochs=2, freeze_backbone_epochs=1), DataConfig(dataset="synthetic"))
+    monkeypatch.undo()
+    assert resolve(TrainConfig(depth=18, epochs=2, freeze_backbone_epochs=1),
+                   DataConfig(dataset="synthetic"))[0].freeze_backbone_epochs == 1  # TensorFlow: trains
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"epochs": 0}, "--epochs must be at least 1, got 0"),
     ({"image_size": 16}, "--image-size 16 is too small: use 32 px or more"),

@@ -100,7 +100,8 @@ def train_settings(run_dir: Path) -> dict | None:
     if config is None:
         return None
     train = {k: v for k, v in config.get("train", {}).items() if k != "output"}
-    return {"recipe": config.get("recipe"), **train}
+    data = {k: v for k, v in config.get("data", {}).items() if k not in ("data_dir", "tfds_dir")}
+    return {"recipe": config.get("recipe"), **train, "data": data, "resolved": config.get("resolved")}
 
 
 def settings_line(settings: dict) -> str:
