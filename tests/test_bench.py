@@ -55,3 +55,10 @@ def test_update_bench_times_keras_and_the_compiled_update_with_each_optimizer(tm
         assert compiled["compiled_vs_keras"] == compiled["images_per_s"] / stock["images_per_s"]
     assert data["config"]["rounds"] == 2 and data["machine"]["onednn"] is True
     assert "median of 2 alternating rounds of 1 steps" in (tmp_path / "update.md").read_text()
+    # The digits schedule's step count: the training split kres train gets, at the recipe's batch.
+    from sklearn.datasets import load_digits
+
+    from keras_resnet.data import DataConfig, stratified_split
+
+    train_idx, _ = stratified_split(load_digits().target, DataConfig().val_split, seed=0)
+    assert update.DIGITS_TRAIN_IMAGES == len(train_idx) == 1438 and update.DIGITS_STEPS_PER_EPOCH == 22
