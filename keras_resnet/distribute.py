@@ -128,6 +128,31 @@ def resolve_precision(precision: str, placement: Placement) -> str:
     return "float32"
 
 
+# What a mixed policy does to TensorFlow's training step on a CPU (ResNet-18, 32 px, batch 64, `kres bench
+# throughput --precision ...`, Intel Xeon 6/167 with AVX-512 FP16 and AMX, oneDNN on, 2026-12-04): float32 515
+# images/s, mixed_bfloat16 423, mixed_float16 5.95 (oneDNN has no float16 weight-gradient convolution there and runs
+# its reference code). TensorFlow runs bfloat16 in its Eigen kernels on CPUs without AVX-512, and float16 on CPUs
+# without AVX-512 FP16 (its IsDataTypeSupportedByOneDNNOnThisCPU); Eigen's on the same Xeon (oneDNN off): bfloat16
+# 35 images/s, float16 76 (float32 in oneDNN capped at AVX2: about 296). The JAX backend's CPU step was the same
+# in all three (133-139 images/s).
+_CPU_MIXED_COST = {
+    "mixed_float16": "far slower than float32 (1/90 of its speed on an Intel Xeon with AVX-512 FP16, several "
+                     "times slower on CPUs without it)",
+    "mixed_bfloat16": "no faster than float32 (0.8x its speed on an Intel Xeon with AMX, several times slower "
+                      "without AVX-512)",
+}
+
+
+def cpu_precision_note(precision: str, placement: Placement, backend: str | None = None) -> str | None:
+    """One line for a mixed policy chosen on a CPU under TensorFlow, where it costs time and gains none."""
+    if placement.accelerator != "cpu" or precision not in _CPU_MIXED_COST:
+        return None
+    if (backend or keras.backend.backend()) != "tensorflow":
+        return None
+    return (f"note: on a CPU, TensorFlow trains {precision} {_CPU_MIXED_COST[precision]}; it pays off on GPUs and "
+            "TPUs: leave --precision out to train in float32 here")
+
+
 def check_global_batch(batch_size: int, replicas: int) -> int:
     """The per-replica batch; a global batch that does not split evenly is a user error."""
     if batch_size < 1:

@@ -29,7 +29,7 @@ import keras
 from keras_resnet import _compat, fileio, runlock, runs
 from keras_resnet import callbacks as cb
 from keras_resnet.data import DataConfig, data_name, load_datasets
-from keras_resnet.distribute import Placement, check_global_batch, make_placement, resolve_precision
+from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta
 from keras_resnet.model import resnet
@@ -208,6 +208,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
                          run_dir, start))
     _say_frozen_bn(stream, cfg, plan, placement)
+    if note := cpu_precision_note(precision, placement):
+        _say(stream, note)
     exporter = _Float32Exporter(model)
     callbacks, checkpointer = _callbacks(cfg, plan, run_dir, write_dir, start, model, exporter, stream)
     began = time.perf_counter()

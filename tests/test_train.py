@@ -18,7 +18,7 @@ import pytest
 
 from keras_resnet import _compat, callbacks, optim
 from keras_resnet.data import DataConfig
-from keras_resnet.distribute import Placement, check_global_batch, resolve_precision
+from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, resolve_precision
 from keras_resnet.errors import KresError
 from keras_resnet.model import resnet
 from keras_resnet.train import TrainConfig, resolve, train
@@ -152,6 +152,19 @@ def test_mixed_precision_trains_a_step_with_float32_outputs(policy):
 
 def _placement(accelerator, capability=None):
     return Placement(None, "default", 1, accelerator, capability)
+
+
+def test_a_mixed_policy_on_a_cpu_under_tensorflow_is_one_line_that_names_float32():
+    cpu = _placement("cpu")
+    costs = {"mixed_float16": "far slower than float32 (1/90", "mixed_bfloat16": "no faster than float32 (0.8x"}
+    for policy, cost in costs.items():
+        note = cpu_precision_note(policy, cpu, "tensorflow")
+        assert note.startswith(f"note: on a CPU, TensorFlow trains {policy} {cost}") and "\n" not in note
+        assert note.endswith("; it pays off on GPUs and TPUs: leave --precision out to train in float32 here")
+    assert cpu_precision_note("float32", cpu, "tensorflow") is None
+    assert cpu_precision_note("mixed_float16", _placement("gpu", (7, 0)), "tensorflow") is None
+    assert cpu_precision_note("mixed_bfloat16", _placement("tpu"), "tensorflow") is None
+    assert cpu_precision_note("mixed_float16", cpu, "jax") is None  # XLA's CPU step: the same speed in all three
 
 
 def test_auto_precision_per_device():
@@ -317,7 +330,9 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
                                precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run")),
                    DataConfig(dataset="synthetic", synthetic_size=128))
     assert calls == [("best.keras", 32, 3, "qat")]
-    assert "; ema 0.9: the weights' moving average is validated and saved\n" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
+    assert f"\n{cpu_precision_note('mixed_bfloat16', _placement('cpu'), 'tensorflow')}\n" in err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
     assert (result.epochs, result.steps, result.iterations) == (2, 4, 4)
     assert [row["epoch"] for row in result.history] == [1, 2]
