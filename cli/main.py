@@ -9,7 +9,6 @@ import importlib.util
 import os
 import re
 import sys
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import click
@@ -79,22 +78,12 @@ def _import_backend_quietly() -> None:
     """
     if "keras" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            importlib.import_module("keras")
-            if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too
-                importlib.import_module("tensorflow").config.list_physical_devices()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines()
-                    if not _STARTUP_NOISE.match(line)]
-    if kept:
-        print("\n".join(kept), file=sys.stderr)
+    from keras_resnet.terminal import stderr_without
+
+    with stderr_without(_STARTUP_NOISE):
+        importlib.import_module("keras")
+        if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too
+            importlib.import_module("tensorflow").config.list_physical_devices()
 
 
 def _backend_after_parsing(command: click.Command) -> click.Command:

@@ -8,6 +8,7 @@ file format themselves.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from keras_resnet import runs
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.meta import ModelMeta, find_meta
+from keras_resnet.terminal import stderr_without
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
 
@@ -185,6 +187,11 @@ class TFLitePredictor(Predictor):
         return self.dequantize(out.reshape(len(x), -1))
 
 
+# What LiteRT's C++ runtime prints on stderr, once a process, when it makes an interpreter (whatever the log level).
+_INTERPRETER_NOISE = re.compile(r"^INFO: (Created TensorFlow Lite XNNPACK delegate for CPU|Initialized TensorFlow "
+                                r"Lite runtime)\.$")
+
+
 def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
     """A LiteRT interpreter (``ai_edge_litert``), or ``tf.lite.Interpreter`` where that package is missing."""
     try:
@@ -200,8 +207,9 @@ def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
         kwargs = {"model_path": os.fspath(path_or_bytes)}
         name = os.fspath(path_or_bytes)
     try:
-        interpreter = Interpreter(num_threads=num_threads, **kwargs)
-        interpreter.allocate_tensors()
+        with stderr_without(_INTERPRETER_NOISE):
+            interpreter = Interpreter(num_threads=num_threads, **kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise KresError(f"{name} is not a valid TFLite model ({first_line(err)}); re-export it with "
                         "'kres export --tflite'") from None

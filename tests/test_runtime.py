@@ -1,6 +1,9 @@
 """keras_resnet.runtime: .keras, SavedModel, float and quantized .tflite and run dirs behind one predict()."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -145,6 +148,21 @@ def test_static_batch_larger_than_the_rest_is_padded(tmp_path):
 def test_tflite_interpreter_takes_bytes(exported):
     interpreter = tflite_interpreter((exported["export"] / "model.tflite").read_bytes(), num_threads=1)
     assert list(interpreter.get_input_details()[0]["shape"][1:]) == [32, 32, 3]
+
+
+def test_making_an_interpreter_keeps_litert_s_delegate_line_off_the_terminal(exported):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once a process, whatever the log
+    level (ai-edge-litert 2.x); kres's interpreters catch it. Separate processes: the line comes once a process."""
+    model, env = str(exported["export"] / "model.tflite"), {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    raw = subprocess.run([sys.executable, "-c", "import sys; from ai_edge_litert.interpreter import Interpreter; "
+                          "Interpreter(model_path=sys.argv[1]).allocate_tensors()", model],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in raw.stderr.splitlines(), raw.stderr
+    ours = subprocess.run([sys.executable, "-c", "import sys; from keras_resnet.runtime import tflite_interpreter; "
+                           "tflite_interpreter(sys.argv[1]); print('made', file=sys.stderr)", model],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert ours.returncode == 0 and ours.stderr.splitlines()[-1] == "made", ours.stderr
+    assert "XNNPACK" not in ours.stderr
 
 
 def test_input_size_mismatch_is_a_clear_error(exported):

@@ -1,0 +1,37 @@
+"""keras_resnet.terminal: native libraries' chatter caught at file descriptor 2, everything else passed on."""
+
+import os
+
+import pytest
+
+from keras_resnet.terminal import stderr_without
+from kres.main import _STARTUP_NOISE
+
+# Lines TensorFlow 2.21 printed at import on a CPU machine with TF_CPP_MIN_LOG_LEVEL=2 (December 2026).
+TF_STARTUP = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796422489.775584     750 port.cc:153] oneDNN custom operations are on. You may see slightly "
+    "different numerical results due to floating-point round-off errors from different computation orders.",
+    "I0000 00:00:1796422489.775957     750 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will "
+    "not be used.",
+    "E0000 00:00:1796421139.115914   26746 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
+    "call to cuInit: UNKNOWN ERROR (303)",
+]
+REAL = "E0000 00:00:1796421139.2   26746 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error (999)"
+
+
+def _write_fd2(lines):
+    os.write(2, "".join(f"{line}\n" for line in lines).encode())
+
+
+def test_startup_chatter_is_dropped_and_a_real_error_is_passed_on(capfd):
+    with stderr_without(_STARTUP_NOISE):
+        _write_fd2([*TF_STARTUP[:2], REAL, *TF_STARTUP[2:]])
+    assert capfd.readouterr().err == f"{REAL}\n"
+
+
+def test_what_was_kept_is_passed_on_when_the_body_raises(capfd):
+    with pytest.raises(RuntimeError, match="broken"), stderr_without(_STARTUP_NOISE):
+        _write_fd2([TF_STARTUP[0], "ImportError: libfoo.so: cannot open shared object file"])
+        raise RuntimeError("broken")
+    assert capfd.readouterr().err == "ImportError: libfoo.so: cannot open shared object file\n"
