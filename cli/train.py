@@ -53,8 +53,7 @@ from kres.options import FiniteFloat, depth_option, variant_option
 @click.option("--weights", default=None, help="'imagenet' or a weights file to start from (the classifier is "
                                               "skipped when the class count differs).")
 @click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Train only the classifier for this many epochs first (BN in inference mode; "
-                   "TensorFlow backend only).")
+              help="Train only the classifier for this many epochs first (BN in inference mode).")
 @click.option("--freeze-bn/--train-bn", default=None,
               help="Keep BN statistics frozen (inference mode) all through training. Default: frozen when "
                    "fine-tuning from --weights with fewer than 16 images per replica.")

@@ -163,6 +163,12 @@ def _inner(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer under mixed_float16
 
 
+def built_variables(optimizer) -> list:
+    """The model variables ``optimizer`` was built with, in the order of its slots (``Optimizer._trainable_variables``):
+    Keras exports no way to read them, and its ``stateless_apply`` (the JAX trainer's update) takes exactly these."""
+    return list(_inner(optimizer)._trainable_variables)
+
+
 def ema_pairs(optimizer) -> list[tuple]:
     """(model variable, its moving average) for an optimizer built with ``use_ema=True``: Keras keeps the averages
     in ``Optimizer._model_variables_moving_average``, in the order of ``_trainable_variables``, and exports no way

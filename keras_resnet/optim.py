@@ -78,7 +78,44 @@ def make_optimizer(name: str, learning_rate, weight_decay: float, model: keras.M
     if weight_decay:
         opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not is_decayed(v)])
     opt.build(model.trainable_variables)
+    update_subsets_under_jax(opt, model)
     return opt
+
+
+def update_subsets_under_jax(optimizer: keras.optimizers.Optimizer, model: keras.Model) -> None:
+    """Let ``optimizer`` update fewer variables than it was built with under the JAX backend, as it does under
+    TensorFlow: a frozen backbone (``--freeze-backbone-epochs``) or frozen BN layers train a part of the model.
+
+    Keras's JAX trainer passes the values of ``model``'s trainable variables to ``stateless_apply``, which takes
+    exactly the variables the optimizer was built with. Given fewer, this one runs ``apply(grads, variables)``, the
+    call the TensorFlow trainer makes: only those variables, their slots and the step counter change. The weight
+    average (``use_ema``) is kept for every variable, as Keras keeps it; a frozen variable's average is given as
+    its value, so it stays as it was. The averages start as the variables' values here, which Keras's first step
+    would write: so a variable frozen since the optimizer was built keeps an average equal to its value, as under
+    TensorFlow.
+    """
+    if keras.backend.backend() != "jax":
+        return
+    for variable, average in _compat.ema_pairs(optimizer):  # a host copy: one buffer under two variables would be
+        average.assign(keras.ops.convert_to_numpy(variable).copy())  # donated twice by the jitted step
+    stock_apply = optimizer.stateless_apply
+
+    def stateless_apply(optimizer_variables, grads, trainable_variables):
+        built = _compat.built_variables(optimizer)
+        if len(trainable_variables) == len(built):
+            return stock_apply(optimizer_variables, grads, trainable_variables)
+        training = model.trainable_variables  # read when the step is traced: this phase's variables
+        values = dict(zip(map(id, training), trainable_variables, strict=True))
+        slot_values = dict(zip(map(id, optimizer.variables), optimizer_variables, strict=True))
+        values.update((id(v), slot_values[id(a)]) for v, a in _compat.ema_pairs(optimizer) if id(v) not in values)
+        # A frozen variable without an average is never read: only the average reads every variable.
+        mapping = [(v, values[id(v)] if id(v) in values else keras.ops.zeros(v.shape, v.dtype)) for v in built]
+        with keras.StatelessScope(state_mapping=[*mapping, *zip(optimizer.variables, optimizer_variables)]) as scope:
+            optimizer.apply(grads, training)
+        return ([scope.get_current_value(v) for v in training],
+                [scope.get_current_value(v) for v in optimizer.variables])
+
+    optimizer.stateless_apply = stateless_apply
 
 
 def compile_update(optimizer: keras.optimizers.Optimizer) -> None:

@@ -137,10 +137,6 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
     if not 0 <= cfg.freeze_backbone_epochs < cfg.epochs:
         raise KresError(f"--freeze-backbone-epochs {cfg.freeze_backbone_epochs} must be less than "
                         f"--epochs {cfg.epochs}, so the whole network trains at least one epoch")
-    if cfg.freeze_backbone_epochs and keras.backend.backend() == "jax":
-        # Keras's JAX optimizer updates exactly the variables it was built with; the frozen phase has fewer.
-        raise KresError("--freeze-backbone-epochs does not work under KERAS_BACKEND=jax yet: train with the "
-                        "TensorFlow backend (KERAS_BACKEND=tensorflow), or leave the option out")
     if cfg.qat_epochs < 0:
         raise KresError(f"--qat-epochs must not be negative, got {cfg.qat_epochs}")
     if cfg.weights is not None:

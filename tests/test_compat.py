@@ -61,6 +61,14 @@ def test_weight_decay_query_follows_the_exclusion_list():
     assert decayed == {"conv/kernel", "dense/kernel"}, f"Optimizer._use_weight_decay {MOVED}"
 
 
+def test_built_variables_are_those_the_optimizer_was_built_with_in_its_order():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2, name="b")])
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build(model.trainable_variables[::-1])
+    built = [v.path.split("/", 1)[1] for v in _compat.built_variables(optimizer)]  # after "sequential/"
+    assert built == ["b/bias", "b/kernel", "a/bias", "a/kernel"], f"Optimizer._trainable_variables {MOVED}"
+
+
 def test_freeze_variables_leaves_no_variable_ops():
     variable = tf.Variable(3.0)
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -198,17 +199,69 @@ def test_digits_recipe_and_explicit_options_override_it():
     assert resolve(TrainConfig(), DataConfig(dataset="imagenette/320px-v2"))[2].image_size == 224
 
 
-def test_a_frozen_backbone_under_jax_is_an_error_before_any_work(monkeypatch):
-    import keras_resnet.train as train_module
+# A small ResNet-shaped model (conv, BN, a head named as kres's) through the frozen phase's two steps, from the
+# weights in argv[1] (written there first if missing); every model and optimizer variable saved to argv[2].
+FROZEN_STEPS = """
+import os, sys
+import keras
+import numpy as np
+from keras_resnet import optim
+from keras_resnet.train import _set_backbone_trainable
 
-    monkeypatch.setattr(train_module.keras.backend, "backend", lambda: "jax")
-    assert resolve(TrainConfig(depth=18, epochs=2), DataConfig(dataset="synthetic"))[0].freeze_backbone_epochs == 0
-    with pytest.raises(KresError, match=r"^--freeze-backbone-epochs does not work under KERAS_BACKEND=jax yet: "
-                                        r"train with the TensorFlow backend"):
-        resolve(TrainConfig(depth=18, epochs=2, freeze_backbone_epochs=1), DataConfig(dataset="synthetic"))
-    monkeypatch.undo()
-    assert resolve(TrainConfig(depth=18, epochs=2, freeze_backbone_epochs=1),
-                   DataConfig(dataset="synthetic"))[0].freeze_backbone_epochs == 1  # TensorFlow: trains
+keras.utils.set_random_seed(0)
+inputs = keras.Input((16, 16, 3))
+x = keras.layers.Conv2D(8, 3, name="conv1_conv")(inputs)
+x = keras.layers.BatchNormalization(name="conv1_bn")(x)
+x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2_conv")(x)
+x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="predictions")(x))
+if os.path.exists(sys.argv[1]):
+    model.load_weights(sys.argv[1])
+else:
+    model.save_weights(sys.argv[1])
+start = {"start:" + v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+opt = optim.make_optimizer("sgd", 0.05, 5e-4, model, ema=0.5)
+_set_backbone_trainable(model, False)
+model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy())
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 1, (8, 16, 16, 3)).astype("float32")
+labels = np.eye(4, dtype="float32")[[0, 3, 1, 2, 0, 1, 2, 3]]
+for _ in range(2):
+    model.train_on_batch(images, labels)
+np.savez(sys.argv[2], **start, **{v.path: keras.ops.convert_to_numpy(v) for v in [*model.weights, *opt.variables]})
+"""
+
+
+def test_a_frozen_phase_under_jax_gives_tensorflows_weights_and_optimizer_state(tmp_path):
+    """Keras's JAX optimizer updates exactly the variables it was built with; kres's takes the frozen phase's
+    fewer (optim.update_subsets_under_jax). Two steps from the same weights under each backend: the backbone and
+    its averages stay as they were, the head, its slots, its average and the step counter move alike."""
+    results = {}
+    for backend in ("tensorflow", "jax"):  # TensorFlow first: it writes the starting weights
+        proc = subprocess.run([sys.executable, "-c", FROZEN_STEPS, str(tmp_path / "start.weights.h5"),
+                               str(tmp_path / f"{backend}.npz")], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
+    tf_state, jax_state = results["tensorflow"], results["jax"]
+    assert sorted(jax_state) == sorted(tf_state)
+    start = {key.removeprefix("start:"): value for key, value in tf_state.items() if key.startswith("start:")}
+    for path, value in start.items():
+        np.testing.assert_array_equal(jax_state[f"start:{path}"], value, err_msg=path)
+    moved = {path for path, value in start.items() if not np.array_equal(tf_state[path], value)}
+    assert moved == {"predictions/kernel", "predictions/bias"}
+    averages = 0
+    for path in start.keys() - moved:
+        np.testing.assert_array_equal(jax_state[path], start[path], err_msg=path)
+        average = f"sgd/{path.replace('/', '_')}_average"  # the trainable variables have one
+        if average in jax_state:
+            np.testing.assert_array_equal(jax_state[average], start[path], err_msg=average)
+            averages += 1
+    assert averages == 6  # two conv kernels and biases, BN's gamma and beta
+    assert int(tf_state["sgd/iteration"]) == int(jax_state["sgd/iteration"]) == 2
+    for path, value in tf_state.items():
+        assert np.abs(jax_state[path] - value).max() <= 1e-4 * np.abs(value).max() + 1e-7, path
+    assert np.abs(tf_state["sgd/predictions_kernel_momentum"]).max() > 1e-4  # 1e-7 is no bound on it
 
 
 @pytest.mark.parametrize(("changes", "message"), [
