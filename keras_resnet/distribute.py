@@ -136,10 +136,10 @@ def resolve_precision(precision: str, placement: Placement) -> str:
 # 35 images/s, float16 76 (float32 in oneDNN capped at AVX2: about 296). The JAX backend's CPU step was the same
 # in all three (133-139 images/s).
 _CPU_MIXED_COST = {
-    "mixed_float16": "far slower than float32 (1/90 of its speed on an Intel Xeon with AVX-512 FP16, several "
-                     "times slower on CPUs without it)",
-    "mixed_bfloat16": "no faster than float32 (0.8x its speed on an Intel Xeon with AMX, several times slower "
-                      "without AVX-512)",
+    "mixed_float16": ("far slower than float32 (1/87 of its speed on an Intel Xeon with AVX-512 FP16, several times "
+                      "slower on CPUs without it)", "GPUs"),
+    "mixed_bfloat16": ("no faster than float32 (0.8x its speed on an Intel Xeon with AMX, several times slower "
+                       "without AVX-512)", "GPUs and TPUs"),
 }
 
 
@@ -149,8 +149,9 @@ def cpu_precision_note(precision: str, placement: Placement, backend: str | None
         return None
     if (backend or keras.backend.backend()) != "tensorflow":
         return None
-    return (f"note: on a CPU, TensorFlow trains {precision} {_CPU_MIXED_COST[precision]}; it pays off on GPUs and "
-            "TPUs: leave --precision out to train in float32 here")
+    cost, where = _CPU_MIXED_COST[precision]
+    return (f"note: on a CPU, TensorFlow trains {precision} {cost}; it pays off on {where}: leave --precision out "
+            "to train in float32 here")
 
 
 def check_global_batch(batch_size: int, replicas: int) -> int:

@@ -92,7 +92,8 @@ def update_subsets_under_jax(optimizer: keras.optimizers.Optimizer, model: keras
     average (``use_ema``) is kept for every variable, as Keras keeps it; a frozen variable's average is given as
     its value, so it stays as it was. The averages start as the variables' values here, which Keras's first step
     would write: so a variable frozen since the optimizer was built keeps an average equal to its value, as under
-    TensorFlow.
+    TensorFlow. That assumes no frozen variable is assigned after this (loading a checkpoint, which brings the
+    averages back with the weights, is fine); TensorFlow would then pull its average toward the new value.
     """
     if keras.backend.backend() != "jax":
         return

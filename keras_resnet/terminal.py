@@ -10,26 +10,59 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator
+
+# Run in a process of its own: it passes on each line that the pattern (argv[1]) does not match, as it comes, and
+# whatever is left once the pipe closes, even if the process that wrote it has crashed.
+_FILTER = """
+import re, sys
+noise = re.compile(sys.argv[1])
+for line in sys.stdin.buffer:
+    if not noise.match(line.decode(errors="replace").rstrip("\\n")):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+"""
+_LOCK = threading.Lock()  # file descriptor 2 is the whole process's: one catch at a time
 
 
 @contextlib.contextmanager
 def stderr_without(noise: re.Pattern) -> Iterator[None]:
-    """Run the body with file descriptor 2 caught; afterwards print every caught line that ``noise`` does not
-    match. A real error, or a broken install's message, still reaches the user (after the body, not during it)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
+    """Run the body with file descriptor 2 going through a filter process that drops the lines ``noise`` matches
+    and passes every other line on at once: a real error, a broken install's message, or a native library's last
+    words before a crash still reach the user. Where there is no descriptor 2, or no filter process can start,
+    the body runs unfiltered."""
+    with _LOCK:
+        _flush_stderr()
         try:
+            saved = os.dup(2)
+        except OSError:  # descriptor 2 is closed
             yield
+            return
+        try:
+            try:
+                sift = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
+                                        stdin=subprocess.PIPE, stdout=saved, close_fds=True)
+            except OSError:
+                sift = None
+            if sift is None:
+                yield
+                return
+            os.dup2(sift.stdin.fileno(), 2)
+            try:
+                yield
+            finally:
+                _flush_stderr()
+                os.dup2(saved, 2)
+                sift.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):  # a process started in the body may still
+                    sift.wait(timeout=10)  # hold the pipe: the filter then goes on passing its lines on
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
             os.close(saved)
-            caught.seek(0)
-            kept = [line for line in caught.read().decode(errors="replace").splitlines() if not noise.match(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
+
+
+def _flush_stderr() -> None:
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # None, or closed
+        sys.stderr.flush()

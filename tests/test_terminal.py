@@ -1,6 +1,10 @@
 """keras_resnet.terminal: native libraries' chatter caught at file descriptor 2, everything else passed on."""
 
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -35,3 +39,36 @@ def test_what_was_kept_is_passed_on_when_the_body_raises(capfd):
         _write_fd2([TF_STARTUP[0], "ImportError: libfoo.so: cannot open shared object file"])
         raise RuntimeError("broken")
     assert capfd.readouterr().err == "ImportError: libfoo.so: cannot open shared object file\n"
+
+
+def test_a_crash_in_the_body_still_shows_what_was_written_before_it():
+    crash = ("import os, re, signal; from keras_resnet.terminal import stderr_without\n"
+             "with stderr_without(re.compile('^I0000 ')):\n"
+             "    os.write(2, b'I0000 chatter\\nF0000 check failed: the model is broken\\n')\n"
+             "    os.kill(os.getpid(), signal.SIGSEGV)\n")
+    result = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -11
+    assert result.stderr == "F0000 check failed: the model is broken\n"
+
+
+def test_two_threads_at_once_leave_descriptor_2_as_it_was(capfd):
+    before, inside = os.fstat(2), threading.Event()
+
+    def write(name, wait, hold):
+        if wait:
+            inside.wait()
+        with stderr_without(_STARTUP_NOISE):
+            inside.set()
+            _write_fd2([TF_STARTUP[0], f"kept {name}"])
+            time.sleep(hold)
+
+    # b starts while a is inside and leaves after it: unlocked, b would put back a's catch as descriptor 2
+    threads = [threading.Thread(target=write, args=("a", False, 0.1)),
+               threading.Thread(target=write, args=("b", True, 0.3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    assert sorted(capfd.readouterr().err.splitlines()) == ["kept a", "kept b"]

@@ -105,10 +105,10 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
 def test_same_training_code_under_another_keras_backend(tmp_path, backend):
     run = tmp_path / "run"
     # --ema: assigning the averages must not leave two variables on one buffer, which JAX's jitted steps donate.
-    # A frozen first epoch, and BN frozen all through: Keras's JAX optimizer updates only the variables it was
-    # built with, kres's fewer too.
-    result = subprocess.run([*KRES, *TINY, "--epochs", "2", "--freeze-backbone-epochs", "1", "--freeze-bn",
-                             "--ema", "0.5", "--output", str(run)], env=_env(KERAS_BACKEND=backend),
+    # A frozen first epoch (Keras's JAX optimizer updates only the variables it was built with, kres's fewer too),
+    # then the whole network (Keras's own update).
+    result = subprocess.run([*KRES, *TINY, "--epochs", "2", "--freeze-backbone-epochs", "1", "--ema", "0.5",
+                             "--output", str(run)], env=_env(KERAS_BACKEND=backend),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -116,4 +116,3 @@ def test_same_training_code_under_another_keras_backend(tmp_path, backend):
     assert (config["keras_backend"], config["strategy"], config["xla"]) == (backend, "none", True)
     assert runs.read_checkpoint_state(run)["iterations"] == 2 * STEPS_PER_EPOCH
     assert _history_epochs(run) == [1, 2]
-    assert "BN statistics stay frozen (32 images per replica; --train-bn updates them)" in result.stderr
