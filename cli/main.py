@@ -108,6 +108,10 @@ def _backend_after_parsing(command: click.Command) -> click.Command:
     return command
 
 
+INTERRUPTED = ("The files written so far are whole (kres writes each one whole or not at all); run the same command "
+               "again to finish.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
     from keras_resnet.errors import KresError
@@ -117,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=args, prog_name="kres", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.exceptions.Abort as err:
-        click.echo(f"Aborted. {err}" if str(err) else "Aborted.", err=True)
+    except click.exceptions.Abort as err:  # Ctrl-C: train says how to resume; the rest write whole files only
+        click.echo(f"Aborted. {str(err) or INTERRUPTED}", err=True)
         return 130
     except click.UsageError as err:
         hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else " (see 'kres --help')"

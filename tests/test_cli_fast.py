@@ -83,6 +83,22 @@ def test_write_json_refuses_nan_and_writes_nothing(tmp_path):
     assert json.loads(path.read_text()) == {"lr": 0.1}
 
 
+def test_ctrl_c_in_export_says_what_it_left(capsys, monkeypatch, tmp_path):
+    import keras_resnet.export
+
+    def interrupted(cfg, progress):
+        progress("converting to TFLite (int8)")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_resnet.export, "export", interrupted)
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "out"), "--tflite"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "... converting to TFLite (int8)",
+        "",  # click ends the line the terminal's ^C is on
+        "Aborted. The files written so far are whole (kres writes each one whole or not at all); run the same "
+        "command again to finish."]
+
+
 @pytest.mark.parametrize("output", [True, False])
 def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, output):
     import keras_resnet.train
