@@ -129,16 +129,17 @@ def resolve_precision(precision: str, placement: Placement) -> str:
 
 
 # What a mixed policy does to TensorFlow's training step on a CPU (ResNet-18, 32 px, batch 64, `kres bench
-# throughput --precision ...`, Intel Xeon 6/167 with AVX-512 FP16 and AMX, oneDNN on, 2026-12-04): float32 515
-# images/s, mixed_bfloat16 423, mixed_float16 5.95 (oneDNN has no float16 weight-gradient convolution there and runs
-# its reference code). TensorFlow runs bfloat16 in its Eigen kernels on CPUs without AVX-512, and float16 on CPUs
-# without AVX-512 FP16 (its IsDataTypeSupportedByOneDNNOnThisCPU); Eigen's on the same Xeon (oneDNN off): bfloat16
-# 35 images/s, float16 76 (float32 in oneDNN capped at AVX2: about 296). The JAX backend's CPU step was the same
-# in all three (133-139 images/s).
+# throughput --precision ...`, results/throughput-cpu-intel-precision-*.json, Intel Xeon 6/167 with AVX-512 FP16
+# and AMX, oneDNN on, 2026-12-04; 30 steps, twice): float32 500 and 475 images/s, mixed_bfloat16 436 and 444
+# (0.87-0.93x); mixed_float16 5.67 in 4 steps, 5.95 in another run (about 1/85: oneDNN has no float16
+# weight-gradient convolution there and runs its reference code). TensorFlow runs bfloat16 in its Eigen kernels on
+# CPUs without AVX-512, and float16 on CPUs without AVX-512 FP16 (its IsDataTypeSupportedByOneDNNOnThisCPU);
+# Eigen's on the same Xeon (oneDNN off): bfloat16 35 images/s, float16 76 (float32 in oneDNN capped at AVX2: about
+# 296). The JAX backend's CPU step was the same in all three (133-139 images/s).
 _CPU_MIXED_COST = {
-    "mixed_float16": ("far slower than float32 (1/87 of its speed on an Intel Xeon with AVX-512 FP16, several times "
-                      "slower on CPUs without it)", "GPUs"),
-    "mixed_bfloat16": ("no faster than float32 (0.8x its speed on an Intel Xeon with AMX, several times slower "
+    "mixed_float16": ("far slower than float32 (about 1/85 of its speed on an Intel Xeon with AVX-512 FP16, "
+                      "several times slower on CPUs without it)", "GPUs"),
+    "mixed_bfloat16": ("no faster than float32 (0.9x its speed on an Intel Xeon with AMX, several times slower "
                        "without AVX-512)", "GPUs and TPUs"),
 }
 

@@ -157,8 +157,8 @@ def _placement(accelerator, capability=None):
 
 def test_a_mixed_policy_on_a_cpu_under_tensorflow_is_one_line_that_names_float32():
     cpu = _placement("cpu")
-    costs = {"mixed_float16": ("far slower than float32 (1/87", "GPUs"),
-             "mixed_bfloat16": ("no faster than float32 (0.8x", "GPUs and TPUs")}
+    costs = {"mixed_float16": ("far slower than float32 (about 1/85", "GPUs"),
+             "mixed_bfloat16": ("no faster than float32 (0.9x", "GPUs and TPUs")}
     for policy, (cost, where) in costs.items():
         note = cpu_precision_note(policy, cpu, "tensorflow")
         assert note.startswith(f"note: on a CPU, TensorFlow trains {policy} {cost}") and "\n" not in note
