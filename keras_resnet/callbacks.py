@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_resnet import _compat, fileio, runs
 from keras_resnet.errors import KresError
+from keras_resnet.optim import host_copy
 
 
 def iterations_of(model: keras.Model) -> int:
@@ -32,7 +33,7 @@ def saved_weights(model: keras.Model) -> list[np.ndarray]:
     """The weights ``best.keras`` and ``last.keras`` hold, in ``model.weights`` order: the model's own, with the
     optimizer's moving averages in place of the trainable ones when it keeps them (``--ema``)."""
     averages = {id(v): a for v, a in _compat.ema_pairs(model.optimizer)} if model.optimizer else {}
-    return [np.array(keras.ops.convert_to_numpy(averages.get(id(v), v))) for v in model.weights]
+    return [host_copy(averages.get(id(v), v)) for v in model.weights]
 
 
 class ValidateAverages(keras.callbacks.Callback):
@@ -50,9 +51,9 @@ class ValidateAverages(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         pairs = _compat.ema_pairs(self.model.optimizer)
-        self._kept = [(var, np.array(keras.ops.convert_to_numpy(var))) for var, _ in pairs]
-        for var, average in pairs:  # a copy: on JAX the variable would share the average's buffer, which the
-            var.assign(np.array(keras.ops.convert_to_numpy(average)))  # jitted evaluation then donates (deletes)
+        self._kept = [(var, host_copy(var)) for var, _ in pairs]
+        for var, average in pairs:
+            var.assign(host_copy(average))
 
     def on_test_end(self, logs=None):
         for var, value in self._kept or ():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from keras_resnet import _compat
 from keras_resnet.errors import KresError
@@ -97,8 +98,8 @@ def update_subsets_under_jax(optimizer: keras.optimizers.Optimizer, model: keras
     """
     if keras.backend.backend() != "jax":
         return
-    for variable, average in _compat.ema_pairs(optimizer):  # a host copy: one buffer under two variables would be
-        average.assign(keras.ops.convert_to_numpy(variable).copy())  # donated twice by the jitted step
+    for variable, average in _compat.ema_pairs(optimizer):
+        average.assign(host_copy(variable))
     stock_apply = optimizer.stateless_apply
 
     def stateless_apply(optimizer_variables, grads, trainable_variables):
@@ -117,6 +118,12 @@ def update_subsets_under_jax(optimizer: keras.optimizers.Optimizer, model: keras
                 [scope.get_current_value(v) for v in optimizer.variables])
 
     optimizer.stateless_apply = stateless_apply
+
+
+def host_copy(value) -> np.ndarray:
+    """``value`` (a variable or tensor) copied into host memory. Assign a variable from this, not from another
+    variable: under JAX the two would share one buffer, which the next jitted step donates (deletes) twice."""
+    return np.array(keras.ops.convert_to_numpy(value))
 
 
 def compile_update(optimizer: keras.optimizers.Optimizer) -> None:
