@@ -36,31 +36,34 @@ def stderr_without(noise: re.Pattern) -> Iterator[None]:
     the body runs unfiltered."""
     with _LOCK:
         _flush_stderr()
-        try:
-            saved = os.dup(2)
-        except OSError:  # descriptor 2 is closed
+        saved, sift = _start_filter(noise)
+        if sift is None:
             yield
             return
         try:
-            try:
-                sift = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
-                                        stdin=subprocess.PIPE, stdout=saved, close_fds=True)
-            except OSError:
-                sift = None
-            if sift is None:
-                yield
-                return
             os.dup2(sift.stdin.fileno(), 2)
-            try:
-                yield
-            finally:
-                _flush_stderr()
-                os.dup2(saved, 2)
-                sift.stdin.close()
-                with contextlib.suppress(subprocess.TimeoutExpired):  # a process started in the body may still
-                    sift.wait(timeout=10)  # hold the pipe: the filter then goes on passing its lines on
+            yield
         finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
             os.close(saved)
+            sift.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a process started in the body may still hold
+                sift.wait(timeout=10)  # the pipe: the filter then goes on passing its lines on
+
+
+def _start_filter(noise: re.Pattern) -> tuple[int | None, subprocess.Popen | None]:
+    """A copy of descriptor 2 and the filter process writing to it; (None, None) where either cannot be had."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # descriptor 2 is closed
+        return None, None
+    try:
+        return saved, subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
+                                       stdin=subprocess.PIPE, stdout=saved, close_fds=True)
+    except OSError:
+        os.close(saved)
+        return None, None
 
 
 def _flush_stderr() -> None:
