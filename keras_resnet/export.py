@@ -392,10 +392,12 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
     from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
     cfg, out_dir = job.cfg, job.out_dir
-    job.say(f"converting to TFLite ({name})")
     if name == QAT_NAME:
+        epochs = f"{cfg.qat_epochs} epoch" + ("s" if cfg.qat_epochs > 1 else "")
+        job.say(f"quantization-aware fine-tuning, {epochs}, then converting to TFLite ({name})")
         content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir)
     else:
+        job.say(f"converting to TFLite ({name})")
         rep = _calibration(job) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
         content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",

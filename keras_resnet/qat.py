@@ -177,12 +177,14 @@ def quantize_tf_keras_model(model):
 @runlock.releasing
 def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, learning_rate: float | None = None,
                                 *, steps_per_epoch: int | None = None, io_dtype: str = "uint8",
-                                calibration_steps: int = 100, datasets=None, edgetpu: bool = False) -> Path:
+                                calibration_steps: int = 100, datasets=None, edgetpu: bool = False,
+                                stream=None) -> Path:
     """Fine-tune the ``.keras`` model at ``model_path`` under fake quantization, convert it to full-integer int8
     TFLite and write ``output_dir/model_qat_int8.tflite``; returns that path.
 
     ``data_cfg`` is the run's ``DataConfig``; ``datasets`` (a ``keras_resnet.data.Datasets``) skips loading it.
     ``edgetpu``: the model is for the Edge TPU (see :func:`keras_resnet.quantize.fuse_input_ops`).
+    ``stream``: where each epoch's line goes (standard error by default).
     """
     from keras_resnet import fileio
     from keras_resnet.quantize import convert
@@ -201,7 +203,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         # fine-tuning batches (and the int8 model) depended on whatever ran earlier in the process.
         keras.utils.set_random_seed(data_cfg.seed)
         datasets = load_datasets(data_cfg)
-    _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch)
+    _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch, stream)
     content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype)
     return _write(content, model_path, output_dir)
 
@@ -217,15 +219,44 @@ def _fake_quantized_model(model_path, edgetpu: bool):
     return quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu)))
 
 
-def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, steps_per_epoch: int | None) -> None:
+def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, steps_per_epoch: int | None,
+              stream) -> None:
     import tf_keras
 
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate or DEFAULT_LEARNING_RATE),
                       loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     from keras_resnet.data import without_autotune_thread  # the stream lives as long as the fit
 
-    qat_model.fit(datasets.train.with_options(without_autotune_thread()), validation_data=datasets.val, epochs=epochs,
-                  steps_per_epoch=steps_per_epoch, verbose=2)
+    train = datasets.train
+    qat_model.fit(train.with_options(without_autotune_thread()), validation_data=datasets.val, epochs=epochs,
+                  steps_per_epoch=steps_per_epoch, verbose=0,
+                  callbacks=[_progress(epochs, train.element_spec[0].shape[0], stream)])
+
+
+def _progress(epochs: int, batch_size: int | None, stream):
+    """``kres train``'s epoch line (time, images/s, metrics) for tf_keras's ``fit``, which takes only tf_keras
+    callbacks: its own ``verbose=2`` line says neither images/s nor what the other kres commands print."""
+    import tf_keras
+
+    from keras_resnet.callbacks import ProgressBar
+
+    bar = ProgressBar(epochs, batch_size or 0, stream=stream)
+
+    class Progress(tf_keras.callbacks.Callback):
+        def set_params(self, params):
+            super().set_params(params)
+            bar.set_params(params)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            bar.on_epoch_begin(epoch, logs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            bar.on_train_batch_end(batch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            bar.on_epoch_end(epoch, logs)
+
+    return Progress()
 
 
 def _representative(data_cfg, datasets, calibration_steps: int):

@@ -373,7 +373,10 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
     if cfg.qat_epochs and placement.is_chief:
         from keras_resnet.qat import quantization_aware_finetune  # heavy imports (tf_keras, tfmot): only when asked
 
-        result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat")
+        _say(stream, f"quantization-aware fine-tuning of {result.best_model.name}, {cfg.qat_epochs} epoch"
+                     + ("s" if cfg.qat_epochs > 1 else ""))
+        result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat",
+                                                       stream=stream)
         _say(stream, f"quantization-aware model: {result.qat_model}")
     return result
 

@@ -1,5 +1,8 @@
 """Quantization-aware training: the tf_keras rebuild, the Keras 3 guard, and QAT of the trained digits to int8."""
 
+import io
+import re
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -70,12 +73,24 @@ def qat_on_digits(trained_digits_run, tmp_path_factory):
         return wrapped
 
     out = tmp_path_factory.mktemp("qat")
+    stderr, stdout = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(qat, "quantize_tf_keras_model", recording)
+        patch.setattr(sys, "stderr", stderr)
+        patch.setattr(sys, "stdout", stdout)
         path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, out, calibration_steps=50)
     (wrapped, before), = made
     return SimpleNamespace(path=path, out=out, source=source, meta=meta, data_cfg=data_cfg, wrapped=wrapped,
-                           before=before)
+                           before=before, stderr=stderr.getvalue(), stdout=stdout.getvalue())
+
+
+def test_qat_prints_the_epoch_lines_of_kres_train(qat_on_digits):
+    lines = qat_on_digits.stderr.splitlines()
+    metrics = r"loss \d\.\d{4} accuracy \d\.\d{4} val_loss \d\.\d{4} val_accuracy \d\.\d{4}"
+    assert len(lines) == 2, qat_on_digits.stderr
+    for epoch, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"Epoch {epoch}/2 \d+\.\ds [1-9][\d,]* img/s {metrics}", line), line
+    assert qat_on_digits.stdout == ""  # not tf_keras's own "22/22 - 13s - loss: ..." line
 
 
 def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):

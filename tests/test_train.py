@@ -375,16 +375,17 @@ def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
 def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_qat(model_path, data_cfg, epochs, output_dir):  # QAT is tested in test_qat; here only the call is recorded
-        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name))
+    def fake_qat(model_path, data_cfg, epochs, output_dir, stream):  # QAT is tested in test_qat; here only the call
+        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream))
         return Path(output_dir) / "model_qat_int8.tflite"
 
     monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(quantization_aware_finetune=fake_qat))
     result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                                precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run")),
                    DataConfig(dataset="synthetic", synthetic_size=128))
-    assert calls == [("best.keras", 32, 3, "qat")]
+    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]
     err = capsys.readouterr().err
+    assert "\nquantization-aware fine-tuning of best.keras, 3 epochs\n" in err
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
     assert f"\n{cpu_precision_note('mixed_bfloat16', _placement('cpu'), 'tensorflow')}\n" in err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
