@@ -1,8 +1,9 @@
 """One process per run directory: ``RUN/.lock``, held with ``flock`` for the life of train, export or QAT.
 
 The kernel drops an ``flock`` when its holder dies, however it dies, so a lock is never stuck. The file
-also names the holder (PID and host) so a second process can say who holds it; a clean exit empties it,
-so a name found in a lock that nobody holds is a killed holder's, and taking it over is said.
+also names the holder (PID and host) so a second process can say who holds it; a clean exit removes it (an
+exported folder keeps only the artifacts), so a name found in a lock that nobody holds is a killed holder's,
+and taking it over is said.
 """
 
 from __future__ import annotations
@@ -34,18 +35,7 @@ def acquire(run_dir: str | os.PathLike, stream=None) -> None:
     if key in _held:
         return
     created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise KresError(f"cannot write to {run_dir}: {err.strerror or err}; choose another output path") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = _read(fd) or "another process"
-        os.close(fd)
-        raise KresError(f"{run_dir} is in use by {holder}: wait for it to finish, or choose another "
-                        "output directory") from None
+    fd = _locked(run_dir)
     stale = _read(fd)
     me = f"PID {os.getpid()} on {socket.gethostname()}"
     if stale and stale != me:
@@ -69,12 +59,14 @@ def release(run_dir: str | os.PathLike) -> None:
     if entry is None:
         return
     fd, created = entry
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)  # emptied: the next holder knows this one finished cleanly
-    if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+    try:
+        (run_dir / LOCK_FILE).unlink()  # before the flock goes: the next holder finds no name, or its own file
+    except OSError:
         with contextlib.suppress(OSError):
-            (run_dir / LOCK_FILE).unlink()
-            run_dir.rmdir()
+            os.ftruncate(fd, 0)  # emptied, which says the same
+    if created:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when empty
     os.close(fd)
 
 
@@ -91,6 +83,32 @@ def releasing(fn: Callable) -> Callable:
                 release(key)
 
     return wrapper
+
+
+def _locked(run_dir: Path) -> int:
+    """``run_dir`` (created if missing) with ``RUN/.lock`` open and flocked by this process.
+
+    A holder that releases removes the file while it still holds the flock, so one opened just before then is
+    a file nobody else will look at: its flock is worthless, and the path is opened again.
+    """
+    path = run_dir / LOCK_FILE
+    while True:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise KresError(f"cannot write to {run_dir}: {err.strerror or err}; choose another output path") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read(fd) or "another process"
+            os.close(fd)
+            raise KresError(f"{run_dir} is in use by {holder}: wait for it to finish, or choose another "
+                            "output directory") from None
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        os.close(fd)
 
 
 def _read(fd: int) -> str:

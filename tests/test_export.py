@@ -83,8 +83,8 @@ def test_mixed_precision_model_is_exported_from_a_float32_rebuild(run_dir, expor
 def test_export_writes_int8_card_labels_and_report(exported, heldout):
     out = exported.output_dir
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".lock", "converter.log", "export_report.json", "export_report.txt", "labels.txt", "meta.json",
-                     "model.keras", "model_int8.card.json", "model_int8.tflite", "saved_model"]  # .lock: emptied
+    assert names == ["converter.log", "export_report.json", "export_report.txt", "labels.txt", "meta.json",
+                     "model.keras", "model_int8.card.json", "model_int8.tflite", "saved_model"]  # no .lock left
     assert (out / "labels.txt").read_text() == "zero\none\ntwo\n"
     report = json.loads((out / "export_report.json").read_text())
     entry = report["artifacts"]["model_int8.tflite"]

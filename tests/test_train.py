@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from processes import kres_env
 
 from keras_resnet import _compat, callbacks, optim
 from keras_resnet.data import DataConfig
@@ -241,7 +242,7 @@ def test_a_frozen_phase_under_jax_gives_tensorflows_weights_and_optimizer_state(
     for backend in ("tensorflow", "jax"):  # TensorFlow first: it writes the starting weights
         proc = subprocess.run([sys.executable, "-c", FROZEN_STEPS, str(tmp_path / "start.weights.h5"),
                                str(tmp_path / f"{backend}.npz")], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                              env=kres_env(KERAS_BACKEND=backend))
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[backend] = dict(np.load(tmp_path / f"{backend}.npz"))
     tf_state, jax_state = results["tensorflow"], results["jax"]

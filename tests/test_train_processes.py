@@ -7,7 +7,6 @@ Each run is ResNet-18 at 32 px on 256 synthetic images (batch 32: 8 steps an epo
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,20 +14,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from processes import KRES, kres_env
 
 from keras_resnet import runs
 from keras_resnet.callbacks import read_history
 
-KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
 TINY = ["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--image-size", "32"]
 STEPS_PER_EPOCH = 256 // 32
 
-
-def _env(**extra) -> dict:
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 def _history_epochs(run: Path) -> list[int]:
@@ -54,7 +47,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     odd = [*TINY, "--batch-size", "33", "--output", str(tmp_path / "odd")]
     ok = [*TINY, "--epochs", "1", "--ema", "0.5", "--output", str(run)]  # the averages copied across replicas
     result = subprocess.run([sys.executable, "-c", MIRRORED, json.dumps(odd), json.dumps(ok)],
-                            env=_env(), capture_output=True, text=True, timeout=300)
+                            env=kres_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     first, second, rest = result.stderr.split("\nexit ")  # stderr of the odd run, "2" + the ok run's, "0\n"
     assert first.strip().splitlines()[-1] == (
@@ -84,7 +77,7 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen([*KRES, *TINY, "--epochs", "1", "--output", str(run)],
-                                      env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+                                      env=kres_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     try:
         outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -108,7 +101,7 @@ def test_same_training_code_under_another_keras_backend(tmp_path, backend):
     # A frozen first epoch (Keras's JAX optimizer updates only the variables it was built with, kres's fewer too),
     # then the whole network (Keras's own update).
     result = subprocess.run([*KRES, *TINY, "--epochs", "2", "--freeze-backbone-epochs", "1", "--ema", "0.5",
-                             "--output", str(run)], env=_env(KERAS_BACKEND=backend),
+                             "--output", str(run)], env=kres_env(KERAS_BACKEND=backend),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
