@@ -114,7 +114,7 @@ INTERRUPTED = ("The files written so far are whole (kres writes each one whole o
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
-    from keras_resnet.errors import KresError
+    from keras_resnet.errors import KresError, out_of_memory
 
     args = sys.argv[1:] if argv is None else argv
     try:
@@ -134,7 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     except KresError as err:
         click.echo(f"Error: {err}", err=True)
         return 2
+    except Exception as err:
+        detail = out_of_memory(err)
+        if detail is None:
+            raise
+        fix = ("run again with a smaller --batch-size" if _takes_option(args, "--batch-size") else
+               "close what else uses the memory, or run it on a machine with more")
+        click.echo(f"Error: out of memory ({detail}): {fix}", err=True)
+        return 2
     return 0
+
+
+def _takes_option(args: list[str], option: str) -> bool:
+    """Whether the command that ``args`` run (``bench throughput``: the sub-command) has ``option``."""
+    command, names = cli, list(args)
+    while isinstance(command, click.Group) and names:
+        command = command.get_command(None, names.pop(0))
+    return command is not None and any(option in param.opts for param in command.params)
 
 
 def entry_point() -> None:

@@ -1,4 +1,6 @@
-"""The one exception type for mistakes a user can fix."""
+"""The one exception type for mistakes a user can fix, and the one reading of an out-of-memory error."""
+
+import re
 
 
 class KresError(Exception):
@@ -13,3 +15,19 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     message is empty: library errors often carry pages of text, and a KresError must stay one line."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     return (lines[0] if lines else type(err).__name__)[:limit]
+
+
+def out_of_memory(err: BaseException) -> str | None:
+    """What ran out, in one line, when ``err`` is an allocation failure (TensorFlow's ``ResourceExhaustedError``,
+    XLA's ``RESOURCE_EXHAUSTED`` under JAX, Python's ``MemoryError``); None for any other error. TensorFlow puts
+    its "OOM when allocating tensor ..." line below a "Graph execution error:" header and the node's trace, so
+    that line is looked for rather than the first."""
+    if isinstance(err, MemoryError):
+        return f"host memory{': ' + first_line(err) if str(err).strip() else ''}"
+    text = str(err)
+    if type(err).__name__ != "ResourceExhaustedError" and "RESOURCE_EXHAUSTED" not in text:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = next((line for line in lines if "OOM" in line or "out of memory" in line.lower()), None)
+    said = re.sub(r"\{\{[^}]*\}\}\s*", "", said or (lines[0] if lines else "")).strip()
+    return said[:200] or type(err).__name__

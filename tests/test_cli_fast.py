@@ -119,3 +119,49 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
         assert err == "Aborted. To resume, run the same command again, or: kres train --resume --output myrun"
     else:
         assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"
+
+
+_TF_OOM = ("Graph execution error:\n\nDetected at node StatefulPartitionedCall defined at (most recent call last):\n"
+           "  File \"train.py\", line 341, in _fit_phases\n\n"
+           "{{function_node __inference_one_step_on_data_1234}} OOM when allocating tensor with shape[256,64,112,112] "
+           "and type float on /job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc\n"
+           "\t [[{{node resnet/conv1_conv/Conv2D}}]]")
+
+
+@pytest.mark.parametrize(("args", "fix"), [
+    (["train", "--depth", "152", "--batch-size", "256"], "run again with a smaller --batch-size"),
+    (["bench", "throughput", "--batch-size", "256"], "run again with a smaller --batch-size"),
+    (["export", "run", "-o", "out", "--tflite"], "close what else uses the memory, or run it on a machine with more"),
+])
+def test_out_of_memory_is_one_line_naming_the_tensor_and_the_fix(capsys, monkeypatch, args, fix):
+    import tensorflow as tf
+
+    import kres.main
+
+    def run_out(*_args, **_kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, _TF_OOM)
+
+    monkeypatch.setattr(kres.main.cli, "main", run_out)
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "Error: out of memory (OOM when allocating tensor with shape[256,64,112,112] and type float on "
+        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc): " + fix]
+
+
+def test_out_of_memory_under_jax_and_on_the_host_is_read_and_other_errors_are_not(capsys, monkeypatch):
+    import kres.main
+    from keras_resnet.errors import out_of_memory
+
+    jax_oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3288334336 bytes.")
+    assert out_of_memory(jax_oom) == "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3288334336 bytes."
+    assert out_of_memory(MemoryError()) == "host memory"
+    assert out_of_memory(MemoryError("Unable to allocate 96.0 GiB for an array")) == (
+        "host memory: Unable to allocate 96.0 GiB for an array")
+    assert out_of_memory(RuntimeError("a tensor ran out of patience")) is None
+
+    def crash(**_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(kres.main.cli, "main", crash)
+    with pytest.raises(RuntimeError, match="boom"):  # a bug stays a traceback, to be reported
+        main(["info", "--depth", "18"])
