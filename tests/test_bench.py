@@ -62,3 +62,17 @@ def test_update_bench_times_keras_and_the_compiled_update_with_each_optimizer(tm
 
     train_idx, _ = stratified_split(load_digits().target, DataConfig().val_split, seed=0)
     assert update.DIGITS_TRAIN_IMAGES == len(train_idx) == 1438 and update.DIGITS_STEPS_PER_EPOCH == 22
+
+
+def test_results_go_to_the_checkout_or_the_working_directory_never_into_site_packages(tmp_path):
+    from pathlib import Path
+
+    from keras_resnet.bench import common
+
+    repo = Path(__file__).resolve().parents[1]
+    assert repo / "benchmarks" / "results" == common.RESULTS_DIR  # these tests run from a source checkout
+    (tmp_path / "checkout" / "benchmarks").mkdir(parents=True)
+    (tmp_path / "checkout" / "pyproject.toml").write_text("")
+    assert common.results_home(tmp_path / "checkout") == tmp_path / "checkout" / "benchmarks" / "results"
+    (tmp_path / "site-packages").mkdir()
+    assert common.results_home(tmp_path / "site-packages") == Path("benchmarks") / "results"  # relative: the cwd

@@ -73,6 +73,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_every_package_folder_is_installed():
+    """pyproject.toml names every folder with an ``__init__.py``: a plain (not editable) install left out
+    ``keras_resnet.bench``, so ``kres bench`` failed there while the editable install found it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {name: ROOT / setuptools["package-dir"].get(name, name) for name in PACKAGES} == PACKAGES
+    folders = {".".join([name, *init.parent.relative_to(folder).parts])
+               for name, folder in PACKAGES.items() for init in folder.rglob("__init__.py")}
+    assert "keras_resnet.bench" in folders
+    assert sorted(setuptools["packages"]) == sorted(folders)
+
+
 def test_find_cycle_finds_one_and_only_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None

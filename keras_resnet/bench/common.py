@@ -15,7 +15,17 @@ import numpy as np
 
 from keras_resnet import cpu, fileio
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+def results_home(package_root: Path) -> Path:
+    """Where results go: ``benchmarks/results`` of the source checkout that ``package_root`` (the folder holding
+    ``keras_resnet``) is, as with ``pip install -e .``; for an installed package, ``benchmarks/results`` in the
+    working directory, not in site-packages."""
+    if (package_root / "pyproject.toml").is_file() and (package_root / "benchmarks").is_dir():
+        return package_root / "benchmarks" / "results"
+    return Path("benchmarks") / "results"
+
+
+RESULTS_DIR = results_home(Path(__file__).resolve().parents[2])
 
 
 def machine() -> dict:
