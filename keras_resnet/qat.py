@@ -227,25 +227,26 @@ def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, ste
                       loss=tf_keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     from keras_resnet.data import without_autotune_thread  # the stream lives as long as the fit
 
-    train = datasets.train
-    qat_model.fit(train.with_options(without_autotune_thread()), validation_data=datasets.val, epochs=epochs,
-                  steps_per_epoch=steps_per_epoch, verbose=0,
-                  callbacks=[_progress(epochs, train.element_spec[0].shape[0], stream)])
+    batch_size = datasets.train.element_spec[0].shape[0]  # static: the batches drop their remainder
+    steps = steps_per_epoch or datasets.num_train // batch_size  # tf_keras cannot count the stream's batches
+    qat_model.fit(datasets.train.with_options(without_autotune_thread()), validation_data=datasets.val,
+                  epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+                  callbacks=[_progress(epochs, batch_size, steps, stream)])
 
 
-def _progress(epochs: int, batch_size: int | None, stream):
+def _progress(epochs: int, batch_size: int, steps: int, stream):
     """``kres train``'s epoch line (time, images/s, metrics) for tf_keras's ``fit``, which takes only tf_keras
     callbacks: its own ``verbose=2`` line says neither images/s nor what the other kres commands print."""
     import tf_keras
 
     from keras_resnet.callbacks import ProgressBar
 
-    bar = ProgressBar(epochs, batch_size or 0, stream=stream)
+    bar = ProgressBar(epochs, batch_size, stream=stream)
 
     class Progress(tf_keras.callbacks.Callback):
         def set_params(self, params):
             super().set_params(params)
-            bar.set_params(params)
+            bar.set_params({**params, "steps": params.get("steps") or steps})
 
         def on_epoch_begin(self, epoch, logs=None):
             bar.on_epoch_begin(epoch, logs)

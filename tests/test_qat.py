@@ -73,7 +73,7 @@ def qat_on_digits(trained_digits_run, tmp_path_factory):
         return wrapped
 
     out = tmp_path_factory.mktemp("qat")
-    stderr, stdout = io.StringIO(), io.StringIO()
+    stderr, stdout = _Terminal(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(qat, "quantize_tf_keras_model", recording)
         patch.setattr(sys, "stderr", stderr)
@@ -84,12 +84,19 @@ def qat_on_digits(trained_digits_run, tmp_path_factory):
                            before=before, stderr=stderr.getvalue(), stdout=stdout.getvalue())
 
 
-def test_qat_prints_the_epoch_lines_of_kres_train(qat_on_digits):
-    lines = qat_on_digits.stderr.splitlines()
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_qat_shows_the_live_bar_and_epoch_lines_of_kres_train(qat_on_digits):
+    lines = qat_on_digits.stderr.split("\n")
     metrics = r"loss \d\.\d{4} accuracy \d\.\d{4} val_loss \d\.\d{4} val_accuracy \d\.\d{4}"
-    assert len(lines) == 2, qat_on_digits.stderr
-    for epoch, line in enumerate(lines, 1):
-        assert re.fullmatch(rf"Epoch {epoch}/2 \d+\.\ds [1-9][\d,]* img/s {metrics}", line), line
+    assert len(lines) == 3 and lines[-1] == "", qat_on_digits.stderr
+    for epoch, line in enumerate(lines[:2], 1):
+        *bars, last = line.split("\r")
+        assert re.fullmatch(rf"Epoch {epoch}/2 \d+\.\ds [1-9][\d,]* img/s {metrics}\x1b\[K", last), last
+        assert bars[-1].startswith(f"Epoch {epoch}/2 [{'=' * 24}] 22/22 "), bars  # 1438 images, batch 64
     assert qat_on_digits.stdout == ""  # not tf_keras's own "22/22 - 13s - loss: ..." line
 
 
