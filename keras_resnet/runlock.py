@@ -9,6 +9,7 @@ and taking it over is said.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
@@ -34,8 +35,7 @@ def acquire(run_dir: str | os.PathLike, stream=None) -> None:
     key = run_dir.resolve()
     if key in _held:
         return
-    created = not run_dir.exists()
-    fd = _locked(run_dir)
+    fd, created = _locked(run_dir)
     stale = _read(fd)
     me = f"PID {os.getpid()} on {socket.gethostname()}"
     if stale and stale != me:
@@ -60,6 +60,8 @@ def release(run_dir: str | os.PathLike) -> None:
         return
     fd, created = entry
     try:
+        if not _is_at(fd, run_dir / LOCK_FILE):  # removed by hand meanwhile: the file there is not this one's
+            raise FileNotFoundError
         (run_dir / LOCK_FILE).unlink()  # before the flock goes: the next holder finds no name, or its own file
     except OSError:
         with contextlib.suppress(OSError):
@@ -85,17 +87,20 @@ def releasing(fn: Callable) -> Callable:
     return wrapper
 
 
-def _locked(run_dir: Path) -> int:
-    """``run_dir`` (created if missing) with ``RUN/.lock`` open and flocked by this process.
+def _locked(run_dir: Path, tries: int = 100) -> tuple[int, bool]:
+    """``RUN/.lock`` open and flocked by this process, and whether this call created ``run_dir``.
 
-    A holder that releases removes the file while it still holds the flock, so one opened just before then is
-    a file nobody else will look at: its flock is worthless, and the path is opened again.
+    A holder that releases removes the file while it still holds the flock (and its folder, when it created
+    it and nothing else is there), so a file or folder found just before then is gone a moment later: the
+    flock won on such a file is worthless, and the path is tried again.
     """
     path = run_dir / LOCK_FILE
-    while True:
+    for _ in range(tries):
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            created = _made_dir(run_dir)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder went between the two calls
+            continue
         except OSError as err:
             raise KresError(f"cannot write to {run_dir}: {err.strerror or err}; choose another output path") from None
         try:
@@ -105,10 +110,32 @@ def _locked(run_dir: Path) -> int:
             os.close(fd)
             raise KresError(f"{run_dir} is in use by {holder}: wait for it to finish, or choose another "
                             "output directory") from None
-        with contextlib.suppress(OSError):
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                return fd
+        if _is_at(fd, path):
+            return fd, created
         os.close(fd)
+    raise KresError(f"cannot lock {run_dir}: it or its lock file kept disappearing (a link to nothing?); choose "
+                    "another output directory")
+
+
+def _made_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` with its parents; False when it was there already."""
+    try:
+        run_dir.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        if run_dir.is_dir():
+            return False
+        if run_dir.exists():
+            raise FileExistsError(errno.EEXIST, "a file of that name is in the way", str(run_dir)) from None
+        raise FileNotFoundError(errno.ENOENT, "removed meanwhile", str(run_dir)) from None
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is the one ``path`` names now."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _read(fd: int) -> str:

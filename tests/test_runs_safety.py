@@ -70,6 +70,10 @@ def test_second_train_on_one_output_is_refused_naming_the_holder_and_a_killed_ho
     finally:
         runlock.release(run)
     assert not (run / ".lock").exists()  # released cleanly: the next holder says nothing
+    stream = io.StringIO()
+    runlock.acquire(run, stream)
+    runlock.release(run)
+    assert stream.getvalue() == ""
 
 
 def test_lock_is_reentrant_and_a_failed_start_leaves_no_directory(tmp_path):
@@ -111,6 +115,36 @@ def test_a_lock_file_removed_by_its_releasing_holder_is_opened_again(tmp_path, m
     finally:
         runlock.release(run)
     assert run.is_dir() and not list(run.iterdir())  # the lock goes; a folder acquire did not create stays
+
+
+def test_a_folder_removed_by_its_releasing_holder_is_made_again(tmp_path, monkeypatch):
+    """The holder before this one created the folder and removes it as it lets go, between this one's mkdir and
+    its open of RUN/.lock: acquire makes the folder again and holds it, and its own release removes it."""
+    run = tmp_path / "run"
+    open_file, calls = runlock.os.open, []
+
+    def removed_meanwhile(path, *args):
+        calls.append(path)
+        if len(calls) == 1:
+            run.rmdir()
+        return open_file(path, *args)
+
+    monkeypatch.setattr(runlock.os, "open", removed_meanwhile)
+    runlock.acquire(run)
+    try:
+        assert len(calls) == 2 and (run / ".lock").is_file()
+    finally:
+        runlock.release(run)
+    assert not run.exists()
+
+
+def test_release_leaves_a_lock_file_that_is_not_its_own(tmp_path):
+    run = tmp_path / "run"
+    runlock.acquire(run)
+    (run / ".lock").unlink()  # removed by hand while the run holds it, and taken by another process
+    (run / ".lock").write_text("PID 1 on elsewhere")
+    runlock.release(run)
+    assert (run / ".lock").read_text() == "PID 1 on elsewhere"
 
 
 # --- out of space --------------------------------------------------------------------------------------------
