@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         fix = ("run again with a smaller --batch-size" if _takes_option(args, "--batch-size") else
                "close what else uses the memory, or run it on a machine with more")
+        if _takes_option(args, "--resume"):  # a run keeps its batch size: a smaller one is a new run
+            fix += " and a new --output"
         click.echo(f"Error: out of memory ({detail}): {fix}", err=True)
         return 2
     return 0

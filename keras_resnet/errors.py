@@ -19,15 +19,20 @@ def first_line(err: BaseException, limit: int = 200) -> str:
 
 def out_of_memory(err: BaseException) -> str | None:
     """What ran out, in one line, when ``err`` is an allocation failure (TensorFlow's ``ResourceExhaustedError``,
-    XLA's ``RESOURCE_EXHAUSTED`` under JAX, Python's ``MemoryError``); None for any other error. TensorFlow puts
-    its "OOM when allocating tensor ..." line below a "Graph execution error:" header and the node's trace, so
-    that line is looked for rather than the first."""
+    XLA's ``RESOURCE_EXHAUSTED`` under JAX, Python's ``MemoryError``); None for any other error.
+
+    TensorFlow raises the same error type for a full disk, too many open files or a quota, so the message must
+    also say it is memory; and it puts its "OOM when allocating tensor ..." line below a "Graph execution error:"
+    header and the node's trace, so that line is looked for rather than the first."""
     if isinstance(err, MemoryError):
         return f"host memory{': ' + first_line(err) if str(err).strip() else ''}"
     text = str(err)
     if type(err).__name__ != "ResourceExhaustedError" and "RESOURCE_EXHAUSTED" not in text:
         return None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    said = next((line for line in lines if "OOM" in line or "out of memory" in line.lower()), None)
-    said = re.sub(r"\{\{[^}]*\}\}\s*", "", said or (lines[0] if lines else "")).strip()
-    return said[:200] or type(err).__name__
+    said = next((line.strip() for line in text.splitlines() if _MEMORY.search(line)), None)
+    if said is None:
+        return None
+    return re.sub(r"\{\{[^}]*\}\}\s*|\s*name:\s*$", "", said)[:200]  # TensorFlow's node tags, its empty op name
+
+
+_MEMORY = re.compile(r"\bOOM\b|out of memory|allocat", re.IGNORECASE)

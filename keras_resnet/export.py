@@ -393,8 +393,9 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
 
     cfg, out_dir = job.cfg, job.out_dir
     if name == QAT_NAME:
-        epochs = f"{cfg.qat_epochs} epoch" + ("s" if cfg.qat_epochs > 1 else "")
-        job.say(f"quantization-aware fine-tuning, {epochs}, then converting to TFLite ({name})")
+        from keras_resnet.qat import finetune_line
+
+        job.say(f"{finetune_line(cfg.qat_epochs)}, then converting to TFLite ({name})")
         content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir)
     else:
         job.say(f"converting to TFLite ({name})")

@@ -32,6 +32,11 @@ _STOCK_LAYERS = ("ZeroPadding2D", "Conv2D", "BatchNormalization", "Activation", 
                  "Reshape", "DepthwiseConv2D")  # the last two: quantize.fuse_input_ops' normalisation
 
 
+def finetune_line(epochs: int) -> str:
+    """What train and export say as the fine-tuning starts."""
+    return f"quantization-aware fine-tuning, {epochs} epoch" + ("s" if epochs > 1 else "")
+
+
 def require_tf_keras_model(model) -> None:
     """Fail with an explanation when ``model`` is a Keras 3 model: tfmot cannot wrap it."""
     import tf_keras

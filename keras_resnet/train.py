@@ -371,10 +371,9 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
     _say(stream, f"{trained}best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
                  f"models in {run_dir}")
     if cfg.qat_epochs and placement.is_chief:
-        from keras_resnet.qat import quantization_aware_finetune  # heavy imports (tf_keras, tfmot): only when asked
+        from keras_resnet.qat import finetune_line, quantization_aware_finetune  # tf_keras, tfmot: when asked
 
-        _say(stream, f"quantization-aware fine-tuning of {result.best_model.name}, {cfg.qat_epochs} epoch"
-                     + ("s" if cfg.qat_epochs > 1 else ""))
+        _say(stream, f"{finetune_line(cfg.qat_epochs)} from {result.best_model.name}")
         result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat",
                                                        stream=stream)
         _say(stream, f"quantization-aware model: {result.qat_model}")

@@ -121,31 +121,62 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
         assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"
 
 
-_TF_OOM = ("Graph execution error:\n\nDetected at node StatefulPartitionedCall defined at (most recent call last):\n"
-           "  File \"train.py\", line 341, in _fit_phases\n\n"
-           "{{function_node __inference_one_step_on_data_1234}} OOM when allocating tensor with shape[256,64,112,112] "
-           "and type float on /job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc\n"
-           "\t [[{{node resnet/conv1_conv/Conv2D}}]]")
+@pytest.fixture(scope="module")
+def tf_out_of_memory():
+    """TensorFlow's own error for a tensor that cannot be allocated: 2^48 bytes, beyond any address space, so
+    it fails at once whatever the machine lets a process reserve."""
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.ResourceExhaustedError) as caught:
+        tf.zeros([2 ** 46])
+    return caught.value
 
 
 @pytest.mark.parametrize(("args", "fix"), [
-    (["train", "--depth", "152", "--batch-size", "256"], "run again with a smaller --batch-size"),
+    (["train", "--depth", "152", "--batch-size", "256"],
+     "run again with a smaller --batch-size and a new --output"),
     (["bench", "throughput", "--batch-size", "256"], "run again with a smaller --batch-size"),
     (["export", "run", "-o", "out", "--tflite"], "close what else uses the memory, or run it on a machine with more"),
 ])
-def test_out_of_memory_is_one_line_naming_the_tensor_and_the_fix(capsys, monkeypatch, args, fix):
-    import tensorflow as tf
-
+def test_out_of_memory_is_one_line_naming_the_tensor_and_the_fix(capsys, monkeypatch, tf_out_of_memory, args, fix):
     import kres.main
 
     def run_out(*_args, **_kwargs):
-        raise tf.errors.ResourceExhaustedError(None, None, _TF_OOM)
+        raise tf_out_of_memory
 
     monkeypatch.setattr(kres.main.cli, "main", run_out)
     assert main(args) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "Error: out of memory (OOM when allocating tensor with shape[256,64,112,112] and type float on "
-        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc): " + fix]
+        "Error: out of memory (OOM when allocating tensor with shape[70368744177664] and type float on "
+        "/job:localhost/replica:0/task:0/device:CPU:0 by allocator "
+        f"{tf_out_of_memory.message.split(' by allocator ')[1].split()[0]} [Op:Fill]): {fix}"]
+
+
+def test_the_oom_line_is_found_below_tensorflows_graph_header():
+    import tensorflow as tf
+
+    from keras_resnet.errors import out_of_memory
+
+    in_fit = tf.errors.ResourceExhaustedError(None, None, (
+        "Graph execution error:\n\nDetected at node StatefulPartitionedCall defined at (most recent call last):\n"
+        "  File \"train.py\", line 341, in _fit_phases\n\n{{function_node __inference_one_step_on_data_1234}} "
+        "OOM when allocating tensor with shape[256,64,112,112] and type float on "
+        "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc\n\t [[{{node conv1_conv/Conv2D}}]]"))
+    assert out_of_memory(in_fit) == ("OOM when allocating tensor with shape[256,64,112,112] and type float on "
+                                     "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc")
+
+
+def test_a_full_disk_in_tensorflows_out_of_memory_type_is_not_called_out_of_memory():
+    import tensorflow as tf
+
+    from keras_resnet.errors import out_of_memory
+
+    with pytest.raises(tf.errors.ResourceExhaustedError) as caught, tf.io.gfile.GFile("/dev/full", "w") as full:
+        full.write("x" * 100_000)
+    assert "No space left on device" in str(caught.value)
+    assert out_of_memory(caught.value) is None
+    too_large = RuntimeError("RESOURCE_EXHAUSTED: Received message larger than max (5000000 vs. 4194304)")
+    assert out_of_memory(too_large) is None  # gRPC's: the same status, not memory
 
 
 def test_out_of_memory_under_jax_and_on_the_host_is_read_and_other_errors_are_not(capsys, monkeypatch):

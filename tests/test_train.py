@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from processes import kres_env
 
-from keras_resnet import _compat, callbacks, optim
+from keras_resnet import _compat, callbacks, optim, qat
 from keras_resnet.data import DataConfig
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, resolve_precision
 from keras_resnet.errors import KresError
@@ -380,13 +380,14 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
         calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream))
         return Path(output_dir) / "model_qat_int8.tflite"
 
-    monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(quantization_aware_finetune=fake_qat))
+    monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(
+        quantization_aware_finetune=fake_qat, finetune_line=qat.finetune_line))
     result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                                precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run")),
                    DataConfig(dataset="synthetic", synthetic_size=128))
     assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]
     err = capsys.readouterr().err
-    assert "\nquantization-aware fine-tuning of best.keras, 3 epochs\n" in err
+    assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
     assert f"\n{cpu_precision_note('mixed_bfloat16', _placement('cpu'), 'tensorflow')}\n" in err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
