@@ -98,8 +98,8 @@ def _locked(run_dir: Path, tries: int = 100) -> tuple[int, bool]:
     for _ in range(tries):
         try:
             created = _made_dir(run_dir)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:  # the folder went between the two calls
+            fd = _open(path)
+        except _Gone:
             continue
         except OSError as err:
             raise KresError(f"cannot write to {run_dir}: {err.strerror or err}; choose another output path") from None
@@ -113,8 +113,11 @@ def _locked(run_dir: Path, tries: int = 100) -> tuple[int, bool]:
         if _is_at(fd, path):
             return fd, created
         os.close(fd)
-    raise KresError(f"cannot lock {run_dir}: it or its lock file kept disappearing (a link to nothing?); choose "
-                    "another output directory")
+    raise KresError(f"cannot lock {run_dir}: its lock file kept disappearing; choose another output directory")
+
+
+class _Gone(Exception):
+    """The folder was removed between two calls of ``_locked``."""
 
 
 def _made_dir(run_dir: Path) -> bool:
@@ -125,9 +128,18 @@ def _made_dir(run_dir: Path) -> bool:
     except FileExistsError:
         if run_dir.is_dir():
             return False
-        if run_dir.exists():
-            raise FileExistsError(errno.EEXIST, "a file of that name is in the way", str(run_dir)) from None
-        raise FileNotFoundError(errno.ENOENT, "removed meanwhile", str(run_dir)) from None
+        if run_dir.exists() or run_dir.is_symlink():
+            raise FileExistsError(errno.EEXIST, "a file or a broken link is in the way", str(run_dir)) from None
+        raise _Gone from None
+
+
+def _open(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        if path.parent.is_dir():
+            raise
+        raise _Gone from None  # its folder went after _made_dir
 
 
 def _is_at(fd: int, path: Path) -> bool:

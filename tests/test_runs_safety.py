@@ -138,6 +138,17 @@ def test_a_folder_removed_by_its_releasing_holder_is_made_again(tmp_path, monkey
     assert not run.exists()
 
 
+def test_a_run_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path):
+    (tmp_path / "a file").write_text("")
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    for name, why in (("a file", "a file or a broken link is in the way"),
+                      ("broken", "a file or a broken link is in the way"), ("a file/run", "Not a directory")):
+        with pytest.raises(KresError) as caught:
+            runlock.acquire(tmp_path / name)
+        assert str(caught.value) == f"cannot write to {tmp_path / name}: {why}; choose another output path"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "broken"]
+
+
 def test_release_leaves_a_lock_file_that_is_not_its_own(tmp_path):
     run = tmp_path / "run"
     runlock.acquire(run)
