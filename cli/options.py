@@ -58,11 +58,11 @@ class FiniteFloat(click.ParamType):
         return f"{low}x{high}"
 
 
-def depth_option(required: bool = True, default: int | None = None):
+def depth_option(required: bool = True, default: int | None = None, note: str = ""):
     # Click treats an explicit default=None as a value, which would skip the required check.
     extra = {"default": default, "show_default": True} if default is not None else {}
     return click.option("--depth", type=DepthType(), required=required and default is None,
-                        help="ResNet depth: " + ", ".join(map(str, DEPTHS)) + ".", **extra)
+                        help="ResNet depth: " + ", ".join(map(str, DEPTHS)) + "." + note, **extra)
 
 
 def variant_option():

@@ -6,14 +6,26 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from keras_resnet.specs import MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS, STEMS
 from kres.options import FiniteFloat, depth_option, variant_option
 
 
-@click.command(help="Train a ResNet. With no data named it trains on the built-in handwritten digits "
+class _TrainCommand(click.Command):
+    def parse_args(self, ctx, args):
+        """--depth is required unless --resume reads it from the run: checked while parsing, before the backend
+        is imported, as click checks a required option."""
+        rest = super().parse_args(ctx, args)
+        if ctx.params.get("depth") is None and not ctx.params.get("resume"):
+            raise click.MissingParameter(ctx=ctx, param=next(p for p in self.params if p.name == "depth"))
+        return rest
+
+
+@click.command(cls=_TrainCommand,
+               help="Train a ResNet. With no data named it trains on the built-in handwritten digits "
                     "(scikit-learn, 1,797 images), with a recipe that suits them; options override the recipe.")
-@depth_option()
+@depth_option(required=False, note=" Required, except with --resume.")
 @variant_option()
 @click.option("--dataset", default=None, help="TFDS name (cifar10, imagenette/320px-v2, tf_flowers, ...), "
                                               "'synthetic', or 'digits' (the default).")
@@ -62,7 +74,8 @@ from kres.options import FiniteFloat, depth_option, variant_option
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run directory. Default: runs/resnet<depth>-<data>-<time>. The same command on the same "
                    "directory resumes it.")
-@click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest) with the settings "
+                                             "it started with; options given must match them.")
 @click.option("--checkpoint-steps", type=click.IntRange(min=1), default=None,
               help="Also checkpoint every N steps inside an epoch (always at each epoch's end; by default "
                    "every 1000 steps when an epoch is longer).")
@@ -72,7 +85,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
     from keras_resnet.data import DataConfig
-    from keras_resnet.train import TrainConfig
+    from keras_resnet.train import TrainConfig, resumed
     from keras_resnet.train import train as run_training
 
     builtin = dataset == "digits" and data_dir is None  # the same run as no --dataset; with --data-dir, an error
@@ -85,6 +98,8 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
                       ema=ema, weights=weights, freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
                       qat_epochs=qat_epochs,
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
+    if resume:
+        cfg, data = resumed(cfg, data, _typed(click.get_current_context()))
     started = time.time()
     try:
         result = run_training(cfg, data)
@@ -95,6 +110,15 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
         return
     click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {result.epochs} epochs "
                f"({result.steps} steps); best model {result.best_model}")
+
+
+_FIELDS = {"mixup": "mixup_alpha", "cutmix": "cutmix_alpha"}  # option -> config field, where they differ
+
+
+def _typed(ctx: click.Context) -> set[str]:
+    """The config fields of the options given on the command line (the rest are defaults)."""
+    return {_FIELDS.get(name, name) for name in ctx.params
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
 def resume_hint(output: str | None, started: float) -> str:

@@ -469,6 +469,22 @@ def _run_dir(cfg: TrainConfig, data: DataConfig) -> Path:
     return Path("runs") / f"resnet{cfg.depth}-{_data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def resumed(cfg: TrainConfig, data: DataConfig, given: set[str]) -> tuple[TrainConfig, DataConfig]:
+    """``--resume``: the settings the run in ``cfg.output`` (default runs/latest) started with, read from its
+    config.json, except the fields named in ``given`` (the options typed): those stay, and ``train`` refuses the
+    run when they differ from the saved ones. So ``kres train --resume --output RUN`` needs no other option."""
+    run_dir = _run_dir(dataclasses.replace(cfg, resume=True), data)
+    saved = runs.read_config(run_dir)
+    if saved is None:
+        raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+    train = {**_BEFORE_ADDED, **saved.get("train", {})}
+    keep = {key: value for key, value in train.items()
+            if key in TrainConfig.__dataclass_fields__ and key not in given and key not in _NOT_IDENTITY}
+    keep_data = {key: value for key, value in saved.get("data", {}).items()
+                 if key in DataConfig.__dataclass_fields__ and key not in given}
+    return dataclasses.replace(cfg, **keep), dataclasses.replace(data, **keep_data)
+
+
 def _identity(cfg: dict, data: dict) -> dict:
     train = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
     return {"train": train, "data": dict(data)}

@@ -25,6 +25,7 @@ def _parse_only(*args):
     (["train", "--depth", "18", "--lr", "nan"], 2, "Invalid value for '--lr': 'nan' is not a finite number"),
     (["export", "--help"], 0, "--calibration-steps"),
     (["train", "--help"], 0, "--weight-decay"),
+    (["train", "--epochs", "3"], 2, "Error: Missing option '--depth'. (see 'kres train --help')"),
     (["evaluate", "a.keras", "--dataset", "digits", "--data-dir", "d"], 2, "--dataset and --data-dir are alternatives"),
     (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
 ])

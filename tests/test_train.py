@@ -311,6 +311,33 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
     assert not out.exists()  # nothing was created for a rejected run
 
 
+def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_settings(tmp_path, capsys, monkeypatch):
+    """The hint after Ctrl-C is ``kres train --resume --output RUN``: with no other option it takes the run's
+    settings from its config.json (here none of them defaults) and trains the epochs that are left."""
+    out = tmp_path / "run"
+    first = ["--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2", "--lr", "0.05",
+             "--ema", "0", "--seed", "3", "--output", out]
+    checkpoint_end = callbacks.Checkpointer.on_epoch_end
+
+    def pressed_after_the_first_checkpoint(self, epoch, logs=None):
+        checkpoint_end(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks.Checkpointer, "on_epoch_end", pressed_after_the_first_checkpoint)
+        code, err = _kres(capsys, *first)
+    assert code == 130
+    assert err[-1] == f"Aborted. To resume, run the same command again, or: kres train --resume --output {out}"
+    code, err = _kres(capsys, "--resume", "--output", out)
+    assert code == 0, err
+    assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]  # epoch 1 is not run again
+    assert [row["epoch"] for row in callbacks.read_history(out / "history.csv")] == [1, 2]
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["steps"] == 2 * 256 // 32
+    code, err = _kres(capsys, "--resume", "--output", out, "--lr", "0.1")  # a typed option must match the run
+    assert code == 2 and err == [f"Error: {out} holds a run with other settings (train.lr: 0.05 -> 0.1): repeat "
+                                 f"its options (--lr 0.05) to resume it, or choose another --output"]
+
+
 def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
