@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import augment, imageio
+from keras_resnet import augment, imageio, terminal
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.specs import MIN_IMAGE_SIZE
 
@@ -581,14 +581,17 @@ def _tfds_source(cfg: DataConfig) -> _Source:
 
     name = cfg.dataset
     try:
-        builder = tfds.builder(name, data_dir=cfg.tfds_dir)
+        # TFDS logs "Variant folder ... has no dataset_info.json" for a dataset it has not got; kres says it below.
+        with terminal.logger_quiet("absl"):
+            builder = tfds.builder(name, data_dir=cfg.tfds_dir)
+            prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
         raise KresError(f"unknown dataset {name!r}: leave --dataset out for the built-in digits, use --dataset "
                         f"synthetic, or name a TFDS image-classification dataset (cifar10, tf_flowers, "
                         f"imagenette/320px-v2, imagenet2012, ...)") from None
     except Exception as err:  # malformed names, config errors
         raise KresError(f"cannot open TFDS dataset {name!r}: {first_line(err)}") from None
-    if not builder.is_prepared():
+    if not prepared:
         root = cfg.tfds_dir or "~/tensorflow_datasets"
         how = f"`tfds build {name} --data_dir {root}`"
         if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):

@@ -1,13 +1,15 @@
-"""What native libraries print to the user's terminal.
+"""What libraries print to the user's terminal.
 
 TensorFlow's and LiteRT's C++ code writes some lines to file descriptor 2 whatever their log levels say (start-up
 notes at import, "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when an interpreter is made). Python's
-``sys.stderr`` never sees them, so they are caught at the descriptor.
+``sys.stderr`` never sees them, so they are caught at the descriptor. Python libraries' own log lines (absl's,
+which TFDS uses) are held back at their logger.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -50,6 +52,18 @@ def stderr_without(noise: re.Pattern) -> Iterator[None]:
             sift.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):  # a process started in the body may still hold
                 sift.wait(timeout=10)  # the pipe: the filter then goes on passing its lines on
+
+
+@contextlib.contextmanager
+def logger_quiet(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Run the body with the Python logger ``name`` passing on only records of ``level`` and above."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _start_filter(noise: re.Pattern) -> tuple[int | None, subprocess.Popen | None]:
