@@ -15,9 +15,9 @@ from kres.options import FiniteFloat, depth_option, variant_option
 class _TrainCommand(click.Command):
     def parse_args(self, ctx, args):
         """--depth is required unless --resume reads it from the run: checked while parsing, before the backend
-        is imported, as click checks a required option."""
+        is imported, as click checks a required option (and, as click does, not while a shell completes)."""
         rest = super().parse_args(ctx, args)
-        if ctx.params.get("depth") is None and not ctx.params.get("resume"):
+        if ctx.params.get("depth") is None and not ctx.params.get("resume") and not ctx.resilient_parsing:
             raise click.MissingParameter(ctx=ctx, param=next(p for p in self.params if p.name == "depth"))
         return rest
 

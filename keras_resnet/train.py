@@ -477,12 +477,15 @@ def resumed(cfg: TrainConfig, data: DataConfig, given: set[str]) -> tuple[TrainC
     saved = runs.read_config(run_dir)
     if saved is None:
         raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+    if given & {"dataset", "data_dir"}:  # alternatives: typing one names the data, so neither comes from the run
+        given = given | {"dataset", "data_dir"}
     train = {**_BEFORE_ADDED, **saved.get("train", {})}
     keep = {key: value for key, value in train.items()
-            if key in TrainConfig.__dataclass_fields__ and key not in given and key not in _NOT_IDENTITY}
+            if key in TrainConfig.__dataclass_fields__ and key not in given and key not in ("output", "resume")}
     keep_data = {key: value for key, value in saved.get("data", {}).items()
                  if key in DataConfig.__dataclass_fields__ and key not in given}
-    return dataclasses.replace(cfg, **keep), dataclasses.replace(data, **keep_data)
+    cfg = dataclasses.replace(cfg, **keep, output=str(run_dir))  # runs/latest, read once: it may move
+    return cfg, dataclasses.replace(data, **keep_data)
 
 
 def _identity(cfg: dict, data: dict) -> dict:

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import click
 import pytest
 
 from keras_resnet.errors import KresError
@@ -197,3 +198,13 @@ def test_out_of_memory_under_jax_and_on_the_host_is_read_and_other_errors_are_no
     monkeypatch.setattr(kres.main.cli, "main", crash)
     with pytest.raises(RuntimeError, match="boom"):  # a bug stays a traceback, to be reported
         main(["info", "--depth", "18"])
+
+
+def test_train_needs_depth_unless_resuming_but_not_while_a_shell_completes():
+    from kres.train import train
+
+    with pytest.raises(click.MissingParameter) as caught:
+        train.make_context("train", ["--epochs", "3"])
+    assert caught.value.format_message() == "Missing option '--depth'."
+    assert train.make_context("train", ["--resume", "--output", "r"]).params["depth"] is None
+    assert train.make_context("train", ["--ep"], resilient_parsing=True).params["depth"] is None

@@ -336,6 +336,29 @@ def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_set
     code, err = _kres(capsys, "--resume", "--output", out, "--lr", "0.1")  # a typed option must match the run
     assert code == 2 and err == [f"Error: {out} holds a run with other settings (train.lr: 0.05 -> 0.1): repeat "
                                  f"its options (--lr 0.05) to resume it, or choose another --output"]
+    code, err = _kres(capsys, "--resume", "--output", out, "--mixup", "0.3")  # --mixup is data.mixup_alpha
+    assert code == 2 and "(data.mixup_alpha: 0.0 -> 0.3)" in err[0]
+
+
+def test_resume_restores_every_saved_setting_but_the_typed_ones(tmp_path, monkeypatch):
+    from keras_resnet.train import resumed
+
+    run = tmp_path / "runs" / "r1"
+    saved_cfg = TrainConfig(depth=34, epochs=7, lr=0.05, qat_epochs=2, checkpoint_steps=3, output="elsewhere")
+    saved_data = DataConfig(data_dir="photos", val_split=0.3, mixup_alpha=0.2)
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"train": dataclasses.asdict(saved_cfg),
+                                                 "data": dataclasses.asdict(saved_data)}))
+    (tmp_path / "runs" / "latest").symlink_to("r1")
+    monkeypatch.chdir(tmp_path)
+    cfg, data = resumed(TrainConfig(resume=True), DataConfig(), set())  # kres train --resume
+    assert cfg == dataclasses.replace(saved_cfg, resume=True, output=str(run))  # qat and checkpoint steps too
+    assert data == saved_data
+    cfg, data = resumed(TrainConfig(output=str(run), resume=True, lr=0.1), DataConfig(mixup_alpha=0.5),
+                        {"output", "resume", "lr", "mixup_alpha"})
+    assert (cfg.lr, cfg.depth, data.mixup_alpha, data.val_split) == (0.1, 34, 0.5, 0.3)
+    _, data = resumed(TrainConfig(output=str(run)), DataConfig(dataset=None), {"output", "dataset"})
+    assert data.data_dir is None  # typed --dataset digits names other data than the run's folder: refused later
 
 
 def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
