@@ -474,18 +474,26 @@ def resumed(cfg: TrainConfig, data: DataConfig, given: set[str]) -> tuple[TrainC
     config.json, except the fields named in ``given`` (the options typed): those stay, and ``train`` refuses the
     run when they differ from the saved ones. So ``kres train --resume --output RUN`` needs no other option."""
     run_dir = _run_dir(dataclasses.replace(cfg, resume=True), data)
-    saved = runs.read_config(run_dir)
-    if saved is None:
-        raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+    saved = _saved_run(run_dir, resume=True)
     if given & {"dataset", "data_dir"}:  # alternatives: typing one names the data, so neither comes from the run
         given = given | {"dataset", "data_dir"}
-    train = {**_BEFORE_ADDED, **saved.get("train", {})}
-    keep = {key: value for key, value in train.items()
+    keep = {key: value for key, value in saved["train"].items()
             if key in TrainConfig.__dataclass_fields__ and key not in given and key not in ("output", "resume")}
-    keep_data = {key: value for key, value in saved.get("data", {}).items()
+    keep_data = {key: value for key, value in saved["data"].items()
                  if key in DataConfig.__dataclass_fields__ and key not in given}
     cfg = dataclasses.replace(cfg, **keep, output=str(run_dir))  # runs/latest, read once: it may move
     return cfg, dataclasses.replace(data, **keep_data)
+
+
+def _saved_run(run_dir: Path, resume: bool) -> dict | None:
+    """The run's config.json, ``train`` and ``data`` filled in for a run begun before a setting existed; None
+    where there is none, which ``--resume`` (``resume``) refuses."""
+    saved = runs.read_config(run_dir)
+    if saved is None:
+        if resume:
+            raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
+        return None
+    return {"train": {**_BEFORE_ADDED, **saved.get("train", {})}, "data": saved.get("data", {})}
 
 
 def _identity(cfg: dict, data: dict) -> dict:
@@ -499,14 +507,12 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
     A run directory that holds a different run is an error, with or without --resume: resuming means
     continuing with the same settings, so the schedule and the step count stay those of the first start.
     """
-    saved = runs.read_config(run_dir)
+    saved = _saved_run(run_dir, cfg.resume)
     if saved is None:
-        if cfg.resume:
-            raise KresError(f"--resume: {run_dir} holds no run (no config.json); drop --resume to start one")
         if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
             raise KresError(f"{run_dir} exists and is not a kres run directory; choose another --output")
         return None
-    old = _identity({**_BEFORE_ADDED, **saved.get("train", {})}, saved.get("data", {}))
+    old = _identity(saved["train"], saved["data"])
     new = _identity(asdict(cfg), asdict(data))
     if old != new:
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
