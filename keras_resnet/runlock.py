@@ -59,13 +59,13 @@ def release(run_dir: str | os.PathLike) -> None:
     if entry is None:
         return
     fd, created = entry
-    try:
-        if not _is_at(fd, run_dir / LOCK_FILE):  # removed by hand meanwhile: the file there is not this one's
-            raise FileNotFoundError
-        (run_dir / LOCK_FILE).unlink()  # before the flock goes: the next holder finds no name, or its own file
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)  # emptied, which says the same
+    lock = run_dir / LOCK_FILE
+    if _is_at(fd, lock):  # else removed by hand meanwhile: the file there, if any, is not this one's
+        try:
+            lock.unlink()  # before the flock goes: the next holder finds no name, or its own file
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # emptied, which says the same
     if created:
         with contextlib.suppress(OSError):
             run_dir.rmdir()  # only when empty
