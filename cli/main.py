@@ -138,21 +138,22 @@ def main(argv: list[str] | None = None) -> int:
         detail = out_of_memory(err)
         if detail is None:
             raise
-        fix = ("run again with a smaller --batch-size" if _takes_option(args, "--batch-size") else
+        options = _options_of(args)
+        fix = ("run again with a smaller --batch-size" if "--batch-size" in options else
                "close what else uses the memory, or run it on a machine with more")
-        if _takes_option(args, "--resume"):  # a run keeps its batch size: a smaller one is a new run
+        if "--resume" in options:  # train: a run keeps its batch size, so a smaller one is a new run
             fix += " and a new --output"
         click.echo(f"Error: out of memory ({detail}): {fix}", err=True)
         return 2
     return 0
 
 
-def _takes_option(args: list[str], option: str) -> bool:
-    """Whether the command that ``args`` run (``bench throughput``: the sub-command) has ``option``."""
+def _options_of(args: list[str]) -> set[str]:
+    """The options of the command that ``args`` run (``bench throughput``: the sub-command's)."""
     command, names = cli, list(args)
     while isinstance(command, click.Group) and names:
         command = command.get_command(None, names.pop(0))
-    return command is not None and any(option in param.opts for param in command.params)
+    return {opt for param in command.params for opt in param.opts} if command is not None else set()
 
 
 def entry_point() -> None:
