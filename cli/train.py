@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -122,9 +123,9 @@ def _typed(ctx: click.Context) -> set[str]:
 
 
 def resume_hint(output: str | None, started: float) -> str:
-    """What to run to continue an interrupted run: checkpoints make the rest of it resumable."""
+    """What to run to continue an interrupted run, from any folder: checkpoints make the rest of it resumable."""
     if output:
-        return f"To resume, run the same command again, or: kres train --resume --output {output}"
+        return f"To resume, run the same command again, or: kres train --resume --output {os.path.abspath(output)}"
     latest = Path("runs") / "latest"
     config = latest / "config.json"
     # runs/latest moves to a new run once its config is written; an older one is not this run.

@@ -144,7 +144,26 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
 
         check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
     data = dataclasses.replace(data, image_size=cfg.image_size, batch_size=cfg.batch_size, seed=cfg.seed)
+    cfg, data = _absolute(cfg, data)
     return cfg, data, recipe
+
+
+# The paths a run's config.json keeps: (part, field). Saved absolute, they name the same files from any working
+# directory (--resume, export's calibration images, evaluate); a run saved before kept them as typed.
+_PATHS = (("train", "weights"), ("data", "data_dir"), ("data", "tfds_dir"))
+
+
+def _absolute_path(field: str, value: str | None) -> str | None:
+    if value is None or (field == "weights" and value == "imagenet"):
+        return value
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig]:
+    """``cfg`` and ``data`` with the paths of ``_PATHS`` absolute."""
+    return (dataclasses.replace(cfg, weights=_absolute_path("weights", cfg.weights)),
+            dataclasses.replace(data, data_dir=_absolute_path("data_dir", data.data_dir),
+                                tfds_dir=_absolute_path("tfds_dir", data.tfds_dir)))
 
 
 def _json_number(value: float) -> float | None:
@@ -497,8 +516,13 @@ def _saved_run(run_dir: Path, resume: bool) -> dict | None:
 
 
 def _identity(cfg: dict, data: dict) -> dict:
-    train = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
-    return {"train": train, "data": dict(data)}
+    """The settings that make a run this run; a relative path (a run saved before they were absolute) is read
+    from the working directory, as that run was."""
+    identity = {"train": {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}, "data": dict(data)}
+    for part, name in _PATHS:
+        if identity[part].get(name) is not None:
+            identity[part][name] = _absolute_path(name, identity[part][name])
+    return identity
 
 
 def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> dict | None:

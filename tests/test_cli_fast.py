@@ -118,7 +118,8 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
     assert main(args) == 130
     err = capsys.readouterr().err.strip()
     if output:
-        assert err == "Aborted. To resume, run the same command again, or: kres train --resume --output myrun"
+        run = tmp_path / "myrun"  # absolute: the command resumes from any folder
+        assert err == f"Aborted. To resume, run the same command again, or: kres train --resume --output {run}"
     else:
         assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"
 

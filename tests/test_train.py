@@ -340,6 +340,53 @@ def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_set
     assert code == 2 and "(data.mixup_alpha: 0.0 -> 0.3)" in err[0]
 
 
+def test_a_run_on_a_folder_typed_relative_resumes_from_another_folder(tmp_path, capsys, monkeypatch):
+    """config.json keeps the data folder absolute, so the hinted ``kres train --resume --output RUN`` (or export's
+    calibration, or evaluate) finds the images from any working directory."""
+    from PIL import Image
+
+    for cls, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200))):
+        (tmp_path / "work" / "photos" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / "work" / "photos" / cls / f"{i}.png")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    checkpoint_end = callbacks.Checkpointer.on_epoch_end
+
+    def pressed_after_the_first_checkpoint(self, epoch, logs=None):
+        checkpoint_end(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks.Checkpointer, "on_epoch_end", pressed_after_the_first_checkpoint)
+        code, err = _kres(capsys, "--depth", "18", "--data-dir", "photos", "--image-size", "32", "--epochs", "2",
+                          "--batch-size", "4", "--output", "runs/colours")
+    run = tmp_path / "work" / "runs" / "colours"
+    assert code == 130 and err[-1].endswith(f"kres train --resume --output {run}")
+    assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(tmp_path / "work" / "photos")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, err = _kres(capsys, "--resume", "--output", run)
+    assert code == 0, err
+    assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]
+
+
+def test_a_run_saved_with_a_relative_folder_resumes_from_the_folder_it_started_in(tmp_path, monkeypatch):
+    from keras_resnet.train import _check_existing_run
+
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg, data, _ = resolve(TrainConfig(depth=18, output=str(tmp_path / "run")), DataConfig(data_dir="photos"))
+    assert data.data_dir == str(tmp_path / "photos")
+    saved = {"train": dataclasses.asdict(cfg), "data": {**dataclasses.asdict(data), "data_dir": "photos"}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))  # as kres wrote it before paths were absolute
+    assert _check_existing_run(tmp_path / "run", cfg, data) == {"steps": 0}
+    (tmp_path / "other" / "photos").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "other")  # "photos" there is another folder: another run
+    with pytest.raises(KresError, match="holds a run with other settings"):
+        _check_existing_run(tmp_path / "run", cfg, data)
+
+
 def test_resume_restores_every_saved_setting_but_the_typed_ones(tmp_path, monkeypatch):
     from keras_resnet.train import resumed
 
