@@ -311,12 +311,8 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
     assert not out.exists()  # nothing was created for a rejected run
 
 
-def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_settings(tmp_path, capsys, monkeypatch):
-    """The hint after Ctrl-C is ``kres train --resume --output RUN``: with no other option it takes the run's
-    settings from its config.json (here none of them defaults) and trains the epochs that are left."""
-    out = tmp_path / "run"
-    first = ["--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2", "--lr", "0.05",
-             "--ema", "0", "--seed", "3", "--output", out]
+def _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *args):
+    """``kres train ARGS`` with Ctrl-C pressed once the first epoch's checkpoint is written."""
     checkpoint_end = callbacks.Checkpointer.on_epoch_end
 
     def pressed_after_the_first_checkpoint(self, epoch, logs=None):
@@ -325,7 +321,16 @@ def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_set
 
     with monkeypatch.context() as patch:
         patch.setattr(callbacks.Checkpointer, "on_epoch_end", pressed_after_the_first_checkpoint)
-        code, err = _kres(capsys, *first)
+        return _kres(capsys, *args)
+
+
+def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_settings(tmp_path, capsys, monkeypatch):
+    """The hint after Ctrl-C is ``kres train --resume --output RUN``: with no other option it takes the run's
+    settings from its config.json (here none of them defaults) and trains the epochs that are left."""
+    out = tmp_path / "run"
+    first = ["--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2", "--lr", "0.05",
+             "--ema", "0", "--seed", "3", "--output", out]
+    code, err = _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *first)
     assert code == 130
     assert err[-1] == f"Aborted. To resume, run the same command again, or: kres train --resume --output {out}"
     code, err = _kres(capsys, "--resume", "--output", out)
@@ -351,16 +356,9 @@ def test_a_run_on_a_folder_typed_relative_resumes_from_another_folder(tmp_path, 
             Image.new("RGB", (40, 40), colour).save(tmp_path / "work" / "photos" / cls / f"{i}.png")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "work")
-    checkpoint_end = callbacks.Checkpointer.on_epoch_end
-
-    def pressed_after_the_first_checkpoint(self, epoch, logs=None):
-        checkpoint_end(self, epoch, logs)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(callbacks.Checkpointer, "on_epoch_end", pressed_after_the_first_checkpoint)
-        code, err = _kres(capsys, "--depth", "18", "--data-dir", "photos", "--image-size", "32", "--epochs", "2",
-                          "--batch-size", "4", "--output", "runs/colours")
+    code, err = _interrupted_after_the_first_checkpoint(capsys, monkeypatch, "--depth", "18", "--data-dir", "photos",
+                                                        "--image-size", "32", "--epochs", "2", "--batch-size", "4",
+                                                        "--output", "runs/colours")
     run = tmp_path / "work" / "runs" / "colours"
     assert code == 130 and err[-1].endswith(f"kres train --resume --output {run}")
     assert json.loads((run / "config.json").read_text())["data"]["data_dir"] == str(tmp_path / "work" / "photos")
