@@ -235,7 +235,7 @@ def _weights_bytes(model) -> int:
 def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> bytes:
     from keras_resnet.qat import quantization_aware_finetune
 
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".qat-") as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=fileio.QAT_TEMP_PREFIX) as tmp:
         path = quantization_aware_finetune(source.model_path, data_cfg, cfg.qat_epochs, tmp,
                                            io_dtype=cfg.io_dtype, calibration_steps=cfg.calibration_steps,
                                            edgetpu=cfg.edgetpu)

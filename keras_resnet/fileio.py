@@ -20,7 +20,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".kres-probe-"):
+        with tempfile.NamedTemporaryFile(dir=path, prefix=PROBE_PREFIX):
             pass
     except OSError as err:
         raise KresError(f"cannot write to {path}: {err.strerror or err}; choose another output path") from None
@@ -88,7 +88,7 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None, need: int |
     ensure_writable_dir(final.parent)
     _require_space(final, need)
     ext = suffix if suffix is not None else "".join(final.suffixes)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{ext}")
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f"{TEMP_MARK}{ext}")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; the artifact gets the usual mode
     tmp_path = Path(tmp)
@@ -110,12 +110,12 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
     final = Path(final)
     ensure_writable_dir(final.parent)
     _require_space(final, need)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=TEMP_MARK))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the final directory gets the usual mode
     try:
         yield tmp
         if final.exists():
-            old = final.with_name(f".{final.name}.old")
+            old = final.with_name(f".{final.name}{OLD_MARK}")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
             os.replace(tmp, final)
@@ -130,8 +130,18 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# The names atomic_path, atomic_dir and ensure_writable_dir give their temporaries (tempfile adds 8 characters).
-_TEMP_NAME = re.compile(r"^\.(.+\.[a-z0-9_]{8}\.tmp.*|kres-probe-[a-z0-9_]{8}|qat-[a-z0-9_]{8})$")
+# The names kres gives its temporaries: atomic_path's and atomic_dir's (tempfile adds 8 characters), the folder
+# atomic_dir moves an old version to, ensure_writable_dir's probe and QAT's work folder (``QAT_TEMP_PREFIX``).
+# Each carries "kres", so that a folder's own hidden files (".notes.draft001.tmp", ".proj.old") are never taken
+# for one: the output folder may be any folder of the user's.
+TEMP_MARK = ".kres-tmp"
+OLD_MARK = ".kres-old"
+PROBE_PREFIX = ".kres-probe-"
+QAT_TEMP_PREFIX = ".kres-qat-"
+_RANDOM = "[a-z0-9_]{8}"
+_TEMP_NAME = re.compile("|".join(f"^{pattern}$" for pattern in (
+    rf"\..+\.{_RANDOM}{re.escape(TEMP_MARK)}.*", rf"\..+{re.escape(OLD_MARK)}",
+    re.escape(PROBE_PREFIX) + _RANDOM, re.escape(QAT_TEMP_PREFIX) + _RANDOM)))
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
@@ -144,10 +154,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     subfolders = [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
     for folder in [directory, *subfolders]:
         for path in folder.iterdir():
-            stale = _TEMP_NAME.match(path.name) or (
-                path.name.startswith(".") and path.name.endswith(".old") and path.is_dir()
-                and (folder / path.name[1:-4]).exists())
-            if not stale:
+            if not _TEMP_NAME.match(path.name):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

@@ -577,19 +577,34 @@ def test_export_dataset_option_replaces_the_runs_data():
 
 
 def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_locked(tmp_path):
+    """What writers killed mid-write leave is removed; a folder's own hidden files that look like temporaries
+    are not (an export's -o may be any folder of the user's)."""
+    import sys
     import tempfile
+
+    from keras_resnet import fileio
 
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
-    stale = [tempfile.mkstemp(dir=run / "checkpoint", prefix=".ckpt-6.weights.", suffix=".tmp.weights.h5")[1],
-             tempfile.mkdtemp(dir=run, prefix=".saved_model.", suffix=".tmp"),
-             tempfile.mkstemp(dir=run, prefix=".kres-probe-")[1]]
-    kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config"]
+    killed = ("import os, sys\nfrom keras_resnet import fileio\n"
+              "with fileio.atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n    os._exit(9)\n")
+    subprocess.run([sys.executable, "-c", killed, run / "checkpoint" / "ckpt-6.weights.h5"], check=False)
+    subprocess.run([sys.executable, "-c", killed.replace("atomic_path", "atomic_dir").replace(
+        "tmp.write_text('half')", "(tmp / 'saved_model.pb').write_text('half')"), run / "saved_model"], check=False)
+    stale = [p for p in run.rglob(".*") if p.parent.name != "saved_model"]
+    assert len(stale) == 2  # one each
+    stale += [Path(tempfile.mkstemp(dir=run, prefix=fileio.PROBE_PREFIX)[1]),
+              Path(tempfile.mkdtemp(dir=run, prefix=fileio.QAT_TEMP_PREFIX)), run / f".best.keras{fileio.OLD_MARK}"]
+    stale[-1].mkdir()
+    kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config",
+            run / ".report.draft001.tmp.txt", run / ".proj.old" / "notes.txt"]
+    (run / "proj").mkdir()
     for path in kept:
+        path.parent.mkdir(exist_ok=True)
         path.write_text("the user's")
     runlock.acquire(run)
     runlock.release(run)
-    assert not any(Path(p).exists() for p in stale)
+    assert [p for p in stale if p.exists()] == []
     assert all(p.exists() for p in kept)
 
 
