@@ -86,11 +86,22 @@ def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(image)
         x = tf.gather(image, _indices(shape[0], rows), axis=0)
         x = tf.gather(x, _indices(shape[1], cols), axis=1)
-        return tf.cond(transpose, lambda: tf.transpose(x, [1, 0, 2]), lambda: x)
+        return tf.cond(transpose, lambda: _transposed(x), lambda: x)
 
     upright = tf.cond(tf.equal(orientation, 1), lambda: image, turn)
     upright.set_shape([None, None, image.shape[-1]])
     return upright
+
+
+def _transposed(image: tf.Tensor) -> tf.Tensor:
+    """[H,W,C] -> [W,H,C] by gathering the pixels in column order. Not ``tf.transpose``: TensorFlow's oneDNN
+    rewrite of a transpose of integer pixels (or of float pixels cast from them) prints "oneDNN supports DT_UINT8
+    only on platforms with AVX-512" on the terminal, on AVX-512 CPUs too."""
+    shape = tf.shape(image)
+    rows, cols = shape[0], shape[1]
+    order = tf.range(rows)[tf.newaxis, :] * cols + tf.range(cols)[:, tf.newaxis]  # [W, H]: output (w, h) <- (h, w)
+    pixels = tf.gather(tf.reshape(image, [rows * cols, shape[2]]), tf.reshape(order, [-1]))
+    return tf.reshape(pixels, [cols, rows, shape[2]])
 
 
 def _indices(size: tf.Tensor, reverse: tf.Tensor) -> tf.Tensor:
