@@ -31,8 +31,10 @@ def _one_data_option(ctx, param, value):
 @click.option("--dataset", default=None, callback=_one_data_option,
               help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
 @click.option("--data-dir", default=None, type=click.Path(), callback=_one_data_option,
-              help="Image folders: val/<class>/ (or train/ + split).")
-@click.option("--tfds-dir", default=None, type=click.Path(), help="TFDS data_dir holding --dataset.")
+              help="Image folders as train takes them: DIR/val/<class>/ is read (beside DIR/train/), or the "
+                   "validation split of DIR/<class>/ (with the run's --val-split and --seed).")
+@click.option("--tfds-dir", default=None, type=click.Path(),
+              help="TFDS data_dir holding --dataset (alone: the run's dataset, found there).")
 @image_size_option(default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--output", default=None, type=click.Path(file_okay=False),

@@ -228,17 +228,25 @@ def _image_size(cfg: EvalConfig, predictors: list[Predictor], recorded: int | No
 
 def data_config(cfg: EvalConfig, predictors: list[Predictor]):
     """The ``DataConfig`` to evaluate on (no augmentation; the validation split is what is read)."""
-    from keras_resnet.data import DataConfig
+    from keras_resnet.data import DIGITS, SYNTHETIC, DataConfig
 
     names = {f.name for f in dataclasses.fields(DataConfig)}
     if cfg.has_data_option:
-        base = {"dataset": cfg.dataset, "data_dir": cfg.data_dir, "tfds_dir": cfg.tfds_dir}
+        given = {key: value for key, value in (("dataset", cfg.dataset), ("data_dir", cfg.data_dir),
+                                               ("tfds_dir", cfg.tfds_dir)) if value is not None}
         try:
             recorded = training_data_config(cfg.models[0], predictors[0])
         except KresError:
             recorded = {}
-        if _same_source(recorded, base):  # the training run's split (seed, val_split, ...) keeps val unseen
-            base = {**{k: v for k, v in recorded.items() if k in names}, **base}
+        if "dataset" not in given and "data_dir" not in given:  # --tfds-dir alone: where the run's TFDS data is
+            if recorded.get("data_dir") or recorded.get("dataset") in (None, DIGITS, SYNTHETIC):
+                raise KresError("--tfds-dir says where TFDS data lives: name the dataset with --dataset")
+            given["dataset"] = recorded["dataset"]
+        base = {"dataset": None, "data_dir": None, "tfds_dir": None, **given}
+        # The training run's split (seed, val_split) keeps its validation images unseen: kept for its own data,
+        # and for any image folder when it trained on one (the folder may have moved).
+        if _same_source(recorded, base) or (recorded.get("data_dir") and "data_dir" in given):
+            base = {**{k: v for k, v in recorded.items() if k in names}, **given}
     else:
         recorded = training_data_config(cfg.models[0], predictors[0])
         base = {k: v for k, v in recorded.items() if k in names}

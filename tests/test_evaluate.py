@@ -268,6 +268,26 @@ def test_naming_the_builtin_digits_keeps_the_runs_split(tmp_path):
     assert (other.seed, other.val_split) == (0, 0.2)  # different data: the run's split does not apply
 
 
+def test_data_options_replace_only_what_they_name_in_the_runs_data(tmp_path):
+    """--tfds-dir alone is where the run's TFDS data now lives (it evaluated on the digits); --dataset keeps the
+    run's --tfds-dir; another image folder for a run trained on a folder keeps the run's split."""
+    run = {"dataset": "cifar10", "data_dir": None, "tfds_dir": "/data/tfds", "seed": 7, "val_split": 0.3}
+    (tmp_path / "config.json").write_text(json.dumps({"data": run}))
+    model = StubPredictor(tmp_path / "best.keras")
+
+    def evaluated_on(**options):
+        cfg = ev.data_config(ev.EvalConfig(models=[str(tmp_path)], image_size=32, **options), [model])
+        return cfg.dataset, cfg.data_dir, cfg.tfds_dir, cfg.seed, cfg.val_split
+
+    assert evaluated_on(tfds_dir="/new/tfds") == ("cifar10", None, "/new/tfds", 7, 0.3)
+    assert evaluated_on(dataset="cifar10") == ("cifar10", None, "/data/tfds", 7, 0.3)
+    assert evaluated_on(dataset="svhn_cropped") == ("svhn_cropped", None, None, 0, 0.2)
+    (tmp_path / "config.json").write_text(json.dumps({"data": {**run, "dataset": None, "data_dir": "/gone/pets"}}))
+    assert evaluated_on(data_dir="/moved/pets") == (None, "/moved/pets", "/data/tfds", 7, 0.3)
+    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives: name the dataset with --dataset$"):
+        evaluated_on(tfds_dir="/new/tfds")
+
+
 def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys):
     tmp_path, _ = stub_world
     fake = data_module.load_datasets
