@@ -105,7 +105,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     try:
         result = run_training(cfg, data)
     except KeyboardInterrupt:
-        raise click.Abort(resume_hint(output, started)) from None
+        raise click.Abort(resume_hint(cfg.output, started)) from None  # with --resume, the run resumed
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
         return

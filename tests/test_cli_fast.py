@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -122,6 +123,26 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
         assert err == f"Aborted. To resume, run the same command again, or: kres train --resume --output {run}"
     else:
         assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"
+
+
+def test_ctrl_c_in_a_resumed_run_names_the_run(capsys, monkeypatch, tmp_path):
+    """``kres train --resume`` continues runs/latest, whose config.json is older than the command: the hint
+    still names the run (it said "Nothing was checkpointed yet")."""
+    import keras_resnet.train
+
+    def interrupted(cfg, data):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"train": {"depth": 34}, "data": {}}')
+    os.utime(run / "config.json", (0, 0))
+    (tmp_path / "runs" / "latest").symlink_to("r1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_resnet.train, "train", interrupted)
+    assert main(["train", "--resume"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"Aborted. To resume, run the same command again, or: kres train --resume --output {run}")
 
 
 @pytest.fixture(scope="module")
