@@ -434,7 +434,10 @@ def _folder_source(cfg: DataConfig) -> _Source:
 
 
 def _class_dirs(root: Path) -> list[str]:
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as err:
+        raise KresError(f"cannot read the image folder {root}: {err.strerror or err}; check its permissions") from None
     if not names:
         raise KresError(f"{root} has no class folders; put images in {root}/<class name>/")
     return names

@@ -2,6 +2,7 @@
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,20 @@ def test_wrong_path(tmp_path):
 
 def test_empty_folder(tmp_path):
     with pytest.raises(KresError, match="no class folders"):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
+
+
+def test_an_unreadable_folder_is_one_line(tmp_path, monkeypatch):
+    listing = Path.iterdir
+
+    def denied(self):  # as for a folder without read permission (the tests may run as root, which has them all)
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(KresError, match=f"^cannot read the image folder {tmp_path}: Permission denied; check its "
+                                        "permissions$"):
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
 
 
