@@ -112,6 +112,10 @@ INTERRUPTED = ("The files written so far are whole (kres writes each one whole o
                "again to finish.")
 
 
+# click 8.2+ raises it, a UsageError, for a group given no command; 8.1 printed the help and exited 0.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
     from keras_resnet.errors import KresError, out_of_memory
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort as err:  # Ctrl-C: train says how to resume; the rest write whole files only
         click.echo(f"Aborted. {str(err) or INTERRUPTED}", err=True)
         return 130
+    except _NO_ARGS_IS_HELP as err:  # `kres` or `kres bench` alone: the help, as --help prints it
+        click.echo(err.ctx.get_help())
+        return 0
     except click.UsageError as err:
         hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else " (see 'kres --help')"
         click.echo(f"Error: {err.format_message()}{hint}", err=True)

@@ -38,6 +38,14 @@ def test_parse_errors_and_help_never_import_the_backend(args, code, message):
     assert "HEAVY []" in out
 
 
+@pytest.mark.parametrize("args", [[], ["bench"]])
+def test_a_group_alone_prints_its_help_not_an_error(capsys, args):
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"Usage: kres {' '.join(args)}{' ' if args else ''}[OPTIONS] COMMAND [ARGS]...") and err == ""
+    assert "  train " in out if not args else "  throughput " in out
+
+
 @pytest.mark.parametrize("option", ["--lr", "--weight-decay", "--warmup-epochs", "--label-smoothing", "--mixup",
                                     "--cutmix", "--val-split"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
