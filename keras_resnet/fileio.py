@@ -165,7 +165,15 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
 
 
 def _umask() -> int:
-    umask = os.umask(0)
+    """The process's umask, read without setting it where Linux shows it: os.umask can only read it by setting
+    it, and tf.data's, h5py's and TensorBoard's threads may create files meanwhile."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # elsewhere, for an instant, the strictest usual mask rather than none
     os.umask(umask)
     return umask
 

@@ -608,6 +608,28 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
     assert all(p.exists() for p in kept)
 
 
+def test_artifacts_get_the_umasks_mode_and_reading_it_leaves_the_umask_alone(tmp_path, monkeypatch):
+    from keras_resnet import fileio
+
+    before = os.umask(0o027)
+    try:
+        with fileio.atomic_path(tmp_path / "config.json") as tmp:
+            tmp.write_text("{}")
+        with fileio.atomic_dir(tmp_path / "saved_model") as tmp:
+            (tmp / "saved_model.pb").write_text("")
+        assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o640
+        assert (tmp_path / "saved_model").stat().st_mode & 0o777 == 0o750
+
+        def setting(mask):  # os.umask sets the mask, for every thread, to read it
+            raise AssertionError(f"os.umask({mask:o}) called")
+
+        monkeypatch.setattr(os, "umask", setting)
+        assert fileio._umask() == 0o027  # Linux shows it in /proc/self/status
+    finally:
+        monkeypatch.undo()
+        os.umask(before)
+
+
 def test_tensorboard_logs_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
     import tensorflow as tf
 
