@@ -139,10 +139,6 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
                         f"--epochs {cfg.epochs}, so the whole network trains at least one epoch")
     if cfg.qat_epochs < 0:
         raise KresError(f"--qat-epochs must not be negative, got {cfg.qat_epochs}")
-    if cfg.weights is not None:
-        from keras_resnet.weights import check_weights  # file formats: imported only when weights are given
-
-        check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
     data = dataclasses.replace(data, image_size=cfg.image_size, batch_size=cfg.batch_size, seed=cfg.seed)
     cfg, data = _absolute(cfg, data)
     return cfg, data, recipe
@@ -208,6 +204,12 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
         runlock.acquire(run_dir, stream)
     state = _check_existing_run(run_dir, cfg, data)
+    # A checkpoint holds every weight: a run that has one needs --weights no more (the file may have moved).
+    checkpointed = bool(state and (state.get("weights") or state.get("complete")))
+    if cfg.weights is not None and not checkpointed:
+        from keras_resnet.weights import check_weights  # file formats: imported only when weights are given
+
+        check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
     datasets = _load_data(cfg, data, run_dir, state)
     plan = _plan(cfg, placement, datasets, precision)
     if state and state.get("complete") and state.get("steps") == plan.total_steps:
@@ -216,7 +218,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     # Every worker of a multi-worker run saves (the collectives need all of them); only the chief keeps files.
     write_dir = run_dir if placement.is_chief else Path(tempfile.mkdtemp(prefix=f"kres-{placement.worker_index}-"))
     fileio.ensure_writable_dir(write_dir)
-    model, optimizer = _build_model(cfg, plan, placement)
+    model, optimizer = _build_model(cfg, plan, placement, None if checkpointed else cfg.weights)
     if placement.is_chief:
         _write_run_files(run_dir, cfg, data, recipe, plan, placement, datasets, model)
     start, weights_file = runs.checkpoint_weights(run_dir, stream) if state else (0, None)
@@ -268,15 +270,16 @@ def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str) -> _
                  freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names))
 
 
-def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement):
-    """The model under the run's precision policy, and its optimizer; the global policy is put back after."""
+def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement, weights: str | None):
+    """The model under the run's precision policy, starting from ``weights``, and its optimizer; the global
+    policy is put back after."""
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(plan.precision)
     try:
         with placement.scope():
             model = resnet(cfg.depth, num_classes=plan.num_classes,
                            input_shape=(cfg.image_size, cfg.image_size, 3), variant=cfg.variant, stem=cfg.stem,
-                           dropout=cfg.dropout, weights=cfg.weights)
+                           dropout=cfg.dropout, weights=weights)
             optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model, ema=cfg.ema)
     finally:
         keras.config.set_dtype_policy(previous_policy)

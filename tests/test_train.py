@@ -368,6 +368,25 @@ def test_a_run_on_a_folder_typed_relative_resumes_from_another_folder(tmp_path, 
     assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]
 
 
+def test_a_checkpointed_run_resumes_without_the_weights_file_it_started_from(tmp_path, capsys, monkeypatch):
+    """The checkpoint holds every weight: the --weights file may have moved, or gone, once there is one."""
+    start = tmp_path / "start.keras"
+    resnet(18, num_classes=10, input_shape=(32, 32, 3)).save(start)
+    out = tmp_path / "run"
+    first = ["--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2", "--weights", start,
+             "--output", out]
+    code, err = _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *first)
+    assert code == 130, err
+    start.unlink()
+    code, err = _kres(capsys, "--resume", "--output", out)
+    assert code == 0, err
+    assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]
+    code, err = _kres(capsys, *first)  # finished: found so, whatever became of the file
+    assert code == 0 and f"{out} already finished 2 epochs" in err[0], err
+    code, err = _kres(capsys, *first[:-1], tmp_path / "new")  # a new run still needs it
+    assert code == 2 and err[0].startswith(f"Error: weights file {start} does not exist"), err
+
+
 def test_a_run_saved_with_a_relative_folder_resumes_from_the_folder_it_started_in(tmp_path, monkeypatch):
     from keras_resnet.train import _check_existing_run
 
