@@ -210,7 +210,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         datasets = load_datasets(data_cfg)
     _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch, stream)
     content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype)
-    return _write(content, model_path, output_dir)
+    return _write(content, model_path, output_dir, epochs)
 
 
 def _fake_quantized_model(model_path, edgetpu: bool):
@@ -286,7 +286,19 @@ def _representative(data_cfg, datasets, calibration_steps: int):
     return representative
 
 
-def _write(content: bytes, model_path, output_dir: Path) -> Path:
+def made_before(output_dir, model_path, epochs: int) -> Path | None:
+    """The QAT model in ``output_dir`` when it was fine-tuned for ``epochs`` from ``model_path`` as it is now (the
+    .tflite newer than the model), so a finished run found finished again is not fine-tuned again; else None."""
+    from keras_resnet.meta import find_meta
+
+    final = Path(output_dir) / QAT_TFLITE_NAME
+    meta = find_meta(output_dir) if final.is_file() else None
+    if meta is None or meta.extra.get("qat_epochs") != epochs:
+        return None
+    return final if final.stat().st_mtime >= Path(model_path).stat().st_mtime else None
+
+
+def _write(content: bytes, model_path, output_dir: Path, epochs: int) -> Path:
     from keras_resnet import fileio
     from keras_resnet.meta import find_meta
 
@@ -294,6 +306,7 @@ def _write(content: bytes, model_path, output_dir: Path) -> Path:
     fileio.write_bytes(final, content)
     meta = find_meta(model_path)
     if meta is not None:  # so the .tflite travels with its labels (runtime.load_predictor reads meta.json)
+        meta.extra["qat_epochs"] = epochs  # after the .tflite: with it, meta.json says the model is whole
         meta.save(output_dir)
         fileio.write_text(Path(output_dir) / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
     return Path(os.fspath(final))

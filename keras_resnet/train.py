@@ -393,8 +393,12 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
     _say(stream, f"{trained}best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
                  f"models in {run_dir}")
     if cfg.qat_epochs and placement.is_chief:
-        from keras_resnet.qat import finetune_line, quantization_aware_finetune  # tf_keras, tfmot: when asked
+        from keras_resnet.qat import finetune_line, made_before, quantization_aware_finetune  # tf_keras: when asked
 
+        if made := made_before(run_dir / "qat", result.best_model, cfg.qat_epochs):
+            _say(stream, f"quantization-aware model: {made} (made before, from this {result.best_model.name})")
+            result.qat_model = made
+            return result
         _say(stream, f"{finetune_line(cfg.qat_epochs)} from {result.best_model.name}")
         result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat",
                                                        stream=stream)

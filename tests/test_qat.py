@@ -111,6 +111,9 @@ def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
     assert path == out / "model_qat_int8.tflite" and path.is_file()
     assert (out / "labels.txt").read_text() == "".join(f"{label}\n" for label in labels)
     assert ModelMeta.load(out).labels == labels
+    assert ModelMeta.load(out).extra["qat_epochs"] == 2
+    assert qat.made_before(out, qat_on_digits.source.model_path, 2) == path  # train's rerun of a finished run
+    assert qat.made_before(out, qat_on_digits.source.model_path, 3) is None
     info = inspect_tflite(path.read_bytes())
     require_builtin_only(info)
     assert info.inputs[0].dtype == "uint8" and info.inputs[0].shape == [1, SIZE, SIZE, 3]

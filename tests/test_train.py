@@ -490,15 +490,16 @@ def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
 def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_qat(model_path, data_cfg, epochs, output_dir, stream):  # QAT is tested in test_qat; here only the call
+    def fake_qat(model_path, data_cfg, epochs, output_dir, stream):  # QAT is tested in test_qat; here the call,
         calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream))
-        return Path(output_dir) / "model_qat_int8.tflite"
+        return qat._write(b"TFL3", model_path, output_dir, epochs)  # and what it writes
 
     monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(
-        quantization_aware_finetune=fake_qat, finetune_line=qat.finetune_line))
-    result = train(TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
-                               precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run")),
-                   DataConfig(dataset="synthetic", synthetic_size=128))
+        quantization_aware_finetune=fake_qat, finetune_line=qat.finetune_line, made_before=qat.made_before))
+    cfg = TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
+                      precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run"))
+    data = DataConfig(dataset="synthetic", synthetic_size=128)
+    result = train(cfg, data)
     assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]
     err = capsys.readouterr().err
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
@@ -516,6 +517,11 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert len(stats["mean"]) == len(stats["std"]) == 3 and all(32 < m < 224 and s > 0 for m, s in zip(*stats.values()))
     assert (result.run_dir / "labels.txt").read_text().splitlines() == meta["labels"]
     assert os.readlink(tmp_path / "latest") == "run"
+    assert train(cfg, data).qat_model == result.qat_model and len(calls) == 1  # finished: QAT is not done again
+    assert capsys.readouterr().err.endswith(f"quantization-aware model: {result.qat_model} (made before, from this "
+                                            "best.keras)\n")
+    train(dataclasses.replace(cfg, qat_epochs=1), data)  # other QAT epochs: done again
+    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr)]
 
 
 def test_progress_bar_shows_images_per_second_and_metrics():
