@@ -45,6 +45,7 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
            float_layers: str, float_worst: int, per_channel_dense: bool, data_dir: str | None,
            dataset: str | None) -> None:
+    from keras_resnet.data import scans_once
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
 
@@ -54,6 +55,7 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
                        float_worst=float_worst, per_channel_dense=per_channel_dense, data_dir=data_dir,
                        dataset=dataset)
-    result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    with scans_once():  # held-out images, then each calibration pass
+        result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     click.echo(result.text, nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")

@@ -85,7 +85,7 @@ class _TrainCommand(click.Command):
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
-    from keras_resnet.data import DataConfig
+    from keras_resnet.data import DataConfig, scans_once
     from keras_resnet.train import TrainConfig, resumed
     from keras_resnet.train import train as run_training
 
@@ -103,7 +103,8 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
         cfg, data = resumed(cfg, data, _typed(click.get_current_context()))
     started = time.time()
     try:
-        result = run_training(cfg, data)
+        with scans_once():  # the pipelines, then the input statistics (and QAT's)
+            result = run_training(cfg, data)
     except KeyboardInterrupt:
         raise click.Abort(resume_hint(cfg.output, started)) from None  # with --resume, the run resumed
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker

@@ -9,6 +9,7 @@ augmented here, in tf.data, never in the model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -458,12 +459,40 @@ def _require_images(root: Path, files: list, labels: list[int], class_names: lis
                         f"or remove the folders")
 
 
+_scanned: dict | None = None  # inside scans_once(): (folder, class names) -> what _scan found there
+
+
+@contextlib.contextmanager
+def scans_once() -> Iterator[None]:
+    """While it lasts, each image folder is listed and decode-checked once. One command reads a folder's images
+    several times (train: the pipelines and the input statistics; export: held-out images and each calibration
+    pass), and the check reads every file; files changed meanwhile are not seen. Each ``kres`` command runs in one."""
+    global _scanned
+    outer = _scanned
+    _scanned = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _scanned = outer
+
+
 def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:
     """List every image file under ``root/<class>/`` (recursively) and check each one decodes.
 
     Zero-byte, truncated or otherwise unreadable files are dropped here and counted, so no bad file can stop
     an epoch later. JPEGs are decoded in PIL's draft mode (scaled DCT), which still reads the whole stream.
     """
+    key = (os.path.realpath(root), tuple(class_names))
+    if _scanned is not None and key in _scanned:
+        files, labels, skipped = _scanned[key]
+        return list(files), list(labels), skipped
+    found = _scan_files(root, class_names)
+    if _scanned is not None:
+        _scanned[key] = found
+    return list(found[0]), list(found[1]), found[2]
+
+
+def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:
     candidates, seen = [], set()
     for label, name in enumerate(class_names):
         for path in _image_paths(root / name, root):

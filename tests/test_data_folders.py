@@ -93,6 +93,23 @@ def test_every_format_and_mode_decodes_to_the_same_pixels(split_folders):
         np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-3)
 
 
+def test_inside_scans_once_each_file_is_checked_once(split_folders, monkeypatch):
+    from keras_resnet import data
+
+    checked = []
+    check = data._check_image
+    monkeypatch.setattr(data, "_check_image", lambda path: checked.append(path) or check(path))
+    cfg = DataConfig(data_dir=str(split_folders), image_size=SIZE, batch_size=2)
+    with data.scans_once():
+        first = load_datasets(cfg)
+        list(calibration_images(cfg, 2))
+        again = load_datasets(cfg)
+    assert len(checked) == len(set(checked)) == 2 * 3 * 12  # 12 files a class, 3 classes, train and val
+    assert (again.num_train, again.num_val, again.skipped_files) == (first.num_train, first.num_val, 18) == (27, 27, 18)
+    load_datasets(cfg)  # outside: a new command, which sees files added since
+    assert len(checked) == 2 * 2 * 3 * 12
+
+
 def test_one_folder_split_by_val_split(tmp_path):
     for k, name in enumerate(("a", "b")):
         folder = tmp_path / name

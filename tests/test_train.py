@@ -545,9 +545,14 @@ def test_progress_bar_shows_images_per_second_and_metrics():
         assert ("[" + "=" * 24 + "] 4/4" in stream.getvalue()) == stream.isatty()  # live bar on terminals only
 
 
-def test_rerun_after_images_were_added_is_an_error_and_the_hint_works(tmp_path, capsys):
+def test_rerun_after_images_were_added_is_an_error_and_the_hint_works(tmp_path, capsys, monkeypatch):
     from PIL import Image
 
+    from keras_resnet import data
+
+    checked = []
+    check = data._check_image
+    monkeypatch.setattr(data, "_check_image", lambda path: checked.append(path) or check(path))
     rng = np.random.default_rng(0)
     for cls in ("cat", "dog"):
         (tmp_path / "photos" / cls).mkdir(parents=True)
@@ -557,9 +562,11 @@ def test_rerun_after_images_were_added_is_an_error_and_the_hint_works(tmp_path, 
     args = ["--depth", "18", "--data-dir", tmp_path / "photos", "--image-size", "32", "--epochs", "1",
             "--batch-size", "4", "--val-split", "0.2", "--output", out]
     assert _kres(capsys, *args)[0] == 0
+    assert len(checked) == 10  # each image decode-checked once, for the pipelines and the input statistics
     config = (out / "config.json").read_text()
     Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(tmp_path / "photos" / "cat" / "new.png")
     code, err = _kres(capsys, *args)
+    assert len(checked) == 10 + 11  # a new command reads the folder anew
     assert code == 2 and len(err) == 1, err
     assert f"{out} was started on 8 training and 2 validation images, the data now gives 9 and 2:" in err[0]
     assert (out / "config.json").read_text() == config  # the finished run is left as it was
