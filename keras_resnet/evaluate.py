@@ -293,19 +293,15 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
 
     data_cfg = data_config(cfg, predictors)
     datasets = load_datasets(data_cfg)
-    class_names = list(datasets.class_names)
+    class_names, outputs = _class_order(predictors, list(datasets.class_names))
     warnings = []
-    for p in predictors:
-        if p.num_outputs != len(class_names):
-            raise KresError(f"{p.path.name} has {p.num_outputs} outputs but the data has {len(class_names)} "
-                            "classes: evaluate it on the data it was trained on")
-        if p.meta is not None and p.meta.labels and not _generic(p.meta.labels) and p.meta.labels != class_names:
-            warnings.append(f"{p.path.name}'s labels differ from the data's class names; the data's are used")
     if datasets.skipped_files:
         warnings.append(skipped_warning(datasets.skipped_files, data_cfg.data_dir))
 
     val = datasets.val.unbatch().batch(cfg.batch_size)
     probs, labels, seconds = _run(predictors, val, datasets.num_val, cfg.batch_size, progress)
+    if outputs is not None:
+        labels = outputs[np.argmax(labels, axis=1)]
     reports = []
     for i, (p, pr, sec) in enumerate(zip(predictors, probs, seconds)):
         metrics = compute_metrics(pr, labels, class_names)
@@ -352,6 +348,37 @@ def _run(predictors: list[Predictor], dataset, total: int, batch_size: int, prog
     if not labels:
         raise KresError("the evaluation split is empty: give the data a validation split with images in it")
     return [np.concatenate(p) for p in probs], np.concatenate(labels), seconds
+
+
+def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[list[str], np.ndarray | None]:
+    """The classes to score, and the model output of each of the data's classes (None: the same order).
+
+    Where the models name their classes (meta.json), a data class is the output of its name: a folder of some of
+    them, or in another order, scores right, and a class the model does not know is an error. Models with no
+    names (or class_0, class_1, ...) take the data's classes in order, as many as they have outputs.
+    """
+    named = [p for p in predictors if p.meta is not None and p.meta.labels and not _generic(p.meta.labels)]
+    if not named:
+        for p in predictors:
+            if p.num_outputs != len(data_classes):
+                raise KresError(f"{p.path.name} has {p.num_outputs} outputs but the data has {len(data_classes)} "
+                                "classes: evaluate it on the data it was trained on")
+        return data_classes, None
+    labels = list(named[0].meta.labels)
+    if any(list(p.meta.labels) != labels for p in named):
+        raise KresError(f"{named[0].path.name} and {named[1].path.name} have other classes: compare two models of "
+                        "the same classes")
+    for p in predictors:
+        if p.num_outputs != len(labels):
+            raise KresError(f"{p.path.name} has {p.num_outputs} outputs for the {len(labels)} classes "
+                            f"{named[0].path.name} names: compare two models of the same classes")
+    unknown = [name for name in data_classes if name not in labels]
+    if unknown:
+        raise KresError(f"the data has classes {named[0].path.name} was not trained on ({', '.join(unknown[:5])}): "
+                        f"evaluate it on folders named after its classes ({', '.join(labels[:10])})")
+    if data_classes == labels:
+        return labels, None
+    return labels, np.array([labels.index(name) for name in data_classes])
 
 
 def _generic(labels: list[str]) -> bool:

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -88,8 +89,8 @@ class StubPredictor(Predictor):
 
     kind = "stub"
 
-    def __init__(self, path, fixed=None):
-        super().__init__(Path(path), (32, 32, 3), None)
+    def __init__(self, path, fixed=None, labels=None):
+        super().__init__(Path(path), (32, 32, 3), None if labels is None else SimpleNamespace(labels=labels, extra={}))
         self.fixed = fixed
 
     @property
@@ -162,6 +163,24 @@ def test_class_count_mismatch(stub_world, monkeypatch):
     monkeypatch.setattr(data_module, "load_datasets", lambda cfg: four)
     with pytest.raises(KresError, match="3 outputs but the data has 4 classes"):
         ev.evaluate(ev.EvalConfig(models=["m"], dataset="synthetic", output=str(tmp_path)))
+
+
+def test_the_datas_classes_are_the_models_outputs_of_their_names(stub_world, monkeypatch):
+    """The model names its classes z, x, y; the data's folders are x, y, z: each image is scored against the
+    output of its class's name (they were scored by position, with a warning)."""
+    tmp_path, _ = stub_world
+    named = {"zxy": ["z", "x", "y"], "other": ["x", "y", "q"], "xyz": ["x", "y", "z"]}
+    monkeypatch.setattr(ev, "load_predictor", lambda path, num_threads=None: StubPredictor(
+        path, labels=named[Path(path).name]))
+    result = ev.evaluate(ev.EvalConfig(models=["zxy"], dataset="synthetic", output=str(tmp_path / "o")))
+    metrics = result.models[0].metrics  # true outputs 1 2 0 1 2 0, predicted 0 1 0 0 2 2
+    assert metrics.confusion == [[1, 0, 1], [2, 0, 0], [0, 1, 1]] and metrics.top1 == pytest.approx(2 / 6)
+    assert list(metrics.per_class) == ["z", "x", "y"] and result.warnings == []
+    with pytest.raises(KresError, match=r"^the data has classes other was not trained on \(z\): evaluate it on "
+                                        r"folders named after its classes \(x, y, q\)$"):
+        ev.evaluate(ev.EvalConfig(models=["other"], dataset="synthetic", output=str(tmp_path / "o")))
+    with pytest.raises(KresError, match=r"^zxy and xyz have other classes"):
+        ev.evaluate(ev.EvalConfig(models=["zxy", "xyz"], dataset="synthetic", output=str(tmp_path / "o")))
 
 
 def test_training_data_lookup(tmp_path):
