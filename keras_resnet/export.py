@@ -93,6 +93,9 @@ def validate(cfg: ExportConfig) -> ExportConfig:
         cfg = replace(cfg, tflite=True)
     if cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, quantize="int8")
+    if cfg.io_dtype != ExportConfig.io_dtype and not {"int8", QAT_NAME} & set(tflite_names(cfg)):
+        raise KresError(f"--io-dtype {cfg.io_dtype} is the input and output type of int8 models, and none is made: "
+                        "add --quantize int8 (or --qat), or drop --io-dtype")
     quant_debug.check_options(cfg, tflite_names(cfg))
     return cfg
 
@@ -346,6 +349,12 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     source = resolve_source(cfg.source)
     if cfg.qat and source.data_config is None:
         raise KresError("--qat fine-tunes on the training data: export from a run directory with config.json")
+    if runs.is_run_dir(cfg.output) or runs.find_model(cfg.output):  # its meta.json and labels.txt would be lost
+        raise KresError(f"{cfg.output} is a training run directory; export into another --output (e.g. "
+                        f"{Path(cfg.output) / 'export'})")
+    if Path(cfg.output).suffix in (".tflite", ".keras", ".pb"):
+        raise KresError(f"--output is the folder for the artifacts, not a file name: try "
+                        f"{Path(cfg.output).with_suffix('')}")
     runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
     out_dir = fileio.ensure_writable_dir(cfg.output)
     say(f"loading {source.model_path}")

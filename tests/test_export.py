@@ -230,6 +230,12 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
          "--per-channel-dense files run on XNNPACK only: the Edge TPU needs per-tensor dense weights"),
         (["export", str(broken), "-o", str(tmp_path / "o")],
          f"{broken / 'config.json'} is not a valid run config (Expecting property name"),
+        (["export", str(run_dir), "-o", str(run_dir)],  # its meta.json and labels.txt were overwritten
+         f"{run_dir} is a training run directory; export into another --output (e.g. {run_dir / 'export'})"),
+        (["export", str(run_dir), "-o", str(tmp_path / "model.tflite")],
+         f"--output is the folder for the artifacts, not a file name: try {tmp_path / 'model'}"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--quantize", "float16", "--io-dtype",
+          "int8"], "--io-dtype int8 is the input and output type of int8 models, and none is made"),
     ]
     for argv, message in cases:
         code, err = cli(argv, capsys)
