@@ -184,7 +184,9 @@ def heldout_data(data_cfg, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
     from keras_resnet.data import load_datasets
 
     images, labels, count = [], [], 0
-    for x, y in load_datasets(data_cfg).val:
+    # Batches of one: the run's batch size is checked against the training images, which this does not read
+    # (and a moved --data-dir may hold fewer), and export has no --batch-size to change it.
+    for x, y in load_datasets(replace(data_cfg, batch_size=1)).val:
         images.append(np.asarray(x))
         labels.append(np.argmax(np.asarray(y), axis=-1))
         count += len(images[-1])

@@ -246,6 +246,22 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_heldout_images_of_a_folder_with_fewer_images_than_the_runs_batch(tmp_path):
+    """A run's data moved to a smaller folder (export --data-dir): its batch size of 8 was checked against the
+    training images, which the held-out images do not need, and export has no --batch-size to lower."""
+    from PIL import Image
+
+    from keras_resnet.data import DataConfig
+
+    for label, colour in enumerate(((200, 0, 0), (0, 0, 200))):
+        (tmp_path / str(label)).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / str(label) / f"{i}.png")
+    images, labels = ex.heldout_data(DataConfig(data_dir=str(tmp_path), image_size=32, batch_size=8,
+                                                val_split=0.5), 100)
+    assert images.shape == (2, 32, 32, 3) and sorted(labels.tolist()) == [0, 1]
+
+
 @pytest.mark.parametrize("flags, names", [
     ({}, ["float32"]),
     ({"edgetpu": True}, ["int8"]),
