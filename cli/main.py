@@ -8,7 +8,9 @@ import importlib
 import importlib.util
 import os
 import re
+import signal
 import sys
+import threading
 from importlib.metadata import PackageNotFoundError, version
 
 import click
@@ -116,18 +118,37 @@ INTERRUPTED = ("The files written so far are whole (kres writes each one whole o
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``docker stop``, ``kill``): the command ends as on Ctrl-C, through every ``finally``
+    (temporaries removed, the run's lock given back) and with the same hint; it ended at once, with nothing said."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
+    previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: list[str]) -> int:
     from keras_resnet.errors import KresError, out_of_memory
 
-    args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=args, prog_name="kres", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.exceptions.Abort as err:  # Ctrl-C: train says how to resume; the rest write whole files only
-        click.echo(f"Aborted. {str(err) or INTERRUPTED}", err=True)
-        return 130
+        terminated = isinstance(err.__cause__ or err.__context__, Terminated)
+        click.echo(f"{'Terminated' if terminated else 'Aborted'}. {str(err) or INTERRUPTED}", err=True)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except _NO_ARGS_IS_HELP as err:  # `kres` or `kres bench` alone: the help, as --help prints it
         click.echo(err.ctx.get_help())
         return 0

@@ -76,6 +76,27 @@ def test_second_train_on_one_output_is_refused_naming_the_holder_and_a_killed_ho
     assert stream.getvalue() == ""
 
 
+def test_sigterm_ends_train_as_ctrl_c_does_with_the_resume_hint_and_nothing_left_behind(tmp_path):
+    """A scheduler's (or docker stop's) SIGTERM: the run ended at once, silently, with RUN/.lock and a partial
+    checkpoint temporary left; now it unwinds as Ctrl-C does and the hinted command finishes the run."""
+    run = tmp_path / "run"
+    args = ["train", "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "200",
+            "--output", str(run)]
+    proc = subprocess.Popen([*KRES, *args], env=kres_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: runs.read_checkpoint_state(run) is not None, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"Terminated. To resume, run the same command again, or: kres train "
+                                            f"--resume --output {run}")
+    assert out == "" and not (run / ".lock").exists() and not [p for p in run.rglob("*kres-*")]
+    steps = runs.read_checkpoint_state(run)["steps"]
+    assert steps % 8 == 0 and 8 <= steps < 200 * 8  # 256 images, batch 32: 8 steps an epoch
+
+
 def test_lock_is_reentrant_and_a_failed_start_leaves_no_directory(tmp_path):
     from keras_resnet.data import DataConfig
     from keras_resnet.train import TrainConfig, train
