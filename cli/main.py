@@ -83,7 +83,16 @@ def _import_backend_quietly() -> None:
     from keras_resnet.terminal import stderr_without
 
     with stderr_without(_STARTUP_NOISE):
-        importlib.import_module("keras")
+        try:
+            importlib.import_module("keras")
+        except (ImportError, ValueError) as err:  # KERAS_BACKEND or keras.json names a backend it cannot load
+            from keras_resnet.errors import KresError, first_line
+
+            backend = os.environ.get("KERAS_BACKEND")
+            config = os.path.join(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")), "keras.json")
+            named = f"KERAS_BACKEND={backend}" if backend else f"the backend in {config}"
+            raise KresError(f"Keras cannot load {named} ({first_line(err)}): set KERAS_BACKEND to tensorflow, "
+                            "jax or torch") from None
         if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too
             importlib.import_module("tensorflow").config.list_physical_devices()
 

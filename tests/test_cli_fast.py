@@ -8,6 +8,7 @@ import sys
 
 import click
 import pytest
+from processes import KRES, kres_env
 
 from keras_resnet.errors import KresError
 from kres.main import main
@@ -36,6 +37,20 @@ def test_parse_errors_and_help_never_import_the_backend(args, code, message):
     assert rc == code, err
     assert message in out + err
     assert "HEAVY []" in out
+
+
+def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
+    (tmp_path / "keras.json").write_text('{"backend": "jaxx"}')
+    for env, named in (({"KERAS_BACKEND": "TensorFlow"}, "KERAS_BACKEND=TensorFlow"),
+                       ({"KERAS_HOME": str(tmp_path)}, f"the backend in {tmp_path / 'keras.json'}")):
+        environment = kres_env(**env)
+        if "KERAS_HOME" in env:
+            del environment["KERAS_BACKEND"]
+        result = subprocess.run([*KRES, "info", "--depth", "18"], env=environment, capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.startswith(f"Error: Keras cannot load {named} (Unable to import backend : ")
+        assert result.stderr.endswith("): set KERAS_BACKEND to tensorflow, jax or torch\n"), result.stderr
 
 
 @pytest.mark.parametrize("args", [[], ["bench"]])
