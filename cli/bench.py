@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
-from kres.options import DepthType, FiniteFloat, depth_option
+from kres.options import DepthType, FiniteFloat, SuggestingGroup, depth_option
 
 
-@click.group(help="Benchmarks against peers, run in the same command; results go to benchmarks/results/.")
+@click.group(cls=SuggestingGroup,
+             help="Benchmarks against peers, run in the same command; results go to benchmarks/results/.")
 def bench() -> None:
     pass
 

@@ -18,7 +18,7 @@ from kres.options import depth_option, image_size_option
 def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int | None, image_size: int) -> None:
     from keras_resnet.convert import ConvertConfig, convert_checkpoint
 
-    click.echo(f"Reading {checkpoint} ...")
+    click.echo(f"... reading {checkpoint}", err=True)  # progress, as export shows it: stdout holds the result
     result = convert_checkpoint(ConvertConfig(checkpoint=checkpoint, depth=depth, output=output,
                                               num_classes=num_classes, image_size=image_size))
     top = f"{result.num_classes} classes" if result.num_classes else "no top"

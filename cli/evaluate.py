@@ -30,7 +30,7 @@ def _one_data_option(ctx, param, value):
 @click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL_B]", callback=_one_or_two)
 @click.option("--dataset", default=None, callback=_one_data_option,
               help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
-@click.option("--data-dir", default=None, type=click.Path(), callback=_one_data_option,
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), callback=_one_data_option,
               help="Image folders as train takes them: DIR/val/<class>/ is read (beside DIR/train/), or the "
                    "validation split of DIR/<class>/ (with the run's --val-split and --seed).")
 @click.option("--tfds-dir", default=None, type=click.Path(),

@@ -15,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from kres.options import SuggestingGroup
+
 # Quiet TensorFlow's C++ start-up chatter for every command; a user can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,7 +39,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     def list_commands(self, ctx):
         return [name for name, (module, _, _) in COMMANDS.items() if _installed(module)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import click
@@ -56,6 +57,19 @@ class FiniteFloat(click.ParamType):
         low = "" if self.min is None else f"{self.min}{'<' if self.min_open else '<='}"
         high = "" if self.max is None else f"{'<' if self.max_open else '<='}{self.max}"
         return f"{low}x{high}"
+
+
+class SuggestingGroup(click.Group):
+    """A group that answers a misspelt command with the one meant, as click does for a misspelt option."""
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1) if args else []
+            if not close:
+                raise
+            raise click.UsageError(f"{err.message} Did you mean '{close[0]}'?", ctx) from None
 
 
 def depth_option(required: bool = True, default: int | None = None, note: str = ""):

@@ -53,6 +53,19 @@ def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
         assert result.stderr.endswith("): set KERAS_BACKEND to tensorflow, jax or torch\n"), result.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["trian"], "Error: No such command 'trian'. Did you mean 'train'? (see 'kres --help')"),
+    (["bench", "thruput"], "Error: No such command 'thruput'. Did you mean 'throughput'? (see 'kres bench --help')"),
+    (["xyz"], "Error: No such command 'xyz'. (see 'kres --help')"),
+    (["evaluate", "m.keras", "--data-dir", "{file}"], "Error: Invalid value for '--data-dir': Directory '{file}' is "
+                                                      "a file. (see 'kres evaluate --help')"),
+])
+def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, message):
+    (tmp_path / "photo.png").write_bytes(b"")
+    assert main([arg.format(file=tmp_path / "photo.png") for arg in args]) == 2
+    assert capsys.readouterr().err == message.format(file=tmp_path / "photo.png") + "\n"
+
+
 @pytest.mark.parametrize("args", [[], ["bench"]])
 def test_a_group_alone_prints_its_help_not_an_error(capsys, args):
     assert main(args) == 0

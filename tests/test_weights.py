@@ -321,15 +321,18 @@ def test_convert_weights_cli_writes_a_loadable_keras_file(tmp_path, capsys):
     out = tmp_path / "out" / "r18.keras"
     assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "18", "--output", str(out),
                  "--image-size", str(SIZE)]) == 0
-    assert "ResNet-18 v1.5, 7 classes, 11,189,703 parameters" in capsys.readouterr().out
+    out_text, err_text = capsys.readouterr()
+    assert out_text == f"Wrote {out}: ResNet-18 v1.5, 7 classes, 11,189,703 parameters\n"  # the result only
+    assert err_text == f"... reading {tmp_path / 'r18.npz'}\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["r18.keras"]  # no temporary file left behind
     model = keras_resnet.resnet(18, num_classes=7, input_shape=(SIZE, SIZE, 3), weights=str(out))
     np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0], state["fc.weight"].T)
 
     assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "34", "--output",
                  str(tmp_path / "r34.keras")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("Error: ") and "first mismatching layer conv2_block3_1_conv" in err
+    reading, err = capsys.readouterr().err.splitlines()
+    assert reading.startswith("... reading ") and err.startswith("Error: ")
+    assert "first mismatching layer conv2_block3_1_conv" in err
     assert not (tmp_path / "r34.keras").exists()
     assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "18", "--output",
                  str(tmp_path / "r18.h5")]) == 2
