@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, check_mode
+from keras_resnet.specs import MAX_EPOCHS
 
 
 @click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
@@ -17,7 +18,7 @@ from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, che
               callback=lambda ctx, param, value: check_mode(value),
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.")
-@click.option("--qat-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--qat-epochs", type=click.IntRange(1, MAX_EPOCHS), default=2, show_default=True,
               help="Quantization-aware fine-tuning epochs (1 lost 1.4 points of top-1 on the digits, twice).")
 @click.option("--edgetpu", is_flag=True, help="int8 TFLite checked against the Edge TPU requirements.")
 @click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: export even if some ops would run on the CPU.")

@@ -87,6 +87,8 @@ MIN_IMAGE_SIZE = 32
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # the Keras dtype policies a model is built under
 PRECISIONS = ("auto", *POLICIES)  # --precision: "auto" picks a policy for the hardware
 OPTIMIZERS = ("sgd", "adamw")
+MAX_EPOCHS = 100_000  # far beyond any recipe; a larger count overflowed the step counter (a traceback)
+MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed) stop here
 
 
 def depth_spec(depth: int) -> DepthSpec:

@@ -37,7 +37,7 @@ from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_lear
 from keras_resnet.quant_debug import record_input_stats
 from keras_resnet.rebuild import float32_clone
 from keras_resnet.recipes import Recipe, recipe_for
-from keras_resnet.specs import MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
+from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
 
 HEAD_LAYERS = ("top_dropout", "predictions")  # what --freeze-backbone-epochs leaves trainable
 DEFAULT_CHECKPOINT_STEPS = 1000
@@ -120,8 +120,10 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
     _check_finite(cfg, data)
     if cfg.stem not in STEMS:
         raise KresError(f"unknown stem {cfg.stem!r}: choose one of {', '.join(STEMS)}")
-    if cfg.epochs < 1:
-        raise KresError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if not 1 <= cfg.epochs <= MAX_EPOCHS:
+        raise KresError(f"--epochs must be 1 to {MAX_EPOCHS:,}, got {cfg.epochs}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise KresError(f"--seed must be 0 to {MAX_SEED:,}, got {cfg.seed}")
     if cfg.image_size < MIN_IMAGE_SIZE:
         raise KresError(f"--image-size {cfg.image_size} is too small: use {MIN_IMAGE_SIZE} px or more")
     if cfg.batch_size < 1:

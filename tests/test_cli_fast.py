@@ -29,6 +29,8 @@ def _parse_only(*args):
     (["export", "--help"], 0, "--calibration-steps"),
     (["train", "--help"], 0, "--weight-decay"),
     (["train", "--epochs", "3"], 2, "Error: Missing option '--depth'. (see 'kres train --help')"),
+    (["train", "--depth", "18", "--seed", "-1"], 2, "'--seed': -1 is not in the range 0<=x<=4294967295"),
+    (["train", "--depth", "18", "--epochs", "100001"], 2, "'--epochs': 100001 is not in the range 1<=x<=100000"),
     (["evaluate", "a.keras", "--dataset", "digits", "--data-dir", "d"], 2, "--dataset and --data-dir are alternatives"),
     (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
 ])

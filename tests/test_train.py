@@ -267,7 +267,9 @@ def test_a_frozen_phase_under_jax_gives_tensorflows_weights_and_optimizer_state(
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"epochs": 0}, "--epochs must be at least 1, got 0"),
+    ({"epochs": 0}, "--epochs must be 1 to 100,000, got 0"),
+    ({"epochs": 10**20}, f"--epochs must be 1 to 100,000, got {10**20}"),  # a traceback from the step counter
+    ({"seed": -1}, "--seed must be 0 to 4,294,967,295, got -1"),  # a traceback from NumPy
     ({"image_size": 16}, "--image-size 16 is too small: use 32 px or more"),
     ({"depth": 20}, "unsupported depth 20: choose one of 18, 34, 50, 101, 152"),
     ({"freeze_backbone_epochs": 3, "epochs": 3}, "--freeze-backbone-epochs 3 must be less than --epochs 3"),
