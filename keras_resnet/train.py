@@ -44,6 +44,7 @@ DEFAULT_CHECKPOINT_STEPS = 1000
 # Below this many images per replica, batch statistics are too noisy to re-estimate pretrained BN statistics:
 # fine-tuning from --weights keeps them frozen (BN in inference mode) unless --train-bn says otherwise.
 SMALL_BATCH_PER_REPLICA = 16
+WARMUP_SHARE = 0.1  # the most of a run the recipe's warmup takes
 # Options that may change between the runs of one run directory without making it another run.
 _NOT_IDENTITY = ("output", "resume", "qat_epochs", "checkpoint_steps")
 # Options added after runs were made: what a run whose config.json lacks them trained with.
@@ -104,15 +105,16 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
     optimizer = cfg.optimizer or recipe.optimizer
     if optimizer not in OPTIMIZERS:
         raise KresError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    epochs = recipe.epochs if cfg.epochs is None else cfg.epochs
     cfg = dataclasses.replace(
         cfg,
         stem=cfg.stem or recipe.stem,
-        epochs=recipe.epochs if cfg.epochs is None else cfg.epochs,
+        epochs=epochs,
         batch_size=recipe.batch_size if cfg.batch_size is None else cfg.batch_size,
         image_size=recipe.image_size if cfg.image_size is None else cfg.image_size,
         optimizer=optimizer,
         lr=recipe.base_lr[optimizer] if cfg.lr is None else cfg.lr,
-        warmup_epochs=recipe.warmup_epochs if cfg.warmup_epochs is None else cfg.warmup_epochs,
+        warmup_epochs=recipe_warmup(recipe, epochs) if cfg.warmup_epochs is None else cfg.warmup_epochs,
         weight_decay=recipe.weight_decay[optimizer] if cfg.weight_decay is None else cfg.weight_decay,
         label_smoothing=recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
         ema=recipe.ema if cfg.ema is None else cfg.ema,
@@ -162,6 +164,12 @@ def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConf
     return (dataclasses.replace(cfg, weights=_absolute_path("weights", cfg.weights)),
             dataclasses.replace(data, data_dir=_absolute_path("data_dir", data.data_dir),
                                 tfds_dir=_absolute_path("tfds_dir", data.tfds_dir)))
+
+
+def recipe_warmup(recipe: Recipe, epochs: int) -> float:
+    """The recipe's warmup, at most a tenth of the run (as in the recipes themselves): 5 warmup epochs in a run of
+    2 ended it at the peak rate, never decaying."""
+    return min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
 
 
 def _json_number(value: float) -> float | None:

@@ -199,6 +199,12 @@ def test_digits_recipe_and_explicit_options_override_it():
     assert resolve(TrainConfig(), DataConfig(dataset="digits"))[2].name == "digits"  # the data module's name for it
     assert resolve(TrainConfig(), DataConfig(dataset="cifar10"))[2].name == "cifar"
     assert resolve(TrainConfig(), DataConfig(dataset="imagenette/320px-v2"))[2].image_size == 224
+    # The recipe's warmup takes at most a tenth of the run (5 epochs in a run of 2 ended it at the peak rate);
+    # a typed --warmup-epochs stays as typed.
+    imagenet = DataConfig(dataset="imagenette/320px-v2")
+    assert [resolve(TrainConfig(epochs=epochs), imagenet)[0].warmup_epochs for epochs in (2, 50, 90)] == [0.2, 5, 5]
+    assert resolve(TrainConfig(epochs=2, warmup_epochs=5), imagenet)[0].warmup_epochs == 5
+    assert [resolve(TrainConfig(epochs=epochs), DataConfig())[0].warmup_epochs for epochs in (5, 10)] == [0.5, 1]
 
 
 # A small ResNet-shaped model (conv, BN, a head named as kres's) through the frozen phase's two steps, from the
