@@ -19,7 +19,7 @@ import numpy as np
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta
-from keras_resnet.quantize import QUANTIZE_MODES, check_io_dtype, check_mode, convert, describe_tflite
+from keras_resnet.quantize import CONVERTER_LOG, QUANTIZE_MODES, check_io_dtype, check_mode, convert, describe_tflite
 from keras_resnet.rebuild import load_float32_model
 from keras_resnet.runtime import compare
 
@@ -29,7 +29,6 @@ SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
 OUTPUT_NAME = "probabilities"
 QAT_NAME = "qat_int8"
-CONVERTER_LOG = "converter.log"  # what the TFLite converter prints, kept off the terminal
 
 Progress = Callable[[str], None]
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
+from keras_resnet.quantize import CONVERTER_LOG, converter_chatter_to
 
 CSV_NAME = "quant_debug.csv"
 PNG_NAME = "quant_debug.png"
@@ -392,7 +393,8 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
         images, source = np.concatenate(list(calibration()))[:DEBUG_IMAGES], "calibration"
     say(f"running the quantization debugger on {len(images)} {source} images")
     start = time.perf_counter()
-    run = run_debugger(model, calibration, images)
+    with converter_chatter_to(out_dir / CONVERTER_LOG):  # its conversions and interpreters: off the terminal
+        run = run_debugger(model, calibration, images)
     worst = run.worst()
     section: dict = {"images": len(images), "image_source": source, "seconds": None,
                      "worst": [{"layer": r.layer, "op": r.op, "sqnr_db": round(r.sqnr_db, 2),
@@ -410,10 +412,15 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
 
 
 def _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say) -> list[Path]:
+    say(f"converting to TFLite with {', '.join(layers)} in float")
+    with converter_chatter_to(out_dir / CONVERTER_LOG):
+        return _mixed_files(run, layers, model, meta, heldout, out_dir, report, section)
+
+
+def _mixed_files(run, layers, model, meta, heldout, out_dir, report, section) -> list[Path]:
     from keras_resnet.quantize import convert, describe_tflite
     from keras_resnet.runtime import KerasPredictor, TFLitePredictor, compare, tflite_interpreter
 
-    say(f"converting to TFLite with {', '.join(layers)} in float")
     content, names = mixed_model(run, layers)
     path = fileio.write_bytes(out_dir / f"model_{MIXED_NAME}.tflite", content)
     entry = describe_tflite(path, content)

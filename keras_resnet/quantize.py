@@ -236,6 +236,9 @@ def batch1_saved_model(model, directory: str | os.PathLike) -> str:
     return os.fspath(directory)
 
 
+CONVERTER_LOG = "converter.log"  # an export's file for what the TFLite converter prints, kept off the terminal
+
+
 @contextlib.contextmanager
 def converter_chatter_to(log: str | os.PathLike | None) -> Iterator[None]:
     """Send what the converter prints (C++ logging on file descriptors 1 and 2, absl and Python warnings) to
