@@ -178,7 +178,8 @@ def _main(args: list[str]) -> int:
         if detail is None:
             raise
         options = _options_of(args)
-        fix = ("run again with a smaller --batch-size" if "--batch-size" in options else
+        smaller = " or ".join(option for option in ("--batch-size", "--image-size") if option in options)
+        fix = (f"run again with a smaller {smaller}" if smaller else
                "close what else uses the memory, or run it on a machine with more")
         if "--resume" in options:  # train: a run keeps its batch size, so a smaller one is a new run
             fix += " and a new --output"

@@ -196,8 +196,9 @@ def tf_out_of_memory():
 
 @pytest.mark.parametrize(("args", "fix"), [
     (["train", "--depth", "152", "--batch-size", "256"],
-     "run again with a smaller --batch-size and a new --output"),
-    (["bench", "throughput", "--batch-size", "256"], "run again with a smaller --batch-size"),
+     "run again with a smaller --batch-size or --image-size and a new --output"),
+    (["bench", "throughput", "--batch-size", "256"], "run again with a smaller --batch-size or --image-size"),
+    (["bench", "tflite"], "run again with a smaller --image-size"),
     (["export", "run", "-o", "out", "--tflite"], "close what else uses the memory, or run it on a machine with more"),
 ])
 def test_out_of_memory_is_one_line_naming_the_tensor_and_the_fix(capsys, monkeypatch, tf_out_of_memory, args, fix):
