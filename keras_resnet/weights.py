@@ -158,7 +158,8 @@ def fetch_imagenet(depth: int, include_top: bool) -> Path:
     file_hash = KERAS_APPLICATIONS_HASHES[depth][0 if include_top else 1]
     cache = keras_cache_dir()
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        # Keras's "Downloading data from ..." and its progress bar are progress: stderr, not the result stream
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S), contextlib.redirect_stdout(sys.stderr):
             path = keras.utils.get_file(fname, KERAS_APPLICATIONS_URL + fname, cache_dir=str(cache.parent),
                                         cache_subdir=cache.name, file_hash=file_hash, hash_algorithm="md5")
     except Exception as err:  # urllib, socket and hash errors all mean: the file is not here

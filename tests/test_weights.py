@@ -302,6 +302,15 @@ def test_silent_server_times_out_instead_of_hanging(tmp_path, monkeypatch):
     assert socket.getdefaulttimeout() is None  # the process-wide default is restored
 
 
+def test_a_download_says_so_on_stderr_keeping_stdout_for_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(kw, "KERAS_APPLICATIONS_URL", "http://kres-offline.invalid/")
+    with pytest.raises(KresError, match=r"^cannot download resnet50_weights_tf_dim_ordering_tf_kernels_notop\.h5 "):
+        kw.fetch_imagenet(50, include_top=False)
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading data from http://kres-offline.invalid/resnet50_" in err
+
+
 def test_cached_file_with_the_right_hash_is_used_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(kw, "KERAS_APPLICATIONS_URL", "http://kres-offline.invalid/")
