@@ -70,8 +70,12 @@ def evaluate(models, dataset, data_dir, tfds_dir, image_size, batch_size, output
 def _print(result) -> None:
     data = result.data
     source = data.get("dataset") or data.get("data_dir") or "digits (built-in)"
-    click.echo(f"Data: {source}, {data['num_val']} images, {len(data['class_names'])} classes, "
-               f"{data['image_size']} px (from the {data['source']})")
+    images = f"{data['num_val']} images"
+    if data.get("split_from"):
+        images = (f"{data['num_val']} of its {data['split_from']} images (the validation split: --val-split "
+                  f"{data['val_split']}, seed {data['seed']})")
+    click.echo(f"Data: {source}, {images}, {len(data['class_names'])} classes, {data['image_size']} px "
+               f"(from the {data['source']})")
     for report in result.models:
         m = report.metrics
         click.echo(f"{report.path} ({report.kind})")

@@ -315,8 +315,11 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         agree, max_diff, mean_diff = compare_outputs(probs[0], probs[1])
         comparison = Comparison(top1_agreement=agree, max_abs_diff=max_diff, mean_abs_diff=mean_diff,
                                 top1_delta=reports[1].metrics.top1 - reports[0].metrics.top1)
+    # A folder without val/ is split as training split it: only its validation share is scored (say how much).
+    split = data_cfg.data_dir is not None and not (Path(data_cfg.data_dir).expanduser() / "val").is_dir()
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
                  "num_val": int(datasets.num_val), "skipped_files": int(datasets.skipped_files),
+                 "split_from": int(datasets.num_train + datasets.num_val) if split else None,
                  "source": "options" if cfg.has_data_option else "training config"}
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
     json_path = out_dir / EVAL_JSON

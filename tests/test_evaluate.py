@@ -149,6 +149,22 @@ def test_evaluate_end_to_end_exact_with_stubs(stub_world):
     assert not list((tmp_path / "o").glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+def test_a_folder_without_val_says_only_its_validation_split_is_scored(stub_world, capsys):
+    from kres.evaluate import _print
+
+    tmp_path, _ = stub_world
+    (tmp_path / "photos" / "x").mkdir(parents=True)
+    result = ev.evaluate(ev.EvalConfig(models=["m"], data_dir=str(tmp_path / "photos"), output=str(tmp_path / "o"),
+                                       image_size=32))
+    assert result.data["split_from"] == 12  # the stub's 6 training and 6 validation images
+    _print(result)
+    assert capsys.readouterr().out.startswith(f"Data: {tmp_path / 'photos'}, 6 of its 12 images (the validation "
+                                              "split: --val-split 0.2, seed 0), 3 classes, 32 px (from the options)\n")
+    (tmp_path / "photos" / "val").mkdir()
+    assert ev.evaluate(ev.EvalConfig(models=["m"], data_dir=str(tmp_path / "photos"), output=str(tmp_path / "o"),
+                                     image_size=32)).data["split_from"] is None  # val/ is read whole
+
+
 def test_explicit_image_size_that_does_not_fit_the_model(stub_world):
     tmp_path, seen = stub_world
     cfg = ev.EvalConfig(models=["m"], dataset="synthetic", image_size=40, output=str(tmp_path))
