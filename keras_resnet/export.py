@@ -424,13 +424,20 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
         entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
-    accuracy = entry.get("agreement", {}).get("top1")
-    card = {**model_card(path, job.meta, entry, accuracy, name, job.data_cfg), **deployment_facts(content, entry)}
-    entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
-    card_path = out_dir / f"model_{name}.card.json"
-    fileio.write_json(card_path, card)
+    card_path = write_card(path, content, entry, job.meta, job.data_cfg, name)
     report["artifacts"][path.name] = entry
     return [path, card_path]
+
+
+def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cfg, name: str) -> Path:
+    """``model_NAME.card.json`` beside the .tflite at ``path``; ``entry`` (its :func:`describe_tflite`, with the
+    held-out agreement where there is one) gets the delegates that accept it."""
+    accuracy = entry.get("agreement", {}).get("top1")
+    card = {**model_card(path, meta, entry, accuracy, name, data_cfg), **deployment_facts(content, entry)}
+    entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
+    card_path = path.with_name(f"model_{name}.card.json")
+    fileio.write_json(card_path, card)
+    return card_path
 
 
 def _write_report(result: ExportResult, report: dict) -> ExportResult:

@@ -411,7 +411,7 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
             return result
         _say(stream, f"{finetune_line(cfg.qat_epochs)} from {result.best_model.name}")
         result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat",
-                                                       stream=stream)
+                                                       stream=stream, card=True)
         _say(stream, f"quantization-aware model: {result.qat_model}")
     return result
 

@@ -307,7 +307,7 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["--depth", "18", "--dataset", "digits", "--data-dir", tmp_path / "one", "--output", out], "not both"),
         (["--depth", "18", "--image-size", "16", "--output", out], "16 is not in the range x>=32"),
         (["--depth", "20", "--output", out], "unsupported depth '20': choose one of 18, 34, 50, 101, 152"),
-        (["--depth", "18", "--epochs", "0", "--output", out], "0 is not in the range x>=1"),
+        (["--depth", "18", "--epochs", "0", "--output", out], "0 is not in the range 1<=x<=100000"),
         (["--depth", "18", "--dataset", "synthetic", "--batch-size", "1000", "--output", out], "batch size 1000"),
         (["--depth", "18", "--weights", tmp_path / "nope.keras", "--output", out], "nope.keras does not exist"),
         (["--depth", "18", "--resume", "--output", out], "holds no run (no config.json)"),
@@ -498,8 +498,8 @@ def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
 def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_qat(model_path, data_cfg, epochs, output_dir, stream):  # QAT is tested in test_qat; here the call,
-        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream))
+    def fake_qat(model_path, data_cfg, epochs, output_dir, stream, card):  # QAT is tested in test_qat; here the call,
+        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream, card))
         return qat._write(b"TFL3", model_path, output_dir, epochs)  # and what it writes
 
     monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(
@@ -508,7 +508,7 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
                       precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=128)
     result = train(cfg, data)
-    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]
+    assert calls == [("best.keras", 32, 3, "qat", sys.stderr, True)]
     err = capsys.readouterr().err
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
@@ -529,7 +529,7 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert capsys.readouterr().err.endswith(f"quantization-aware model: {result.qat_model} (made before, from this "
                                             "best.keras)\n")
     train(dataclasses.replace(cfg, qat_epochs=1), data)  # other QAT epochs: done again
-    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr)]
+    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr, True)]
 
 
 def test_progress_bar_shows_images_per_second_and_metrics():
