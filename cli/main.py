@@ -114,7 +114,10 @@ def _backend_after_parsing(command: click.Command) -> click.Command:
         @functools.wraps(callback)
         def run(*args, **kwargs):
             _import_backend_quietly()
-            return callback(*args, **kwargs)
+            try:
+                return callback(*args, **kwargs)
+            except BrokenPipeError as err:  # past click, whose own answer is exit status 1 with nothing said
+                raise _ReaderGone from err
 
         run.kres_imports_backend = True
         command.callback = run
@@ -143,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
     previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
-        return _main(sys.argv[1:] if argv is None else argv)
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe was exit status 1 with nothing said
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -156,6 +163,8 @@ def _main(args: list[str]) -> int:
         cli.main(args=args, prog_name="kres", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
+    except _ReaderGone:
+        return _reader_gone()
     except click.exceptions.Abort as err:  # Ctrl-C: train says how to resume; the rest write whole files only
         terminated = isinstance(err.__cause__ or err.__context__, Terminated)
         click.echo(f"{'Terminated' if terminated else 'Aborted'}. {str(err) or INTERRUPTED}", err=True)
@@ -198,3 +207,14 @@ def _options_of(args: list[str]) -> set[str]:
 
 def entry_point() -> None:
     sys.exit(main())
+
+
+class _ReaderGone(Exception):
+    """stdout's reader closed the pipe while a command wrote to it."""
+
+
+def _reader_gone() -> int:
+    """``kres predict ... | head -1``: the reader of stdout has what it wanted and closed the pipe. Not an error;
+    stdout goes to /dev/null so that Python's own flush at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

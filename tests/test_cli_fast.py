@@ -68,6 +68,17 @@ def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, messa
     assert capsys.readouterr().err == message.format(file=tmp_path / "photo.png") + "\n"
 
 
+def test_a_closed_stdout_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    """``kres info | head -1``: the reader took what it wanted. click's own answer was exit status 1, silent."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: a write raises BrokenPipeError (Python ignores SIGPIPE)
+    with open(write, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["info", "--depth", "18"]) == 0
+        monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("args", [[], ["bench"]])
 def test_a_group_alone_prints_its_help_not_an_error(capsys, args):
     assert main(args) == 0
