@@ -141,7 +141,9 @@ QAT_TEMP_PREFIX = ".kres-qat-"
 _RANDOM = "[a-z0-9_]{8}"
 _TEMP_NAME = re.compile("|".join(f"^{pattern}$" for pattern in (
     rf"\..+\.{_RANDOM}{re.escape(TEMP_MARK)}.*", rf"\..+{re.escape(OLD_MARK)}",
-    re.escape(PROBE_PREFIX) + _RANDOM, re.escape(QAT_TEMP_PREFIX) + _RANDOM)))
+    re.escape(PROBE_PREFIX) + _RANDOM, re.escape(QAT_TEMP_PREFIX) + _RANDOM,
+    # Before the names carried "kres": only those of kres's own artifacts (a checkpoint's weights are ~45-100 MB).
+    rf"\.(ckpt-\d+\.weights|best|last|saved_model|model_[a-z0-9_]+)\.{_RANDOM}\.tmp.*")))
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:

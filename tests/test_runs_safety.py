@@ -614,7 +614,9 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
         "tmp.write_text('half')", "(tmp / 'saved_model.pb').write_text('half')"), run / "saved_model"], check=False)
     stale = [p for p in run.rglob(".*") if p.parent.name != "saved_model"]
     assert len(stale) == 2  # one each
-    stale += [Path(tempfile.mkstemp(dir=run, prefix=fileio.PROBE_PREFIX)[1]),
+    stale += [Path(tempfile.mkstemp(dir=run / "checkpoint", prefix=".ckpt-4.weights.", suffix=".tmp.weights.h5")[1]),
+              Path(tempfile.mkdtemp(dir=run, prefix=".saved_model.", suffix=".tmp")),  # as kres named them before
+              Path(tempfile.mkstemp(dir=run, prefix=fileio.PROBE_PREFIX)[1]),
               Path(tempfile.mkdtemp(dir=run, prefix=fileio.QAT_TEMP_PREFIX)), run / f".best.keras{fileio.OLD_MARK}"]
     stale[-1].mkdir()
     kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config",
