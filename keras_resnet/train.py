@@ -154,7 +154,7 @@ _PATHS = (("train", "weights"), ("data", "data_dir"), ("data", "tfds_dir"))
 
 
 def _absolute_path(field: str, value: str | None) -> str | None:
-    if value is None or (field == "weights" and value == "imagenet"):
+    if value is None or (field == "weights" and value == "imagenet") or "://" in value:  # gs://, s3://: as typed
         return value
     return os.path.abspath(os.path.expanduser(value))
 
@@ -170,6 +170,15 @@ def recipe_warmup(recipe: Recipe, epochs: int) -> float:
     """The recipe's warmup, at most a tenth of the run (as in the recipes themselves): 5 warmup epochs in a run of
     2 ended it at the peak rate, never decaying."""
     return min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
+
+
+def _warmup_begun_with(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
+    """The recipe's warmup a run in ``run_dir`` began with: one begun before ``recipe_warmup`` capped it keeps
+    its own, so the same command still resumes it."""
+    saved = ((runs.read_config(run_dir) or {}).get("train") or {}).get("warmup_epochs")
+    if isinstance(saved, (int, float)) and not isinstance(saved, bool):
+        return dataclasses.replace(cfg, warmup_epochs=saved)
+    return cfg
 
 
 def _json_number(value: float) -> float | None:
@@ -206,6 +215,7 @@ class _Plan:
 def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     """Train (or resume, or find finished) the run described by ``cfg`` and ``data``. See the module doc."""
     stream = stream or sys.stderr
+    recipe_warmup_asked = cfg.warmup_epochs is None
     cfg, data, recipe = resolve(cfg, data)
     placement = make_placement(cfg.tpu)
     check_global_batch(cfg.batch_size, placement.replicas)
@@ -213,6 +223,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     run_dir = _run_dir(cfg, data)
     if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
         runlock.acquire(run_dir, stream)
+    if recipe_warmup_asked:
+        cfg = _warmup_begun_with(run_dir, cfg)
     state = _check_existing_run(run_dir, cfg, data)
     # A checkpoint holds every weight: a run that has one needs --weights no more (the file may have moved).
     checkpointed = bool(state and (state.get("weights") or state.get("complete")))

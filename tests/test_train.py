@@ -454,6 +454,23 @@ def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path):
         _check_existing_run(tmp_path, dataclasses.replace(cfg, ema=0.9), data)
 
 
+def test_a_run_begun_before_the_warmup_cap_resumes_with_its_own_warmup(tmp_path):
+    from keras_resnet.train import _check_existing_run, _warmup_begun_with
+
+    cfg, data, _ = resolve(TrainConfig(depth=18, epochs=5, output=str(tmp_path)), DataConfig())
+    assert cfg.warmup_epochs == 0.5  # capped at a tenth of 5 epochs; the previous kres saved the recipe's 1
+    (tmp_path / "config.json").write_text(json.dumps({"train": {**dataclasses.asdict(cfg), "warmup_epochs": 1},
+                                                      "data": dataclasses.asdict(data)}))
+    assert _check_existing_run(tmp_path, _warmup_begun_with(tmp_path, cfg), data) == {"steps": 0}
+    with pytest.raises(KresError, match=r"train\.warmup_epochs: 1 -> 0\.5"):  # what the same command met
+        _check_existing_run(tmp_path, cfg, data)
+
+
+def test_remote_paths_stay_as_typed():
+    _, data, _ = resolve(TrainConfig(depth=18), DataConfig(dataset="cifar10", tfds_dir="gs://bucket/tfds"))
+    assert data.tfds_dir == "gs://bucket/tfds"  # os.path.abspath made it <cwd>/gs:/bucket/tfds
+
+
 def test_frozen_backbone_keeps_bn_statistics_and_trains_only_the_head():
     from keras_resnet.train import _set_backbone_trainable
 
