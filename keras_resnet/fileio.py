@@ -140,23 +140,33 @@ PROBE_PREFIX = ".kres-probe-"
 QAT_TEMP_PREFIX = ".kres-qat-"
 _RANDOM = "[a-z0-9_]{8}"
 _TEMP_NAME = re.compile("|".join(f"^{pattern}$" for pattern in (
-    rf"\..+\.{_RANDOM}{re.escape(TEMP_MARK)}.*", rf"\..+{re.escape(OLD_MARK)}",
-    re.escape(PROBE_PREFIX) + _RANDOM, re.escape(QAT_TEMP_PREFIX) + _RANDOM,
-    # Before the names carried "kres": only those of kres's own artifacts (a checkpoint's weights are ~45-100 MB).
-    rf"\.(ckpt-\d+\.weights|best|last|saved_model|model_[a-z0-9_]+)\.{_RANDOM}\.tmp.*")))
+    rf"\..+\.{_RANDOM}{re.escape(TEMP_MARK)}.*", re.escape(PROBE_PREFIX) + _RANDOM,
+    re.escape(QAT_TEMP_PREFIX) + _RANDOM,
+    # Before the names carried "kres": only those of kres's own artifacts (a checkpoint's weights are ~45-100 MB,
+    # an export's .keras and SavedModel as much).
+    rf"\.(ckpt-\d+\.weights|best|last|saved_model|model|model_[a-z0-9_]+)\.{_RANDOM}\.tmp.*", rf"\.qat-{_RANDOM}")))
+_OLD_NAME = re.compile(rf"^\.(.+){re.escape(OLD_MARK)}$|^\.(saved_model)\.old$")  # the second: before "kres"
+LOCK_NAME = ".lock"  # keras_resnet.runlock's file in a folder it holds
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries that killed writes left in ``directory`` and its sub-folders (one level down).
+    """Remove the temporaries that killed writes left in ``directory`` and its sub-folders (one level down); an old
+    version that atomic_dir had moved aside goes back where no new one took its place (a kill between its renames).
 
-    Only for a directory this process has locked (keras_resnet.runlock): nobody else can be writing there.
+    Only for a directory this process has locked (keras_resnet.runlock): nobody else can be writing there. A
+    sub-folder with a lock file of its own (an export into RUN/export) is left to whoever locks it.
     """
     directory = Path(directory)
     removed = []
-    subfolders = [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+    subfolders = [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                  and not (p / LOCK_NAME).exists()]
     for folder in [directory, *subfolders]:
         for path in folder.iterdir():
-            if not _TEMP_NAME.match(path.name):
+            old = _OLD_NAME.match(path.name)
+            if old and path.is_dir() and not (folder / (old[1] or old[2])).exists():
+                os.replace(path, folder / (old[1] or old[2]))
+                continue
+            if not (old or _TEMP_NAME.match(path.name)):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

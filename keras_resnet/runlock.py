@@ -21,7 +21,7 @@ from pathlib import Path
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
 
-LOCK_FILE = ".lock"
+LOCK_FILE = fileio.LOCK_NAME
 
 _held: dict[Path, tuple[int, bool]] = {}  # resolved run dir -> (fd, whether acquire created the directory)
 

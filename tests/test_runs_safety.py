@@ -614,14 +614,23 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
         "tmp.write_text('half')", "(tmp / 'saved_model.pb').write_text('half')"), run / "saved_model"], check=False)
     stale = [p for p in run.rglob(".*") if p.parent.name != "saved_model"]
     assert len(stale) == 2  # one each
+    (run / "export").mkdir()
     stale += [Path(tempfile.mkstemp(dir=run / "checkpoint", prefix=".ckpt-4.weights.", suffix=".tmp.weights.h5")[1]),
               Path(tempfile.mkdtemp(dir=run, prefix=".saved_model.", suffix=".tmp")),  # as kres named them before
+              Path(tempfile.mkstemp(dir=run / "export", prefix=".model.", suffix=".tmp.keras")[1]),
+              Path(tempfile.mkdtemp(dir=run, prefix=".qat-")), run / ".saved_model.old",
               Path(tempfile.mkstemp(dir=run, prefix=fileio.PROBE_PREFIX)[1]),
-              Path(tempfile.mkdtemp(dir=run, prefix=fileio.QAT_TEMP_PREFIX)), run / f".best.keras{fileio.OLD_MARK}"]
-    stale[-1].mkdir()
+              Path(tempfile.mkdtemp(dir=run, prefix=fileio.QAT_TEMP_PREFIX)), run / f".saved_model{fileio.OLD_MARK}"]
+    for old in stale[-4], stale[-1]:
+        old.mkdir()
     kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config",
             run / ".report.draft001.tmp.txt", run / ".proj.old" / "notes.txt"]
     (run / "proj").mkdir()
+    # An export killed between atomic_dir's two renames: only the old SavedModel is left, under its old name.
+    (run / "export" / f".saved_model{fileio.OLD_MARK}").mkdir()
+    (run / "export" / f".saved_model{fileio.OLD_MARK}" / "saved_model.pb").write_text("the old version")
+    # A folder another process holds (an export into RUN/held while train resumes RUN) is left to it.
+    kept += [run / "held" / ".lock", run / "held" / ".model.abcdefgh.kres-tmp.keras"]
     for path in kept:
         path.parent.mkdir(exist_ok=True)
         path.write_text("the user's")
@@ -629,6 +638,7 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
     runlock.release(run)
     assert [p for p in stale if p.exists()] == []
     assert all(p.exists() for p in kept)
+    assert (run / "export" / "saved_model" / "saved_model.pb").read_text() == "the old version"  # back in place
 
 
 def test_artifacts_get_the_umasks_mode_and_reading_it_leaves_the_umask_alone(tmp_path, monkeypatch):
