@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -87,16 +88,26 @@ def _import_backend_quietly() -> None:
     with stderr_without(_STARTUP_NOISE):
         try:
             importlib.import_module("keras")
-        except (ImportError, ValueError) as err:  # KERAS_BACKEND or keras.json names a backend it cannot load
-            from keras_resnet.errors import KresError, first_line
-
-            backend = os.environ.get("KERAS_BACKEND")
-            config = os.path.join(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")), "keras.json")
-            named = f"KERAS_BACKEND={backend}" if backend else f"the backend in {config}"
-            raise KresError(f"Keras cannot load {named} ({first_line(err)}): set KERAS_BACKEND to tensorflow, "
-                            "jax or torch") from None
+        except (ImportError, ValueError) as err:
+            raise _backend_error(err) from None
         if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too
             importlib.import_module("tensorflow").config.list_physical_devices()
+
+
+def _backend_error(err: ImportError | ValueError):
+    """The one line for ``import keras`` failing: a backend name it does not know (KERAS_BACKEND or keras.json), a
+    backend package not installed, or an installed one that does not import (a broken TensorFlow)."""
+    from keras_resnet.errors import KresError, first_line
+
+    backend = os.environ.get("KERAS_BACKEND")
+    config = os.path.join(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")), "keras.json")
+    named = f"KERAS_BACKEND={backend}" if backend else f"the backend in {config}"
+    if isinstance(err, ValueError) or (isinstance(err, ModuleNotFoundError) and err.name and "." not in err.name
+                                       and importlib.util.find_spec(err.name) is None):
+        return KresError(f"Keras cannot load {named} ({first_line(err)}): set KERAS_BACKEND to tensorflow, jax or "
+                         "torch, one that is installed")
+    return KresError(f"Keras's backend ({named}) fails to import: {first_line(err)}; repair or reinstall that "
+                     "package, or set KERAS_BACKEND to another backend")
 
 
 def _backend_after_parsing(command: click.Command) -> click.Command:
@@ -117,7 +128,9 @@ def _backend_after_parsing(command: click.Command) -> click.Command:
             try:
                 return callback(*args, **kwargs)
             except BrokenPipeError as err:  # past click, whose own answer is exit status 1 with nothing said
-                raise _ReaderGone from err
+                if _stdout_gone():
+                    raise _ReaderGone from err
+                raise  # stderr's reader (or another pipe): the command did not finish, and click says exit 1
 
         run.kres_imports_backend = True
         command.callback = run
@@ -138,6 +151,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
     raise Terminated
 
 
@@ -149,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         code = _main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # here, not at exit, where a closed pipe was exit status 1 with nothing said
         return code
-    except BrokenPipeError:
-        return _reader_gone()
+    except BrokenPipeError:  # a flush of stdout, or stderr's reader gone while saying what went wrong
+        return _reader_gone() if _stdout_gone() else 1
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -207,6 +221,16 @@ def _options_of(args: list[str]) -> set[str]:
 
 def entry_point() -> None:
     sys.exit(main())
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file
+        return False
 
 
 class _ReaderGone(Exception):

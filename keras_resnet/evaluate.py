@@ -373,12 +373,15 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                         "the same classes")
     for p in predictors:
         if p.num_outputs != len(labels):
+            fix = ("compare two models of the same classes" if len(predictors) == 2
+                   else "its meta.json belongs to another model: export it again from its run")
             raise KresError(f"{p.path.name} has {p.num_outputs} outputs for the {len(labels)} classes "
-                            f"{named[0].path.name} names: compare two models of the same classes")
+                            f"{named[0].path.name}'s meta.json names: {fix}")
     unknown = [name for name in data_classes if name not in labels]
     if unknown:
         raise KresError(f"the data has classes {named[0].path.name} was not trained on ({', '.join(unknown[:5])}): "
-                        f"evaluate it on folders named after its classes ({', '.join(labels[:10])})")
+                        f"evaluate it on data of its classes ({', '.join(labels[:10])}; image folders are named "
+                        "after them)")
     if data_classes == labels:
         return labels, None
     return labels, np.array([labels.index(name) for name in data_classes])

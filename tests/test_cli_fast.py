@@ -52,7 +52,16 @@ def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
                                 timeout=120, check=False)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith(f"Error: Keras cannot load {named} (Unable to import backend : ")
-        assert result.stderr.endswith("): set KERAS_BACKEND to tensorflow, jax or torch\n"), result.stderr
+        assert result.stderr.endswith("): set KERAS_BACKEND to tensorflow, jax or torch, one that is installed\n")
+    # An installed backend that does not import (a broken TensorFlow) is not a choice to change: it needs repair.
+    (tmp_path / "broken" / "tensorflow").mkdir(parents=True)
+    (tmp_path / "broken" / "tensorflow" / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.12: cannot open shared object file')\n")
+    result = subprocess.run([*KRES, "info", "--depth", "18"], capture_output=True, text=True, timeout=120,
+                            env=kres_env(PYTHONPATH=str(tmp_path / "broken")), check=False)
+    assert result.returncode == 2 and result.stderr == (
+        "Error: Keras's backend (KERAS_BACKEND=tensorflow) fails to import: libcudart.so.12: cannot open shared "
+        "object file; repair or reinstall that package, or set KERAS_BACKEND to another backend\n")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -77,6 +86,14 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly(monkeypatch, capsys):
         assert main(["info", "--depth", "18"]) == 0
         monkeypatch.undo()
     assert capsys.readouterr().err == ""
+    read, write = os.pipe()
+    os.close(read)
+    stderr = open(write, "w")  # noqa: SIM115 (closed below, once its unwritable text is dropped)
+    monkeypatch.setattr(sys, "stderr", stderr)  # stderr's reader gone: an error that cannot be said still fails
+    assert main(["train", "--depth", "18", "--epochs", "0"]) == 1
+    monkeypatch.undo()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), write)
+    stderr.close()
 
 
 @pytest.mark.parametrize("args", [[], ["bench"]])

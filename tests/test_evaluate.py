@@ -193,7 +193,7 @@ def test_the_datas_classes_are_the_models_outputs_of_their_names(stub_world, mon
     assert metrics.confusion == [[1, 0, 1], [2, 0, 0], [0, 1, 1]] and metrics.top1 == pytest.approx(2 / 6)
     assert list(metrics.per_class) == ["z", "x", "y"] and result.warnings == []
     with pytest.raises(KresError, match=r"^the data has classes other was not trained on \(z\): evaluate it on "
-                                        r"folders named after its classes \(x, y, q\)$"):
+                                        r"data of its classes \(x, y, q; image folders are named after them\)$"):
         ev.evaluate(ev.EvalConfig(models=["other"], dataset="synthetic", output=str(tmp_path / "o")))
     with pytest.raises(KresError, match=r"^zxy and xyz have other classes"):
         ev.evaluate(ev.EvalConfig(models=["zxy", "xyz"], dataset="synthetic", output=str(tmp_path / "o")))
