@@ -183,14 +183,13 @@ def quantize_tf_keras_model(model):
 def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, learning_rate: float | None = None,
                                 *, steps_per_epoch: int | None = None, io_dtype: str = "uint8",
                                 calibration_steps: int = 100, datasets=None, edgetpu: bool = False,
-                                stream=None, card: bool = False) -> Path:
+                                stream=None) -> Path:
     """Fine-tune the ``.keras`` model at ``model_path`` under fake quantization, convert it to full-integer int8
     TFLite and write ``output_dir/model_qat_int8.tflite``; returns that path.
 
     ``data_cfg`` is the run's ``DataConfig``; ``datasets`` (a ``keras_resnet.data.Datasets``) skips loading it.
     ``edgetpu``: the model is for the Edge TPU (see :func:`keras_resnet.quantize.fuse_input_ops`).
     ``stream``: where each epoch's line goes (standard error by default).
-    ``card``: also write ``model_qat_int8.card.json`` beside it (what an app needs), as ``kres export`` does.
     """
     from keras_resnet import fileio
     from keras_resnet.quantize import convert
@@ -211,7 +210,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         datasets = load_datasets(data_cfg)
     _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch, stream)
     content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype)
-    return _write(content, model_path, output_dir, epochs, data_cfg if card else None)
+    return _write(content, model_path, output_dir, epochs)
 
 
 def _fake_quantized_model(model_path, edgetpu: bool):
@@ -299,19 +298,13 @@ def made_before(output_dir, model_path, epochs: int) -> Path | None:
     return final if final.stat().st_mtime >= Path(model_path).stat().st_mtime else None
 
 
-def _write(content: bytes, model_path, output_dir: Path, epochs: int, card_data=None) -> Path:
-    """The .tflite, its card where ``card_data`` (the run's DataConfig) is given, then meta.json and labels.txt."""
+def _write(content: bytes, model_path, output_dir: Path, epochs: int) -> Path:
     from keras_resnet import fileio
     from keras_resnet.meta import find_meta
 
     final = Path(output_dir) / QAT_TFLITE_NAME
     fileio.write_bytes(final, content)
     meta = find_meta(model_path)
-    if meta is not None and card_data is not None:
-        from keras_resnet.export import QAT_NAME, write_card
-        from keras_resnet.quantize import describe_tflite
-
-        write_card(final, content, describe_tflite(final, content), meta, card_data, QAT_NAME)
     if meta is not None:  # so the .tflite travels with its labels (runtime.load_predictor reads meta.json)
         meta.extra["qat_epochs"] = epochs  # after the .tflite: with it, meta.json says the model is whole
         meta.save(output_dir)

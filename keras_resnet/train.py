@@ -420,12 +420,26 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
         if made := made_before(run_dir / "qat", result.best_model, cfg.qat_epochs):
             _say(stream, f"quantization-aware model: {made} (made before, from this {result.best_model.name})")
             result.qat_model = made
-            return result
-        _say(stream, f"{finetune_line(cfg.qat_epochs)} from {result.best_model.name}")
-        result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs, run_dir / "qat",
-                                                       stream=stream, card=True)
-        _say(stream, f"quantization-aware model: {result.qat_model}")
+        else:
+            _say(stream, f"{finetune_line(cfg.qat_epochs)} from {result.best_model.name}")
+            result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs,
+                                                           run_dir / "qat", stream=stream)
+            _say(stream, f"quantization-aware model: {result.qat_model}")
+        qat_card(result.qat_model, data)
     return result
+
+
+def qat_card(model: Path, data: DataConfig) -> Path:
+    """``model_qat_int8.card.json`` beside the QAT model (what an app needs), as ``kres export`` writes beside its
+    files; kept where it is there already."""
+    from keras_resnet.export import QAT_NAME, write_card
+    from keras_resnet.quantize import describe_tflite
+
+    card = model.with_name(f"model_{QAT_NAME}.card.json")
+    if not card.is_file():
+        content = model.read_bytes()
+        write_card(model, content, describe_tflite(model, content), ModelMeta.load(model.parent), data, QAT_NAME)
+    return card
 
 
 class _Float32Exporter:

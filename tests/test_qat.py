@@ -79,7 +79,7 @@ def qat_on_digits(trained_digits_run, tmp_path_factory):
         patch.setattr(qat, "quantize_tf_keras_model", recording)
         patch.setattr(sys, "stderr", stderr)
         patch.setattr(sys, "stdout", stdout)
-        path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, out, calibration_steps=50, card=True)
+        path = qat.quantization_aware_finetune(source.model_path, data_cfg, 2, out, calibration_steps=50)
     (wrapped, before), = made
     return SimpleNamespace(path=path, out=out, source=source, meta=meta, data_cfg=data_cfg, wrapped=wrapped,
                            before=before, stderr=stderr.getvalue(), stdout=stdout.getvalue())
@@ -113,7 +113,9 @@ def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
     assert (out / "labels.txt").read_text() == "".join(f"{label}\n" for label in labels)
     assert ModelMeta.load(out).labels == labels
     assert ModelMeta.load(out).extra["qat_epochs"] == 2
-    card = json.loads((out / "model_qat_int8.card.json").read_text())  # as kres export writes beside its files
+    from keras_resnet.train import qat_card
+
+    card = json.loads(qat_card(path, qat_on_digits.data_cfg).read_text())  # train's, as export writes beside its files
     assert card["labels"] == labels and card["input"]["dtype"] == "uint8" and card["delegates"]["xnnpack"]["accepts"]
     assert set(card["tflite"]["ops"]) == set(inspect_tflite(path.read_bytes()).ops)  # with their versions
     assert qat.made_before(out, qat_on_digits.source.model_path, 2) == path  # train's rerun of a finished run

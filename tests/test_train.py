@@ -515,17 +515,21 @@ def test_small_batch_fine_tuning_keeps_bn_statistics_frozen():
 def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_qat(model_path, data_cfg, epochs, output_dir, stream, card):  # QAT is tested in test_qat; here the call,
-        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream, card))
+    def fake_qat(model_path, data_cfg, epochs, output_dir, stream):  # QAT is tested in test_qat; here the call,
+        calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream))
         return qat._write(b"TFL3", model_path, output_dir, epochs)  # and what it writes
 
     monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(
         quantization_aware_finetune=fake_qat, finetune_line=qat.finetune_line, made_before=qat.made_before))
+    from keras_resnet import train as train_module
+
+    carded = []
+    monkeypatch.setattr(train_module, "qat_card", lambda model, data: carded.append(model))  # tested in test_qat
     cfg = TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                       precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=128)
     result = train(cfg, data)
-    assert calls == [("best.keras", 32, 3, "qat", sys.stderr, True)]
+    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)] and carded == [result.qat_model]
     err = capsys.readouterr().err
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
@@ -546,7 +550,7 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert capsys.readouterr().err.endswith(f"quantization-aware model: {result.qat_model} (made before, from this "
                                             "best.keras)\n")
     train(dataclasses.replace(cfg, qat_epochs=1), data)  # other QAT epochs: done again
-    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr, True)]
+    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr)] and len(carded) == 3
 
 
 def test_progress_bar_shows_images_per_second_and_metrics():
