@@ -425,18 +425,18 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
             result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs,
                                                            run_dir / "qat", stream=stream)
             _say(stream, f"quantization-aware model: {result.qat_model}")
-        qat_card(result.qat_model, data)
+        qat_card(result.qat_model, data, again=made is None)
     return result
 
 
-def qat_card(model: Path, data: DataConfig) -> Path:
+def qat_card(model: Path, data: DataConfig, again: bool = True) -> Path:
     """``model_qat_int8.card.json`` beside the QAT model (what an app needs), as ``kres export`` writes beside its
-    files; kept where it is there already."""
+    files; with ``again`` False (a model made before), kept where it is there already."""
     from keras_resnet.export import QAT_NAME, write_card
     from keras_resnet.quantize import describe_tflite
 
     card = model.with_name(f"model_{QAT_NAME}.card.json")
-    if not card.is_file():
+    if again or not card.is_file():
         content = model.read_bytes()
         write_card(model, content, describe_tflite(model, content), ModelMeta.load(model.parent), data, QAT_NAME)
     return card

@@ -524,12 +524,13 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     from keras_resnet import train as train_module
 
     carded = []
-    monkeypatch.setattr(train_module, "qat_card", lambda model, data: carded.append(model))  # tested in test_qat
+    monkeypatch.setattr(train_module, "qat_card",  # tested in test_qat
+                        lambda model, data, again: carded.append((model.name, again)))
     cfg = TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                       precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=128)
     result = train(cfg, data)
-    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)] and carded == [result.qat_model]
+    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)] and carded == [("model_qat_int8.tflite", True)]
     err = capsys.readouterr().err
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
@@ -550,7 +551,8 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert capsys.readouterr().err.endswith(f"quantization-aware model: {result.qat_model} (made before, from this "
                                             "best.keras)\n")
     train(dataclasses.replace(cfg, qat_epochs=1), data)  # other QAT epochs: done again
-    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr)] and len(carded) == 3
+    assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr)]
+    assert [again for _, again in carded] == [True, False, True]  # a new QAT model gets a new card
 
 
 def test_progress_bar_shows_images_per_second_and_metrics():
