@@ -388,12 +388,19 @@ class _ScannedFile:
     orientation: int = 1  # EXIF 1-8, read here once (not per epoch in tf.data); 1 when PIL makes a PNG of it
 
 
+def is_split(folder: str | os.PathLike) -> bool:
+    """Whether the validation images of an image folder are a split of its images (``--val-split``), not its own
+    ``val/`` beside ``train/``."""
+    root = Path(folder).expanduser()
+    return not ((root / "train").is_dir() and (root / "val").is_dir())
+
+
 def _folder_source(cfg: DataConfig) -> _Source:
     root = Path(cfg.data_dir).expanduser()
     if not root.is_dir():
         raise KresError(f"image folder {root} does not exist; pass --data-dir a folder of class sub-folders")
     train_dir, val_dir = root / "train", root / "val"
-    if train_dir.is_dir() and val_dir.is_dir():
+    if not is_split(root):
         train_classes, val_classes = _class_dirs(train_dir), _class_dirs(val_dir)
         if train_classes != val_classes:
             missing = sorted(set(train_classes) ^ set(val_classes))
@@ -482,14 +489,13 @@ def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[
     Zero-byte, truncated or otherwise unreadable files are dropped here and counted, so no bad file can stop
     an epoch later. JPEGs are decoded in PIL's draft mode (scaled DCT), which still reads the whole stream.
     """
+    if _scanned is None:
+        return _scan_files(root, class_names)
     key = (os.path.realpath(root), tuple(class_names))
-    if _scanned is not None and key in _scanned:
-        files, labels, skipped = _scanned[key]
-        return list(files), list(labels), skipped
-    found = _scan_files(root, class_names)
-    if _scanned is not None:
-        _scanned[key] = found
-    return list(found[0]), list(found[1]), found[2]
+    if key not in _scanned:
+        _scanned[key] = _scan_files(root, class_names)
+    files, labels, skipped = _scanned[key]
+    return list(files), list(labels), skipped  # copies: callers filter and split them
 
 
 def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:

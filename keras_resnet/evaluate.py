@@ -289,7 +289,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     fileio.ensure_writable_dir(out_dir)  # before any long work
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
 
-    from keras_resnet.data import load_datasets
+    from keras_resnet.data import is_split, load_datasets
 
     data_cfg = data_config(cfg, predictors)
     datasets = load_datasets(data_cfg)
@@ -316,7 +316,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         comparison = Comparison(top1_agreement=agree, max_abs_diff=max_diff, mean_abs_diff=mean_diff,
                                 top1_delta=reports[1].metrics.top1 - reports[0].metrics.top1)
     # A folder without val/ is split as training split it: only its validation share is scored (say how much).
-    split = data_cfg.data_dir is not None and not (Path(data_cfg.data_dir).expanduser() / "val").is_dir()
+    split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir)
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
                  "num_val": int(datasets.num_val), "skipped_files": int(datasets.skipped_files),
                  "split_from": int(datasets.num_train + datasets.num_val) if split else None,

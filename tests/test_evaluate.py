@@ -161,8 +161,9 @@ def test_a_folder_without_val_says_only_its_validation_split_is_scored(stub_worl
     assert capsys.readouterr().out.startswith(f"Data: {tmp_path / 'photos'}, 6 of its 12 images (the validation "
                                               "split: --val-split 0.2, seed 0), 3 classes, 32 px (from the options)\n")
     (tmp_path / "photos" / "val").mkdir()
+    (tmp_path / "photos" / "train").mkdir()
     assert ev.evaluate(ev.EvalConfig(models=["m"], data_dir=str(tmp_path / "photos"), output=str(tmp_path / "o"),
-                                     image_size=32)).data["split_from"] is None  # val/ is read whole
+                                     image_size=32)).data["split_from"] is None  # val/ beside train/ is read whole
 
 
 def test_explicit_image_size_that_does_not_fit_the_model(stub_world):
