@@ -163,8 +163,8 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     for folder in [directory, *subfolders]:
         for path in folder.iterdir():
             old = _OLD_NAME.match(path.name)
-            if old and path.is_dir() and not (folder / (old[1] or old[2])).exists():
-                os.replace(path, folder / (old[1] or old[2]))
+            if old and path.is_dir() and not (final := folder / (old[1] or old[2])).exists():
+                os.replace(path, final)
                 continue
             if not (old or _TEMP_NAME.match(path.name)):
                 continue
