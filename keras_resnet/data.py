@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -609,6 +610,23 @@ def _file_split(files: list[_ScannedFile], labels: list[int]) -> _Split:
 
 # --- TFDS --------------------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _temporary_tempdir() -> Iterator[None]:
+    """Run the body with Python's temporary folder a fresh one, removed afterwards with whatever is in it.
+
+    A TFDS builder of a dataset that is not prepared copies its metadata from TFDS's bucket through a ``mkdtemp``
+    folder that it never removes (tensorflow-datasets 4.9, ``DatasetInfo.initialize_from_bucket``): one empty
+    ``/tmp/tmp*tfds`` per command, offline too. The builder is made on the main thread before any pipeline runs.
+    """
+    with tempfile.TemporaryDirectory(prefix="kres-tfds-") as own:
+        before = tempfile.tempdir
+        tempfile.tempdir = own
+        try:
+            yield
+        finally:
+            tempfile.tempdir = before
+
+
 def _tfds_source(cfg: DataConfig) -> _Source:
     """A TFDS image-classification dataset that is already prepared under ``cfg.tfds_dir``.
 
@@ -620,7 +638,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
     name = cfg.dataset
     try:
         # TFDS logs "Variant folder ... has no dataset_info.json" for a dataset it has not got; kres says it below.
-        with terminal.logger_quiet("absl"):
+        with terminal.logger_quiet("absl"), _temporary_tempdir():
             builder = tfds.builder(name, data_dir=cfg.tfds_dir)
             prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:

@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds  # a runtime dependency: a broken install must fail here, not skip
 
-from keras_resnet.data import DataConfig, _tfds_splits, load_datasets
+from keras_resnet.data import DataConfig, _temporary_tempdir, _tfds_splits, load_datasets
 from keras_resnet.errors import KresError
 
 SIZE = 32
@@ -29,7 +30,8 @@ def deadline():
 
 def prepared_metadata(name, data_dir, splits):
     """Write the dataset_info.json a prepared dataset has, so ``is_prepared()`` is true; mock_data supplies rows."""
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _temporary_tempdir():  # TFDS leaves an empty temporary folder otherwise
+        builder = tfds.builder(name, data_dir=data_dir)
     infos = [
         tfds.core.SplitInfo(name=split, shard_lengths=[n], num_bytes=0, filename_template=tfds.core.ShardedFileTemplate(
             data_dir=builder.data_path, dataset_name=builder.name, split=split, filetype_suffix="tfrecord"))
@@ -90,3 +92,14 @@ def test_split_choice():
     assert _tfds_splits(info(train=3670), 0.2) == ("train[734:]", "train[:734]")
     with pytest.raises(KresError, match="no 'train' split"):
         _tfds_splits(info(test=5), 0.2)
+
+
+def test_a_builder_leaves_no_temporary_folder(tmp_path, monkeypatch, deadline):
+    # TFDS 4.9 makes an empty mkdtemp("tfds") folder for every builder of a dataset it has not got
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(KresError, match="not prepared"):
+        load_datasets(DataConfig(dataset="cifar10", tfds_dir=str(tmp_path / "data"), image_size=SIZE))
+    assert list(scratch.iterdir()) == []
+    assert tempfile.gettempdir() == str(scratch)
