@@ -20,6 +20,7 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
+from keras_resnet.meta import generic_labels, outputs_of
 from keras_resnet.runs import training_data_config
 from keras_resnet.runtime import Predictor, load_predictor
 
@@ -360,7 +361,7 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
     them, or in another order, scores right, and a class the model does not know is an error. Models with no
     names (or class_0, class_1, ...) take the data's classes in order, as many as they have outputs.
     """
-    named = [p for p in predictors if p.meta is not None and p.meta.labels and not _generic(p.meta.labels)]
+    named = [p for p in predictors if p.meta is not None and p.meta.labels and not generic_labels(p.meta.labels)]
     if not named:
         for p in predictors:
             if p.num_outputs != len(data_classes):
@@ -377,18 +378,8 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                    else "its meta.json belongs to another model: export it again from its run")
             raise KresError(f"{p.path.name} has {p.num_outputs} outputs for the {len(labels)} classes "
                             f"{named[0].path.name}'s meta.json names: {fix}")
-    unknown = [name for name in data_classes if name not in labels]
-    if unknown:
-        raise KresError(f"the data has classes {named[0].path.name} was not trained on ({', '.join(unknown[:5])}): "
-                        f"evaluate it on data of its classes ({', '.join(labels[:10])}; image folders are named "
-                        "after them)")
-    if data_classes == labels:
-        return labels, None
-    return labels, np.array([labels.index(name) for name in data_classes])
-
-
-def _generic(labels: list[str]) -> bool:
-    return all(label == f"class_{i}" for i, label in enumerate(labels))
+    outputs = outputs_of(labels, data_classes, named[0].path.name, "evaluate it on data of its classes")
+    return labels, None if outputs is None else np.array(outputs)
 
 
 def _finite(value):

@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError
-from keras_resnet.meta import ModelMeta, find_meta
+from keras_resnet.meta import ModelMeta, find_meta, generic_labels, outputs_of
 from keras_resnet.quantize import CONVERTER_LOG, QUANTIZE_MODES, check_io_dtype, check_mode, convert, describe_tflite
 from keras_resnet.rebuild import load_float32_model
 from keras_resnet.runtime import compare
@@ -158,12 +158,13 @@ def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
     return {**(data_config or {}), "data_dir": cfg.data_dir, "dataset": None if builtin else cfg.dataset}
 
 
-def exported_meta(meta: ModelMeta, source: Source) -> ModelMeta:
-    """The meta.json for the export dir: the run's facts plus its data config, so that ``kres evaluate`` and
-    ``kres predict`` on an exported file, far from its run, still use the data and preprocessing it was trained on."""
-    if source.data_config is None:
+def exported_meta(meta: ModelMeta, data_config: dict | None) -> ModelMeta:
+    """The meta.json for the export dir: the run's facts plus the data config it was exported with (the run's, or
+    ``--data-dir`` / ``--dataset`` in its place), so that ``kres evaluate`` and ``kres predict`` on an exported file,
+    far from its run, use the data and preprocessing that the card and the report describe."""
+    if data_config is None:
         return meta
-    return replace(meta, extra={**meta.extra, "data": source.data_config})
+    return replace(meta, extra={**meta.extra, "data": data_config})
 
 
 def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iterator[np.ndarray]]:
@@ -176,8 +177,9 @@ def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iter
     return lambda: calibration_images(cfg, steps)
 
 
-def heldout_data(data_cfg, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Up to ``limit`` validation images (raw pixels) and integer labels of the run."""
+def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Up to ``limit`` validation images (raw pixels) and their labels as the model's outputs: by class name where
+    ``meta`` names the classes (data moved with ``--data-dir`` may hold some of them, or more), else by position."""
     if data_cfg is None or limit <= 0:
         return None
     from keras_resnet.data import load_datasets
@@ -185,7 +187,13 @@ def heldout_data(data_cfg, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
     images, labels, count = [], [], 0
     # Batches of one: the run's batch size is checked against the training images, which this does not read
     # (and a moved --data-dir may hold fewer), and export has no --batch-size to change it.
-    for x, y in load_datasets(replace(data_cfg, batch_size=1)).val:
+    datasets = load_datasets(replace(data_cfg, batch_size=1))
+    outputs = None
+    if meta is not None and meta.labels and not generic_labels(meta.labels):
+        outputs = outputs_of(list(meta.labels), list(datasets.class_names), "the model",
+                             "export with --data-dir or --dataset of its classes, or leave both out")
+        outputs = None if outputs is None else np.array(outputs)
+    for x, y in datasets.val:
         images.append(np.asarray(x))
         labels.append(np.argmax(np.asarray(y), axis=-1))
         count += len(images[-1])
@@ -193,7 +201,8 @@ def heldout_data(data_cfg, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
             break
     if not images:
         return None
-    return np.concatenate(images)[:limit].astype(np.float32), np.concatenate(labels)[:limit]
+    labels = np.concatenate(labels)[:limit]
+    return np.concatenate(images)[:limit].astype(np.float32), labels if outputs is None else outputs[labels]
 
 
 # --- writers -------------------------------------------------------------------------------------------------
@@ -369,8 +378,10 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
 def _keras_reference(job: _Job, heldout, report: dict) -> None:
     """The held-out images and the Keras model's outputs on them, which every TFLite model is checked against."""
     if heldout is None:
-        job.say("reading held-out (validation) data" if job.data_cfg else "no run config: skipping accuracy figures")
-        heldout = heldout_data(job.data_cfg, job.cfg.eval_images)
+        if job.cfg.eval_images > 0:
+            job.say("reading held-out (validation) data" if job.data_cfg else "no run config: skipping accuracy "
+                    "figures")
+        heldout = heldout_data(job.data_cfg, job.cfg.eval_images, job.meta)
     if heldout is None:
         return
     from keras_resnet.runtime import KerasPredictor
@@ -382,7 +393,7 @@ def _keras_reference(job: _Job, heldout, report: dict) -> None:
 
 
 def _write_meta(job: _Job) -> list[Path]:
-    exported_meta(job.meta, job.source).save(job.out_dir)
+    exported_meta(job.meta, moved_data(job.source.data_config, job.cfg)).save(job.out_dir)
     fileio.write_text(job.out_dir / "labels.txt", "".join(f"{label}\n" for label in job.meta.labels))
     return [job.out_dir / "meta.json", job.out_dir / "labels.txt"]
 

@@ -84,8 +84,25 @@ class ModelMeta:
             return cls(**data)
         except FileNotFoundError:
             raise KresError(f"no {META_FILENAME} at {path}") from None
-        except (json.JSONDecodeError, TypeError) as err:
+        except (ValueError, TypeError) as err:  # not JSON, not UTF-8, or not a meta.json's fields
             raise KresError(f"{path} is not a valid {META_FILENAME} ({err}); re-export the model") from None
+        except OSError as err:
+            raise KresError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def generic_labels(labels: list[str]) -> bool:
+    """Labels that name no class (``class_0``, ``class_1``, ...: a model whose classes were never named)."""
+    return all(label == f"class_{i}" for i, label in enumerate(labels))
+
+
+def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix: str) -> list[int] | None:
+    """The model output of each of the data's classes, by name (None: the data's classes are the model's, in its
+    order). A class the model was not trained on is a KresError that names it; ``fix`` says what to do instead."""
+    unknown = [name for name in data_classes if name not in labels]
+    if unknown:
+        raise KresError(f"the data has classes {model_name} was not trained on ({', '.join(unknown[:5])}): {fix} "
+                        f"({', '.join(labels[:10])}; image folders are named after them)")
+    return None if list(data_classes) == list(labels) else [labels.index(name) for name in data_classes]
 
 
 def find_meta(model_path: str | os.PathLike) -> ModelMeta | None:

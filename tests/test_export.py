@@ -175,6 +175,22 @@ def test_exported_files_remember_the_runs_data(exported):
         assert training_data_config(out / name, load_predictor(out / name)) == DATA, name
 
 
+def test_exported_files_remember_the_data_they_were_exported_with(run_dir, tmp_path):
+    """A bare .keras exported with --dataset digits: the card's accuracy and resize are the digits' (full frame),
+    and so must be what predict and evaluate read from the exported meta.json (it had no data: centre crop)."""
+    from keras_resnet.predict import _trained_on_digits
+    from keras_resnet.runtime import load_predictor
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "best.keras", bare / "model.keras")
+    out = tmp_path / "out"
+    ex.export(ex.ExportConfig(source=str(bare / "model.keras"), output=str(out), saved_model=True, dataset="digits",
+                              eval_images=0))
+    assert ModelMeta.load(out).extra["data"] == {"data_dir": None, "dataset": None}
+    assert _trained_on_digits(load_predictor(out / "model.keras"))
+
+
 def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout, tmp_path):
     import keras
 
@@ -260,6 +276,33 @@ def test_heldout_images_of_a_folder_with_fewer_images_than_the_runs_batch(tmp_pa
     images, labels = ex.heldout_data(DataConfig(data_dir=str(tmp_path), image_size=32, batch_size=8,
                                                 val_split=0.5), 100)
     assert images.shape == (2, 32, 32, 3) and sorted(labels.tolist()) == [0, 1]
+
+
+def test_heldout_labels_are_the_models_outputs_of_their_class_names(tmp_path):
+    """A moved --data-dir with some of the model's classes, or one more, shifted every label by position: the
+    accuracy figures and the card were computed against the wrong classes, silently."""
+    from PIL import Image
+
+    from keras_resnet.data import DataConfig
+    from keras_resnet.errors import KresError
+
+    meta = ModelMeta(depth=18, variant="v1.5", stem="imagenet", input_shape=[32, 32, 3],
+                     normalization="torch", mean=[0.0] * 3, std=[1.0] * 3, labels=["cat", "dog", "owl"])
+    for name, colour in (("dog", (200, 0, 0)), ("owl", (0, 0, 200))):
+        (tmp_path / "two" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / "two" / name / f"{i}.png")
+    data = DataConfig(data_dir=str(tmp_path / "two"), image_size=32, val_split=0.5)
+    images, labels = ex.heldout_data(data, 100, meta)
+    assert sorted(labels.tolist()) == [1, 2]  # dog and owl, the model's outputs 1 and 2 (the data's 0 and 1)
+    assert [int(image[0, 0, 0] > 100) for image in images] == [int(label == 1) for label in labels]  # dog is red
+    _, by_position = ex.heldout_data(data, 100)  # no names: the data's own order, as before
+    assert sorted(by_position.tolist()) == [0, 1]
+
+    shutil.copytree(tmp_path / "two" / "dog", tmp_path / "two" / "aardvark")
+    with pytest.raises(KresError, match=r"^the data has classes the model was not trained on \(aardvark\): export "
+                                        r"with --data-dir or --dataset of its classes"):
+        ex.heldout_data(data, 100, meta)
 
 
 @pytest.mark.parametrize("flags, names", [
