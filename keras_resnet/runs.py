@@ -52,8 +52,10 @@ def read_config(run_dir: str | os.PathLike) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # not JSON, or not UTF-8
         raise KresError(f"{path} is not a valid run config ({err}); repair it or re-run 'kres train'") from None
+    except OSError as err:
+        raise KresError(f"cannot read {path}: {err.strerror or err}") from None
     if not isinstance(data, dict):
         raise KresError(f"{path} is not a valid run config (not a JSON object); repair it or re-run 'kres train'")
     return data

@@ -21,8 +21,8 @@ def test_config_reading(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": "synthetic"}, "train": {}}))
     assert runs.data_config(tmp_path) == {"dataset": "synthetic"}
     assert runs.training_data_config(tmp_path / "export" / "model.tflite") == {"dataset": "synthetic"}
-    for broken in ("{", "[1]"):
-        (tmp_path / "config.json").write_text(broken)
+    for broken in (b"{", b"[1]", b"\xff\xfe{}"):  # the last is not UTF-8 (a traceback before)
+        (tmp_path / "config.json").write_bytes(broken)
         with pytest.raises(KresError, match="is not a valid run config") as err:
             runs.read_config(tmp_path)
         assert "\n" not in str(err.value)
@@ -50,3 +50,12 @@ def test_load_keras_wraps_what_is_not_a_model(tmp_path):
     text.write_text("not a zip")
     with pytest.raises(KresError, match=r"is not a \.keras model \(a \.keras file is a zip archive\)"):
         runs.load_keras(text)
+
+
+def test_a_meta_json_that_is_not_json_or_not_utf8_is_one_line(tmp_path):
+    from keras_resnet.meta import ModelMeta
+
+    for broken in (b"{", b"\xff\xfe{}", b'{"depth": 18}'):
+        (tmp_path / "meta.json").write_bytes(broken)
+        with pytest.raises(KresError, match=r"meta\.json is not a valid meta\.json \(.*\); re-export the model$"):
+            ModelMeta.load(tmp_path)
