@@ -3,6 +3,7 @@ command's options are parsed and checked, so help and option errors answer at on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -12,6 +13,7 @@ import select
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
 import click
@@ -150,24 +152,57 @@ class Terminated(KeyboardInterrupt):
     (temporaries removed, the run's lock given back) and with the same hint; it ended at once, with nothing said."""
 
 
+_unwinding = threading.Event()  # a Terminated is on its way up: a second SIGTERM must not cut the clean-up short
+
+
 def _terminated(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
-    raise Terminated
+    if not _unwinding.is_set():
+        _unwinding.set()
+        raise Terminated
+
+
+def _terminated_unraisable(previous_hook):
+    """A SIGTERM that lands while Python runs a weakref callback or a ``__del__`` (often, in TensorFlow) raises
+    Terminated where Python can only print it and drop it: the command ran on to the end and ignored every later
+    SIGTERM. Send it again, a moment later from another thread: raised in this hook it would be dropped again; the
+    main thread raises it at its next line of ordinary code."""
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, Terminated):
+            _unwinding.clear()
+            again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
+            again.daemon = True
+            again.start()
+            return
+        previous_hook(unraisable)
+    return hook
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the body, as Ctrl-C raises KeyboardInterrupt (main thread only: the
+    only one Python runs signal handlers on)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous, previous_hook = signal.signal(signal.SIGTERM, _terminated), sys.unraisablehook
+    sys.unraisablehook = _terminated_unraisable(previous_hook)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        _unwinding.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
-    on_main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
-    previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
-    try:
-        code = _main(sys.argv[1:] if argv is None else argv)
-        sys.stdout.flush()  # here, not at exit, where a closed pipe was exit status 1 with nothing said
-        return code
-    except BrokenPipeError:  # a flush of stdout, or stderr's reader gone while saying what went wrong
-        return _reader_gone() if _stdout_gone() else 1
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    with _sigterm_as_interrupt():
+        try:
+            code = _main(sys.argv[1:] if argv is None else argv)
+            sys.stdout.flush()  # here, not at exit, where a closed pipe was exit status 1 with nothing said
+            return code
+        except BrokenPipeError:  # a flush of stdout, or stderr's reader gone while saying what went wrong
+            return _reader_gone() if _stdout_gone() else 1
 
 
 def _main(args: list[str]) -> int:
