@@ -88,15 +88,30 @@ def validate(cfg: ExportConfig) -> ExportConfig:
                         "weights, so drop --per-channel-dense or --edgetpu")
     if not cfg.saved_model and not cfg.tflite and not cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, saved_model=True, tflite=True)
-    if cfg.edgetpu or cfg.qat:
+    if cfg.edgetpu or cfg.qat or cfg.quantize != ExportConfig.quantize:  # --saved-model --quantize int8 made no int8
         cfg = replace(cfg, tflite=True)
     if cfg.edgetpu and not cfg.qat:
         cfg = replace(cfg, quantize="int8")
-    if cfg.io_dtype != ExportConfig.io_dtype and not {"int8", QAT_NAME} & set(tflite_names(cfg)):
-        raise KresError(f"--io-dtype {cfg.io_dtype} is the input and output type of int8 models, and none is made: "
-                        "add --quantize int8 (or --qat), or drop --io-dtype")
+    _check_int8_options(cfg)
     quant_debug.check_options(cfg, tflite_names(cfg))
     return cfg
+
+
+def _check_int8_options(cfg: ExportConfig) -> None:
+    """Options that shape int8 models only are refused where none is made: they were ignored, silently."""
+    int8 = {"int8", QAT_NAME} & set(tflite_names(cfg))
+    if cfg.io_dtype != ExportConfig.io_dtype and not int8:
+        raise KresError(f"--io-dtype {cfg.io_dtype} is the input and output type of int8 models, and none is made: "
+                        "add --quantize int8 (or --qat), or drop --io-dtype")
+    if cfg.per_channel_dense and not int8:
+        raise KresError("--per-channel-dense lays out int8 weights, and no int8 model is made: add --quantize int8, "
+                        "or drop --per-channel-dense")
+    if cfg.calibration_steps != ExportConfig.calibration_steps and not int8:
+        raise KresError("--calibration-steps is for int8 models, and none is made: add --quantize int8, or drop "
+                        "--calibration-steps")
+    if cfg.allow_cpu_ops and not cfg.edgetpu:
+        raise KresError("--allow-cpu-ops relaxes the Edge TPU check, which runs with --edgetpu only: add --edgetpu, "
+                        "or drop --allow-cpu-ops")
 
 
 def tflite_names(cfg: ExportConfig) -> list[str]:

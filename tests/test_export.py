@@ -252,6 +252,13 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
          f"--output is the folder for the artifacts, not a file name: try {tmp_path / 'model'}"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--quantize", "float16", "--io-dtype",
           "int8"], "--io-dtype int8 is the input and output type of int8 models, and none is made"),
+        # options that shape int8 models (or the Edge TPU check) only: each was ignored, silently
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--saved-model", "--per-channel-dense"],
+         "--per-channel-dense lays out int8 weights, and no int8 model is made: add --quantize int8"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--calibration-steps", "10"],
+         "--calibration-steps is for int8 models, and none is made: add --quantize int8"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--quantize", "int8", "--allow-cpu-ops"],
+         "--allow-cpu-ops relaxes the Edge TPU check, which runs with --edgetpu only"),
     ]
     for argv, message in cases:
         code, err = cli(argv, capsys)
@@ -313,9 +320,18 @@ def test_heldout_labels_are_the_models_outputs_of_their_class_names(tmp_path):
     ({"qat": True, "edgetpu": True}, ["qat_int8"]),  # the QAT model is the one checked: no float32 beside it
     ({"qat": True, "quantize": "int8"}, ["int8", "qat_int8"]),
     ({"saved_model": True}, []),
+    ({"saved_model": True, "quantize": "int8"}, ["int8"]),  # --quantize asks for a TFLite model: it made none
+    ({"quantize": "dynamic"}, ["dynamic"]),
 ])
 def test_tflite_models_written_for_each_flag_combination(flags, names):
     assert ex.tflite_names(ex.validate(ex.ExportConfig(source="run", output="out", **flags))) == names
+
+
+def test_quantize_alone_still_writes_the_savedmodel_too():
+    cfg = ex.validate(ex.ExportConfig(source="run", output="out", quantize="int8"))
+    assert (cfg.saved_model, cfg.tflite) == (True, True)
+    cfg = ex.validate(ex.ExportConfig(source="run", output="out", saved_model=True, quantize="int8"))
+    assert (cfg.saved_model, cfg.tflite) == (True, True)
 
 
 def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path, monkeypatch):
