@@ -32,6 +32,10 @@ QAT_NAME = "qat_int8"
 
 Progress = Callable[[str], None]
 
+SYNTHETIC_CALIBRATION = ("no training data known (the model has no run's config.json beside it): the int8 model is "
+                         "calibrated on synthetic images and may lose accuracy; pass --data-dir or --dataset with "
+                         "images like its training images")
+
 
 @dataclass
 class ExportConfig:
@@ -184,7 +188,7 @@ def exported_meta(meta: ModelMeta, data_config: dict | None) -> ModelMeta:
 
 def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iterator[np.ndarray]]:
     """Representative batches [1,H,W,3]: the run's training images through eval preprocessing, or
-    synthetic images (noted in the report) where the model came without a run."""
+    synthetic images (:data:`SYNTHETIC_CALIBRATION` warns) where the model came without a run."""
     from keras_resnet.data import DataConfig, calibration_images
 
     cfg = data_cfg or DataConfig(dataset="synthetic", image_size=meta.image_size,
@@ -366,6 +370,9 @@ def _check_int8_inputs(job: _Job, report: dict) -> None:
     quant_debug.check_float_layers(job.model, job.cfg.float_layers)
     calibration = _calibration(job) if job.calibration or job.data_cfg else None
     report["warnings"] = quant_debug.calibration_warnings(job.meta, job.data_cfg, calibration, job.say)
+    if calibration is None:
+        report["warnings"].append(SYNTHETIC_CALIBRATION)
+        job.say(f"warning: {SYNTHETIC_CALIBRATION}")
 
 
 def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:

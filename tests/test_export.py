@@ -327,6 +327,19 @@ def test_tflite_models_written_for_each_flag_combination(flags, names):
     assert ex.tflite_names(ex.validate(ex.ExportConfig(source="run", output="out", **flags))) == names
 
 
+def test_int8_calibrated_on_synthetic_images_says_so(run_dir, tmp_path):
+    """A bare .keras (no run, no --data-dir) is calibrated on synthetic images: the docstring promised a note in the
+    report, and neither the report nor the terminal said anything."""
+    import keras
+
+    cfg = ex.validate(ex.ExportConfig(source=str(run_dir / "best.keras"), output=str(tmp_path), quantize="int8"))
+    said, report = [], {}
+    job = ex._Job(cfg, ex.resolve_source(cfg.source), tmp_path, keras.Sequential(), None, None, said.append)
+    ex._check_int8_inputs(job, report)
+    assert said == [f"warning: {ex.SYNTHETIC_CALIBRATION}"] and report["warnings"] == [ex.SYNTHETIC_CALIBRATION]
+    assert "calibrated on synthetic images" in ex.SYNTHETIC_CALIBRATION
+
+
 def test_quantize_alone_still_writes_the_savedmodel_too():
     cfg = ex.validate(ex.ExportConfig(source="run", output="out", quantize="int8"))
     assert (cfg.saved_model, cfg.tflite) == (True, True)
