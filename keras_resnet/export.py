@@ -456,7 +456,12 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         from keras_resnet import edgetpu
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
-        entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+        try:
+            entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+        except KresError:  # refused: no model under the final name, nor an earlier export's card beside it
+            for stale in (path, card_name(path, name)):
+                stale.unlink(missing_ok=True)
+            raise
     card_path = write_card(path, content, entry, job.meta, job.data_cfg, name)
     report["artifacts"][path.name] = entry
     return [path, card_path]
@@ -468,9 +473,13 @@ def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cf
     accuracy = entry.get("agreement", {}).get("top1")
     card = {**model_card(path, meta, entry, accuracy, name, data_cfg), **deployment_facts(content, entry)}
     entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
-    card_path = path.with_name(f"model_{name}.card.json")
+    card_path = card_name(path, name)
     fileio.write_json(card_path, card)
     return card_path
+
+
+def card_name(path: Path, name: str) -> Path:
+    return path.with_name(f"model_{name}.card.json")
 
 
 def _write_report(result: ExportResult, report: dict) -> ExportResult:

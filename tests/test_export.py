@@ -340,6 +340,27 @@ def test_int8_calibrated_on_synthetic_images_says_so(run_dir, tmp_path):
     assert "calibrated on synthetic images" in ex.SYNTHETIC_CALIBRATION
 
 
+def test_a_model_the_edgetpu_check_refuses_is_not_left_under_its_name(exported, trained_run, heldout, tmp_path,
+                                                                       monkeypatch):
+    from keras_resnet import edgetpu
+    from keras_resnet.errors import KresError
+
+    content = (exported.output_dir / "model_int8.tflite").read_bytes()
+    monkeypatch.setattr(ex, "convert", lambda *args, **kwargs: content)  # the conversion is tested above
+
+    def refused(*args, **kwargs):
+        raise KresError("model is not fully Edge TPU compatible: a simulated CPU op")
+
+    monkeypatch.setattr(edgetpu, "check", refused)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_int8.card.json").write_text("{}")  # an earlier export's card
+    with pytest.raises(KresError, match="a simulated CPU op"):
+        ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), edgetpu=True, eval_images=0),
+                  calibration=lambda: (img[None] for img in heldout[0][:2]))
+    assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "meta.json"]
+
+
 def test_quantize_alone_still_writes_the_savedmodel_too():
     cfg = ex.validate(ex.ExportConfig(source="run", output="out", quantize="int8"))
     assert (cfg.saved_model, cfg.tflite) == (True, True)
