@@ -75,23 +75,54 @@ def read_labels(model_path: Path, card: dict) -> list[str]:
 
 
 def load_image(path: Path, height: int, width: int, resize: str = "center_crop") -> np.ndarray:
-    """RGB pixels 0-255 as the model's validation data was prepared (the card's ``input.resize``): the whole
-    frame resized (``full_frame``), or the shorter side resized to int(size / 0.875), then the centre crop,
-    with the same antialiased bilinear weights and rounding as training's evaluation and ``kres predict``."""
+    """RGB pixels 0-255 as the model's validation data was prepared (the card's ``input.resize``), with the same
+    arithmetic and rounding as training's evaluation and ``kres predict``: the whole frame resized
+    (``full_frame``, the built-in digits: see :func:`_full_frame`), or the shorter side resized to
+    int(size / 0.875) with antialiased bilinear weights, then the centre crop."""
     with warnings.catch_warnings():  # above 89 megapixels PIL warns; its hard limit (twice that) still holds
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as stored:
             # A phone's portrait photo is stored sideways with an EXIF orientation tag, as training read it.
             image = ImageOps.exif_transpose(stored).convert("RGB")
-    if resize == "full_frame":
-        return np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32)
     pixels = np.asarray(image, dtype=np.float32)
+    if resize == "full_frame":
+        return np.round(np.clip(_full_frame(pixels, height, width), 0, 255))
     target = int(max(height, width) / CROP_FRACTION)
     scale = np.float32(target) / np.float32(min(pixels.shape[:2]))
     new_h, new_w = (max(int(np.round(np.float32(n) * scale)), target) for n in pixels.shape[:2])
     resized = _resize_axis(_resize_axis(pixels, new_h, axis=0), new_w, axis=1)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return np.round(np.clip(resized[top:top + height, left:left + width], 0, 255))
+
+
+def _full_frame(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The whole frame resampled to [height, width] as ``keras_resnet.augment.digits_resize`` does it (TensorFlow's
+    ImageProjectiveTransformV3, bilinear, constant fill): the output->input map puts pixel centres at integers and
+    matches the two frames' centres; the four neighbours of each source point are weighted bilinearly, with 0 for
+    a neighbour outside the image, and no antialiasing. PIL's resize differs: it antialiases when it shrinks and
+    repeats the edge pixels instead of fading to 0."""
+    rows, row_weights = _source_points(pixels.shape[0], height)
+    cols, col_weights = _source_points(pixels.shape[1], width)
+    padded = np.pad(pixels, ((1, 1), (1, 1), (0, 0)))  # index 0 and -1: the constant 0 outside the image
+
+    def along_x(r: int) -> np.ndarray:  # the upper (r=0) or lower (r=1) neighbours, interpolated along x
+        picked = padded[rows[:, r] + 1]
+        return col_weights[:, 0, None] * picked[:, cols[:, 0] + 1] + col_weights[:, 1, None] * picked[:, cols[:, 1] + 1]
+
+    return row_weights[:, 0, None, None] * along_x(0) + row_weights[:, 1, None, None] * along_x(1)
+
+
+def _source_points(length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``size`` output positions: its two neighbouring source indices (floor and floor + 1; -1 or
+    ``length`` are outside) and their bilinear weights, in float32 as TensorFlow computes them:
+    ``x = a * i + b`` with ``a = length / size`` and ``b = (length - 1) / 2 - a * (size - 1) / 2``."""
+    scale = np.float32(length / size)
+    offset = np.float32((length - 1) / 2) - scale * np.float32((size - 1) / 2)
+    x = scale * np.arange(size, dtype=np.float32) + offset
+    low = np.floor(x)
+    indices = np.clip(np.stack([low, low + 1], 1), -1, length).astype(np.int64)
+    weights = np.stack([(low + 1) - x, x - low], 1).astype(np.float32)
+    return indices, weights
 
 
 def _resize_axis(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:

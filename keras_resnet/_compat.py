@@ -241,3 +241,19 @@ def set_per_channel_dense(converter, per_channel: bool) -> None:
         raise KresError(f"this TensorFlow's TFLite converter has no {name}: per-tensor dense weights were "
                         "checked on TensorFlow 2.21")
     setattr(converter, name, not per_channel)
+
+
+def quantize_calibrated(calibrated_model: bytes, io_dtype: str, per_channel_dense: bool,
+                        denylisted_nodes: list[str]) -> bytes:
+    """A calibrated TFLite model (``QuantizationDebugger.calibrated_model``) quantized to int8 with
+    ``denylisted_nodes`` kept in float. The debugger's public ``get_nondebug_quantized_model`` makes the same call
+    (``tensorflow.lite.python.convert.mlir_quantize``) with float32 input and output and per-channel dense weights,
+    whatever its converter was set to; the mixed model must match the exported int8 model's (checked on
+    TensorFlow 2.21.0)."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    io_type = tf.as_dtype(io_dtype)
+    return mlir_quantize(calibrated_model, input_data_type=io_type, output_data_type=io_type,
+                         disable_per_channel_for_dense_layers=not per_channel_dense,
+                         denylisted_nodes=denylisted_nodes)

@@ -66,6 +66,7 @@ class CompilerReport:
     subgraphs: int | None
     output_model: str | None = None
     log: str = ""
+    files: list[Path] = field(default_factory=list)  # what the compiler wrote: <name>_edgetpu.tflite and .log
 
     @property
     def cpu_ops(self) -> dict[str, int]:
@@ -90,10 +91,16 @@ class EdgeTpuReport:
     notes: list[str] = field(default_factory=list)
     structural: bool = False  # a problem other than CPU ops: --allow-cpu-ops does not waive it
 
+    @property
+    def files(self) -> list[Path]:
+        """The files the compiler wrote (none when it did not run), for the export's file list."""
+        return list(self.compiler.files) if self.compiler is not None else []
+
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.compiler is not None:
             data["compiler"]["cpu_ops"] = self.compiler.cpu_ops
+            data["compiler"]["files"] = [path.name for path in self.compiler.files]  # beside the report
         return data
 
 
@@ -207,7 +214,8 @@ def compiler_available() -> bool:
 
 
 def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int = 600) -> CompilerReport:
-    """Run ``edgetpu_compiler -s`` on ``tflite_path``; writes ``<name>_edgetpu.tflite`` into ``output_dir``."""
+    """Run ``edgetpu_compiler -s`` on ``tflite_path``; writes ``<name>_edgetpu.tflite`` and its ``.log`` into
+    ``output_dir`` and lists them in the report's ``files``."""
     exe = shutil.which(COMPILER)
     if exe is None:
         raise KresError(f"{COMPILER} is not on PATH: install it from Coral's apt repository (see deploy/README.md)")
@@ -215,15 +223,30 @@ def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int
     # The compiler writes straight to its output names: compile into a temporary folder beside them and move
     # the results in when it succeeds, so an interrupted compile leaves no half-written model.
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".edgetpu-") as tmp:
-        result = subprocess.run([exe, "-s", "-o", tmp, str(tflite_path)], capture_output=True, text=True,
-                                timeout=timeout_s, check=False)
+        result = _compile(exe, tflite_path, tmp, timeout_s)
         text = result.stdout + result.stderr
         if result.returncode != 0:
             last = next((line for line in reversed(text.splitlines()) if line.strip()), "no output")
             raise KresError(f"{COMPILER} failed (exit {result.returncode}): {last.strip()}")
-        for produced in Path(tmp).iterdir():
-            os.replace(produced, output_dir / produced.name)
-    return parse_compiler_log(text.replace(tmp, str(output_dir)))
+        files = []
+        for produced in sorted(Path(tmp).iterdir()):
+            files.append(output_dir / produced.name)
+            os.replace(produced, files[-1])
+    report = parse_compiler_log(text.replace(tmp, str(output_dir)))
+    report.files = files
+    return report
+
+
+def _compile(exe: str, tflite_path: str | Path, out: str, timeout_s: int) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run([exe, "-s", "-o", out, str(tflite_path)], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise KresError(f"{COMPILER} did not finish within {timeout_s} s on {Path(tflite_path).name}: check that "
+                        f"`{COMPILER} --version` runs, or export without --edgetpu") from None
+    except OSError as err:  # not executable, or built for another machine (it is x86_64 Linux only)
+        raise KresError(f"{COMPILER} at {exe} could not run ({err.strerror or err}): reinstall it from Coral's "
+                        "apt repository on x86_64 Linux (see deploy/README.md)") from None
 
 
 def check(tflite_path: str | Path, output_dir: str | Path, allow_cpu_ops: bool = False,

@@ -17,13 +17,13 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import fileio
-from keras_resnet.errors import KresError
+from keras_resnet import _compat, fileio
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.quantize import CONVERTER_LOG, converter_chatter_to
 
 CSV_NAME = "quant_debug.csv"
@@ -67,6 +67,9 @@ class DebugRun:
     rows: list[LayerRow]
     debugger: object  # tf.lite.experimental.QuantizationDebugger, kept for mixed models
     images: int
+    io_dtype: str = "uint8"  # the int8 model's input and output type, for the mixed model too
+    per_channel_dense: bool = False
+    reads: dict[str, list[str]] = field(default_factory=dict)  # layer -> the layers whose outputs it reads
 
     def worst(self, count: int = WORST_LISTED, skip_output: bool = True) -> list[LayerRow]:
         """The layers with the lowest SQNR, one row per layer, earliest first on ties (an error spreads forward).
@@ -113,23 +116,25 @@ def _noise(f, q, s, z) -> float:
     return float(np.mean(_powers(f, q, s, z)[1]))
 
 
-def int8_converter(model, representative_data: Callable[[], Iterable[np.ndarray]]):
+def int8_converter(model, representative_data: Callable[[], Iterable[np.ndarray]], io_dtype: str = "uint8",
+                   per_channel_dense: bool = False):
     """A converter set up as :func:`keras_resnet.quantize.convert` sets up int8, for the debugger (which asks for
     a converter and does the calibration and quantization itself). ``model`` is what
     :func:`keras_resnet.quantize.fuse_input_ops` made of the trained model, as for the exported int8 file."""
     import tensorflow as tf
 
-    from keras_resnet.quantize import batch1_function
+    from keras_resnet.quantize import batch1_function, configure
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([batch1_function(model)])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in representative_data())
+    configure(converter, "int8", representative_data, io_dtype, per_channel_dense)
     return converter
 
 
-def run_debugger(model, representative_data: Callable[[], Iterable[np.ndarray]], images: np.ndarray) -> DebugRun:
+def run_debugger(model, representative_data: Callable[[], Iterable[np.ndarray]], images: np.ndarray, *,
+                 io_dtype: str = "uint8", per_channel_dense: bool = False) -> DebugRun:
     """Calibrate ``model`` on ``representative_data`` ([1,H,W,3] raw-pixel batches) and measure every quantized
-    tensor on ``images`` ([N,H,W,3] raw pixels)."""
+    tensor on ``images`` ([N,H,W,3] raw pixels). ``io_dtype`` and ``per_channel_dense`` are the int8 export's,
+    for :func:`mixed_model`."""
     import tensorflow as tf
 
     from keras_resnet.quantize import fuse_input_ops
@@ -143,13 +148,25 @@ def run_debugger(model, representative_data: Callable[[], Iterable[np.ndarray]],
         return ([x[None]] for x in data)
 
     try:
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=int8_converter(model, representative_data),
-                                                             debug_dataset=debug_data, debug_options=options)
+        converter = int8_converter(model, representative_data, io_dtype, per_channel_dense)
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data,
+                                                             debug_options=options)
         debugger.run()
     except Exception as err:  # the converter and the debugger raise several types, with multi-line text
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise KresError(f"the quantization debugger failed: {first}") from err
-    return DebugRun(_rows(debugger, model), debugger, len(data))
+    return DebugRun(_rows(debugger, model), debugger, len(data), io_dtype, per_channel_dense, _reads(model))
+
+
+def _reads(model) -> dict[str, list[str]]:
+    """Layer name -> the layers whose outputs it takes, from the Keras graph (the way back from a fused layer)."""
+    made_by: dict[int, str] = {}
+    reads: dict[str, list[str]] = {}
+    for node in _compat.graph_nodes(model):  # inputs first
+        name = node.operation.name
+        reads.setdefault(name, []).extend(made_by[id(t)] for t in node.input_tensors if id(t) in made_by)
+        made_by.update({id(t): name for t in node.output_tensors})
+    return reads
 
 
 def _rows(debugger, model) -> list[LayerRow]:
@@ -176,16 +193,18 @@ def _rows(debugger, model) -> list[LayerRow]:
 def keras_layer_of(tensor_name: str, order: dict[str, int], weighted: set[str] | frozenset = frozenset()) -> str | None:
     """The Keras layer a TFLite tensor comes from. A fused op's name joins its parts with ';' (conv, batch norm,
     ReLU): the conv or dense layer among them wins, else the latest layer. Traced names may carry a ``_1``."""
-    found = []
-    for piece in tensor_name.split(";"):
-        for part in piece.split("/"):
-            for name in (part, re.sub(r"_\d+$", "", part)):
-                if name in order:
-                    found.append(name)
-                    break
+    found = [name for name in _names_in(tensor_name) if name in order]
     if not found:
         return None
     return max([n for n in found if n in weighted] or found, key=order.__getitem__)
+
+
+def _names_in(tensor_name: str) -> Iterator[str]:
+    """Each part of a TFLite tensor name that may be a Keras layer name, as it is and without a traced ``_1``."""
+    for piece in tensor_name.split(";"):
+        for part in piece.split("/"):
+            yield part
+            yield re.sub(r"_\d+$", "", part)
 
 
 # --- float layers --------------------------------------------------------------------------------------------
@@ -198,6 +217,7 @@ def float_tensors(run: DebugRun, layers: Sequence[str]) -> list[str]:
     that computes."""
     from tensorflow.lite.python import schema_py_generated as schema
 
+    check_layers_have_tensors(run, layers)
     graph = schema.ModelT.InitFromPackedBuf(bytearray(run.debugger.quant_model), 0)
     main = graph.subgraphs[0]
     by_index = {row.index: row for row in run.rows}
@@ -220,13 +240,46 @@ def float_tensors(run: DebugRun, layers: Sequence[str]) -> list[str]:
     return list(names)
 
 
-def mixed_model(run: DebugRun, layers: Sequence[str]) -> tuple[bytes, list[str]]:
-    """The int8 model with ``layers`` (and their readers, see :func:`float_tensors`) in float, and those tensors."""
-    import tensorflow as tf
+def check_layers_have_tensors(run: DebugRun, layers: Sequence[str]) -> None:
+    """Refuse a layer with no tensor of its own in TFLite: the converter fuses batch norms and ReLUs into the op
+    before them, so keeping one in float would keep nothing in float."""
+    has_rows = {row.layer for row in run.rows}
+    missing = {name: _fused_into(run, name, has_rows) for name in layers if name not in has_rows}
+    if not missing:
+        return
+    what = "; ".join(f"{name} is fused into {owner}" if owner else f"{name} has no op of its own"
+                     for name, owner in missing.items())
+    owners = list(dict.fromkeys(owner for owner in missing.values() if owner))
+    fix = f"name {', '.join(owners)} instead" if owners else "name a conv or dense layer"
+    raise KresError(f"--float-layers: {what} in TFLite: {fix} (the layer column of quant_debug.csv lists the "
+                    "names that work)")
 
+
+def _fused_into(run: DebugRun, name: str, has_rows: set[str]) -> str | None:
+    """The layer whose TFLite op computes ``name``: the owner of a fused tensor that names it, else the nearest
+    layer with a tensor along its single inputs (a batch norm folded into the conv's weights leaves no name)."""
+    owner = next((row.layer for row in run.rows if name in _names_in(row.tensor)), None)
+    while owner is None and len(run.reads.get(name, [])) == 1:
+        name = run.reads[name][0]
+        owner = name if name in has_rows else None
+    return owner
+
+
+def mixed_model(run: DebugRun, layers: Sequence[str]) -> tuple[bytes, list[str]]:
+    """The int8 model with ``layers`` (and their readers, see :func:`float_tensors`) in float, and those tensors.
+    Its input and output type and its dense weights' quantization are those of the int8 export."""
     names = float_tensors(run, layers)
-    run.debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
-    return run.debugger.get_nondebug_quantized_model(), names
+    return _quantize_calibrated(run, names), names
+
+
+def _quantize_calibrated(run: DebugRun, denylisted_nodes: list[str]) -> bytes:
+    """The debugger's calibrated model quantized with ``denylisted_nodes`` in float, with the int8 export's input
+    and output type and dense weights (the debugger's own ``get_nondebug_quantized_model`` ignores both)."""
+    try:
+        return _compat.quantize_calibrated(run.debugger.calibrated_model, run.io_dtype, run.per_channel_dense,
+                                           denylisted_nodes)
+    except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
+        raise KresError(f"TFLite conversion ({MIXED_NAME}) failed: {first_line(err)}") from err
 
 
 def check_float_layers(model, layers: Sequence[str]) -> None:
@@ -394,7 +447,9 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
     say(f"running the quantization debugger on {len(images)} {source} images")
     start = time.perf_counter()
     with converter_chatter_to(out_dir / CONVERTER_LOG):  # its conversions and interpreters: off the terminal
-        run = run_debugger(model, calibration, images)
+        run = run_debugger(model, calibration, images, io_dtype=cfg.io_dtype, per_channel_dense=cfg.per_channel_dense)
+    layers = list(cfg.float_layers) or [r.layer for r in run.worst(cfg.float_worst)]
+    check_layers_have_tensors(run, layers)  # before any file is written
     worst = run.worst()
     section: dict = {"images": len(images), "image_source": source, "seconds": None,
                      "worst": [{"layer": r.layer, "op": r.op, "sqnr_db": round(r.sqnr_db, 2),
@@ -403,7 +458,6 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
     if cfg.debug or cfg.float_worst:
         files += [write_csv(run.rows, out_dir / CSV_NAME), plot_sqnr(run.rows, worst, out_dir / PNG_NAME)]
         section["csv"], section["png"] = CSV_NAME, PNG_NAME
-    layers = list(cfg.float_layers) or [r.layer for r in run.worst(cfg.float_worst)]
     if layers:
         files += _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say)
     section["seconds"] = round(time.perf_counter() - start, 1)

@@ -191,7 +191,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     with tempfile.TemporaryDirectory(prefix="kres-convert-") as tmp, converter_chatter_to(log):
         converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
                                                                                 tmp))
-        _configure(converter, mode, representative_data, io_dtype, per_channel_dense and not edgetpu)
+        configure(converter, mode, representative_data, io_dtype, per_channel_dense and not edgetpu)
         try:
             return converter.convert()
         except Exception as err:  # the converter raises ConverterError and friends, with multi-line text
@@ -199,7 +199,8 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
             raise KresError(f"TFLite conversion ({mode}) failed: {first_line(err)}{where}") from err
 
 
-def _configure(converter, mode: str, representative_data, io_dtype: str, per_channel_dense: bool) -> None:
+def configure(converter, mode: str, representative_data, io_dtype: str, per_channel_dense: bool) -> None:
+    """Set ``converter`` up for ``mode``: the one place an exported model's (and the debugger's) settings live."""
     import tensorflow as tf
 
     if mode == "float16":

@@ -112,6 +112,16 @@ def test_the_converter_still_has_the_per_tensor_dense_switch():
         f"TFLiteConverter._experimental_disable_per_channel_quantization_for_dense_layers {MOVED}"
 
 
+def test_the_calibrated_model_quantizer_still_takes_the_io_type_and_dense_switch():
+    import inspect
+
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    wanted = {"input_data_type", "output_data_type", "disable_per_channel_for_dense_layers", "denylisted_nodes"}
+    assert wanted <= set(inspect.signature(mlir_quantize).parameters), \
+        f"tensorflow.lite.python.convert.mlir_quantize's parameters {MOVED}"
+
+
 def _bn_net() -> keras.Model:
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6, 6, 3))

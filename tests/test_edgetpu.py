@@ -180,6 +180,52 @@ def test_compiler_output_appears_only_when_the_compile_succeeds(tmp_path, monkey
     assert report.output_model == str(out / "model_int8_edgetpu.tflite") and report.all_on_edgetpu
 
 
+def _fake_compiler(tmp_path, monkeypatch, script: str | bytes) -> None:
+    exe = tmp_path / "bin" / "edgetpu_compiler"
+    exe.parent.mkdir()
+    exe.write_bytes(script if isinstance(script, bytes) else script.encode())
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{exe.parent}:/usr/bin:/bin")
+
+
+def test_compiler_outputs_are_returned_for_the_export_file_list(resnet18_int8, tmp_path, monkeypatch):
+    import json
+
+    log_too = FAKE_COMPILER.replace('echo "Output model:',
+                                    'echo "compiled" > "$3/${name}_edgetpu.log"\necho "Output model:')
+    _fake_compiler(tmp_path, monkeypatch, log_too)
+    out = tmp_path / "out"
+    report = edgetpu.check(resnet18_int8, out, use_compiler=True)
+    assert report.passed and report.files == [out / "model_int8_edgetpu.log", out / "model_int8_edgetpu.tflite"]
+    assert all(path.is_file() for path in report.files)
+    assert sorted(out.iterdir()) == report.files  # nothing else written, no temporary folder left
+    data = report.to_dict()
+    assert data["compiler"]["files"] == ["model_int8_edgetpu.log", "model_int8_edgetpu.tflite"]
+    json.dumps(data)  # goes into export_report.json as is
+    assert edgetpu.check(resnet18_int8, out, use_compiler=False).files == []
+
+
+def test_compiler_timeout_is_one_line(tmp_path, monkeypatch):
+    _fake_compiler(tmp_path, monkeypatch, "#!/bin/sh\nexec sleep 30\n")
+    model, out = tmp_path / "model_int8.tflite", tmp_path / "out"
+    model.write_bytes(b"x")
+    with pytest.raises(KresError, match=r"^edgetpu_compiler did not finish within 1 s on model_int8.tflite: "
+                                        r"check that `edgetpu_compiler --version` runs") as caught:
+        edgetpu.run_compiler(model, out, timeout_s=1)
+    assert "\n" not in str(caught.value)
+    assert list(out.iterdir()) == []
+
+
+def test_compiler_that_cannot_run_is_one_line(tmp_path, monkeypatch):
+    _fake_compiler(tmp_path, monkeypatch, b"\x7fELF for another machine")  # no shebang: exec fails
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"x")
+    with pytest.raises(KresError, match=r"^edgetpu_compiler at .*/bin/edgetpu_compiler could not run \(Exec format "
+                                        r"error\): reinstall it from Coral's apt repository on x86_64 Linux") as caught:
+        edgetpu.run_compiler(model, tmp_path / "out")
+    assert "\n" not in str(caught.value)
+
+
 def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     from PIL import Image
 
@@ -223,8 +269,9 @@ def test_classify_gives_the_pixels_of_predict_and_evaluation(tmp_path):
         assert got.shape == (size, size, 3) and got.dtype == np.float32
         np.testing.assert_array_equal(got, predicted)
         np.testing.assert_array_equal(got, evaluated)
-    whole = classify.load_image(photo, 32, 32, "full_frame")
-    np.testing.assert_array_equal(whole, np.asarray(Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)))
+    whole = classify.load_image(photo, 32, 32, "full_frame")  # the digits' evaluation resize: no crop, no antialias
+    np.testing.assert_array_equal(whole, augment.to_pixels(augment.digits_resize(tf.constant(pixels, tf.float32),
+                                                                                 32)).numpy())
 
 
 def check_at_224(depth: int) -> None:

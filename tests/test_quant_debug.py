@@ -12,6 +12,7 @@ from keras_resnet import export as ex
 from keras_resnet import quant_debug as qd
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta
+from keras_resnet.quantize import inspect_tflite
 
 SIZE = 32
 CLASSES = 4
@@ -96,9 +97,26 @@ def test_outlier_layer_is_the_worst_and_keeping_it_in_float_restores_top1(bad_ru
     assert (tmp_path / qd.PNG_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mixed = tmp_path / f"model_{qd.MIXED_NAME}.tflite"
     assert str(mixed) in map(str, result.files)
+    # the mixed model is a drop-in for model_int8.tflite: uint8 in and out, per-tensor dense weights
+    mixed_info = inspect_tflite(mixed.read_bytes())
+    int8_info = inspect_tflite((tmp_path / "model_int8.tflite").read_bytes())
+    assert [t.dtype for t in mixed_info.inputs + mixed_info.outputs] == ["uint8", "uint8"]
+    assert [t.dtype for t in int8_info.inputs + int8_info.outputs] == ["uint8", "uint8"]
+    assert mixed_info.weight_quantization()["FULLY_CONNECTED"] == "per-tensor"
+    assert int8_info.weight_quantization()["FULLY_CONNECTED"] == "per-tensor"
     assert any("conv2_conv" in t for t in section["float_tensors"])
     assert any("conv3_conv" in t for t in section["float_tensors"])  # its reader, or the range comes back
     assert "int8_mixed: top-1" in result.text and "conv2_conv (CONV_2D)" in result.text
+
+
+def test_mixed_model_follows_the_exports_io_dtype_and_per_channel_dense(bad_run, tmp_path):
+    result, _ = _export_bad(bad_run, tmp_path, float_layers=("conv2_conv",), io_dtype="int8", per_channel_dense=True)
+    for name in ("model_int8.tflite", f"model_{qd.MIXED_NAME}.tflite"):
+        info = inspect_tflite((tmp_path / name).read_bytes())
+        assert [t.dtype for t in info.inputs + info.outputs] == ["int8", "int8"], name
+        assert info.weight_quantization()["FULLY_CONNECTED"] == "per-channel", name
+    section = result.report["quant_debug"]
+    assert abs(section["comparison"][qd.MIXED_NAME]["top1"] - result.report["keras_top1"]) <= 0.01
 
 
 def test_calibration_in_0_1_gets_one_warning_line(bad_run, tmp_path):
@@ -134,7 +152,7 @@ def test_resnet_debug_csv_has_every_conv_and_dense_layer(tmp_path, capfd):
     run.mkdir()
     model = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3))
     model.save(run / "best.keras")
-    ModelMeta.from_model(model, ["a", "b", "c"]).save(run)
+    ModelMeta.from_model(model, [f"class_{i}" for i in range(3)]).save(run)  # the synthetic data's classes
     data = {"dataset": "synthetic", "synthetic_classes": 3, "synthetic_size": 8, "image_size": SIZE, "seed": 5,
             "batch_size": 4}
     (run / "config.json").write_text(json.dumps({"data": data, "train": {}}))
@@ -192,3 +210,87 @@ def test_tflite_names_map_to_keras_layers():
     assert qd.keras_layer_of("m/conv2_block1_out_1/Relu;m/conv2_block1_add_1/Add", order, weighted) == \
         "conv2_block1_out"
     assert qd.keras_layer_of("Identity", order, weighted) is None
+
+
+# --- layers TFLite fuses, and the mixed model's input and dense weights -------------------------------------------
+
+def _fused_model():
+    """conv -> batch norm -> ReLU, a residual add -> ReLU, dropout and a classifier, with ResNet's layer names:
+    the converter folds conv1_bn and conv1_relu into conv1_conv's op and conv2_block1_add into conv2_block1_out's,
+    and drops the dropout."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.Rescaling(1 / 255.0, -0.5, name="preprocess")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv1_conv")(x)
+    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = layers.ReLU(name="conv1_relu")(x)
+    y = layers.Conv2D(8, 3, padding="same", name="conv2_block1_1_conv")(x)
+    y = layers.Add(name="conv2_block1_add")([x, y])
+    y = layers.ReLU(name="conv2_block1_out")(y)
+    y = layers.GlobalAveragePooling2D(name="avg_pool")(y)
+    y = layers.Dropout(0.1, name="top_dropout")(y)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax", name="predictions")(y))
+
+
+def _debug_fused(**settings):
+    images = np.random.default_rng(2).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    return qd.run_debugger(_fused_model(), lambda: (x[None] for x in images), images[:2], **settings)
+
+
+@pytest.fixture(scope="module")
+def fused_run():
+    return _debug_fused()
+
+
+@pytest.mark.parametrize("layers, message", [
+    (["conv1_bn"], "--float-layers: conv1_bn is fused into conv1_conv in TFLite: name conv1_conv instead (the "
+                   "layer column of quant_debug.csv lists the names that work)"),
+    (["conv1_conv", "conv1_relu", "conv2_block1_add"],
+     "--float-layers: conv1_relu is fused into conv1_conv; conv2_block1_add is fused into conv2_block1_out in "
+     "TFLite: name conv1_conv, conv2_block1_out instead"),
+    (["top_dropout"], "--float-layers: top_dropout is fused into avg_pool in TFLite: name avg_pool instead"),
+])
+def test_float_layer_fused_in_tflite_is_refused_with_the_layer_to_name(fused_run, layers, message):
+    """It matched no tensor, and the "mixed" model came out plain int8."""
+    with pytest.raises(KresError) as caught:
+        qd.mixed_model(fused_run, layers)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_export_refuses_a_fused_float_layer_before_writing_debug_files(tmp_path):
+    model = _fused_model()
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    ModelMeta(depth=18, variant="v1", stem="cifar", input_shape=[16, 16, 3], normalization="custom",
+              mean=[127.5] * 3, std=[255.0] * 3, labels=["a", "b", "c"]).save(run)
+    images = np.random.default_rng(3).uniform(0, 255, (6, 16, 16, 3)).astype(np.float32)
+    cfg = ex.ExportConfig(source=str(run), output=str(tmp_path / "out"), tflite=True, quantize="int8", debug=True,
+                          float_layers=("conv1_bn",))
+    with pytest.raises(KresError, match=r"^--float-layers: conv1_bn is fused into conv1_conv in TFLite: name "
+                                        r"conv1_conv instead"):
+        ex.export(cfg, calibration=lambda: (x[None] for x in images[:4]), heldout=(images, np.arange(6) % 3))
+    assert not (tmp_path / "out" / qd.CSV_NAME).exists()
+    assert not (tmp_path / "out" / f"model_{qd.MIXED_NAME}.tflite").exists()
+
+
+def test_float_layer_named_as_the_fused_op_computes_in_float(fused_run):
+    content, names = qd.mixed_model(fused_run, ["conv1_conv", "conv2_block1_out"])
+    assert any("conv1_conv" in n for n in names) and any("conv2_block1_add" in n for n in names)
+    float_ops = {op.name for op in inspect_tflite(content).operators if op.outputs[0].dtype == "float32"}
+    assert {"CONV_2D", "ADD"} <= float_ops
+
+
+def test_mixed_model_takes_the_int8_exports_io_type_and_dense_weights(fused_run):
+    """It came out with float32 input and output and per-channel dense weights whatever the export asked for."""
+    default = inspect_tflite(qd.mixed_model(fused_run, ["conv2_block1_1_conv"])[0])
+    assert [t.dtype for t in default.inputs + default.outputs] == ["uint8", "uint8"]
+    assert default.weight_quantization()["FULLY_CONNECTED"] == "per-tensor"
+    asked = inspect_tflite(qd.mixed_model(_debug_fused(io_dtype="int8", per_channel_dense=True),
+                                          ["conv2_block1_1_conv"])[0])
+    assert [t.dtype for t in asked.inputs + asked.outputs] == ["int8", "int8"]
+    assert asked.weight_quantization() == {"DEPTHWISE_CONV_2D": "per-channel", "CONV_2D": "per-channel",
+                                           "FULLY_CONNECTED": "per-channel"}
