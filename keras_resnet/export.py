@@ -356,9 +356,17 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     for name in names:
         result.files += _write_tflite(job, name, report)
     heldout = (job.images, job.labels) if job.images is not None else None
-    result.files += quant_debug.for_export(job.cfg, job.model, job.meta, _calibration(job), heldout, job.out_dir,
-                                           report, job.say)
+    debugged = quant_debug.for_export(job.cfg, job.model, job.meta, _calibration(job), heldout, job.out_dir,
+                                      report, job.say)
+    result.files += debugged + _debugged_cards(job, debugged, report)
     return _write_report(result, report)
+
+
+def _debugged_cards(job: _Job, files: list[Path], report: dict) -> list[Path]:
+    """The model card of each .tflite the debugger wrote (the mixed model), as every exported .tflite has one."""
+    return [write_card(path, path.read_bytes(), report["artifacts"][path.name], job.meta, job.data_cfg,
+                       path.stem.removeprefix("model_"))
+            for path in files if path.suffix == ".tflite"]
 
 
 def _calibration(job: _Job):
@@ -435,6 +443,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
     from keras_resnet.runtime import TFLitePredictor, tflite_interpreter
 
     cfg, out_dir = job.cfg, job.out_dir
+    compiled: list[Path] = []
     if name == QAT_NAME:
         from keras_resnet.qat import finetune_line
 
@@ -457,14 +466,16 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
         try:
-            entry["edgetpu"] = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops).to_dict()
+            checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops)
         except KresError:  # refused: no model under the final name, nor an earlier export's card beside it
             for stale in (path, card_name(path, name)):
                 stale.unlink(missing_ok=True)
             raise
+        entry["edgetpu"] = checked.to_dict()
+        compiled = checked.files  # the compiler's <name>_edgetpu.tflite and its log, where it ran
     card_path = write_card(path, content, entry, job.meta, job.data_cfg, name)
     report["artifacts"][path.name] = entry
-    return [path, card_path]
+    return [path, card_path, *compiled]
 
 
 def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cfg, name: str) -> Path:

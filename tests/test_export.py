@@ -361,6 +361,30 @@ def test_a_model_the_edgetpu_check_refuses_is_not_left_under_its_name(exported, 
     assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "meta.json"]
 
 
+def test_the_edgetpu_compilers_files_are_in_the_export_report(exported, trained_run, heldout, tmp_path,
+                                                               monkeypatch):
+    from keras_resnet import edgetpu
+
+    content = (exported.output_dir / "model_int8.tflite").read_bytes()
+    monkeypatch.setattr(ex, "convert", lambda *args, **kwargs: content)
+    out = tmp_path / "out"
+
+    def compiled(path, output_dir, allow_cpu_ops=False):  # as edgetpu_compiler writes them
+        files = [Path(output_dir) / "model_int8_edgetpu.log", Path(output_dir) / "model_int8_edgetpu.tflite"]
+        for file in files:
+            file.write_text("x")
+        report = edgetpu.check_requirements(Path(path).read_bytes())
+        report.compiler = edgetpu.CompilerReport(ops=[], edgetpu_ops=1, cpu_ops_total=0, subgraphs=1, files=files)
+        return report
+
+    monkeypatch.setattr(edgetpu, "check", compiled)
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), edgetpu=True, eval_images=0),
+                       calibration=lambda: (img[None] for img in heldout[0][:2]))
+    assert {"model_int8_edgetpu.tflite", "model_int8_edgetpu.log"} <= set(result.report["files"])
+    assert result.report["artifacts"]["model_int8.tflite"]["edgetpu"]["compiler"]["files"] == [
+        "model_int8_edgetpu.log", "model_int8_edgetpu.tflite"]
+
+
 def test_quantize_alone_still_writes_the_savedmodel_too():
     cfg = ex.validate(ex.ExportConfig(source="run", output="out", quantize="int8"))
     assert (cfg.saved_model, cfg.tflite) == (True, True)

@@ -97,6 +97,10 @@ def test_outlier_layer_is_the_worst_and_keeping_it_in_float_restores_top1(bad_ru
     assert (tmp_path / qd.PNG_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mixed = tmp_path / f"model_{qd.MIXED_NAME}.tflite"
     assert str(mixed) in map(str, result.files)
+    card = json.loads((tmp_path / f"model_{qd.MIXED_NAME}.card.json").read_text())  # as every .tflite has
+    assert (card["model"], card["quantization"], card["input"]["dtype"]) == (mixed.name, qd.MIXED_NAME, "uint8")
+    assert card["accuracy"]["top1"] == result.report["artifacts"][mixed.name]["agreement"]["top1"]
+    assert f"model_{qd.MIXED_NAME}.card.json" in result.report["files"]
     # the mixed model is a drop-in for model_int8.tflite: uint8 in and out, per-tensor dense weights
     mixed_info = inspect_tflite(mixed.read_bytes())
     int8_info = inspect_tflite((tmp_path / "model_int8.tflite").read_bytes())
