@@ -287,7 +287,6 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     if cfg.batch_size < 1:
         raise KresError(f"--batch-size must be 1 or more, got {cfg.batch_size}")
     out_dir = Path(cfg.output) if cfg.output else _default_output(Path(cfg.models[0]))
-    fileio.ensure_writable_dir(out_dir)  # before any long work
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
 
     from keras_resnet.data import is_split, load_datasets
@@ -295,6 +294,9 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     data_cfg = data_config(cfg, predictors)
     datasets = load_datasets(data_cfg)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
+    # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
+    # next command), before the long work.
+    fileio.ensure_writable_dir(out_dir)
     warnings = []
     if datasets.skipped_files:
         warnings.append(skipped_warning(datasets.skipped_files, data_cfg.data_dir))

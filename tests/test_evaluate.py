@@ -282,6 +282,8 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("Error:") and message in err[-1]
     assert "Traceback" not in "\n".join(err)
+    # a refused command makes no folder: `kres evaluate DATA` made DATA/eval/, a class folder to the next command
+    assert not (tmp_path / "eval").exists()
 
 
 def test_cli_model_with_no_recorded_data(run_dir, tmp_path, capsys):
