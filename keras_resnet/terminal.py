@@ -73,8 +73,10 @@ def _start_filter(noise: re.Pattern) -> tuple[int | None, subprocess.Popen | Non
     except OSError:  # descriptor 2 is closed
         return None, None
     try:
+        # In a session of its own: Ctrl-C at the terminal (or a signal to kres's process group) reaches kres, which
+        # unwinds and closes the pipe, and not the filter, which printed a KeyboardInterrupt traceback and died.
         return saved, subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern],
-                                       stdin=subprocess.PIPE, stdout=saved, close_fds=True)
+                                       stdin=subprocess.PIPE, stdout=saved, close_fds=True, start_new_session=True)
     except OSError:
         os.close(saved)
         return None, None

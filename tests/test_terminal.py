@@ -72,3 +72,25 @@ def test_two_threads_at_once_leave_descriptor_2_as_it_was(capfd):
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
     assert sorted(capfd.readouterr().err.splitlines()) == ["kept a", "kept b"]
+
+
+_CTRL_C = """
+import os, re, signal, sys, time
+from keras_resnet.terminal import stderr_without
+
+try:
+    with stderr_without(re.compile("noise")):
+        os.write(2, b"before\\n")
+        os.killpg(os.getpgid(0), signal.SIGINT)  # Ctrl-C at a terminal: to the whole foreground process group
+        time.sleep(5)
+except KeyboardInterrupt:
+    os.write(2, b"Aborted.\\n")
+"""
+
+
+def test_ctrl_c_reaches_kres_and_not_its_stderr_filter():
+    """The filter process got Ctrl-C too: it printed a KeyboardInterrupt traceback above kres's 'Aborted.' line,
+    and whatever kres wrote to stderr while it was dead was lost."""
+    result = subprocess.run([sys.executable, "-c", _CTRL_C], capture_output=True, text=True, timeout=60,
+                            start_new_session=True)  # its own process group, which it then interrupts
+    assert result.stderr == "before\nAborted.\n"
