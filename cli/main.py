@@ -161,15 +161,16 @@ def _terminated(signum, frame) -> None:
         raise Terminated
 
 
-def _terminated_unraisable(previous_hook):
-    """A SIGTERM that lands while Python runs a weakref callback or a ``__del__`` (often, in TensorFlow) raises
-    Terminated where Python can only print it and drop it: the command ran on to the end and ignored every later
-    SIGTERM. Send it again, a moment later from another thread: raised in this hook it would be dropped again; the
-    main thread raises it at its next line of ordinary code."""
+def _interrupt_unraisable(previous_hook):
+    """A SIGTERM or Ctrl-C that lands while Python runs a weakref callback, a garbage-collector hook or a ``__del__``
+    (often, in TensorFlow and JAX) raises where Python can only print a traceback and drop it: the command ran on to
+    the end, exit 0 (and ignored every later SIGTERM). Send the signal again, a moment later from another thread:
+    raised in this hook it would be dropped again; the main thread raises it at its next line of ordinary code."""
     def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, Terminated):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # Terminated is one
+            terminated = isinstance(unraisable.exc_value, Terminated)
             _unwinding.clear()
-            again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
+            again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM if terminated else signal.SIGINT))
             again.daemon = True
             again.start()
             return
@@ -179,13 +180,13 @@ def _terminated_unraisable(previous_hook):
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the body, as Ctrl-C raises KeyboardInterrupt (main thread only: the
-    only one Python runs signal handlers on)."""
+    """SIGTERM raises :class:`Terminated` in the body, as Ctrl-C raises KeyboardInterrupt, and neither is lost in a
+    callback (main thread only: the only one Python runs signal handlers on)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous, previous_hook = signal.signal(signal.SIGTERM, _terminated), sys.unraisablehook
-    sys.unraisablehook = _terminated_unraisable(previous_hook)
+    sys.unraisablehook = _interrupt_unraisable(previous_hook)
     try:
         yield
     finally:
