@@ -195,9 +195,48 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         _unwinding.clear()
 
 
+class _ProgressMayGo:
+    """stderr that drops what is written to it once its reader is gone (``kres export ... 2>&1 | head -2``): lost
+    progress lines are no reason to stop the work, which ended part-way with exit status 0. The descriptor goes to
+    /dev/null, for native writers to it as well."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stderr_may_go() -> Iterator[None]:
+    before = sys.stderr
+    sys.stderr = _ProgressMayGo(before) if before is not None else None
+    try:
+        yield
+    finally:
+        sys.stderr = before
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _stderr_may_go():
         try:
             code = _main(sys.argv[1:] if argv is None else argv)
             sys.stdout.flush()  # here, not at exit, where a closed pipe was exit status 1 with nothing said

@@ -90,7 +90,7 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly(monkeypatch, capsys):
     os.close(read)
     stderr = open(write, "w")  # noqa: SIM115 (closed below, once its unwritable text is dropped)
     monkeypatch.setattr(sys, "stderr", stderr)  # stderr's reader gone: an error that cannot be said still fails
-    assert main(["train", "--depth", "18", "--epochs", "0"]) == 1
+    assert main(["train", "--depth", "18", "--epochs", "0"]) == 2  # as said: a usage error (click's 1 before)
     monkeypatch.undo()
     os.dup2(os.open(os.devnull, os.O_WRONLY), write)
     stderr.close()
@@ -336,3 +336,24 @@ def test_a_signal_raised_inside_a_callback_is_not_lost(name, raised, after, prin
     script = _SWALLOWED.format(signal=name, raised=raised, after=after)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, printed), result.stderr
+
+
+_PROGRESS_READER_GONE = """
+import os, sys
+from kres.main import _stderr_may_go
+
+read, write = os.pipe()
+os.close(read)
+os.dup2(write, 2)  # `kres export ... 2>&1 | head -2`: the reader of the progress lines is gone
+with _stderr_may_go():
+    for step in range(3):
+        print(f"... step {step}", file=sys.stderr, flush=True)
+    print("wrote the artifacts", flush=True)
+"""
+
+
+def test_progress_whose_reader_is_gone_does_not_stop_the_work():
+    """The export stopped at its first progress line past `head -2`, with exit status 0 and no models written."""
+    result = subprocess.run([sys.executable, "-c", _PROGRESS_READER_GONE], capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout) == (0, "wrote the artifacts\n")
