@@ -113,6 +113,8 @@ def _check_int8_options(cfg: ExportConfig) -> None:
     if cfg.calibration_steps != ExportConfig.calibration_steps and not int8:
         raise KresError("--calibration-steps is for int8 models, and none is made: add --quantize int8, or drop "
                         "--calibration-steps")
+    if cfg.qat_epochs != ExportConfig.qat_epochs and not cfg.qat:
+        raise KresError("--qat-epochs is the length of --qat's fine-tuning: add --qat, or drop --qat-epochs")
     if cfg.allow_cpu_ops and not cfg.edgetpu:
         raise KresError("--allow-cpu-ops relaxes the Edge TPU check, which runs with --edgetpu only: add --edgetpu, "
                         "or drop --allow-cpu-ops")

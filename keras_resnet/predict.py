@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.runtime import Predictor, load_predictor
+from keras_resnet.runtime import Predictor, check_threads, load_predictor
 
 
 @dataclass
@@ -125,6 +125,7 @@ def predict(cfg: PredictConfig) -> list[ImagePredictions]:
     for path in cfg.images:  # every file is checked before the model loads
         read_rgb(path)
     predictor = load_predictor(cfg.model, num_threads=cfg.num_threads)
+    check_threads(cfg.num_threads, [predictor])
     size = _model_size(predictor, cfg.image_size)
     prepare = preprocessor(predictor, size)
     labels = predictor.labels

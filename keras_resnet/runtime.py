@@ -216,6 +216,13 @@ def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
     return interpreter
 
 
+def check_threads(num_threads: int | None, predictors: list[Predictor]) -> None:
+    """``--threads`` sets LiteRT's interpreter threads: refused where no model is a .tflite (it was ignored)."""
+    if num_threads is not None and not any(p.kind == TFLitePredictor.kind for p in predictors):
+        raise KresError(f"--threads sets the TFLite interpreter's threads, and {predictors[0].path.name} is not a "
+                        ".tflite model: drop --threads")
+
+
 def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> Predictor:
     """Open a ``.keras`` file, SavedModel directory, ``.tflite`` file or run directory (best.keras, else
     last.keras). Anything else, or a file that is not really a model, raises ``KresError``."""

@@ -274,6 +274,9 @@ def test_cli_table_output(run_dir, capsys, tmp_path):
     (["{run}/model.tflite", "{run}/best.keras", "{run}/best.keras"], "one model, or two"),
     (["{run}/best.keras", "--dataset", "digits"], "4 outputs but the data has 10 classes"),
     (["{run}/best.keras", "--output", "{run}/config.json/out"], "cannot write to"),
+    # it sets LiteRT's threads, and was ignored for a Keras model
+    (["{run}/best.keras", "--threads", "4"], "--threads sets the TFLite interpreter's threads, and best.keras is not a "
+                                             ".tflite model: drop --threads"),
 ])
 def test_cli_errors_are_one_line(run_dir, tmp_path, capsys, args, message):
     run, _ = run_dir

@@ -259,6 +259,8 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
          "--calibration-steps is for int8 models, and none is made: add --quantize int8"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--quantize", "int8", "--allow-cpu-ops"],
          "--allow-cpu-ops relaxes the Edge TPU check, which runs with --edgetpu only"),
+        (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--qat-epochs", "3"],
+         "--qat-epochs is the length of --qat's fine-tuning: add --qat"),
     ]
     for argv, message in cases:
         code, err = cli(argv, capsys)

@@ -152,3 +152,7 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
 
     assert main(["predict", str(tmp_path), str(tmp_path / "nope.png")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("Error: image ")
+
+    assert main(["predict", str(tmp_path), str(tmp_path / "x.png"), "--threads", "2"]) == 2  # was ignored
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "Error: --threads sets the TFLite interpreter's threads, and best.keras is not a .tflite model: drop --threads")
