@@ -456,7 +456,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         rep = _calibration(job) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
         content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
-                          per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG)
+                          per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG, work_dir=out_dir)
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
     entry = describe_tflite(path, content)
     if job.images is not None:

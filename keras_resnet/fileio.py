@@ -131,17 +131,19 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
 
 
 # The names kres gives its temporaries: atomic_path's and atomic_dir's (tempfile adds 8 characters), the folder
-# atomic_dir moves an old version to, ensure_writable_dir's probe and QAT's work folder (``QAT_TEMP_PREFIX``).
+# atomic_dir moves an old version to, ensure_writable_dir's probe, QAT's work folder (``QAT_TEMP_PREFIX``) and the
+# TFLite converter's (``CONVERT_TEMP_PREFIX``: a SavedModel as large as the model's weights).
 # Each carries "kres", so that a folder's own hidden files (".notes.draft001.tmp", ".proj.old") are never taken
 # for one: the output folder may be any folder of the user's.
 TEMP_MARK = ".kres-tmp"
 OLD_MARK = ".kres-old"
 PROBE_PREFIX = ".kres-probe-"
 QAT_TEMP_PREFIX = ".kres-qat-"
+CONVERT_TEMP_PREFIX = ".kres-convert-"
 _RANDOM = "[a-z0-9_]{8}"
 _TEMP_NAME = re.compile("|".join(f"^{pattern}$" for pattern in (
     rf"\..+\.{_RANDOM}{re.escape(TEMP_MARK)}.*", re.escape(PROBE_PREFIX) + _RANDOM,
-    re.escape(QAT_TEMP_PREFIX) + _RANDOM,
+    re.escape(QAT_TEMP_PREFIX) + _RANDOM, re.escape(CONVERT_TEMP_PREFIX) + _RANDOM,
     # Before the names carried "kres": only those of kres's own artifacts (a checkpoint's weights are ~45-100 MB,
     # an export's .keras and SavedModel as much).
     rf"\.(ckpt-\d+\.weights|best|last|saved_model|model|model_[a-z0-9_]+)\.{_RANDOM}\.tmp.*", rf"\.qat-{_RANDOM}")))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import _compat
+from keras_resnet import _compat, fileio
 from keras_resnet.errors import KresError, first_line
 
 # TensorFlow is imported inside the functions, so the CLI can read these names without starting it.
@@ -166,7 +166,7 @@ def _conv_with_reversed_input(conv, x):
 
 def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
             io_dtype: str = "uint8", *, edgetpu: bool = False, per_channel_dense: bool = False,
-            log: str | os.PathLike | None = None) -> bytes:
+            log: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None) -> bytes:
     """Convert a float32 Keras model to a TFLite flatbuffer.
 
     Args:
@@ -180,6 +180,8 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         per_channel_dense: "int8" dense (FULLY_CONNECTED) weights with one scale per output unit. Only
             XNNPACK takes those: NNAPI, the Edge TPU compiler and TFLite Micro need one scale per tensor.
         log: file the converter's own output is appended to (None: discarded), see :func:`converter_chatter_to`.
+        work_dir: folder for the converter's SavedModel (None: the system's temporary folder); an output folder,
+            where the next kres command on it removes what a killed conversion left.
     """
     import tensorflow as tf
 
@@ -188,7 +190,9 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     if mode == "int8" and representative_data is None:
         raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
                         "representative data")
-    with tempfile.TemporaryDirectory(prefix="kres-convert-") as tmp, converter_chatter_to(log):
+    # Beside the artifacts, where a killed export's SavedModel (as large as the weights) is cleaned up next time.
+    work = tempfile.TemporaryDirectory(dir=work_dir, prefix=fileio.CONVERT_TEMP_PREFIX)
+    with work as tmp, converter_chatter_to(log):
         converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
                                                                                 tmp))
         configure(converter, mode, representative_data, io_dtype, per_channel_dense and not edgetpu)
@@ -253,12 +257,13 @@ def converter_chatter_to(log: str | os.PathLike | None) -> Iterator[None]:
         stream.flush()
     handler = logging.StreamHandler(sink)
     absl = logging.getLogger("absl")
+    propagate = absl.propagate
     try:
         for fd in (1, 2):
             saved.append((fd, os.dup(fd)))
             os.dup2(sink.fileno(), fd)
         absl.addHandler(handler)
-        propagate, absl.propagate = absl.propagate, False
+        absl.propagate = False
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -266,8 +271,8 @@ def converter_chatter_to(log: str | os.PathLike | None) -> Iterator[None]:
             finally:
                 for w in caught:
                     sink.write(f"{w.category.__name__}: {w.message}\n")
-        absl.propagate = propagate
     finally:
+        absl.propagate = propagate  # a failed conversion left absl's records going nowhere, for a library caller
         absl.removeHandler(handler)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()

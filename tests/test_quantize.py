@@ -1,5 +1,7 @@
 """TFLite conversion: float32 parity with Keras, full-integer int8 with builtin ops only, uint8 I/O, batch 1."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -128,6 +130,27 @@ def test_int8_io_dtype_int8(images):
     info = inspect_tflite(convert(small, "int8", lambda: (img[None] for img in images[:2]), io_dtype="int8"))
     assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
     assert info.inputs[0].zero_point == [-128]
+
+
+def test_the_converters_savedmodel_is_made_in_the_work_folder_and_absl_is_given_back(model, tmp_path, monkeypatch):
+    """It was made in /tmp, where a killed export left it (87 MB for ResNet-18); and a failed conversion left
+    absl's records going nowhere for the rest of the process."""
+    import logging
+
+    from keras_resnet import fileio
+    from keras_resnet import quantize as q
+
+    made = []
+
+    def fails(model, directory):
+        made.append(Path(directory))
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(q, "batch1_saved_model", fails)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        convert(model, "float32", work_dir=tmp_path, log=tmp_path / "converter.log")
+    assert made[0].parent == tmp_path and made[0].name.startswith(fileio.CONVERT_TEMP_PREFIX)
+    assert not made[0].exists() and logging.getLogger("absl").propagate
 
 
 def test_unknown_mode_and_missing_calibration_are_user_errors(model):

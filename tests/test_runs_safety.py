@@ -623,6 +623,7 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
               Path(tempfile.mkdtemp(dir=run, prefix=fileio.QAT_TEMP_PREFIX)), run / f".saved_model{fileio.OLD_MARK}"]
     for old in stale[-4], stale[-1]:
         old.mkdir()
+    stale.append(Path(tempfile.mkdtemp(dir=run / "export", prefix=fileio.CONVERT_TEMP_PREFIX)))  # a killed export's
     kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config",
             run / ".report.draft001.tmp.txt", run / ".proj.old" / "notes.txt"]
     (run / "proj").mkdir()
