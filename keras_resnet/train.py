@@ -169,7 +169,7 @@ def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConf
 def recipe_warmup(recipe: Recipe, epochs: int) -> float:
     """The recipe's warmup, at most a tenth of the run (as in the recipes themselves): 5 warmup epochs in a run of
     2 ended it at the peak rate, never decaying."""
-    return min(recipe.warmup_epochs, WARMUP_SHARE * epochs)
+    return min(recipe.warmup_epochs, round(WARMUP_SHARE * epochs, 6))  # 0.1 * 3 is 0.30000000000000004
 
 
 def _warmup_begun_with(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
@@ -634,7 +634,7 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         + (f", {datasets.skipped_files} unreadable files skipped" if datasets.skipped_files else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
         f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {cfg.epochs} epochs x {steps_per_epoch} steps; "
-        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {cfg.warmup_epochs} epochs, wd {cfg.weight_decay}"
+        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {cfg.warmup_epochs:g} epochs, wd {cfg.weight_decay:g}"
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         f"run dir {run_dir}" + (f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})" if start else ""),
     ]
