@@ -367,9 +367,18 @@ def _read_state_dict(path: Path, fmt: str) -> dict[str, np.ndarray]:
 
 
 def _damaged(path: Path, kind: str, err: Exception) -> KresError:
-    detail = (str(err).strip().splitlines() or [""])[0][:160]
+    detail = _shortened((str(err).strip().splitlines() or [""])[0])
     return KresError(f"cannot read {path}: not a complete {kind} weights file ({type(err).__name__}: {detail}); "
                      "download or convert it again")
+
+
+def _shortened(text: str, limit: int = 160) -> str:
+    """``text`` up to ``limit`` characters, cut after a sentence or between words (torch's weights_only message
+    was cut at "Re-running `torch.")."""
+    if len(text) <= limit:
+        return text
+    sentence = text.rfind(". ", 0, limit)
+    return text[:sentence + 1] if sentence > 0 else text[:text.rfind(" ", 0, limit)] + " ..."
 
 
 # ---------------------------------------------------------------------------------------------- torchvision
@@ -424,17 +433,18 @@ def torchvision_to_keras(state: Mapping[str, np.ndarray], source: str = "checkpo
     moving_variance; fc (out, in) -> (in, out).
     """
     modules: dict[str, dict[str, np.ndarray]] = {}
+    first_key: dict[str, str] = {}  # module -> one of its keys as the file spells it, for the error below
     for key, value in state.items():
-        key = key.removeprefix("module.")  # saved from DataParallel
-        module, _, param = key.rpartition(".")
+        module, _, param = key.removeprefix("module.").rpartition(".")  # "module.": saved from DataParallel
         if param == "num_batches_tracked":
             continue
         modules.setdefault(module, {})[param] = np.asarray(value, dtype=np.float32)
+        first_key.setdefault(module, key)
     layers: dict[str, list[np.ndarray]] = {}
     for module, params in modules.items():
         target = torchvision_layer_name(module)
         if target is None:
-            raise KresError(f"{source} is not a torchvision ResNet state dict: unexpected key {module}.*")
+            raise KresError(f"{source} is not a torchvision ResNet state dict: unexpected key {first_key[module]!r}")
         name, kind = target
         missing = [p for p in _TV_PARAMS[kind] if p not in params]
         if missing:

@@ -144,8 +144,24 @@ def test_torchvision_checkpoint_into_v1_asks_for_v15(tmp_path):
 def test_not_a_resnet_state_dict(tmp_path):
     np.savez(tmp_path / "other.npz", **{"conv1.weight": np.zeros((64, 3, 7, 7), "float32"),
                                         "encoder.block.weight": np.zeros(3, "float32")})
-    with pytest.raises(KresError, match=r"not a torchvision ResNet state dict: unexpected key encoder\.block"):
+    with pytest.raises(KresError, match=r"ResNet state dict: unexpected key 'encoder\.block\.weight'$"):
         keras_resnet.resnet(18, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "other.npz"))
+    np.savez(tmp_path / "bare.npz", a=np.zeros(3, "float32"))  # a key with no module: it said "unexpected key .*"
+    with pytest.raises(KresError, match=r"not a torchvision ResNet state dict: unexpected key 'a'$"):
+        keras_resnet.resnet(18, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "bare.npz"))
+
+
+def test_a_long_reason_is_cut_after_a_sentence_or_between_words():
+    from keras_resnet.weights import _shortened
+
+    torch_says = ("Weights only load failed. This file can still be loaded, to do so you have two options, do those "
+                  "steps only if you trust the source of the checkpoint. (1) In PyTorch 2.6, we changed the default "
+                  "value of the `weights_only` argument in `torch.load` from `False` to `True`. Re-running "
+                  "`torch.load` with `weights_only` set to `False` will likely succeed")
+    assert _shortened(torch_says) == ("Weights only load failed. This file can still be loaded, to do so you have two "
+                                      "options, do those steps only if you trust the source of the checkpoint.")
+    assert _shortened("word " * 40) == ("word " * 32).strip() + " ..."  # 159 characters, then the dots
+    assert _shortened("short") == "short"
 
 
 def test_missing_and_unsupported_files(tmp_path):
