@@ -144,6 +144,18 @@ def test_calibration_check_names_the_cause_on_the_run_pipeline():
     assert "255 times too large" in qd.calibration_warning(qd.channel_stats(images * 255), recorded)
 
 
+def test_a_few_calibration_images_are_not_called_other_images():
+    """5-10 of the run's own training images (a few colour classes) were told they did not look like the training
+    data; the margins widen for small samples, and a real mistake is still caught."""
+    recorded = {"mean": [100.0] * 3, "std": [60.0] * 3}
+    rng = np.random.default_rng(0)
+    few = rng.normal(130.0, 60.0, (5, 8, 8, 3))  # half a std off: a small sample's chance
+    assert qd.channel_stats(few)["images"] == 5
+    assert qd.calibration_warning(qd.channel_stats(few), recorded) is None
+    assert "other images" in qd.calibration_warning(qd.channel_stats(np.concatenate([few] * 20)), recorded)
+    assert "0-1 floats" in qd.calibration_warning(qd.channel_stats(few / 255), recorded)
+
+
 def test_resnet_debug_csv_has_every_conv_and_dense_layer(tmp_path, capfd):
     """Also: the debugger's conversions keep the converter's output off the terminal (file descriptors
     included), as the export's own do: it printed "fully_quantize: 0, ..." for each."""
