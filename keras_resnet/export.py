@@ -291,7 +291,7 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
         "architecture": f"ResNet-{meta.depth} {meta.variant} ({meta.stem} stem)",
         "input": {"shape": inp["shape"], "dtype": inp["dtype"], "scale": (inp["scale"] or [None])[0],
                   "zero_point": (inp["zero_point"] or [None])[0],
-                  "format": "RGB pixels 0-255, resized to the input size; no normalisation needed",
+                  "format": input_format(inp),
                   "resize": resize, "resize_how": RESIZE_HOW[resize]},
         "output": {"shape": out["shape"], "dtype": out["dtype"], "scale": (out["scale"] or [None])[0],
                    "zero_point": (out["zero_point"] or [None])[0],
@@ -305,6 +305,41 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
         if accuracy is not None else None,
         "gpu_delegate_compatible": tflite["gpu_delegate_compatible"],
     }
+
+
+_INTEGER_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
+
+
+def input_format(io: dict) -> str:
+    """How an app feeds the model's input, from its dtype, scale and zero point (one of :func:`describe_tflite`'s
+    ``inputs``). An int8 model's input range comes from its calibration images: (1, 0) for uint8 where they span
+    0-255, but a set of dark images gives another scale, and --io-dtype int8 a zero point of -128."""
+    after = "resized to the input size; no normalisation needed"
+    if io["dtype"] not in _INTEGER_RANGE:
+        return f"RGB pixels 0-255 as {io['dtype']}, {after}"
+    scale, zero_point = (io["scale"] or [1.0])[0], (io["zero_point"] or [0])[0]
+    low, high = _INTEGER_RANGE[io["dtype"]]
+    if abs(scale - 1.0) < 1e-6 and zero_point == low:
+        shift = "as they are" if low == 0 else f"minus {-low} (q = pixel - {-low})"
+        return f"RGB pixels 0-255 {shift}, {io['dtype']}, {after}"
+    return (f"RGB pixels 0-255 quantized as q = round(pixel / scale) + zero_point, clipped to {low}..{high}: pixels "
+            f"above {input_max_pixel(io):.0f} clip (the calibration images were no brighter); {after}")
+
+
+def input_max_pixel(io: dict) -> float:
+    """The brightest pixel an integer input tells apart (255 or more where its calibration images spanned 0-255)."""
+    scale, zero_point = (io["scale"] or [1.0])[0], (io["zero_point"] or [0])[0]
+    return (_INTEGER_RANGE[io["dtype"]][1] - zero_point) * scale
+
+
+def input_range_warning(name: str, io: dict, earlier: list[str]) -> str | None:
+    """The warning for an integer input that does not take raw pixels 0-255, said once: not where a warning about
+    the calibration images (its likely cause) came before it."""
+    if io["dtype"] not in _INTEGER_RANGE or input_max_pixel(io) >= 254.5 or earlier:
+        return None
+    return (f"{name} takes pixels up to {input_max_pixel(io):.0f} only (its calibration images were no brighter): "
+            "brighter pixels clip, and its input is not raw pixels (the card says how to feed it); calibrate on "
+            "images that span 0-255")
 
 
 def deployment_facts(content: bytes, entry: dict) -> dict:
@@ -399,6 +434,7 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
                         f"{Path(cfg.output).with_suffix('')}")
     runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
     out_dir = fileio.ensure_writable_dir(cfg.output)
+    (out_dir / CONVERTER_LOG).unlink(missing_ok=True)  # this export's chatter only (an earlier one's was kept)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
@@ -459,6 +495,10 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
                           per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG, work_dir=out_dir)
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
     entry = describe_tflite(path, content)
+    warning = input_range_warning(path.name, entry["inputs"][0], report.get("warnings", []))
+    if warning:
+        report.setdefault("warnings", []).append(warning)
+        job.say(f"warning: {warning}")
     if job.images is not None:
         job.say(f"checking {path.name} against the Keras model on {len(job.images)} held-out images")
         predictor = TFLitePredictor(path, tflite_interpreter(content), job.meta)
@@ -501,8 +541,11 @@ def _write_report(result: ExportResult, report: dict) -> ExportResult:
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
-    if (out_dir / CONVERTER_LOG).is_file():
-        result.files.append(out_dir / CONVERTER_LOG)
+    log = out_dir / CONVERTER_LOG
+    if log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
+        log.unlink()
+    if log.is_file():
+        result.files.append(log)
     report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
     result.report = report
     result.text = report_text(report)

@@ -165,6 +165,31 @@ def test_model_card_names_the_data_and_its_resize(data, dataset, resize):
     assert (card["accuracy"]["dataset"], card["input"]["resize"]) == (dataset, resize)
 
 
+@pytest.mark.parametrize(("dtype", "scale", "zero_point", "said"), [
+    ("uint8", 1.0, 0, "RGB pixels 0-255 as they are, uint8, resized"),
+    ("int8", 1.0, -128, "RGB pixels 0-255 minus 128 (q = pixel - 128), int8, resized"),  # it said "0-255" as well
+    # dark calibration images (pixels 0-97): the input is not raw pixels, and brighter ones clip
+    ("uint8", 0.3804, 0, "RGB pixels 0-255 quantized as q = round(pixel / scale) + zero_point, clipped to 0..255: "
+                         "pixels above 97 clip"),
+    ("float32", None, None, "RGB pixels 0-255 as float32, resized"),
+])
+def test_the_cards_input_format_follows_the_inputs_type_scale_and_zero_point(dtype, scale, zero_point, said):
+    io = {"dtype": dtype, "scale": [scale] if scale else [], "zero_point": [zero_point] if scale else []}
+    assert ex.input_format(io).startswith(said)
+
+
+def test_an_input_that_does_not_take_raw_pixels_is_warned_of_once():
+    dark = {"dtype": "uint8", "scale": [0.3804], "zero_point": [0]}  # calibrated on pixels 0-97
+    assert ex.input_range_warning("model_int8.tflite", dark, []) == (
+        "model_int8.tflite takes pixels up to 97 only (its calibration images were no brighter): brighter pixels "
+        "clip, and its input is not raw pixels (the card says how to feed it); calibrate on images that span 0-255")
+    assert ex.input_range_warning("model_int8.tflite", dark, ["calibration images do not look like ..."]) is None
+    for full in ({"dtype": "uint8", "scale": [1.0], "zero_point": [0]},
+                 {"dtype": "int8", "scale": [1.0], "zero_point": [-128]},
+                 {"dtype": "float32", "scale": [], "zero_point": []}):
+        assert ex.input_range_warning("m.tflite", full, []) is None
+
+
 def test_exported_files_remember_the_runs_data(exported):
     """evaluate and predict on an exported file, far from its run, use the data it was trained on."""
     from keras_resnet.evaluate import training_data_config
@@ -385,6 +410,19 @@ def test_the_edgetpu_compilers_files_are_in_the_export_report(exported, trained_
     assert {"model_int8_edgetpu.tflite", "model_int8_edgetpu.log"} <= set(result.report["files"])
     assert result.report["artifacts"]["model_int8.tflite"]["edgetpu"]["compiler"]["files"] == [
         "model_int8_edgetpu.log", "model_int8_edgetpu.tflite"]
+
+
+def test_converter_log_is_this_exports_and_only_where_the_converter_said_something(exported, trained_run, tmp_path,
+                                                                                   monkeypatch):
+    """An earlier int8 export's converter text stayed in a float16 export's converter.log; a float32 export wrote
+    an empty one."""
+    content = (exported.output_dir / "model_int8.tflite").read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "converter.log").write_text("input_inference_type: UINT8\n")  # an earlier export's
+    monkeypatch.setattr(ex, "convert", lambda *args, **kwargs: content)  # a converter that says nothing
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, eval_images=0))
+    assert not (out / "converter.log").exists() and "converter.log" not in result.report["files"]
 
 
 def test_quantize_alone_still_writes_the_savedmodel_too():
