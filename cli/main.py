@@ -152,47 +152,71 @@ class Terminated(KeyboardInterrupt):
     (temporaries removed, the run's lock given back) and with the same hint; it ended at once, with nothing said."""
 
 
-_unwinding = threading.Event()  # a Terminated is on its way up: a second SIGTERM must not cut the clean-up short
+class _Interrupts:
+    """SIGTERM raises :class:`Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt, and neither is
+    lost in a callback.
 
+    A signal that lands while Python runs a weakref callback, a garbage-collector hook or a ``__del__`` (often, in
+    TensorFlow and JAX) raises where Python can only print a traceback and drop it: the command ran on to the end,
+    exit 0, and ignored every later SIGTERM. Such a signal is recorded, and a watcher thread sends it again until
+    the main thread raises it where it is seen; one still unraised when the command ends makes its exit status.
+    """
 
-def _terminated(signum, frame) -> None:
-    if not _unwinding.is_set():
-        _unwinding.set()
-        raise Terminated
+    def __init__(self) -> None:
+        self.unwinding = False  # a Terminated is on its way up: a second SIGTERM must not cut the clean-up short
+        self.dropped: int | None = None  # a signal Python dropped, not raised again yet
+        self._stop = threading.Event()
 
+    def on_sigterm(self, signum, frame) -> None:
+        if not self.unwinding:
+            self.unwinding, self.dropped = True, None
+            raise Terminated
 
-def _interrupt_unraisable(previous_hook):
-    """A SIGTERM or Ctrl-C that lands while Python runs a weakref callback, a garbage-collector hook or a ``__del__``
-    (often, in TensorFlow and JAX) raises where Python can only print a traceback and drop it: the command ran on to
-    the end, exit 0 (and ignored every later SIGTERM). Send the signal again, a moment later from another thread:
-    raised in this hook it would be dropped again; the main thread raises it at its next line of ordinary code."""
-    def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # Terminated is one
-            terminated = isinstance(unraisable.exc_value, Terminated)
-            _unwinding.clear()
-            again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM if terminated else signal.SIGINT))
-            again.daemon = True
-            again.start()
-            return
-        previous_hook(unraisable)
-    return hook
+    def on_sigint(self, signum, frame) -> None:
+        self.dropped = None
+        raise KeyboardInterrupt
+
+    def hook(self, previous_hook):
+        def unraisable(info) -> None:
+            if not isinstance(info.exc_value, KeyboardInterrupt):  # Terminated is one
+                previous_hook(info)
+            elif isinstance(info.exc_value, Terminated):
+                self.unwinding, self.dropped = False, signal.SIGTERM
+            else:
+                self.dropped = signal.SIGINT
+        return unraisable
+
+    def watch(self) -> None:
+        while not self._stop.wait(0.02):
+            dropped = self.dropped
+            if dropped is not None:
+                os.kill(os.getpid(), dropped)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the body, as Ctrl-C raises KeyboardInterrupt, and neither is lost in a
-    callback (main thread only: the only one Python runs signal handlers on)."""
+def _sigterm_as_interrupt() -> Iterator[_Interrupts]:
+    """Signals as :class:`_Interrupts` says, in the body (main thread only: the one Python runs signal handlers on)."""
+    state = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
-    previous, previous_hook = signal.signal(signal.SIGTERM, _terminated), sys.unraisablehook
-    sys.unraisablehook = _interrupt_unraisable(previous_hook)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, state.on_sigterm)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (cmd &)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, state.on_sigint)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, state.hook(sys.unraisablehook)
+    watcher = threading.Thread(target=state.watch, name="kres-signals", daemon=True)
+    watcher.start()
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        state.stop()
+        watcher.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sys.unraisablehook = previous_hook
-        _unwinding.clear()
 
 
 class _ProgressMayGo:
@@ -236,13 +260,20 @@ def _stderr_may_go() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``kres``; user errors print one ``Error:`` line and exit 2, never a traceback."""
-    with _sigterm_as_interrupt(), _stderr_may_go():
+    with _sigterm_as_interrupt() as interrupts, _stderr_may_go():
         try:
             code = _main(sys.argv[1:] if argv is None else argv)
             sys.stdout.flush()  # here, not at exit, where a closed pipe was exit status 1 with nothing said
-            return code
         except BrokenPipeError:  # a flush of stdout, or stderr's reader gone while saying what went wrong
             return _reader_gone() if _stdout_gone() else 1
+    if interrupts.dropped is not None:  # the command finished before the signal could be raised again
+        return _interrupted(interrupts.dropped == signal.SIGTERM)
+    return code
+
+
+def _interrupted(terminated: bool, text: str = "") -> int:
+    click.echo(f"{'Terminated' if terminated else 'Aborted'}. {text or INTERRUPTED}", err=True)
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
 
 
 def _main(args: list[str]) -> int:
@@ -255,9 +286,7 @@ def _main(args: list[str]) -> int:
     except _ReaderGone:
         return _reader_gone()
     except click.exceptions.Abort as err:  # Ctrl-C: train says how to resume; the rest write whole files only
-        terminated = isinstance(err.__cause__ or err.__context__, Terminated)
-        click.echo(f"{'Terminated' if terminated else 'Aborted'}. {str(err) or INTERRUPTED}", err=True)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        return _interrupted(isinstance(err.__cause__ or err.__context__, Terminated), str(err))
     except _NO_ARGS_IS_HELP as err:  # `kres` or `kres bench` alone: the help, as --help prints it
         click.echo(err.ctx.get_help())
         return 0

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import click
 import pytest
@@ -336,6 +337,39 @@ def test_a_signal_raised_inside_a_callback_is_not_lost(name, raised, after, prin
     script = _SWALLOWED.format(signal=name, raised=raised, after=after)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, printed), result.stderr
+
+
+_DROPPED_AT_THE_END = """
+import signal, sys, time, types
+from kres.main import Terminated, _sigterm_as_interrupt
+
+with _sigterm_as_interrupt() as interrupts:
+    sys.unraisablehook(types.SimpleNamespace(exc_value={raised}()))  # dropped in a callback, as the command ends
+print(int(interrupts.dropped), flush=True)
+time.sleep(0.5)  # nothing is sent after the block: the caller (a library user, a test) goes on
+print("went on", flush=True)
+"""
+
+
+@pytest.mark.parametrize("raised, number", [("Terminated", 15), ("KeyboardInterrupt", 2)])
+def test_a_dropped_signal_is_the_exit_status_and_is_not_sent_after_the_command(raised, number):
+    """The signal was sent again 10 ms later by a timer nothing cancelled: a Ctrl-C raised in the caller after
+    main() had returned, a SIGTERM killed it with no word said."""
+    result = subprocess.run([sys.executable, "-c", _DROPPED_AT_THE_END.format(raised=raised)], capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, f"{number}\nwent on\n"), result.stderr
+
+
+def test_a_command_that_ends_with_a_dropped_signal_exits_as_interrupted(monkeypatch, capsys):
+    import kres.main as kres_main
+
+    def ends_with_a_dropped_sigterm(args):
+        sys.unraisablehook(SimpleNamespace(exc_value=kres_main.Terminated()))
+        return 0
+
+    monkeypatch.setattr(kres_main, "_main", ends_with_a_dropped_sigterm)
+    assert main(["info", "--depth", "18"]) == 128 + 15
+    assert capsys.readouterr().err == f"Terminated. {kres_main.INTERRUPTED}\n"
 
 
 _PROGRESS_READER_GONE = """
