@@ -242,7 +242,11 @@ class _ProgressMayGo:
 
     def _gone(self) -> None:
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

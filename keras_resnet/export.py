@@ -176,7 +176,9 @@ def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
     if cfg.data_dir is None and cfg.dataset is None:
         return data_config
     builtin = cfg.dataset == "digits" and cfg.data_dir is None
-    return {**(data_config or {}), "data_dir": cfg.data_dir, "dataset": None if builtin else cfg.dataset}
+    # absolute, as train keeps it: the exported meta.json is read from other folders
+    return {**(data_config or {}), "data_dir": fileio.absolute(cfg.data_dir),
+            "dataset": None if builtin else cfg.dataset}
 
 
 def exported_meta(meta: ModelMeta, data_config: dict | None) -> ModelMeta:
@@ -509,8 +511,9 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         job.say(f"checking {path.name} against the Edge TPU requirements")
         try:
             checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops)
-        except KresError:  # refused: no model under the final name, nor an earlier export's card beside it
-            for stale in (path, card_name(path, name)):
+        except KresError:  # refused: no model under the final name, nor what an earlier export left beside it
+            compiled = [path.with_name(f"{path.stem}_edgetpu{suffix}") for suffix in (".tflite", ".log")]
+            for stale in (path, card_name(path, name), *compiled):
                 stale.unlink(missing_ok=True)
             raise
         entry["edgetpu"] = checked.to_dict()

@@ -210,3 +210,11 @@ def write_json(final: str | os.PathLike, data) -> None:
     except ValueError as err:
         raise KresError(f"cannot write {final}: a value is not a finite number ({err}); nothing was written") from None
     write_text(final, text + "\n")
+
+
+def absolute(path: str | None) -> str | None:
+    """A path as the user typed it, made absolute (``~`` expanded), to be read from any folder later; a URL
+    (``gs://``, ``s3://``) as typed."""
+    if path is None or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))

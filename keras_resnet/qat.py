@@ -209,7 +209,8 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         keras.utils.set_random_seed(data_cfg.seed)
         datasets = load_datasets(data_cfg)
     _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch, stream)
-    content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype)
+    content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype,
+                      work_dir=output_dir)
     return _write(content, model_path, output_dir, epochs)
 
 

@@ -486,7 +486,8 @@ def _mixed_files(run, layers, model, meta, heldout, out_dir, report, section) ->
     entry = describe_tflite(path, content)
     section["float_layers"], section["float_tensors"] = layers, names
     int8_path = out_dir / "model_int8.tflite"
-    candidates = {"float32": convert(model, "float32"), "int8": int8_path.read_bytes(), MIXED_NAME: content}
+    candidates = {"float32": convert(model, "float32", work_dir=out_dir), "int8": int8_path.read_bytes(),
+                  MIXED_NAME: content}
     comparison = {name: {"latency_ms": latency_ms(blob)} for name, blob in candidates.items()}
     if heldout is not None:
         images, labels = heldout

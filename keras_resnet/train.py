@@ -154,9 +154,7 @@ _PATHS = (("train", "weights"), ("data", "data_dir"), ("data", "tfds_dir"))
 
 
 def _absolute_path(field: str, value: str | None) -> str | None:
-    if value is None or (field == "weights" and value == "imagenet") or "://" in value:  # gs://, s3://: as typed
-        return value
-    return os.path.abspath(os.path.expanduser(value))
+    return value if field == "weights" and value == "imagenet" else fileio.absolute(value)
 
 
 def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig]:

@@ -377,8 +377,10 @@ def _shortened(text: str, limit: int = 160) -> str:
     was cut at "Re-running `torch.")."""
     if len(text) <= limit:
         return text
-    sentence = text.rfind(". ", 0, limit)
-    return text[:sentence + 1] if sentence > 0 else text[:text.rfind(" ", 0, limit)] + " ..."
+    sentence, space = text.rfind(". ", 0, limit), text.rfind(" ", 0, limit)
+    if sentence > 0:
+        return text[:sentence + 1]
+    return text[:space if space > 0 else limit] + " ..."
 
 
 # ---------------------------------------------------------------------------------------------- torchvision

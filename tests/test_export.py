@@ -214,6 +214,11 @@ def test_exported_files_remember_the_data_they_were_exported_with(run_dir, tmp_p
                               eval_images=0))
     assert ModelMeta.load(out).extra["data"] == {"data_dir": None, "dataset": None}
     assert _trained_on_digits(load_predictor(out / "model.keras"))
+    # a relative --data-dir is kept absolute, as train keeps it: the exported meta.json is read from other folders
+    assert ex.moved_data(None, ex.ExportConfig(source="m", output="o", data_dir="photos")) == {
+        "data_dir": str(Path.cwd() / "photos"), "dataset": None}
+    assert ex.moved_data(None, ex.ExportConfig(source="m", output="o", data_dir="gs://b/photos"))["data_dir"] == \
+        "gs://b/photos"
 
 
 def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout, tmp_path):
@@ -381,7 +386,8 @@ def test_a_model_the_edgetpu_check_refuses_is_not_left_under_its_name(exported, 
     monkeypatch.setattr(edgetpu, "check", refused)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "model_int8.card.json").write_text("{}")  # an earlier export's card
+    for earlier in ("model_int8.card.json", "model_int8_edgetpu.tflite", "model_int8_edgetpu.log"):
+        (out / earlier).write_text("{}")  # an earlier export's card, and the compiler's files (or this one's)
     with pytest.raises(KresError, match="a simulated CPU op"):
         ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), edgetpu=True, eval_images=0),
                   calibration=lambda: (img[None] for img in heldout[0][:2]))

@@ -162,6 +162,7 @@ def test_a_long_reason_is_cut_after_a_sentence_or_between_words():
                                       "options, do those steps only if you trust the source of the checkpoint.")
     assert _shortened("word " * 40) == ("word " * 32).strip() + " ..."  # 159 characters, then the dots
     assert _shortened("short") == "short"
+    assert _shortened("x" * 300) == "x" * 160 + " ..."  # no space: cut at the limit (it kept 299 characters)
 
 
 def test_missing_and_unsupported_files(tmp_path):
