@@ -19,7 +19,15 @@ import numpy as np
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta, find_meta, generic_labels, outputs_of
-from keras_resnet.quantize import CONVERTER_LOG, QUANTIZE_MODES, check_io_dtype, check_mode, convert, describe_tflite
+from keras_resnet.quantize import (
+    CONVERTER_LOG,
+    QUANTIZE_MODES,
+    check_io_dtype,
+    check_mode,
+    convert,
+    describe_tflite,
+    weights_bytes,
+)
 from keras_resnet.rebuild import load_float32_model
 from keras_resnet.runtime import compare
 
@@ -248,7 +256,7 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-    with fileio.atomic_dir(directory, need=_weights_bytes(model)) as tmp:
+    with fileio.atomic_dir(directory, need=weights_bytes(model)) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)
 
@@ -258,14 +266,11 @@ def _write_archive(archive, path: Path) -> None:
 
 
 def save_keras(model, final: Path) -> Path:
-    with fileio.atomic_path(final, need=_weights_bytes(model)) as tmp:
+    with fileio.atomic_path(final, need=weights_bytes(model)) as tmp:
         model.save(tmp)
     return final
 
 
-def _weights_bytes(model) -> int:
-    """What a saved model needs at least: its weights (the graph and metadata add a little)."""
-    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
 
 
 def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> bytes:

@@ -63,6 +63,14 @@ def out_of_space_error(final: Path, written: int, need: int | None) -> OutOfSpac
                       f"{_mb(free)} is free; free some space or choose another output path")
 
 
+def free_bytes(directory: str | os.PathLike) -> int:
+    """Free bytes on the device of ``directory`` (0 where that cannot be read)."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 0
+
+
 def _require_space(final: Path, need: int | None) -> None:
     """Fail before writing when the estimate alone does not fit: h5py, after a write fails for want of
     space, can crash the interpreter when it cleans up at exit, so it had better never start such a write."""

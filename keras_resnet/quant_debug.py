@@ -353,7 +353,8 @@ def training_stats(data_cfg) -> dict:
     """:func:`channel_stats` of the run's training images through eval preprocessing (what calibration reads)."""
     from keras_resnet.data import calibration_images
 
-    return channel_stats(calibration_images(data_cfg, STATS_IMAGES))
+    stats = channel_stats(calibration_images(data_cfg, STATS_IMAGES))
+    return {"mean": stats["mean"], "std": stats["std"]}  # what meta.json records, as before the count
 
 
 def record_input_stats(run_dir: Path, data_cfg) -> None:

@@ -190,8 +190,10 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     if mode == "int8" and representative_data is None:
         raise KresError("int8 quantization needs calibration images: export from a run directory, or pass "
                         "representative data")
-    # Beside the artifacts, where a killed export's SavedModel (as large as the weights) is cleaned up next time.
-    work = tempfile.TemporaryDirectory(dir=work_dir, prefix=fileio.CONVERT_TEMP_PREFIX)
+    # Beside the artifacts, where a killed export's SavedModel (as large as the weights) is cleaned up next time;
+    # in the system's temporary folder where the artifacts' device has no room for it and the model besides.
+    room = work_dir is not None and fileio.free_bytes(work_dir) > 2 * weights_bytes(model)
+    work = tempfile.TemporaryDirectory(dir=work_dir if room else None, prefix=fileio.CONVERT_TEMP_PREFIX)
     with work as tmp, converter_chatter_to(log):
         converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
                                                                                 tmp))
@@ -221,6 +223,11 @@ def configure(converter, mode: str, representative_data, io_dtype: str, per_chan
         _compat.set_per_channel_dense(converter, per_channel_dense)
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+
+
+def weights_bytes(model) -> int:
+    """What a saved model needs at least: its weights (the graph and metadata add a little)."""
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
 
 
 def batch1_saved_model(model, directory: str | os.PathLike) -> str:
