@@ -145,6 +145,9 @@ def resolve_source(path: str | os.PathLike) -> Source:
     run_dir = None
     if path.is_dir():
         model_path = runs.find_model(path)
+        if model_path is None and (path / "saved_model.pb").is_file():
+            raise KresError(f"{path} is a SavedModel, which export does not read: export from the run directory, or "
+                            f"the .keras file beside it ({path.parent / 'model.keras'})")
         if model_path is None:
             raise KresError(f"{path} holds no model ({runs.no_model_text()}): train into it first or pass a .keras "
                             "file")

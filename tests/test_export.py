@@ -263,9 +263,15 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
     broken.mkdir()
     shutil.copy(run_dir / "best.keras", broken / "best.keras")
     (broken / "config.json").write_text("{not json")
+    saved = tmp_path / "exported" / "saved_model"
+    saved.mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"")
     cases = [
         (["export", str(not_model), "-o", str(tmp_path / "o")], "is not a .keras model"),
         (["export", str(tmp_path / "empty_run"), "-o", str(tmp_path / "o")], "holds no model (no best.keras"),
+        (["export", str(saved), "-o", str(tmp_path / "o")],  # it said "holds no model (no best.keras ..."
+         f"{saved} is a SavedModel, which export does not read: export from the run directory, or the .keras file "
+         f"beside it ({saved.parent / 'model.keras'})"),
         (["export", str(run_dir), "-o", str(tmp_path / "o"), "--tflite", "--quantize", "int4"],
          "unknown quantize mode 'int4': choose one of float32, float16, dynamic, int8"),
         (["export", str(run_dir), "-o", str(blocker / "sub")], "cannot write to"),
