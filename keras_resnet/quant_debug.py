@@ -245,15 +245,38 @@ def check_layers_have_tensors(run: DebugRun, layers: Sequence[str]) -> None:
     """Refuse a layer with no tensor of its own in TFLite: the converter fuses batch norms and ReLUs into the op
     before them, so keeping one in float would keep nothing in float."""
     has_rows = {row.layer for row in run.rows}
-    missing = {name: _fused_into(run, name, has_rows) for name in layers if name not in has_rows}
-    if not missing:
+    _refuse_fused({name: _fused_into(run, name, has_rows) for name in layers if name not in has_rows})
+
+
+def _refuse_fused(fused: dict[str, str | None]) -> None:
+    """The one line for layers with no op of their own in TFLite (layer -> the layer whose op computes it)."""
+    if not fused:
         return
     what = "; ".join(f"{name} is fused into {owner}" if owner else f"{name} has no op of its own"
-                     for name, owner in missing.items())
-    owners = list(dict.fromkeys(owner for owner in missing.values() if owner))
+                     for name, owner in fused.items())
+    owners = list(dict.fromkeys(owner for owner in fused.values() if owner))
     fix = f"name {', '.join(owners)} instead" if owners else "name a conv or dense layer"
     raise KresError(f"--float-layers: {what} in TFLite: {fix} (the layer column of quant_debug.csv lists the "
                     "names that work)")
+
+
+_FOLDED = ("BatchNormalization", "Dropout")  # never an op of their own in TFLite
+_ACTIVATIONS = ("ReLU", "Activation")  # fused into a conv or dense op (or a batch norm's) before them
+_WEIGHTED_OR_FOLDED = (*_WEIGHTED_LAYERS, *_FOLDED)
+
+
+def _folded_in_keras(model, name: str, reads: dict[str, list[str]]) -> str | None:
+    """The layer whose TFLite op computes ``name`` where the Keras graph alone tells (a batch norm, a dropout, an
+    activation right after a conv or batch norm); None for a layer that may have an op of its own."""
+    kind = lambda layer: type(model.get_layer(layer)).__name__  # noqa: E731
+    before = reads.get(name, [])
+    folded = kind(name) in _FOLDED or (kind(name) in _ACTIVATIONS and len(before) == 1
+                                       and kind(before[0]) in _WEIGHTED_OR_FOLDED)
+    if not folded:
+        return None
+    while len(reads.get(name, [])) == 1 and kind(name) in (*_FOLDED, *_ACTIVATIONS):
+        name = reads[name][0]
+    return name
 
 
 def _fused_into(run: DebugRun, name: str, has_rows: set[str]) -> str | None:
@@ -289,6 +312,9 @@ def check_float_layers(model, layers: Sequence[str]) -> None:
     if unknown:
         raise KresError(f"--float-layers: no layer named {', '.join(unknown)} in the model: use Keras layer names "
                         "such as conv4_block2_2_conv (quant_debug.csv lists them)")
+    # Before any long work; the debugger's tensors show the rest (an add fused with the ReLU after it).
+    reads = _reads(model)
+    _refuse_fused({name: owner for name in layers if (owner := _folded_in_keras(model, name, reads)) is not None})
 
 
 # --- files ---------------------------------------------------------------------------------------------------

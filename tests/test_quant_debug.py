@@ -276,6 +276,21 @@ def test_float_layer_fused_in_tflite_is_refused_with_the_layer_to_name(fused_run
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("layers, message", [
+    (["conv1_bn"], "--float-layers: conv1_bn is fused into conv1_conv in TFLite: name conv1_conv instead (the "
+                   "layer column of quant_debug.csv lists the names that work)"),
+    (["conv1_conv", "conv1_relu", "top_dropout"],
+     "--float-layers: conv1_relu is fused into conv1_conv; top_dropout is fused into avg_pool in TFLite: name "
+     "conv1_conv, avg_pool instead"),
+])
+def test_a_fused_float_layer_the_keras_graph_shows_is_refused_before_any_conversion(layers, message):
+    """It was refused after the whole export: the SavedModel, every .tflite, QAT and the debugger."""
+    with pytest.raises(KresError) as caught:
+        qd.check_float_layers(_fused_model(), layers)
+    assert str(caught.value).startswith(message)
+    qd.check_float_layers(_fused_model(), ["conv1_conv", "conv2_block1_out", "conv2_block1_add"])  # TFLite tells
+
+
 def test_export_refuses_a_fused_float_layer_before_writing_debug_files(tmp_path):
     model = _fused_model()
     run = tmp_path / "run"
