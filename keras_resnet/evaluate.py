@@ -307,9 +307,12 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     if outputs is not None:
         labels = outputs[np.argmax(labels, axis=1)]
     reports = []
-    for i, (p, pr, sec) in enumerate(zip(predictors, probs, seconds)):
+    one, two = ["confusion_matrix.png"], ["confusion_matrix_a.png", "confusion_matrix_b.png"]
+    png_names = one if len(predictors) == 1 else two
+    for stale in set(one + two) - set(png_names):
+        (out_dir / stale).unlink(missing_ok=True)  # an earlier evaluation's, of one model or two, beside this one's
+    for p, pr, sec, png_name in zip(predictors, probs, seconds, png_names):
         metrics = compute_metrics(pr, labels, class_names)
-        png_name = "confusion_matrix.png" if len(predictors) == 1 else f"confusion_matrix_{'ab'[i]}.png"
         png = save_confusion_png(metrics.confusion, class_names, out_dir / png_name,
                                  f"{p.path.name} ({p.kind}): top-1 {metrics.top1:.2%} on {metrics.num_examples}")
         reports.append(ModelReport(path=str(p.path), kind=p.kind, input_shape=list(p.input_shape), metrics=metrics,

@@ -239,6 +239,8 @@ def run_dir(tmp_path_factory):
 
 def test_cli_evaluates_a_run_on_its_training_data_and_compares_with_tflite(run_dir, capsys):
     run, model = run_dir
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "confusion_matrix.png").write_bytes(PNG_MAGIC)  # an earlier evaluation's, of one model
     assert main(["evaluate", str(run), str(run / "model.tflite"), "--json", "--batch-size", "5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["data"]["source"] == "training config" and report["data"]["num_val"] == 12
@@ -254,6 +256,7 @@ def test_cli_evaluates_a_run_on_its_training_data_and_compares_with_tflite(run_d
     assert got["top1"] == pytest.approx(expected.top1) and got["loss"] == pytest.approx(expected.loss, rel=1e-5)
     assert Path(report["json_path"]) == run / "eval" / "evaluation.json"
     assert (run / "eval" / "confusion_matrix_a.png").read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in (run / "eval").glob("*.png")) == ["confusion_matrix_a.png", "confusion_matrix_b.png"]
 
 
 def test_cli_table_output(run_dir, capsys, tmp_path):
