@@ -307,6 +307,8 @@ def _quantize_calibrated(run: DebugRun, denylisted_nodes: list[str]) -> bytes:
 
 
 def check_float_layers(model, layers: Sequence[str]) -> None:
+    if not layers:
+        return
     known = {layer.name for layer in model.layers}
     unknown = [name for name in layers if name not in known]
     if unknown:

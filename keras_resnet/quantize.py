@@ -227,7 +227,9 @@ def configure(converter, mode: str, representative_data, io_dtype: str, per_chan
 
 def weights_bytes(model) -> int:
     """What a saved model needs at least: its weights (the graph and metadata add a little)."""
-    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+    # Keras 3 names a dtype ("float32"); tf_keras (QAT's models) gives a tf.DType, which numpy cannot read.
+    return sum(int(np.prod(w.shape)) * (getattr(w.dtype, "size", None) or np.dtype(w.dtype).itemsize)
+               for w in model.weights)
 
 
 def batch1_saved_model(model, directory: str | os.PathLike) -> str:
