@@ -74,7 +74,10 @@ def _print(result) -> None:
     if data.get("split_from"):
         images = (f"{data['num_val']} of its {data['split_from']} images (the validation split: --val-split "
                   f"{data['val_split']}, seed {data['seed']})")
-    click.echo(f"Data: {source}, {images}, {len(data['class_names'])} classes, {data['image_size']} px "
+    classes = len(data["class_names"])
+    seen = data.get("classes_seen", classes)  # a folder of some of the model's classes
+    classes = f"{classes} classes" if seen == classes else f"{seen} of its {classes} classes"
+    click.echo(f"Data: {source}, {images}, {classes}, {data['image_size']} px "
                f"(from the {data['source']})")
     for report in result.models:
         m = report.metrics

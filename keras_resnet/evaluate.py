@@ -325,7 +325,8 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     # A folder without val/ is split as training split it: only its validation share is scored (say how much).
     split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir)
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
-                 "num_val": int(datasets.num_val), "skipped_files": int(datasets.skipped_files),
+                 "num_val": int(datasets.num_val), "classes_seen": _classes_seen(labels),
+                 "skipped_files": int(datasets.skipped_files),
                  "split_from": int(datasets.num_train + datasets.num_val) if split else None,
                  "source": "options" if cfg.has_data_option else "training config"}
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
@@ -358,6 +359,11 @@ def _run(predictors: list[Predictor], dataset, total: int, batch_size: int, prog
     if not labels:
         raise KresError("the evaluation split is empty: give the data a validation split with images in it")
     return [np.concatenate(p) for p in probs], np.concatenate(labels), seconds
+
+
+def _classes_seen(labels: np.ndarray) -> int:
+    """How many classes the validation images hold (labels one-hot, or the models' output indices)."""
+    return int(np.unique(labels if labels.ndim == 1 else np.argmax(labels, axis=1)).size)
 
 
 def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[list[str], np.ndarray | None]:

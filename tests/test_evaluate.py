@@ -166,6 +166,18 @@ def test_a_folder_without_val_says_only_its_validation_split_is_scored(stub_worl
                                      image_size=32)).data["split_from"] is None  # val/ beside train/ is read whole
 
 
+def test_a_folder_of_some_of_the_models_classes_says_how_many(capsys):
+    """It said "3 classes" (the model's) for a validation folder of 2 of them."""
+    from kres.evaluate import _print
+
+    assert ev._classes_seen(np.eye(3)[[0, 2, 0]]) == 2 and ev._classes_seen(np.array([1, 1, 2])) == 2
+    data = {"dataset": None, "data_dir": "pets", "num_val": 12, "split_from": None, "class_names": ["a", "b", "c"],
+            "classes_seen": 2, "image_size": 32, "source": "options"}
+    _print(SimpleNamespace(data=data, models=[], comparison=None, warnings=[], json_path="e.json"))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "Data: pets, 12 images, 2 of its 3 classes, 32 px (from the options)"
+
+
 def test_explicit_image_size_that_does_not_fit_the_model(stub_world):
     tmp_path, seen = stub_world
     cfg = ev.EvalConfig(models=["m"], dataset="synthetic", image_size=40, output=str(tmp_path))
