@@ -274,8 +274,6 @@ def save_keras(model, final: Path) -> Path:
     return final
 
 
-
-
 def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> bytes:
     from keras_resnet.qat import quantization_aware_finetune
 
@@ -327,7 +325,7 @@ def input_format(io: dict) -> str:
     after = "resized to the input size; no normalisation needed"
     if io["dtype"] not in _INTEGER_RANGE:
         return f"RGB pixels 0-255 as {io['dtype']}, {after}"
-    scale, zero_point = (io["scale"] or [1.0])[0], (io["zero_point"] or [0])[0]
+    scale, zero_point = _quantization(io)
     low, high = _INTEGER_RANGE[io["dtype"]]
     if abs(scale - 1.0) < 1e-6 and zero_point == low:
         shift = "as they are" if low == 0 else f"minus {-low} (q = pixel - {-low})"
@@ -338,8 +336,13 @@ def input_format(io: dict) -> str:
 
 def input_max_pixel(io: dict) -> float:
     """The brightest pixel an integer input tells apart (255 or more where its calibration images spanned 0-255)."""
-    scale, zero_point = (io["scale"] or [1.0])[0], (io["zero_point"] or [0])[0]
+    scale, zero_point = _quantization(io)
     return (_INTEGER_RANGE[io["dtype"]][1] - zero_point) * scale
+
+
+def _quantization(io: dict) -> tuple[float, int]:
+    """(scale, zero point) of a tensor :func:`describe_tflite` lists; (1, 0) where it has none."""
+    return (io["scale"] or [1.0])[0], (io["zero_point"] or [0])[0]
 
 
 def input_range_warning(name: str, io: dict, earlier: list[str]) -> str | None:
@@ -520,8 +523,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         try:
             checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops)
         except KresError:  # refused: no model under the final name, nor what an earlier export left beside it
-            compiled = [path.with_name(f"{path.stem}_edgetpu{suffix}") for suffix in (".tflite", ".log")]
-            for stale in (path, card_name(path, name), *compiled):
+            for stale in (path, card_name(path, name), *edgetpu.compiled_files(path)):
                 stale.unlink(missing_ok=True)
             raise
         entry["edgetpu"] = checked.to_dict()

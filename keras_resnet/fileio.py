@@ -51,10 +51,7 @@ def _mb(size: int) -> str:
 
 def out_of_space_error(final: Path, written: int, need: int | None) -> OutOfSpace:
     """The one line for a full disk: what was being written, how much it needed, how much is free."""
-    try:
-        free = shutil.disk_usage(final.parent).free
-    except OSError:
-        free = 0
+    free = free_bytes(final.parent) or 0
     if need:
         needed = f"about {_mb(max(need, written))}"
     else:
@@ -63,12 +60,12 @@ def out_of_space_error(final: Path, written: int, need: int | None) -> OutOfSpac
                       f"{_mb(free)} is free; free some space or choose another output path")
 
 
-def free_bytes(directory: str | os.PathLike) -> int:
-    """Free bytes on the device of ``directory`` (0 where that cannot be read)."""
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    """Free bytes on the device of ``directory`` (None where that cannot be read)."""
     try:
         return shutil.disk_usage(directory).free
     except OSError:
-        return 0
+        return None
 
 
 def _require_space(final: Path, need: int | None) -> None:
@@ -76,11 +73,8 @@ def _require_space(final: Path, need: int | None) -> None:
     space, can crash the interpreter when it cleans up at exit, so it had better never start such a write."""
     if not need:
         return
-    try:
-        free = shutil.disk_usage(final.parent).free
-    except OSError:
-        return
-    if free < need:
+    free = free_bytes(final.parent)
+    if free is not None and free < need:
         raise out_of_space_error(final, 0, need)
 
 

@@ -192,7 +192,7 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
                         "representative data")
     # Beside the artifacts, where a killed export's SavedModel (as large as the weights) is cleaned up next time;
     # in the system's temporary folder where the artifacts' device has no room for it and the model besides.
-    room = work_dir is not None and fileio.free_bytes(work_dir) > 2 * weights_bytes(model)
+    room = work_dir is not None and (fileio.free_bytes(work_dir) or 0) > 2 * weights_bytes(model)
     work = tempfile.TemporaryDirectory(dir=work_dir if room else None, prefix=fileio.CONVERT_TEMP_PREFIX)
     with work as tmp, converter_chatter_to(log):
         converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),

@@ -430,10 +430,10 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
 def qat_card(model: Path, data: DataConfig, again: bool = True) -> Path:
     """``model_qat_int8.card.json`` beside the QAT model (what an app needs), as ``kres export`` writes beside its
     files; with ``again`` False (a model made before), kept where it is there already."""
-    from keras_resnet.export import QAT_NAME, write_card
+    from keras_resnet.export import QAT_NAME, card_name, write_card
     from keras_resnet.quantize import describe_tflite
 
-    card = model.with_name(f"model_{QAT_NAME}.card.json")
+    card = card_name(model, QAT_NAME)
     if again or not card.is_file():
         content = model.read_bytes()
         write_card(model, content, describe_tflite(model, content), ModelMeta.load(model.parent), data, QAT_NAME)
