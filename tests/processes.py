@@ -4,6 +4,7 @@ C++ logs quiet and no cluster (``TF_CONFIG``) inherited from the shell."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 KRES = [sys.executable, "-c", "from kres.main import entry_point; entry_point()"]
@@ -14,3 +15,10 @@ def kres_env(**extra: str) -> dict:
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child that is sent Ctrl-C: SIGINT back to its default. A shell starts a background job
+    (``pytest &``, some CI runners) with SIGINT ignored, every child inherits that, and kres rightly leaves an
+    ignored Ctrl-C ignored; the tests that send one would then fail for the way the suite was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import click
 import pytest
-from processes import KRES, kres_env
+from processes import KRES, ctrl_c_as_at_a_terminal, kres_env
 
 from keras_resnet.errors import KresError
 from kres.main import main
@@ -335,7 +335,8 @@ _SECOND_SIGTERM = """os.kill(os.getpid(), signal.SIGTERM)  # unwound once: a sec
 ])
 def test_a_signal_raised_inside_a_callback_is_not_lost(name, raised, after, printed):
     script = _SWALLOWED.format(signal=name, raised=raised, after=after)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     assert (result.returncode, result.stdout) == (0, printed), result.stderr
 
 

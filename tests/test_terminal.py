@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from processes import ctrl_c_as_at_a_terminal
 
 from keras_resnet.terminal import stderr_without
 from kres.main import _STARTUP_NOISE
@@ -92,5 +93,6 @@ def test_ctrl_c_reaches_kres_and_not_its_stderr_filter():
     """The filter process got Ctrl-C too: it printed a KeyboardInterrupt traceback above kres's 'Aborted.' line,
     and whatever kres wrote to stderr while it was dead was lost."""
     result = subprocess.run([sys.executable, "-c", _CTRL_C], capture_output=True, text=True, timeout=60,
-                            start_new_session=True)  # its own process group, which it then interrupts
+                            start_new_session=True,  # its own process group, which it then interrupts
+                            preexec_fn=ctrl_c_as_at_a_terminal)
     assert result.stderr == "before\nAborted.\n"
