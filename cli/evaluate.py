@@ -31,8 +31,11 @@ def _one_data_option(ctx, param, value):
 @click.option("--dataset", default=None, callback=_one_data_option,
               help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), callback=_one_data_option,
-              help="Image folders as train takes them: DIR/val/<class>/ is read (beside DIR/train/), or the "
-                   "validation split of DIR/<class>/ (with the run's --val-split and --seed).")
+              help="Image folders as train takes them: DIR/val/<class>/ is read whole, or the validation split "
+                   "of DIR/<class>/ (with the run's --val-split and --seed; --all-images: every image).")
+@click.option("--all-images", is_flag=True,
+              help="Score every image of --data-dir's class folders (a held-out test folder), not the validation "
+                   "split training would keep back.")
 @click.option("--tfds-dir", default=None, type=click.Path(),
               help="TFDS data_dir holding --dataset (alone: the run's dataset, found there).")
 @image_size_option(default=None)
@@ -41,12 +44,14 @@ def _one_data_option(ctx, param, value):
               help="Directory for evaluation.json and the confusion PNG(s). [default: eval/ beside the model]")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")
-def evaluate(models, dataset, data_dir, tfds_dir, image_size, batch_size, output, threads, as_json) -> None:
+def evaluate(models, dataset, data_dir, all_images, tfds_dir, image_size, batch_size, output, threads,
+             as_json) -> None:
     from keras_resnet.evaluate import EvalConfig
     from keras_resnet.evaluate import evaluate as run_evaluate
 
     cfg = EvalConfig(models=list(models), dataset=dataset, data_dir=data_dir, tfds_dir=tfds_dir,
-                     image_size=image_size, batch_size=batch_size, output=output, num_threads=threads)
+                     image_size=image_size, batch_size=batch_size, output=output, num_threads=threads,
+                     all_images=all_images)
     bar = None
 
     def progress(done: int, total: int) -> None:
@@ -71,9 +76,11 @@ def _print(result) -> None:
     data = result.data
     source = data.get("dataset") or data.get("data_dir") or "digits (built-in)"
     images = f"{data['num_val']} images"
-    if data.get("split_from"):
+    if data.get("every_image"):
+        images = f"all {data['num_val']} of its images"
+    elif data.get("split_from"):
         images = (f"{data['num_val']} of its {data['split_from']} images (the validation split: --val-split "
-                  f"{data['val_split']}, seed {data['seed']})")
+                  f"{data['val_split']}, seed {data['seed']}; --all-images scores all {data['split_from']})")
     classes = len(data["class_names"])
     seen = data.get("classes_seen", classes)  # a folder of some of the model's classes
     classes = f"{classes} classes" if seen == classes else f"{seen} of its {classes} classes"

@@ -107,6 +107,15 @@ def load_datasets(cfg: DataConfig) -> Datasets:
     )
 
 
+def load_every_image(cfg: DataConfig) -> Datasets:
+    """Every image of an image folder as the validation pipeline, none held back for training: what evaluation
+    reads from a held-out test folder (``DIR/<class>/``, or ``DIR/val/<class>/`` with or without ``train/``)."""
+    _validate(cfg)
+    source = _whole_folder_source(cfg)
+    return Datasets(train=source.train.keys, val=_eval_pipeline(source, cfg), class_names=source.class_names,
+                    num_train=0, num_val=source.val.count, skipped_files=source.skipped_files)
+
+
 def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
     """Yield ``count`` training images, eval-preprocessed (the uint8 pixels evaluation sees), as float32
     [1,H,W,3] raw pixels (e.g. for int8 calibration). The order is a fixed shuffle by ``cfg.seed``, so classes
@@ -442,6 +451,36 @@ def _folder_source(cfg: DataConfig) -> _Source:
     )
 
 
+def held_out_folder(folder: str | os.PathLike) -> Path:
+    """The folder of class folders whose every image is held out: ``DIR/val/`` where there is one, else ``DIR``;
+    a ``train/`` without ``val/`` is refused (those images were trained on)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise KresError(f"image folder {root} does not exist; pass --data-dir a folder of class sub-folders")
+    if (root / "val").is_dir():
+        return root / "val"
+    if (root / "train").is_dir():
+        raise KresError(f"{root} has train/ but no val/: name the folder of held-out images (its <class>/ "
+                        f"folders) with --data-dir")
+    return root
+
+
+def _whole_folder_source(cfg: DataConfig) -> _Source:
+    root = held_out_folder(cfg.data_dir)
+    class_names = _class_dirs(root)
+    files, labels, skipped = _scan(root, class_names)
+    _require_some_images(root, files)  # any of the model's classes: evaluation maps them by name
+    size = cfg.image_size
+    return _Source(
+        class_names=class_names,
+        train=_file_split([], []),
+        val=_file_split(files, labels),
+        train_map=_natural_train_map(size),
+        eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
+        skipped_files=skipped,
+    )
+
+
 def _class_dirs(root: Path) -> list[str]:
     try:
         names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -452,10 +491,14 @@ def _class_dirs(root: Path) -> list[str]:
     return names
 
 
-def _require_images(root: Path, files: list, labels: list[int], class_names: list[str]) -> None:
+def _require_some_images(root: Path, files: list) -> None:
     if not files:
         raise KresError(f"no readable images (JPEG, PNG, BMP, GIF) in {root}/<class>/; add images to the class "
                         f"folders")
+
+
+def _require_images(root: Path, files: list, labels: list[int], class_names: list[str]) -> None:
+    _require_some_images(root, files)
     present = sorted(set(labels))
     if len(present) < 2:
         only = class_names[present[0]]

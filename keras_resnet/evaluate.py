@@ -42,6 +42,7 @@ class EvalConfig:
     batch_size: int = 64
     output: str | None = None  # directory for evaluation.json and the PNGs; default: eval/ beside the model
     num_threads: int | None = None  # TFLite interpreter threads
+    all_images: bool = False  # every image of data_dir's class folders (a held-out test folder), not a split of them
 
     @property
     def has_data_option(self) -> bool:
@@ -286,14 +287,17 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         raise KresError(f"evaluate takes one model, or two to compare; got {len(cfg.models)}")
     if cfg.batch_size < 1:
         raise KresError(f"--batch-size must be 1 or more, got {cfg.batch_size}")
+    if cfg.all_images and cfg.data_dir is None:
+        raise KresError("--all-images scores every image of a folder of held-out images: name it with --data-dir")
     out_dir = Path(cfg.output) if cfg.output else _default_output(Path(cfg.models[0]))
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
     check_threads(cfg.num_threads, predictors)
 
-    from keras_resnet.data import is_split, load_datasets
+    from keras_resnet.data import is_split, load_datasets, load_every_image
 
     data_cfg = data_config(cfg, predictors)
-    datasets = load_datasets(data_cfg)
+    every_image = _every_image(cfg, data_cfg.data_dir)
+    datasets = load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
@@ -323,9 +327,9 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         comparison = Comparison(top1_agreement=agree, max_abs_diff=max_diff, mean_abs_diff=mean_diff,
                                 top1_delta=reports[1].metrics.top1 - reports[0].metrics.top1)
     # A folder without val/ is split as training split it: only its validation share is scored (say how much).
-    split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir)
+    split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
-                 "num_val": int(datasets.num_val), "classes_seen": _classes_seen(labels),
+                 "num_val": int(datasets.num_val), "every_image": every_image, "classes_seen": _classes_seen(labels),
                  "skipped_files": int(datasets.skipped_files),
                  "split_from": int(datasets.num_train + datasets.num_val) if split else None,
                  "source": "options" if cfg.has_data_option else "training config"}
@@ -334,6 +338,21 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     fileio.write_json(json_path, _finite(result.to_dict()))
     result.json_path = str(json_path)
     return result
+
+
+def _every_image(cfg: EvalConfig, folder: str | None) -> bool:
+    """Whether every image of the data folder is scored: asked for (``--all-images``), or a ``val/`` that has no
+    ``train/`` beside it (nothing of it was trained on)."""
+    from keras_resnet.data import is_split
+
+    if folder is None:
+        return False
+    root = Path(folder).expanduser()
+    if cfg.all_images:
+        if not is_split(root):
+            raise KresError(f"{root} has train/ and val/, and all of val/ is scored already: drop --all-images")
+        return True
+    return (root / "val").is_dir() and not (root / "train").is_dir()
 
 
 def skipped_warning(count: int, folder) -> str:

@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras_resnet import data as data_module
 from keras_resnet import evaluate as ev
 from keras_resnet import resnet
-from keras_resnet.data import DataConfig, Datasets, load_datasets
+from keras_resnet.data import DataConfig, Datasets, load_datasets, load_every_image
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta
 from keras_resnet.runtime import Predictor
@@ -159,7 +159,8 @@ def test_a_folder_without_val_says_only_its_validation_split_is_scored(stub_worl
     assert result.data["split_from"] == 12  # the stub's 6 training and 6 validation images
     _print(result)
     assert capsys.readouterr().out.startswith(f"Data: {tmp_path / 'photos'}, 6 of its 12 images (the validation "
-                                              "split: --val-split 0.2, seed 0), 3 classes, 32 px (from the options)\n")
+                                              "split: --val-split 0.2, seed 0; --all-images scores all 12), 3 "
+                                              "classes, 32 px (from the options)\n")
     (tmp_path / "photos" / "val").mkdir()
     (tmp_path / "photos" / "train").mkdir()
     assert ev.evaluate(ev.EvalConfig(models=["m"], data_dir=str(tmp_path / "photos"), output=str(tmp_path / "o"),
@@ -374,3 +375,72 @@ def test_best_keras_of_a_digits_run_scores_what_training_validated(trained_digit
                                         output=str(tmp_path))).models[0].metrics
     assert metrics.num_examples == 359
     assert round(metrics.top1 * 359) == round(best * 359), (metrics.top1, best)
+
+
+def _image_folder(root: Path, classes: dict[str, int]) -> Path:
+    """PNG photos of flat colour, ``count`` in each class folder, 40x40 (larger than the model's 32 px)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_held_out_folder_is_scored_whole_with_all_images_and_a_val_folder_alone_without(run_dir, tmp_path,
+                                                                                            capsys):
+    """A test folder of DIR/<class>/ was scored on a 20% split of it, with no way to score every image; a folder
+    of DIR/val/<class>/ alone (nothing trained on) was refused for having no train/."""
+    run, model = run_dir
+    named = tmp_path / "named"  # the run's model, its classes named: a test folder may hold some of them
+    named.mkdir()
+    (named / "best.keras").write_bytes((run / "best.keras").read_bytes())
+    ModelMeta.from_model(model, labels=["cat", "dog", "fox", "owl"]).save(named)
+    folder = _image_folder(tmp_path / "test", {"cat": 6, "dog": 5, "owl": 4})
+    assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(folder), "--output", str(tmp_path / "a"),
+                 "--json"]) == 0
+    split = json.loads(capsys.readouterr().out)["data"]
+    assert (split["num_val"], split["split_from"], split["every_image"]) == (3, 15, False)
+
+    assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(folder), "--all-images",
+                 "--output", str(tmp_path / "b"), "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert (whole["data"]["num_val"], whole["data"]["split_from"], whole["data"]["every_image"]) == (15, None, True)
+    assert whole["data"]["classes_seen"] == 3
+    # every image, scored against the output of its class's name (owl is the model's 4th output)
+    data = load_every_image(DataConfig(data_dir=str(folder), image_size=32, batch_size=64))
+    images, labels = zip(*data.val.as_numpy_iterator())
+    truth = np.array([0, 1, 3])[np.argmax(np.concatenate(labels), axis=1)]
+    assert sorted(np.bincount(truth, minlength=4).tolist()) == [0, 4, 5, 6]
+    expected = ev.compute_metrics(model.predict(np.concatenate(images), verbose=0), truth, ["cat", "dog", "fox", "owl"])
+    got = whole["models"][0]["metrics"]
+    assert got["confusion"] == expected.confusion and got["top1"] == pytest.approx(expected.top1)
+
+    # val/ alone is held out whole, no option needed; the table says so
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    folder.rename(held_out / "val")
+    assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(held_out), "--output",
+                 str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().out.startswith(f"Data: {held_out}, all 15 of its images, 3 of its 4 classes, 32 px")
+
+
+@pytest.mark.parametrize("layout, args, message", [
+    ({}, ["--all-images"], "--all-images scores every image of a folder of held-out images: name it with "
+                           "--data-dir"),
+    ({"train/class_0": 2, "val/class_0": 2}, ["--data-dir", "{data}", "--all-images"],
+     "{data} has train/ and val/, and all of val/ is scored already: drop --all-images"),
+    ({"train/class_0": 2}, ["--data-dir", "{data}", "--all-images"],
+     "{data} has train/ but no val/: name the folder of held-out images (its <class>/ folders) with --data-dir"),
+])
+def test_all_images_that_cannot_be_done_is_one_line(run_dir, tmp_path, capsys, layout, args, message):
+    run, _ = run_dir
+    data = _image_folder(tmp_path / "data", layout)
+    argv = ["evaluate", str(run / "best.keras"), "--output", str(tmp_path / "out"),
+            *[a.format(data=data) for a in args]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"Error: {message.format(data=data)}"]
+    assert not (tmp_path / "out").exists()
