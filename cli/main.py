@@ -281,7 +281,7 @@ def _interrupted(terminated: bool, text: str = "") -> int:
 
 
 def _main(args: list[str]) -> int:
-    from keras_resnet.errors import KresError, out_of_memory
+    from keras_resnet.errors import KresError, onednn_kernel_missing, out_of_memory
 
     try:
         cli.main(args=args, prog_name="kres", standalone_mode=False)
@@ -307,7 +307,11 @@ def _main(args: list[str]) -> int:
     except Exception as err:
         detail = out_of_memory(err)
         if detail is None:
-            raise
+            missing = onednn_kernel_missing(err)
+            if missing is None:
+                raise
+            click.echo(f"Error: {missing}", err=True)
+            return 2
         options = _options_of(args)
         smaller = " or ".join(option for option in ("--batch-size", "--image-size") if option in options)
         fix = (f"run again with a smaller {smaller}" if smaller else

@@ -1,5 +1,7 @@
-"""The one exception type for mistakes a user can fix, and the one reading of an out-of-memory error."""
+"""The one exception type for mistakes a user can fix, and the one reading of each library error a user can fix:
+memory that ran out, and a oneDNN kernel this CPU (or a cap on it) lacks."""
 
+import os
 import re
 
 
@@ -36,3 +38,20 @@ def out_of_memory(err: BaseException) -> str | None:
 
 
 _MEMORY = re.compile(r"\bOOM\b|out of memory|allocat", re.IGNORECASE)
+
+
+def onednn_kernel_missing(err: BaseException, environ=os.environ) -> str | None:
+    """One line with the fix where TensorFlow's oneDNN has no kernel for an op ("could not create a primitive
+    descriptor"), else None. Seen with ``ONEDNN_MAX_CPU_ISA`` capping oneDNN below the CPU's own bfloat16/float16
+    support, which TensorFlow reads from the CPU itself and so still hands such ops to oneDNN (TF 2.21)."""
+    text = str(err)
+    if "could not create a primitive descriptor" not in text:
+        return None
+    found = re.search(r"primitive descriptor for the (.+?) primitive", text)
+    what = found.group(1) if found else "operation"
+    cap = environ.get("ONEDNN_MAX_CPU_ISA")
+    if cap:
+        return (f"oneDNN has no {what} kernel for this data type with ONEDNN_MAX_CPU_ISA={cap}: unset "
+                "ONEDNN_MAX_CPU_ISA, or leave --precision out to run in float32")
+    return (f"oneDNN has no {what} kernel for this data type on this CPU: leave --precision out to run in float32, "
+            "or set TF_ENABLE_ONEDNN_OPTS=0 for TensorFlow's own kernels")

@@ -244,6 +244,40 @@ def test_out_of_memory_is_one_line_naming_the_tensor_and_the_fix(capsys, monkeyp
         f"{tf_out_of_memory.message.split(' by allocator ')[1].split()[0]} [Op:Fill]): {fix}"]
 
 
+# TensorFlow 2.21's error for a bfloat16 convolution in model.fit with oneDNN capped at AVX2 on an Intel Xeon with
+# AVX-512 BF16 (`ONEDNN_MAX_CPU_ISA=AVX2 kres train --precision mixed_bfloat16`, 2026-12-05): a traceback before.
+_ONEDNN_ABORTED = (
+    "Graph execution error:\n\nDetected at node StatefulPartitionedCall/resnet18_1/conv1_conv_1/convolution defined "
+    "at (most recent call last):\n<stack traces unavailable>\nOperation received an exception:Status: 3, message: "
+    "could not create a primitive descriptor for the convolution forward propagation primitive. Run workload with "
+    "environment variable ONEDNN_VERBOSE=all to get additional diagnostic information., in file "
+    "tensorflow/core/kernels/mkl/mkl_conv_ops.cc:1112\n\t [[{{node StatefulPartitionedCall/resnet18_1/conv1_conv_1/"
+    "convolution}}]] [Op:__inference_multi_step_on_iterator_7819]")
+
+
+@pytest.mark.parametrize(("cap", "line"), [
+    ("AVX2", "Error: oneDNN has no convolution forward propagation kernel for this data type with "
+             "ONEDNN_MAX_CPU_ISA=AVX2: unset ONEDNN_MAX_CPU_ISA, or leave --precision out to run in float32"),
+    (None, "Error: oneDNN has no convolution forward propagation kernel for this data type on this CPU: leave "
+           "--precision out to run in float32, or set TF_ENABLE_ONEDNN_OPTS=0 for TensorFlow's own kernels"),
+])
+def test_a_kernel_onednn_lacks_is_one_line_with_the_fix(capsys, monkeypatch, cap, line):
+    import tensorflow as tf
+
+    import kres.main
+
+    def aborted(*_args, **_kwargs):
+        raise tf.errors.AbortedError(None, None, _ONEDNN_ABORTED)
+
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(kres.main.cli, "main", aborted)
+    assert main(["train", "--depth", "18", "--precision", "mixed_bfloat16"]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
 def test_the_oom_line_is_found_below_tensorflows_graph_header():
     import tensorflow as tf
 
