@@ -284,7 +284,7 @@ def _main(args: list[str]) -> int:
     from keras_resnet.errors import KresError, onednn_kernel_missing, out_of_memory
 
     try:
-        cli.main(args=args, prog_name="kres", standalone_mode=False)
+        code = cli.main(args=args, prog_name="kres", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
     except _ReaderGone:
@@ -320,7 +320,7 @@ def _main(args: list[str]) -> int:
             fix += " and a new --output"
         click.echo(f"Error: out of memory ({detail}): {fix}", err=True)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0  # a command's ctx.exit(N), which click catches and returns
 
 
 def _options_of(args: list[str]) -> set[str]:

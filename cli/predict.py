@@ -8,7 +8,8 @@ import click
 
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
-                    "dir. Images: any format Pillow reads; they are resized and centre-cropped as in evaluation.")
+                    "dir. Images: any format Pillow reads; they are resized and centre-cropped as in evaluation. An "
+                    "image that cannot be read is skipped with a line on stderr, and the exit status is 1.")
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
@@ -26,7 +27,16 @@ def predict(model, images, top_k, image_size, batch_size, threads, as_json) -> N
     results = run_predict(cfg)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-        return
+    else:
+        _print([result for result in results if not result.error])
+    skipped = [result for result in results if result.error]
+    for result in skipped:  # last, where they are seen
+        click.echo(f"skipped: {result.error}", err=True)
+    if skipped:
+        click.get_current_context().exit(1)
+
+
+def _print(results) -> None:
     for result in results:
         click.echo(result.image)
         width = max(len(p.label) for p in result.predictions)

@@ -39,6 +39,7 @@ class Prediction:
 class ImagePredictions:
     image: str
     predictions: list[Prediction] = field(default_factory=list)
+    error: str | None = None  # why the image was skipped (it cannot be read); then no predictions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,22 +118,37 @@ def _model_size(predictor: Predictor, explicit: int | None) -> int:
 
 
 def predict(cfg: PredictConfig) -> list[ImagePredictions]:
-    """Top-k predictions for each image in ``cfg.images``, in order."""
+    """Top-k predictions for each image in ``cfg.images``, in order. An image that cannot be read is skipped, its
+    entry saying why; when none can be, that is the error."""
     if not cfg.images:
         raise KresError("no images given: pass one or more image files")
     if cfg.top_k < 1:
         raise KresError(f"--top-k must be 1 or more, got {cfg.top_k}")
-    for path in cfg.images:  # every file is checked before the model loads
-        read_rgb(path)
+    unreadable = _unreadable(cfg.images)  # every file is checked before the model loads
+    if len(unreadable) == len(cfg.images):
+        first = next(iter(unreadable.values()))
+        raise KresError(first if len(unreadable) == 1 else f"none of the {len(unreadable)} images can be read: {first}")
+    readable = [path for path in cfg.images if path not in unreadable]
+    results = {path: ImagePredictions(str(path), error=error) for path, error in unreadable.items()}
     predictor = load_predictor(cfg.model, num_threads=cfg.num_threads)
     check_threads(cfg.num_threads, [predictor])
     size = _model_size(predictor, cfg.image_size)
     prepare = preprocessor(predictor, size)
     labels = predictor.labels
-    results = []
-    for start in range(0, len(cfg.images), cfg.batch_size):
-        paths = cfg.images[start:start + cfg.batch_size]
+    for start in range(0, len(readable), cfg.batch_size):
+        paths = readable[start:start + cfg.batch_size]
         batch = np.stack([prepare(read_rgb(p)) for p in paths])
         probs = predictor.predict(batch, batch_size=cfg.batch_size)
-        results += [ImagePredictions(str(p), preds) for p, preds in zip(paths, top_k(probs, labels, cfg.top_k))]
-    return results
+        results.update((p, ImagePredictions(str(p), preds)) for p, preds in zip(paths, top_k(probs, labels, cfg.top_k)))
+    return [results[path] for path in cfg.images]
+
+
+def _unreadable(paths: list[str]) -> dict[str, str]:
+    """Each image that cannot be read, and why (one line)."""
+    found = {}
+    for path in paths:
+        try:
+            read_rgb(path)
+        except KresError as err:
+            found[path] = str(err)
+    return found

@@ -119,6 +119,27 @@ def test_bad_image_is_refused_before_the_model_loads(tmp_path, monkeypatch):
     assert not loaded
 
 
+def test_unreadable_images_are_skipped_and_the_rest_predicted_in_order(tmp_path, monkeypatch):
+    """One bad file among many stopped the whole command before any prediction."""
+    stub = StubPredictor(tmp_path / "m.keras")
+    loaded = []
+    monkeypatch.setattr(pr, "load_predictor", lambda path, num_threads=None: loaded.append(path) or stub)
+    Image.new("L", (40, 48), 2).save(tmp_path / "dark.png")
+    Image.new("L", (40, 48), 149).save(tmp_path / "bright.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    images = [str(tmp_path / name) for name in ("dark.png", "empty.png", "gone.png", "bright.png")]
+    results = pr.predict(pr.PredictConfig("m.keras", images, top_k=1, batch_size=1))
+    assert [r.image for r in results] == images and len(loaded) == 1
+    assert [r.predictions[0].label if r.predictions else None for r in results] == ["zero", None, None, "three"]
+    assert [r.error for r in results] == [
+        None, f"cannot read image {images[1]} (cannot identify image file '{images[1]}'): pass a JPEG, PNG, BMP, "
+              "GIF, TIFF or WebP file", f"image {images[2]} does not exist", None]
+    assert stub.seen == [(1, 32, 32, 3), (1, 32, 32, 3)]
+    with pytest.raises(KresError, match=rf"^none of the 2 images can be read: cannot read image {images[1]} "):
+        pr.predict(pr.PredictConfig("m.keras", images[1:3]))
+    assert len(loaded) == 1  # refused before the model loads
+
+
 def test_digits_model_uses_the_whole_frame(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": None, "image_size": 32}}))
     stub = StubPredictor(tmp_path / "best.keras")
@@ -152,6 +173,16 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
 
     assert main(["predict", str(tmp_path), str(tmp_path / "nope.png")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("Error: image ")
+
+    # a bad file among good ones: the good ones predicted, the bad one said last on stderr, exit status 1
+    assert main(["predict", str(tmp_path), str(tmp_path / "nope.png"), str(tmp_path / "x.png")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].endswith("x.png") and len(captured.out.splitlines()) == 4
+    assert captured.err.splitlines() == [f"skipped: image {tmp_path / 'nope.png'} does not exist"]
+    assert main(["predict", str(tmp_path), str(tmp_path / "nope.png"), str(tmp_path / "x.png"), "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["image"], r["error"] is None, len(r["predictions"])) for r in listed] == [
+        (str(tmp_path / "nope.png"), False, 0), (str(tmp_path / "x.png"), True, 3)]
 
     assert main(["predict", str(tmp_path), str(tmp_path / "x.png"), "--threads", "2"]) == 2  # was ignored
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
