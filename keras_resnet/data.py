@@ -28,7 +28,8 @@ from keras_resnet.specs import MIN_IMAGE_SIZE
 AUTOTUNE = tf.data.AUTOTUNE
 DIGITS = "digits"
 SYNTHETIC = "synthetic"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_PIL_ONLY = ("WEBP", "TIFF")  # formats TensorFlow cannot decode: read through PIL
 CACHE_LIMIT_BYTES = 4 << 30
 """Encoded data larger than this is not cached in memory even when ``cache`` is on (ImageNet would not fit)."""
 UNCACHED_SHUFFLE_BUFFER = 10_000
@@ -493,8 +494,8 @@ def _class_dirs(root: Path) -> list[str]:
 
 def _require_some_images(root: Path, files: list) -> None:
     if not files:
-        raise KresError(f"no readable images (JPEG, PNG, BMP, GIF) in {root}/<class>/; add images to the class "
-                        f"folders")
+        raise KresError(f"no readable images (JPEG, PNG, BMP, GIF, WebP, TIFF) in {root}/<class>/; add images to "
+                        f"the class folders")
 
 
 def _require_images(root: Path, files: list, labels: list[int], class_names: list[str]) -> None:
@@ -613,7 +614,7 @@ def _check_image(path: str) -> _ScannedFile | None:
         with imageio.large_images_allowed(), Image.open(path) as image:
             # MPO (phone and stereo cameras: several JPEG frames in one .jpg) decodes as a JPEG, first frame.
             fmt, mode = ("JPEG" if image.format == "MPO" else image.format), image.mode
-            if fmt not in ("JPEG", "PNG", "BMP", "GIF"):
+            if fmt not in ("JPEG", "PNG", "BMP", "GIF", *_PIL_ONLY):
                 return None
             if fmt == "JPEG":
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
@@ -622,8 +623,9 @@ def _check_image(path: str) -> _ScannedFile | None:
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError...)
         return None
     # TensorFlow decodes RGB, grey and CMYK JPEGs, every PNG and GIF, and grey/24/32-bit BMPs; palette and
-    # 1-bit BMPs (which it misreads or rejects) and rarer JPEG modes are converted through PIL when read.
-    needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L", "CMYK")) or (fmt == "BMP" and mode not in ("RGB", "L"))
+    # 1-bit BMPs (which it misreads or rejects), rarer JPEG modes, WebP and TIFF are converted through PIL when read.
+    needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L", "CMYK")) or (fmt == "BMP" and mode not in ("RGB", "L")) \
+        or fmt in _PIL_ONLY
     return _ScannedFile(path, needs_pil, size, 1 if needs_pil else orientation)  # _pil_png turns its pixels
 
 
@@ -632,7 +634,7 @@ def _pil_png(path: bytes) -> bytes:
 
     image = imageio.open_upright(path.decode())  # the PNG carries no EXIF: turn the pixels now
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    imageio.to_rgb(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

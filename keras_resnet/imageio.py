@@ -141,3 +141,18 @@ def open_upright(path: str | os.PathLike):
         image.load()
         upright = ImageOps.exif_transpose(image)
         return upright if upright is not image else image.copy()
+
+
+def to_rgb(image):
+    """8-bit RGB of any PIL image: 16/32-bit grey scaled to 8 bits (not clipped), a palette's transparency through
+    RGBA, alpha dropped. What predict feeds the model and what the pipelines decode through PIL."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")

@@ -55,14 +55,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with imageio.open_upright(path) as image:
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits, not clip
-                array = np.asarray(image, np.float64)
-                peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-                image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8), "L")
-            elif image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")
-            rgb = image.convert("RGB")
-            return np.asarray(rgb, np.uint8)
+            return np.asarray(imageio.to_rgb(image), np.uint8)
     except FileNotFoundError:
         raise KresError(f"image {path} does not exist") from None
     except IsADirectoryError:
