@@ -606,6 +606,25 @@ def test_rerun_after_images_were_added_is_an_error_and_the_hint_works(tmp_path, 
     assert code == 0, err
 
 
+def test_an_epochs_line_is_printed_once_its_checkpoint_and_models_are_saved(tmp_path):
+    """The line came first, then 1-2 s of saves: a Ctrl-C right after "Epoch 1/2 ..." lost that epoch, and the
+    resume started again at step 0."""
+    run = tmp_path / "run"
+    seen = []
+
+    class Terminal(io.StringIO):
+        def write(self, text):
+            if text.startswith("Epoch ") or "\nEpoch " in text:
+                state = json.loads((run / "checkpoint" / "state.json").read_text())
+                rows = (run / "history.csv").read_text().splitlines()
+                seen.append((state["steps"], len(rows) - 1, (run / "best.keras").is_file()))
+            return super().write(text)
+
+    cfg = TrainConfig(depth=18, epochs=2, batch_size=32, output=str(run))
+    train(cfg, DataConfig(dataset="synthetic", synthetic_size=64), stream=Terminal())
+    assert seen == [(2, 1, True), (4, 2, True)]  # 2 steps an epoch: each epoch's line after its checkpoint and row
+
+
 def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_path, monkeypatch):
     """The window between the final epoch's checkpoint and the run's completion: the rerun restores the
     checkpoint (not a freshly initialised model) into last.keras and marks the run complete."""
