@@ -125,11 +125,18 @@ def _typed(ctx: click.Context) -> set[str]:
 
 def resume_hint(output: str | None, started: float) -> str:
     """What to run to continue an interrupted run, from any folder: checkpoints make the rest of it resumable."""
-    if output:
+    from keras_resnet import runs
+
+    if output and runs.is_run_dir(output):  # its config is written: it resumes
         return f"To resume, run the same command again, or: kres train --resume --output {os.path.abspath(output)}"
+    if output:  # interrupted before the run's config was written: --resume would find no run
+        return _NOTHING_YET
     latest = Path("runs") / "latest"
     config = latest / "config.json"
     # runs/latest moves to a new run once its config is written; an older one is not this run.
     if config.exists() and config.stat().st_mtime >= started - 1:
         return f"To resume: kres train --resume --output {latest.resolve()}"
-    return "Nothing was checkpointed yet: run the same command again to start over."
+    return _NOTHING_YET
+
+
+_NOTHING_YET = "Nothing was checkpointed yet: run the same command again to start over."

@@ -174,9 +174,11 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
     import keras_resnet.train
 
     def interrupted(cfg, data):
-        if not output:  # the run has written its config and moved runs/latest when the key is pressed
-            (tmp_path / "runs" / "r1").mkdir(parents=True)
-            (tmp_path / "runs" / "r1" / "config.json").write_text("{}")
+        # the run has written its config (and moved runs/latest) when the key is pressed
+        run = tmp_path / ("myrun" if output else "runs/r1")
+        run.mkdir(parents=True)
+        (run / "config.json").write_text("{}")
+        if not output:
             (tmp_path / "runs" / "latest").symlink_to("r1")
         raise KeyboardInterrupt
 
@@ -190,6 +192,20 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
         assert err == f"Aborted. To resume, run the same command again, or: kres train --resume --output {run}"
     else:
         assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"
+
+
+def test_ctrl_c_before_a_named_run_has_its_config_says_to_start_over(capsys, monkeypatch, tmp_path):
+    """It said "kres train --resume --output myrun", which answered that myrun holds no run."""
+    import keras_resnet.train
+
+    def interrupted(cfg, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_resnet.train, "train", interrupted)
+    assert main(["train", "--depth", "18", "--output", "myrun"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "Aborted. Nothing was checkpointed yet: run the same command again to start over.")
 
 
 def test_ctrl_c_in_a_resumed_run_names_the_run(capsys, monkeypatch, tmp_path):
