@@ -428,6 +428,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
     else:
         if val_dir.is_dir() and not train_dir.is_dir():
             raise KresError(f"{root} has val/ but no train/; add {train_dir}/<class>/ or flatten to <class>/ folders")
+        _refuse_other_split_names(root)
         if train_dir.is_dir():  # train/ alone: split it
             root = train_dir
         class_names = _class_dirs(root)
@@ -460,10 +461,27 @@ def held_out_folder(folder: str | os.PathLike) -> Path:
         raise KresError(f"image folder {root} does not exist; pass --data-dir a folder of class sub-folders")
     if (root / "val").is_dir():
         return root / "val"
+    _refuse_other_split_names(root)
     if (root / "train").is_dir():
         raise KresError(f"{root} has train/ but no val/: name the folder of held-out images (its <class>/ "
                         f"folders) with --data-dir")
     return root
+
+
+def _refuse_other_split_names(root: Path) -> None:
+    """A split layout under other tools' names (``training/``, ``validation/``, ``valid/``) is refused: read as
+    they are, ``validation/`` beside ``train/`` was ignored without a word, and ``training/`` with ``validation/``
+    became two classes."""
+    try:
+        names = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
+    except OSError:
+        return  # said by the class folder scan, with its fix
+    held = next((names[n] for n in ("validation", "valid") if n in names), None)
+    trained = next((names[n] for n in ("train", "training") if n in names), None)
+    if held and trained:
+        renames = [f"{held}/ to val/"] + ([f"{trained}/ to train/"] if trained != "train" else [])
+        raise KresError(f"{root} has {trained}/ and {held}/, a split that kres reads from train/ and val/: rename "
+                        f"{' and '.join(renames)}")
 
 
 def _whole_folder_source(cfg: DataConfig) -> _Source:

@@ -188,6 +188,25 @@ def test_class_folders_without_images(tmp_path):
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
 
 
+@pytest.mark.parametrize(("folders", "renames"), [
+    (("train", "validation"), "validation/ to val/"),  # validation/ was ignored and train/ split
+    (("training", "Valid"), "Valid/ to val/ and training/ to train/"),  # two classes, "training" and "Valid"
+])
+def test_a_split_under_other_names_is_refused_with_the_renames(tmp_path, folders, renames):
+    from keras_resnet.data import load_every_image
+
+    for split in folders:
+        for k, name in enumerate(("cat", "dog")):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                _photo(k * 10 + i).save(tmp_path / split / name / f"{i}.png")
+    message = f"{tmp_path} has {folders[0]}/ and {folders[1]}/, a split that kres reads from train/ and val/: rename "
+    for load in (load_datasets, load_every_image):  # train, and evaluate on a held-out folder
+        with pytest.raises(KresError) as caught:
+            load(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+        assert str(caught.value) == message + renames
+
+
 def test_single_class(tmp_path):
     (tmp_path / "only").mkdir()
     for i in range(4):
