@@ -231,6 +231,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
 
         check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
     datasets = _load_data(cfg, data, run_dir, state)
+    if state is not None and placement.is_chief:
+        _say_moved_data(stream, run_dir, data)  # before its config.json records the new place
     plan = _plan(cfg, placement, datasets, precision)
     if state and state.get("complete") and state.get("steps") == plan.total_steps:
         _say(stream, f"{run_dir} already finished {cfg.epochs} epochs ({plan.total_steps} steps); nothing to train")
@@ -581,17 +583,49 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         return None
     old = _identity(saved["train"], saved["data"])
     new = _identity(asdict(cfg), asdict(data))
+    for name, _, _ in _moved_data(old["data"], new["data"]):  # the same images, checked once they are read
+        old["data"][name] = new["data"][name]
     if old != new:
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
                  for part in ("train", "data") for key in sorted(set(old[part]) | set(new[part]))
                  if old[part].get(key) != new[part].get(key)]
-        # numbers the user can give back, which also covers a recipe default changed by a kres upgrade
-        given = [f"--{key.replace('_', '-')} {value}" for key, value in old["train"].items()
-                 if value != new["train"].get(key) and type(value) in (int, float)]
-        hint = f" ({' '.join(given)})" if given else ""
+        hint = f" ({'; '.join(options)})" if (options := _options_back(old["train"], new["train"])) else ""
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
                         f"options{hint} to resume it, or choose another --output")
     return runs.read_checkpoint_state(run_dir) or {"steps": 0}
+
+
+def _options_back(old: dict, new: dict) -> list[str]:
+    """The options that give the run's own settings back where they differ: numbers and words as they were (which
+    also covers a recipe default changed by a kres upgrade); a setting the run left to kres (None) is left out.
+    Only numbers were named: "--precision float32" against a run of "auto" said "repeat its options", none named."""
+    typed, left_out = [], []
+    for key, value in old.items():
+        if value == new.get(key) or not (value is None or type(value) in (int, float, str)):
+            continue
+        option = f"--{key.replace('_', '-')}"
+        if value is None:
+            left_out.append(f"{option}/--no-{key.replace('_', '-')}" if isinstance(new.get(key), bool) else option)
+        else:
+            typed.append(f"{option} {value}")
+    return [" ".join(typed)] * bool(typed) + [f"leave out {', '.join(left_out)}"] * bool(left_out)
+
+
+def _moved_data(old: dict, new: dict) -> list[tuple[str, str, str]]:
+    """(field, from, to) for each data folder (``data_dir``, ``tfds_dir``) that is gone from where the run recorded
+    it and is given elsewhere: the run resumes there, as long as the images are the ones it started with
+    (:func:`_check_same_images`). A moved folder made the run impossible to resume: the recorded one did not exist,
+    and the new one was "other settings"."""
+    return [(name, old[name], new[name]) for part, name in _PATHS if part == "data"
+            if old.get(name) and new.get(name) and old[name] != new[name] and not Path(old[name]).exists()]
+
+
+def _say_moved_data(stream, run_dir: Path, data: DataConfig) -> None:
+    saved = _saved_run(run_dir, resume=False)
+    if saved is not None:
+        old, new = _identity(saved["train"], saved["data"]), _identity({}, asdict(data))
+        for name, before, now in _moved_data(old["data"], new["data"]):
+            _say(stream, f"the run's --{name.replace('_', '-')} {before} is gone: reading {now} (the same images)")
 
 
 def _check_same_images(run_dir: Path, datasets) -> None:

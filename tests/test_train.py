@@ -413,6 +413,30 @@ def test_a_run_saved_with_a_relative_folder_resumes_from_the_folder_it_started_i
         _check_existing_run(tmp_path / "run", cfg, data)
 
 
+def test_a_run_whose_data_folder_moved_resumes_from_where_it_is_now(tmp_path):
+    """The recorded folder was gone ("pass --data-dir") and the folder given was "other settings": no way to resume
+    but to move the data back. A folder given elsewhere while the recorded one is still there is another run."""
+    from keras_resnet.train import _check_existing_run, _say_moved_data
+
+    before, now = tmp_path / "data" / "D", tmp_path / "data" / "D2"
+    before.mkdir(parents=True)
+    cfg, data, _ = resolve(TrainConfig(depth=18, output=str(tmp_path / "run")), DataConfig(data_dir=str(before)))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg),
+                                                              "data": dataclasses.asdict(data)}))
+    moved = dataclasses.replace(data, data_dir=str(now))
+    now.mkdir()
+    with pytest.raises(KresError, match=r"holds a run with other settings \(data\.data_dir: "):
+        _check_existing_run(tmp_path / "run", cfg, moved)  # both folders there: another run's data
+    before.rmdir()
+    assert _check_existing_run(tmp_path / "run", cfg, moved) == {"steps": 0}
+    stream = io.StringIO()
+    _say_moved_data(stream, tmp_path / "run", moved)
+    assert stream.getvalue() == f"the run's --data-dir {before} is gone: reading {now} (the same images)\n"
+    with pytest.raises(KresError, match=r"other settings \(data\.val_split: 0\.2 -> 0\.5\)"):
+        _check_existing_run(tmp_path / "run", cfg, dataclasses.replace(moved, val_split=0.5))  # only the place
+
+
 def test_resume_restores_every_saved_setting_but_the_typed_ones(tmp_path, monkeypatch):
     from keras_resnet.train import resumed
 
@@ -432,6 +456,20 @@ def test_resume_restores_every_saved_setting_but_the_typed_ones(tmp_path, monkey
     assert (cfg.lr, cfg.depth, data.mixup_alpha, data.val_split) == (0.1, 34, 0.5, 0.3)
     _, data = resumed(TrainConfig(output=str(run)), DataConfig(dataset=None), {"output", "dataset"})
     assert data.data_dir is None  # typed --dataset digits names other data than the run's folder: refused later
+
+
+def test_other_settings_name_the_options_that_give_the_runs_own_back():
+    """Only numbers were named: `--precision float32` or `--no-xla` against a run that left them to kres said
+    "repeat its options", and named none."""
+    from keras_resnet.train import _options_back
+
+    run = {"epochs": 3, "lr": 0.05, "precision": "auto", "xla": None, "weights": None, "freeze_bn": False}
+    assert _options_back(run, {**run, "precision": "float32", "xla": False}) == ["--precision auto",
+                                                                                 "leave out --xla/--no-xla"]
+    assert _options_back(run, {**run, "epochs": 5, "lr": 0.1, "weights": "w.h5"}) == ["--epochs 3 --lr 0.05",
+                                                                                     "leave out --weights"]
+    assert _options_back(run, {**run, "freeze_bn": True}) == []  # a flag pair whose name is not its option's
+    assert _options_back(run, dict(run)) == []
 
 
 def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
