@@ -24,7 +24,7 @@ def predict(model, images, top_k, image_size, batch_size, threads, as_json) -> N
 
     cfg = PredictConfig(model=model, images=list(images), top_k=top_k, image_size=image_size,
                         batch_size=batch_size, num_threads=threads)
-    results = run_predict(cfg)
+    results = run_predict(cfg, say=lambda note: click.echo(f"note: {note}", err=True))
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:

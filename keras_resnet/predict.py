@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.errors import KresError, first_line
+from keras_resnet.meta import find_meta, generic_labels
 from keras_resnet.runtime import Predictor, check_threads, load_predictor
 
 
@@ -110,9 +111,10 @@ def _model_size(predictor: Predictor, explicit: int | None) -> int:
     raise KresError(f"{predictor.path.name} takes any image size and none is recorded: pass --image-size")
 
 
-def predict(cfg: PredictConfig) -> list[ImagePredictions]:
+def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> list[ImagePredictions]:
     """Top-k predictions for each image in ``cfg.images``, in order. An image that cannot be read is skipped, its
-    entry saying why; when none can be, that is the error."""
+    entry saying why; when none can be, that is the error. ``say`` gets a note where the model's classes have no
+    names (no meta.json travels with it)."""
     if not cfg.images:
         raise KresError("no images given: pass one or more image files")
     if cfg.top_k < 1:
@@ -128,6 +130,9 @@ def predict(cfg: PredictConfig) -> list[ImagePredictions]:
     size = _model_size(predictor, cfg.image_size)
     prepare = preprocessor(predictor, size)
     labels = predictor.labels
+    if say is not None and find_meta(predictor.path) is None and generic_labels(labels):
+        say(f"no meta.json beside {predictor.path.name}: its classes are shown as class_0 ... class_{len(labels) - 1}; "
+            f"copy its run's meta.json beside it for their names")
     for start in range(0, len(readable), cfg.batch_size):
         paths = readable[start:start + cfg.batch_size]
         batch = np.stack([prepare(read_rgb(p)) for p in paths])

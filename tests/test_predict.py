@@ -174,6 +174,16 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
     assert main(["predict", str(tmp_path), str(tmp_path / "nope.png")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("Error: image ")
 
+    # the model copied away from its meta.json: numbered classes, said (they were shown without a word)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "best.keras").write_bytes((tmp_path / "best.keras").read_bytes())
+    assert main(["predict", str(alone / "best.keras"), str(tmp_path / "x.png"), "--top-k", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["note: no meta.json beside best.keras: its classes are shown as class_0 ... "
+                                         "class_2; copy its run's meta.json beside it for their names"]
+    assert captured.out.splitlines()[1].split()[1] == f"class_{best[0]}"
+
     # a bad file among good ones: the good ones predicted, the bad one said last on stderr, exit status 1
     assert main(["predict", str(tmp_path), str(tmp_path / "nope.png"), str(tmp_path / "x.png")]) == 1
     captured = capsys.readouterr()
