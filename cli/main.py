@@ -302,7 +302,7 @@ def _main(args: list[str]) -> int:
         click.echo(f"Error: {err.format_message()}", err=True)
         return err.exit_code
     except KresError as err:
-        click.echo(f"Error: {err}", err=True)
+        click.echo(f"Error: {_as_options(str(err))}", err=True)
         return 2
     except Exception as err:
         detail = out_of_memory(err)
@@ -321,6 +321,15 @@ def _main(args: list[str]) -> int:
         click.echo(f"Error: out of memory ({detail}): {fix}", err=True)
         return 2
     return code if isinstance(code, int) else 0  # a command's ctx.exit(N), which click catches and returns
+
+
+# The library's messages name its keyword arguments (weights='imagenet', weights=PATH, variant='v1'); at the command
+# line they are options.
+_KEYWORD_ARGUMENT = re.compile(r"\b(weights|variant)=(?:'([^']*)'|(PATH)\b)")
+
+
+def _as_options(message: str) -> str:
+    return _KEYWORD_ARGUMENT.sub(lambda m: f"--{m[1]} {m[2] if m[2] is not None else m[3]}", message)
 
 
 def _options_of(args: list[str]) -> set[str]:

@@ -294,6 +294,20 @@ def test_a_kernel_onednn_lacks_is_one_line_with_the_fix(capsys, monkeypatch, cap
     assert capsys.readouterr().err.splitlines() == [line]
 
 
+def test_weights_messages_name_the_options_at_the_command_line(capsys, tmp_path):
+    """The library's wording reached the terminal: "pass weights=PATH with variant='v1.5' ... or use variant='v1'"."""
+    from kres.main import _as_options
+
+    assert main(["train", "--depth", "18", "--weights", "imagenet", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: --weights imagenet downloads keras.applications' v1 files "
+                                               "only: for v1.5 download torchvision's resnet18-f37072fd.pth ")
+    assert "and pass --weights PATH with --variant v1.5 (or convert it once: kres convert-weights" in err[0]
+    assert err[0].endswith("; or use --variant v1 (depth 50, 101, 152)") and "=" not in err[0].split("(http")[0]
+    assert _as_options("weights=PATH, weights='a b.h5', variant='v1', dropout=0.2") == (
+        "--weights PATH, --weights a b.h5, --variant v1, dropout=0.2")
+
+
 def test_the_oom_line_is_found_below_tensorflows_graph_header():
     import tensorflow as tf
 
