@@ -138,6 +138,9 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
         raise KresError(f"--ema is a momentum in [0, 1) (0 turns the average off), got {cfg.ema}")
     if cfg.weight_decay < 0 or cfg.warmup_epochs < 0:
         raise KresError("--weight-decay and --warmup-epochs must not be negative")
+    if cfg.warmup_epochs >= cfg.epochs:  # the rate would rise all run and never decay
+        raise KresError(f"--warmup-epochs {cfg.warmup_epochs:g} is the whole run of --epochs {cfg.epochs}: use a "
+                        f"warmup shorter than the run (e.g. {round(WARMUP_SHARE * cfg.epochs, 6):g})")
     if not 0 <= cfg.freeze_backbone_epochs < cfg.epochs:
         raise KresError(f"--freeze-backbone-epochs {cfg.freeze_backbone_epochs} must be less than "
                         f"--epochs {cfg.epochs}, so the whole network trains at least one epoch")

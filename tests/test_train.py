@@ -204,7 +204,13 @@ def test_digits_recipe_and_explicit_options_override_it():
     imagenet = DataConfig(dataset="imagenette/320px-v2")
     warmups = [resolve(TrainConfig(epochs=epochs), imagenet)[0].warmup_epochs for epochs in (2, 3, 50, 90)]
     assert warmups == [0.2, 0.3, 5, 5]  # 0.3, not 0.30000000000000004 (printed, and in config.json)
-    assert resolve(TrainConfig(epochs=2, warmup_epochs=5), imagenet)[0].warmup_epochs == 5
+    assert resolve(TrainConfig(epochs=6, warmup_epochs=5), imagenet)[0].warmup_epochs == 5  # above the tenth
+    # ... unless it is the whole run: the rate rose to its peak at the last step and never decayed
+    with pytest.raises(KresError, match=r"^--warmup-epochs 5 is the whole run of --epochs 2: use a warmup shorter "
+                                        r"than the run \(e\.g\. 0\.2\)$"):
+        resolve(TrainConfig(epochs=2, warmup_epochs=5), imagenet)
+    with pytest.raises(KresError, match=r"^--warmup-epochs 1 is the whole run of --epochs 1: "):
+        resolve(TrainConfig(epochs=1, warmup_epochs=1), imagenet)
     assert [resolve(TrainConfig(epochs=epochs), DataConfig())[0].warmup_epochs for epochs in (5, 10)] == [0.5, 1]
 
 
