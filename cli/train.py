@@ -85,10 +85,17 @@ class _TrainCommand(click.Command):
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
-    from keras_resnet.data import DataConfig, scans_once
+    from keras_resnet.data import DataConfig, is_split, scans_once
+    from keras_resnet.errors import KresError
     from keras_resnet.train import TrainConfig, resumed
     from keras_resnet.train import train as run_training
 
+    typed = _typed(click.get_current_context())
+    if data_dir is not None and tfds_dir is not None:  # it was ignored
+        raise KresError("--tfds-dir says where TFDS datasets are, and --data-dir reads image folders: drop --tfds-dir")
+    if data_dir is not None and "val_split" in typed and not is_split(data_dir):  # it was ignored
+        raise KresError(f"{data_dir} has train/ and val/, and --val-split splits a folder that has no val/: drop "
+                        "--val-split")
     builtin = dataset == "digits" and data_dir is None  # the same run as no --dataset; with --data-dir, an error
     data = DataConfig(dataset=None if builtin else dataset, data_dir=data_dir, tfds_dir=tfds_dir,
                       val_split=val_split, seed=seed, randaugment=randaugment, mixup_alpha=mixup,
@@ -100,7 +107,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
                       qat_epochs=qat_epochs,
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
     if resume:
-        cfg, data = resumed(cfg, data, _typed(click.get_current_context()))
+        cfg, data = resumed(cfg, data, typed)
     started = time.time()
     try:
         with scans_once():  # the pipelines, then the input statistics (and QAT's)

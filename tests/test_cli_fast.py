@@ -294,6 +294,21 @@ def test_a_kernel_onednn_lacks_is_one_line_with_the_fix(capsys, monkeypatch, cap
     assert capsys.readouterr().err.splitlines() == [line]
 
 
+def test_train_options_that_would_be_ignored_are_refused(capsys, tmp_path, monkeypatch):
+    """--val-split with a folder that has val/, and --tfds-dir with --data-dir, were ignored without a word."""
+    monkeypatch.chdir(tmp_path)  # where runs/ would be made
+    for split in ("train", "val"):
+        (tmp_path / "photos" / split / "a").mkdir(parents=True)
+    photos = str(tmp_path / "photos")
+    assert main(["train", "--depth", "18", "--data-dir", photos, "--val-split", "0.5"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {photos} has train/ and val/, and --val-split splits a folder that has no val/: drop --val-split"]
+    assert main(["train", "--depth", "18", "--data-dir", photos, "--tfds-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "Error: --tfds-dir says where TFDS datasets are, and --data-dir reads image folders: drop --tfds-dir"]
+    assert not (tmp_path / "runs").exists() and not list((tmp_path / "photos").glob("*/*/*"))
+
+
 def test_weights_messages_name_the_options_at_the_command_line(capsys, tmp_path):
     """The library's wording reached the terminal: "pass weights=PATH with variant='v1.5' ... or use variant='v1'"."""
     from kres.main import _as_options
