@@ -117,7 +117,8 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
         return
-    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {result.epochs} epochs "
+    epochs = f"{result.epochs} epoch{'' if result.epochs == 1 else 's'}"
+    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {epochs} "
                f"({result.steps} steps); best model {result.best_model}")
 
 
