@@ -179,6 +179,8 @@ class Checkpointer(keras.callbacks.Callback):
                 previous = None  # a damaged latest (resumed from the one before) is not worth keeping
             entry = {"steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
                      "bytes": weights.stat().st_size}
+            if self.step % self.steps_per_epoch:  # mid-epoch: the running means a resumed epoch goes on with
+                entry["metrics"] = metric_state(self.model)
             if previous and previous["weights"] != weights.name:
                 entry["previous"] = previous
             fileio.write_json(state_path, {**entry, "complete": False})
@@ -191,6 +193,31 @@ class Checkpointer(keras.callbacks.Callback):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
         self.last_saved = self.step
+
+
+def metric_state(model: keras.Model) -> list:
+    """The training metrics' running totals and counts (loss, accuracy, top-5), as JSON numbers."""
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in model.metrics_variables]
+
+
+class RestoreMetrics(keras.callbacks.Callback):
+    """Adds a mid-epoch checkpoint's running totals and counts back when its epoch resumes, so the epoch's loss and
+    accuracy in history.csv and on the terminal are over all its steps, as an uninterrupted run's are, not over the
+    steps after the resume only. Added after the first resumed step: the compiled metrics have no variables before
+    it, and every one of them (means) is a total and a count, which add up."""
+
+    def __init__(self, values: list):
+        super().__init__()
+        self.values = values
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.values is None:
+            return
+        variables = self.model.metrics_variables  # under JAX, reading the model syncs its state first
+        if len(variables) == len(self.values):
+            for variable, value in zip(variables, self.values):
+                variable.assign_add(np.asarray(value, dtype=variable.dtype))
+        self.values = None  # once
 
 
 class FiniteLoss(keras.callbacks.Callback):
@@ -237,7 +264,7 @@ def _entry(state: dict) -> dict | None:
     """The latest checkpoint of a state.json as a ``previous`` entry (None when it names no weights)."""
     if not state.get("weights"):
         return None
-    return {k: state[k] for k in ("steps", "iterations", "weights", "bytes") if k in state}
+    return {k: state[k] for k in ("steps", "iterations", "weights", "bytes", "metrics") if k in state}
 
 
 def _test_hook(name: str, step: int) -> None:

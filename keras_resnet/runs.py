@@ -164,6 +164,15 @@ def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Pa
                     f"another --output (--weights {run_dir / BEST_MODEL} starts it from this one)")
 
 
+def checkpoint_metrics(run_dir: str | os.PathLike, steps: int) -> list | None:
+    """The training metrics' running state saved with the checkpoint of ``steps`` (a mid-epoch one), or None."""
+    state = read_checkpoint_state(run_dir) or {}
+    for entry in (state, state.get("previous") or {}):
+        if entry.get("steps") == steps and "metrics" in entry:
+            return entry["metrics"]
+    return None
+
+
 def load_keras(path: str | os.PathLike, hint: str = "pass the file written by 'kres train' or 'kres export'"):
     """A ``.keras`` file as a Keras model (no compile, safe mode); a one-line KresError for anything else."""
     import keras

@@ -247,6 +247,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     if placement.is_chief:
         _write_run_files(run_dir, cfg, data, recipe, plan, placement, datasets, model)
     start, weights_file = runs.checkpoint_weights(run_dir, stream) if state else (0, None)
+    metrics = runs.checkpoint_metrics(run_dir, start) if start else None
     _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
                          run_dir, start))
     _say_frozen_bn(stream, cfg, plan, placement)
@@ -256,7 +257,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     callbacks, checkpointer = _callbacks(cfg, plan, run_dir, write_dir, start, model, exporter, stream)
     began = time.perf_counter()
     step = _fit_phases(model, optimizer, cfg, plan, placement, datasets, callbacks, checkpointer, start,
-                       weights_file)
+                       weights_file, metrics)
     train_seconds = time.perf_counter() - began
     exporter.save(write_dir / runs.LAST_MODEL)
     checkpointer.save(complete=True)
@@ -360,9 +361,11 @@ def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, st
 
 
 def _fit_phases(model: keras.Model, optimizer, cfg: TrainConfig, plan: _Plan, placement: Placement, datasets,
-                callbacks: list, checkpointer: cb.Checkpointer, start: int, weights_file: Path | None) -> int:
+                callbacks: list, checkpointer: cb.Checkpointer, start: int, weights_file: Path | None,
+                metrics: list | None = None) -> int:
     """Train from global step ``start`` to the end in segments of whole epochs (the frozen-backbone phase, and
-    the rest of a half-finished epoch, are segments of their own); returns the last step."""
+    the rest of a half-finished epoch, are segments of their own); returns the last step. ``metrics``: the
+    running means of the half-finished epoch's first steps (its checkpoint's), which its rest goes on with."""
     val_data = _with_cardinality(datasets.val, datasets.num_val, cfg.batch_size)
     if placement.kind == "multi_worker":
         val_data = _unsharded(val_data)
@@ -386,9 +389,12 @@ def _fit_phases(model: keras.Model, optimizer, cfg: TrainConfig, plan: _Plan, pl
         end = epoch + 1 if offset else (cfg.freeze_backbone_epochs if want_frozen else cfg.epochs)
         checkpointer.start_fit(step)
         train_data = datasets.train_from(epoch, offset)  # the batches an uninterrupted run sees from here
+        resumed = [cb.RestoreMetrics(metrics)] if offset and metrics is not None else []
         with _fit_scope(model, datasets, placement), _compat.fused_batch_norm():
             model.fit(train_data, validation_data=val_data, initial_epoch=epoch, epochs=end,
-                      steps_per_epoch=plan.steps_per_epoch - offset, callbacks=callbacks, verbose=0, shuffle=False)
+                      steps_per_epoch=plan.steps_per_epoch - offset, callbacks=resumed + callbacks, verbose=0,
+                      shuffle=False)
+        metrics = None
         step = checkpointer.step
     return step
 
