@@ -75,6 +75,20 @@ class ProgressBar(keras.callbacks.Callback):
         self.stream = stream or sys.stderr
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.min_interval = min_interval
+        self.later = None  # the epoch line held for :meth:`line_after`'s callback to print
+
+    def line_after(self) -> keras.callbacks.Callback:
+        """A callback that prints the epoch line where it stands in the list (last: once the epoch is saved); the
+        bar itself, earlier, still puts the epoch's images/s and time into the logs the others write."""
+        self.later = []
+        bar = self
+
+        class EpochLine(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                while bar.later:
+                    bar._write(bar.later.pop(0))
+
+        return EpochLine()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -106,6 +120,12 @@ class ProgressBar(keras.callbacks.Callback):
         logs["images_per_s"] = rate
         logs["epoch_time_s"] = elapsed
         line = f"Epoch {epoch + 1}/{self.epochs} {elapsed:.1f}s {rate:,.0f} img/s {_format_logs(logs)}"
+        if self.later is not None:
+            self.later.append(line)
+        else:
+            self._write(line)
+
+    def _write(self, line: str) -> None:
         self.stream.write(f"\r{line}\x1b[K\n" if self.live else f"{line}\n")
         self.stream.flush()
 

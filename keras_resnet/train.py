@@ -340,23 +340,25 @@ def _say_frozen_bn(stream, cfg: TrainConfig, plan: _Plan, placement: Placement) 
 
 def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, start: int, model: keras.Model,
                exporter: _Float32Exporter, stream) -> tuple[list, cb.Checkpointer]:
-    """The divergence check, history (the rows up to the resumed epoch), best model, TensorBoard, the checkpointer
-    and progress, in that order at an epoch's end: the checkpoint, once saved, implies the epoch's history row and
-    best model, and the epoch's line comes once all are saved (printed first, it was on the terminal for the 1-2 s
-    of the saves, when a Ctrl-C lost the epoch it showed)."""
+    """The divergence check, progress, history (the rows up to the resumed epoch), best model, TensorBoard, the
+    checkpointer and the epoch's line, in that order at an epoch's end: the checkpoint, once saved, implies the
+    epoch's history row and best model, and the epoch's line comes once all are saved (printed first, it was on the
+    terminal for the 1-2 s of the saves, when a Ctrl-C lost the epoch it showed)."""
     rows = [r for r in cb.read_history(run_dir / runs.HISTORY_FILE) if r["epoch"] <= start // plan.steps_per_epoch]
     lr_now = plan.schedule.build()
     checkpointer = cb.Checkpointer(write_dir / runs.CHECKPOINT_DIR, plan.steps_per_epoch,
                                    every_steps=plan.checkpoint_steps)
+    bar = cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream)
     return [
         cb.FiniteLoss(checkpointer, cfg.lr),  # first: a diverged step reaches no later callback
         *([cb.ValidateAverages()] if cfg.ema else []),  # before anything reads the validation logs
+        bar,  # the live bar, and the epoch's images/s and time into the logs
         cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
         cb.BestModelSaver(write_dir / runs.BEST_MODEL, exporter.save,
                           best=max((r.get("val_accuracy", -math.inf) for r in rows), default=-math.inf)),
         cb.TensorBoardScalars(write_dir / runs.LOGS_DIR),
         checkpointer,
-        cb.ProgressBar(cfg.epochs, cfg.batch_size, stream=stream),
+        bar.line_after(),
     ], checkpointer
 
 
