@@ -395,7 +395,7 @@ def _synthetic_source(cfg: DataConfig) -> _Source:
 class _ScannedFile:
     path: str
     needs_pil: bool  # PIL decodes it but TensorFlow cannot (CMYK JPEG, palette/1-bit BMP ...)
-    size: int
+    size: int  # bytes as the pipeline stores it: the file's, or for a PIL one its pixels' (the PNG made of them)
     orientation: int = 1  # EXIF 1-8, read here once (not per epoch in tf.data); 1 when PIL makes a PNG of it
 
 
@@ -637,6 +637,7 @@ def _check_image(path: str) -> _ScannedFile | None:
             if fmt == "JPEG":
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
+            pixels = image.width * image.height * 3  # what a PNG of it may take (a 40 KB WebP photo: 1.3 MB)
             orientation = imageio.file_orientation(path) if fmt == "JPEG" else 1  # once here, not every epoch
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError...)
         return None
@@ -644,7 +645,9 @@ def _check_image(path: str) -> _ScannedFile | None:
     # 1-bit BMPs (which it misreads or rejects), rarer JPEG modes, WebP and TIFF are converted through PIL when read.
     needs_pil = (fmt == "JPEG" and mode not in ("RGB", "L", "CMYK")) or (fmt == "BMP" and mode not in ("RGB", "L")) \
         or fmt in _PIL_ONLY
-    return _ScannedFile(path, needs_pil, size, 1 if needs_pil else orientation)  # _pil_png turns its pixels
+    if needs_pil:  # _pil_png turns its pixels upright, and the cache holds that PNG
+        return _ScannedFile(path, True, max(size, pixels), 1)
+    return _ScannedFile(path, False, size, orientation)
 
 
 def _pil_png(path: bytes) -> bytes:

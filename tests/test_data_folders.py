@@ -109,6 +109,12 @@ def test_webp_and_tiff_are_trained_on_as_the_same_pixels(tmp_path):
     data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=0.5,
                                     cache=False))
     assert (data.num_train, data.num_val, data.skipped_files) == (5, 5, 0)
+    from keras_resnet.data import _scan
+
+    # the cache holds a PIL-read file as a PNG of its pixels: counted as such (a 40 KB WebP photo is 1.3 MB)
+    sizes = {Path(f.path).name: f.size for f in _scan(tmp_path, ["cat"])[0]}
+    assert sizes["a.png"] == (tmp_path / "cat" / "a.png").stat().st_size
+    assert sizes["b.webp"] == sizes["c.TIF"] == 48 * 36 * 3 > (tmp_path / "cat" / "b.webp").stat().st_size
     from keras_resnet.data import load_every_image
 
     whole = load_every_image(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=10, cache=False))

@@ -137,6 +137,8 @@ def test_unreadable_images_are_skipped_and_the_rest_predicted_in_order(tmp_path,
     assert stub.seen == [(1, 32, 32, 3), (1, 32, 32, 3)]
     with pytest.raises(KresError, match=rf"^none of the 2 images can be read: cannot read image {images[1]} "):
         pr.predict(pr.PredictConfig("m.keras", images[1:3]))
+    with pytest.raises(KresError, match=rf"^image {images[2]} does not exist$"):  # one bad file, named twice
+        pr.predict(pr.PredictConfig("m.keras", [images[2], images[2]]))
     assert len(loaded) == 1  # refused before the model loads
 
 
