@@ -428,7 +428,6 @@ def _folder_source(cfg: DataConfig) -> _Source:
     else:
         if val_dir.is_dir() and not train_dir.is_dir():
             raise KresError(f"{root} has val/ but no train/; add {train_dir}/<class>/ or flatten to <class>/ folders")
-        _refuse_other_split_names(root)
         if train_dir.is_dir():  # train/ alone: split it
             root = train_dir
         class_names = _class_dirs(root)
@@ -461,27 +460,34 @@ def held_out_folder(folder: str | os.PathLike) -> Path:
         raise KresError(f"image folder {root} does not exist; pass --data-dir a folder of class sub-folders")
     if (root / "val").is_dir():
         return root / "val"
-    _refuse_other_split_names(root)
+    check_split_names(root, held_out_only=True)
     if (root / "train").is_dir():
         raise KresError(f"{root} has train/ but no val/: name the folder of held-out images (its <class>/ "
                         f"folders) with --data-dir")
     return root
 
 
-def _refuse_other_split_names(root: Path) -> None:
-    """A split layout under other tools' names (``training/``, ``validation/``, ``valid/``) is refused: read as
-    they are, ``validation/`` beside ``train/`` was ignored without a word, and ``training/`` with ``validation/``
-    became two classes."""
+def check_split_names(folder: str | os.PathLike, *, held_out_only: bool = False) -> None:
+    """Refuse a split layout under other names than train/ and val/ (``training/``, ``validation/``, ``valid/``,
+    ``Train/``, ``Val/``): read as it is, ``validation/`` beside ``train/`` was ignored without a word and train/
+    split instead, and ``Train/`` with ``Val/`` became two classes of those names. ``held_out_only``: a
+    ``validation/`` alone is refused too (the folder of held-out images evaluation reads). For a new run only: a
+    run begun on such a folder keeps reading it as it did."""
+    root = Path(folder).expanduser()
     try:
         names = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
     except OSError:
         return  # said by the class folder scan, with its fix
-    held = next((names[n] for n in ("validation", "valid") if n in names), None)
+    held = next((names[n] for n in ("val", "valid", "validation") if n in names), None)
     trained = next((names[n] for n in ("train", "training") if n in names), None)
-    if held and trained:
-        renames = [f"{held}/ to val/"] + ([f"{trained}/ to train/"] if trained != "train" else [])
-        raise KresError(f"{root} has {trained}/ and {held}/, a split that kres reads from train/ and val/: rename "
-                        f"{' and '.join(renames)}")
+    if held is None or (trained is None and not held_out_only):
+        return
+    renames = [f"{name}/ to {want}/" for name, want in ((held, "val"), (trained, "train")) if name and name != want]
+    if not renames:
+        return
+    layout = f"{trained}/ and {held}/, a split" if trained else f"{held}/, held-out images"
+    raise KresError(f"{root} has {layout} that kres reads from {'train/ and ' if trained else ''}val/: rename "
+                    f"{' and '.join(renames)}")
 
 
 def _whole_folder_source(cfg: DataConfig) -> _Source:

@@ -28,7 +28,7 @@ import keras
 
 from keras_resnet import _compat, fileio, runlock, runs
 from keras_resnet import callbacks as cb
-from keras_resnet.data import DataConfig, data_name, load_datasets
+from keras_resnet.data import DataConfig, check_split_names, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
 from keras_resnet.errors import KresError
 from keras_resnet.meta import ModelMeta
@@ -222,6 +222,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     check_global_batch(cfg.batch_size, placement.replicas)
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
+    if data.data_dir is not None and not runs.is_run_dir(run_dir):  # a run begun on such a folder reads it as it did
+        check_split_names(data.data_dir)
     if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
         runlock.acquire(run_dir, stream)
     if recipe_warmup_asked:

@@ -195,23 +195,49 @@ def test_class_folders_without_images(tmp_path):
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
 
 
-@pytest.mark.parametrize(("folders", "renames"), [
-    (("train", "validation"), "validation/ to val/"),  # validation/ was ignored and train/ split
-    (("training", "Valid"), "Valid/ to val/ and training/ to train/"),  # two classes, "training" and "Valid"
+@pytest.mark.parametrize(("folders", "message"), [
+    (("train", "validation"), "has train/ and validation/, a split that kres reads from train/ and val/: rename "
+                              "validation/ to val/"),  # validation/ was ignored and train/ split
+    (("Train", "Val"), "has Train/ and Val/, a split that kres reads from train/ and val/: rename Val/ to val/ and "
+                       "Train/ to train/"),  # two classes, "Train" and "Val"
+    (("training", "val"), "has training/ and val/, a split that kres reads from train/ and val/: rename training/ "
+                          "to train/"),  # "has val/ but no train/"
 ])
-def test_a_split_under_other_names_is_refused_with_the_renames(tmp_path, folders, renames):
-    from keras_resnet.data import load_every_image
+def test_a_split_under_other_names_is_refused_for_a_new_run_with_the_renames(tmp_path, folders, message, capsys,
+                                                                            monkeypatch):
+    from keras_resnet.data import check_split_names, load_every_image
+    from kres.main import main
 
     for split in folders:
         for k, name in enumerate(("cat", "dog")):
             (tmp_path / split / name).mkdir(parents=True)
             for i in range(3):
                 _photo(k * 10 + i).save(tmp_path / split / name / f"{i}.png")
-    message = f"{tmp_path} has {folders[0]}/ and {folders[1]}/, a split that kres reads from train/ and val/: rename "
-    for load in (load_datasets, load_every_image):  # train, and evaluate on a held-out folder
+    monkeypatch.chdir(tmp_path)  # where runs/ would be made
+    assert main(["train", "--depth", "18", "--data-dir", str(tmp_path)]) == 2  # a new run
+    assert capsys.readouterr().err.splitlines() == [f"Error: {tmp_path} {message}"]
+    assert not (tmp_path / "runs").exists()
+    if "val" not in folders:  # evaluate's held-out folder: the same refusal
         with pytest.raises(KresError) as caught:
-            load(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
-        assert str(caught.value) == message + renames
+            load_every_image(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+        assert str(caught.value) == f"{tmp_path} {message}"
+        # a run begun on it before the check reads it as it did, to resume, evaluate and export
+        data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+        expected = {"train": (6, ["cat", "dog"]), "Train": (12, ["Train", "Val"])}[folders[0]]
+        assert (data.num_train + data.num_val, data.class_names) == expected
+    check_split_names(tmp_path / folders[0])  # class folders only: nothing to say
+
+
+def test_a_validation_folder_alone_is_refused_as_held_out_images_with_the_rename(tmp_path):
+    """It was read as one class, 'validation' ("one class only", or "3 outputs but the data has 1 classes")."""
+    from keras_resnet.data import check_split_names, load_every_image
+
+    (tmp_path / "validation" / "cat").mkdir(parents=True)
+    _photo(0).save(tmp_path / "validation" / "cat" / "0.png")
+    check_split_names(tmp_path)  # for a new run: a folder with one class folder, refused later as one class
+    with pytest.raises(KresError, match=r"has validation/, held-out images that kres reads from val/: rename "
+                                        r"validation/ to val/$"):
+        load_every_image(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
 
 
 def test_single_class(tmp_path):
