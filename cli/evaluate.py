@@ -34,8 +34,8 @@ def _one_data_option(ctx, param, value):
               help="Image folders as train takes them: DIR/val/<class>/ is read whole, or the validation split "
                    "of DIR/<class>/ (with the run's --val-split and --seed; --all-images: every image).")
 @click.option("--all-images", is_flag=True,
-              help="Score every image of --data-dir's class folders (a held-out test folder), not the validation "
-                   "split training would keep back.")
+              help="Score every image of --data-dir's class folders (a held-out test folder, not the one the "
+                   "model was trained on), not the validation split training would keep back.")
 @click.option("--tfds-dir", default=None, type=click.Path(),
               help="TFDS data_dir holding --dataset (alone: the run's dataset, found there).")
 @image_size_option(default=None)
@@ -79,8 +79,10 @@ def _print(result) -> None:
     if data.get("every_image"):
         images = f"all {data['num_val']} of its images"
     elif data.get("split_from"):
+        # the hint for a folder the user named: of the run's own, the rest was trained on
+        hint = f"; --all-images scores all {data['split_from']}" if data["source"] == "options" else ""
         images = (f"{data['num_val']} of its {data['split_from']} images (the validation split: --val-split "
-                  f"{data['val_split']}, seed {data['seed']}; --all-images scores all {data['split_from']})")
+                  f"{data['val_split']}, seed {data['seed']}{hint})")
     classes = len(data["class_names"])
     seen = data.get("classes_seen", classes)  # a folder of some of the model's classes
     classes = f"{classes} classes" if seen == classes else f"{seen} of its {classes} classes"

@@ -296,7 +296,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     from keras_resnet.data import is_split, load_datasets, load_every_image
 
     data_cfg = data_config(cfg, predictors)
-    every_image = _every_image(cfg, data_cfg.data_dir)
+    every_image = _every_image(cfg, data_cfg.data_dir, predictors[0])
     datasets = load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
@@ -340,9 +340,10 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     return result
 
 
-def _every_image(cfg: EvalConfig, folder: str | None) -> bool:
+def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> bool:
     """Whether every image of the data folder is scored: asked for (``--all-images``), or a ``val/`` that has no
-    ``train/`` beside it (nothing of it was trained on)."""
+    ``train/`` beside it (nothing of it was trained on). Not the folder the model was trained on, whose images
+    beyond its validation split were trained on."""
     from keras_resnet.data import is_split
 
     if folder is None:
@@ -351,6 +352,13 @@ def _every_image(cfg: EvalConfig, folder: str | None) -> bool:
     if cfg.all_images:
         if not is_split(root):
             raise KresError(f"{root} has train/ and val/, and all of val/ is scored already: drop --all-images")
+        try:
+            trained_on = training_data_config(cfg.models[0], predictor).get("data_dir")
+        except KresError:
+            trained_on = None
+        if trained_on and os.path.realpath(Path(trained_on).expanduser()) == os.path.realpath(root):
+            raise KresError(f"{predictor.path.name} was trained on {root}: --all-images would score its training "
+                            "images too; drop it to score the validation split, or name a folder of held-out images")
         return True
     return (root / "val").is_dir() and not (root / "train").is_dir()
 

@@ -626,9 +626,9 @@ def _options_back(old: dict, new: dict) -> list[str]:
 
 def _moved_data(old: dict, new: dict) -> list[tuple[str, str, str]]:
     """(field, from, to) for each data folder (``data_dir``, ``tfds_dir``) that is gone from where the run recorded
-    it and is given elsewhere: the run resumes there, as long as the images are the ones it started with
-    (:func:`_check_same_images`). A moved folder made the run impossible to resume: the recorded one did not exist,
-    and the new one was "other settings"."""
+    it and is given elsewhere: the run resumes there, as long as it gives as many images of the same classes
+    (:func:`_check_same_images`; the files themselves are not compared). A moved folder made the run impossible to
+    resume: the recorded one did not exist, and the new one was "other settings"."""
     return [(name, old[name], new[name]) for part, name in _PATHS if part == "data"
             if old.get(name) and new.get(name) and old[name] != new[name] and not Path(old[name]).exists()]
 
@@ -638,7 +638,8 @@ def _say_moved_data(stream, run_dir: Path, data: DataConfig) -> None:
     if saved is not None:
         old, new = _identity(saved["train"], saved["data"]), _identity({}, asdict(data))
         for name, before, now in _moved_data(old["data"], new["data"]):
-            _say(stream, f"the run's --{name.replace('_', '-')} {before} is gone: reading {now} (the same images)")
+            _say(stream, f"the run's --{name.replace('_', '-')} {before} is gone: reading {now} (checked: the same "
+                         "classes and image counts)")
 
 
 def _check_same_images(run_dir: Path, datasets) -> None:

@@ -426,6 +426,18 @@ def test_a_held_out_folder_is_scored_whole_with_all_images_and_a_val_folder_alon
                  str(tmp_path / "c")]) == 0
     assert capsys.readouterr().out.startswith(f"Data: {held_out}, all 15 of its images, 3 of its 4 classes, 32 px")
 
+    # the folder the model was trained on: the rest of it was trained on, so --all-images is refused and not hinted
+    own = _image_folder(tmp_path / "own", {"cat": 3, "dog": 3})
+    (named / "config.json").write_text(json.dumps({"data": {"data_dir": str(own), "image_size": 32}}))
+    assert main(["evaluate", str(named / "best.keras"), "--output", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Data: {own}, 1 of its 6 images (the validation split: --val-split 0.2, seed 0), ")
+    assert "--all-images" not in out  # it said "--all-images scores all 6"
+    assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(own), "--all-images"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: best.keras was trained on {own}: --all-images would score its training images too; drop it to "
+        "score the validation split, or name a folder of held-out images"]
+
 
 @pytest.mark.parametrize("layout, args, message", [
     ({}, ["--all-images"], "--all-images scores every image of a folder of held-out images: name it with "

@@ -438,7 +438,8 @@ def test_a_run_whose_data_folder_moved_resumes_from_where_it_is_now(tmp_path):
     assert _check_existing_run(tmp_path / "run", cfg, moved) == {"steps": 0}
     stream = io.StringIO()
     _say_moved_data(stream, tmp_path / "run", moved)
-    assert stream.getvalue() == f"the run's --data-dir {before} is gone: reading {now} (the same images)\n"
+    assert stream.getvalue() == (f"the run's --data-dir {before} is gone: reading {now} (checked: the same classes "
+                                 "and image counts)\n")
     with pytest.raises(KresError, match=r"other settings \(data\.val_split: 0\.2 -> 0\.5\)"):
         _check_existing_run(tmp_path / "run", cfg, dataclasses.replace(moved, val_split=0.5))  # only the place
 
