@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -614,13 +615,14 @@ def _options_back(old: dict, new: dict) -> list[str]:
     Only numbers were named: "--precision float32" against a run of "auto" said "repeat its options", none named."""
     typed, left_out = [], []
     for key, value in old.items():
-        if value == new.get(key) or not (value is None or type(value) in (int, float, str)):
-            continue
+        if value == new.get(key) or isinstance(new.get(key), bool) or not (value is None or type(value) in (int, float,
+                                                                                                           str)):
+            continue  # flags are left out: their names are the command line's (--no-xla, --train-bn)
         option = f"--{key.replace('_', '-')}"
         if value is None:
-            left_out.append(f"{option}/--no-{key.replace('_', '-')}" if isinstance(new.get(key), bool) else option)
+            left_out.append(option)
         else:
-            typed.append(f"{option} {value}")
+            typed.append(f"{option} {shlex.quote(str(value))}")
     return [" ".join(typed)] * bool(typed) + [f"leave out {', '.join(left_out)}"] * bool(left_out)
 
 

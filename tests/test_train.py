@@ -470,12 +470,14 @@ def test_other_settings_name_the_options_that_give_the_runs_own_back():
     "repeat its options", and named none."""
     from keras_resnet.train import _options_back
 
-    run = {"epochs": 3, "lr": 0.05, "precision": "auto", "xla": None, "weights": None, "freeze_bn": False}
-    assert _options_back(run, {**run, "precision": "float32", "xla": False}) == ["--precision auto",
-                                                                                 "leave out --xla/--no-xla"]
+    run = {"epochs": 3, "lr": 0.05, "precision": "auto", "xla": None, "weights": None, "freeze_bn": None,
+           "output": "my runs/a"}
+    assert _options_back(run, {**run, "precision": "float32"}) == ["--precision auto"]
     assert _options_back(run, {**run, "epochs": 5, "lr": 0.1, "weights": "w.h5"}) == ["--epochs 3 --lr 0.05",
                                                                                      "leave out --weights"]
-    assert _options_back(run, {**run, "freeze_bn": True}) == []  # a flag pair whose name is not its option's
+    # flags are not named: their options are not their fields' names (--no-xla, --train-bn)
+    assert _options_back(run, {**run, "xla": False, "freeze_bn": False}) == []
+    assert _options_back(run, {**run, "output": "b"}) == ["--output 'my runs/a'"]  # as the shell takes it
     assert _options_back(run, dict(run)) == []
 
 
