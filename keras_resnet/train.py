@@ -597,7 +597,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         return None
     old = _identity(saved["train"], saved["data"])
     new = _identity(asdict(cfg), asdict(data))
-    for name, _, _ in _moved_data(old["data"], new["data"]):  # the same images, checked once they are read
+    for name, _, _ in _moved_data(old["data"], new["data"]):  # its classes and counts are checked once read
         old["data"][name] = new["data"][name]
     if old != new:
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
