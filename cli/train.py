@@ -87,7 +87,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
     from keras_resnet.data import DataConfig, is_split, scans_once
     from keras_resnet.errors import KresError
-    from keras_resnet.train import TrainConfig, resumed
+    from keras_resnet.train import TrainConfig, epochs_text, resumed
     from keras_resnet.train import train as run_training
 
     typed = _typed(click.get_current_context())
@@ -117,8 +117,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
         return
-    epochs = f"{result.epochs} epoch{'' if result.epochs == 1 else 's'}"
-    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {epochs} "
+    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {epochs_text(result.epochs)} "
                f"({result.steps} steps); best model {result.best_model}")
 
 

@@ -241,7 +241,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
         _say_moved_data(stream, run_dir, data)  # before its config.json records the new place
     plan = _plan(cfg, placement, datasets, precision)
     if state and state.get("complete") and state.get("steps") == plan.total_steps:
-        _say(stream, f"{run_dir} already finished {_epochs(cfg.epochs)} ({plan.total_steps} steps); nothing to train")
+        _say(stream, f"{run_dir} already finished {epochs_text(cfg.epochs)} ({plan.total_steps} steps); nothing to "
+                     "train")
         return _finish(cfg, data, run_dir, placement, train_seconds=0.0, stream=stream)
     # Every worker of a multi-worker run saves (the collectives need all of them); only the chief keeps files.
     write_dir = run_dir if placement.is_chief else Path(tempfile.mkdtemp(prefix=f"kres-{placement.worker_index}-"))
@@ -683,15 +684,16 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         f"{datasets.num_train} train / {datasets.num_val} val images, {len(datasets.class_names)} classes"
         + (f", {datasets.skipped_files} unreadable files skipped" if datasets.skipped_files else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
-        f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {_epochs(cfg.epochs)} x {steps_per_epoch} steps; "
-        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {_epochs(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
+        f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x {steps_per_epoch} steps; "
+        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {epochs_text(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         f"run dir {run_dir}" + (f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})" if start else ""),
     ]
     return "\n".join(lines)
 
 
-def _epochs(count: float) -> str:
+def epochs_text(count: float) -> str:
+    """'1 epoch', '2 epochs', '0.5 epochs'."""
     return f"{count:g} epoch{'' if count == 1 else 's'}"
 
 
