@@ -175,7 +175,12 @@ class Checkpointer(keras.callbacks.Callback):
             self.save()
 
     def save(self, complete: bool = False) -> None:
-        """A checkpoint; ``complete=True`` marks the run finished and drops the weights (last.keras has them)."""
+        """A checkpoint; ``complete=True`` marks the run finished and drops the weights (last.keras has them). A
+        Ctrl-C or SIGTERM meanwhile waits for it to be written (a second one does not)."""
+        with fileio.interrupts_held():
+            self._save(complete)
+
+    def _save(self, complete: bool) -> None:
         state_path = self.directory / runs.STATE_FILE
         if complete:
             fileio.write_json(state_path, {"steps": self.step, "iterations": iterations_of(self.model),
@@ -213,6 +218,43 @@ class Checkpointer(keras.callbacks.Callback):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
         self.last_saved = self.step
+
+
+class EpochEndHeld(keras.callbacks.Callback):
+    """Runs ``callbacks`` as if each were in the list, their epoch ends (history row, best model, checkpoint, the
+    epoch's line) with Ctrl-C and SIGTERM held until all are done: an epoch trained and validated is saved whole,
+    then the signal ends the run, which resumes after that epoch. Without it, a Ctrl-C in the second or so of those
+    saves lost the epoch."""
+
+    def __init__(self, callbacks: list):
+        super().__init__()
+        self.callbacks = callbacks
+        base = keras.callbacks.Callback
+        for name in dir(base):  # only the hooks one of them has: Keras dispatches the others as it did
+            if name.startswith("on_") and name != "on_epoch_end" and any(
+                    getattr(type(callback), name) is not getattr(base, name) for callback in callbacks):
+                setattr(self, name, self._forward(name))
+
+    def _forward(self, name: str):
+        def each(*args, **kwargs):
+            for callback in self.callbacks:
+                getattr(callback, name)(*args, **kwargs)
+        return each
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in self.callbacks:
+            callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in self.callbacks:
+            callback.set_params(params)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with fileio.interrupts_held():
+            for callback in self.callbacks:
+                callback.on_epoch_end(epoch, logs)
 
 
 def metric_state(model: keras.Model) -> list:

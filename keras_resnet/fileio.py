@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +132,70 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Holding:
+    """The state of :func:`interrupts_held`: whether a hold is on, the handlers it replaced, and the signal (with its
+    frame) that came meanwhile."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.previous: dict = {}
+        self.held: tuple | None = None
+
+
+_holding = _Holding()
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the body has ended, then are raised as they would have been: a checkpoint or
+    an epoch's saves that were under way are finished rather than lost. A second one while held is raised at once
+    (a write that hangs can still be stopped). A hold inside a hold is the outer one; an ignored signal stays
+    ignored; main thread only (the one Python runs handlers on)."""
+    if _holding.on or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _holding.on, _holding.held = True, None
+    _holding.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in _holding.previous.items():
+        if handler not in (signal.SIG_IGN, None):  # None: set outside Python, left as it is
+            signal.signal(sig, _hold)
+    try:
+        yield
+    finally:
+        held = _release()
+    if held is not None:
+        _raise_as_before(*held)
+
+
+def _hold(signum, frame) -> None:
+    if _holding.held is None:
+        _holding.held = (signum, frame)
+    else:
+        _release()
+        _raise_as_before(signum, frame)
+
+
+def _release() -> tuple | None:
+    """The handlers back; returns the signal held meanwhile, if any."""
+    if _holding.on:
+        for sig, handler in _holding.previous.items():
+            if handler not in (signal.SIG_IGN, None):
+                signal.signal(sig, handler)
+    _holding.on = False
+    held, _holding.held = _holding.held, None
+    return held
+
+
+def _raise_as_before(signum, frame) -> None:
+    """What the handler the hold replaced would have done: Python's (KeyboardInterrupt), kres's (SIGTERM as an
+    interrupt), or the default action (the process ends), taken now that it is back."""
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, frame)
+    else:
+        os.kill(os.getpid(), signum)
 
 
 # The names kres gives its temporaries: atomic_path's and atomic_dir's (tempfile adds 8 characters), the folder

@@ -331,6 +331,80 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "run"))
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler (KeyboardInterrupt), whatever the suite was started with (a background job
+    ignores Ctrl-C)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_while_held_is_raised_once_the_body_ends_and_a_second_one_at_once(ctrl_c_raises):
+    from keras_resnet import fileio
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), fileio.interrupts_held():
+        signal.raise_signal(signal.SIGINT)
+        with fileio.interrupts_held():  # a hold inside a hold: the outer one raises it
+            done.append("inner")
+        done.append("outer")
+    assert done == ["inner", "outer"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), fileio.interrupts_held():  # a second Ctrl-C: at once
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        done.append("not reached")
+    assert done == ["inner", "outer"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(OSError, match="disk"), fileio.interrupts_held():  # another error ends it: that one is raised
+        signal.raise_signal(signal.SIGINT)
+        raise OSError("disk")
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with fileio.interrupts_held():
+            signal.raise_signal(signal.SIGTERM)
+            assert seen == []
+        assert seen == [signal.SIGTERM]  # kres's handler (SIGTERM as Ctrl-C) is called as it would have been
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with fileio.interrupts_held():  # ignored stays ignored (`kres train &`)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_ctrl_c_during_an_epochs_saves_waits_for_them_and_the_rerun_goes_on_after_that_epoch(
+        tmp_path, monkeypatch, ctrl_c_raises):
+    """A Ctrl-C once an epoch is validated, while its history row, best model and checkpoint are written (a second
+    or so an epoch), is raised when they are done: the epoch was lost, the rerun trained it again."""
+    import keras_resnet.callbacks as cb
+    from keras_resnet.train import train
+
+    write_row = cb.HistoryWriter.on_epoch_end
+
+    def ctrl_c_first(self, epoch, logs=None):
+        if epoch == 0:
+            signal.raise_signal(signal.SIGINT)
+        write_row(self, epoch, logs)
+
+    monkeypatch.setattr(cb.HistoryWriter, "on_epoch_end", ctrl_c_first)
+    stream = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        train(*_tiny(tmp_path, checkpoint_steps=None), stream=stream)
+    run = tmp_path / "run"
+    assert (runs.read_checkpoint_state(run) or {}).get("steps") == 2  # epoch 1 (2 steps), whole
+    assert [row["epoch"] for row in cb.read_history(run / "history.csv")] == [1]
+    assert (run / "best.keras").is_file() and "Epoch 1/2 " in stream.getvalue()
+    assert "Epoch 2/2" not in stream.getvalue()
+
+    monkeypatch.setattr(cb.HistoryWriter, "on_epoch_end", write_row)
+    stream = io.StringIO()
+    result = train(*_tiny(tmp_path, checkpoint_steps=None), stream=stream)
+    assert "(resuming at step 2, epoch 2)" in stream.getvalue(), stream.getvalue()
+    assert [row["epoch"] for row in result.history] == [1, 2] and result.steps == 4
+
+
 def test_checkpoint_state_keeps_the_one_before_and_only_it(interrupted_run):
     state = json.loads((interrupted_run / "checkpoint" / "state.json").read_text())
     assert (state["steps"], state["weights"], state["previous"]["steps"], state["previous"]["weights"]) == (
