@@ -113,6 +113,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
         with scans_once():  # the pipelines, then the input statistics (and QAT's)
             result = run_training(cfg, data)
     except KeyboardInterrupt:
+        click.echo(err=True)  # ends the live bar's line (and the terminal's ^C), as click does for the other commands
         raise click.Abort(resume_hint(cfg.output, started)) from None  # with --resume, the run resumed
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
