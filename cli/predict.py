@@ -6,6 +6,8 @@ import json
 
 import click
 
+from kres.options import MIN_IMAGE_SIZE
+
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
                     "dir. Images: any format Pillow reads; they are resized and centre-cropped as in evaluation. An "
@@ -13,8 +15,8 @@ import click
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=1), default=None,
-              help="Only for a model that takes any size and records none.")
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
+              help=f"Only for a model that takes any size and records none ({MIN_IMAGE_SIZE} or more, as in training).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")

@@ -34,6 +34,8 @@ def _parse_only(*args):
     (["train", "--depth", "18", "--epochs", "100001"], 2, "'--epochs': 100001 is not in the range 1<=x<=100000"),
     (["evaluate", "a.keras", "--dataset", "digits", "--data-dir", "d"], 2, "--dataset and --data-dir are alternatives"),
     (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
+    # 1 was taken here alone; the other commands need 32 (a ResNet halves its input five times)
+    (["predict", "m.keras", "a.png", "--image-size", "1"], 2, "'--image-size': 1 is not in the range x>=32"),
 ])
 def test_parse_errors_and_help_never_import_the_backend(args, code, message):
     rc, out, err = _parse_only(*args)
