@@ -32,8 +32,16 @@ def info(depth: int, image_size: int, num_classes: int, variant: str, stem: str,
     click.echo(f"  keras layers      {summary.layers}")
     click.echo(f"  trainable params  {summary.trainable_params:,}")
     click.echo(f"  total params      {summary.total_params:,}")
-    click.echo(f"  multiply-adds     {summary.macs / 1e9:.2f} G ({summary.macs:,})")
+    click.echo(f"  multiply-adds     {_scaled(summary.macs)} ({summary.macs:,})")
     click.echo("  stage outputs:")
     for stage, shape in summary.stages.items():
         click.echo(f"    {stage:<5} {' x '.join(map(str, shape))}")
     click.echo(f"    out   {' x '.join(map(str, summary.output_shape))}")
+
+
+def _scaled(count: int) -> str:
+    """``4.09 G`` (ResNet-50 at 224 px), ``14.46 T`` (ResNet-18 at 20000: it said ``14457.60 G``), ``148.05 M``."""
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{count:,}"

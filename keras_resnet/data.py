@@ -414,9 +414,10 @@ def _folder_source(cfg: DataConfig) -> _Source:
     if not is_split(root):
         train_classes, val_classes = _class_dirs(train_dir), _class_dirs(val_dir)
         if train_classes != val_classes:
-            missing = sorted(set(train_classes) ^ set(val_classes))
-            raise KresError(f"{train_dir} and {val_dir} must hold the same class folders; "
-                            f"not in both: {', '.join(missing[:5])}")
+            sides = [f"{', '.join(only[:5])}{' ...' if len(only) > 5 else ''} only in {where.name}/"
+                     for where, only in ((train_dir, sorted(set(train_classes) - set(val_classes))),
+                                         (val_dir, sorted(set(val_classes) - set(train_classes)))) if only]
+            raise KresError(f"{train_dir} and {val_dir} must hold the same class folders: {'; '.join(sides)}")
         class_names = train_classes
         train_files, train_labels, skipped_train = _scan(train_dir, class_names)
         val_files, val_labels, skipped_val = _scan(val_dir, class_names)

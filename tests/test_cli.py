@@ -51,6 +51,14 @@ def test_info_table(capsys):
     assert "resnet18_v1 (v1, imagenet stem) at 64x64x3, 10 classes" in out
     assert "C5    2 x 2 x 512" in out
     assert "weight layers     18" in out
+    assert "multiply-adds     148.05 M (148,050,944)" in out  # in G it was "0.15 G"
+
+
+def test_info_multiply_adds_in_a_unit_that_fits(capsys):
+    code, out, _ = _kres(capsys, "info", "--depth", "50")
+    assert code == 0 and "multiply-adds     4.09 G (4,089,184,256)" in out  # as the README shows it
+    code, out, _ = _kres(capsys, "info", "--depth", "18", "--image-size", "20000")
+    assert code == 0 and "multiply-adds     14.46 T (14,457,600,512,000)" in out, out  # it said "14457.60 G"
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -263,8 +263,11 @@ def test_train_and_val_class_folders_differ(tmp_path):
         for name in names:
             (tmp_path / split / name).mkdir(parents=True)
             _photo(0).save(tmp_path / split / name / "0.png")
-    with pytest.raises(KresError, match="same class folders"):
+    with pytest.raises(KresError) as err:
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+    # it said "not in both: b, c", which left the user to find out which side lacked which
+    assert str(err.value) == (f"{tmp_path / 'train'} and {tmp_path / 'val'} must hold the same class folders: b only "
+                              "in train/; c only in val/")
 
 
 def test_train_folder_alone_is_split(tmp_path):
