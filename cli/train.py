@@ -63,8 +63,9 @@ class _TrainCommand(click.Command):
 @click.option("--cutmix", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="CutMix alpha (0: off).")
 @click.option("--randaugment", is_flag=True, help="RandAugment-style augmentation.")
-@click.option("--weights", default=None, help="'imagenet' or a weights file to start from (the classifier is "
-                                              "skipped when the class count differs).")
+@click.option("--weights", default=None, help="'imagenet', a weights file, or a run or export folder (its best.keras "
+                                              "or model.keras) to start from (the classifier is skipped when the "
+                                              "class count differs).")
 @click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Train only the classifier for this many epochs first (BN in inference mode).")
 @click.option("--freeze-bn/--train-bn", default=None,

@@ -158,7 +158,13 @@ _PATHS = (("train", "weights"), ("data", "data_dir"), ("data", "tfds_dir"))
 
 
 def _absolute_path(field: str, value: str | None) -> str | None:
-    return value if field == "weights" and value == "imagenet" else fileio.absolute(value)
+    if field != "weights" or value is None:
+        return fileio.absolute(value)
+    if value == "imagenet":
+        return value
+    from keras_resnet.weights import in_folder  # file formats: imported only when weights are given
+
+    return in_folder(fileio.absolute(value))  # a run folder: its best.keras, which the config records
 
 
 def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig]:
@@ -690,6 +696,7 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {epochs_text(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         f"run dir {run_dir}" + (f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})" if start else ""),
+        *([f"starting from the weights of {cfg.weights}"] if cfg.weights and not start else []),
     ]
     return "\n".join(lines)
 

@@ -392,9 +392,11 @@ def test_a_checkpointed_run_resumes_without_the_weights_file_it_started_from(tmp
              "--output", out]
     code, err = _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *first)
     assert code == 130, err
+    assert f"starting from the weights of {start}" in err  # the banner said nothing of them
     start.unlink()
     code, err = _kres(capsys, "--resume", "--output", out)
     assert code == 0, err
+    assert not [line for line in err if "starting from the weights" in line]  # from the checkpoint
     assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]
     code, err = _kres(capsys, *first)  # finished: found so, whatever became of the file
     assert code == 0 and f"{out} already finished 2 epochs" in err[0], err

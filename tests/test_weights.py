@@ -370,3 +370,25 @@ def test_pth_without_torch_says_how_to_get_by(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     with pytest.raises(KresError, match=r"r18\.pth needs PyTorch \(pip install torch\).*\.safetensors or \.npz"):
         kw.read_checkpoint(tmp_path / "r18.pth")
+
+
+def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_what_it_lacks(tmp_path):
+    """``--weights RUN_DIR`` was "expected a .keras ... file", though evaluate, export and predict take run folders;
+    the run's config records the file it stands for (a later best.keras there is not this run's start)."""
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig, resolve
+
+    run, export, empty = tmp_path / "run", tmp_path / "export", tmp_path / "empty"
+    for folder, names in ((run, ("last.keras", "best.keras")), (export, ("model.keras",)), (empty, ())):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes(b"")
+    for given, expected in ((run, run / "best.keras"), (export, export / "model.keras"), (empty, empty)):
+        cfg, _, _ = resolve(TrainConfig(depth=18, weights=str(given)), DataConfig())
+        assert cfg.weights == str(expected)
+    (run / "best.keras").unlink()
+    assert kw.in_folder(str(run)) == str(run / "last.keras")
+    with pytest.raises(KresError) as err:
+        kw.check_weights(str(empty), depth=18, variant="v1.5")
+    assert str(err.value) == (f"{empty} is a folder with no best.keras, last.keras, model.keras: pass --weights the "
+                              f"model file of a run or export, or a {kw.SUPPORTED} file")
