@@ -344,7 +344,7 @@ def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> b
     """Whether every image of the data folder is scored: asked for (``--all-images``), or a ``val/`` that has no
     ``train/`` beside it (nothing of it was trained on). Not the folder the model was trained on, whose images
     beyond its validation split were trained on."""
-    from keras_resnet.data import is_split
+    from keras_resnet.data import check_split_names, is_split
 
     if folder is None:
         return False
@@ -360,7 +360,16 @@ def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> b
             raise KresError(f"{predictor.path.name} was trained on {root}: --all-images would score its training "
                             "images too; drop it to score the validation split, or name a folder of held-out images")
         return True
+    if len(_subfolders(root)) == 1:  # a lone validation/ (or Val/) is a folder of held-out images, not one class
+        check_split_names(root, held_out_only=True)
     return (root / "val").is_dir() and not (root / "train").is_dir()
+
+
+def _subfolders(root: Path) -> list[Path]:
+    try:
+        return [path for path in root.iterdir() if path.is_dir()]
+    except OSError:
+        return []  # said by the class folder scan, with its fix
 
 
 def skipped_warning(count: int, folder) -> str:

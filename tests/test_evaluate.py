@@ -425,6 +425,12 @@ def test_a_held_out_folder_is_scored_whole_with_all_images_and_a_val_folder_alon
     assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(held_out), "--output",
                  str(tmp_path / "c")]) == 0
     assert capsys.readouterr().out.startswith(f"Data: {held_out}, all 15 of its images, 3 of its 4 classes, 32 px")
+    (held_out / "val").rename(held_out / "validation")  # scored as one class, "validation", that the model lacks
+    assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(held_out), "--output",
+                 str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {held_out} has validation/, held-out images that kres reads from val/: rename validation/ to val/"]
+    (held_out / "validation").rename(held_out / "val")
 
     # the folder the model was trained on: the rest of it was trained on, so --all-images is refused and not hinted
     own = _image_folder(tmp_path / "own", {"cat": 3, "dog": 3})
