@@ -213,12 +213,6 @@ def compiler_available() -> bool:
     return shutil.which(COMPILER) is not None
 
 
-def compiled_files(tflite_path: str | Path) -> list[Path]:
-    """What ``edgetpu_compiler`` writes for ``tflite_path``, beside it: ``<name>_edgetpu.tflite`` and its log."""
-    path = Path(tflite_path)
-    return [path.with_name(f"{path.stem}_edgetpu{suffix}") for suffix in (".tflite", ".log")]
-
-
 def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int = 600) -> CompilerReport:
     """Run ``edgetpu_compiler -s`` on ``tflite_path``; writes ``<name>_edgetpu.tflite`` and its ``.log`` into
     ``output_dir`` and lists them in the report's ``files``."""

@@ -1,8 +1,10 @@
 """``kres export``: a trained model -> SavedModel, ``.keras`` and TFLite (float32, float16, dynamic, int8, QAT),
 with the Edge TPU check, the Android model card and an export report that proves the quantized model agrees.
 
-Every artifact is written atomically (a temporary name beside the final one, renamed on success), so an
-interrupted export never leaves a half-written file under the final name.
+The artifacts are written into a hidden folder inside the output folder and moved onto their names once all of
+them are written (``fileio.staged_dir``): an export that fails or is interrupted leaves the output folder as it
+was, never this export's files beside an earlier one's. Only the converter's log is written in place, for the
+error that names it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from keras_resnet.rebuild import load_float32_model
 from keras_resnet.runtime import compare
 
 REPORT_NAME = "export_report"
+REPORT_FILES = (f"{REPORT_NAME}.json", f"{REPORT_NAME}.txt")  # moved into the output folder last
 SAVED_MODEL_DIR = "saved_model"
 SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
@@ -382,6 +385,7 @@ class _Job:
     data_cfg: object  # keras_resnet.data.DataConfig, or None for a model without a run
     say: Progress
     calibration: Callable[[], Iterator[np.ndarray]] | None = None
+    log: Path | None = None  # the converter's log, in the output folder itself (out_dir is the staging folder)
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
@@ -393,6 +397,14 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
+    with fileio.staged_dir(job.out_dir, last=REPORT_FILES) as staging:
+        result = _export_into(replace(job, out_dir=staging), heldout)
+    return replace(result, output_dir=job.out_dir, files=[
+        job.out_dir / path.relative_to(staging) if path.is_relative_to(staging) else path for path in result.files])
+
+
+def _export_into(job: _Job, heldout) -> ExportResult:
+    """Every artifact into ``job.out_dir``, the report last."""
     report = {"source": str(job.source.model_path), "model": f"ResNet-{job.meta.depth} {job.meta.variant}",
               "input_shape": job.meta.input_shape, "classes": job.meta.num_classes, "artifacts": {}}
     _keras_reference(job, heldout, report)
@@ -407,9 +419,9 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
         result.files += _write_tflite(job, name, report)
     heldout = (job.images, job.labels) if job.images is not None else None
     debugged = quant_debug.for_export(job.cfg, job.model, job.meta, _calibration(job), heldout, job.out_dir,
-                                      report, job.say)
+                                      report, job.say, log=job.log)
     result.files += debugged + _debugged_cards(job, debugged, report)
-    return _write_report(result, report)
+    return _write_report(result, report, job.log)
 
 
 def _debugged_cards(job: _Job, files: list[Path], report: dict) -> list[Path]:
@@ -453,7 +465,7 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
-    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration)
+    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, log=out_dir / CONVERTER_LOG)
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:
@@ -505,7 +517,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         rep = _calibration(job) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
         content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
-                          per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG, work_dir=out_dir)
+                          per_channel_dense=cfg.per_channel_dense, log=job.log, work_dir=out_dir)
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
     entry = describe_tflite(path, content)
     warning = input_range_warning(path.name, entry["inputs"][0], report.get("warnings", []))
@@ -520,12 +532,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         from keras_resnet import edgetpu
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
-        try:
-            checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops)
-        except KresError:  # refused: no model under the final name, nor what an earlier export left beside it
-            for stale in (path, card_name(path, name), *edgetpu.compiled_files(path)):
-                stale.unlink(missing_ok=True)
-            raise
+        checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops)  # refused: nothing is moved in
         entry["edgetpu"] = checked.to_dict()
         compiled = checked.files  # the compiler's <name>_edgetpu.tflite and its log, where it ran
     card_path = write_card(path, content, entry, job.meta, job.data_cfg, name)
@@ -548,18 +555,18 @@ def card_name(path: Path, name: str) -> Path:
     return path.with_name(f"model_{name}.card.json")
 
 
-def _write_report(result: ExportResult, report: dict) -> ExportResult:
+def _write_report(result: ExportResult, report: dict, log: Path | None) -> ExportResult:
     out_dir = result.output_dir
     sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
-    log = out_dir / CONVERTER_LOG
-    if log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
-        log.unlink()
-    if log.is_file():
-        result.files.append(log)
     report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
+    if log is not None and log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
+        log.unlink()
+    if log is not None and log.is_file():
+        result.files.append(log)
+        report["files"] = sorted([*report["files"], log.name])
     result.report = report
     result.text = report_text(report)
     fileio.write_json(out_dir / f"{REPORT_NAME}.json", report)

@@ -118,20 +118,43 @@ def atomic_dir(final: str | os.PathLike, need: int | None = None) -> Iterator[Pa
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the final directory gets the usual mode
     try:
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}{OLD_MARK}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        _swap_in(tmp, final)
     except Exception as err:
         if is_out_of_space(err):
             raise out_of_space_error(final, _size(tmp), need) from None
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Rename ``new`` onto ``final``; an earlier folder there is moved aside first (a kill between the two renames
+    leaves it to :func:`remove_stale_temps`, which puts it back) and removed after."""
+    if not (new.is_dir() and final.exists()):
+        os.replace(new, final)
+        return
+    old = final.with_name(f".{final.name}{OLD_MARK}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A hidden folder inside the folder ``final`` to write a set of artifacts into. When the body ends, each one is
+    moved onto its name in ``final`` (an earlier file or folder of that name replaced), those named in ``last``
+    last; a body that fails or is interrupted leaves ``final`` as it was. The moves are a rename or two each, with
+    Ctrl-C held: a kill meanwhile leaves each artifact whole, old or new."""
+    final = Path(final)
+    staging = Path(tempfile.mkdtemp(dir=final, prefix=".staged.", suffix=TEMP_MARK))
+    try:
+        yield staging
+        with interrupts_held():
+            for entry in sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name)):
+                _swap_in(entry, final / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class _Holding:

@@ -392,12 +392,49 @@ def test_a_model_the_edgetpu_check_refuses_is_not_left_under_its_name(exported, 
     monkeypatch.setattr(edgetpu, "check", refused)
     out = tmp_path / "out"
     out.mkdir()
-    for earlier in ("model_int8.card.json", "model_int8_edgetpu.tflite", "model_int8_edgetpu.log"):
-        (out / earlier).write_text("{}")  # an earlier export's card, and the compiler's files (or this one's)
+    earlier = {name: f"an earlier export's {name}" for name in (
+        "model_int8.tflite", "model_int8.card.json", "model_int8_edgetpu.tflite", "model_int8_edgetpu.log")}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
     with pytest.raises(KresError, match="a simulated CPU op"):
         ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), edgetpu=True, eval_images=0),
                   calibration=lambda: (img[None] for img in heldout[0][:2]))
-    assert sorted(p.name for p in out.iterdir()) == ["labels.txt", "meta.json"]
+    # Nothing of this export is left (the refused model, its card, meta.json, labels.txt), and the earlier export
+    # is whole: the refused model had replaced its model_int8.tflite, and its card and compiled model were removed.
+    assert {p.name: p.read_text() for p in out.iterdir()} == earlier
+
+
+def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_run, heldout, tmp_path, monkeypatch):
+    """A re-export that failed at its int8 conversion had already replaced meta.json, labels.txt and the float32
+    model, beside the earlier int8 model and the earlier report, which described files no longer there."""
+    from keras_resnet.errors import KresError
+
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    def files():  # but the converter's log, which is this export's, for the error that names it
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "converter.log"}
+
+    before = files()
+    assert len(before) > 5 and Path("saved_model/saved_model.pb") in before
+    real = ex.convert
+
+    def int8_fails(model, mode, *args, **kwargs):
+        if mode == "int8":
+            raise KresError("TFLite conversion (int8) failed: a simulated converter error")
+        return real(model, mode, *args, **kwargs)
+
+    monkeypatch.setattr(ex, "convert", int8_fails)
+    with pytest.raises(KresError, match="a simulated converter error"):
+        ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), saved_model=True, tflite=True,
+                                  quantize="int8", eval_images=0),
+                  calibration=lambda: (img[None] for img in heldout[0][:2]))
+    assert files() == before
+    monkeypatch.setattr(ex, "convert", real)
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, eval_images=0))
+    assert result.output_dir == out and all(path.parent == out for path in result.files), result.files
+    assert {path.name for path in result.files} == {"meta.json", "labels.txt", "model_float32.tflite",
+                                                     "model_float32.card.json"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staging folder is gone
+    assert json.loads((out / "export_report.json").read_text())["files"] == sorted(p.name for p in result.files)
 
 
 def test_the_edgetpu_compilers_files_are_in_the_export_report(exported, trained_run, heldout, tmp_path,

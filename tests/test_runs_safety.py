@@ -707,6 +707,10 @@ def test_stale_temporaries_of_killed_writes_are_removed_when_a_directory_is_lock
     for old in stale[-4], stale[-1]:
         old.mkdir()
     stale.append(Path(tempfile.mkdtemp(dir=run / "export", prefix=fileio.CONVERT_TEMP_PREFIX)))  # a killed export's
+    subprocess.run([sys.executable, "-c", killed.replace("atomic_path", "staged_dir").replace(  # its staging folder
+        "tmp.write_text('half')", "(tmp / 'model_int8.tflite').write_text('whole')"), run / "export"], check=False)
+    stale += [p for p in (run / "export").glob(".staged.*")]
+    assert len(stale) == 12
     kept = [run / ".notes.tmp", run / "checkpoint" / "ckpt-4.weights.h5", run / ".config",
             run / ".report.draft001.tmp.txt", run / ".proj.old" / "notes.txt"]
     (run / "proj").mkdir()
