@@ -56,7 +56,12 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
                        float_worst=float_worst, per_channel_dense=per_channel_dense, data_dir=data_dir,
                        dataset=dataset)
-    with scans_once():  # held-out images, then each calibration pass
-        result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    try:
+        with scans_once():  # held-out images, then each calibration pass
+            result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    except KeyboardInterrupt:
+        click.echo(err=True)  # ends the line the terminal's ^C is on, as click does
+        raise click.Abort(f"Nothing of this export was moved into {output} (an earlier export there is whole); run "
+                          "the same command again to export.") from None
     click.echo(result.text, nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")

@@ -167,8 +167,8 @@ def test_ctrl_c_in_export_says_what_it_left(capsys, monkeypatch, tmp_path):
     assert capsys.readouterr().err.splitlines() == [
         "... converting to TFLite (int8)",
         "",  # click ends the line the terminal's ^C is on
-        "Aborted. The files written so far are whole (kres writes each one whole or not at all); run the same "
-        "command again to finish."]
+        f"Aborted. Nothing of this export was moved into {tmp_path / 'out'} (an earlier export there is whole); run "
+        "the same command again to export."]
 
 
 @pytest.mark.parametrize("output", [True, False])
