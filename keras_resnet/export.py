@@ -397,8 +397,12 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
-    with fileio.staged_dir(job.out_dir, last=REPORT_FILES) as staging:
-        result = _export_into(replace(job, out_dir=staging), heldout)
+    try:
+        with fileio.staged_dir(job.out_dir, last=REPORT_FILES) as staging:
+            result = _export_into(replace(job, out_dir=staging), heldout)
+    finally:
+        if job.log.is_file() and job.log.stat().st_size == 0:  # a converter that said nothing (float32)
+            job.log.unlink()
     return replace(result, output_dir=job.out_dir, files=[
         job.out_dir / path.relative_to(staging) if path.is_relative_to(staging) else path for path in result.files])
 
@@ -562,9 +566,7 @@ def _write_report(result: ExportResult, report: dict, log: Path | None) -> Expor
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
     report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
-    if log is not None and log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
-        log.unlink()
-    if log is not None and log.is_file():
+    if log is not None and log.is_file() and log.stat().st_size > 0:  # an empty one goes (export)
         result.files.append(log)
         report["files"] = sorted([*report["files"], log.name])
     result.report = report

@@ -153,6 +153,10 @@ def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator
         with interrupts_held():
             for entry in sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name)):
                 _swap_in(entry, final / entry.name)
+    except KresError as err:  # a line that names the staging folder (a full disk) names the user's folder
+        if str(staging) not in str(err):
+            raise
+        raise type(err)(str(err).replace(str(staging), str(final))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
