@@ -3,8 +3,8 @@ with the Edge TPU check, the Android model card and an export report that proves
 
 The artifacts are written into a hidden folder inside the output folder and moved onto their names once all of
 them are written (``fileio.staged_dir``): an export that fails or is interrupted leaves the output folder as it
-was, never this export's files beside an earlier one's. Only the converter's log is written in place, for the
-error that names it.
+was, never this export's files beside an earlier one's; only a failed conversion's converter.log is moved in, for
+the error that names it.
 """
 
 from __future__ import annotations
@@ -385,7 +385,7 @@ class _Job:
     data_cfg: object  # keras_resnet.data.DataConfig, or None for a model without a run
     say: Progress
     calibration: Callable[[], Iterator[np.ndarray]] | None = None
-    log: Path | None = None  # the converter's log, in the output folder itself (out_dir is the staging folder)
+    log: Path | None = None  # the converter's log (out_dir's converter.log)
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
@@ -397,14 +397,11 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
-    try:
-        with fileio.staged_dir(job.out_dir, last=REPORT_FILES) as staging:
-            result = _export_into(replace(job, out_dir=staging), heldout)
-    finally:
-        if job.log.is_file() and job.log.stat().st_size == 0:  # a converter that said nothing (float32)
-            job.log.unlink()
-    return replace(result, output_dir=job.out_dir, files=[
-        job.out_dir / path.relative_to(staging) if path.is_relative_to(staging) else path for path in result.files])
+    with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,)) as staging:
+        result = _export_into(replace(job, out_dir=staging, log=staging / CONVERTER_LOG), heldout)
+    if CONVERTER_LOG not in result.report["files"]:  # this export's chatter only: an earlier one's is not its
+        (job.out_dir / CONVERTER_LOG).unlink(missing_ok=True)
+    return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
 
 
 def _export_into(job: _Job, heldout) -> ExportResult:
@@ -463,13 +460,12 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
                         f"{Path(cfg.output).with_suffix('')}")
     runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
     out_dir = fileio.ensure_writable_dir(cfg.output)
-    (out_dir / CONVERTER_LOG).unlink(missing_ok=True)  # this export's chatter only (an earlier one's was kept)
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
-    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, log=out_dir / CONVERTER_LOG)
+    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration)
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:
@@ -565,10 +561,11 @@ def _write_report(result: ExportResult, report: dict, log: Path | None) -> Expor
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
-    report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
-    if log is not None and log.is_file() and log.stat().st_size > 0:  # an empty one goes (export)
+    if log is not None and log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
+        log.unlink()
+    if log is not None and log.is_file():
         result.files.append(log)
-        report["files"] = sorted([*report["files"], log.name])
+    report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
     result.report = report
     result.text = report_text(report)
     fileio.write_json(out_dir / f"{REPORT_NAME}.json", report)

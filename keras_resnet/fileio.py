@@ -141,11 +141,14 @@ def _swap_in(new: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator[Path]:
+def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_error: tuple[str, ...] = ()
+               ) -> Iterator[Path]:
     """A hidden folder inside the folder ``final`` to write a set of artifacts into. When the body ends, each one is
     moved onto its name in ``final`` (an earlier file or folder of that name replaced), those named in ``last``
-    last; a body that fails or is interrupted leaves ``final`` as it was. The moves are a rename or two each, with
-    Ctrl-C held: a kill meanwhile leaves each artifact whole, old or new."""
+    last; a body that fails or is interrupted leaves ``final`` as it was, but for the files of ``kept_on_error``
+    that a :class:`KresError` leaves (a log its line names). The moves are a rename or two each, with Ctrl-C held:
+    a kill meanwhile leaves each artifact whole, old or new. A line that names the staging folder names
+    ``final``."""
     final = Path(final)
     staging = Path(tempfile.mkdtemp(dir=final, prefix=".staged.", suffix=TEMP_MARK))
     try:
@@ -153,7 +156,10 @@ def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = ()) -> Iterator
         with interrupts_held():
             for entry in sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name)):
                 _swap_in(entry, final / entry.name)
-    except KresError as err:  # a line that names the staging folder (a full disk) names the user's folder
+    except KresError as err:
+        for name in kept_on_error:
+            if (staging / name).is_file() and (staging / name).stat().st_size:
+                os.replace(staging / name, final / name)
         if str(staging) not in str(err):
             raise
         raise type(err)(str(err).replace(str(staging), str(final))) from None

@@ -406,27 +406,46 @@ def test_a_model_the_edgetpu_check_refuses_is_not_left_under_its_name(exported, 
 
 def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_run, heldout, tmp_path, monkeypatch):
     """A re-export that failed at its int8 conversion had already replaced meta.json, labels.txt and the float32
-    model, beside the earlier int8 model and the earlier report, which described files no longer there."""
+    model, beside the earlier int8 model and the earlier report, which described files no longer there. Only the
+    failed conversion's log is moved in, where its error line says it is."""
     from keras_resnet.errors import KresError
 
     out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
-    def files():  # but the converter's log, which is this export's, for the error that names it
-        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "converter.log"}
+    (out / "converter.log").write_text("the earlier export's\n")
+
+    def files():
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     before = files()
     assert len(before) > 5 and Path("saved_model/saved_model.pb") in before
     real = ex.convert
 
-    def int8_fails(model, mode, *args, **kwargs):
-        if mode == "int8":
-            raise KresError("TFLite conversion (int8) failed: a simulated converter error")
-        return real(model, mode, *args, **kwargs)
+    def int8_fails(model, mode, *args, log=None, **kwargs):
+        if mode != "int8":
+            return real(model, mode, *args, log=log, **kwargs)
+        Path(log).write_text("what the converter said\n")
+        raise KresError(f"TFLite conversion (int8) failed: a simulated error (the converter's log: {log})")
 
     monkeypatch.setattr(ex, "convert", int8_fails)
-    with pytest.raises(KresError, match="a simulated converter error"):
+    with pytest.raises(KresError) as err:
         ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), saved_model=True, tflite=True,
                                   quantize="int8", eval_images=0),
                   calibration=lambda: (img[None] for img in heldout[0][:2]))
+    assert str(err.value) == ("TFLite conversion (int8) failed: a simulated error (the converter's log: "
+                              f"{out / 'converter.log'})")
+    assert files() == {**before, Path("converter.log"): b"what the converter said\n"}
+    before = files()
+
+    def int8_interrupted(model, mode, *args, log=None, **kwargs):
+        if mode != "int8":
+            return real(model, mode, *args, log=log, **kwargs)
+        Path(log).write_text("half of what the converter said\n")
+        raise KeyboardInterrupt  # Ctrl-C: the folder, converter.log too, as it was (the message says so)
+
+    monkeypatch.setattr(ex, "convert", int8_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="int8",
+                                  eval_images=0), calibration=lambda: (img[None] for img in heldout[0][:2]))
     assert files() == before
     monkeypatch.setattr(ex, "convert", real)
     result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, eval_images=0))
@@ -435,6 +454,7 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_ru
                                                      "model_float32.card.json"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staging folder is gone
     assert json.loads((out / "export_report.json").read_text())["files"] == sorted(p.name for p in result.files)
+    assert not (out / "converter.log").exists()  # the failed one's: float32 says nothing
 
 
 def test_the_edgetpu_compilers_files_are_in_the_export_report(exported, trained_run, heldout, tmp_path,
