@@ -406,7 +406,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
 
 def _export_into(job: _Job, heldout) -> ExportResult:
     """Every artifact into ``job.out_dir``, the report last."""
-    report = {"source": str(job.source.model_path), "model": f"ResNet-{job.meta.depth} {job.meta.variant}",
+    report = {"source": os.path.abspath(job.source.model_path), "model": f"ResNet-{job.meta.depth} {job.meta.variant}",
               "input_shape": job.meta.input_shape, "classes": job.meta.num_classes, "artifacts": {}}
     _keras_reference(job, heldout, report)
     result = ExportResult(job.out_dir)
@@ -464,8 +464,29 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
+    _refuse_another_models_export(out_dir, source.model_path, meta)
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
     return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration)
+
+
+def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMeta) -> None:
+    """An export of another model in ``out_dir`` is refused: its artifacts that this export does not replace would
+    be left beside this model's meta.json and labels.txt (predict printed this model's class names for them). The
+    same model exported again (other formats, or retrained in its run) goes on."""
+    import json
+
+    try:
+        earlier = json.loads((out_dir / f"{REPORT_NAME}.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):  # none, or not kres's: its meta.json may still say
+        earlier = None
+    try:
+        labels = ModelMeta.load(out_dir / "meta.json").labels if (out_dir / "meta.json").is_file() else None
+    except KresError:
+        labels = None
+    same = earlier is None or os.path.realpath(earlier) == os.path.realpath(model_path)  # as typed, either time
+    if not same or (labels and list(labels) != list(meta.labels)):
+        raise KresError(f"{out_dir} holds an export of another model ({earlier or 'other classes'}): export into "
+                        "another --output, or remove that export first")
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:

@@ -130,9 +130,13 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
     size = _model_size(predictor, cfg.image_size)
     prepare = preprocessor(predictor, size)
     labels = predictor.labels
+    if len(labels) != predictor.num_outputs:  # (an export of another model into the same folder)
+        raise KresError(f"{predictor.path.name} has {predictor.num_outputs} outputs for the {len(labels)} classes "
+                        f"its meta.json names: the meta.json belongs to another model; export it again from its run")
     if say is not None and find_meta(predictor.path) is None and generic_labels(labels):
-        say(f"no meta.json beside {predictor.path.name}: its classes are shown as class_0 ... class_{len(labels) - 1}; "
-            f"copy its run's meta.json beside it for their names")
+        say(f"no meta.json beside {predictor.path.name}: its classes are shown as class_0 ... class_{len(labels) - 1} "
+            "and images are resized as for ImageNet (shorter side, centre crop) whatever it was trained with; copy "
+            "its run's meta.json beside it for their names and its own resize")
     for start in range(0, len(readable), cfg.batch_size):
         paths = readable[start:start + cfg.batch_size]
         batch = np.stack([prepare(read_rgb(p)) for p in paths])

@@ -457,6 +457,30 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_ru
     assert not (out / "converter.log").exists()  # the failed one's: float32 says nothing
 
 
+def test_an_export_of_another_model_in_the_output_folder_is_refused(exported, trained_run, tmp_path):
+    """A second model exported into a folder holding another's export replaced meta.json and labels.txt and left
+    the first one's other models beside them: predict printed the second model's class names for the first's
+    outputs, exit status 0."""
+    from keras_resnet.errors import KresError
+    from keras_resnet.model import resnet
+
+    other = tmp_path / "other"
+    other.mkdir()
+    model = resnet(18, num_classes=2, input_shape=(SIZE, SIZE, 3))
+    model.save(other / "best.keras")
+    ModelMeta.from_model(model, ["ant", "bee"]).save(other)
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(KresError) as err:
+        ex.export(ex.ExportConfig(source=str(other), output=str(out), tflite=True, eval_images=0))
+    assert str(err.value) == (f"{out} holds an export of another model ({trained_run / 'best.keras'}): export into "
+                              "another --output, or remove that export first")
+    assert sorted(p.name for p in out.iterdir()) == before
+    (out / "export_report.json").unlink()  # a folder with the other model's meta.json alone: its classes say so
+    with pytest.raises(KresError, match=r"holds an export of another model \(other classes\)"):
+        ex.export(ex.ExportConfig(source=str(other), output=str(out), tflite=True, eval_images=0))
+
+
 def test_the_edgetpu_compilers_files_are_in_the_export_report(exported, trained_run, heldout, tmp_path,
                                                                monkeypatch):
     from keras_resnet import edgetpu

@@ -182,9 +182,19 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
     (alone / "best.keras").write_bytes((tmp_path / "best.keras").read_bytes())
     assert main(["predict", str(alone / "best.keras"), str(tmp_path / "x.png"), "--top-k", "1"]) == 0
     captured = capsys.readouterr()
-    assert captured.err.splitlines() == ["note: no meta.json beside best.keras: its classes are shown as class_0 ... "
-                                         "class_2; copy its run's meta.json beside it for their names"]
+    assert captured.err.splitlines() == [  # and the resize, which is the digits' own for a model trained on them
+        "note: no meta.json beside best.keras: its classes are shown as class_0 ... class_2 and images are resized as "
+        "for ImageNet (shorter side, centre crop) whatever it was trained with; copy its run's meta.json beside it for "
+        "their names and its own resize"]
     assert captured.out.splitlines()[1].split()[1] == f"class_{best[0]}"
+    # beside the meta.json of another model (an export of another model into the same folder): it printed that
+    # model's class names for these outputs, exit status 0
+    ModelMeta.from_model(model, ["ant", "bee"]).save(alone)
+    assert main(["predict", str(alone / "best.keras"), str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "Error: best.keras has 3 outputs for the 2 classes its meta.json names: the meta.json belongs to another "
+        "model; export it again from its run"]
+    (alone / "meta.json").unlink()
 
     # a bad file among good ones: the good ones predicted, the bad one said last on stderr, exit status 1
     assert main(["predict", str(tmp_path), str(tmp_path / "nope.png"), str(tmp_path / "x.png")]) == 1
