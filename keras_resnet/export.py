@@ -465,6 +465,8 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
     _refuse_another_models_export(out_dir, source.model_path, meta)
+    if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
+        source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
     return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration)
 
