@@ -13,9 +13,13 @@ labels.txt and the model card (<model>.card.json) are read from the model's fold
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
+import os
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -42,23 +46,64 @@ def _interpreter_api():
 
 
 def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
-    """An interpreter on the Edge TPU when possible, else on the CPU; returns (interpreter, device name)."""
+    """An interpreter on the Edge TPU when possible, else on the CPU; returns (interpreter, device name, the model
+    file it runs: the uncompiled one beside an ``_edgetpu`` model on the CPU, where there is one)."""
     Interpreter, load_delegate = _interpreter_api()
     want_tpu = use_edgetpu if use_edgetpu is not None else model_path.stem.endswith("_edgetpu")
     if want_tpu:
+        with _delegate_failures_quiet():
+            try:
+                delegate = load_delegate(EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1"))
+                with _without_runtime_info():
+                    interpreter = Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
+                    interpreter.allocate_tensors()
+                return interpreter, "edgetpu", model_path
+            except (ValueError, OSError, RuntimeError) as err:
+                print(f"note: no Edge TPU available ({err}); running on the CPU", file=sys.stderr)
+        cpu_model = model_path.with_name(model_path.name.replace("_edgetpu", ""))
+        if cpu_model != model_path and cpu_model.exists():
+            model_path = cpu_model  # the uncompiled model: an _edgetpu model's custom op needs the TPU
+    with _without_runtime_info():
+        interpreter = Interpreter(model_path=str(model_path))
+        interpreter.allocate_tensors()
+    return interpreter, "cpu", model_path
+
+
+@contextlib.contextmanager
+def _delegate_failures_quiet():
+    """A delegate that failed to load is half made, and its ``__del__`` raises (``'Delegate' object has no attribute
+    '_library'``), which Python prints as a traceback: that one is dropped, here where it is collected."""
+    previous = sys.unraisablehook
+
+    def hook(info):
+        if not (isinstance(info.exc_value, AttributeError) and "Delegate" in repr(info.object)):
+            previous(info)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+
+
+@contextlib.contextmanager
+def _without_runtime_info():
+    """LiteRT's own lines ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."), printed by its C++ code on
+    file descriptor 2, are kept off the terminal; any other line it prints is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
         try:
-            delegate = load_delegate(EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1"))
-            interpreter = Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
-            interpreter.allocate_tensors()
-            return interpreter, "edgetpu"
-        except (ValueError, OSError, RuntimeError) as err:
-            print(f"note: no Edge TPU available ({err}); running on the CPU", file=sys.stderr)
-            cpu_model = model_path.with_name(model_path.name.replace("_edgetpu", ""))
-            if cpu_model != model_path and cpu_model.exists():
-                model_path = cpu_model  # the uncompiled model: an _edgetpu model's custom op needs the TPU
-    interpreter = Interpreter(model_path=str(model_path))
-    interpreter.allocate_tensors()
-    return interpreter, "cpu"
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines():
+                if not line.startswith("INFO: "):
+                    print(line, file=sys.stderr)
 
 
 def read_card(model_path: Path) -> dict:
@@ -174,23 +219,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--cpu", action="store_true", help="Do not try the Edge TPU.")
     args = parser.parse_args(argv)
+    if args.model.is_dir() or args.model.suffix != ".tflite":
+        print(f"Error: {args.model} is not a .tflite model: pass the model_*.tflite file that kres export wrote",
+              file=sys.stderr)
+        return 2
     if not args.model.is_file():
         print(f"Error: {args.model} does not exist", file=sys.stderr)
         return 2
-    interpreter, device = make_interpreter(args.model, False if args.cpu else None)
-    card = read_card(args.model)
-    labels = read_labels(args.model, card)
+    try:
+        interpreter, device, model_path = make_interpreter(args.model, False if args.cpu else None)
+    except (ValueError, RuntimeError) as err:
+        print(f"Error: {args.model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it "
+              "again", file=sys.stderr)
+        return 2
+    card = read_card(model_path)
+    labels = read_labels(model_path, card)
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
-    print(f"model {args.model.name} on {device}, input {height}x{width}, {len(labels)} labels")
+    print(f"model {model_path.name} on {device}, input {height}x{width}, {len(labels)} labels")
+    skipped = 0
     for path in args.images:
         start = time.perf_counter()
         resize = card.get("input", {}).get("resize", "center_crop")
-        probs = classify(interpreter, load_image(path, int(height), int(width), resize))
+        try:
+            pixels = load_image(path, int(height), int(width), resize)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # missing, not an image, truncated
+            print(f"skipped: {path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}",
+                  file=sys.stderr)
+            skipped += 1
+            continue
+        probs = classify(interpreter, pixels)
         ms = (time.perf_counter() - start) * 1000
         top = np.argsort(probs)[::-1][: args.top_k]
         ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)
         print(f"{path}: {ranked} ({ms:.1f} ms)")
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

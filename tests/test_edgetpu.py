@@ -235,14 +235,27 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     # an "_edgetpu" name makes classify.py try the libedgetpu delegate; with no Edge TPU here it falls back
     tpu_name = resnet18_int8.with_name("model_int8_edgetpu.tflite")
     tpu_name.write_bytes(resnet18_int8.read_bytes())
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
     result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(tpu_name), str(image),
-                             "--top-k", "2"], capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "no Edge TPU available" in result.stderr
+                             str(text), str(tmp_path / "gone.png"), "--top-k", "2"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 1, result.stderr  # the images that cannot be read: skipped, said, exit status 1
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "model model_int8_edgetpu.tflite on cpu, input 32x32, 3 labels"
-    assert lines[1].startswith(f"{image}: ") and len(lines[1].split(", ")) == 2
+    assert lines[0] == "model model_int8.tflite on cpu, input 32x32, 3 labels"  # the file it runs (it named the other)
+    assert lines[1].startswith(f"{image}: ") and len(lines[1].split(", ")) == 2 and len(lines) == 2
     assert any(label in lines[1] for label in ("cat", "dog", "bird"))
+    # no traceback (the failed delegate's __del__, a missing or unreadable image) and no LiteRT INFO line
+    err = result.stderr.splitlines()
+    assert err[0].startswith("note: no Edge TPU available (") and err[0].endswith("); running on the CPU")
+    gone = tmp_path / "gone.png"
+    assert err[1:] == [f"skipped: {text}: cannot identify image file '{text}'",
+                       f"skipped: {gone}: [Errno 2] No such file or directory: '{gone}'"]
+    for model, problem in ((tmp_path, "is not a .tflite model"), (text.with_suffix(".tflite"), "does not exist")):
+        result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(model), str(image)],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 2 and result.stderr == f"Error: {model} {problem}" + (
+            ": pass the model_*.tflite file that kres export wrote\n" if model == tmp_path else "\n")
 
 
 def test_classify_gives_the_pixels_of_predict_and_evaluation(tmp_path):
