@@ -36,6 +36,9 @@ def _parse_only(*args):
     (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
     # 1 was taken here alone; the other commands need 32 (a ResNet halves its input five times)
     (["predict", "m.keras", "a.png", "--image-size", "1"], 2, "'--image-size': 1 is not in the range x>=32"),
+    # it made the int8 model alone without a word (float16 was refused)
+    (["export", "run", "-o", "out", "--edgetpu", "--quantize", "float32"], 2,
+     "--edgetpu makes an int8 model: drop --quantize float32"),
 ])
 def test_parse_errors_and_help_never_import_the_backend(args, code, message):
     rc, out, err = _parse_only(*args)
