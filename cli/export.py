@@ -15,13 +15,14 @@ from keras_resnet.specs import MAX_EPOCHS
 @click.option("--saved-model", is_flag=True, help="SavedModel (uint8 serving_default, float32 signature) + .keras.")
 @click.option("--tflite", is_flag=True, help="A TFLite model (static batch 1) of the --quantize kind.")
 @click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
-              callback=lambda ctx, param, value: check_mode(value),
+              callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, check_mode(value)),
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.")
 @click.option("--qat-epochs", type=click.IntRange(1, MAX_EPOCHS), default=2, show_default=True,
               help="Quantization-aware fine-tuning epochs (1 lost 1.4 points of top-1 on the digits, twice).")
-@click.option("--edgetpu", is_flag=True, help="int8 TFLite checked against the Edge TPU requirements (it is the "
-                                              "--tflite model: --quantize int8 is implied).")
+@click.option("--edgetpu", is_flag=True, callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value),
+              help="int8 TFLite checked against the Edge TPU requirements (it is the --tflite model: --quantize int8 "
+                   "is implied).")
 @click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: export even if some ops would run on the CPU.")
 @click.option("--calibration-steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="Training images for int8 calibration.")
@@ -47,10 +48,6 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
            float_layers: str, float_worst: int, per_channel_dense: bool, data_dir: str | None,
            dataset: str | None) -> None:
-    given = click.get_current_context().get_parameter_source("quantize") is click.core.ParameterSource.COMMANDLINE
-    if edgetpu and not qat and given and quantize == "float32":  # it was dropped without a word
-        raise click.UsageError("--edgetpu makes an int8 model: drop --quantize float32 (a float32 model is a "
-                               "--tflite export without --edgetpu)")
     from keras_resnet.data import scans_once
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
@@ -70,3 +67,14 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                           "the same command again to export.") from None
     click.echo(result.text, nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")
+
+
+def _edgetpu_is_int8(ctx: click.Context, name: str, value):
+    """An explicit ``--quantize float32`` beside ``--edgetpu`` is refused (the int8 model alone was made, without a
+    word); checked as the later of the two is parsed, before TensorFlow starts."""
+    ctx.params[name] = value
+    explicit = ctx.get_parameter_source("quantize") is click.core.ParameterSource.COMMANDLINE
+    if ctx.params.get("edgetpu") and explicit and ctx.params.get("quantize") == "float32":
+        raise click.UsageError("--edgetpu makes an int8 model: drop --quantize float32 (a float32 model is a --tflite "
+                               "export without --edgetpu)", ctx)
+    return value

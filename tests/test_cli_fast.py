@@ -39,6 +39,8 @@ def _parse_only(*args):
     # it made the int8 model alone without a word (float16 was refused)
     (["export", "run", "-o", "out", "--edgetpu", "--quantize", "float32"], 2,
      "--edgetpu makes an int8 model: drop --quantize float32"),
+    (["export", "run", "-o", "out", "--quantize", "float32", "--edgetpu"], 2,
+     "--edgetpu makes an int8 model: drop --quantize float32"),
 ])
 def test_parse_errors_and_help_never_import_the_backend(args, code, message):
     rc, out, err = _parse_only(*args)
