@@ -26,7 +26,11 @@ def predict(model, images, top_k, image_size, batch_size, threads, as_json) -> N
 
     cfg = PredictConfig(model=model, images=list(images), top_k=top_k, image_size=image_size,
                         batch_size=batch_size, num_threads=threads)
-    results = run_predict(cfg, say=lambda note: click.echo(f"note: {note}", err=True))
+    try:
+        results = run_predict(cfg, say=lambda note: click.echo(f"note: {note}", err=True))
+    except KeyboardInterrupt:
+        click.echo(err=True)  # ends the line the terminal's ^C is on, as click does
+        raise click.Abort("predict writes no files: nothing to finish.") from None
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:

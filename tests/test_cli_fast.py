@@ -176,6 +176,18 @@ def test_ctrl_c_in_export_says_what_it_left(capsys, monkeypatch, tmp_path):
         "the same command again to export."]
 
 
+def test_ctrl_c_in_predict_does_not_speak_of_files(capsys, monkeypatch, tmp_path):
+    """It said "The files written so far are whole ... run the same command again to finish": predict writes none."""
+    import keras_resnet.predict
+
+    def interrupted(cfg, say):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_resnet.predict, "predict", interrupted)
+    assert main(["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.png")]) == 130
+    assert capsys.readouterr().err.splitlines() == ["", "Aborted. predict writes no files: nothing to finish."]
+
+
 @pytest.mark.parametrize("output", [True, False])
 def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, output):
     import keras_resnet.train
