@@ -432,6 +432,16 @@ def _debugged_cards(job: _Job, files: list[Path], report: dict) -> list[Path]:
             for path in files if path.suffix == ".tflite"]
 
 
+def _counted(calibration: Callable[[], Iterator[np.ndarray]], counts: list[int]):
+    """``calibration``, appending to ``counts`` the images each pass over it gave (the converter makes one)."""
+    def batches() -> Iterator[np.ndarray]:
+        counts.append(0)
+        for batch in calibration():
+            counts[-1] += len(batch)
+            yield batch
+    return batches
+
+
 def _calibration(job: _Job):
     return job.calibration or calibration_data(job.data_cfg, job.meta, job.cfg.calibration_steps)
 
@@ -530,6 +540,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
 
     cfg, out_dir = job.cfg, job.out_dir
     compiled: list[Path] = []
+    counted: list[int] = []  # the calibration images of each pass over them
     if name == QAT_NAME:
         from keras_resnet.qat import finetune_line
 
@@ -537,12 +548,17 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir)
     else:
         job.say(f"converting to TFLite ({name})")
-        rep = _calibration(job) if name == "int8" else None
+        rep = _counted(_calibration(job), counted) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
         content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
                           per_channel_dense=cfg.per_channel_dense, log=job.log, work_dir=out_dir)
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
     entry = describe_tflite(path, content)
+    if counted:
+        entry["calibration_images"] = counted[-1]
+        if counted[-1] < cfg.calibration_steps:  # it was capped without a word
+            job.say(f"calibrated on {counted[-1]} images, all that the calibration data holds "
+                    f"(--calibration-steps {cfg.calibration_steps})")
     warning = input_range_warning(path.name, entry["inputs"][0], report.get("warnings", []))
     if warning:
         report.setdefault("warnings", []).append(warning)
@@ -614,6 +630,8 @@ def report_text(report: dict) -> str:
         lines.append("  ops: " + ", ".join(f"{op} v{versions.get(op, '?')} x{n}" for op, n in entry["ops"].items()))
         if entry.get("weight_quantization"):
             lines.append("  weights: " + ", ".join(f"{op} {how}" for op, how in entry["weight_quantization"].items()))
+        if "calibration_images" in entry:
+            lines.append(f"  calibrated on {entry['calibration_images']} images")
         if "delegates" in entry:
             verdicts = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in entry["delegates"].items())
             lines.append(f"  delegates: {verdicts} (each check in the model card)")

@@ -484,8 +484,13 @@ def test_an_export_of_another_model_in_the_output_folder_is_refused(exported, tr
 def test_an_exported_keras_file_is_exported_again_with_the_data_its_meta_json_records(exported, tmp_path):
     """Its int8 model was calibrated on synthetic images, with no accuracy figures ("no training data known"),
     though the meta.json beside it records the data (evaluate read it): 16 points of top-1 lost on the digits."""
+    said = []
     result = ex.export(ex.ExportConfig(source=str(exported.output_dir / "model.keras"), output=str(tmp_path / "again"),
-                                       tflite=True, quantize="int8", calibration_steps=2, eval_images=0))
+                                       tflite=True, quantize="int8", eval_images=0), said.append)
+    # 100 calibration steps asked for (the default), of the run's 6 training images: it said nothing
+    assert result.report["artifacts"]["model_int8.tflite"]["calibration_images"] == 6
+    assert "calibrated on 6 images, all that the calibration data holds (--calibration-steps 100)" in said
+    assert "\n  calibrated on 6 images\n" in result.text
     assert ex.SYNTHETIC_CALIBRATION not in result.report["warnings"]  # (the data's class names are not the model's
     # here, so no held-out figures)
     assert ModelMeta.load(tmp_path / "again").extra["data"] == ModelMeta.load(exported.output_dir).extra["data"]
