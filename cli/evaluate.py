@@ -86,8 +86,9 @@ def _print(result) -> None:
     classes = len(data["class_names"])
     seen = data.get("classes_seen", classes)  # a folder of some of the model's classes
     classes = f"{classes} classes" if seen == classes else f"{seen} of its {classes} classes"
-    click.echo(f"Data: {source}, {images}, {classes}, {data['image_size']} px "
-               f"(from the {data['source']})")
+    # where the data came from, not the size ("32 px (from the options)" read as an --image-size never given)
+    origin = "named on the command line" if data["source"] == "options" else f"from the {data['source']}"
+    click.echo(f"Data: {source}, {images}, {classes}, {data['image_size']} px (data {origin})")
     for report in result.models:
         m = report.metrics
         click.echo(f"{report.path} ({report.kind})")

@@ -301,7 +301,13 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
-    fileio.ensure_writable_dir(out_dir)
+    try:
+        fileio.ensure_writable_dir(out_dir)
+    except KresError as err:
+        if cfg.output:
+            raise
+        raise KresError(f"{str(err).removesuffix('; choose another output path')} (the default, beside the "
+                        "model): pass --output a folder you can write to") from None
     warnings = []
     if datasets.skipped_files:
         warnings.append(skipped_warning(datasets.skipped_files, data_cfg.data_dir))

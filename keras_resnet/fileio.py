@@ -25,7 +25,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=PROBE_PREFIX):
             pass
     except OSError as err:
-        raise KresError(f"cannot write to {path}: {err.strerror or err}; choose another output path") from None
+        why = "a file or a broken link is in the way" if err.errno == errno.EEXIST else err.strerror or err
+        raise KresError(f"cannot write to {path}: {why}; choose another output path") from None
     return path
 
 

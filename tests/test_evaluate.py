@@ -160,7 +160,7 @@ def test_a_folder_without_val_says_only_its_validation_split_is_scored(stub_worl
     _print(result)
     assert capsys.readouterr().out.startswith(f"Data: {tmp_path / 'photos'}, 6 of its 12 images (the validation "
                                               "split: --val-split 0.2, seed 0; --all-images scores all 12), 3 "
-                                              "classes, 32 px (from the options)\n")
+                                              "classes, 32 px (data named on the command line)\n")
     (tmp_path / "photos" / "val").mkdir()
     (tmp_path / "photos" / "train").mkdir()
     assert ev.evaluate(ev.EvalConfig(models=["m"], data_dir=str(tmp_path / "photos"), output=str(tmp_path / "o"),
@@ -176,7 +176,7 @@ def test_a_folder_of_some_of_the_models_classes_says_how_many(capsys):
             "classes_seen": 2, "image_size": 32, "source": "options"}
     _print(SimpleNamespace(data=data, models=[], comparison=None, warnings=[], json_path="e.json"))
     first = capsys.readouterr().out.splitlines()[0]
-    assert first == "Data: pets, 12 images, 2 of its 3 classes, 32 px (from the options)"
+    assert first == "Data: pets, 12 images, 2 of its 3 classes, 32 px (data named on the command line)"
 
 
 def test_explicit_image_size_that_does_not_fit_the_model(stub_world):
@@ -277,7 +277,8 @@ def test_cli_table_output(run_dir, capsys, tmp_path):
     # Naming the training dataset again keeps the run's other data settings (4 synthetic classes, seed).
     assert main(["evaluate", str(run / "best.keras"), "--dataset", "synthetic", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "top-1" in out and "top-4" in out and "(from the options)" in out and "12 images, 4 classes" in out
+    assert "top-1" in out and "top-4" in out and "(data named on the command line)" in out
+    assert "12 images, 4 classes" in out
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == PNG_MAGIC
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["data"]["dataset"] == "synthetic" and saved["data"]["synthetic_classes"] == 4
@@ -303,6 +304,27 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys, args, message):
     assert "Traceback" not in "\n".join(err)
     # a refused command makes no folder: `kres evaluate DATA` made DATA/eval/, a class folder to the next command
     assert not (tmp_path / "eval").exists()
+
+
+def test_an_output_that_cannot_be_made_says_what_is_in_the_way_and_names_the_option(run_dir, tmp_path, capsys):
+    """A broken link as --output was "File exists"; the default folder beside a model that cannot hold it said
+    "choose another output path", an option evaluate does not have."""
+    run, _ = run_dir
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    args = ["evaluate", str(run / "best.keras"), "--dataset", "synthetic"]
+    assert main([*args, "--output", str(tmp_path / "broken")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: cannot write to {tmp_path / 'broken'}: a file or a broken link is in the way; choose another output "
+        "path")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("best.keras", "config.json"):
+        (alone / name).write_bytes((run / name).read_bytes())
+    (alone / "eval").write_text("the user's")  # where the default output would go
+    assert main(["evaluate", str(alone / "best.keras")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: cannot write to {alone / 'eval'}: a file or a broken link is in the way (the default, beside the "
+        "model): pass --output a folder you can write to")
 
 
 def test_cli_model_with_no_recorded_data(run_dir, tmp_path, capsys):
