@@ -17,7 +17,8 @@ from keras_resnet.specs import MAX_EPOCHS
 @click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
               callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, check_mode(value)),
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
-@click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.")
+@click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.",
+              callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value))
 @click.option("--qat-epochs", type=click.IntRange(1, MAX_EPOCHS), default=2, show_default=True,
               help="Quantization-aware fine-tuning epochs (1 lost 1.4 points of top-1 on the digits, twice).")
 @click.option("--edgetpu", is_flag=True, callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value),
@@ -61,8 +62,11 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
     try:
         with scans_once():  # held-out images, then each calibration pass
             result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         click.echo(err=True)  # ends the line the terminal's ^C is on, as click does
+        if getattr(stop, "moved_in", False):  # it came while the files were moved in, and waited for them
+            raise click.Abort(f"The export was written whole into {output} first; its report is "
+                              "export_report.txt there.") from None
         raise click.Abort(f"Nothing of this export was moved into {output} (an earlier export there is whole); run "
                           "the same command again to export.") from None
     click.echo(result.text, nl=False)
@@ -70,11 +74,13 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
 
 
 def _edgetpu_is_int8(ctx: click.Context, name: str, value):
-    """An explicit ``--quantize float32`` beside ``--edgetpu`` is refused (the int8 model alone was made, without a
-    word); checked as the later of the two is parsed, before TensorFlow starts."""
+    """An explicit ``--quantize float32`` beside ``--edgetpu`` (without ``--qat``, where float32 means no
+    post-training model) is refused: the int8 model alone was made, without a word. Checked as the last of the
+    three is parsed, before TensorFlow starts."""
     ctx.params[name] = value
     explicit = ctx.get_parameter_source("quantize") is click.core.ParameterSource.COMMANDLINE
-    if ctx.params.get("edgetpu") and explicit and ctx.params.get("quantize") == "float32":
+    if ctx.params.get("edgetpu") and ctx.params.get("qat") is False and explicit and \
+            ctx.params.get("quantize") == "float32":
         raise click.UsageError("--edgetpu makes an int8 model: drop --quantize float32 (a float32 model is a --tflite "
                                "export without --edgetpu)", ctx)
     return value

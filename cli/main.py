@@ -187,10 +187,12 @@ class _Interrupts:
         return unraisable
 
     def watch(self) -> None:
+        from keras_resnet.fileio import interrupts_are_held  # light: the standard library only
+
         while not self._stop.wait(0.02):
             dropped = self.dropped
-            if dropped is not None:
-                os.kill(os.getpid(), dropped)
+            if dropped is not None and not interrupts_are_held():  # a hold has it: sent again, it was a second
+                os.kill(os.getpid(), dropped)  # one, which stops at once
 
     def stop(self) -> None:
         self._stop.set()

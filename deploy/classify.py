@@ -60,9 +60,9 @@ def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
                 return interpreter, "edgetpu", model_path
             except (ValueError, OSError, RuntimeError) as err:
                 print(f"note: no Edge TPU available ({err}); running on the CPU", file=sys.stderr)
-        cpu_model = model_path.with_name(model_path.name.replace("_edgetpu", ""))
-        if cpu_model != model_path and cpu_model.exists():
-            model_path = cpu_model  # the uncompiled model: an _edgetpu model's custom op needs the TPU
+    cpu_model = model_path.with_name(model_path.name.replace("_edgetpu", ""))
+    if cpu_model != model_path and cpu_model.exists():
+        model_path = cpu_model  # the uncompiled model (with --cpu too): an _edgetpu model's custom op needs the TPU
     with _without_runtime_info():
         interpreter = Interpreter(model_path=str(model_path))
         interpreter.allocate_tensors()
@@ -229,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interpreter, device, model_path = make_interpreter(args.model, False if args.cpu else None)
     except (ValueError, RuntimeError) as err:
-        print(f"Error: {args.model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it "
-              "again", file=sys.stderr)
+        if "edgetpu-custom-op" in str(err):
+            print(f"Error: {args.model} runs on an Edge TPU only, and none is available: put the model_int8.tflite "
+                  "that kres export wrote beside it, to run that one on the CPU", file=sys.stderr)
+        else:
+            print(f"Error: {args.model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it "
+                  "again", file=sys.stderr)
         return 2
     card = read_card(model_path)
     labels = read_labels(model_path, card)

@@ -213,26 +213,35 @@ def compiler_available() -> bool:
     return shutil.which(COMPILER) is not None
 
 
-def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int = 600) -> CompilerReport:
+def run_compiler(tflite_path: str | Path, output_dir: str | Path, timeout_s: int = 600,
+                 shown_dir: str | Path | None = None) -> CompilerReport:
     """Run ``edgetpu_compiler -s`` on ``tflite_path``; writes ``<name>_edgetpu.tflite`` and its ``.log`` into
-    ``output_dir`` and lists them in the report's ``files``."""
+    ``output_dir`` and lists them in the report's ``files``. The paths in its log and report name ``shown_dir``
+    where the files will be (an export writes them into a staging folder first)."""
     exe = shutil.which(COMPILER)
     if exe is None:
         raise KresError(f"{COMPILER} is not on PATH: install it from Coral's apt repository (see deploy/README.md)")
     output_dir = ensure_writable_dir(output_dir)
     # The compiler writes straight to its output names: compile into a temporary folder beside them and move
     # the results in when it succeeds, so an interrupted compile leaves no half-written model.
+    shown = str(shown_dir or output_dir)
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".edgetpu-") as tmp:
+
+        def named(text: str) -> str:  # (tmp is inside output_dir)
+            return text.replace(tmp, shown).replace(str(output_dir), shown)
+
         result = _compile(exe, tflite_path, tmp, timeout_s)
-        text = result.stdout + result.stderr
+        text = named(result.stdout + result.stderr)
         if result.returncode != 0:
             last = next((line for line in reversed(text.splitlines()) if line.strip()), "no output")
             raise KresError(f"{COMPILER} failed (exit {result.returncode}): {last.strip()}")
         files = []
         for produced in sorted(Path(tmp).iterdir()):
+            if produced.suffix == ".log":
+                produced.write_text(named(produced.read_text(errors="replace")))
             files.append(output_dir / produced.name)
             os.replace(produced, files[-1])
-    report = parse_compiler_log(text.replace(tmp, str(output_dir)))
+    report = parse_compiler_log(text)
     report.files = files
     return report
 
@@ -250,14 +259,15 @@ def _compile(exe: str, tflite_path: str | Path, out: str, timeout_s: int) -> sub
 
 
 def check(tflite_path: str | Path, output_dir: str | Path, allow_cpu_ops: bool = False,
-          use_compiler: bool | None = None) -> EdgeTpuReport:
-    """Static check, then the compiler when installed; raise KresError when an op would run on the CPU."""
+          use_compiler: bool | None = None, shown_dir: str | Path | None = None) -> EdgeTpuReport:
+    """Static check, then the compiler when installed (its files into ``output_dir``, its paths named as in
+    ``shown_dir``); raise KresError when an op would run on the CPU."""
     tflite_path = Path(tflite_path)
     report = check_requirements(tflite_path.read_bytes())
     if use_compiler is None:
         use_compiler = compiler_available()
     if use_compiler:
-        report.compiler = run_compiler(tflite_path, output_dir)
+        report.compiler = run_compiler(tflite_path, output_dir, shown_dir=shown_dir)
         if not report.compiler.all_on_edgetpu:
             cpu = ", ".join(f"{op} x{n}" for op, n in report.compiler.cpu_ops.items()) or "see the log"
             report.problems.append(f"{COMPILER} maps {report.compiler.cpu_ops_total} ops to the CPU: {cpu}")

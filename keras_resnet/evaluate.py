@@ -301,13 +301,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
-    try:
-        fileio.ensure_writable_dir(out_dir)
-    except KresError as err:
-        if cfg.output:
-            raise
-        raise KresError(f"{str(err).removesuffix('; choose another output path')} (the default, beside the "
-                        "model): pass --output a folder you can write to") from None
+    _make_output(out_dir, given=cfg.output is not None)
     warnings = []
     if datasets.skipped_files:
         warnings.append(skipped_warning(datasets.skipped_files, data_cfg.data_dir))
@@ -346,6 +340,17 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     return result
 
 
+def _make_output(out_dir: Path, given: bool) -> None:
+    """The output folder; the default one beside the model, where it cannot be made, asks for ``--output``."""
+    try:
+        fileio.ensure_writable_dir(out_dir)
+    except KresError as err:
+        if given:
+            raise
+        raise KresError(f"{str(err).removesuffix('; choose another output path')} (the default, beside the "
+                        "model): pass --output a folder you can write to") from None
+
+
 def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> bool:
     """Whether every image of the data folder is scored: asked for (``--all-images``), or a ``val/`` that has no
     ``train/`` beside it (nothing of it was trained on). Not the folder the model was trained on, whose images
@@ -372,8 +377,9 @@ def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> b
 
 
 def _subfolders(root: Path) -> list[Path]:
+    """The folders a class folder scan would read (hidden ones, ``.ipynb_checkpoints``, ``.git``, are not)."""
     try:
-        return [path for path in root.iterdir() if path.is_dir()]
+        return [path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")]
     except OSError:
         return []  # said by the class folder scan, with its fix
 

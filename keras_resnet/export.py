@@ -386,6 +386,7 @@ class _Job:
     say: Progress
     calibration: Callable[[], Iterator[np.ndarray]] | None = None
     log: Path | None = None  # the converter's log (out_dir's converter.log)
+    shown_dir: Path | None = None  # where out_dir's files go, as paths written into them name it
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
@@ -397,10 +398,11 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
-    with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,)) as staging:
-        result = _export_into(replace(job, out_dir=staging, log=staging / CONVERTER_LOG), heldout)
-    if CONVERTER_LOG not in result.report["files"]:  # this export's chatter only: an earlier one's is not its
-        (job.out_dir / CONVERTER_LOG).unlink(missing_ok=True)
+    # converter.log is this export's chatter only: an earlier one's goes where this one's converter said nothing
+    with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
+                           own=(CONVERTER_LOG,)) as staging:
+        result = _export_into(replace(job, out_dir=staging, log=staging / CONVERTER_LOG, shown_dir=job.out_dir),
+                              heldout)
     return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
 
 
@@ -482,23 +484,23 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
 
 
 def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMeta) -> None:
-    """An export of another model in ``out_dir`` is refused: its artifacts that this export does not replace would
-    be left beside this model's meta.json and labels.txt (predict printed this model's class names for them). The
-    same model exported again (other formats, or retrained in its run) goes on."""
-    import json
-
+    """An export of a model of other classes (or input) in ``out_dir`` is refused: its models that this export does
+    not replace would be left beside this model's meta.json and labels.txt (predict printed this model's class
+    names for them). The same model exported again (other formats, from a copy of its run, or its export's
+    model.keras) goes on, and so does another model of the same classes and input."""
     try:
-        earlier = json.loads((out_dir / f"{REPORT_NAME}.json").read_text()).get("source")
-    except (OSError, ValueError, AttributeError):  # none, or not kres's: its meta.json may still say
-        earlier = None
-    try:
-        labels = ModelMeta.load(out_dir / "meta.json").labels if (out_dir / "meta.json").is_file() else None
+        earlier = ModelMeta.load(out_dir / "meta.json") if (out_dir / "meta.json").is_file() else None
     except KresError:
-        labels = None
-    same = earlier is None or os.path.realpath(earlier) == os.path.realpath(model_path)  # as typed, either time
-    if not same or (labels and list(labels) != list(meta.labels)):
-        raise KresError(f"{out_dir} holds an export of another model ({earlier or 'other classes'}): export into "
-                        "another --output, or remove that export first")
+        earlier = None  # not kres's, or damaged: replaced
+    if earlier is None or (list(earlier.labels), list(earlier.input_shape)) == (list(meta.labels),
+                                                                                 list(meta.input_shape)):
+        return
+    what = (f"{len(earlier.labels)} classes" if len(earlier.labels) != len(meta.labels) else
+            "other class names" if list(earlier.labels) != list(meta.labels) else
+            f"input {'x'.join(map(str, earlier.input_shape))}")
+    raise KresError(f"{out_dir} holds the export of another model ({what}; {model_path.name} has "
+                    f"{len(meta.labels)} classes, input {'x'.join(map(str, meta.input_shape))}): export into another "
+                    "--output, or remove that export first")
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:
@@ -571,7 +573,8 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         from keras_resnet import edgetpu
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
-        checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops)  # refused: nothing is moved in
+        checked = edgetpu.check(path, out_dir, allow_cpu_ops=cfg.allow_cpu_ops,  # refused: nothing is moved in
+                                shown_dir=job.shown_dir)
         entry["edgetpu"] = checked.to_dict()
         compiled = checked.files  # the compiler's <name>_edgetpu.tflite and its log, where it ran
     card_path = write_card(path, content, entry, job.meta, job.data_cfg, name)

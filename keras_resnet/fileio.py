@@ -142,25 +142,36 @@ def _swap_in(new: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_error: tuple[str, ...] = ()
-               ) -> Iterator[Path]:
+def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_error: tuple[str, ...] = (),
+               own: tuple[str, ...] = ()) -> Iterator[Path]:
     """A hidden folder inside the folder ``final`` to write a set of artifacts into. When the body ends, each one is
     moved onto its name in ``final`` (an earlier file or folder of that name replaced), those named in ``last``
-    last; a body that fails or is interrupted leaves ``final`` as it was, but for the files of ``kept_on_error``
-    that a :class:`KresError` leaves (a log its line names). The moves are a rename or two each, with Ctrl-C held:
-    a kill meanwhile leaves each artifact whole, old or new. A line that names the staging folder names
-    ``final``."""
+    last, and an earlier file named in ``own`` that the set lacks is removed (it was another set's). The moves are a
+    rename or two each, with Ctrl-C held: a kill meanwhile leaves each artifact whole, old or new, and a Ctrl-C
+    that waited for them comes with ``moved_in`` set on it.
+
+    A body that fails or is interrupted leaves ``final`` as it was, but for a file of ``kept_on_error`` that a
+    :class:`KresError`'s line names (a log). A line that names the staging folder names ``final``."""
     final = Path(final)
     staging = Path(tempfile.mkdtemp(dir=final, prefix=".staged.", suffix=TEMP_MARK))
+    moved_in = False
     try:
         yield staging
         with interrupts_held():
-            for entry in sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name)):
+            names = sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name))
+            for entry in names:
                 _swap_in(entry, final / entry.name)
+            for name in set(own) - {entry.name for entry in names}:
+                (final / name).unlink(missing_ok=True)
+            moved_in = True
+    except KeyboardInterrupt as stop:
+        stop.moved_in = moved_in  # a signal held until every artifact was in: the set is whole
+        raise
     except KresError as err:
         for name in kept_on_error:
-            if (staging / name).is_file() and (staging / name).stat().st_size:
-                os.replace(staging / name, final / name)
+            kept = staging / name
+            if str(kept) in str(err) and kept.is_file() and kept.stat().st_size:
+                os.replace(kept, final / name)
         if str(staging) not in str(err):
             raise
         raise type(err)(str(err).replace(str(staging), str(final))) from None
@@ -181,6 +192,11 @@ class _Holding:
 _holding = _Holding()
 
 
+def interrupts_are_held() -> bool:
+    """Whether a hold is on (kres's signal watcher does not send a dropped signal again meanwhile: the hold has it)."""
+    return _holding.on
+
+
 @contextlib.contextmanager
 def interrupts_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until the body has ended, then are raised as they would have been: a checkpoint or
@@ -190,12 +206,13 @@ def interrupts_held() -> Iterator[None]:
     if _holding.on or threading.current_thread() is not threading.main_thread():
         yield
         return
-    _holding.on, _holding.held = True, None
+    _holding.held = None
     _holding.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, handler in _holding.previous.items():
-        if handler not in (signal.SIG_IGN, None):  # None: set outside Python, left as it is
-            signal.signal(sig, _hold)
+    _holding.on = True
     try:
+        for sig, handler in _holding.previous.items():
+            if handler not in (signal.SIG_IGN, None):  # None: set outside Python, left as it is
+                signal.signal(sig, _hold)
         yield
     finally:
         held = _release()
@@ -204,31 +221,36 @@ def interrupts_held() -> Iterator[None]:
 
 
 def _hold(signum, frame) -> None:
-    if _holding.held is None:
+    if not _holding.on:  # came while the handlers were being put back
+        _raise_as_before(signum, frame)
+    elif _holding.held is None:
         _holding.held = (signum, frame)
-    else:
+    else:  # a second one: at once
         _release()
         _raise_as_before(signum, frame)
 
 
 def _release() -> tuple | None:
-    """The handlers back; returns the signal held meanwhile, if any."""
-    if _holding.on:
-        for sig, handler in _holding.previous.items():
-            if handler not in (signal.SIG_IGN, None):
-                signal.signal(sig, handler)
+    """The handlers back; returns the signal held meanwhile, if any. ``on`` goes first: a signal that comes while
+    the handlers are put back is raised as before (``_hold``), not held for nobody."""
+    if not _holding.on:
+        return None
     _holding.on = False
     held, _holding.held = _holding.held, None
+    for sig, handler in _holding.previous.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(sig, handler)
     return held
 
 
 def _raise_as_before(signum, frame) -> None:
     """What the handler the hold replaced would have done: Python's (KeyboardInterrupt), kres's (SIGTERM as an
-    interrupt), or the default action (the process ends), taken now that it is back."""
-    handler = signal.getsignal(signum)
+    interrupt), or the default action (the process ends), taken now."""
+    handler = _holding.previous.get(signum, signal.SIG_DFL)
     if callable(handler):
         handler(signum, frame)
     else:
+        signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
 

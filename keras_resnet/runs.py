@@ -27,6 +27,7 @@ LABELS_FILE = "labels.txt"
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
 MODEL_NAMES = (BEST_MODEL, LAST_MODEL)  # the order a run directory is searched for its model
+FOLDER_MODELS = (*MODEL_NAMES, "model.keras")  # what a run or export folder given as a model file stands for
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 LOGS_DIR = "logs"

@@ -590,6 +590,9 @@ def _identity(cfg: dict, data: dict) -> dict:
     for part, name in _PATHS:
         if identity[part].get(name) is not None:
             identity[part][name] = _absolute_path(name, identity[part][name])
+    weights = identity["train"].get("weights")
+    if weights and Path(weights).name in runs.FOLDER_MODELS:  # --weights RUN and RUN/best.keras: one start, even
+        identity["train"]["weights"] = str(Path(weights).parent)  # once RUN is gone (a checkpoint needs it no more)
     return identity
 
 

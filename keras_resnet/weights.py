@@ -116,8 +116,8 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
     if not path.exists():
         raise KresError(f"weights file {path} does not exist: pass weights='imagenet' or the path of a {SUPPORTED}")
     if path.is_dir():
-        raise KresError(f"{path} is a folder with no {', '.join(FOLDER_MODELS)}: pass --weights the model file of a "
-                        f"run or export, or a {SUPPORTED} file")
+        raise KresError(f"{path} is a folder with no {', '.join(runs.FOLDER_MODELS)}: pass --weights the model file "
+                        f"of a run or export, or a {SUPPORTED} file")
     if _format(path) is None:
         raise KresError(f"cannot read weights from {path}: expected a {SUPPORTED} file")
     if _format(path) == "torch" and importlib.util.find_spec("torch") is None:
@@ -186,16 +186,13 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------- readers
 
 
-FOLDER_MODELS = (*runs.MODEL_NAMES, "model.keras")  # a run's (best first), then an export's
-
-
 def in_folder(weights: str) -> str:
     """``weights`` itself, or for a run or export folder the model it holds (best.keras, else last.keras, else
     model.keras), as the other commands take such folders."""
     folder = Path(weights)
     if not folder.is_dir():
         return weights
-    return next((str(folder / name) for name in FOLDER_MODELS if (folder / name).is_file()), weights)
+    return next((str(folder / name) for name in runs.FOLDER_MODELS if (folder / name).is_file()), weights)
 
 
 def _format(path: Path) -> str | None:

@@ -176,6 +176,22 @@ def test_ctrl_c_in_export_says_what_it_left(capsys, monkeypatch, tmp_path):
         "the same command again to export."]
 
 
+def test_ctrl_c_while_an_export_is_moved_in_says_it_was_written_whole(capsys, monkeypatch, tmp_path):
+    """The Ctrl-C waited for the moves; it said "Nothing of this export was moved into OUT"."""
+    import keras_resnet.export
+
+    def moved_then_interrupted(cfg, progress):
+        stop = KeyboardInterrupt()
+        stop.moved_in = True  # as fileio.staged_dir marks it
+        raise stop
+
+    monkeypatch.setattr(keras_resnet.export, "export", moved_then_interrupted)
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "out"), "--tflite"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "", f"Aborted. The export was written whole into {tmp_path / 'out'} first; its report is export_report.txt "
+            "there."]
+
+
 def test_ctrl_c_in_predict_does_not_speak_of_files(capsys, monkeypatch, tmp_path):
     """It said "The files written so far are whole ... run the same command again to finish": predict writes none."""
     import keras_resnet.predict

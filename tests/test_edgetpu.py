@@ -1,5 +1,6 @@
 """Edge TPU: the static requirements check, the compiler-log parser and deploy/classify.py on the CPU."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -205,6 +206,25 @@ def test_compiler_outputs_are_returned_for_the_export_file_list(resnet18_int8, t
     assert edgetpu.check(resnet18_int8, out, use_compiler=False).files == []
 
 
+def test_the_compilers_paths_name_the_folder_the_files_go_to(resnet18_int8, tmp_path, monkeypatch):
+    """An export compiles in its staging folder: the report, the card and the moved-in log named that hidden folder
+    ("Output model: out/.staged.6qx9bibp.kres-tmp/model_int8_edgetpu.tflite")."""
+    log_too = FAKE_COMPILER.replace('echo "Output model:', 'echo "Input: $4" > "$3/${name}_edgetpu.log"\n'
+                                    'echo "Output: $3/${name}_edgetpu.tflite" >> "$3/${name}_edgetpu.log"\n'
+                                    'echo "Output model:')
+    _fake_compiler(tmp_path, monkeypatch, log_too)
+    out = tmp_path / "out"
+    staging = out / ".staged.abcdefgh.kres-tmp"
+    staging.mkdir(parents=True)
+    model = staging / "model_int8.tflite"
+    model.write_bytes(resnet18_int8.read_bytes())
+    report = edgetpu.check(model, staging, use_compiler=True, shown_dir=out)
+    assert (staging / "model_int8_edgetpu.log").read_text().splitlines() == [
+        f"Input: {out / 'model_int8.tflite'}", f"Output: {out / 'model_int8_edgetpu.tflite'}"]
+    assert ".staged." not in json.dumps(report.to_dict())
+    assert report.to_dict()["compiler"]["output_model"] == str(out / "model_int8_edgetpu.tflite")
+
+
 def test_compiler_timeout_is_one_line(tmp_path, monkeypatch):
     _fake_compiler(tmp_path, monkeypatch, "#!/bin/sh\nexec sleep 30\n")
     model, out = tmp_path / "model_int8.tflite", tmp_path / "out"
@@ -251,6 +271,10 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     gone = tmp_path / "gone.png"
     assert err[1:] == [f"skipped: {text}: cannot identify image file '{text}'",
                        f"skipped: {gone}: [Errno 2] No such file or directory: '{gone}'"]
+    result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(tpu_name), str(image), "--cpu"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # --cpu runs the uncompiled one too
+    assert result.stdout.splitlines()[0] == "model model_int8.tflite on cpu, input 32x32, 3 labels"
     for model, problem in ((tmp_path, "is not a .tflite model"), (text.with_suffix(".tflite"), "does not exist")):
         result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(model), str(image)],
                                 capture_output=True, text=True, timeout=120, check=False)

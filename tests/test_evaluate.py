@@ -448,6 +448,7 @@ def test_a_held_out_folder_is_scored_whole_with_all_images_and_a_val_folder_alon
                  str(tmp_path / "c")]) == 0
     assert capsys.readouterr().out.startswith(f"Data: {held_out}, all 15 of its images, 3 of its 4 classes, 32 px")
     (held_out / "val").rename(held_out / "validation")  # scored as one class, "validation", that the model lacks
+    (held_out / ".ipynb_checkpoints").mkdir()  # hidden: not a class folder, so validation/ is still alone
     assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(held_out), "--output",
                  str(tmp_path / "c")]) == 2
     assert capsys.readouterr().err.splitlines() == [

@@ -374,6 +374,41 @@ def test_a_signal_while_held_is_raised_once_the_body_ends_and_a_second_one_at_on
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_staged_set_is_moved_in_whole_or_not_at_all(tmp_path, monkeypatch, ctrl_c_raises):
+    from keras_resnet import fileio
+
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "report.json").write_text("old")
+    (final / "converter.log").write_text("an earlier set's")
+    (final / "notes.txt").write_text("the user's")
+    with pytest.raises(KeyboardInterrupt) as stop, fileio.staged_dir(final, last=("report.json",),
+                                                                     own=("converter.log",)) as staging:
+        for name in ("a.tflite", "b.tflite", "report.json"):
+            (staging / name).write_text("new")
+        real = fileio._swap_in
+
+        def ctrl_c_at_the_first_move(new, to):  # a Ctrl-C as the moves begin: it waits for them
+            signal.raise_signal(signal.SIGINT)
+            monkeypatch.setattr(fileio, "_swap_in", real)
+            real(new, to)
+
+        monkeypatch.setattr(fileio, "_swap_in", ctrl_c_at_the_first_move)
+    assert stop.value.moved_in is True  # so kres export says the export is whole, not "nothing was moved"
+    assert {p.name: p.read_text() for p in final.iterdir()} == {
+        "a.tflite": "new", "b.tflite": "new", "report.json": "new", "notes.txt": "the user's"}  # no earlier log
+    # a KresError keeps the staged log only where its line names it, under the final name
+    for named in (True, False):
+        (final / "converter.log").write_text("an earlier set's")
+        with pytest.raises(KresError) as err, fileio.staged_dir(final, kept_on_error=("converter.log",)) as staging:
+            (staging / "converter.log").write_text("why it failed")
+            raise KresError(f"conversion failed (the converter's log: {staging / 'converter.log'})" if named
+                            else "the Edge TPU check failed")
+        assert (final / "converter.log").read_text() == ("why it failed" if named else "an earlier set's")
+        assert str(staging) not in str(err.value) and (str(final / "converter.log") in str(err.value)) == named
+    assert not [p for p in final.iterdir() if p.name.startswith(".")]
+
+
 def test_ctrl_c_during_an_epochs_saves_waits_for_them_and_the_rerun_goes_on_after_that_epoch(
         tmp_path, monkeypatch, ctrl_c_raises):
     """A Ctrl-C once an epoch is validated, while its history row, best model and checkpoint are written (a second

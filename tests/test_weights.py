@@ -374,9 +374,9 @@ def test_pth_without_torch_says_how_to_get_by(tmp_path, monkeypatch):
 
 def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_what_it_lacks(tmp_path):
     """``--weights RUN_DIR`` was "expected a .keras ... file", though evaluate, export and predict take run folders;
-    the run's config records the file it stands for (a later best.keras there is not this run's start)."""
+    the run's config records the file it stands for."""
     from keras_resnet.data import DataConfig
-    from keras_resnet.train import TrainConfig, resolve
+    from keras_resnet.train import TrainConfig, _identity, resolve
 
     run, export, empty = tmp_path / "run", tmp_path / "export", tmp_path / "empty"
     for folder, names in ((run, ("last.keras", "best.keras")), (export, ("model.keras",)), (empty, ())):
@@ -388,7 +388,16 @@ def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_wh
         assert cfg.weights == str(expected)
     (run / "best.keras").unlink()
     assert kw.in_folder(str(run)) == str(run / "last.keras")
+    # The same command again is the same run, once RUN gives another of its models or is gone (a run with a
+    # checkpoint needs its weights no more): each was "a run with other settings (train.weights: ...)".
+    recorded = _identity({"weights": str(run / "best.keras")}, {})  # as the run's config.json has it
+    assert _identity({"weights": kw.in_folder(str(run))}, {}) == recorded  # RUN/last.keras now
+    (run / "last.keras").unlink()
+    run.rmdir()
+    gone, _, _ = resolve(TrainConfig(depth=18, weights=str(run)), DataConfig())
+    assert gone.weights == str(run) and _identity({"weights": gone.weights}, {}) == recorded
     with pytest.raises(KresError) as err:
         kw.check_weights(str(empty), depth=18, variant="v1.5")
     assert str(err.value) == (f"{empty} is a folder with no best.keras, last.keras, model.keras: pass --weights the "
                               f"model file of a run or export, or a {kw.SUPPORTED} file")
+
