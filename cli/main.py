@@ -13,7 +13,7 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 
 import click
@@ -186,13 +186,11 @@ class _Interrupts:
                 self.dropped = signal.SIGINT
         return unraisable
 
-    def watch(self) -> None:
-        from keras_resnet.fileio import interrupts_are_held  # light: the standard library only
-
+    def watch(self, held: Callable[[], bool]) -> None:
         while not self._stop.wait(0.02):
             dropped = self.dropped
-            if dropped is not None and not interrupts_are_held():  # a hold has it: sent again, it was a second
-                os.kill(os.getpid(), dropped)  # one, which stops at once
+            if dropped is not None and not held():  # a hold has it: sent again, it was a second one, which stops
+                os.kill(os.getpid(), dropped)  # at once
 
     def stop(self) -> None:
         self._stop.set()
@@ -209,7 +207,9 @@ def _sigterm_as_interrupt() -> Iterator[_Interrupts]:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (cmd &)
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, state.on_sigint)
     previous_hook, sys.unraisablehook = sys.unraisablehook, state.hook(sys.unraisablehook)
-    watcher = threading.Thread(target=state.watch, name="kres-signals", daemon=True)
+    from keras_resnet.fileio import interrupts_are_held  # here, not in the watcher: an import there came late
+
+    watcher = threading.Thread(target=state.watch, args=(interrupts_are_held,), name="kres-signals", daemon=True)
     watcher.start()
     try:
         yield state

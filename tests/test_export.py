@@ -505,7 +505,7 @@ def test_the_edgetpu_compilers_files_are_in_the_export_report(exported, trained_
     monkeypatch.setattr(ex, "convert", lambda *args, **kwargs: content)
     out = tmp_path / "out"
 
-    def compiled(path, output_dir, allow_cpu_ops=False):  # as edgetpu_compiler writes them
+    def compiled(path, output_dir, allow_cpu_ops=False, shown_dir=None):  # as edgetpu_compiler writes them
         files = [Path(output_dir) / "model_int8_edgetpu.log", Path(output_dir) / "model_int8_edgetpu.tflite"]
         for file in files:
             file.write_text("x")
