@@ -133,19 +133,33 @@ def _typed(ctx: click.Context) -> set[str]:
 
 
 def resume_hint(output: str | None, started: float) -> str:
-    """What to run to continue an interrupted run, from any folder: checkpoints make the rest of it resumable."""
+    """What an interrupted run kept and what to run next, from any folder: where it resumes (the last checkpoint),
+    that nothing was kept yet, or that it had finished training."""
     from keras_resnet import runs
+    from keras_resnet.errors import KresError
 
-    if output and runs.is_run_dir(output):  # its config is written: it resumes
-        return f"To resume, run the same command again, or: kres train --resume --output {os.path.abspath(output)}"
-    if output:  # interrupted before the run's config was written: --resume would find no run
-        return _NOTHING_YET
     latest = Path("runs") / "latest"
-    config = latest / "config.json"
-    # runs/latest moves to a new run once its config is written; an older one is not this run.
-    if config.exists() and config.stat().st_mtime >= started - 1:
-        return f"To resume: kres train --resume --output {latest.resolve()}"
-    return _NOTHING_YET
+    if output:
+        run = Path(output) if runs.is_run_dir(output) else None  # no config yet: --resume would find no run
+    else:  # runs/latest moves to a new run once its config is written; an older one is not this run
+        config = latest / "config.json"
+        run = latest.resolve() if config.exists() and config.stat().st_mtime >= started - 1 else None
+    try:
+        state = runs.read_checkpoint_state(run) if run is not None else None
+    except KresError:
+        state = None  # said by the next command, with its fix
+    if not state or not (state.get("weights") or state.get("complete")):
+        return _NOTHING_YET
+    command = f"kres train --resume --output {os.path.abspath(run)}"
+    if state.get("complete"):
+        return (f"It had trained every step; run the same command again, or {command}, to write what is left (it "
+                "trains nothing).")
+    try:
+        total = ((runs.read_config(run) or {}).get("resolved") or {}).get("total_steps")
+    except KresError:
+        total = None
+    where = f" from step {state['steps']}" + (f" of {total}" if total else "")
+    return f"To resume{where}, run the same command again, or: {command}" if output else f"To resume{where}: {command}"
 
 
 _NOTHING_YET = "Nothing was checkpointed yet: run the same command again to start over."

@@ -204,15 +204,30 @@ def test_ctrl_c_in_predict_does_not_speak_of_files(capsys, monkeypatch, tmp_path
     assert capsys.readouterr().err.splitlines() == ["", "Aborted. predict writes no files: nothing to finish."]
 
 
+def _checkpointed(run, state: dict | None) -> None:
+    """A run folder as kres train leaves it: its config (16 steps in all), and a checkpoint state."""
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"resolved": {"total_steps": 16}}))
+    if state is not None:
+        (run / "checkpoint" / "state.json").write_text(json.dumps(state))
+
+
 @pytest.mark.parametrize("output", [True, False])
-def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, output):
+@pytest.mark.parametrize("state, said", [
+    ({"steps": 8, "weights": "ckpt-8.weights.h5", "complete": False}, "To resume from step 8 of 16"),
+    # it said "To resume", and the rerun started over without a word
+    (None, "Nothing was checkpointed yet: run the same command again to start over."),
+    # it said "To resume" of a run that had trained every step (Ctrl-C while its last files were written)
+    ({"steps": 16, "weights": None, "complete": True}, "It had trained every step; run the same command again, or "),
+])
+def test_ctrl_c_in_train_says_what_was_kept_and_how_to_resume(capsys, monkeypatch, tmp_path, output, state, said):
     import keras_resnet.train
+
+    run = tmp_path / ("myrun" if output else "runs/r1")
 
     def interrupted(cfg, data):
         # the run has written its config (and moved runs/latest) when the key is pressed
-        run = tmp_path / ("myrun" if output else "runs/r1")
-        run.mkdir(parents=True)
-        (run / "config.json").write_text("{}")
+        _checkpointed(run, state)
         if not output:
             (tmp_path / "runs" / "latest").symlink_to("r1")
         raise KeyboardInterrupt
@@ -224,11 +239,12 @@ def test_ctrl_c_in_train_says_how_to_resume(capsys, monkeypatch, tmp_path, outpu
     err = capsys.readouterr().err
     assert err.startswith("\nAborted.")  # the line of the live bar (and the terminal's ^C) ended first
     err = err.strip()
-    if output:
-        run = tmp_path / "myrun"  # absolute: the command resumes from any folder
-        assert err == f"Aborted. To resume, run the same command again, or: kres train --resume --output {run}"
-    else:
-        assert err == f"Aborted. To resume: kres train --resume --output {tmp_path / 'runs' / 'r1'}"
+    assert err.startswith(f"Aborted. {said}"), err
+    if state and not state["complete"]:  # absolute: the command resumes from any folder
+        assert err.endswith(f"run the same command again, or: kres train --resume --output {run}" if output
+                            else f"step 8 of 16: kres train --resume --output {run}")
+    if state and state["complete"]:
+        assert err.endswith(f"kres train --resume --output {run}, to write what is left (it trains nothing).")
 
 
 def test_ctrl_c_before_a_named_run_has_its_config_says_to_start_over(capsys, monkeypatch, tmp_path):
@@ -254,15 +270,14 @@ def test_ctrl_c_in_a_resumed_run_names_the_run(capsys, monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     run = tmp_path / "runs" / "r1"
-    run.mkdir(parents=True)
-    (run / "config.json").write_text('{"train": {"depth": 34}, "data": {}}')
+    _checkpointed(run, {"steps": 8, "weights": "ckpt-8.weights.h5"})
     os.utime(run / "config.json", (0, 0))
     (tmp_path / "runs" / "latest").symlink_to("r1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(keras_resnet.train, "train", interrupted)
     assert main(["train", "--resume"]) == 130
     assert capsys.readouterr().err.strip() == (
-        f"Aborted. To resume, run the same command again, or: kres train --resume --output {run}")
+        f"Aborted. To resume from step 8 of 16, run the same command again, or: kres train --resume --output {run}")
 
 
 @pytest.fixture(scope="module")

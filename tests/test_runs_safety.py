@@ -90,10 +90,10 @@ def test_sigterm_ends_train_as_ctrl_c_does_with_the_resume_hint_and_nothing_left
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert err.strip().splitlines()[-1] == (f"Terminated. To resume, run the same command again, or: kres train "
-                                            f"--resume --output {run}")
-    assert out == "" and not (run / ".lock").exists() and not [p for p in run.rglob("*kres-*")]
     steps = runs.read_checkpoint_state(run)["steps"]
+    assert err.strip().splitlines()[-1] == (f"Terminated. To resume from step {steps} of 1600, run the same command "
+                                            f"again, or: kres train --resume --output {run}")
+    assert out == "" and not (run / ".lock").exists() and not [p for p in run.rglob("*kres-*")]
     assert steps % 8 == 0 and 8 <= steps < 200 * 8  # 256 images, batch 32: 8 steps an epoch
 
 

@@ -347,7 +347,8 @@ def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_set
              "--ema", "0", "--seed", "3", "--output", out]
     code, err = _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *first)
     assert code == 130
-    assert err[-1] == f"Aborted. To resume, run the same command again, or: kres train --resume --output {out}"
+    assert err[-1] == (f"Aborted. To resume from step 8 of 16, run the same command again, or: kres train --resume "
+                       f"--output {out}")
     code, err = _kres(capsys, "--resume", "--output", out)
     assert code == 0, err
     assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]  # epoch 1 is not run again
