@@ -177,7 +177,8 @@ class Checkpointer(keras.callbacks.Callback):
     def save(self, complete: bool = False) -> None:
         """A checkpoint; ``complete=True`` marks the run finished and drops the weights (last.keras has them). A
         Ctrl-C or SIGTERM meanwhile waits for it to be written (a second one does not)."""
-        with fileio.interrupts_held():
+        with fileio.interrupts_held(f"finishing the checkpoint of step {self.step} before stopping (a second "
+                                    "Ctrl-C stops at once, without it)"):
             self._save(complete)
 
     def _save(self, complete: bool) -> None:
@@ -252,7 +253,8 @@ class EpochEndHeld(keras.callbacks.Callback):
             callback.set_params(params)
 
     def on_epoch_end(self, epoch, logs=None):
-        with fileio.interrupts_held():
+        with fileio.interrupts_held(f"saving epoch {epoch + 1} before stopping (a second Ctrl-C stops at once, and "
+                                    "the epoch is trained again on resuming)"):
             for callback in self.callbacks:
                 callback.on_epoch_end(epoch, logs)
 

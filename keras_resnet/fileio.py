@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -187,6 +188,7 @@ class _Holding:
         self.on = False
         self.previous: dict = {}
         self.held: tuple | None = None
+        self.note: str | None = None
 
 
 _holding = _Holding()
@@ -198,15 +200,16 @@ def interrupts_are_held() -> bool:
 
 
 @contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
+def interrupts_held(note: str | None = None) -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until the body has ended, then are raised as they would have been: a checkpoint or
-    an epoch's saves that were under way are finished rather than lost. A second one while held is raised at once
-    (a write that hangs can still be stopped). A hold inside a hold is the outer one; an ignored signal stays
-    ignored; main thread only (the one Python runs handlers on)."""
+    an epoch's saves that were under way are finished rather than lost. ``note`` is printed on stderr when one
+    comes (the wait can be seconds). A second one while held is raised at once (a write that hangs can still be
+    stopped). A hold inside a hold is the outer one; an ignored signal stays ignored; main thread only (the one
+    Python runs handlers on)."""
     if _holding.on or threading.current_thread() is not threading.main_thread():
         yield
         return
-    _holding.held = None
+    _holding.held, _holding.note = None, note
     _holding.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     _holding.on = True
     try:
@@ -225,9 +228,20 @@ def _hold(signum, frame) -> None:
         _raise_as_before(signum, frame)
     elif _holding.held is None:
         _holding.held = (signum, frame)
+        _say_held(_holding.note)
     else:  # a second one: at once
         _release()
         _raise_as_before(signum, frame)
+
+
+def _say_held(note: str | None) -> None:
+    """``note`` on stderr, from the signal handler: written to the descriptor (a write into Python's stream buffer,
+    which the code it interrupted may be in, can fail), on a line of its own after a terminal's live line."""
+    if not note:
+        return
+    with contextlib.suppress(Exception):  # no reader, a closed stream: the hold goes on without it
+        live = sys.stderr is not None and sys.stderr.isatty()
+        os.write(2, f"{chr(10) if live else ''}kres: {note}\n".encode())
 
 
 def _release() -> tuple | None:

@@ -374,6 +374,18 @@ def test_a_signal_while_held_is_raised_once_the_body_ends_and_a_second_one_at_on
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_held_signal_says_what_it_waits_for_at_once(capfd, ctrl_c_raises):
+    """A Ctrl-C that waited for an epoch's saves gave no sign for seconds; pressed again, it lost the epoch."""
+    from keras_resnet import fileio
+
+    with pytest.raises(KeyboardInterrupt), fileio.interrupts_held("saving epoch 3 before stopping"):
+        signal.raise_signal(signal.SIGINT)
+        assert capfd.readouterr().err == "kres: saving epoch 3 before stopping\n"  # while the saves go on
+    with pytest.raises(KeyboardInterrupt), fileio.interrupts_held():  # no note: nothing said
+        signal.raise_signal(signal.SIGINT)
+    assert capfd.readouterr().err == ""
+
+
 def test_a_staged_set_is_moved_in_whole_or_not_at_all(tmp_path, monkeypatch, ctrl_c_raises):
     from keras_resnet import fileio
 
