@@ -688,6 +688,14 @@ def _point_latest(run_dir: Path) -> None:
             tmp.unlink()
 
 
+def _resuming(start: int, steps_per_epoch: int, epochs: int) -> str:
+    if not start:
+        return ""
+    if start >= steps_per_epoch * epochs:  # stopped after the last checkpoint (it said "epoch 4" of 3)
+        return f" (all {epochs_text(epochs)} trained: writing the last files)"
+    return f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})"
+
+
 def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, peak_lr, run_dir, start) -> str:
     source = _data_name(data)
     lines = [
@@ -698,7 +706,7 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x {steps_per_epoch} steps; "
         f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {epochs_text(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
-        f"run dir {run_dir}" + (f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})" if start else ""),
+        f"run dir {run_dir}" + _resuming(start, steps_per_epoch, cfg.epochs),
         *([f"starting from the weights of {cfg.weights}"] if cfg.weights and not start else []),
     ]
     return "\n".join(lines)

@@ -702,7 +702,8 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
     monkeypatch.setattr(train_module._Float32Exporter, "save", save)
     stream = io.StringIO()
     result = train(cfg, data, stream=stream)
-    assert "resuming at step 2" in stream.getvalue()
+    # it said "resuming at step 2, epoch 2" of a 1-epoch run
+    assert f"run dir {tmp_path / 'run'} (all 1 epoch trained: writing the last files)" in stream.getvalue()
     assert (result.epochs, result.steps, result.iterations) == (1, 2, 2)
     assert json.loads((result.run_dir / "checkpoint" / "state.json").read_text()) == {
         "steps": 2, "iterations": 2, "weights": None, "complete": True}
