@@ -615,10 +615,24 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
                  for part in ("train", "data") for key in sorted(set(old[part]) | set(new[part]))
                  if old[part].get(key) != new[part].get(key)]
-        hint = f" ({'; '.join(options)})" if (options := _options_back(old["train"], new["train"])) else ""
-        raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}): repeat its "
+        more = f"; and {len(diffs) - 4} more" if len(diffs) > 4 else ""  # the hint names them all
+        options = _options_back({**old["train"], **_data_options(old["data"])},
+                                {**new["train"], **_data_options(new["data"])})
+        hint = f" ({'; '.join(options)})" if options else ""
+        raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}{more}): repeat its "
                         f"options{hint} to resume it, or choose another --output")
     return runs.read_checkpoint_state(run_dir) or {"steps": 0}
+
+
+# The data settings that are train's options, under the option's name (the others are train's own, or no option).
+_DATA_OPTIONS = {"dataset": "dataset", "data_dir": "data_dir", "tfds_dir": "tfds_dir", "val_split": "val_split",
+                 "mixup_alpha": "mixup", "cutmix_alpha": "cutmix"}
+
+
+def _data_options(data: dict) -> dict:
+    """A run's data settings under their option names, for :func:`_options_back` (it named none: a run of
+    ``--dataset synthetic`` rerun without it was "other settings (data.dataset: 'synthetic' -> None)", no option)."""
+    return {option: data.get(field) for field, option in _DATA_OPTIONS.items() if field in data}
 
 
 def _options_back(old: dict, new: dict) -> list[str]:

@@ -484,6 +484,27 @@ def test_other_settings_name_the_options_that_give_the_runs_own_back():
     assert _options_back(run, dict(run)) == []
 
 
+def test_other_settings_name_every_option_the_run_needs_back_data_options_too(tmp_path):
+    """A run of --dataset synthetic rerun without it: five differences, four shown, and the hint left --dataset
+    out; typed as hinted, it was "other settings (data.dataset: 'synthetic' -> None): repeat its options", none
+    named."""
+    from keras_resnet.train import _check_existing_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg, data, _ = resolve(TrainConfig(depth=18, epochs=3, batch_size=32, ema=0.0, lr=0.1, output=str(run)),
+                           DataConfig(dataset="synthetic"))
+    (run / "config.json").write_text(json.dumps({"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data)}))
+    again, digits, _ = resolve(TrainConfig(depth=18, output=str(run)), DataConfig())
+    with pytest.raises(KresError) as err:
+        _check_existing_run(run, again, digits)
+    assert "; and 3 more): repeat its options (--ema 0.0 --epochs 3 --batch-size 32 --lr 0.1 --warmup-epochs 0 " \
+           "--dataset synthetic) to resume it" in str(err.value), str(err.value)
+    hinted, data, _ = resolve(TrainConfig(depth=18, ema=0.0, epochs=3, batch_size=32, lr=0.1, warmup_epochs=0,
+                                          output=str(run)), DataConfig(dataset="synthetic"))
+    assert _check_existing_run(run, hinted, data) == {"steps": 0}  # as hinted, it is the run
+
+
 def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
