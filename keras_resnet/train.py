@@ -611,6 +611,11 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
     new = _identity(asdict(cfg), asdict(data))
     for name, _, _ in _moved_data(old["data"], new["data"]):  # its classes and counts are checked once read
         old["data"][name] = new["data"][name]
+    state = runs.read_checkpoint_state(run_dir)
+    started_from = old["train"].get("weights")
+    if state and (state.get("weights") or state.get("complete")) and started_from not in (None, "imagenet") \
+            and not Path(started_from).exists():  # moved or gone: a checkpoint has every weight, so any --weights
+        old["train"]["weights"] = new["train"].get("weights")  # (or none) resumes it; the new one is not read
     if old != new:
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
                  for part in ("train", "data") for key in sorted(set(old[part]) | set(new[part]))
@@ -621,7 +626,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         hint = f" ({'; '.join(options)})" if options else ""
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}{more}): repeat its "
                         f"options{hint} to resume it, or choose another --output")
-    return runs.read_checkpoint_state(run_dir) or {"steps": 0}
+    return state or {"steps": 0}
 
 
 # The data settings that are train's options, under the option's name (the others are train's own, or no option).

@@ -395,6 +395,13 @@ def test_a_checkpointed_run_resumes_without_the_weights_file_it_started_from(tmp
     assert code == 130, err
     assert f"starting from the weights of {start}" in err  # the banner said nothing of them
     start.unlink()
+    # moved (or left out): "other settings (train.weights: start.keras -> moved.keras)", though not read again
+    from keras_resnet.train import _check_existing_run
+
+    for weights in (str(tmp_path / "moved.keras"), None):
+        cfg, data, _ = resolve(TrainConfig(depth=18, batch_size=32, epochs=2, weights=weights, output=str(out)),
+                               DataConfig(dataset="synthetic"))
+        assert _check_existing_run(out, cfg, data)["steps"] == 8
     code, err = _kres(capsys, "--resume", "--output", out)
     assert code == 0, err
     assert not [line for line in err if "starting from the weights" in line]  # from the checkpoint
