@@ -624,6 +624,9 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         options = _options_back({**old["train"], **_data_options(old["data"])},
                                 {**new["train"], **_data_options(new["data"])})
         hint = f" ({'; '.join(options)})" if options else ""
+        if state and state.get("complete"):  # nothing to resume: "repeat --epochs 3" trained nothing more
+            raise KresError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:4])}{more}): "
+                            f"choose another --output (--weights {run_dir} starts the new run from this one)")
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}{more}): repeat its "
                         f"options{hint} to resume it, or choose another --output")
     return state or {"steps": 0}

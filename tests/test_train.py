@@ -349,14 +349,18 @@ def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_set
     assert code == 130
     assert err[-1] == (f"Aborted. To resume from step 8 of 16, run the same command again, or: kres train --resume "
                        f"--output {out}")
+    code, err = _kres(capsys, "--resume", "--output", out, "--lr", "0.1")  # a typed option must match the run
+    assert code == 2 and err == [f"Error: {out} holds a run with other settings (train.lr: 0.05 -> 0.1): repeat "
+                                 f"its options (--lr 0.05) to resume it, or choose another --output"]
     code, err = _kres(capsys, "--resume", "--output", out)
     assert code == 0, err
     assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]  # epoch 1 is not run again
     assert [row["epoch"] for row in callbacks.read_history(out / "history.csv")] == [1, 2]
     assert json.loads((out / "checkpoint" / "state.json").read_text())["steps"] == 2 * 256 // 32
-    code, err = _kres(capsys, "--resume", "--output", out, "--lr", "0.1")  # a typed option must match the run
-    assert code == 2 and err == [f"Error: {out} holds a run with other settings (train.lr: 0.05 -> 0.1): repeat "
-                                 f"its options (--lr 0.05) to resume it, or choose another --output"]
+    code, err = _kres(capsys, "--resume", "--output", out, "--lr", "0.1")
+    # finished: it said "repeat its options (--lr 0.05) to resume it", which trains nothing more
+    assert code == 2 and err == [f"Error: {out} holds a finished run with other settings (train.lr: 0.05 -> 0.1): "
+                                 f"choose another --output (--weights {out} starts the new run from this one)"]
     code, err = _kres(capsys, "--resume", "--output", out, "--mixup", "0.3")  # --mixup is data.mixup_alpha
     assert code == 2 and "(data.mixup_alpha: 0.0 -> 0.3)" in err[0]
 
