@@ -98,6 +98,11 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
         raise KresError(f"{data_dir} has train/ and val/, and --val-split splits a folder that has no val/: drop "
                         "--val-split")
     builtin = dataset == "digits" and data_dir is None  # the same run as no --dataset; with --data-dir, an error
+    if data_dir is None and dataset in (None, "digits", "synthetic") and tfds_dir is not None:  # it was ignored
+        raise KresError(f"--tfds-dir says where TFDS datasets are, and {dataset or 'digits'} is built in: drop "
+                        "--tfds-dir, or name a TFDS dataset with --dataset")
+    if data_dir is None and dataset == "synthetic" and "val_split" in typed:  # it was ignored
+        raise KresError("--dataset synthetic has a validation set of its own: drop --val-split")
     data = DataConfig(dataset=None if builtin else dataset, data_dir=data_dir, tfds_dir=tfds_dir,
                       val_split=val_split, seed=seed, randaugment=randaugment, mixup_alpha=mixup,
                       cutmix_alpha=cutmix)

@@ -358,6 +358,15 @@ def test_train_options_that_would_be_ignored_are_refused(capsys, tmp_path, monke
     assert main(["train", "--depth", "18", "--data-dir", photos, "--tfds-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "Error: --tfds-dir says where TFDS datasets are, and --data-dir reads image folders: drop --tfds-dir"]
+    # ignored too: --tfds-dir with the built-in data, --val-split with synthetic data (its own validation set)
+    for dataset in ([], ["--dataset", "digits"], ["--dataset", "synthetic"]):
+        assert main(["train", "--depth", "18", *dataset, "--tfds-dir", str(tmp_path)]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"Error: --tfds-dir says where TFDS datasets are, and {dataset[1] if dataset else 'digits'} is built in: "
+            "drop --tfds-dir, or name a TFDS dataset with --dataset"]
+    assert main(["train", "--depth", "18", "--dataset", "synthetic", "--val-split", "0.5"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "Error: --dataset synthetic has a validation set of its own: drop --val-split"]
     assert not (tmp_path / "runs").exists() and not list((tmp_path / "photos").glob("*/*/*"))
 
 
