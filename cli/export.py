@@ -64,9 +64,13 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
             result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except KeyboardInterrupt as stop:
         click.echo(err=True)  # ends the line the terminal's ^C is on, as click does
-        if getattr(stop, "moved_in", False):  # it came while the files were moved in, and waited for them
+        moved = getattr(stop, "moved_in", None)  # it came while the files were moved in: waited for them, or not
+        if moved == "all":
             raise click.Abort(f"The export was written whole into {output} first; its report is "
                               "export_report.txt there.") from None
+        if moved == "some":
+            raise click.Abort(f"Some of this export's files were moved into {output}, beside the earlier export's: "
+                              "run the same command again to finish it.") from None
         raise click.Abort(f"Nothing of this export was moved into {output} (an earlier export there is whole); run "
                           "the same command again to export.") from None
     click.echo(result.text, nl=False)

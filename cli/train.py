@@ -145,24 +145,20 @@ def resume_hint(output: str | None, started: float) -> str:
 
     latest = Path("runs") / "latest"
     if output:
-        run = Path(output) if runs.is_run_dir(output) else None  # no config yet: --resume would find no run
+        run = Path(os.path.abspath(output)) if runs.is_run_dir(output) else None  # no config: no run to resume
     else:  # runs/latest moves to a new run once its config is written; an older one is not this run
         config = latest / "config.json"
         run = latest.resolve() if config.exists() and config.stat().st_mtime >= started - 1 else None
     try:
         state = runs.read_checkpoint_state(run) if run is not None else None
-    except KresError:
-        state = None  # said by the next command, with its fix
+        total = ((runs.read_config(run) or {}).get("resolved") or {}).get("total_steps") if state else None
+    except KresError as err:  # what the next command would say
+        return f"{err}."
     if not state or not (state.get("weights") or state.get("complete")):
         return _NOTHING_YET
     command = f"kres train --resume --output {os.path.abspath(run)}"
-    if state.get("complete"):
-        return (f"It had trained every step; run the same command again, or {command}, to write what is left (it "
-                "trains nothing).")
-    try:
-        total = ((runs.read_config(run) or {}).get("resolved") or {}).get("total_steps")
-    except KresError:
-        total = None
+    if state.get("complete") or (total and state["steps"] >= total):
+        return f"It had trained every step; run the same command again, or {command}, to write what is left."
     where = f" from step {state['steps']}" + (f" of {total}" if total else "")
     return f"To resume{where}, run the same command again, or: {command}" if output else f"To resume{where}: {command}"
 

@@ -60,13 +60,19 @@ def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
                 return interpreter, "edgetpu", model_path
             except (ValueError, OSError, RuntimeError) as err:
                 print(f"note: no Edge TPU available ({err}); running on the CPU", file=sys.stderr)
-    cpu_model = model_path.with_name(model_path.name.replace("_edgetpu", ""))
+    cpu_model = uncompiled(model_path)
     if cpu_model != model_path and cpu_model.exists():
         model_path = cpu_model  # the uncompiled model (with --cpu too): an _edgetpu model's custom op needs the TPU
     with _without_runtime_info():
         interpreter = Interpreter(model_path=str(model_path))
         interpreter.allocate_tensors()
     return interpreter, "cpu", model_path
+
+
+def uncompiled(model_path: Path) -> Path:
+    """``model_int8.tflite`` for ``model_int8_edgetpu.tflite`` (the name edgetpu_compiler gives); itself otherwise."""
+    stem = model_path.stem
+    return model_path.with_name(f"{stem.removesuffix('_edgetpu')}{model_path.suffix}")
 
 
 @contextlib.contextmanager
@@ -107,7 +113,7 @@ def _without_runtime_info():
 
 
 def read_card(model_path: Path) -> dict:
-    stem = model_path.stem.replace("_edgetpu", "")
+    stem = uncompiled(model_path).stem
     card = model_path.with_name(f"{stem}.card.json")
     return json.loads(card.read_text()) if card.is_file() else {}
 
@@ -230,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         interpreter, device, model_path = make_interpreter(args.model, False if args.cpu else None)
     except (ValueError, RuntimeError) as err:
         if "edgetpu-custom-op" in str(err):
-            print(f"Error: {args.model} runs on an Edge TPU only, and none is available: put the model_int8.tflite "
-                  "that kres export wrote beside it, to run that one on the CPU", file=sys.stderr)
+            print(f"Error: {args.model} runs on an Edge TPU only, and none is available: put the "
+                  f"{uncompiled(args.model).name} that kres export wrote beside it, to run that one on the CPU",
+                  file=sys.stderr)
         else:
             print(f"Error: {args.model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it "
                   "again", file=sys.stderr)

@@ -484,23 +484,31 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
 
 
 def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMeta) -> None:
-    """An export of a model of other classes (or input) in ``out_dir`` is refused: its models that this export does
-    not replace would be left beside this model's meta.json and labels.txt (predict printed this model's class
-    names for them). The same model exported again (other formats, from a copy of its run, or its export's
-    model.keras) goes on, and so does another model of the same classes and input."""
+    """An export in ``out_dir`` of a model of another architecture, other classes or input is refused: its models
+    that this export does not replace would be left beside this model's meta.json and labels.txt (predict printed
+    this model's class names for them). The same model exported again (other formats, from a copy of its run, or
+    its export's model.keras) goes on; so does another run of the same architecture, classes and input, which
+    meta.json cannot tell apart."""
     try:
         earlier = ModelMeta.load(out_dir / "meta.json") if (out_dir / "meta.json").is_file() else None
     except KresError:
         earlier = None  # not kres's, or damaged: replaced
-    if earlier is None or (list(earlier.labels), list(earlier.input_shape)) == (list(meta.labels),
-                                                                                 list(meta.input_shape)):
+    if earlier is None:
         return
-    what = (f"{len(earlier.labels)} classes" if len(earlier.labels) != len(meta.labels) else
-            "other class names" if list(earlier.labels) != list(meta.labels) else
-            f"input {'x'.join(map(str, earlier.input_shape))}")
-    raise KresError(f"{out_dir} holds the export of another model ({what}; {model_path.name} has "
-                    f"{len(meta.labels)} classes, input {'x'.join(map(str, meta.input_shape))}): export into another "
-                    "--output, or remove that export first")
+    def names(labels) -> str:
+        return ", ".join(list(labels)[:5]) + (" ..." if len(labels) > 5 else "")
+
+    facts = [("classes", len(earlier.labels), len(meta.labels)), ("class names", names(earlier.labels),
+                                                                  names(meta.labels)),
+             ("input", "x".join(map(str, earlier.input_shape)), "x".join(map(str, meta.input_shape))),
+             ("model", f"ResNet-{earlier.depth} {earlier.variant} {earlier.stem} stem",
+              f"ResNet-{meta.depth} {meta.variant} {meta.stem} stem")]
+    if list(earlier.labels) != list(meta.labels) and names(earlier.labels) == names(meta.labels):
+        facts[1] = ("class names", "other", "these")  # beyond the first five
+    for what, was, now in facts:
+        if was != now:
+            raise KresError(f"{out_dir} holds the export of another model ({what}: {was}; {model_path.name}'s: "
+                            f"{now}): export into another --output, or remove that export first")
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:

@@ -148,25 +148,28 @@ def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_err
     """A hidden folder inside the folder ``final`` to write a set of artifacts into. When the body ends, each one is
     moved onto its name in ``final`` (an earlier file or folder of that name replaced), those named in ``last``
     last, and an earlier file named in ``own`` that the set lacks is removed (it was another set's). The moves are a
-    rename or two each, with Ctrl-C held: a kill meanwhile leaves each artifact whole, old or new, and a Ctrl-C
-    that waited for them comes with ``moved_in`` set on it.
+    rename or two each, with Ctrl-C held: a kill meanwhile leaves each artifact whole, old or new. A Ctrl-C that
+    ends it has ``moved_in`` set: "all" (it waited for the moves), "some" (a second one cut them short) or None.
 
     A body that fails or is interrupted leaves ``final`` as it was, but for a file of ``kept_on_error`` that a
     :class:`KresError`'s line names (a log). A line that names the staging folder names ``final``."""
     final = Path(final)
     staging = Path(tempfile.mkdtemp(dir=final, prefix=".staged.", suffix=TEMP_MARK))
-    moved_in = False
+    moved: list[str] = []
+    whole = False
     try:
         yield staging
-        with interrupts_held():
+        with interrupts_held("moving the files in before stopping (a second Ctrl-C stops at once, and leaves "
+                             "some of them beside the earlier ones)"):
             names = sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name))
             for entry in names:
                 _swap_in(entry, final / entry.name)
-            for name in set(own) - {entry.name for entry in names}:
+                moved.append(entry.name)
+            for name in set(own) - set(moved):
                 (final / name).unlink(missing_ok=True)
-            moved_in = True
+            whole = True
     except KeyboardInterrupt as stop:
-        stop.moved_in = moved_in  # a signal held until every artifact was in: the set is whole
+        stop.moved_in = "all" if whole else "some" if moved else None  # held until they were in: the set is whole
         raise
     except KresError as err:
         for name in kept_on_error:
@@ -188,6 +191,7 @@ class _Holding:
         self.on = False
         self.previous: dict = {}
         self.held: tuple | None = None
+        self.late: tuple | None = None  # one that came while the handlers were being put back
         self.note: str | None = None
 
 
@@ -224,8 +228,8 @@ def interrupts_held(note: str | None = None) -> Iterator[None]:
 
 
 def _hold(signum, frame) -> None:
-    if not _holding.on:  # came while the handlers were being put back
-        _raise_as_before(signum, frame)
+    if not _holding.on:  # came while the handlers were being put back: raised once they all are
+        _holding.late = _holding.late or (signum, frame)
     elif _holding.held is None:
         _holding.held = (signum, frame)
         _say_held(_holding.note)
@@ -246,14 +250,15 @@ def _say_held(note: str | None) -> None:
 
 def _release() -> tuple | None:
     """The handlers back; returns the signal held meanwhile, if any. ``on`` goes first: a signal that comes while
-    the handlers are put back is raised as before (``_hold``), not held for nobody."""
+    the handlers are put back is returned too (``late``), once every handler is back, not held for nobody."""
     if not _holding.on:
         return None
     _holding.on = False
-    held, _holding.held = _holding.held, None
     for sig, handler in _holding.previous.items():
         if handler not in (signal.SIG_IGN, None):
             signal.signal(sig, handler)
+    held = _holding.held or _holding.late
+    _holding.held = _holding.late = None
     return held
 
 

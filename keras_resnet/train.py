@@ -238,6 +238,8 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     state = _check_existing_run(run_dir, cfg, data)
     # A checkpoint holds every weight: a run that has one needs --weights no more (the file may have moved).
     checkpointed = bool(state and (state.get("weights") or state.get("complete")))
+    if checkpointed:
+        cfg = _weights_begun_with(run_dir, cfg)
     if cfg.weights is not None and not checkpointed:
         from keras_resnet.weights import check_weights  # file formats: imported only when weights are given
 
@@ -590,10 +592,15 @@ def _identity(cfg: dict, data: dict) -> dict:
     for part, name in _PATHS:
         if identity[part].get(name) is not None:
             identity[part][name] = _absolute_path(name, identity[part][name])
-    weights = identity["train"].get("weights")
-    if weights and Path(weights).name in runs.FOLDER_MODELS:  # --weights RUN and RUN/best.keras: one start, even
-        identity["train"]["weights"] = str(Path(weights).parent)  # once RUN is gone (a checkpoint needs it no more)
     return identity
+
+
+def _weights_begun_with(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
+    """A checkpointed run goes on with the --weights it began with, whatever was typed once that file was gone
+    (:func:`_check_existing_run` lets it be moved or left out): they set the BN default (:func:`frozen_bn`), and
+    config.json keeps them. Without a checkpoint nothing of them was kept, and the typed ones start it."""
+    saved = _saved_run(run_dir, resume=False)
+    return dataclasses.replace(cfg, weights=saved["train"].get("weights")) if saved is not None else cfg
 
 
 def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> dict | None:
@@ -613,9 +620,8 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
         old["data"][name] = new["data"][name]
     state = runs.read_checkpoint_state(run_dir)
     started_from = old["train"].get("weights")
-    if state and (state.get("weights") or state.get("complete")) and started_from not in (None, "imagenet") \
-            and not Path(started_from).exists():  # moved or gone: a checkpoint has every weight, so any --weights
-        old["train"]["weights"] = new["train"].get("weights")  # (or none) resumes it; the new one is not read
+    if started_from not in (None, "imagenet") and not Path(started_from).exists():  # moved or gone: any --weights
+        old["train"]["weights"] = new["train"].get("weights")  # (or none) goes on; see _weights_begun_with
     if old != new:
         diffs = [f"{part}.{key}: {old[part].get(key)!r} -> {new[part].get(key)!r}"
                  for part in ("train", "data") for key in sorted(set(old[part]) | set(new[part]))

@@ -176,20 +176,25 @@ def test_ctrl_c_in_export_says_what_it_left(capsys, monkeypatch, tmp_path):
         "the same command again to export."]
 
 
-def test_ctrl_c_while_an_export_is_moved_in_says_it_was_written_whole(capsys, monkeypatch, tmp_path):
-    """The Ctrl-C waited for the moves; it said "Nothing of this export was moved into OUT"."""
+@pytest.mark.parametrize("moved_in, said", [
+    # the Ctrl-C waited for the moves; it said "Nothing of this export was moved into OUT"
+    ("all", "The export was written whole into {out} first; its report is export_report.txt there."),
+    # a second Ctrl-C cut the moves short: the folder holds files of both exports
+    ("some", "Some of this export's files were moved into {out}, beside the earlier export's: run the same "
+             "command again to finish it."),
+])
+def test_ctrl_c_while_an_export_is_moved_in_says_what_the_folder_holds(capsys, monkeypatch, tmp_path, moved_in,
+                                                                        said):
     import keras_resnet.export
 
     def moved_then_interrupted(cfg, progress):
         stop = KeyboardInterrupt()
-        stop.moved_in = True  # as fileio.staged_dir marks it
+        stop.moved_in = moved_in  # as fileio.staged_dir marks it
         raise stop
 
     monkeypatch.setattr(keras_resnet.export, "export", moved_then_interrupted)
     assert main(["export", str(tmp_path), "-o", str(tmp_path / "out"), "--tflite"]) == 130
-    assert capsys.readouterr().err.splitlines() == [
-        "", f"Aborted. The export was written whole into {tmp_path / 'out'} first; its report is export_report.txt "
-            "there."]
+    assert capsys.readouterr().err.splitlines() == ["", "Aborted. " + said.format(out=tmp_path / "out")]
 
 
 def test_ctrl_c_in_predict_does_not_speak_of_files(capsys, monkeypatch, tmp_path):
@@ -209,7 +214,7 @@ def _checkpointed(run, state: dict | None) -> None:
     (run / "checkpoint").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"resolved": {"total_steps": 16}}))
     if state is not None:
-        (run / "checkpoint" / "state.json").write_text(json.dumps(state))
+        (run / "checkpoint" / "state.json").write_text(state if isinstance(state, str) else json.dumps(state))
 
 
 @pytest.mark.parametrize("output", [True, False])
@@ -219,6 +224,9 @@ def _checkpointed(run, state: dict | None) -> None:
     (None, "Nothing was checkpointed yet: run the same command again to start over."),
     # it said "To resume" of a run that had trained every step (Ctrl-C while its last files were written)
     ({"steps": 16, "weights": None, "complete": True}, "It had trained every step; run the same command again, or "),
+    ({"steps": 16, "weights": "ckpt-16.weights.h5", "complete": False}, "It had trained every step; run the same "),
+    # unreadable: what the next command says, not "Nothing was checkpointed yet: ... start over"
+    ("{garbage", "{run}/checkpoint/state.json cannot be read ("),
 ])
 def test_ctrl_c_in_train_says_what_was_kept_and_how_to_resume(capsys, monkeypatch, tmp_path, output, state, said):
     import keras_resnet.train
@@ -239,12 +247,13 @@ def test_ctrl_c_in_train_says_what_was_kept_and_how_to_resume(capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("\nAborted.")  # the line of the live bar (and the terminal's ^C) ended first
     err = err.strip()
-    assert err.startswith(f"Aborted. {said}"), err
-    if state and not state["complete"]:  # absolute: the command resumes from any folder
+    shown = run if output else (tmp_path / "runs" / "r1").resolve()
+    assert err.startswith(f"Aborted. {said.format(run=shown)}"), err
+    if isinstance(state, dict) and state["steps"] == 8:  # absolute: the command resumes from any folder
         assert err.endswith(f"run the same command again, or: kres train --resume --output {run}" if output
                             else f"step 8 of 16: kres train --resume --output {run}")
-    if state and state["complete"]:
-        assert err.endswith(f"kres train --resume --output {run}, to write what is left (it trains nothing).")
+    if isinstance(state, dict) and state["steps"] == 16:
+        assert err.endswith(f"kres train --resume --output {run}, to write what is left.")
 
 
 def test_ctrl_c_before_a_named_run_has_its_config_says_to_start_over(capsys, monkeypatch, tmp_path):

@@ -473,9 +473,18 @@ def test_an_export_of_another_model_in_the_output_folder_is_refused(exported, tr
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(KresError) as err:
         ex.export(ex.ExportConfig(source=str(other), output=str(out), tflite=True, eval_images=0))
-    assert str(err.value) == (f"{out} holds the export of another model (3 classes; best.keras has 2 classes, input "
-                              "32x32x3): export into another --output, or remove that export first")
+    assert str(err.value) == (f"{out} holds the export of another model (classes: 3; best.keras's: 2): export into "
+                              "another --output, or remove that export first")
     assert sorted(p.name for p in out.iterdir()) == before
+    # the same classes and input, another architecture: refused too
+    deeper = tmp_path / "deeper"
+    deeper.mkdir()
+    model = resnet(34, num_classes=3, input_shape=(SIZE, SIZE, 3))
+    model.save(deeper / "best.keras")
+    ModelMeta.from_model(model, ModelMeta.load(out).labels).save(deeper)
+    with pytest.raises(KresError, match=r"another model \(model: ResNet-18 v1\.5 imagenet stem; best\.keras's: "
+                                        r"ResNet-34 v1\.5 imagenet stem\)"):
+        ex.export(ex.ExportConfig(source=str(deeper), output=str(out), tflite=True, eval_images=0))
     # the same model from a copy of its run (a run copied from the training machine) is not another model
     copied = Path(shutil.copytree(trained_run, tmp_path / "copied"))
     result = ex.export(ex.ExportConfig(source=str(copied), output=str(out), tflite=True, eval_images=0))

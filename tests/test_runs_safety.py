@@ -406,9 +406,27 @@ def test_a_staged_set_is_moved_in_whole_or_not_at_all(tmp_path, monkeypatch, ctr
             real(new, to)
 
         monkeypatch.setattr(fileio, "_swap_in", ctrl_c_at_the_first_move)
-    assert stop.value.moved_in is True  # so kres export says the export is whole, not "nothing was moved"
+    assert stop.value.moved_in == "all"  # so kres export says the export is whole, not "nothing was moved"
     assert {p.name: p.read_text() for p in final.iterdir()} == {
         "a.tflite": "new", "b.tflite": "new", "report.json": "new", "notes.txt": "the user's"}  # no earlier log
+    # a second Ctrl-C stops at once: some files moved in, the report not (kres export says the folder is mixed)
+    with pytest.raises(KeyboardInterrupt) as stop, fileio.staged_dir(final, last=("report.json",)) as staging:
+        for name in ("a.tflite", "b.tflite", "report.json"):
+            (staging / name).write_text("newer")
+        calls = []
+
+        def twice_at_the_second_move(new, to):
+            calls.append(new.name)
+            if len(calls) == 2:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+            real(new, to)
+
+        monkeypatch.setattr(fileio, "_swap_in", twice_at_the_second_move)
+    monkeypatch.setattr(fileio, "_swap_in", real)
+    assert stop.value.moved_in == "some"
+    assert {p.name: p.read_text() for p in final.iterdir()} == {
+        "a.tflite": "newer", "b.tflite": "new", "report.json": "new", "notes.txt": "the user's"}
     # a KresError keeps the staged log only where its line names it, under the final name
     for named in (True, False):
         (final / "converter.log").write_text("an earlier set's")

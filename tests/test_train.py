@@ -406,10 +406,12 @@ def test_a_checkpointed_run_resumes_without_the_weights_file_it_started_from(tmp
         cfg, data, _ = resolve(TrainConfig(depth=18, batch_size=32, epochs=2, weights=weights, output=str(out)),
                                DataConfig(dataset="synthetic"))
         assert _check_existing_run(out, cfg, data)["steps"] == 8
-    code, err = _kres(capsys, "--resume", "--output", out)
+    code, err = _kres(capsys, *first[:-4], "--output", out)  # the same command, --weights left out
     assert code == 0, err
     assert not [line for line in err if "starting from the weights" in line]  # from the checkpoint
     assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]
+    # the run keeps the start it had: its config (and the BN default the weights set, with small batches)
+    assert json.loads((out / "config.json").read_text())["train"]["weights"] == str(start)
     code, err = _kres(capsys, *first)  # finished: found so, whatever became of the file
     assert code == 0 and f"{out} already finished 2 epochs" in err[0], err
     code, err = _kres(capsys, *first[:-1], tmp_path / "new")  # a new run still needs it
