@@ -385,7 +385,6 @@ class _Job:
     data_cfg: object  # keras_resnet.data.DataConfig, or None for a model without a run
     say: Progress
     calibration: Callable[[], Iterator[np.ndarray]] | None = None
-    log: Path | None = None  # the converter's log (out_dir's converter.log)
     shown_dir: Path | None = None  # where out_dir's files go, as paths written into them name it
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
@@ -401,8 +400,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     # converter.log is this export's chatter only: an earlier one's goes where this one's converter said nothing
     with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
                            own=(CONVERTER_LOG,)) as staging:
-        result = _export_into(replace(job, out_dir=staging, log=staging / CONVERTER_LOG, shown_dir=job.out_dir),
-                              heldout)
+        result = _export_into(replace(job, out_dir=staging, shown_dir=job.out_dir), heldout)
     return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
 
 
@@ -422,9 +420,9 @@ def _export_into(job: _Job, heldout) -> ExportResult:
         result.files += _write_tflite(job, name, report)
     heldout = (job.images, job.labels) if job.images is not None else None
     debugged = quant_debug.for_export(job.cfg, job.model, job.meta, _calibration(job), heldout, job.out_dir,
-                                      report, job.say, log=job.log)
+                                      report, job.say)
     result.files += debugged + _debugged_cards(job, debugged, report)
-    return _write_report(result, report, job.log)
+    return _write_report(result, report)
 
 
 def _debugged_cards(job: _Job, files: list[Path], report: dict) -> list[Path]:
@@ -561,7 +559,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         rep = _counted(_calibration(job), counted) if name == "int8" else None
         # An Edge TPU model keeps a plain 3-channel input op (no large reshapes): about 0.3 ms slower on a CPU.
         content = convert(job.model, name, rep, cfg.io_dtype, edgetpu=cfg.edgetpu and name == "int8",
-                          per_channel_dense=cfg.per_channel_dense, log=job.log, work_dir=out_dir)
+                          per_channel_dense=cfg.per_channel_dense, log=out_dir / CONVERTER_LOG, work_dir=out_dir)
     path = fileio.write_bytes(out_dir / f"model_{name}.tflite", content)
     entry = describe_tflite(path, content)
     if counted:
@@ -605,15 +603,16 @@ def card_name(path: Path, name: str) -> Path:
     return path.with_name(f"model_{name}.card.json")
 
 
-def _write_report(result: ExportResult, report: dict, log: Path | None) -> ExportResult:
+def _write_report(result: ExportResult, report: dict) -> ExportResult:
     out_dir = result.output_dir
     sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
     if "model_float32.tflite" in sizes:
         for n, size in sizes.items():
             report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
-    if log is not None and log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
+    log = out_dir / CONVERTER_LOG
+    if log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
         log.unlink()
-    if log is not None and log.is_file():
+    if log.is_file():
         result.files.append(log)
     report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
     result.report = report

@@ -469,11 +469,9 @@ def check_options(cfg, tflite_names: Sequence[str]) -> None:
         raise KresError(f"{flag} works on the post-training int8 model: add --tflite --quantize int8")
 
 
-def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: dict, say,
-               log: Path | None = None) -> list[Path]:
+def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: dict, say) -> list[Path]:
     """``kres export --debug / --float-layers / --float-worst``: debug files, the mixed model and its figures in
-    ``report``; the converter's chatter to ``log`` (default: ``out_dir``'s). Returns the files written."""
-    log = log or out_dir / CONVERTER_LOG
+    ``report``. Returns the files written."""
     if not (cfg.debug or cfg.float_layers or cfg.float_worst):
         return []
     check_float_layers(model, cfg.float_layers)
@@ -483,7 +481,7 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
         images, source = np.concatenate(list(calibration()))[:DEBUG_IMAGES], "calibration"
     say(f"running the quantization debugger on {len(images)} {source} images")
     start = time.perf_counter()
-    with converter_chatter_to(log):  # its conversions and interpreters: off the terminal
+    with converter_chatter_to(out_dir / CONVERTER_LOG):  # its conversions and interpreters: off the terminal
         run = run_debugger(model, calibration, images, io_dtype=cfg.io_dtype, per_channel_dense=cfg.per_channel_dense)
     layers = list(cfg.float_layers) or [r.layer for r in run.worst(cfg.float_worst)]
     check_layers_have_tensors(run, layers)  # before any file is written
@@ -496,15 +494,15 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
         files += [write_csv(run.rows, out_dir / CSV_NAME), plot_sqnr(run.rows, worst, out_dir / PNG_NAME)]
         section["csv"], section["png"] = CSV_NAME, PNG_NAME
     if layers:
-        files += _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say, log)
+        files += _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say)
     section["seconds"] = round(time.perf_counter() - start, 1)
     report["quant_debug"] = section
     return files
 
 
-def _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say, log) -> list[Path]:
+def _write_mixed(run, layers, model, meta, heldout, out_dir, report, section, say) -> list[Path]:
     say(f"converting to TFLite with {', '.join(layers)} in float")
-    with converter_chatter_to(log):
+    with converter_chatter_to(out_dir / CONVERTER_LOG):
         return _mixed_files(run, layers, model, meta, heldout, out_dir, report, section)
 
 
