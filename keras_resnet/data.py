@@ -507,9 +507,15 @@ def _whole_folder_source(cfg: DataConfig) -> _Source:
     )
 
 
+def class_folder_names(root: Path) -> list[str]:
+    """The class folders of an image folder, sorted: its sub-folders but hidden ones (``.ipynb_checkpoints``,
+    ``.git``). OSError where ``root`` cannot be read."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _class_dirs(root: Path) -> list[str]:
     try:
-        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names = class_folder_names(root)
     except OSError as err:
         raise KresError(f"cannot read the image folder {root}: {err.strerror or err}; check its permissions") from None
     if not names:

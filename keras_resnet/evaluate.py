@@ -371,15 +371,16 @@ def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> b
             raise KresError(f"{predictor.path.name} was trained on {root}: --all-images would score its training "
                             "images too; drop it to score the validation split, or name a folder of held-out images")
         return True
-    if len(_subfolders(root)) == 1:  # a lone validation/ (or Val/) is a folder of held-out images, not one class
+    if len(_class_folders(root)) == 1:  # a lone validation/ (or Val/) is a folder of held-out images, not one class
         check_split_names(root, held_out_only=True)
     return (root / "val").is_dir() and not (root / "train").is_dir()
 
 
-def _subfolders(root: Path) -> list[Path]:
-    """The folders a class folder scan would read (hidden ones, ``.ipynb_checkpoints``, ``.git``, are not)."""
+def _class_folders(root: Path) -> list[str]:
+    from keras_resnet.data import class_folder_names
+
     try:
-        return [path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")]
+        return class_folder_names(root)
     except OSError:
         return []  # said by the class folder scan, with its fix
 
