@@ -60,6 +60,7 @@ class Datasets:
     num_train: int
     num_val: int
     skipped_files: int = 0  # unreadable/zero-byte/truncated image files skipped
+    val_from: str = ""  # where the validation images come from when it is not --val-split: "cifar10's own test split"
     # (epoch, batch) -> the endless training stream from that batch on; epoch e's order and augmentation
     # depend only on the seed and e, so a resumed run sees the batches the uninterrupted run saw.
     train_from: Callable[[int, int], tf.data.Dataset] | None = None
@@ -85,6 +86,7 @@ class _Source:
     eval_map: Callable  # stored -> float32 [S,S,3]
     cacheable: bool = True
     skipped_files: int = 0
+    val_from: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -104,6 +106,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         num_train=source.train.count,
         num_val=source.val.count,
         skipped_files=source.skipped_files,
+        val_from=source.val_from,
         train_from=functools.partial(_train_stream, source, cfg),
     )
 
@@ -759,6 +762,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=dataset_size <= CACHE_LIMIT_BYTES,
+        val_from="" if val_split.startswith("train[") else f"{name}'s own {val_split} split",
     )
 
 

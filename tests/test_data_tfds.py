@@ -48,6 +48,7 @@ def test_mnist_mock_end_to_end_grey_to_rgb(tmp_path, deadline):
         data = load_datasets(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE, batch_size=4))
         assert (data.num_train, data.num_val) == (12, 12)  # mock_data yields num_examples rows for every split
         assert len(data.class_names) == 10 and data.skipped_files == 0
+        assert data.val_from == "mnist's own test split"  # the banner says it, as --val-split does not apply
         batches = list(data.train)
         assert len(batches) == 3
         images, labels = batches[0]
@@ -56,6 +57,31 @@ def test_mnist_mock_end_to_end_grey_to_rgb(tmp_path, deadline):
         np.testing.assert_array_equal(val_images[..., 0], val_images[..., 1])  # 28x28x1 grey replicated to RGB
         np.testing.assert_array_equal(val_labels.numpy().sum(axis=1), np.ones(4))
         assert val_images.dtype == np.uint8
+
+
+def test_a_dataset_without_a_held_out_split_is_split_by_val_split(tmp_path, deadline):
+    prepared_metadata("mnist", tmp_path, {"train": 60000})
+    with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
+        data = load_datasets(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE, batch_size=4,
+                                        val_split=0.25))
+    # train[15000:] and train[:15000] (test_split_choice); mock_data yields num_examples rows for any split
+    assert (data.num_train, data.num_val, data.val_from) == (20, 20, "")
+
+
+def test_the_banner_says_where_the_validation_images_come_from():
+    from keras_resnet.train import TrainConfig, _banner
+
+    placement = SimpleNamespace(replicas=1, kind="default", accelerator="cpu")
+
+    def first_line(val_from):
+        datasets = SimpleNamespace(num_train=12, num_val=4, val_from=val_from, class_names=list("abc"), skipped_files=0)
+        cfg = TrainConfig(epochs=2, warmup_epochs=1, optimizer="sgd", weight_decay=5e-5, ema=0.0)
+        return _banner(cfg, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 3, 0.1,
+                       "runs/r", 0).splitlines()[0]
+
+    assert first_line("mnist's own test split").endswith(
+        "on mnist: 12 train / 4 val images (mnist's own test split, not --val-split), 3 classes")
+    assert first_line("").endswith("on mnist: 12 train / 4 val images, 3 classes")
 
 
 def test_not_prepared_offline_is_a_quick_clear_error(tmp_path, deadline, caplog):
