@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError
-from keras_resnet.meta import ModelMeta, find_meta, generic_labels, outputs_of
+from keras_resnet.meta import ModelMeta, find_meta, generic_labels, outputs_of, weights_digest
 from keras_resnet.quantize import (
     CONVERTER_LOG,
     QUANTIZE_MODES,
@@ -474,6 +474,7 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
+    meta = replace(meta, extra={**meta.extra, "weights": weights_digest(model)})
     _refuse_another_models_export(out_dir, source.model_path, meta)
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
         source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads
@@ -484,9 +485,10 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
 def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMeta) -> None:
     """An export in ``out_dir`` of a model of another architecture, other classes or input is refused: its models
     that this export does not replace would be left beside this model's meta.json and labels.txt (predict printed
-    this model's class names for them). The same model exported again (other formats, from a copy of its run, or
-    its export's model.keras) goes on; so does another run of the same architecture, classes and input, which
-    meta.json cannot tell apart."""
+    this model's class names for them). So is one of the same architecture, classes and input with other weights
+    (another run, or its other model): meta.json's weights digest tells them apart where both have one (exports
+    before 2026-12-05 have none). The same model exported again (other formats, from a copy of its run, or its
+    export's model.keras) goes on."""
     try:
         earlier = ModelMeta.load(out_dir / "meta.json") if (out_dir / "meta.json").is_file() else None
     except KresError:
@@ -503,6 +505,9 @@ def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMe
               f"ResNet-{meta.depth} {meta.variant} {meta.stem} stem")]
     if list(earlier.labels) != list(meta.labels) and names(earlier.labels) == names(meta.labels):
         facts[1] = ("class names", "other", "these")  # beyond the first five
+    was, now = earlier.extra.get("weights"), meta.extra.get("weights")
+    if was and now:
+        facts.append(("weights", f"digest {was}", f"digest {now}"))
     for what, was, now in facts:
         if was != now:
             raise KresError(f"{out_dir} holds the export of another model ({what}: {was}; {model_path.name}'s: "

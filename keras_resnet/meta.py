@@ -6,12 +6,14 @@ comes without one, the structural facts are read off the model itself and the la
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError
@@ -88,6 +90,15 @@ class ModelMeta:
             raise KresError(f"{path} is not a valid {META_FILENAME} ({err}); re-export the model") from None
         except OSError as err:
             raise KresError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def weights_digest(model: keras.Model) -> str:
+    """A short SHA-256 of every weight (BN statistics too), in layer order: what tells two exports of one
+    architecture, classes and input apart (meta.json's ``extra["weights"]``)."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def generic_labels(labels: list[str]) -> bool:

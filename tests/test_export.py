@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -489,6 +490,22 @@ def test_an_export_of_another_model_in_the_output_folder_is_refused(exported, tr
     copied = Path(shutil.copytree(trained_run, tmp_path / "copied"))
     result = ex.export(ex.ExportConfig(source=str(copied), output=str(out), tflite=True, eval_images=0))
     assert result.report["source"] == str(copied / "best.keras")
+    # nor is the export's own model.keras
+    ex.export(ex.ExportConfig(source=str(exported.output_dir / "model.keras"), output=str(out), eval_images=0))
+    # the same architecture, classes and input with other weights (another run): refused; meta.json could not tell
+    # them apart before, and the second left the first's other models beside its own
+    retrained = Path(shutil.copytree(trained_run, tmp_path / "retrained"))
+    model = keras.saving.load_model(retrained / "best.keras")
+    kernel = model.get_layer("predictions").kernel
+    kernel.assign(kernel + 0.01)
+    model.save(retrained / "best.keras")
+    digest = ModelMeta.load(out).extra["weights"]
+    assert len(digest) == 16 and digest == ModelMeta.load(exported.output_dir).extra["weights"]
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(KresError, match=rf"another model \(weights: digest {digest}; best\.keras's: digest "
+                                        r"[0-9a-f]{16}\): export into another --output"):
+        ex.export(ex.ExportConfig(source=str(retrained), output=str(out), tflite=True, eval_images=0))
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_an_exported_keras_file_is_exported_again_with_the_data_its_meta_json_records(exported, tmp_path):
