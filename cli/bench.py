@@ -46,6 +46,10 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, xla, wit
             for d, i, b in sizes]
     result = bench_throughput.run_sizes(cfgs, name)
     click.echo(result["table"])
+    if not result["measured"]:
+        from keras_resnet.bench.common import nothing_measured
+
+        raise nothing_measured(result["results_file"])
     click.echo(f"wrote {result['results_file']}")
 
 
@@ -90,6 +94,10 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
                                 num_classes=num_classes, results_name=name)
     result = tflite_latency.run(cfg)
     click.echo(result["table"])
+    if not result["measured"]:
+        from keras_resnet.bench.common import nothing_measured
+
+        raise nothing_measured(result["results_file"])
     click.echo(f"wrote {result['results_file']}")
 
 

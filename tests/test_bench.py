@@ -30,6 +30,29 @@ def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path
     assert table.count("| torchvision resnet18 |") == 2 and "oneDNN on" in table
 
 
+def test_a_throughput_run_that_measured_nothing_of_ours_leaves_the_earlier_results(tmp_path, monkeypatch, capsys):
+    """It overwrote the results file with its error rows, and said "wrote" with exit status 0."""
+    from keras_resnet.bench import common, throughput
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no room for the batch")
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(throughput, "keras_train_on_batch", out_of_memory)
+    (tmp_path / "cpu.json").write_text('{"earlier": true}')
+    code = main(["bench", "throughput", "--depth", "18", "--image-size", "32", "--batch-size", "2", "--steps", "1",
+                 "--warmup", "1", "--no-torch", "--name", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2  # kres's exit status for an error
+    assert "| keras_resnet ResNet-18 |" in captured.out and "MemoryError: no room for the batch" in captured.out
+    assert f"no measurement of ours succeeded (the error column above says why); the rows are in " \
+           f"{tmp_path / 'cpu-failed.json'}, and cpu.json is left as it was" in captured.err
+    assert "wrote" not in captured.out
+    assert json.loads((tmp_path / "cpu.json").read_text()) == {"earlier": True}
+    failed = json.loads((tmp_path / "cpu-failed.json").read_text())
+    assert failed["measured"] is False and failed["rows"][0]["error"] == "MemoryError: no room for the batch"
+
+
 def test_update_bench_times_keras_and_the_compiled_update_with_each_optimizer(tmp_path, monkeypatch, capsys):
     import keras
 

@@ -93,3 +93,22 @@ def test_tflite_bad_options(results, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not list(results.iterdir())
+
+
+def test_a_tflite_run_whose_models_all_fail_leaves_the_earlier_results(results, monkeypatch, capsys):
+    from keras_resnet.bench import tflite_latency as bench
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter crashed\nwith more lines")
+
+    monkeypatch.setattr(bench, "convert_ours", broken)
+    (results / "smoke.json").write_text('{"earlier": true}')
+    code = main(["bench", "tflite", "--depths", "18", "--modes", "int8", "--image-size", "32", "--threads", "1",
+                 "--no-peer", "--name", "smoke"])
+    captured = capsys.readouterr()
+    assert code == 2 and "RuntimeError: converter crashed" in captured.out
+    assert captured.err.endswith(f"the rows are in {results / 'smoke-failed.json'}, and smoke.json is left as it "
+                                 "was\n")
+    assert json.loads((results / "smoke.json").read_text()) == {"earlier": True}
+    assert json.loads((results / "smoke-failed.json").read_text())["rows"][0]["error"] == (
+        "RuntimeError: converter crashed")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import cpu, fileio
+from keras_resnet.errors import KresError
 
 
 def results_home(package_root: Path) -> Path:
@@ -107,10 +108,22 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def write_results(name: str, payload: dict, table: str, results_dir: str | os.PathLike | None = None) -> Path:
-    """Write ``<name>.json`` and ``<name>.md`` atomically; return the JSON path."""
+def write_results(name: str, payload: dict, table: str, results_dir: str | os.PathLike | None = None,
+                  measured: bool = True) -> Path:
+    """Write ``<name>.json`` and ``<name>.md`` atomically; return the JSON path. A run that measured nothing of
+    ours (every row an error) writes ``<name>-failed.*`` instead, leaving the results of an earlier run whole."""
     out = Path(results_dir) if results_dir else RESULTS_DIR
     fileio.ensure_writable_dir(out)
+    if not measured:
+        name = f"{name}-failed"
     fileio.write_json(out / f"{name}.json", payload)
     fileio.write_text(out / f"{name}.md", table)
     return out / f"{name}.json"
+
+
+def nothing_measured(result_file: str | os.PathLike) -> KresError:
+    """The error of a run whose every measurement of ours failed, once its rows are written and shown."""
+    failed = Path(result_file)
+    kept = failed.with_name(failed.name.replace("-failed.json", ".json"))
+    return KresError(f"no measurement of ours succeeded (the error column above says why); the rows are in "
+                     f"{failed}, and {kept.name} is left as it was")
