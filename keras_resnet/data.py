@@ -60,7 +60,7 @@ class Datasets:
     num_train: int
     num_val: int
     skipped_files: int = 0  # unreadable/zero-byte/truncated image files skipped
-    val_from: str = ""  # where the validation images come from when it is not --val-split: "cifar10's own test split"
+    val_note: str = ""  # what the banner says of the validation images: "cifar10's own test split, not --val-split"
     # (epoch, batch) -> the endless training stream from that batch on; epoch e's order and augmentation
     # depend only on the seed and e, so a resumed run sees the batches the uninterrupted run saw.
     train_from: Callable[[int, int], tf.data.Dataset] | None = None
@@ -86,7 +86,7 @@ class _Source:
     eval_map: Callable  # stored -> float32 [S,S,3]
     cacheable: bool = True
     skipped_files: int = 0
-    val_from: str = ""
+    val_note: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -106,7 +106,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         num_train=source.train.count,
         num_val=source.val.count,
         skipped_files=source.skipped_files,
-        val_from=source.val_from,
+        val_note=source.val_note,
         train_from=functools.partial(_train_stream, source, cfg),
     )
 
@@ -414,7 +414,8 @@ def _folder_source(cfg: DataConfig) -> _Source:
     if not root.is_dir():
         raise KresError(f"image folder {root} does not exist; pass --data-dir a folder of class sub-folders")
     train_dir, val_dir = root / "train", root / "val"
-    if not is_split(root):
+    own_val = not is_split(root)
+    if own_val:
         train_classes, val_classes = _class_dirs(train_dir), _class_dirs(val_dir)
         if train_classes != val_classes:
             sides = [f"{', '.join(only[:5])}{' ...' if len(only) > 5 else ''} only in {where.name}/"
@@ -443,6 +444,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
                             f"add images or use train/ and val/ folders")
         train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
         val_files, val_labels = [files[i] for i in val_idx], [labels[i] for i in val_idx]
+    fix = f"add images to {val_dir}/<class>/" if own_val else f"add images, or raise --val-split {cfg.val_split}"
     size = cfg.image_size
     encoded = sum(f.size for f in train_files) + sum(f.size for f in val_files)
     return _Source(
@@ -453,7 +455,18 @@ def _folder_source(cfg: DataConfig) -> _Source:
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=encoded <= CACHE_LIMIT_BYTES,
         skipped_files=skipped,
+        val_note=_unvalidated_classes(class_names, val_labels, fix),
     )
+
+
+def _unvalidated_classes(class_names: list[str], val_labels: list[int], fix: str) -> str:
+    """The banner's note where the validation images leave classes out (a small folder split by --val-split):
+    its top-1 then says nothing of those classes."""
+    missing = [name for index, name in enumerate(class_names) if index not in set(val_labels)]
+    if not missing:
+        return ""
+    return (f"none of class {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: {len(missing)} of the "
+            f"{len(class_names)} classes {'is' if len(missing) == 1 else 'are'} not validated; {fix}")
 
 
 def held_out_folder(folder: str | os.PathLike) -> Path:
@@ -762,7 +775,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=dataset_size <= CACHE_LIMIT_BYTES,
-        val_from="" if val_split.startswith("train[") else f"{name}'s own {val_split} split",
+        val_note="" if val_split.startswith("train[") else f"{name}'s own {val_split} split, not --val-split",
     )
 
 

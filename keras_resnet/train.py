@@ -729,7 +729,7 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
     lines = [
         f"ResNet-{cfg.depth} ({cfg.variant}, {cfg.stem} stem, {cfg.image_size} px) on {source}: "
         f"{datasets.num_train} train / {datasets.num_val} val images"
-        + (f" ({datasets.val_from}, not --val-split)" if datasets.val_from else "")
+        + (f" ({datasets.val_note})" if datasets.val_note else "")
         + f", {len(datasets.class_names)} classes"
         + (f", {datasets.skipped_files} unreadable files skipped" if datasets.skipped_files else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "

@@ -153,7 +153,7 @@ def test_one_folder_split_by_val_split(tmp_path):
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2, val_split=0.3))
     assert (data.num_train, data.num_val, data.skipped_files) == (14, 6, 1)
-    assert data.class_names == ["a", "b"]
+    assert data.class_names == ["a", "b"] and data.val_note == ""  # 3 of each class
     first = next(iter(data.train))[0].numpy()
     assert sum(1 for _ in data.train) == 7  # the second epoch: 14 // 2 full batches
     again = next(iter(load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2,
@@ -161,6 +161,28 @@ def test_one_folder_split_by_val_split(tmp_path):
     np.testing.assert_array_equal(first, again)
     calib = list(calibration_images(DataConfig(data_dir=str(tmp_path), image_size=SIZE, val_split=0.3), 4))
     assert [c.shape for c in calib] == [(1, SIZE, SIZE, 3)] * 4
+
+
+def test_validation_images_that_leave_classes_out_are_noted_for_the_banner(tmp_path):
+    """A 3+3-image folder split by --val-split 0.2 validated on one image of one class, without a word."""
+    for k, name in enumerate(("ant", "bee")):
+        (tmp_path / "flat" / name).mkdir(parents=True)
+        for i in range(3):
+            _photo(10 * k + i).save(tmp_path / "flat" / name / f"{i}.png")
+    data = load_datasets(DataConfig(data_dir=str(tmp_path / "flat"), image_size=SIZE, batch_size=2))
+    assert (data.num_train, data.num_val) == (5, 1)
+    unvalidated = "bee" if np.argmax(next(iter(data.val))[1].numpy()) == 0 else "ant"
+    assert data.val_note == (f"none of class {unvalidated}: 1 of the 2 classes is not validated; add images, or "
+                             "raise --val-split 0.2")
+    # train/ and val/: a class folder of val/ without images
+    for split, count in (("train", 3), ("val", 2)):
+        for name in ("ant", "bee", "cat"):
+            (tmp_path / "both" / split / name).mkdir(parents=True)
+            for i in range(count if name != "cat" or split == "train" else 0):
+                _photo(i).save(tmp_path / "both" / split / name / f"{i}.png")
+    data = load_datasets(DataConfig(data_dir=str(tmp_path / "both"), image_size=SIZE, batch_size=2))
+    assert data.val_note == (f"none of class cat: 1 of the 3 classes is not validated; add images to "
+                             f"{tmp_path / 'both' / 'val'}/<class>/")
 
 
 def test_wrong_path(tmp_path):

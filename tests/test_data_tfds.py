@@ -48,7 +48,7 @@ def test_mnist_mock_end_to_end_grey_to_rgb(tmp_path, deadline):
         data = load_datasets(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE, batch_size=4))
         assert (data.num_train, data.num_val) == (12, 12)  # mock_data yields num_examples rows for every split
         assert len(data.class_names) == 10 and data.skipped_files == 0
-        assert data.val_from == "mnist's own test split"  # the banner says it, as --val-split does not apply
+        assert data.val_note == "mnist's own test split, not --val-split"  # in the banner
         batches = list(data.train)
         assert len(batches) == 3
         images, labels = batches[0]
@@ -65,7 +65,7 @@ def test_a_dataset_without_a_held_out_split_is_split_by_val_split(tmp_path, dead
         data = load_datasets(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE, batch_size=4,
                                         val_split=0.25))
     # train[15000:] and train[:15000] (test_split_choice); mock_data yields num_examples rows for any split
-    assert (data.num_train, data.num_val, data.val_from) == (20, 20, "")
+    assert (data.num_train, data.num_val, data.val_note) == (20, 20, "")
 
 
 def test_the_banner_says_where_the_validation_images_come_from():
@@ -73,13 +73,13 @@ def test_the_banner_says_where_the_validation_images_come_from():
 
     placement = SimpleNamespace(replicas=1, kind="default", accelerator="cpu")
 
-    def first_line(val_from):
-        datasets = SimpleNamespace(num_train=12, num_val=4, val_from=val_from, class_names=list("abc"), skipped_files=0)
+    def first_line(val_note):
+        datasets = SimpleNamespace(num_train=12, num_val=4, val_note=val_note, class_names=list("abc"), skipped_files=0)
         cfg = TrainConfig(epochs=2, warmup_epochs=1, optimizer="sgd", weight_decay=5e-5, ema=0.0)
         return _banner(cfg, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 3, 0.1,
                        "runs/r", 0).splitlines()[0]
 
-    assert first_line("mnist's own test split").endswith(
+    assert first_line("mnist's own test split, not --val-split").endswith(
         "on mnist: 12 train / 4 val images (mnist's own test split, not --val-split), 3 classes")
     assert first_line("").endswith("on mnist: 12 train / 4 val images, 3 classes")
 
