@@ -7,8 +7,9 @@ built-in digits, the whole frame resized, as its validation split was.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,14 +50,30 @@ class ImagePredictions:
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode any image PIL reads to uint8 [H,W,3] RGB (grey, palette, RGBA, CMYK, 16-bit are converted;
     alpha is dropped, an animation gives its first frame). An unreadable file is a KresError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from keras_resnet import imageio
+
+    with _read_errors(path), imageio.open_upright(path) as image:
+        return np.asarray(imageio.to_rgb(image), np.uint8)
+
+
+def check_header(path: str | os.PathLike) -> None:
+    """``read_rgb``'s KresError for a file that is missing, a folder, or not an image, from its header alone: a
+    truncated image is found when it is decoded."""
+    from PIL import Image
 
     from keras_resnet import imageio
 
+    with _read_errors(path), imageio.large_images_allowed(), Image.open(path):
+        pass
+
+
+@contextlib.contextmanager
+def _read_errors(path: str | os.PathLike) -> Iterator[None]:
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     try:
-        with imageio.open_upright(path) as image:
-            return np.asarray(imageio.to_rgb(image), np.uint8)
+        yield
     except FileNotFoundError:
         raise KresError(f"image {path} does not exist") from None
     except IsADirectoryError:
@@ -138,19 +155,29 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
             "and images are resized as for ImageNet (shorter side, centre crop) whatever it was trained with; copy "
             "its run's meta.json beside it for their names and its own resize")
     for start in range(0, len(readable), cfg.batch_size):
-        paths = readable[start:start + cfg.batch_size]
-        batch = np.stack([prepare(read_rgb(p)) for p in paths])
-        probs = predictor.predict(batch, batch_size=cfg.batch_size)
-        results.update((p, ImagePredictions(str(p), preds)) for p, preds in zip(paths, top_k(probs, labels, cfg.top_k)))
+        prepared = {}
+        for path in readable[start:start + cfg.batch_size]:
+            try:  # each image is decoded once, here (a truncated one fails only here)
+                prepared[path] = prepare(read_rgb(path))
+            except KresError as err:
+                results[path] = ImagePredictions(str(path), error=str(err))
+        if prepared:
+            probs = predictor.predict(np.stack(list(prepared.values())), batch_size=cfg.batch_size)
+            results.update((p, ImagePredictions(str(p), preds))
+                           for p, preds in zip(prepared, top_k(probs, labels, cfg.top_k)))
+    named = list(dict.fromkeys(cfg.images))  # (a file named twice is one image)
+    if all(results[path].error for path in named):  # truncated, every one
+        first = results[named[0]].error
+        raise KresError(first if len(named) == 1 else f"none of the {len(named)} images can be read: {first}")
     return [results[path] for path in cfg.images]
 
 
 def _unreadable(paths: list[str]) -> dict[str, str]:
-    """Each image that cannot be read, and why (one line)."""
+    """Each image that cannot be read, and why (one line), from its header: checked before the model loads."""
     found = {}
     for path in paths:
         try:
-            read_rgb(path)
+            check_header(path)
         except KresError as err:
             found[path] = str(err)
     return found

@@ -142,6 +142,29 @@ def test_unreadable_images_are_skipped_and_the_rest_predicted_in_order(tmp_path,
     assert len(loaded) == 1  # refused before the model loads
 
 
+def test_each_image_is_decoded_once_and_a_truncated_one_is_skipped(tmp_path, monkeypatch):
+    """Every image was decoded twice: once to check it before the model loaded, again to predict it (a
+    12000x12000 photo took 48 s). The check now reads headers; a truncated image fails at its one decode."""
+    stub = StubPredictor(tmp_path / "m.keras")
+    monkeypatch.setattr(pr, "load_predictor", lambda path, num_threads=None: stub)
+    Image.new("L", (40, 48), 2).save(tmp_path / "dark.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    decoded = []
+    real = pr.read_rgb
+    monkeypatch.setattr(pr, "read_rgb", lambda path: decoded.append(Path(path).name) or real(path))
+    images = [str(tmp_path / "t.png"), str(tmp_path / "dark.png")]
+    results = pr.predict(pr.PredictConfig("m.keras", images, top_k=1))
+    assert decoded == ["t.png", "dark.png"] and stub.seen == [(1, 32, 32, 3)]
+    assert results[0].error.startswith(f"cannot read image {images[0]} (") and not results[0].predictions
+    assert results[1].error is None and results[1].predictions[0].label == "zero"
+    with pytest.raises(KresError, match=rf"^cannot read image {images[0]} \("):  # the only image: the error
+        pr.predict(pr.PredictConfig("m.keras", images[:1]))
+    with pytest.raises(KresError, match=rf"^none of the 2 images can be read: cannot read image {images[0]} \("):
+        pr.predict(pr.PredictConfig("m.keras", [images[0], images[0] + "x"]))
+
+
 def test_digits_model_uses_the_whole_frame(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"data": {"dataset": None, "image_size": 32}}))
     stub = StubPredictor(tmp_path / "best.keras")
