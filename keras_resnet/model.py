@@ -253,10 +253,11 @@ def stage_output_names(depth: int) -> dict[str, str]:
 def depth_of(model: keras.Model) -> int:
     """Recover the depth of a model built by :func:`resnet` from its layer names."""
     names = {layer.name for layer in model.layers}
-    for depth in DEPTHS:
-        if all(n in names for n in stage_output_names(depth).values()) and not any(
-            n in names for n in _next_block_names(depth)
-        ):
+    bottleneck = "conv2_block1_3_conv" in names  # ResNet-34 and -50 repeat their blocks alike (3, 4, 6, 3)
+    for depth, spec in DEPTHS.items():
+        if (spec.block == "bottleneck") == bottleneck and all(
+                n in names for n in stage_output_names(depth).values()) and not any(
+                n in names for n in _next_block_names(depth)):
             return depth
     raise KresError(f"model {model.name!r} is not a keras_resnet ResNet: its stage layers are missing")
 

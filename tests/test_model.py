@@ -37,6 +37,7 @@ def _images(n=2, size=32, channels=3, seed=0):
 @pytest.mark.parametrize("depth", list(DEPTHS))
 def test_v15_counts_and_macs_match_torchvision(depth):
     summary = summarize(resnet(depth))
+    assert summary.depth == depth  # ResNet-50 was read as 34 (the same repeats), in meta.json and kres info too
     assert summary.trainable_params == TORCHVISION_PARAMS[depth]
     assert summary.macs / 1e9 == pytest.approx(TORCHVISION_GMACS[depth], rel=0.03)
     assert summary.weight_layers == depth
