@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError
-from keras_resnet.meta import ModelMeta, find_meta, generic_labels, outputs_of, weights_digest
+from keras_resnet.meta import WEIGHTS_DIGEST, ModelMeta, find_meta, generic_labels, outputs_of, weights_digest
 from keras_resnet.quantize import (
     CONVERTER_LOG,
     QUANTIZE_MODES,
@@ -386,6 +386,7 @@ class _Job:
     say: Progress
     calibration: Callable[[], Iterator[np.ndarray]] | None = None
     shown_dir: Path | None = None  # where out_dir's files go, as paths written into them name it
+    another: str | None = None  # how the model exported in out_dir before differs from this one (None: the same)
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
@@ -401,6 +402,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
                            own=(CONVERTER_LOG,)) as staging:
         result = _export_into(replace(job, out_dir=staging, shown_dir=job.out_dir), heldout)
+        _refuse_leftovers(job, {path.name for path in staging.iterdir()})
     return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
 
 
@@ -474,27 +476,24 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
     meta = find_meta(source.model_path) or ModelMeta.from_model(model)
-    meta = replace(meta, extra={**meta.extra, "weights": weights_digest(model)})
-    _refuse_another_models_export(out_dir, source.model_path, meta)
+    meta = replace(meta, extra={**meta.extra, WEIGHTS_DIGEST: weights_digest(model)})
+    another = _another_model(out_dir, source.model_path, meta)
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
         source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
-    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration)
+    return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, another=another)
 
 
-def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMeta) -> None:
-    """An export in ``out_dir`` of a model of another architecture, other classes or input is refused: its models
-    that this export does not replace would be left beside this model's meta.json and labels.txt (predict printed
-    this model's class names for them). So is one of the same architecture, classes and input with other weights
-    (another run, or its other model): meta.json's weights digest tells them apart where both have one (exports
-    before 2026-12-05 have none). The same model exported again (other formats, from a copy of its run, or its
-    export's model.keras) goes on."""
+def _another_model(out_dir: Path, model_path: Path, meta: ModelMeta) -> str | None:
+    """How the model exported in ``out_dir`` differs from this one ("classes: 3; best.keras's: 2"), or None: the
+    same model, or no export there. Other weights are told by meta.json's weights digest where both have one
+    (exports before 2026-12-05 have none); a copy of the run, or its export's model.keras, is the same model."""
     try:
         earlier = ModelMeta.load(out_dir / "meta.json") if (out_dir / "meta.json").is_file() else None
     except KresError:
         earlier = None  # not kres's, or damaged: replaced
     if earlier is None:
-        return
+        return None
     def names(labels) -> str:
         return ", ".join(list(labels)[:5]) + (" ..." if len(labels) > 5 else "")
 
@@ -505,13 +504,31 @@ def _refuse_another_models_export(out_dir: Path, model_path: Path, meta: ModelMe
               f"ResNet-{meta.depth} {meta.variant} {meta.stem} stem")]
     if list(earlier.labels) != list(meta.labels) and names(earlier.labels) == names(meta.labels):
         facts[1] = ("class names", "other", "these")  # beyond the first five
-    was, now = earlier.extra.get("weights"), meta.extra.get("weights")
+    was, now = earlier.extra.get(WEIGHTS_DIGEST), meta.extra.get(WEIGHTS_DIGEST)
     if was and now:
         facts.append(("weights", f"digest {was}", f"digest {now}"))
-    for what, was, now in facts:
-        if was != now:
-            raise KresError(f"{out_dir} holds the export of another model ({what}: {was}; {model_path.name}'s: "
-                            f"{now}): export into another --output, or remove that export first")
+    return next((f"{what}: {was}; {model_path.name}'s: {now}" for what, was, now in facts if was != now), None)
+
+
+def _refuse_leftovers(job: _Job, staged: set[str]) -> None:
+    """Before the staged files move in: where ``out_dir`` holds the export of another model, its models, cards and
+    debugger files that this export does not replace would be left beside this model's meta.json and labels.txt
+    (predict printed this model's class names for them). Then nothing moves in; an export that replaces them all
+    (the same options again, for a run trained further) goes on."""
+    if job.another is None:
+        return
+    left = sorted(path.name for path in job.out_dir.iterdir() if path.name not in staged and _artifact(path.name))
+    if left:
+        raise KresError(f"{job.out_dir} holds the export of another model ({job.another}) with files this export "
+                        f"does not replace ({', '.join(left[:5])}{' ...' if len(left) > 5 else ''}): export into "
+                        f"another --output, add the options that write them, or remove them first")
+
+
+def _artifact(name: str) -> bool:
+    """A file or folder an export writes that belongs to its model (not meta.json, labels.txt or the report, which
+    every export writes, nor converter.log, which the staging removes)."""
+    return (name == SAVED_MODEL_DIR or name.endswith((".tflite", ".keras", ".card.json", "_edgetpu.log"))
+            or name in (quant_debug.CSV_NAME, quant_debug.PNG_NAME))
 
 
 def _keras_reference(job: _Job, heldout, report: dict) -> None:

@@ -21,6 +21,7 @@ from keras_resnet.model import depth_of
 from keras_resnet.specs import NORMALIZATIONS
 
 META_FILENAME = "meta.json"
+WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
 
 
 @dataclass
@@ -93,11 +94,13 @@ class ModelMeta:
 
 
 def weights_digest(model: keras.Model) -> str:
-    """A short SHA-256 of every weight (BN statistics too), in layer order: what tells two exports of one
-    architecture, classes and input apart (meta.json's ``extra["weights"]``)."""
+    """A short SHA-256 of every weight (BN statistics too) with its shape and dtype, in the model's order: what
+    tells two exports of one architecture, classes and input apart (meta.json's ``extra["weights_digest"]``)."""
     digest = hashlib.sha256()
-    for array in model.get_weights():
-        digest.update(np.ascontiguousarray(array).tobytes())
+    for variable in model.weights:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()[:16]
 
 

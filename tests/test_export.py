@@ -457,61 +457,80 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_ru
     assert not (out / "converter.log").exists()  # the failed one's: float32 says nothing
 
 
-def test_an_export_of_another_model_in_the_output_folder_is_refused(exported, trained_run, tmp_path):
-    """A second model exported into a folder holding another's export replaced meta.json and labels.txt and left
-    the first one's other models beside them: predict printed the second model's class names for the first's
-    outputs, exit status 0."""
-    from keras_resnet.errors import KresError
+def _saved_run(tmp_path, name, depth, labels):
+    """A run folder holding a fresh (untrained) ResNet and its meta.json."""
     from keras_resnet.model import resnet
 
-    other = tmp_path / "other"
-    other.mkdir()
-    model = resnet(18, num_classes=2, input_shape=(SIZE, SIZE, 3))
-    model.save(other / "best.keras")
-    ModelMeta.from_model(model, ["ant", "bee"]).save(other)
+    folder = tmp_path / name
+    folder.mkdir()
+    model = resnet(depth, num_classes=len(labels), input_shape=(SIZE, SIZE, 3))
+    model.save(folder / "best.keras")
+    ModelMeta.from_model(model, list(labels)).save(folder)
+    return folder
+
+
+def test_an_export_of_another_model_that_would_leave_its_files_is_refused(exported, trained_run, tmp_path):
+    """A second model exported into a folder holding another's export replaced meta.json and labels.txt and left
+    the first one's other models beside them: predict printed the second model's class names for the first's
+    outputs, exit status 0. The staged files of such an export are not moved in."""
+    from keras_resnet.errors import KresError
+
     out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    labels = ModelMeta.load(out).labels
     before = sorted(p.name for p in out.iterdir())
+    left = "model_int8.card.json, model_int8.tflite"  # exported's that this export (SavedModel and .keras) leaves
     with pytest.raises(KresError) as err:
-        ex.export(ex.ExportConfig(source=str(other), output=str(out), tflite=True, eval_images=0))
-    assert str(err.value) == (f"{out} holds the export of another model (classes: 3; best.keras's: 2): export into "
-                              "another --output, or remove that export first")
+        ex.export(ex.ExportConfig(source=str(_saved_run(tmp_path, "other", 18, ["ant", "bee"])), output=str(out),
+                                  eval_images=0))
+    assert str(err.value) == (f"{out} holds the export of another model (classes: 3; best.keras's: 2) with files "
+                              f"this export does not replace ({left}): export into another --output, add the "
+                              "options that write them, or remove them first")
     assert sorted(p.name for p in out.iterdir()) == before
     # the same classes and input, another architecture: refused too
-    deeper = tmp_path / "deeper"
-    deeper.mkdir()
-    model = resnet(34, num_classes=3, input_shape=(SIZE, SIZE, 3))
-    model.save(deeper / "best.keras")
-    ModelMeta.from_model(model, ModelMeta.load(out).labels).save(deeper)
     with pytest.raises(KresError, match=r"another model \(model: ResNet-18 v1\.5 imagenet stem; best\.keras's: "
-                                        r"ResNet-34 v1\.5 imagenet stem\)"):
-        ex.export(ex.ExportConfig(source=str(deeper), output=str(out), tflite=True, eval_images=0))
-    # the same model from a copy of its run (a run copied from the training machine) is not another model
+                                        r"ResNet-34 v1\.5 imagenet stem\) with files"):
+        ex.export(ex.ExportConfig(source=str(_saved_run(tmp_path, "deeper", 34, labels)), output=str(out),
+                                  eval_images=0))
+    # the same architecture, classes and input, other weights (another run): meta.json's digest tells them apart
+    digest = ModelMeta.load(out).extra["weights_digest"]
+    assert len(digest) == 16
+    retrained = _saved_run(tmp_path, "retrained", 18, labels)
+    with pytest.raises(KresError, match=rf"another model \(weights: digest {digest}; best\.keras's: digest "
+                                        r"[0-9a-f]{16}\) with files this export does not replace \(model_int8\.card"):
+        ex.export(ex.ExportConfig(source=str(retrained), output=str(out), eval_images=0))
+    assert sorted(p.name for p in out.iterdir()) == before
+    # the same model from a copy of its run (a run copied from the training machine), or the export's own
+    # model.keras, is not another model
     copied = Path(shutil.copytree(trained_run, tmp_path / "copied"))
     result = ex.export(ex.ExportConfig(source=str(copied), output=str(out), tflite=True, eval_images=0))
     assert result.report["source"] == str(copied / "best.keras")
-    # the same architecture, classes and input with other weights (another run): refused; meta.json could not tell
-    # them apart before, and the second left the first's other models beside its own
-    retrained = tmp_path / "retrained"
-    retrained.mkdir()
-    model = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3))
-    model.save(retrained / "best.keras")
-    ModelMeta.from_model(model, ModelMeta.load(out).labels).save(retrained)
-    digest = ModelMeta.load(out).extra["weights"]
-    assert len(digest) == 16 and digest == ModelMeta.load(exported.output_dir).extra["weights"]
-    before = sorted(p.name for p in out.iterdir())
-    with pytest.raises(KresError, match=rf"another model \(weights: digest {digest}; best\.keras's: digest "
-                                        r"[0-9a-f]{16}\): export into another --output"):
-        ex.export(ex.ExportConfig(source=str(retrained), output=str(out), tflite=True, eval_images=0))
-    assert sorted(p.name for p in out.iterdir()) == before
+    ex.export(ex.ExportConfig(source=str(out / "model.keras"), output=str(out), eval_images=0))
+    assert ModelMeta.load(out).extra["weights_digest"] == digest
+
+
+def test_another_model_that_replaces_every_file_of_the_earlier_export_goes_on(trained_run, tmp_path):
+    """A run trained further (or another run) exported again with the same options replaces every file: refused
+    at first, though nothing of the earlier model would have been left."""
+    f32 = tmp_path / "f32"
+    ex.export(ex.ExportConfig(source=str(trained_run), output=str(f32), tflite=True, eval_images=0))
+    first = ModelMeta.load(f32).extra["weights_digest"]
+    retrained = _saved_run(tmp_path, "retrained", 18, ModelMeta.load(f32).labels)
+    ex.export(ex.ExportConfig(source=str(retrained), output=str(f32), tflite=True, eval_images=0))
+    assert ModelMeta.load(f32).extra["weights_digest"] not in (None, first)
+    # an export written before meta.json had a digest: another run of the same architecture is not told apart
+    meta = ModelMeta.load(f32)
+    del meta.extra["weights_digest"]
+    meta.save(f32)
+    ex.export(ex.ExportConfig(source=str(trained_run), output=str(f32), eval_images=0))  # model_float32.* stay
+    assert ModelMeta.load(f32).extra["weights_digest"] == first and (f32 / "model_float32.tflite").is_file()
 
 
 def test_an_exported_keras_file_is_exported_again_with_the_data_its_meta_json_records(exported, tmp_path):
     """Its int8 model was calibrated on synthetic images, with no accuracy figures ("no training data known"),
     though the meta.json beside it records the data (evaluate read it): 16 points of top-1 lost on the digits."""
     said = []
-    again = Path(shutil.copytree(exported.output_dir, tmp_path / "again"))  # into its own export: the same model
-    result = ex.export(ex.ExportConfig(source=str(again / "model.keras"), output=str(again), tflite=True,
-                                       quantize="int8", eval_images=0), said.append)
+    result = ex.export(ex.ExportConfig(source=str(exported.output_dir / "model.keras"), output=str(tmp_path / "again"),
+                                       tflite=True, quantize="int8", eval_images=0), said.append)
     # 100 calibration steps asked for (the default), of the run's 6 training images: it said nothing
     assert result.report["artifacts"]["model_int8.tflite"]["calibration_images"] == 6
     assert "calibrated on 6 images, all that the calibration data holds (--calibration-steps 100)" in said
