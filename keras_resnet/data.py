@@ -444,7 +444,6 @@ def _folder_source(cfg: DataConfig) -> _Source:
                             f"add images or use train/ and val/ folders")
         train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
         val_files, val_labels = [files[i] for i in val_idx], [labels[i] for i in val_idx]
-    fix = f"add images to {val_dir}/<class>/" if own_val else f"add images, or raise --val-split {cfg.val_split}"
     size = cfg.image_size
     encoded = sum(f.size for f in train_files) + sum(f.size for f in val_files)
     return _Source(
@@ -455,18 +454,38 @@ def _folder_source(cfg: DataConfig) -> _Source:
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=encoded <= CACHE_LIMIT_BYTES,
         skipped_files=skipped,
-        val_note=_unvalidated_classes(class_names, val_labels, fix),
+        val_note=_classes_left_out(class_names, train_labels, val_labels, val_dir if own_val else cfg.val_split),
     )
 
 
-def _unvalidated_classes(class_names: list[str], val_labels: list[int], fix: str) -> str:
-    """The banner's note where the validation images leave classes out (a small folder split by --val-split):
-    its top-1 then says nothing of those classes."""
-    missing = [name for index, name in enumerate(class_names) if index not in set(val_labels)]
-    if not missing:
-        return ""
-    return (f"none of class {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: {len(missing)} of the "
-            f"{len(class_names)} classes {'is' if len(missing) == 1 else 'are'} not validated; {fix}")
+def _classes_left_out(class_names: list[str], train_labels: list[int], val_labels: list[int],
+                      split_by: Path | float) -> str:
+    """The banner's note where the validation images, or the training images, leave classes out (a small folder
+    split by --val-split, or a val/ folder without some class's images): top-1 then says nothing of those classes,
+    or the model never sees them. ``split_by``: the val/ folder, or the --val-split fraction."""
+    counts = np.bincount(np.asarray([*train_labels, *val_labels], int), minlength=len(class_names))
+    validated, trained = set(val_labels), set(train_labels)
+    unvalidated = [index for index in range(len(class_names)) if index not in validated]
+    untrained = [index for index in range(len(class_names)) if index not in trained]
+
+    def named(indices: list[int]) -> str:
+        return ", ".join(class_names[i] for i in indices[:5]) + (" ..." if len(indices) > 5 else "")
+
+    notes = []
+    if unvalidated:
+        if isinstance(split_by, Path):
+            fix = f"add images to {split_by / class_names[unvalidated[0]]}" + ("/" if len(unvalidated) == 1
+                                                                                else "/ and the others")
+        elif all(counts[i] >= 2 for i in unvalidated):
+            fix = f"add images, or raise --val-split {split_by}"
+        else:  # a class of one image: a larger split would take it from training
+            fix = "add images"
+        notes.append(f"none of class {named(unvalidated)}: {len(unvalidated)} of the {len(class_names)} classes "
+                     f"{'is' if len(unvalidated) == 1 else 'are'} not validated; {fix}")
+    if untrained:
+        notes.append(f"class {named(untrained)} {'has' if len(untrained) == 1 else 'have'} no training images, all "
+                     "in the validation split: add images")
+    return "; ".join(notes)
 
 
 def held_out_folder(folder: str | os.PathLike) -> Path:
@@ -775,7 +794,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=dataset_size <= CACHE_LIMIT_BYTES,
-        val_note="" if val_split.startswith("train[") else f"{name}'s own {val_split} split, not --val-split",
+        val_note=f"{name}'s own {val_split} split, not --val-split" if val_split in set(info.splits.keys()) else "",
     )
 
 

@@ -137,7 +137,7 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
     if cfg.top_k < 1:
         raise KresError(f"--top-k must be 1 or more, got {cfg.top_k}")
     unreadable = _unreadable(cfg.images)  # every file is checked before the model loads
-    readable = [path for path in cfg.images if path not in unreadable]
+    readable = [path for path in dict.fromkeys(cfg.images) if path not in unreadable]  # a file named twice: once
     if not readable:  # (a file named twice is one entry of unreadable)
         first = next(iter(unreadable.values()))
         raise KresError(first if len(unreadable) == 1 else f"none of the {len(unreadable)} images can be read: {first}")

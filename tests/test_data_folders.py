@@ -182,7 +182,18 @@ def test_validation_images_that_leave_classes_out_are_noted_for_the_banner(tmp_p
                 _photo(i).save(tmp_path / "both" / split / name / f"{i}.png")
     data = load_datasets(DataConfig(data_dir=str(tmp_path / "both"), image_size=SIZE, batch_size=2))
     assert data.val_note == (f"none of class cat: 1 of the 3 classes is not validated; add images to "
-                             f"{tmp_path / 'both' / 'val'}/<class>/")
+                             f"{tmp_path / 'both' / 'val' / 'cat'}/")
+    # a class of one image: raising --val-split would take it from training, so the note does not say so; and
+    # where the split takes it, the note says the class is not trained on
+    for name, count in (("ant", 10), ("bee", 1)):
+        (tmp_path / "rare" / name).mkdir(parents=True)
+        for i in range(count):
+            _photo(i).save(tmp_path / "rare" / name / f"{i}.png")
+    for val_split, note in ((0.2, "none of class bee: 1 of the 2 classes is not validated; add images"),
+                            (0.5, "class bee has no training images, all in the validation split: add images")):
+        data = load_datasets(DataConfig(data_dir=str(tmp_path / "rare"), image_size=SIZE, batch_size=1,
+                                        val_split=val_split))
+        assert data.val_note == note, val_split
 
 
 def test_wrong_path(tmp_path):

@@ -126,4 +126,4 @@ def nothing_measured(result_file: str | os.PathLike) -> KresError:
     failed = Path(result_file)
     kept = failed.with_name(failed.name.replace("-failed.json", ".json"))
     return KresError(f"no measurement of ours succeeded (the error column above says why); the rows are in "
-                     f"{failed}, and {kept.name} is left as it was")
+                     f"{failed}" + (f", and {kept.name} is left as it was" if kept.is_file() else ""))
