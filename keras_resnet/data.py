@@ -610,13 +610,17 @@ def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[
 
 
 def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:
-    candidates, seen = [], set()
+    candidates, seen = [], {}
     for label, name in enumerate(class_names):
         for path in _image_paths(root / name, root):
             identity = _file_identity(path)
             if identity not in seen:  # two links (or hard links) to one file: it is one image, counted once
-                seen.add(identity)
+                seen[identity] = (path, label)
                 candidates.append((path, label))
+            elif seen[identity][1] != label:  # it was kept under the first class without a word
+                first, other = seen[identity]
+                raise KresError(f"{path} and {first} are one file (a link) in two class folders, {name} and "
+                                f"{class_names[other]}: an image has one class; remove the link from the wrong one")
     workers = min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(workers) as pool:
         checked = list(pool.map(lambda item: _check_image(item[0]), candidates))

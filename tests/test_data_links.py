@@ -45,9 +45,25 @@ def test_the_same_file_reached_twice_counts_once(tmp_path):
     _images(tmp_path / "b", 6, 1)
     os.symlink(tmp_path / "a" / "0.png", tmp_path / "a" / "again.png")
     os.link(tmp_path / "a" / "1.png", tmp_path / "a" / "hard.png")
-    os.symlink("../a", tmp_path / "b" / "more")  # every image of a once more, under class b
+    _images(tmp_path.parent / f"{tmp_path.name}-extra", 2, 2)  # outside the data folder, linked into a twice
+    os.symlink(tmp_path.parent / f"{tmp_path.name}-extra", tmp_path / "a" / "more")
+    os.symlink(tmp_path.parent / f"{tmp_path.name}-extra", tmp_path / "a" / "more_again")
     data = _load(tmp_path, val_split=0.5)
-    assert (data.num_train, data.num_val, data.skipped_files) == (6, 6, 0)
+    assert (data.num_train, data.num_val, data.skipped_files) == (7, 7, 0)  # a: 6 + 2, b: 6
+
+
+def test_one_file_in_two_class_folders_is_refused_naming_both(tmp_path):
+    """It was kept under the first class in sorted order and dropped from the other without a word: evaluate
+    scored the red images linked into green/ as green (new-user walk). Until 2026-12-05 the test above linked a/
+    into b/ and expected that."""
+    _images(tmp_path / "a", 6, 0)
+    _images(tmp_path / "b", 6, 1)
+    os.symlink(tmp_path / "a" / "2.png", tmp_path / "b" / "from_a.png")
+    with pytest.raises(KresError) as err:
+        _load(tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'b' / 'from_a.png'} and {tmp_path / 'a' / '2.png'} are one file (a link) "
+                              "in two class folders, b and a: an image has one class; remove the link from the wrong "
+                              "one")
 
 
 def test_no_file_is_in_both_train_and_val(tmp_path):
