@@ -147,14 +147,14 @@ def resolve_source(path: str | os.PathLike) -> Source:
         raise KresError(f"{path} does not exist: pass a run directory or a .keras file")
     run_dir = None
     if path.is_dir():
-        model_path = runs.find_model(path)
+        model_path = runs.folder_model(path)  # a run's best.keras or last.keras, or an export's model.keras
         if model_path is None and (path / "saved_model.pb").is_file():
             raise KresError(f"{path} is a SavedModel, which export does not read: export from the run directory, or "
                             f"the .keras file beside it ({path.parent / 'model.keras'})")
         if model_path is None:
-            raise KresError(f"{path} holds no model ({runs.no_model_text()}): train into it first or pass a .keras "
-                            "file")
-        run_dir = path
+            raise KresError(f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)}): pass a run or export folder, "
+                            "or a .keras file")
+        run_dir = path if runs.is_run_dir(path) else None
     else:
         model_path = path
         if runs.is_run_dir(path.parent):

@@ -42,8 +42,11 @@ def find_model(run_dir: str | os.PathLike) -> Path | None:
     return next((run_dir / n for n in MODEL_NAMES if (run_dir / n).is_file()), None)
 
 
-def no_model_text() -> str:
-    return f"no {' or '.join(MODEL_NAMES)}"
+def folder_model(folder: str | os.PathLike) -> Path | None:
+    """The model a run or export folder given in a model's place stands for: best.keras, else last.keras, else
+    (an export) model.keras; None where it holds none of them."""
+    folder = Path(folder)
+    return next((folder / name for name in FOLDER_MODELS if (folder / name).is_file()), None)
 
 
 def read_config(run_dir: str | os.PathLike) -> dict | None:

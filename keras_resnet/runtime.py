@@ -232,11 +232,11 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return _load_savedmodel(path)
-        model_path = runs.find_model(path)
+        model_path = runs.folder_model(path)  # a run's best.keras or last.keras, or an export's model.keras
         if model_path is not None:
             return _load_keras(model_path)
-        raise KresError(f"{path} holds no model ({runs.no_model_text()} and no saved_model.pb): "
-                        "train into it first or pass a model file")
+        raise KresError(f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)} or saved_model.pb): pass a run or "
+                        "export folder, or a model file")
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return _load_keras(path)

@@ -190,9 +190,8 @@ def in_folder(weights: str) -> str:
     """``weights`` itself, or for a run or export folder the model it holds (best.keras, else last.keras, else
     model.keras), as the other commands take such folders."""
     folder = Path(weights)
-    if not folder.is_dir():
-        return weights
-    return next((str(folder / name) for name in runs.FOLDER_MODELS if (folder / name).is_file()), weights)
+    model = runs.folder_model(folder) if folder.is_dir() else None
+    return weights if model is None else str(model)
 
 
 def _format(path: Path) -> str | None:

@@ -268,7 +268,8 @@ def test_errors_are_one_line(tmp_path, run_dir, capsys):
     (saved / "saved_model.pb").write_bytes(b"")
     cases = [
         (["export", str(not_model), "-o", str(tmp_path / "o")], "is not a .keras model"),
-        (["export", str(tmp_path / "empty_run"), "-o", str(tmp_path / "o")], "holds no model (no best.keras"),
+        (["export", str(tmp_path / "empty_run"), "-o", str(tmp_path / "o")],
+         "holds no model (best.keras, last.keras, model.keras): pass a run or export folder, or a .keras file"),
         (["export", str(saved), "-o", str(tmp_path / "o")],  # it said "holds no model (no best.keras ..."
          f"{saved} is a SavedModel, which export does not read: export from the run directory, or the .keras file "
          f"beside it ({saved.parent / 'model.keras'})"),
@@ -523,6 +524,12 @@ def test_another_model_that_replaces_every_file_of_the_earlier_export_goes_on(tr
     meta.save(f32)
     ex.export(ex.ExportConfig(source=str(trained_run), output=str(f32), eval_images=0))  # model_float32.* stay
     assert ModelMeta.load(f32).extra["weights_digest"] == first and (f32 / "model_float32.tflite").is_file()
+
+
+def test_an_export_folder_is_a_source_as_a_run_folder_is(exported):
+    """It said "holds no model (no best.keras or last.keras): train into it first" (new-user walk)."""
+    source = ex.resolve_source(exported.output_dir)
+    assert (source.model_path, source.run_dir) == (exported.output_dir / "model.keras", None)
 
 
 def test_an_exported_keras_file_is_exported_again_with_the_data_its_meta_json_records(exported, tmp_path):

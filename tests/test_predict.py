@@ -196,6 +196,14 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("x.png") and len(out) == 4  # the file, then 3 classes (top-5 capped at 3)
 
+    # an export folder (model.keras and meta.json): it said "holds no model ...: train into it first"
+    exported = tmp_path / "export"
+    exported.mkdir()
+    (exported / "model.keras").write_bytes((tmp_path / "best.keras").read_bytes())
+    ModelMeta.load(tmp_path).save(exported)
+    assert main(["predict", str(exported), str(tmp_path / "x.png"), "--top-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"] == result["predictions"]
+
     assert main(["predict", str(tmp_path), str(tmp_path / "nope.png")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("Error: image ")
 
