@@ -203,13 +203,19 @@ def save_confusion_png(confusion, class_names: list[str], path: str | os.PathLik
 
 # --- where the data comes from ------------------------------------------------------------------------------
 
+def _names(predictors: list[Predictor]) -> list[str]:
+    """Each model's file name, or its path where two share a name (two runs' best.keras)."""
+    names = [p.path.name for p in predictors]
+    return names if len(set(names)) == len(names) else [str(p.path) for p in predictors]
+
+
 def _image_size(cfg: EvalConfig, predictors: list[Predictor], recorded: int | None) -> int:
     """The model's own size; an explicit --image-size must match it. Dynamic models take the explicit size,
     then the size in their meta.json, then the training config's."""
     fixed = {p.input_shape[0] for p in predictors if p.input_shape[0] is not None}
     fixed |= {p.input_shape[1] for p in predictors if p.input_shape[1] is not None}
     if len(fixed) > 1:
-        sizes = ", ".join(f"{p.path.name}: {p.input_shape[0]} px" for p in predictors)
+        sizes = ", ".join(f"{name}: {p.input_shape[0]} px" for name, p in zip(_names(predictors), predictors))
         raise KresError(f"the models take different input sizes ({sizes}); compare models of the same size")
     if fixed:
         size = fixed.pop()
@@ -431,8 +437,10 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
         return data_classes, None
     labels = list(named[0].meta.labels)
     if any(list(p.meta.labels) != labels for p in named):
-        raise KresError(f"{named[0].path.name} and {named[1].path.name} have other classes: compare two models of "
-                        "the same classes")
+        classes = "; ".join(f"{name}: {len(p.meta.labels)} ({', '.join(list(p.meta.labels)[:5])}"
+                            f"{' ...' if len(p.meta.labels) > 5 else ''})" for name, p in zip(_names(named), named))
+        raise KresError(f"{' and '.join(_names(named))} have other classes ({classes}): compare two models of the "
+                        "same classes")
     for p in predictors:
         if p.num_outputs != len(labels):
             fix = ("compare two models of the same classes" if len(predictors) == 2

@@ -209,8 +209,15 @@ def test_the_datas_classes_are_the_models_outputs_of_their_names(stub_world, mon
     with pytest.raises(KresError, match=r"^the data has classes other was not trained on \(z\): evaluate it on "
                                         r"data of its classes \(x, y, q; image folders are named after them\)$"):
         ev.evaluate(ev.EvalConfig(models=["other"], dataset="synthetic", output=str(tmp_path / "o")))
-    with pytest.raises(KresError, match=r"^zxy and xyz have other classes"):
+    with pytest.raises(KresError, match=r"^zxy and xyz have other classes \(zxy: 3 \(z, x, y\); xyz: 3 \(x, y, z\)\): "
+                                        r"compare two models of the same classes$"):
         ev.evaluate(ev.EvalConfig(models=["zxy", "xyz"], dataset="synthetic", output=str(tmp_path / "o")))
+    # two runs' best.keras: named by their paths (it said "best.keras and best.keras have other classes")
+    monkeypatch.setattr(ev, "load_predictor", lambda path, num_threads=None: StubPredictor(
+        path, labels=["z", "x", "y"] if "a" in Path(path).parts else ["x", "y", "z"]))
+    with pytest.raises(KresError, match=r"^a/best\.keras and b/best\.keras have other classes \(a/best\.keras: 3 "):
+        ev.evaluate(ev.EvalConfig(models=["a/best.keras", "b/best.keras"], dataset="synthetic",
+                                  output=str(tmp_path / "o")))
 
 
 def test_training_data_lookup(tmp_path):
