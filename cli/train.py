@@ -103,6 +103,12 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
                         "--tfds-dir, or name a TFDS dataset with --dataset")
     if data_dir is None and dataset == "synthetic" and "val_split" in typed:  # it was ignored
         raise KresError("--dataset synthetic has a validation set of its own: drop --val-split")
+    if data_dir is None and dataset not in (None, "digits", "synthetic") and "val_split" in typed:
+        from keras_resnet.data import tfds_held_out
+
+        held_out = tfds_held_out(DataConfig(dataset=dataset, tfds_dir=tfds_dir))
+        if held_out:  # it was ignored
+            raise KresError(f"{dataset} has a {held_out} split of its own, which kres validates on: drop --val-split")
     data = DataConfig(dataset=None if builtin else dataset, data_dir=data_dir, tfds_dir=tfds_dir,
                       val_split=val_split, seed=seed, randaugment=randaugment, mixup_alpha=mixup,
                       cutmix_alpha=cutmix)

@@ -745,12 +745,9 @@ def _temporary_tempdir() -> Iterator[None]:
             tempfile.tempdir = before
 
 
-def _tfds_source(cfg: DataConfig) -> _Source:
-    """A TFDS image-classification dataset that is already prepared under ``cfg.tfds_dir``.
-
-    Nothing here downloads: an unprepared dataset is a ``KresError`` that says how to prepare it. Images are read
-    still encoded (``SkipDecoding``) so JPEG datasets get the same fused decode-and-crop as image folders.
-    """
+def _tfds_builder(cfg: DataConfig):
+    """The TFDS builder of ``cfg.dataset``, prepared under ``cfg.tfds_dir``; a KresError where it is unknown or not
+    prepared (nothing here downloads)."""
     import tensorflow_datasets as tfds
 
     name = cfg.dataset
@@ -772,7 +769,29 @@ def _tfds_source(cfg: DataConfig) -> _Source:
             how += f" --manual_dir DIR (DIR holding the files TFDS asks for; see `tfds build {name}` for which)"
         raise KresError(f"TFDS dataset {name!r} is not prepared in {root} and kres never downloads; prepare it "
                         f"once on a machine with network access: {how}, then pass --tfds-dir {root}")
-    info = builder.info
+    return builder
+
+
+def tfds_held_out(cfg: DataConfig) -> str | None:
+    """The TFDS dataset's own validation (or test) split that kres validates on, or None where it has none and
+    ``--val-split`` splits its train split."""
+    return _own_split(set(_tfds_builder(cfg).info.splits.keys()))
+
+
+def _own_split(names: set[str]) -> str | None:
+    return next((held_out for held_out in ("validation", "test") if held_out in names), None)
+
+
+def _tfds_source(cfg: DataConfig) -> _Source:
+    """A TFDS image-classification dataset that is already prepared under ``cfg.tfds_dir``.
+
+    Nothing here downloads: an unprepared dataset is a ``KresError`` that says how to prepare it. Images are read
+    still encoded (``SkipDecoding``) so JPEG datasets get the same fused decode-and-crop as image folders.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = _tfds_builder(cfg)
+    name, info = cfg.dataset, builder.info
     image_key, label_key = _tfds_keys(name, info)
     class_names = list(info.features[label_key].names)
     if len(class_names) < 2:
@@ -798,7 +817,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=dataset_size <= CACHE_LIMIT_BYTES,
-        val_note=f"{name}'s own {val_split} split, not --val-split" if val_split in set(info.splits.keys()) else "",
+        val_note=f"{name}'s own {val_split} split" if val_split in set(info.splits.keys()) else "",
     )
 
 
@@ -826,9 +845,8 @@ def _tfds_splits(info, val_split: float) -> tuple[str, str]:
     names = set(info.splits.keys())
     if "train" not in names:
         raise KresError(f"TFDS dataset {info.name!r} has no 'train' split (it has {', '.join(sorted(names))})")
-    for held_out in ("validation", "test"):
-        if held_out in names:
-            return "train", held_out
+    if _own_split(names):
+        return "train", _own_split(names)
     num_val = int(info.splits["train"].num_examples * val_split + 0.5)
     return f"train[{num_val}:]", f"train[:{num_val}]"
 

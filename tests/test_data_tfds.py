@@ -48,7 +48,7 @@ def test_mnist_mock_end_to_end_grey_to_rgb(tmp_path, deadline):
         data = load_datasets(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE, batch_size=4))
         assert (data.num_train, data.num_val) == (12, 12)  # mock_data yields num_examples rows for every split
         assert len(data.class_names) == 10 and data.skipped_files == 0
-        assert data.val_note == "mnist's own test split, not --val-split"  # in the banner
+        assert data.val_note == "mnist's own test split"  # in the banner
         batches = list(data.train)
         assert len(batches) == 3
         images, labels = batches[0]
@@ -79,9 +79,21 @@ def test_the_banner_says_where_the_validation_images_come_from():
         return _banner(cfg, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 3, 0.1,
                        "runs/r", 0).splitlines()[0]
 
-    assert first_line("mnist's own test split, not --val-split").endswith(
-        "on mnist: 12 train / 4 val images (mnist's own test split, not --val-split), 3 classes")
+    assert first_line("mnist's own test split").endswith(
+        "on mnist: 12 train / 4 val images (mnist's own test split), 3 classes")
     assert first_line("").endswith("on mnist: 12 train / 4 val images, 3 classes")
+
+
+def test_val_split_with_a_dataset_of_its_own_validation_split_is_refused(tmp_path, deadline, capsys):
+    """It was ignored without a word (the run validated on mnist's test split), as with --dataset synthetic."""
+    from kres.main import main
+
+    prepared_metadata("mnist", tmp_path, {"train": 60000, "test": 10000})
+    code = main(["train", "--depth", "18", "--dataset", "mnist", "--tfds-dir", str(tmp_path), "--val-split", "0.3",
+                 "--output", str(tmp_path / "run")])
+    assert code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "Error: mnist has a test split of its own, which kres validates on: drop --val-split")
+    assert not (tmp_path / "run").exists()
 
 
 def test_not_prepared_offline_is_a_quick_clear_error(tmp_path, deadline, caplog):
