@@ -198,7 +198,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         raise KresError(f"QAT epochs must be 1 or more, got {epochs}")
     output_dir = fileio.ensure_writable_dir(output_dir)
     runlock.acquire(output_dir)
-    qat_model = _fake_quantized_model(model_path, edgetpu)
+    qat_model, digest = _fake_quantized_model(model_path, edgetpu)
     if datasets is None:
         import keras
 
@@ -211,18 +211,19 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
     _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch, stream)
     content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype,
                       work_dir=output_dir)
-    return _write(content, model_path, output_dir, epochs)
+    return _write(content, model_path, output_dir, epochs, digest)
 
 
 def _fake_quantized_model(model_path, edgetpu: bool):
     """The float32 model with the input end as post-training int8 has it (one depthwise op for the
     normalisation, v1's flip in conv1), rebuilt in tf_keras and wrapped for fake quantization, so the QAT model
-    gets the same fast int8 graph."""
+    gets the same fast int8 graph; and the weights digest of the model it starts from (for meta.json)."""
+    from keras_resnet.meta import weights_digest
     from keras_resnet.quantize import fuse_input_ops
     from keras_resnet.rebuild import load_float32_model
 
     model = load_float32_model(model_path)
-    return quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu)))
+    return quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu))), weights_digest(model)
 
 
 def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, steps_per_epoch: int | None,
@@ -299,15 +300,16 @@ def made_before(output_dir, model_path, epochs: int) -> Path | None:
     return final if final.stat().st_mtime >= Path(model_path).stat().st_mtime else None
 
 
-def _write(content: bytes, model_path, output_dir: Path, epochs: int) -> Path:
+def _write(content: bytes, model_path, output_dir: Path, epochs: int, digest: str) -> Path:
     from keras_resnet import fileio
-    from keras_resnet.meta import find_meta
+    from keras_resnet.meta import WEIGHTS_DIGEST, find_meta
 
     final = Path(output_dir) / QAT_TFLITE_NAME
     fileio.write_bytes(final, content)
     meta = find_meta(model_path)
     if meta is not None:  # so the .tflite travels with its labels (runtime.load_predictor reads meta.json)
         meta.extra["qat_epochs"] = epochs  # after the .tflite: with it, meta.json says the model is whole
+        meta.extra[WEIGHTS_DIGEST] = digest  # of the model it was fine-tuned from: an export's check reads it
         meta.save(output_dir)
         fileio.write_text(Path(output_dir) / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
     return Path(os.fspath(final))

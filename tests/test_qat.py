@@ -113,6 +113,12 @@ def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
     assert (out / "labels.txt").read_text() == "".join(f"{label}\n" for label in labels)
     assert ModelMeta.load(out).labels == labels
     assert ModelMeta.load(out).extra["qat_epochs"] == 2
+    # the digest of the model it was fine-tuned from: another run's export into RUN/qat/ was taken as this one's
+    from keras_resnet.meta import weights_digest
+    from keras_resnet.rebuild import load_float32_model
+
+    source = load_float32_model(qat_on_digits.source.model_path)
+    assert ModelMeta.load(out).extra["weights_digest"] == weights_digest(source)
     from keras_resnet.train import qat_card
 
     card = json.loads(qat_card(path, qat_on_digits.data_cfg).read_text())  # train's, as export writes beside its files

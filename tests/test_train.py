@@ -602,7 +602,7 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
 
     def fake_qat(model_path, data_cfg, epochs, output_dir, stream):  # QAT is tested in test_qat; here the call,
         calls.append((Path(model_path).name, data_cfg.image_size, epochs, Path(output_dir).name, stream))
-        return qat._write(b"TFL3", model_path, output_dir, epochs)  # and what it writes
+        return qat._write(b"TFL3", model_path, output_dir, epochs, "0123456789abcdef")  # and what it writes
 
     monkeypatch.setitem(sys.modules, "keras_resnet.qat", types.SimpleNamespace(
         quantization_aware_finetune=fake_qat, finetune_line=qat.finetune_line, made_before=qat.made_before))
