@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
-from kres.options import DepthType, FiniteFloat, SuggestingGroup, depth_option
+from kres.options import DepthType, FiniteFloat, PathType, SuggestingGroup, depth_option
 
 
 @click.group(cls=SuggestingGroup,
@@ -115,7 +115,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
               help="Core counts to pin the measurement to, one process each; 0 means every core.")
 @click.option("--width", type=click.IntRange(min=32), default=500, show_default=True)
 @click.option("--height", type=click.IntRange(min=32), default=375, show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--cache-dir", type=PathType(file_okay=False), default=None,
               help="Where the generated JPEGs are kept (default: <tmp>/kres-bench-cache).")
 @click.option("--name", default="pipeline", show_default=True, help="Results file stem.")
 def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, width, height, cache_dir, name):
@@ -138,7 +138,7 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
 @click.option("--stop-at-target/--full-run", default=True, show_default=True,
               help="End the training run once the target is reached.")
 @click.option("--timeout", type=FiniteFloat(min=1), default=1800, show_default=True, help="Seconds.")
-@click.option("--output", type=click.Path(file_okay=False), default=None,
+@click.option("--output", type=PathType(file_okay=False), default=None,
               help="Keep the run in this new directory (default: a temporary one).")
 @click.option("--name", default="time_to_accuracy", show_default=True, help="Results file stem.")
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from kres.options import depth_option, image_size_option
+from kres.options import PathType, depth_option, image_size_option
 
 
 @click.command(help="Turn a torchvision ResNet checkpoint (.pth, .safetensors, .npz) or a keras.applications .h5 "
                     "into a .keras model that `kres train --weights` and `resnet(weights=PATH)` load.")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=PathType(dir_okay=False))
 @depth_option()
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="The .keras file to write.")
+@click.option("--output", "-o", required=True, type=PathType(dir_okay=False), help="The .keras file to write.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None,
               help="Classifier width; default: the checkpoint's own (a different width keeps a fresh classifier).")
 @image_size_option()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from kres.options import image_size_option
+from kres.options import PathType, image_size_option
 
 
 def _one_or_two(ctx, param, models: tuple[str, ...]) -> tuple[str, ...]:
@@ -30,17 +30,17 @@ def _one_data_option(ctx, param, value):
 @click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL_B]", callback=_one_or_two)
 @click.option("--dataset", default=None, callback=_one_data_option,
               help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False), callback=_one_data_option,
+@click.option("--data-dir", default=None, type=PathType(file_okay=False), callback=_one_data_option,
               help="Image folders as train takes them: DIR/val/<class>/ is read whole, or the validation split "
                    "of DIR/<class>/ (with the run's --val-split and --seed; --all-images: every image).")
 @click.option("--all-images", is_flag=True,
               help="Score every image of --data-dir's class folders (a held-out test folder, not the one the "
                    "model was trained on), not the validation split training would keep back.")
-@click.option("--tfds-dir", default=None, type=click.Path(),
+@click.option("--tfds-dir", default=None, type=PathType(),
               help="TFDS data_dir holding --dataset (alone: the run's dataset, found there).")
 @image_size_option(default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--output", default=None, type=click.Path(file_okay=False),
+@click.option("--output", default=None, type=PathType(file_okay=False),
               help="Directory for evaluation.json and the confusion PNG(s). [default: eval/ beside the model]")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")

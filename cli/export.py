@@ -6,12 +6,13 @@ import click
 
 from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, check_mode
 from keras_resnet.specs import MAX_EPOCHS
+from kres.options import PathType
 
 
 @click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
                     "int8, quantization-aware int8, Edge TPU check; writes labels.txt, model cards and a report.")
-@click.argument("source", type=click.Path(path_type=str))
-@click.option("--output", "-o", required=True, type=click.Path(path_type=str), help="Directory for the artifacts.")
+@click.argument("source", type=PathType(path_type=str))
+@click.option("--output", "-o", required=True, type=PathType(path_type=str), help="Directory for the artifacts.")
 @click.option("--saved-model", is_flag=True, help="SavedModel (uint8 serving_default, float32 signature) + .keras.")
 @click.option("--tflite", is_flag=True, help="A TFLite model (static batch 1) of the --quantize kind.")
 @click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
@@ -42,7 +43,7 @@ from keras_resnet.specs import MAX_EPOCHS
                    "reading them) in float, for CPU and GPU-delegate targets; not with --edgetpu.")
 @click.option("--float-worst", type=click.IntRange(min=0), default=0, metavar="K",
               help="Like --float-layers, with the K layers the debugger finds worst.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders for calibration and held-out images, where the run's data has moved.")
 @click.option("--dataset", default=None, help="A TFDS name (or 'digits') for them instead of the run's data.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,

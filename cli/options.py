@@ -10,6 +10,16 @@ import click
 from keras_resnet.specs import DEPTHS, MIN_IMAGE_SIZE, VARIANTS
 
 
+class PathType(click.Path):
+    """click's Path, but an empty one ("" from an unset shell variable) is an error: it meant the current folder,
+    and ``kres export -o ""`` wrote its files there."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class DepthType(click.ParamType):
     """A depth from the table; anything else is one line that lists the valid depths."""
 

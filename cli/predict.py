@@ -6,14 +6,14 @@ import json
 
 import click
 
-from kres.options import MIN_IMAGE_SIZE
+from kres.options import MIN_IMAGE_SIZE, PathType
 
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
                     "dir. Images: any format Pillow reads; they are resized and centre-cropped as in evaluation. An "
                     "image that cannot be read is skipped with a line on stderr, and the exit status is 1.")
-@click.argument("model", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("model", type=PathType())
+@click.argument("images", nargs=-1, required=True, type=PathType())
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
               help=f"Only for a model that takes any size and records none ({MIN_IMAGE_SIZE} or more, as in training).")

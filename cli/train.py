@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS, STEMS
-from kres.options import FiniteFloat, depth_option, variant_option
+from kres.options import FiniteFloat, PathType, depth_option, variant_option
 
 
 class _TrainCommand(click.Command):
@@ -30,9 +30,9 @@ class _TrainCommand(click.Command):
 @variant_option()
 @click.option("--dataset", default=None, help="TFDS name (cifar10, imagenette/320px-v2, tf_flowers, ...), "
                                               "'synthetic', or 'digits' (the default).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders: DIR/train/<class>/ and DIR/val/<class>/, or DIR/<class>/ split by --val-split.")
-@click.option("--tfds-dir", type=click.Path(file_okay=False), default=None, help="TFDS data_dir.")
+@click.option("--tfds-dir", type=PathType(file_okay=False), default=None, help="TFDS data_dir.")
 @click.option("--val-split", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True,
               help="Fraction held out for validation when the data has no validation split.")
@@ -73,7 +73,7 @@ class _TrainCommand(click.Command):
                    "fine-tuning from --weights with fewer than 16 images per replica.")
 @click.option("--qat-epochs", type=click.IntRange(0, MAX_EPOCHS), default=0, show_default=True,
               help="After training, quantization-aware fine-tuning for this many epochs (into RUN/qat).")
-@click.option("--output", type=click.Path(file_okay=False), default=None,
+@click.option("--output", type=PathType(file_okay=False), default=None,
               help="Run directory. Default: runs/resnet<depth>-<data>-<time>. The same command on the same "
                    "directory resumes it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest) with the settings "

@@ -85,6 +85,18 @@ def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, messa
     assert capsys.readouterr().err == message.format(file=tmp_path / "photo.png") + "\n"
 
 
+@pytest.mark.parametrize(("args", "option"), [
+    (["export", "runs/a", "-o", ""], "'--output' / '-o'"),  # it wrote the export into the current folder
+    (["train", "--depth", "18", "--data-dir", ""], "'--data-dir'"),  # it scanned the current folder as the data
+    (["predict", "runs/a", ""], "'IMAGES...'"),
+    (["evaluate", "runs/a", "--output", " "], "'--output'"),
+])
+def test_an_empty_path_is_refused_while_parsing(capsys, args, option):
+    assert main(args) == 2
+    assert capsys.readouterr().err == (f"Error: Invalid value for {option}: is empty: give a file or folder name (see "
+                                       f"'kres {args[0]} --help')\n")
+
+
 def test_a_closed_stdout_pipe_ends_the_command_quietly(monkeypatch, capsys):
     """``kres info | head -1``: the reader took what it wanted. click's own answer was exit status 1, silent."""
     read, write = os.pipe()
