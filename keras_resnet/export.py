@@ -472,6 +472,9 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
                         f"{Path(cfg.output).with_suffix('')}")
     runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
     out_dir = fileio.ensure_writable_dir(cfg.output)
+    if source.run_dir is not None and runlock.holder(source.run_dir):
+        say(f"note: {source.run_dir} is in use by {runlock.holder(source.run_dir)} (still training?): exporting its "
+            f"{source.model_path.name} as it is now")
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)

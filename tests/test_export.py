@@ -3,6 +3,7 @@ its report and model card, every user error, and atomic writes."""
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -503,8 +504,18 @@ def test_an_export_of_another_model_that_would_leave_its_files_is_refused(export
     # the same model from a copy of its run (a run copied from the training machine), or the export's own
     # model.keras, is not another model
     copied = Path(shutil.copytree(trained_run, tmp_path / "copied"))
-    result = ex.export(ex.ExportConfig(source=str(copied), output=str(out), tflite=True, eval_images=0))
+    training = subprocess.Popen(["sleep", "60"])  # a run still training: its lock file names a live process
+    (copied / ".lock").write_text(f"PID {training.pid} on {socket.gethostname()}")
+    said = []
+    try:
+        result = ex.export(ex.ExportConfig(source=str(copied), output=str(out), tflite=True, eval_images=0),
+                           said.append)
+    finally:
+        training.kill()
+        training.wait()
     assert result.report["source"] == str(copied / "best.keras")
+    assert said[0] == (f"note: {copied} is in use by PID {training.pid} on {socket.gethostname()} (still training?): "
+                       "exporting its best.keras as it is now")  # it said nothing (new-user walk)
     ex.export(ex.ExportConfig(source=str(out / "model.keras"), output=str(out), eval_images=0))
     assert ModelMeta.load(out).extra["weights_digest"] == digest
 

@@ -179,6 +179,26 @@ def test_release_leaves_a_lock_file_that_is_not_its_own(tmp_path):
     assert (run / ".lock").read_text() == "PID 1 on elsewhere"
 
 
+def test_holder_names_a_live_process_of_this_host_from_the_lock_file(tmp_path):
+    """What export says of a run still training: the name in its lock file, where that process still runs."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert runlock.holder(run) is None  # no lock file
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        for name, held in ((f"PID {child.pid} on {socket.gethostname()}", True),
+                           (f"PID {child.pid} on elsewhere", False),  # another host's: cannot tell
+                           (f"PID {os.getpid()} on {socket.gethostname()}", False),  # this process's own
+                           ("not a name", False)):
+            (run / ".lock").write_text(name)
+            assert runlock.holder(run) == (name if held else None), name
+    finally:
+        child.kill()
+        child.wait()
+    (run / ".lock").write_text(f"PID {child.pid} on {socket.gethostname()}")
+    assert runlock.holder(run) is None  # a killed holder's name
+
+
 # --- out of space --------------------------------------------------------------------------------------------
 
 def _no_space(*args, **kwargs):
