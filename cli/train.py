@@ -130,8 +130,12 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
         return
-    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} after {epochs_text(result.epochs)} "
-               f"({result.steps} steps); best model {result.best_model}")
+    validated = [row for row in result.history if "val_accuracy" in row]
+    best = max(validated, key=lambda row: row["val_accuracy"], default=None)  # the first of equals, as best.keras
+    trained = f"{epochs_text(result.epochs)}, {result.steps} steps"
+    when = f"at epoch {int(best['epoch'])} (of {trained})" if best else f"after {trained}"
+    click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} {when}; best model "
+               f"{result.best_model}")
 
 
 _FIELDS = {"mixup": "mixup_alpha", "cutmix": "cutmix_alpha"}  # option -> config field, where they differ

@@ -553,3 +553,21 @@ def test_progress_whose_reader_is_gone_does_not_stop_the_work():
     result = subprocess.run([sys.executable, "-c", _PROGRESS_READER_GONE], capture_output=True, text=True,
                             timeout=60)
     assert (result.returncode, result.stdout) == (0, "wrote the artifacts\n")
+
+
+def test_the_closing_line_of_train_names_the_best_epoch(monkeypatch, capsys, tmp_path):
+    """It said "best val top-1 1.0000 after 2 epochs", which read as the last epoch's (new-user walk)."""
+    from pathlib import Path
+
+    from keras_resnet import train as train_module
+
+    def trained(cfg, data):
+        rows = [{"epoch": epoch, "val_accuracy": value} for epoch, value in ((1, 0.9), (2, 0.95), (3, 0.95))]
+        return train_module.TrainResult(Path("runs/r"), Path("runs/r/best.keras"), Path("runs/r/last.keras"), rows[-1],
+                                        0.95, 3, 36, 36, history=rows)
+
+    monkeypatch.setattr(train_module, "train", trained)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--depth", "18", "--epochs", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "runs/r: best val top-1 0.9500 at epoch 2 (of 3 epochs, 36 steps); best model runs/r/best.keras")
