@@ -73,9 +73,11 @@ def evaluate(models, dataset, data_dir, all_images, tfds_dir, image_size, batch_
 
 
 def _print(result) -> None:
+    from keras_resnet.errors import counted
+
     data = result.data
     source = data.get("dataset") or data.get("data_dir") or "digits (built-in)"
-    images = f"{data['num_val']} images"
+    images = counted(data["num_val"], "image")
     if data.get("every_image"):
         images = f"all {data['num_val']} of its images"
     elif data.get("split_from"):
@@ -93,7 +95,7 @@ def _print(result) -> None:
         m = report.metrics
         click.echo(f"{report.path} ({report.kind})")
         click.echo(f"  top-1 {m.top1:.2%}   top-{m.top_k} {m.top5:.2%}   loss {m.loss:.4f}   "
-                   f"{m.num_examples} images in {report.seconds:.1f} s")
+                   f"{counted(m.num_examples, 'image')} in {report.seconds:.1f} s")
         worst = sorted((acc, name) for name, acc in m.per_class.items() if acc is not None)[:5]
         click.echo("  weakest classes: " + ", ".join(f"{name} {acc:.1%}" for acc, name in worst))
         click.echo(f"  confusion matrix: {report.confusion_png}")

@@ -87,7 +87,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
     from keras_resnet.data import DataConfig, is_split, scans_once
-    from keras_resnet.errors import KresError
+    from keras_resnet.errors import KresError, counted
     from keras_resnet.train import TrainConfig, epochs_text, resumed
     from keras_resnet.train import train as run_training
 
@@ -132,7 +132,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
         return
     validated = [row for row in result.history if "val_accuracy" in row]
     best = max(validated, key=lambda row: row["val_accuracy"], default=None)  # the first of equals, as best.keras
-    trained = f"{epochs_text(result.epochs)}, {result.steps} steps"
+    trained = f"{epochs_text(result.epochs)}, {counted(result.steps, 'step')}"
     when = f"at epoch {int(best['epoch'])} (of {trained})" if best else f"after {trained}"
     click.echo(f"{result.run_dir}: best val top-1 {result.best_val_accuracy:.4f} {when}; best model "
                f"{result.best_model}")

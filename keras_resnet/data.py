@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import augment, imageio, terminal
-from keras_resnet.errors import KresError, first_line
+from keras_resnet.errors import KresError, counted, first_line
 from keras_resnet.specs import MIN_IMAGE_SIZE
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -97,8 +97,8 @@ def load_datasets(cfg: DataConfig) -> Datasets:
     _validate(cfg)
     source = _source(cfg)
     if source.train.count < cfg.batch_size:
-        raise KresError(f"batch size {cfg.batch_size} is larger than the {source.train.count} training images; "
-                        f"lower --batch-size")
+        raise KresError(f"batch size {cfg.batch_size} is larger than the "
+                        f"{counted(source.train.count, 'training image')}; lower --batch-size")
     return Datasets(
         train=_train_pipeline(source, cfg),
         val=_eval_pipeline(source, cfg),

@@ -12,6 +12,11 @@ class KresError(Exception):
     """
 
 
+def counted(count: float, noun: str) -> str:
+    """'1 image', '2 images', '0.5 epochs': a count and its noun, as every line kres prints says them."""
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"
+
+
 def first_line(err: BaseException, limit: int = 200) -> str:
     """The first non-empty line of ``err``'s message (at most ``limit`` characters), or its type name when the
     message is empty: library errors often carry pages of text, and a KresError must stay one line."""

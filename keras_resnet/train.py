@@ -31,7 +31,7 @@ from keras_resnet import _compat, fileio, runlock, runs
 from keras_resnet import callbacks as cb
 from keras_resnet.data import DataConfig, check_split_names, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, counted
 from keras_resnet.meta import ModelMeta
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
@@ -731,9 +731,10 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         f"{datasets.num_train} train / {datasets.num_val} val images"
         + (f" ({datasets.val_note})" if datasets.val_note else "")
         + f", {len(datasets.class_names)} classes"
-        + (f", {datasets.skipped_files} unreadable files skipped" if datasets.skipped_files else ""),
+        + (f", {counted(datasets.skipped_files, 'unreadable file')} skipped" if datasets.skipped_files else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
-        f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x {steps_per_epoch} steps; "
+        f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x "
+        f"{counted(steps_per_epoch, 'step')}; "
         f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {epochs_text(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         f"run dir {run_dir}" + _resuming(start, steps_per_epoch, cfg.epochs),
@@ -744,7 +745,7 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
 
 def epochs_text(count: float) -> str:
     """'1 epoch', '2 epochs', '0.5 epochs'."""
-    return f"{count:g} epoch{'' if count == 1 else 's'}"
+    return counted(count, "epoch")
 
 
 def _say(stream, text: str) -> None:

@@ -8,3 +8,11 @@ def test_first_line_takes_the_first_non_empty_line_and_survives_an_empty_message
     assert first_line(ValueError("")) == "ValueError"
     assert first_line(KeyError()) == "KeyError"
     assert first_line(RuntimeError("x" * 500)) == "x" * 200
+
+
+def test_counted_says_one_without_a_plural():
+    """'1 unreadable files skipped', '1 epoch x 1 steps' and '1 images in 0.2 s' (new-user walk)."""
+    from keras_resnet.errors import counted
+
+    assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert counted(0.5, "epoch") == "0.5 epochs" and counted(1.0, "step") == "1 step"
