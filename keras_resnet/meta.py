@@ -114,7 +114,8 @@ def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix:
     order). A class the model was not trained on is a KresError that names it; ``fix`` says what to do instead."""
     unknown = [name for name in data_classes if name not in labels]
     if unknown:
-        raise KresError(f"the data has classes {model_name} was not trained on ({', '.join(unknown[:5])}): {fix} "
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise KresError(f"the data has classes {model_name} was not trained on ({', '.join(unknown[:5])}{more}): {fix} "
                         f"({', '.join(labels[:10])}; image folders are named after them)")
     return None if list(data_classes) == list(labels) else [labels.index(name) for name in data_classes]
 

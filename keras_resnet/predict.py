@@ -74,13 +74,21 @@ def _read_errors(path: str | os.PathLike) -> Iterator[None]:
     path = Path(path)
     try:
         yield
+    except UnidentifiedImageError as err:
+        if path.is_file() and path.stat().st_size == 0:  # PIL says "cannot identify image file"
+            raise KresError(f"cannot read image {path} (it is empty: 0 bytes): pass a JPEG, PNG, BMP, GIF, TIFF or "
+                            "WebP file") from None
+        raise _unreadable_image(path, err) from None
     except FileNotFoundError:
         raise KresError(f"image {path} does not exist") from None
     except IsADirectoryError:
         raise KresError(f"{path} is a directory, not an image: pass image files") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise KresError(f"cannot read image {path} ({first_line(err)}): pass a JPEG, PNG, BMP, GIF, TIFF or WebP "
-                        "file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise _unreadable_image(path, err) from None
+
+
+def _unreadable_image(path: Path, err: BaseException) -> KresError:
+    return KresError(f"cannot read image {path} ({first_line(err)}): pass a JPEG, PNG, BMP, GIF, TIFF or WebP file")
 
 
 def preprocessor(predictor: Predictor, size: int) -> Callable[[np.ndarray], np.ndarray]:

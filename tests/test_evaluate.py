@@ -492,3 +492,11 @@ def test_all_images_that_cannot_be_done_is_one_line(run_dir, tmp_path, capsys, l
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"Error: {message.format(data=data)}"]
     assert not (tmp_path / "out").exists()
+
+
+def test_classes_the_model_was_not_trained_on_say_how_many_more():
+    """'--dataset digits' against a 3-class model listed 5 of the 7 unknown digits as if they were all."""
+    from keras_resnet.meta import outputs_of
+
+    with pytest.raises(KresError, match=r"^the data has classes m was not trained on \(c, d, e, f, g and 2 more\): "):
+        outputs_of(["a", "b"], ["a", *"cdefghi"], "m", "fix")

@@ -132,7 +132,7 @@ def test_unreadable_images_are_skipped_and_the_rest_predicted_in_order(tmp_path,
     assert [r.image for r in results] == images and len(loaded) == 1
     assert [r.predictions[0].label if r.predictions else None for r in results] == ["zero", None, None, "three"]
     assert [r.error for r in results] == [
-        None, f"cannot read image {images[1]} (cannot identify image file '{images[1]}'): pass a JPEG, PNG, BMP, "
+        None, f"cannot read image {images[1]} (it is empty: 0 bytes): pass a JPEG, PNG, BMP, "
               "GIF, TIFF or WebP file", f"image {images[2]} does not exist", None]
     assert stub.seen == [(1, 32, 32, 3), (1, 32, 32, 3)]
     with pytest.raises(KresError, match=rf"^none of the 2 images can be read: cannot read image {images[1]} "):
