@@ -10,7 +10,8 @@ from kres.options import PathType
 
 
 @click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
-                    "int8, quantization-aware int8, Edge TPU check; writes labels.txt, model cards and a report.")
+                    "int8, quantization-aware int8, Edge TPU check; writes labels.txt, model cards and a report. "
+                    "With no format option: the SavedModel (+ .keras) and the float32 TFLite model.")
 @click.argument("source", type=PathType(path_type=str))
 @click.option("--output", "-o", required=True, type=PathType(path_type=str), help="Directory for the artifacts.")
 @click.option("--saved-model", is_flag=True, help="SavedModel (uint8 serving_default, float32 signature) + .keras.")
