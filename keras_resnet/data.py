@@ -439,9 +439,11 @@ def _folder_source(cfg: DataConfig) -> _Source:
         files, labels, skipped = _scan(root, class_names)
         _require_images(root, files, labels, class_names)
         train_idx, val_idx = stratified_split(np.array(labels), cfg.val_split, cfg.seed)
-        if len(train_idx) == 0 or len(val_idx) == 0:
-            raise KresError(f"{len(files)} images in {root} are too few to split by --val-split {cfg.val_split}; "
-                            f"add images or use train/ and val/ folders")
+        if len(train_idx) == 0 or len(val_idx) == 0:  # the fraction rounds to none of them, or to all
+            change = "raise" if len(val_idx) == 0 else "lower"
+            raise KresError(f"{root} holds {counted(len(files), 'image')}, too few to split by --val-split "
+                            f"{cfg.val_split} ({len(train_idx)} train / {len(val_idx)} val): add images, {change} "
+                            f"--val-split, or use train/ and val/ folders")
         train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
         val_files, val_labels = [files[i] for i in val_idx], [labels[i] for i in val_idx]
     size = cfg.image_size

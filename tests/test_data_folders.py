@@ -196,6 +196,20 @@ def test_validation_images_that_leave_classes_out_are_noted_for_the_banner(tmp_p
         assert data.val_note == note, val_split
 
 
+@pytest.mark.parametrize(("val_split", "split", "change"), [(0.01, "4 train / 0 val", "raise"),
+                                                           (0.99, "0 train / 4 val", "lower")])
+def test_a_split_that_rounds_to_nothing_says_which_way_to_move_val_split(tmp_path, val_split, split, change):
+    """It said "add images or use train/ and val/ folders", not the option that was the trouble (new-user walk)."""
+    for name in ("ant", "bee"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            _photo(i).save(tmp_path / name / f"{i}.png")
+    with pytest.raises(KresError) as err:
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=val_split))
+    assert str(err.value) == (f"{tmp_path} holds 4 images, too few to split by --val-split {val_split} ({split}): "
+                              f"add images, {change} --val-split, or use train/ and val/ folders")
+
+
 def test_wrong_path(tmp_path):
     with pytest.raises(KresError, match="does not exist"):
         load_datasets(DataConfig(data_dir=str(tmp_path / "nope"), image_size=SIZE))
