@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import augment, imageio, terminal
-from keras_resnet.errors import KresError, counted, first_line
+from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.specs import MIN_IMAGE_SIZE
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -418,7 +418,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
     if own_val:
         train_classes, val_classes = _class_dirs(train_dir), _class_dirs(val_dir)
         if train_classes != val_classes:
-            sides = [f"{', '.join(only[:5])}{' ...' if len(only) > 5 else ''} only in {where.name}/"
+            sides = [f"{first_five(only)} only in {where.name}/"
                      for where, only in ((train_dir, sorted(set(train_classes) - set(val_classes))),
                                          (val_dir, sorted(set(val_classes) - set(train_classes)))) if only]
             raise KresError(f"{train_dir} and {val_dir} must hold the same class folders: {'; '.join(sides)}")
@@ -471,7 +471,7 @@ def _classes_left_out(class_names: list[str], train_labels: list[int], val_label
     untrained = [index for index in range(len(class_names)) if index not in trained]
 
     def named(indices: list[int]) -> str:
-        return ", ".join(class_names[i] for i in indices[:5]) + (" ..." if len(indices) > 5 else "")
+        return first_five(class_names[i] for i in indices)
 
     notes = []
     if unvalidated:
@@ -847,8 +847,9 @@ def _tfds_splits(info, val_split: float) -> tuple[str, str]:
     names = set(info.splits.keys())
     if "train" not in names:
         raise KresError(f"TFDS dataset {info.name!r} has no 'train' split (it has {', '.join(sorted(names))})")
-    if _own_split(names):
-        return "train", _own_split(names)
+    own = _own_split(names)
+    if own:
+        return "train", own
     num_val = int(info.splits["train"].num_examples * val_split + 0.5)
     return f"train[{num_val}:]", f"train[:{num_val}]"
 

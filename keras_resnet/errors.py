@@ -17,6 +17,13 @@ def counted(count: float, noun: str) -> str:
     return f"{count:g} {noun}{'' if count == 1 else 's'}"
 
 
+def first_five(names) -> str:
+    """'a, b, c, d, e ...': the first five of ``names``, and "..." where there are more, as a one-line error or
+    note lists classes and files."""
+    names = [str(name) for name in names]
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def first_line(err: BaseException, limit: int = 200) -> str:
     """The first non-empty line of ``err``'s message (at most ``limit`` characters), or its type name when the
     message is empty: library errors often carry pages of text, and a KresError must stay one line."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_five
 from keras_resnet.meta import generic_labels, outputs_of
 from keras_resnet.runs import training_data_config
 from keras_resnet.runtime import Predictor, check_threads, load_predictor
@@ -437,8 +437,8 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
         return data_classes, None
     labels = list(named[0].meta.labels)
     if any(list(p.meta.labels) != labels for p in named):
-        classes = "; ".join(f"{name}: {len(p.meta.labels)} ({', '.join(list(p.meta.labels)[:5])}"
-                            f"{' ...' if len(p.meta.labels) > 5 else ''})" for name, p in zip(_names(named), named))
+        classes = "; ".join(f"{name}: {len(p.meta.labels)} ({first_five(p.meta.labels)})"
+                            for name, p in zip(_names(named), named))
         raise KresError(f"{' and '.join(_names(named))} have other classes ({classes}): compare two models of the "
                         "same classes")
     for p in predictors:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import fileio, quant_debug, runlock, runs
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_five
 from keras_resnet.meta import WEIGHTS_DIGEST, ModelMeta, find_meta, generic_labels, outputs_of, weights_digest
 from keras_resnet.quantize import (
     CONVERTER_LOG,
@@ -472,8 +472,9 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
                         f"{Path(cfg.output).with_suffix('')}")
     runlock.acquire(cfg.output)  # after the cheap checks; a failed export leaves no empty folder behind
     out_dir = fileio.ensure_writable_dir(cfg.output)
-    if source.run_dir is not None and runlock.holder(source.run_dir):
-        say(f"note: {source.run_dir} is in use by {runlock.holder(source.run_dir)} (still training?): exporting its "
+    holder = runlock.holder(source.run_dir) if source.run_dir is not None else None
+    if holder:
+        say(f"note: {source.run_dir} is in use by {holder} (still training?): exporting its "
             f"{source.model_path.name} as it is now")
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
@@ -497,15 +498,12 @@ def _another_model(out_dir: Path, model_path: Path, meta: ModelMeta) -> str | No
         earlier = None  # not kres's, or damaged: replaced
     if earlier is None:
         return None
-    def names(labels) -> str:
-        return ", ".join(list(labels)[:5]) + (" ..." if len(labels) > 5 else "")
-
-    facts = [("classes", len(earlier.labels), len(meta.labels)), ("class names", names(earlier.labels),
-                                                                  names(meta.labels)),
+    facts = [("classes", len(earlier.labels), len(meta.labels)), ("class names", first_five(earlier.labels),
+                                                                  first_five(meta.labels)),
              ("input", "x".join(map(str, earlier.input_shape)), "x".join(map(str, meta.input_shape))),
              ("model", f"ResNet-{earlier.depth} {earlier.variant} {earlier.stem} stem",
               f"ResNet-{meta.depth} {meta.variant} {meta.stem} stem")]
-    if list(earlier.labels) != list(meta.labels) and names(earlier.labels) == names(meta.labels):
+    if list(earlier.labels) != list(meta.labels) and first_five(earlier.labels) == first_five(meta.labels):
         facts[1] = ("class names", "other", "these")  # beyond the first five
     was, now = earlier.extra.get(WEIGHTS_DIGEST), meta.extra.get(WEIGHTS_DIGEST)
     if was and now:
@@ -523,7 +521,7 @@ def _refuse_leftovers(job: _Job, staged: set[str]) -> None:
     left = sorted(path.name for path in job.out_dir.iterdir() if path.name not in staged and _artifact(path.name))
     if left:
         raise KresError(f"{job.out_dir} holds the export of another model ({job.another}) with files this export "
-                        f"does not replace ({', '.join(left[:5])}{' ...' if len(left) > 5 else ''}): export into "
+                        f"does not replace ({first_five(left)}): export into "
                         f"another --output, add the options that write them, or remove them first")
 
 

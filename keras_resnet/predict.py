@@ -147,8 +147,7 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
     unreadable = _unreadable(cfg.images)  # every file is checked before the model loads
     readable = [path for path in dict.fromkeys(cfg.images) if path not in unreadable]  # a file named twice: once
     if not readable:  # (a file named twice is one entry of unreadable)
-        first = next(iter(unreadable.values()))
-        raise KresError(first if len(unreadable) == 1 else f"none of the {len(unreadable)} images can be read: {first}")
+        raise _none_can_be_read(list(unreadable.values()))
     results = {path: ImagePredictions(str(path), error=error) for path, error in unreadable.items()}
     predictor = load_predictor(cfg.model, num_threads=cfg.num_threads)
     check_threads(cfg.num_threads, [predictor])
@@ -175,9 +174,13 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
                            for p, preds in zip(prepared, top_k(probs, labels, cfg.top_k)))
     named = list(dict.fromkeys(cfg.images))  # (a file named twice is one image)
     if all(results[path].error for path in named):  # truncated, every one
-        first = results[named[0]].error
-        raise KresError(first if len(named) == 1 else f"none of the {len(named)} images can be read: {first}")
+        raise _none_can_be_read([results[path].error for path in named])
     return [results[path] for path in cfg.images]
+
+
+def _none_can_be_read(errors: list[str]) -> KresError:
+    """The error where no image given can be read (one error per image): the only one's, or the first's."""
+    return KresError(errors[0] if len(errors) == 1 else f"none of the {len(errors)} images can be read: {errors[0]}")
 
 
 def _unreadable(paths: list[str]) -> dict[str, str]:

@@ -16,3 +16,10 @@ def test_counted_says_one_without_a_plural():
 
     assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
     assert counted(0.5, "epoch") == "0.5 epochs" and counted(1.0, "step") == "1 step"
+
+
+def test_first_five_lists_five_and_says_there_are_more():
+    from keras_resnet.errors import first_five
+
+    assert first_five("abcde") == "a, b, c, d, e" and first_five("abcdef") == "a, b, c, d, e ..."
+    assert first_five([3, 1]) == "3, 1" and first_five([]) == ""
