@@ -242,6 +242,20 @@ def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None) -> tuple[n
     return np.concatenate(images)[:limit].astype(np.float32), labels if outputs is None else outputs[labels]
 
 
+
+def heldout_agreement(source: Path, tflite: Path, content: bytes, data_cfg, meta: ModelMeta,
+                      limit: int = ExportConfig.eval_images) -> dict | None:
+    """The TFLite model ``content`` (at ``tflite``) beside the Keras model at ``source`` it was made from, on up
+    to ``limit`` held-out images (:func:`keras_resnet.runtime.compare`, with top-1); None without held-out data."""
+    heldout = heldout_data(data_cfg, limit, meta)
+    if heldout is None:
+        return None
+    from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
+
+    images, labels = heldout
+    reference = KerasPredictor(source, load_float32_model(source), meta).predict(images)
+    return compare(reference, TFLitePredictor(tflite, tflite_interpreter(content), meta).predict(images), labels)
+
 # --- writers -------------------------------------------------------------------------------------------------
 
 def export_saved_model(model, directory: str | os.PathLike) -> Path:
@@ -289,8 +303,9 @@ def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> b
 
 # --- checks --------------------------------------------------------------------------------------------------
 
-def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None, mode: str, data_cfg) -> dict:
-    """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels."""
+def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None, mode: str, data_cfg) -> dict:
+    """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels;
+    ``accuracy``, where there is one, the model's held-out agreement (:func:`keras_resnet.runtime.compare`)."""
     from keras_resnet.data import CENTER_CROP, RESIZE_HOW, data_name, eval_resize
 
     inp, out = tflite["inputs"][0], tflite["outputs"][0]
@@ -312,7 +327,8 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: float | None
                           else "RGB"},
         "labels": list(meta.labels),
         "labels_file": "labels.txt",
-        "accuracy": {"top1": accuracy, "dataset": dataset, "measured": "at export, on the run's validation data"}
+        "accuracy": {"top1": accuracy["top1"], "images": accuracy["images"], "keras_top1": accuracy["reference_top1"],
+                     "dataset": dataset, "measured": "on the run's validation data, against the Keras model"}
         if accuracy is not None else None,
         "gpu_delegate_compatible": tflite["gpu_delegate_compatible"],
     }
@@ -614,8 +630,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
 def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cfg, name: str) -> Path:
     """``model_NAME.card.json`` beside the .tflite at ``path``; ``entry`` (its :func:`describe_tflite`, with the
     held-out agreement where there is one) gets the delegates that accept it."""
-    accuracy = entry.get("agreement", {}).get("top1")
-    card = {**model_card(path, meta, entry, accuracy, name, data_cfg), **deployment_facts(content, entry)}
+    card = {**model_card(path, meta, entry, entry.get("agreement"), name, data_cfg), **deployment_facts(content, entry)}
     entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
     card_path = card_name(path, name)
     fileio.write_json(card_path, card)

@@ -452,21 +452,38 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
             result.qat_model = quantization_aware_finetune(result.best_model, data, cfg.qat_epochs,
                                                            run_dir / "qat", stream=stream)
             _say(stream, f"quantization-aware model: {result.qat_model}")
-        qat_card(result.qat_model, data, again=made is None)
+        card = qat_card(result.qat_model, result.best_model, data, again=made is None)
+        if line := _qat_accuracy_line(card, result.best_model.name):
+            _say(stream, line)
     return result
 
 
-def qat_card(model: Path, data: DataConfig, again: bool = True) -> Path:
+def qat_card(model: Path, source: Path, data: DataConfig, again: bool = True) -> Path:
     """``model_qat_int8.card.json`` beside the QAT model (what an app needs), as ``kres export`` writes beside its
-    files; with ``again`` False (a model made before), kept where it is there already."""
-    from keras_resnet.export import QAT_NAME, card_name, write_card
+    files, with its top-1 on the run's held-out images against the float32 ``source`` it was fine-tuned from;
+    with ``again`` False (a model made before), kept where it is there already."""
+    from keras_resnet.export import QAT_NAME, card_name, heldout_agreement, write_card
     from keras_resnet.quantize import describe_tflite
 
     card = card_name(model, QAT_NAME)
     if again or not card.is_file():
         content = model.read_bytes()
-        write_card(model, content, describe_tflite(model, content), ModelMeta.load(model.parent), data, QAT_NAME)
+        entry, meta = describe_tflite(model, content), ModelMeta.load(model.parent)
+        if agreement := heldout_agreement(source, model, content, data, meta):
+            entry["agreement"] = agreement
+        write_card(model, content, entry, meta, data, QAT_NAME)
     return card
+
+
+def _qat_accuracy_line(card: Path, source_name: str) -> str | None:
+    """The QAT model's held-out top-1 as its card gives it, beside the model it was fine-tuned from's."""
+    import json
+
+    accuracy = json.loads(card.read_text()).get("accuracy")
+    if not accuracy:
+        return None
+    return (f"int8 top-1 {accuracy['top1']:.4f} on {counted(accuracy['images'], 'held-out image')} "
+            f"({source_name} {accuracy['keras_top1']:.4f})")
 
 
 class _Float32Exporter:

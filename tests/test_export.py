@@ -162,8 +162,11 @@ def test_model_card_names_the_data_and_its_resize(data, dataset, resize):
     io = {"shape": [1, 32, 32, 3], "dtype": "uint8", "scale": [1.0], "zero_point": [0]}
     tflite = {"inputs": [io], "outputs": [io], "gpu_delegate_compatible": True}
     meta = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, LABELS)
-    card = ex.model_card(Path("m.tflite"), meta, tflite, 0.5, "int8", DataConfig(**data))
+    agreement = {"images": 8, "top1_agreement": 0.75, "max_abs_diff": 0.5, "reference_top1": 0.625, "top1": 0.5}
+    card = ex.model_card(Path("m.tflite"), meta, tflite, agreement, "int8", DataConfig(**data))
     assert (card["accuracy"]["dataset"], card["input"]["resize"]) == (dataset, resize)
+    assert {k: card["accuracy"][k] for k in ("top1", "images", "keras_top1")} == {"top1": 0.5, "images": 8,
+                                                                                  "keras_top1": 0.625}
 
 
 @pytest.mark.parametrize(("dtype", "scale", "zero_point", "said"), [

@@ -119,11 +119,6 @@ def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
 
     source = load_float32_model(qat_on_digits.source.model_path)
     assert ModelMeta.load(out).extra["weights_digest"] == weights_digest(source)
-    from keras_resnet.train import qat_card
-
-    card = json.loads(qat_card(path, qat_on_digits.data_cfg).read_text())  # train's, as export writes beside its files
-    assert card["labels"] == labels and card["input"]["dtype"] == "uint8" and card["delegates"]["xnnpack"]["accepts"]
-    assert set(card["tflite"]["ops"]) == set(inspect_tflite(path.read_bytes()).ops)  # with their versions
     assert qat.made_before(out, qat_on_digits.source.model_path, 2) == path  # train's rerun of a finished run
     assert qat.made_before(out, qat_on_digits.source.model_path, 3) is None
     info = inspect_tflite(path.read_bytes())
@@ -138,6 +133,7 @@ def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
 
 def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(qat_on_digits):
     from keras_resnet import export as ex
+    from keras_resnet.quantize import inspect_tflite
     from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
 
     wrapped, before = qat_on_digits.wrapped, qat_on_digits.before
@@ -151,6 +147,16 @@ def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(qat_on_digi
     assert agreement["images"] == len(labels) >= 300
     assert agreement["top1_agreement"] >= 0.97, agreement
     assert abs(agreement["top1"] - agreement["reference_top1"]) <= 0.01, agreement
+    from keras_resnet.train import qat_card
+
+    # train's card, as export writes beside its files, with the accuracy measured as above
+    card = json.loads(qat_card(path, source.model_path, qat_on_digits.data_cfg).read_text())
+    labels = [str(digit) for digit in range(10)]
+    assert card["labels"] == labels and card["input"]["dtype"] == "uint8" and card["delegates"]["xnnpack"]["accepts"]
+    assert set(card["tflite"]["ops"]) == set(inspect_tflite(path.read_bytes()).ops)  # with their versions
+    assert card["accuracy"] == {"top1": agreement["top1"], "images": agreement["images"], "dataset": "digits",
+                                "keras_top1": agreement["reference_top1"],
+                                "measured": "on the run's validation data, against the Keras model"}
 
 
 def test_calibration_without_a_data_config_takes_the_first_validation_images():

@@ -609,15 +609,23 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     from keras_resnet import train as train_module
 
     carded = []
-    monkeypatch.setattr(train_module, "qat_card",  # tested in test_qat
-                        lambda model, data, again: carded.append((model.name, again)))
+
+    def card(model, source, data, again):  # tested in test_qat
+        carded.append((model.name, source.name, again))
+        path = model.with_name("card.json")
+        path.write_text(json.dumps({"accuracy": {"top1": 0.875, "images": 8, "keras_top1": 1.0}}))
+        return path
+
+    monkeypatch.setattr(train_module, "qat_card", card)
     cfg = TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                       precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=128)
     result = train(cfg, data)
-    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)] and carded == [("model_qat_int8.tflite", True)]
+    assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]
+    assert carded == [("model_qat_int8.tflite", "best.keras", True)]
     err = capsys.readouterr().err
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
+    assert err.endswith("\nint8 top-1 0.8750 on 8 held-out images (best.keras 1.0000)\n")  # from its card
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
     assert f"\n{cpu_precision_note('mixed_bfloat16', _placement('cpu'), 'tensorflow')}\n" in err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
@@ -634,10 +642,10 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert os.readlink(tmp_path / "latest") == "run"
     assert train(cfg, data).qat_model == result.qat_model and len(calls) == 1  # finished: QAT is not done again
     assert capsys.readouterr().err.endswith(f"quantization-aware model: {result.qat_model} (made before, from this "
-                                            "best.keras)\n")
+                                            "best.keras)\nint8 top-1 0.8750 on 8 held-out images (best.keras 1.0000)\n")
     train(dataclasses.replace(cfg, qat_epochs=1), data)  # other QAT epochs: done again
     assert calls[1:] == [("best.keras", 32, 1, "qat", sys.stderr)]
-    assert [again for _, again in carded] == [True, False, True]  # a new QAT model gets a new card
+    assert [again for *_, again in carded] == [True, False, True]  # a new QAT model gets a new card
 
 
 def test_progress_bar_shows_images_per_second_and_metrics():
