@@ -59,11 +59,15 @@ class Datasets:
     class_names: list[str]
     num_train: int
     num_val: int
-    skipped_files: int = 0  # unreadable/zero-byte/truncated image files skipped
+    skipped: tuple[str, ...] = ()  # the unreadable/zero-byte/truncated image files left out, as found
     val_note: str = ""  # what the banner says of the validation images: "cifar10's own test split, not --val-split"
     # (epoch, batch) -> the endless training stream from that batch on; epoch e's order and augmentation
     # depend only on the seed and e, so a resumed run sees the batches the uninterrupted run saw.
     train_from: Callable[[int, int], tf.data.Dataset] | None = None
+
+    @property
+    def skipped_files(self) -> int:
+        return len(self.skipped)
 
 
 @dataclass
@@ -85,7 +89,7 @@ class _Source:
     train_map: Callable  # (stored, seed) -> [S,S,3] raw pixels, float32 or uint8
     eval_map: Callable  # stored -> float32 [S,S,3]
     cacheable: bool = True
-    skipped_files: int = 0
+    skipped: tuple[str, ...] = ()
     val_note: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -105,7 +109,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         class_names=source.class_names,
         num_train=source.train.count,
         num_val=source.val.count,
-        skipped_files=source.skipped_files,
+        skipped=source.skipped,
         val_note=source.val_note,
         train_from=functools.partial(_train_stream, source, cfg),
     )
@@ -117,7 +121,7 @@ def load_every_image(cfg: DataConfig) -> Datasets:
     _validate(cfg)
     source = _whole_folder_source(cfg)
     return Datasets(train=source.train.keys, val=_eval_pipeline(source, cfg), class_names=source.class_names,
-                    num_train=0, num_val=source.val.count, skipped_files=source.skipped_files)
+                    num_train=0, num_val=source.val.count, skipped=source.skipped)
 
 
 def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
@@ -455,7 +459,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=encoded <= CACHE_LIMIT_BYTES,
-        skipped_files=skipped,
+        skipped=_relative(skipped, Path(cfg.data_dir).expanduser()),
         val_note=_classes_left_out(class_names, train_labels, val_labels, val_dir if own_val else cfg.val_split),
     )
 
@@ -540,8 +544,12 @@ def _whole_folder_source(cfg: DataConfig) -> _Source:
         val=_file_split(files, labels),
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
-        skipped_files=skipped,
+        skipped=_relative(skipped, Path(cfg.data_dir).expanduser()),
     )
+
+
+def _relative(paths: list[str], folder: Path) -> tuple[str, ...]:
+    return tuple(os.path.relpath(path, folder) for path in paths)
 
 
 def class_folder_names(root: Path) -> list[str]:
@@ -596,11 +604,11 @@ def scans_once() -> Iterator[None]:
         _scanned = outer
 
 
-def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:
+def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], list[str]]:
     """List every image file under ``root/<class>/`` (recursively) and check each one decodes.
 
-    Zero-byte, truncated or otherwise unreadable files are dropped here and counted, so no bad file can stop
-    an epoch later. JPEGs are decoded in PIL's draft mode (scaled DCT), which still reads the whole stream.
+    Zero-byte, truncated or otherwise unreadable files are dropped here (and returned, third), so no bad file can
+    stop an epoch later. JPEGs are decoded in PIL's draft mode (scaled DCT), which still reads the whole stream.
     """
     if _scanned is None:
         return _scan_files(root, class_names)
@@ -608,10 +616,10 @@ def _scan(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[
     if key not in _scanned:
         _scanned[key] = _scan_files(root, class_names)
     files, labels, skipped = _scanned[key]
-    return list(files), list(labels), skipped  # copies: callers filter and split them
+    return list(files), list(labels), list(skipped)  # copies: callers filter and split them
 
 
-def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], int]:
+def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile], list[int], list[str]]:
     candidates, seen = [], {}
     for label, name in enumerate(class_names):
         for path in _image_paths(root / name, root):
@@ -626,12 +634,14 @@ def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile],
     workers = min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(workers) as pool:
         checked = list(pool.map(lambda item: _check_image(item[0]), candidates))
-    files, labels = [], []
-    for (_, label), result in zip(candidates, checked):
-        if result is not None:
+    files, labels, skipped = [], [], []
+    for (path, label), result in zip(candidates, checked):
+        if result is None:
+            skipped.append(path)
+        else:
             files.append(result)
             labels.append(label)
-    return files, labels, len(candidates) - len(files)
+    return files, labels, skipped
 
 
 def _image_paths(folder: Path, root: Path, chain: tuple[str, ...] = ()) -> Iterator[str]:

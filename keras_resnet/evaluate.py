@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError, first_five
+from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import generic_labels, outputs_of
 from keras_resnet.runs import training_data_config
 from keras_resnet.runtime import Predictor, check_threads, load_predictor
@@ -310,7 +310,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     _make_output(out_dir, given=cfg.output is not None)
     warnings = []
     if datasets.skipped_files:
-        warnings.append(skipped_warning(datasets.skipped_files, data_cfg.data_dir))
+        warnings.append(skipped_warning(datasets.skipped, data_cfg.data_dir))
 
     val = datasets.val.unbatch().batch(cfg.batch_size)
     probs, labels, seconds = _run(predictors, val, datasets.num_val, cfg.batch_size, progress)
@@ -336,7 +336,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
                  "num_val": int(datasets.num_val), "every_image": every_image, "classes_seen": _classes_seen(labels),
-                 "skipped_files": int(datasets.skipped_files),
+                 "skipped_files": int(datasets.skipped_files), "skipped": list(datasets.skipped),
                  "split_from": int(datasets.num_train + datasets.num_val) if split else None,
                  "source": "options" if cfg.has_data_option else "training config"}
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
@@ -391,9 +391,10 @@ def _class_folders(root: Path) -> list[str]:
         return []  # said by the class folder scan, with its fix
 
 
-def skipped_warning(count: int, folder) -> str:
-    return (f"skipped {count} unreadable image file{'s' if count != 1 else ''} in {folder} (empty, truncated or "
-            "not an image); the figures leave them out")
+def skipped_warning(skipped: tuple[str, ...], folder) -> str:
+    """What evaluation says of the ``skipped`` files of ``folder`` (:attr:`keras_resnet.data.Datasets.skipped`)."""
+    return (f"skipped {counted(len(skipped), 'unreadable image file')} in {folder} (empty, truncated or not an "
+            f"image: {first_five(skipped)}); the figures leave them out")
 
 
 def _run(predictors: list[Predictor], dataset, total: int, batch_size: int, progress: ProgressFn | None):

@@ -31,7 +31,7 @@ from keras_resnet import _compat, fileio, runlock, runs
 from keras_resnet import callbacks as cb
 from keras_resnet.data import DataConfig, check_split_names, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
-from keras_resnet.errors import KresError, counted
+from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import ModelMeta
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
@@ -334,7 +334,8 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
                      "total_steps": plan.total_steps, "peak_lr": plan.peak_lr,
                      "warmup_steps": plan.schedule.warmup_steps, "steps_per_execution": plan.execution,
                      "num_train": datasets.num_train, "num_val": datasets.num_val,
-                     "skipped_files": datasets.skipped_files, "keras_backend": keras.backend.backend(),
+                     "skipped_files": datasets.skipped_files, "skipped": list(datasets.skipped),
+                     "keras_backend": keras.backend.backend(),
                      "freeze_bn": plan.freeze_bn},
     })
     fileio.write_text(run_dir / runs.LABELS_FILE, "".join(f"{name}\n" for name in datasets.class_names))
@@ -748,7 +749,8 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         f"{datasets.num_train} train / {datasets.num_val} val images"
         + (f" ({datasets.val_note})" if datasets.val_note else "")
         + f", {len(datasets.class_names)} classes"
-        + (f", {counted(datasets.skipped_files, 'unreadable file')} skipped" if datasets.skipped_files else ""),
+        + (f", {counted(datasets.skipped_files, 'unreadable file')} skipped ({first_five(datasets.skipped)})"
+           if datasets.skipped else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
         f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x "
         f"{counted(steps_per_epoch, 'step')}; "

@@ -64,6 +64,8 @@ def test_train_val_folders_counts_classes_and_skips(split_folders):
     assert data.class_names == ["cat", "dog", "emu"]
     assert (data.num_train, data.num_val) == (27, 27)
     assert data.skipped_files == 18  # 3 bad files x 3 classes x 2 splits
+    assert data.skipped == tuple(f"{split}/{name}/{bad}" for split in ("train", "val") for name in ("cat", "dog", "emu")
+                                 for bad in ("corrupt.jpg", "truncated.jpg", "zero.png"))  # sorted, as read
     spec = data.train.element_spec
     assert spec[0].shape.as_list() == [4, SIZE, SIZE, 3] and spec[1].shape.as_list() == [4, 3]
     # A full epoch runs through every format: bad files never reach the decoder.
@@ -152,7 +154,7 @@ def test_one_folder_split_by_val_split(tmp_path):
             _photo(10 * k + i).save(folder / f"{i}.jpg", "JPEG")
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2, val_split=0.3))
-    assert (data.num_train, data.num_val, data.skipped_files) == (14, 6, 1)
+    assert (data.num_train, data.num_val, data.skipped_files) == (14, 6, 1) and data.skipped == ("a/broken.png",)
     assert data.class_names == ["a", "b"] and data.val_note == ""  # 3 of each class
     first = next(iter(data.train))[0].numpy()
     assert sum(1 for _ in data.train) == 7  # the second epoch: 14 // 2 full batches

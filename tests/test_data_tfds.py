@@ -74,7 +74,7 @@ def test_the_banner_says_where_the_validation_images_come_from():
     placement = SimpleNamespace(replicas=1, kind="default", accelerator="cpu")
 
     def first_line(val_note):
-        datasets = SimpleNamespace(num_train=12, num_val=4, val_note=val_note, class_names=list("abc"), skipped_files=0)
+        datasets = SimpleNamespace(num_train=12, num_val=4, val_note=val_note, class_names=list("abc"), skipped=())
         cfg = TrainConfig(epochs=2, warmup_epochs=1, optimizer="sgd", weight_decay=5e-5, ema=0.0)
         return _banner(cfg, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 3, 0.1,
                        "runs/r", 0).splitlines()[0]
@@ -82,11 +82,12 @@ def test_the_banner_says_where_the_validation_images_come_from():
     assert first_line("mnist's own test split").endswith(
         "on mnist: 12 train / 4 val images (mnist's own test split), 3 classes")
     assert first_line("").endswith("on mnist: 12 train / 4 val images, 3 classes")
-    datasets = SimpleNamespace(num_train=2, num_val=2, val_note="", class_names=list("ab"), skipped_files=1)
+    datasets = SimpleNamespace(num_train=2, num_val=2, val_note="", class_names=list("ab"), skipped=("a/x.png",),
+                               skipped_files=1)
     one = TrainConfig(epochs=1, warmup_epochs=1, optimizer="sgd", weight_decay=5e-5, ema=0.0)
     lines = _banner(one, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 1, 0.1, "runs/r",
                     0).splitlines()
-    assert lines[0].endswith(", 2 classes, 1 unreadable file skipped") and "1 epoch x 1 step;" in lines[1]
+    assert lines[0].endswith(", 2 classes, 1 unreadable file skipped (a/x.png)") and "1 epoch x 1 step;" in lines[1]
 
 
 def test_val_split_with_a_dataset_of_its_own_validation_split_is_refused(tmp_path, deadline, capsys):

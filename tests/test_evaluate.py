@@ -379,7 +379,7 @@ def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys)
     fake = data_module.load_datasets
 
     def with_skipped(cfg):
-        return dataclasses.replace(fake(cfg), skipped_files=2)
+        return dataclasses.replace(fake(cfg), skipped=("cat/empty.jpg", "dog/cut.png"))
 
     monkeypatch.setattr(data_module, "load_datasets", with_skipped)
     photos = tmp_path / "photos"
@@ -387,9 +387,10 @@ def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys)
                  str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert (f"Warning: skipped 2 unreadable image files in {photos} (empty, truncated or not an image); the "
-            "figures leave them out") in err
-    assert json.loads((tmp_path / "o" / "evaluation.json").read_text())["data"]["skipped_files"] == 2
+    assert (f"Warning: skipped 2 unreadable image files in {photos} (empty, truncated or not an image: "
+            "cat/empty.jpg, dog/cut.png); the figures leave them out") in err
+    data = json.loads((tmp_path / "o" / "evaluation.json").read_text())["data"]
+    assert (data["skipped_files"], data["skipped"]) == (2, ["cat/empty.jpg", "dog/cut.png"])
 
 
 def test_best_keras_of_a_digits_run_scores_what_training_validated(trained_digits_run, tmp_path):
