@@ -652,8 +652,16 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
             raise KresError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:4])}{more}): "
                             f"choose another --output (--weights {run_dir} starts the new run from this one)")
         raise KresError(f"{run_dir} holds a run with other settings ({'; '.join(diffs[:4])}{more}): repeat its "
-                        f"options{hint} to resume it, or choose another --output")
+                        f"options{hint} to resume it, or choose another --output{_nothing_trained(run_dir, state)}")
     return state or {"steps": 0}
+
+
+def _nothing_trained(run_dir: Path, state: dict | None) -> str:
+    """What an other-settings refusal adds for a run stopped before its first checkpoint: its folder may go."""
+    made = (runs.CHECKPOINT_DIR, *runs.MODEL_NAMES, runs.HISTORY_FILE)
+    if state or any((run_dir / name).exists() for name in made):
+        return ""
+    return f" (it stopped before its first checkpoint: removing {run_dir} loses nothing)"
 
 
 # The data settings that are train's options, under the option's name (the others are train's own, or no option).

@@ -365,6 +365,26 @@ def test_ctrl_c_then_the_hinted_resume_command_finishes_the_run_with_its_own_set
     assert code == 2 and "(data.mixup_alpha: 0.0 -> 0.3)" in err[0]
 
 
+def test_a_run_stopped_before_its_first_checkpoint_says_its_folder_may_go(tmp_path, capsys, monkeypatch):
+    """Stopped in its first epoch, a run has nothing to lose; with other settings it said only "repeat its options
+    to resume it, or choose another --output" (new-user walk). Once checkpointed, the line is as above."""
+    out = tmp_path / "run"
+
+    def pressed(self, batch, logs=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(callbacks.ProgressBar, "on_train_batch_end", pressed)
+        code, err = _kres(capsys, "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2",
+                          "--output", out)
+    assert code == 130 and (out / "config.json").is_file(), err
+    code, err = _kres(capsys, "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "3",
+                      "--output", out)
+    assert code == 2 and err == [f"Error: {out} holds a run with other settings (train.epochs: 2 -> 3): repeat its "
+                                 "options (--epochs 2) to resume it, or choose another --output (it stopped before "
+                                 f"its first checkpoint: removing {out} loses nothing)"]
+
+
 def test_a_run_on_a_folder_typed_relative_resumes_from_another_folder(tmp_path, capsys, monkeypatch):
     """config.json keeps the data folder absolute, so the hinted ``kres train --resume --output RUN`` (or export's
     calibration, or evaluate) finds the images from any working directory."""
