@@ -62,19 +62,21 @@ class ValidateAverages(keras.callbacks.Callback):
 
 
 class ProgressBar(keras.callbacks.Callback):
-    """One line per epoch with training images/s and the epoch's metrics; a live bar when stderr is a terminal.
+    """One line per epoch with training images/s and the epoch's metrics; a live bar when stderr is a terminal,
+    else (a log file, CI, nohup) a line every ``log_interval`` seconds of an epoch that takes longer.
 
     The first epoch's rate includes tracing the step function (and XLA compilation). Keras's ``ProgbarLogger``
     shows neither images/s nor the epoch time, and does not put them into the logs the other callbacks write.
     """
 
-    def __init__(self, epochs: int, global_batch: int, stream=None, min_interval: float = 0.25):
+    def __init__(self, epochs: int, global_batch: int, stream=None, min_interval: float = 0.25,
+                 log_interval: float = 60.0):
         super().__init__()
         self.epochs = epochs
         self.global_batch = global_batch
         self.stream = stream or sys.stderr
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.min_interval = min_interval
+        self.min_interval = min_interval if self.live else log_interval
         self.later = None  # the epoch line held for :meth:`line_after`'s callback to print
 
     def line_after(self) -> keras.callbacks.Callback:
@@ -99,18 +101,20 @@ class ProgressBar(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done = batch + 1
         self.train_end = now = time.perf_counter()
-        if not self.live:
-            return
         total = self.params.get("steps") or 0
-        if now - self.last_draw < self.min_interval and self.steps_done < total:
+        if self.live:
+            if now - self.last_draw < self.min_interval and self.steps_done < total:
+                return
+        elif now - self.last_draw < self.min_interval or self.steps_done == total:  # the epoch's line comes next
             return
         self.last_draw = now
         rate = self.steps_done * self.global_batch / max(now - self.start, 1e-9)
         width = 24
         filled = int(width * self.steps_done / total) if total else 0
-        bar = "=" * filled + "." * (width - filled)
-        self.stream.write(f"\rEpoch {self.epoch + 1}/{self.epochs} [{bar}] {self.steps_done}/{total} "
-                          f"{rate:,.0f} img/s {_format_logs(logs)}\x1b[K")
+        done = f"[{'=' * filled}{'.' * (width - filled)}] " if self.live else "step "
+        line = f"Epoch {self.epoch + 1}/{self.epochs} {done}{self.steps_done}/{total} {rate:,.0f} img/s " \
+               f"{_format_logs(logs)}"
+        self.stream.write(f"\r{line}\x1b[K" if self.live else f"{line}\n")
         self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
