@@ -125,6 +125,28 @@ def read_labels(model_path: Path, card: dict) -> list[str]:
     return list(card.get("labels", []))
 
 
+def missing_notes(model_path: Path, card: dict, labels: list[str], outputs: int) -> list[str]:
+    """What the results lack where the files kres export writes beside the model were not copied with it."""
+    notes = []
+    if not card:
+        notes.append(f"no {uncompiled(model_path).stem}.card.json beside {model_path.name}: images are resized as "
+                     "photos are (centre crop), which may not be how the model was trained; copy the card from the "
+                     "kres export folder")
+    if not labels:
+        notes.append(f"no labels.txt beside {model_path.name}: classes are shown by number; copy it from the kres "
+                     "export folder")
+    elif len(labels) != outputs:
+        notes.append(f"labels.txt holds {len(labels)} labels for the model's {outputs} classes: copy the one from "
+                     "this model's kres export folder")
+    return notes
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more; got {text!r}")
+    return int(text)
+
+
 def load_image(path: Path, height: int, width: int, resize: str = "center_crop") -> np.ndarray:
     """RGB pixels 0-255 as the model's validation data was prepared (the card's ``input.resize``), with the same
     arithmetic and rounding as training's evaluation and ``kres predict``: the whole frame resized
@@ -222,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("images", type=Path, nargs="+")
-    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--top-k", type=_positive, default=3, help="How many classes to show per image.")
     parser.add_argument("--cpu", action="store_true", help="Do not try the Edge TPU.")
     args = parser.parse_args(argv)
     if args.model.is_dir() or args.model.suffix != ".tflite":
@@ -247,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = read_labels(model_path, card)
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
     print(f"model {model_path.name} on {device}, input {height}x{width}, {len(labels)} labels")
+    outputs = int(interpreter.get_output_details()[0]["shape"][-1])
+    for note in missing_notes(model_path, card, labels, outputs):
+        print(f"note: {note}", file=sys.stderr)
     skipped = 0
     for path in args.images:
         start = time.perf_counter()

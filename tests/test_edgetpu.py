@@ -1,6 +1,7 @@
 """Edge TPU: the static requirements check, the compiler-log parser and deploy/classify.py on the CPU."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -269,8 +270,12 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     err = result.stderr.splitlines()
     assert err[0].startswith("note: no Edge TPU available (") and err[0].endswith("); running on the CPU")
     gone = tmp_path / "gone.png"
-    assert err[1:] == [f"skipped: {text}: cannot identify image file '{text}'",
+    assert err[1:] == ["note: no model_int8.card.json beside model_int8.tflite: images are resized as photos are "
+                       "(centre crop), which may not be how the model was trained; copy the card from the kres export "
+                       "folder",
+                       f"skipped: {text}: cannot identify image file '{text}'",
                        f"skipped: {gone}: [Errno 2] No such file or directory: '{gone}'"]
+    resnet18_int8.with_name("model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
     result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(tpu_name), str(image), "--cpu"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and result.stderr == "", result.stderr  # --cpu runs the uncompiled one too
@@ -280,6 +285,42 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
                                 capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 2 and result.stderr == f"Error: {model} {problem}" + (
             ": pass the model_*.tflite file that kres export wrote\n" if model == tmp_path else "\n")
+
+
+def test_classify_says_what_is_missing_beside_the_model(resnet18_int8, tmp_path):
+    """A model copied to the device without labels.txt printed class numbers without a word, and without its card
+    resized every image by centre crop (the built-in digits are trained full frame) without a word."""
+    from PIL import Image
+
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(resnet18_int8.read_bytes())
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
+
+    def classify(*args):
+        return subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(model), str(image), "--cpu",
+                               *args], capture_output=True, text=True, timeout=120, check=False)
+
+    result = classify("--top-k", "3")
+    assert result.returncode == 0 and result.stdout.splitlines()[0].endswith(", 0 labels"), result.stderr
+    ranked = result.stdout.splitlines()[1]  # each class by number
+    shown = re.fullmatch(rf"{re.escape(str(image))}: (\d) \d\.\d{{3}}, (\d) \d\.\d{{3}}, (\d) \d\.\d{{3}} "
+                         r"\(\d+\.\d ms\)", ranked)
+    assert shown and sorted(shown.groups()) == ["0", "1", "2"], ranked
+    assert result.stderr.splitlines() == [
+        "note: no model_int8.card.json beside model_int8.tflite: images are resized as photos are (centre crop), which "
+        "may not be how the model was trained; copy the card from the kres export folder",
+        "note: no labels.txt beside model_int8.tflite: classes are shown by number; copy it from the kres export "
+        "folder"]
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    assert classify().stderr == ("note: labels.txt holds 2 labels for the model's 3 classes: copy the one from this "
+                                 "model's kres export folder\n")
+    for top_k in ("0", "-1", "two"):
+        result = classify("--top-k", top_k)
+        assert result.returncode == 2 and result.stdout == "", result.stdout
+        assert result.stderr.splitlines()[-1].endswith(
+            f"error: argument --top-k: must be a whole number, 1 or more; got '{top_k}'"), result.stderr
 
 
 def test_classify_gives_the_pixels_of_predict_and_evaluation(tmp_path):
