@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
-from kres.options import DepthType, FiniteFloat, PathType, SuggestingGroup, depth_option
+from kres.options import DepthType, FiniteFloat, PathType, SuggestingGroup, Whole, depth_option
 
 
 @click.group(cls=SuggestingGroup,
@@ -18,13 +18,13 @@ def bench() -> None:
                     "PyTorch is installed and keras.applications ResNet50 on the same Keras backend. With no size "
                     "given, a CPU measures ResNet-18 at 32 px, batch 64 and ResNet-50 at 64 px, batch 16.")
 @click.option("--depth", type=DepthType(), default=None, help="Default: 50 on a GPU; both CPU sizes on a CPU.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 32 on a GPU.")
-@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
+@click.option("--batch-size", type=Whole(min=1), default=None, help="Default: 32 on a GPU.")
+@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=None,
               help="Default: 224 on a GPU.")
 @click.option("--precision", type=click.Choice(POLICIES), default="float32",
               show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps.")
-@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps.")
+@click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps.")
+@click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps.")
 @click.option("--xla/--no-xla", default=None,
               help="Default: on for GPUs and the JAX backend, off for TensorFlow on a CPU (slower there).")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
@@ -70,14 +70,14 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--modes", default="float32,float16,dynamic,int8", show_default=True,
               callback=lambda ctx, param, value: tuple(v.strip() for v in value.split(",") if v.strip()),
               help="Comma-separated TFLite modes.")
-@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=224, show_default=True)
+@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=224, show_default=True)
 @click.option("--threads", default="1,2", show_default=True, callback=_int_list, help="Interpreter thread counts.")
-@click.option("--invokes", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--invokes", type=Whole(min=1), default=30, show_default=True,
               help="Timed invokes; the median is reported.")
-@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed invokes.")
-@click.option("--calibration-images", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed invokes.")
+@click.option("--calibration-images", type=Whole(min=1), default=8, show_default=True,
               help="Random images for int8 calibration.")
-@click.option("--num-classes", type=click.IntRange(min=2), default=1000, show_default=True)
+@click.option("--num-classes", type=Whole(min=2), default=1000, show_default=True)
 @click.option("--peer/--no-peer", default=True, show_default=True, help="Also convert and time the peer.")
 @click.option("--peer-in-graph/--no-peer-in-graph", default=True, show_default=True,
               help="Also the peer with its preprocess_input inside the graph, as ours has (int8; information).")
@@ -103,18 +103,18 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
 
 @bench.command(help="Training-pipeline images/s per core on a generated folder of ~500x375 JPEGs, against a "
                     "naive decode, crop, resize pipeline.")
-@click.option("--images", type=click.IntRange(min=2), default=640, show_default=True, help="JPEGs to generate.")
-@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=224, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--batches", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--images", type=Whole(min=2), default=640, show_default=True, help="JPEGs to generate.")
+@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=224, show_default=True)
+@click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
+@click.option("--batches", type=Whole(min=1), default=6, show_default=True,
               help="Timed batches per pipeline per round.")
-@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed batches.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed batches.")
+@click.option("--rounds", type=Whole(min=1), default=5, show_default=True,
               help="The pipelines alternate this many times; the median is reported.")
 @click.option("--cores", default="1,0", show_default=True, callback=_int_list,
               help="Core counts to pin the measurement to, one process each; 0 means every core.")
-@click.option("--width", type=click.IntRange(min=32), default=500, show_default=True)
-@click.option("--height", type=click.IntRange(min=32), default=375, show_default=True)
+@click.option("--width", type=Whole(min=32), default=500, show_default=True)
+@click.option("--height", type=Whole(min=32), default=375, show_default=True)
 @click.option("--cache-dir", type=PathType(file_okay=False), default=None,
               help="Where the generated JPEGs are kept (default: <tmp>/kres-bench-cache).")
 @click.option("--name", default="pipeline", show_default=True, help="Results file stem.")
@@ -155,11 +155,11 @@ def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train
 @bench.command(help="Training images/s with Keras's own optimizer update against kres's, compiled as one XLA "
                     "computation (TensorFlow backend), alternating in one process.")
 @depth_option(default=18)
-@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=32, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per round.")
-@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps.")
-@click.option("--rounds", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=32, show_default=True)
+@click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
+@click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps per round.")
+@click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps.")
+@click.option("--rounds", type=Whole(min=1), default=6, show_default=True,
               help="The two updates alternate this many times; the median is reported.")
 @click.option("--name", default="update", show_default=True, help="Results file stem.")
 def update(depth, image_size, batch_size, steps, warmup, rounds, name):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from kres.options import PathType, image_size_option
+from kres.options import PathType, Whole, image_size_option
 
 
 def _one_or_two(ctx, param, models: tuple[str, ...]) -> tuple[str, ...]:
@@ -39,10 +39,10 @@ def _one_data_option(ctx, param, value):
 @click.option("--tfds-dir", default=None, type=PathType(),
               help="TFDS data_dir holding --dataset (alone: the run's dataset, found there).")
 @image_size_option(default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
 @click.option("--output", default=None, type=PathType(file_okay=False),
               help="Directory for evaluation.json and the confusion PNG(s). [default: eval/ beside the model]")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
+@click.option("--threads", type=Whole(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")
 def evaluate(models, dataset, data_dir, all_images, tfds_dir, image_size, batch_size, output, threads,
              as_json) -> None:

@@ -6,7 +6,7 @@ import click
 
 from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, check_mode
 from keras_resnet.specs import MAX_EPOCHS
-from kres.options import PathType
+from kres.options import PathType, Whole
 
 
 @click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
@@ -21,13 +21,13 @@ from kres.options import PathType
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.",
               callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value))
-@click.option("--qat-epochs", type=click.IntRange(1, MAX_EPOCHS), default=2, show_default=True,
+@click.option("--qat-epochs", type=Whole(1, MAX_EPOCHS), default=2, show_default=True,
               help="Quantization-aware fine-tuning epochs (1 lost 1.4 points of top-1 on the digits, twice).")
 @click.option("--edgetpu", is_flag=True, callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value),
               help="int8 TFLite checked against the Edge TPU requirements (it is the --tflite model: --quantize int8 "
                    "is implied).")
 @click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: export even if some ops would run on the CPU.")
-@click.option("--calibration-steps", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--calibration-steps", type=Whole(min=1), default=100, show_default=True,
               help="Training images for int8 calibration.")
 @click.option("--io-dtype", default="uint8", show_default=True, metavar="|".join(IO_DTYPES),
               callback=lambda ctx, param, value: check_io_dtype(value),
@@ -35,14 +35,14 @@ from kres.options import PathType
 @click.option("--per-channel-dense", is_flag=True,
               help="int8: dense weights per output unit, for XNNPACK-only targets (NNAPI and the Edge TPU need the "
                    "default per-tensor).")
-@click.option("--eval-images", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--eval-images", type=Whole(min=0), default=1000, show_default=True,
               help="Held-out images for the agreement report (0 to skip).")
 @click.option("--debug", is_flag=True, help="With --quantize int8: per-layer quantization error (quant_debug.csv/.png, "
                                             "worst layers in the report).")
 @click.option("--float-layers", default="", metavar="NAME[,NAME...]",
               help="With --quantize int8: also write model_int8_mixed.tflite with these Keras layers (and the ops "
                    "reading them) in float, for CPU and GPU-delegate targets; not with --edgetpu.")
-@click.option("--float-worst", type=click.IntRange(min=0), default=0, metavar="K",
+@click.option("--float-worst", type=Whole(min=0), default=0, metavar="K",
               help="Like --float-layers, with the K layers the debugger finds worst.")
 @click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders for calibration and held-out images, where the run's data has moved.")

@@ -69,6 +69,13 @@ class FiniteFloat(click.ParamType):
         return f"{low}x{high}"
 
 
+class Whole(click.IntRange):
+    """``click.IntRange``, whose refusal of a word or a fraction says "is not a valid integer" (click's own said
+    "'1.5' is not a valid integer range", and --help showed "INTEGER RANGE")."""
+
+    name = "integer"
+
+
 class SuggestingGroup(click.Group):
     """A group that answers a misspelt command with the one meant, as click does for a misspelt option."""
 
@@ -95,5 +102,5 @@ def variant_option():
 
 
 def image_size_option(default: int | None = 224):
-    return click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=default,
+    return click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=default,
                         show_default=default is not None, help=f"Input side in pixels ({MIN_IMAGE_SIZE} or more).")

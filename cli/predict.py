@@ -6,7 +6,7 @@ import json
 
 import click
 
-from kres.options import MIN_IMAGE_SIZE, PathType
+from kres.options import MIN_IMAGE_SIZE, PathType, Whole
 
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
@@ -14,11 +14,11 @@ from kres.options import MIN_IMAGE_SIZE, PathType
                     "image that cannot be read is skipped with a line on stderr, and the exit status is 1.")
 @click.argument("model", type=PathType())
 @click.argument("images", nargs=-1, required=True, type=PathType())
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
+@click.option("--top-k", type=Whole(min=1), default=5, show_default=True)
+@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=None,
               help=f"Only for a model that takes any size and records none ({MIN_IMAGE_SIZE} or more, as in training).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="TFLite interpreter threads.")
+@click.option("--batch-size", type=Whole(min=1), default=32, show_default=True)
+@click.option("--threads", type=Whole(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def predict(model, images, top_k, image_size, batch_size, threads, as_json) -> None:
     from keras_resnet.predict import PredictConfig

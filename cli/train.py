@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS, STEMS
-from kres.options import FiniteFloat, PathType, depth_option, variant_option
+from kres.options import FiniteFloat, PathType, Whole, depth_option, variant_option
 
 
 class _TrainCommand(click.Command):
@@ -36,10 +36,10 @@ class _TrainCommand(click.Command):
 @click.option("--val-split", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True,
               help="Fraction held out for validation when the data has no validation split.")
-@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=None, help="Default: the recipe's.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=Whole(1, MAX_EPOCHS), default=None, help="Default: the recipe's.")
+@click.option("--batch-size", type=Whole(min=1), default=None,
               help="GLOBAL batch, split across replicas. Default: the recipe's.")
-@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None,
+@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=None,
               help=f"Input side in pixels ({MIN_IMAGE_SIZE} or more). Default: the recipe's.")
 @click.option("--stem", type=click.Choice(STEMS), default=None, help="Default: the recipe's.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
@@ -66,22 +66,22 @@ class _TrainCommand(click.Command):
 @click.option("--weights", default=None, help="'imagenet', a weights file, or a run or export folder (its best.keras "
                                               "or model.keras) to start from (the classifier is skipped when the "
                                               "class count differs).")
-@click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--freeze-backbone-epochs", type=Whole(min=0), default=0, show_default=True,
               help="Train only the classifier for this many epochs first (BN in inference mode).")
 @click.option("--freeze-bn/--train-bn", default=None,
               help="Keep BN statistics frozen (inference mode) all through training. Default: frozen when "
                    "fine-tuning from --weights with fewer than 16 images per replica.")
-@click.option("--qat-epochs", type=click.IntRange(0, MAX_EPOCHS), default=0, show_default=True,
+@click.option("--qat-epochs", type=Whole(0, MAX_EPOCHS), default=0, show_default=True,
               help="After training, quantization-aware fine-tuning for this many epochs (into RUN/qat).")
 @click.option("--output", type=PathType(file_okay=False), default=None,
               help="Run directory. Default: runs/resnet<depth>-<data>-<time>. The same command on the same "
                    "directory resumes it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest) with the settings "
                                              "it started with; options given must match them.")
-@click.option("--checkpoint-steps", type=click.IntRange(min=1), default=None,
+@click.option("--checkpoint-steps", type=Whole(min=1), default=None,
               help="Also checkpoint every N steps inside an epoch (always at each epoch's end; by default "
                    "every 1000 steps when an epoch is longer).")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--seed", type=Whole(0, MAX_SEED), default=0, show_default=True)
 @click.option("--tpu", is_flag=True, help="Train on a TPU with TPUStrategy (TPU_NAME, default 'local').")
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,

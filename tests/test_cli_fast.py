@@ -32,6 +32,10 @@ def _parse_only(*args):
     (["train", "--epochs", "3"], 2, "Error: Missing option '--depth'. (see 'kres train --help')"),
     (["train", "--depth", "18", "--seed", "-1"], 2, "'--seed': -1 is not in the range 0<=x<=4294967295"),
     (["train", "--depth", "18", "--epochs", "100001"], 2, "'--epochs': 100001 is not in the range 1<=x<=100000"),
+    # click's own said "'1.5' is not a valid integer range" (new-user walk)
+    (["train", "--depth", "18", "--epochs", "1.5"], 2, "Invalid value for '--epochs': '1.5' is not a valid integer. "),
+    (["export", "run", "-o", "out", "--eval-images", "x"], 2, "'--eval-images': 'x' is not a valid integer. "),
+    (["train", "--help"], 0, "--epochs INTEGER "),
     (["evaluate", "a.keras", "--dataset", "digits", "--data-dir", "d"], 2, "--dataset and --data-dir are alternatives"),
     (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
     # 1 was taken here alone; the other commands need 32 (a ResNet halves its input five times)
