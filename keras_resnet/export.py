@@ -9,6 +9,7 @@ the error that names it.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zipfile
@@ -291,13 +292,14 @@ def save_keras(model, final: Path) -> Path:
     return final
 
 
-def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path) -> bytes:
+def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path, quiet: bool) -> bytes:
+    """The QAT int8 model's bytes; its epoch lines go to stderr, or nowhere where ``quiet`` (no progress)."""
     from keras_resnet.qat import quantization_aware_finetune
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=fileio.QAT_TEMP_PREFIX) as tmp:
         path = quantization_aware_finetune(source.model_path, data_cfg, cfg.qat_epochs, tmp,
                                            io_dtype=cfg.io_dtype, calibration_steps=cfg.calibration_steps,
-                                           edgetpu=cfg.edgetpu)
+                                           edgetpu=cfg.edgetpu, stream=io.StringIO() if quiet else None)
         return Path(path).read_bytes()
 
 
@@ -406,6 +408,7 @@ class _Job:
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
+    quiet: bool = False  # export() was given no progress: nothing of its own on stderr
 
 
 @runlock.releasing
@@ -414,6 +417,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
+    job.quiet = progress is None
     # converter.log is this export's chatter only: an earlier one's goes where this one's converter said nothing
     with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
                            own=(CONVERTER_LOG,)) as staging:
@@ -592,7 +596,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         from keras_resnet.qat import finetune_line
 
         job.say(f"{finetune_line(cfg.qat_epochs)}, then converting to TFLite ({name})")
-        content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir)
+        content = _qat_tflite(job.source, job.data_cfg, cfg, out_dir, job.quiet)
     else:
         job.say(f"converting to TFLite ({name})")
         rep = _counted(_calibration(job), counted) if name == "int8" else None

@@ -409,6 +409,30 @@ def test_a_model_the_edgetpu_check_refuses_is_not_left_under_its_name(exported, 
     assert {p.name: p.read_text() for p in out.iterdir()} == earlier
 
 
+def test_export_without_progress_keeps_the_qat_epoch_lines_off_stderr(exported, trained_run, tmp_path, monkeypatch,
+                                                                       capsys):
+    """``export(cfg)`` with no progress prints nothing of its own, but --qat's fine-tuning printed its epoch lines
+    on stderr; with progress (the CLI's) they go on stderr as train's do."""
+    from keras_resnet import qat
+
+    int8 = (exported.output_dir / "model_int8.tflite").read_bytes()
+
+    def finetune(model_path, data_cfg, epochs, output_dir, *, stream=None, **kwargs):  # tested in test_qat
+        (stream or sys.stderr).write("Epoch 1/1 9.9s 99 img/s loss 0.5000\n")
+        path = Path(output_dir) / qat.QAT_TFLITE_NAME
+        path.write_bytes(int8)
+        return path
+
+    monkeypatch.setattr(qat, "quantization_aware_finetune", finetune)
+    said = []
+    for progress in (None, said.append):
+        result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(tmp_path / "o"), qat=True,
+                                           qat_epochs=1, eval_images=0), progress)
+        assert "model_qat_int8.tflite" in result.report["artifacts"]
+        assert capsys.readouterr().err == ("" if progress is None else "Epoch 1/1 9.9s 99 img/s loss 0.5000\n")
+    assert "quantization-aware fine-tuning, 1 epoch, then converting to TFLite (qat_int8)" in said
+
+
 def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_run, heldout, tmp_path, monkeypatch):
     """A re-export that failed at its int8 conversion had already replaced meta.json, labels.txt and the float32
     model, beside the earlier int8 model and the earlier report, which described files no longer there. Only the
