@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import click
@@ -120,13 +119,14 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
                       output=output, resume=resume, seed=seed, tpu=tpu, checkpoint_steps=checkpoint_steps)
     if resume:
         cfg, data = resumed(cfg, data, typed)
-    started = time.time()
+    chosen: list[Path] = []  # the run folder, once train has chosen it
     try:
         with scans_once():  # the pipelines, then the input statistics (and QAT's)
-            result = run_training(cfg, data)
+            result = run_training(cfg, data, on_run_dir=chosen.append)
     except KeyboardInterrupt:
         click.echo(err=True)  # ends the live bar's line (and the terminal's ^C), as click does for the other commands
-        raise click.Abort(resume_hint(cfg.output, started)) from None  # with --resume, the run resumed
+        # with --resume, cfg.output is the run resumed: "the same command" goes on with it
+        raise click.Abort(resume_hint(chosen[-1] if chosen else None, bool(cfg.output))) from None
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker
         click.echo(f"worker finished {result.steps} steps; the chief wrote {result.run_dir}")
         return
@@ -147,18 +147,15 @@ def _typed(ctx: click.Context) -> set[str]:
             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
-def resume_hint(output: str | None, started: float) -> str:
-    """What an interrupted run kept and what to run next, from any folder: where it resumes (the last checkpoint),
-    that nothing was kept yet, or that it had finished training."""
+def resume_hint(run: Path | None, output: bool) -> str:
+    """What an interrupted run kept and what to run next, from any folder: where ``run`` (the folder train chose,
+    None before it chose one) resumes (the last checkpoint), that nothing was kept yet, or that it had finished
+    training. ``output``: the command names the folder, so running it again resumes. It read runs/latest where no
+    --output was given, which a second run started meanwhile had moved: the hint named that run."""
     from keras_resnet import runs
     from keras_resnet.errors import KresError
 
-    latest = Path("runs") / "latest"
-    if output:
-        run = Path(os.path.abspath(output)) if runs.is_run_dir(output) else None  # no config: no run to resume
-    else:  # runs/latest moves to a new run once its config is written; an older one is not this run
-        config = latest / "config.json"
-        run = latest.resolve() if config.exists() and config.stat().st_mtime >= started - 1 else None
+    run = Path(os.path.abspath(run)) if run is not None and runs.is_run_dir(run) else None  # no config: nothing
     try:
         state = runs.read_checkpoint_state(run) if run is not None else None
         total = ((runs.read_config(run) or {}).get("resolved") or {}).get("total_steps") if state else None

@@ -220,8 +220,9 @@ class _Plan:
 
 
 @runlock.releasing
-def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
-    """Train (or resume, or find finished) the run described by ``cfg`` and ``data``. See the module doc."""
+def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda _run_dir: None) -> TrainResult:
+    """Train (or resume, or find finished) the run described by ``cfg`` and ``data`` (see the module doc);
+    ``on_run_dir`` gets the run folder once it is chosen, so that an interrupted caller can name it."""
     stream = stream or sys.stderr
     recipe_warmup_asked = cfg.warmup_epochs is None
     cfg, data, recipe = resolve(cfg, data)
@@ -229,6 +230,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None) -> TrainResult:
     check_global_batch(cfg.batch_size, placement.replicas)
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
+    on_run_dir(run_dir)
     if data.data_dir is not None and not runs.is_run_dir(run_dir):  # a run begun on such a folder reads it as it did
         check_split_names(data.data_dir)
     if placement.is_chief:  # the other workers of a multi-worker run write elsewhere

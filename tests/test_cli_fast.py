@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import click
@@ -249,8 +250,9 @@ def test_ctrl_c_in_train_says_what_was_kept_and_how_to_resume(capsys, monkeypatc
 
     run = tmp_path / ("myrun" if output else "runs/r1")
 
-    def interrupted(cfg, data):
+    def interrupted(cfg, data, on_run_dir):
         # the run has written its config (and moved runs/latest) when the key is pressed
+        on_run_dir(Path("myrun") if output else Path("runs/r1"))  # as train chose it
         _checkpointed(run, state)
         if not output:
             (tmp_path / "runs" / "latest").symlink_to("r1")
@@ -276,7 +278,8 @@ def test_ctrl_c_before_a_named_run_has_its_config_says_to_start_over(capsys, mon
     """It said "kres train --resume --output myrun", which answered that myrun holds no run."""
     import keras_resnet.train
 
-    def interrupted(cfg, data):
+    def interrupted(cfg, data, on_run_dir):
+        on_run_dir(Path(cfg.output))
         raise KeyboardInterrupt
 
     monkeypatch.chdir(tmp_path)
@@ -291,7 +294,8 @@ def test_ctrl_c_in_a_resumed_run_names_the_run(capsys, monkeypatch, tmp_path):
     still names the run (it said "Nothing was checkpointed yet")."""
     import keras_resnet.train
 
-    def interrupted(cfg, data):
+    def interrupted(cfg, data, on_run_dir):
+        on_run_dir(Path(cfg.output))
         raise KeyboardInterrupt
 
     run = tmp_path / "runs" / "r1"
@@ -303,6 +307,36 @@ def test_ctrl_c_in_a_resumed_run_names_the_run(capsys, monkeypatch, tmp_path):
     assert main(["train", "--resume"]) == 130
     assert capsys.readouterr().err.strip() == (
         f"Aborted. To resume from step 8 of 16, run the same command again, or: kres train --resume --output {run}")
+
+
+def test_ctrl_c_names_its_own_run_though_another_has_moved_runs_latest(capsys, monkeypatch, tmp_path):
+    """Two runs without --output in one folder: the first, interrupted, named the second (runs/latest, moved by it)
+    and its step, or said "Nothing was checkpointed yet" where the second had none (walk)."""
+    import keras_resnet.train
+
+    mine, other = tmp_path / "runs" / "r1", tmp_path / "runs" / "r2"
+    _checkpointed(mine, {"steps": 8, "weights": "ckpt-8.weights.h5"})
+    _checkpointed(other, None)  # started later: newer, and runs/latest points to it
+    (tmp_path / "runs" / "latest").symlink_to("r2")
+
+    def interrupted(cfg, data, on_run_dir):
+        on_run_dir(Path("runs/r1"))
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_resnet.train, "train", interrupted)
+    assert main(["train", "--depth", "18"]) == 130
+    assert capsys.readouterr().err.strip() == (f"Aborted. To resume from step 8 of 16: kres train --resume --output "
+                                               f"{mine}")
+
+    def before_choosing(cfg, data, on_run_dir):  # no run folder yet: nothing of this run is kept
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_resnet.train, "train", before_choosing)
+    (other / "checkpoint" / "state.json").write_text(json.dumps({"steps": 8, "weights": "ckpt-8.weights.h5"}))
+    assert main(["train", "--depth", "18"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "Aborted. Nothing was checkpointed yet: run the same command again to start over.")
 
 
 @pytest.fixture(scope="module")
@@ -565,7 +599,7 @@ def test_the_closing_line_of_train_names_the_best_epoch(monkeypatch, capsys, tmp
 
     from keras_resnet import train as train_module
 
-    def trained(cfg, data):
+    def trained(cfg, data, on_run_dir):
         rows = [{"epoch": epoch, "val_accuracy": value} for epoch, value in ((1, 0.9), (2, 0.95), (3, 0.95))]
         return train_module.TrainResult(Path("runs/r"), Path("runs/r/best.keras"), Path("runs/r/last.keras"), rows[-1],
                                         0.95, 3, 36, 36, history=rows)
