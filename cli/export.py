@@ -36,7 +36,7 @@ from kres.options import PathType, Whole
               help="int8: dense weights per output unit, for XNNPACK-only targets (NNAPI and the Edge TPU need the "
                    "default per-tensor).")
 @click.option("--eval-images", type=Whole(min=0), default=1000, show_default=True,
-              help="Held-out images for the agreement report (0 to skip).")
+              help="Held-out images for the agreement report, spread over the validation split (0 to skip).")
 @click.option("--debug", is_flag=True, help="With --quantize int8: per-layer quantization error (quant_debug.csv/.png, "
                                             "worst layers in the report).")
 @click.option("--float-layers", default="", metavar="NAME[,NAME...]",

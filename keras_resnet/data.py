@@ -124,6 +124,23 @@ def load_every_image(cfg: DataConfig) -> Datasets:
                     num_train=0, num_val=source.val.count, skipped=source.skipped)
 
 
+def load_held_out(cfg: DataConfig, limit: int) -> Datasets:
+    """At most ``limit`` validation images, spread evenly over the whole split (an image folder's is class by class:
+    the first ``limit`` covered the first classes only), as the validation pipeline; none of the training images are
+    read. What export's and QAT's held-out figures are measured on."""
+    _validate(cfg)
+    source = _source(cfg)
+    val = source.val
+    if val.count > limit:
+        picked = np.zeros(val.count, bool)
+        picked[np.linspace(0, val.count - 1, limit).round().astype(int)] = True
+        picked = tf.constant(picked)
+        keys = val.keys.enumerate().filter(lambda i, item: tf.gather(picked, i)).map(lambda i, item: item)
+        source.val = _Split(keys, limit, val.read, val.small_keys)
+    return Datasets(train=source.train.keys, val=_eval_pipeline(source, cfg), class_names=source.class_names,
+                    num_train=source.train.count, num_val=source.val.count, skipped=source.skipped)
+
+
 def calibration_images(cfg: DataConfig, count: int) -> Iterator[np.ndarray]:
     """Yield ``count`` training images, eval-preprocessed (the uint8 pixels evaluation sees), as float32
     [1,H,W,3] raw pixels (e.g. for int8 calibration). The order is a fixed shuffle by ``cfg.seed``, so classes

@@ -216,16 +216,16 @@ def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iter
 
 
 def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Up to ``limit`` validation images (raw pixels) and their labels as the model's outputs: by class name where
-    ``meta`` names the classes (data moved with ``--data-dir`` may hold some of them, or more), else by position."""
+    """Up to ``limit`` validation images (raw pixels, spread over the split: :func:`keras_resnet.data.load_held_out`)
+    and their labels as the model's outputs: by class name where ``meta`` names the classes (data moved with
+    ``--data-dir`` may hold some of them, or more), else by position."""
     if data_cfg is None or limit <= 0:
         return None
-    from keras_resnet.data import load_datasets
+    from keras_resnet.data import load_held_out
 
     images, labels, count = [], [], 0
-    # Batches of one: the run's batch size is checked against the training images, which this does not read
-    # (and a moved --data-dir may hold fewer), and export has no --batch-size to change it.
-    datasets = load_datasets(replace(data_cfg, batch_size=1))
+    # Batches of one: the run's batch size may be larger than the held-out images (export has no --batch-size).
+    datasets = load_held_out(replace(data_cfg, batch_size=1), limit)
     outputs = None
     if meta is not None and meta.labels and not generic_labels(meta.labels):
         outputs = outputs_of(list(meta.labels), list(datasets.class_names), "the model",

@@ -165,6 +165,32 @@ def test_one_folder_split_by_val_split(tmp_path):
     assert [c.shape for c in calib] == [(1, SIZE, SIZE, 3)] * 4
 
 
+def test_held_out_images_are_spread_over_every_class(tmp_path):
+    """export's (and train's QAT) held-out figures took the first N validation images, which in a folder are class
+    by class: 1000 of 10 classes x 500 measured two of them (diff review)."""
+    from keras_resnet.data import load_held_out
+    from keras_resnet.export import heldout_data
+
+    for k, name in enumerate(("a", "b", "c")):
+        (tmp_path / name).mkdir()
+        for i in range(20):
+            Image.new("RGB", (8, 8), (80 * k, 3 * i, 0)).save(tmp_path / name / f"{i:02d}.png")
+    cfg = DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=0.5)
+    every = load_datasets(cfg)
+    every_labels = [int(np.argmax(y)) for _, y in every.val.unbatch()]
+    assert every_labels == [0] * 10 + [1] * 10 + [2] * 10  # the order the first N were taken in
+    held = load_held_out(cfg, 12)
+    assert held.num_val == 12 and held.class_names == ["a", "b", "c"]
+    assert [int(np.argmax(y)) for _, y in held.val.unbatch()] == [0] * 4 + [1] * 4 + [2] * 4
+    images, labels = heldout_data(cfg, 12)
+    assert images.shape == (12, SIZE, SIZE, 3) and labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    # the 0th, 3rd, 5th, 8th, 11th ... 29th validation images: the same pixels as the whole split's
+    whole = [np.asarray(x) for x, _ in every.val.unbatch()]
+    for got, index in zip(images, (0, 3, 5, 8, 11, 13, 16, 18, 21, 24, 26, 29)):
+        np.testing.assert_array_equal(got, whole[index])
+    assert load_held_out(cfg, 100).num_val == 30  # all of them where there are fewer
+
+
 def test_validation_images_that_leave_classes_out_are_noted_for_the_banner(tmp_path):
     """A 3+3-image folder split by --val-split 0.2 validated on one image of one class, without a word."""
     for k, name in enumerate(("ant", "bee")):
