@@ -136,8 +136,9 @@ def missing_notes(model_path: Path, card: dict, labels: list[str], outputs: int)
         notes.append(f"no labels.txt beside {model_path.name}: classes are shown by number; copy it from the kres "
                      "export folder")
     elif len(labels) != outputs:
-        notes.append(f"labels.txt holds {len(labels)} labels for the model's {outputs} classes: copy the one from "
-                     "this model's kres export folder")
+        source = "labels.txt" if model_path.with_name("labels.txt").is_file() else "the card"
+        notes.append(f"{source} holds {len(labels)} labels for the model's {outputs} classes: copy the labels.txt "
+                     "from this model's kres export folder")
     return notes
 
 

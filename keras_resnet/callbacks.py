@@ -70,8 +70,9 @@ class ProgressBar(keras.callbacks.Callback):
     """
 
     def __init__(self, epochs: int, global_batch: int, stream=None, min_interval: float = 0.25,
-                 log_interval: float = 60.0):
+                 log_interval: float = 60.0, clock=time.perf_counter):
         super().__init__()
+        self.clock = clock
         self.epochs = epochs
         self.global_batch = global_batch
         self.stream = stream or sys.stderr
@@ -94,13 +95,13 @@ class ProgressBar(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.start = self.last_draw = self.train_end = time.perf_counter()
+        self.start = self.last_draw = self.train_end = self.clock()
         self.first_step = None
         self.steps_done = 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps_done = batch + 1
-        self.train_end = now = time.perf_counter()
+        self.train_end = now = self.clock()
         total = self.params.get("steps") or 0
         if self.live:
             if now - self.last_draw < self.min_interval and self.steps_done < total:
@@ -112,13 +113,13 @@ class ProgressBar(keras.callbacks.Callback):
         width = 24
         filled = int(width * self.steps_done / total) if total else 0
         done = f"[{'=' * filled}{'.' * (width - filled)}] " if self.live else "step "
-        line = f"Epoch {self.epoch + 1}/{self.epochs} {done}{self.steps_done}/{total} {rate:,.0f} img/s " \
-               f"{_format_logs(logs)}"
+        line = f"Epoch {self.epoch + 1}/{self.epochs} {done}{self.steps_done}{f'/{total}' if total else ''} " \
+               f"{rate:,.0f} img/s {_format_logs(logs)}"
         self.stream.write(f"\r{line}\x1b[K" if self.live else f"{line}\n")
         self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.perf_counter() - self.start  # training and validation
+        elapsed = self.clock() - self.start  # training and validation
         rate = self.steps_done * self.global_batch / max(self.train_end - self.start, 1e-9)  # training only
         logs = logs if logs is not None else {}
         logs["images_per_s"] = rate

@@ -69,6 +69,10 @@ class Datasets:
     def skipped_files(self) -> int:
         return len(self.skipped)
 
+    def skipped_listed(self, limit: int = 1000) -> list[str]:
+        """The first ``limit`` skipped files, as config.json and evaluation.json list them beside their count."""
+        return list(self.skipped[:limit])
+
 
 @dataclass
 class _Split:

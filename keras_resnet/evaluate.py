@@ -336,7 +336,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
                  "num_val": int(datasets.num_val), "every_image": every_image, "classes_seen": _classes_seen(labels),
-                 "skipped_files": int(datasets.skipped_files), "skipped": list(datasets.skipped),
+                 "skipped_files": int(datasets.skipped_files), "skipped": datasets.skipped_listed(),
                  "split_from": int(datasets.num_train + datasets.num_val) if split else None,
                  "source": "options" if cfg.has_data_option else "training config"}
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)

@@ -331,7 +331,7 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None,
         "labels_file": "labels.txt",
         "accuracy": {"top1": accuracy["top1"], "images": accuracy["images"], "keras_top1": accuracy["reference_top1"],
                      "dataset": dataset, "measured": "on the run's validation data, against the Keras model"}
-        if accuracy is not None else None,
+        if accuracy and "top1" in accuracy else None,  # compare() without labels: no top-1
         "gpu_delegate_compatible": tflite["gpu_delegate_compatible"],
     }
 

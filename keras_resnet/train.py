@@ -336,7 +336,7 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
                      "total_steps": plan.total_steps, "peak_lr": plan.peak_lr,
                      "warmup_steps": plan.schedule.warmup_steps, "steps_per_execution": plan.execution,
                      "num_train": datasets.num_train, "num_val": datasets.num_val,
-                     "skipped_files": datasets.skipped_files, "skipped": list(datasets.skipped),
+                     "skipped_files": datasets.skipped_files, "skipped": datasets.skipped_listed(),
                      "keras_backend": keras.backend.backend(),
                      "freeze_bn": plan.freeze_bn},
     })
@@ -464,12 +464,14 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
 def qat_card(model: Path, source: Path, data: DataConfig, again: bool = True) -> Path:
     """``model_qat_int8.card.json`` beside the QAT model (what an app needs), as ``kres export`` writes beside its
     files, with its top-1 on the run's held-out images against the float32 ``source`` it was fine-tuned from;
-    with ``again`` False (a model made before), kept where it is there already."""
+    with ``again`` False (a model made before), kept where it is there already with its accuracy."""
+    import json
+
     from keras_resnet.export import QAT_NAME, card_name, heldout_agreement, write_card
     from keras_resnet.quantize import describe_tflite
 
     card = card_name(model, QAT_NAME)
-    if again or not card.is_file():
+    if again or not card.is_file() or not json.loads(card.read_text()).get("accuracy"):  # one made before kres had it
         content = model.read_bytes()
         entry, meta = describe_tflite(model, content), ModelMeta.load(model.parent)
         if agreement := heldout_agreement(source, model, content, data, meta):

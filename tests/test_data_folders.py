@@ -165,6 +165,14 @@ def test_one_folder_split_by_val_split(tmp_path):
     assert [c.shape for c in calib] == [(1, SIZE, SIZE, 3)] * 4
 
 
+def test_the_json_files_list_the_first_thousand_skipped_files_and_count_them_all():
+    from keras_resnet.data import Datasets
+
+    data = Datasets(train=None, val=None, class_names=["a"], num_train=1, num_val=1,
+                    skipped=tuple(f"a/{i}.jpg" for i in range(1500)))
+    assert data.skipped_files == 1500 and data.skipped_listed() == [f"a/{i}.jpg" for i in range(1000)]
+
+
 def test_held_out_images_are_spread_over_every_class(tmp_path):
     """export's (and train's QAT) held-out figures took the first N validation images, which in a folder are class
     by class: 1000 of 10 classes x 500 measured two of them (diff review)."""

@@ -314,8 +314,12 @@ def test_classify_says_what_is_missing_beside_the_model(resnet18_int8, tmp_path)
         "folder"]
     (tmp_path / "labels.txt").write_text("cat\ndog\n")
     (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
-    assert classify().stderr == ("note: labels.txt holds 2 labels for the model's 3 classes: copy the one from this "
-                                 "model's kres export folder\n")
+    assert classify().stderr == ("note: labels.txt holds 2 labels for the model's 3 classes: copy the labels.txt from "
+                                 "this model's kres export folder\n")
+    (tmp_path / "labels.txt").unlink()  # the card's labels, then
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}, "labels": ["cat"]}')
+    assert classify().stderr == ("note: the card holds 1 labels for the model's 3 classes: copy the labels.txt from "
+                                 "this model's kres export folder\n")
     for top_k in ("0", "-1", "two"):
         result = classify("--top-k", top_k)
         assert result.returncode == 2 and result.stdout == "", result.stdout

@@ -689,14 +689,14 @@ def test_progress_bar_shows_images_per_second_and_metrics():
         assert ("[" + "=" * 24 + "] 4/4" in stream.getvalue()) == stream.isatty()  # live bar on terminals only
 
 
-def test_progress_goes_on_in_a_log_file_every_log_interval(monkeypatch):
+def test_progress_goes_on_in_a_log_file_every_log_interval():
     """Without a terminal (a log file, CI, nohup) an hour-long epoch printed nothing until its end."""
     from keras_resnet import callbacks
 
     clock = iter(range(0, 1000, 25))  # each call 25 s on: epoch start, then one per step
-    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
     stream = io.StringIO()
-    bar = callbacks.ProgressBar(epochs=3, global_batch=6400, stream=stream, log_interval=60.0)
+    bar = callbacks.ProgressBar(epochs=3, global_batch=6400, stream=stream, log_interval=60.0,
+                                clock=lambda: next(clock))
     bar.set_params({"steps": 7})
     bar.on_epoch_begin(0)
     for batch in range(7):  # at 25, 50, ... 175 s
@@ -706,6 +706,11 @@ def test_progress_goes_on_in_a_log_file_every_log_interval(monkeypatch):
         "Epoch 1/3 step 3/7 256 img/s loss 0.5000",  # 75 s: 60 s or more since the start
         "Epoch 1/3 step 6/7 256 img/s loss 0.5000",  # 150 s: 60 s or more since the line before; 7/7 is the epoch's
         "Epoch 1/3 200.0s 256 img/s loss 0.5000"]
+    bar.set_params({})  # steps unknown: no "/0"
+    bar.on_epoch_begin(1)
+    for batch in range(3):
+        bar.on_train_batch_end(batch, {"loss": 0.5})
+    assert stream.getvalue().splitlines()[3:] == ["Epoch 2/3 step 3 256 img/s loss 0.5000"]
 
 
 def test_rerun_after_images_were_added_is_an_error_and_the_hint_works(tmp_path, capsys, monkeypatch):
