@@ -242,8 +242,8 @@ def batch1_saved_model(model, directory: str | os.PathLike) -> str:
     if any(d is None for d in shape):
         raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
                         "--image-size before converting to TFLite")
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive = keras.export.ExportArchive()  # the endpoint tracks the variables it uses: track(model) stored each
+    # weight a second time (keras #23553, Keras 3.15), for the converter to read
     archive.add_endpoint("serving_default", lambda image: model(image, training=False),
                          input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
     archive.write_out(os.fspath(directory), verbose=False)

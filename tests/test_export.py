@@ -248,6 +248,13 @@ def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout
     assert got.shape == (3, 6, 3)
     for outputs in got:
         np.testing.assert_allclose(outputs, expected, atol=1e-5)
+    # each weight stored once: keras.export.ExportArchive's track(model) stored every one twice (keras #23553), a
+    # SavedModel twice the model's size, loaded into twice its memory by TF Serving
+    from keras_resnet.quantize import weights_bytes
+
+    stored = sum(f.stat().st_size for f in (exported.output_dir / "saved_model" / "variables").iterdir())
+    weights = weights_bytes(keras.saving.load_model(exported.output_dir / "model.keras"))
+    assert weights < stored < 1.01 * weights, (stored, weights)
 
 
 def cli(argv, capsys) -> tuple[int, str]:
