@@ -197,28 +197,23 @@ class Checkpointer(keras.callbacks.Callback):
         require_finite_weights(self.model, self.step)
         weights = self.directory / f"ckpt-{self.step}.weights.h5"
         variables = [*self.model.weights, *(self.model.optimizer.variables if self.model.optimizer else [])]
-        try:
-            with fileio.atomic_path(weights, need=variables_bytes(variables)) as tmp:
-                self.model.save_weights(tmp, overwrite=True)
-                _test_hook("KRES_TEST_KILL_IN_CHECKPOINT", self.step)
-                problem = runs.weights_problem(tmp, None)
-                if problem:
-                    raise OSError(f"{weights.name} did not read back: {problem}")
-            state = runs.read_checkpoint_state(self.directory.parent) or {}
-            previous = _entry(state) if state.get("weights") != weights.name else state.get("previous")
-            if previous and runs.weights_problem(self.directory / previous["weights"], previous.get("bytes")):
-                previous = None  # a damaged latest (resumed from the one before) is not worth keeping
-            entry = {"steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
-                     "bytes": weights.stat().st_size}
-            if self.step % self.steps_per_epoch:  # mid-epoch: the running means a resumed epoch goes on with
-                entry["metrics"] = metric_state(self.model)
-            if previous and previous["weights"] != weights.name:
-                entry["previous"] = previous
-            fileio.write_json(state_path, {**entry, "complete": False})
-        except fileio.OutOfSpace as err:
-            kept = (f"the checkpoint of step {self.last_saved} is kept: rerun the same command to resume from it"
-                    if self.last_saved else "no checkpoint was written yet")
-            raise fileio.OutOfSpace(f"{err}; {kept}") from None
+        with fileio.atomic_path(weights, need=fileio.with_headers(variables_bytes(variables))) as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+            _test_hook("KRES_TEST_KILL_IN_CHECKPOINT", self.step)
+            problem = runs.weights_problem(tmp, None)
+            if problem:
+                raise OSError(f"{weights.name} did not read back: {problem}")
+        state = runs.read_checkpoint_state(self.directory.parent) or {}
+        previous = _entry(state) if state.get("weights") != weights.name else state.get("previous")
+        if previous and runs.weights_problem(self.directory / previous["weights"], previous.get("bytes")):
+            previous = None  # a damaged latest (resumed from the one before) is not worth keeping
+        entry = {"steps": self.step, "iterations": iterations_of(self.model), "weights": weights.name,
+                 "bytes": weights.stat().st_size}
+        if self.step % self.steps_per_epoch:  # mid-epoch: the running means a resumed epoch goes on with
+            entry["metrics"] = metric_state(self.model)
+        if previous and previous["weights"] != weights.name:
+            entry["previous"] = previous
+        fileio.write_json(state_path, {**entry, "complete": False})
         keep = {weights.name, entry.get("previous", {}).get("weights")}
         for old in self.directory.glob("ckpt-*.weights.h5"):
             if old.name not in keep:

@@ -277,7 +277,7 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
-    with fileio.atomic_dir(directory, need=weights_bytes(model)) as tmp:
+    with fileio.atomic_dir(directory, need=fileio.with_headers(weights_bytes(model))) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)
 
@@ -287,7 +287,7 @@ def _write_archive(archive, path: Path) -> None:
 
 
 def save_keras(model, final: Path) -> Path:
-    with fileio.atomic_path(final, need=weights_bytes(model)) as tmp:
+    with fileio.atomic_path(final, need=fileio.with_headers(weights_bytes(model))) as tmp:
         model.save(tmp)
     return final
 

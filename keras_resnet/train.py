@@ -264,22 +264,35 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     metrics = runs.checkpoint_metrics(run_dir, start) if start else None
     _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
                          run_dir, start))
-    _say_frozen_bn(stream, cfg, plan, placement)
-    if note := cpu_precision_note(precision, placement):
-        _say(stream, note)
+    _say_notes(stream, cfg, plan, placement, precision)
     exporter = _Float32Exporter(model)
     callbacks, checkpointer = _callbacks(cfg, plan, run_dir, write_dir, start, model, exporter, stream)
     began = time.perf_counter()
-    step = _fit_phases(model, optimizer, cfg, plan, placement, datasets, callbacks, checkpointer, start,
-                       weights_file, metrics)
-    train_seconds = time.perf_counter() - began
-    exporter.save(write_dir / runs.LAST_MODEL)
-    checkpointer.save(complete=True)
+    with _saying_what_is_kept(run_dir):
+        step = _fit_phases(model, optimizer, cfg, plan, placement, datasets, callbacks, checkpointer, start,
+                           weights_file, metrics)
+        train_seconds = time.perf_counter() - began
+        exporter.save(write_dir / runs.LAST_MODEL)
+        checkpointer.save(complete=True)
     if not placement.is_chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return TrainResult(run_dir, run_dir / runs.BEST_MODEL, run_dir / runs.LAST_MODEL, {}, math.nan, cfg.epochs,
                            step, cb.iterations_of(model), train_seconds)
     return _finish(cfg, data, run_dir, placement, train_seconds=train_seconds, stream=stream)
+
+
+@contextlib.contextmanager
+def _saying_what_is_kept(run_dir: Path):
+    """A full disk or an unwritable folder while training says which checkpoint the same command resumes from:
+    said only of the checkpoint's own write, the others (best.keras, history, the logs) said "choose another output
+    path", which starts the run over."""
+    try:
+        yield
+    except (fileio.OutOfSpace, fileio.CannotWrite) as err:
+        state = runs.read_checkpoint_state(run_dir) or {}
+        kept = (f"the checkpoint of step {state['steps']} is kept: rerun the same command to resume from it"
+                if state.get("weights") else "no checkpoint was written yet")
+        raise type(err)(f"{err}; {kept}") from None
 
 
 def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | None):
@@ -346,11 +359,14 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
     record_input_stats(run_dir, data)  # what int8 calibration images should look like, checked at export
 
 
-def _say_frozen_bn(stream, cfg: TrainConfig, plan: _Plan, placement: Placement) -> None:
+def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, precision: str) -> None:
+    """What the banner's lines are followed by: frozen BN statistics, and a precision slow on this CPU."""
     if plan.freeze_bn:
         why = " is too few to re-estimate them" if cfg.freeze_bn is None else ""
         _say(stream, f"BN statistics stay frozen ({cfg.batch_size // placement.replicas} images per replica{why}; "
                      "--train-bn updates them)")
+    if note := cpu_precision_note(precision, placement):
+        _say(stream, note)
 
 
 def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, start: int, model: keras.Model,
@@ -503,7 +519,7 @@ class _Float32Exporter:
         if self.clone is None:  # built once: every layer trainable, as a fresh model would be
             self.clone = float32_clone(self.model, trainable=True)
         self.clone.set_weights(cb.saved_weights(self.model))  # the moving averages under --ema
-        with fileio.atomic_path(path, need=cb.variables_bytes(self.clone.weights)) as tmp:
+        with fileio.atomic_path(path, need=fileio.with_headers(cb.variables_bytes(self.clone.weights))) as tmp:
             self.clone.save(tmp)
 
 
