@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from keras_resnet import _compat, fileio, runs
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_line
 from keras_resnet.optim import host_copy
 
 
@@ -488,10 +488,12 @@ class TensorBoardScalars(keras.callbacks.Callback):
     not the ``tensorboard`` package (which ``keras.callbacks.TensorBoard`` requires).
     """
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, stream=None):
         super().__init__()
         self.log_dir = Path(log_dir)
         self.writers = {}
+        self.stream = stream or sys.stderr
+        self.off = False  # the logs could not be written: said once, and training goes on without them
 
     def _writer(self, name: str):
         import tensorflow as tf
@@ -503,6 +505,8 @@ class TensorBoardScalars(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
+        if self.off:
+            return
         metadata = tf.compat.v1.SummaryMetadata()
         metadata.plugin_data.plugin_name = "scalars"
         try:
@@ -518,7 +522,13 @@ class TensorBoardScalars(keras.callbacks.Callback):
         except Exception as err:  # TensorFlow's own file writer, outside fileio: a full disk is still one line
             if fileio.is_out_of_space(err):
                 raise fileio.out_of_space_error(self.log_dir / "events", 0, None) from None
-            raise
+            if not isinstance(err, tf.errors.OpError):
+                raise
+            # Not writable (another user's run, a read-only folder): a traceback, and the epoch was lost with it.
+            self.off, self.writers = True, {}
+            live = hasattr(self.stream, "isatty") and self.stream.isatty()
+            self.stream.write(f"{chr(10) if live else ''}warning: TensorBoard logs cannot be written to "
+                              f"{self.log_dir} ({first_line(err)}): training goes on without them\n")
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

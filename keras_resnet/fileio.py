@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_five
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -188,7 +188,12 @@ def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_err
                              "some of them beside the earlier ones)"):
             names = sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name))
             for entry in names:
-                _swap_in(entry, final / entry.name)
+                try:
+                    _swap_in(entry, final / entry.name)
+                except OSError as err:  # made read-only meanwhile: a traceback, and the staging folder left
+                    kept = f"moved in before it, beside the earlier files: {first_five(moved)}; " if moved else ""
+                    raise CannotWrite(f"cannot move {entry.name} into {final}: {err.strerror or err}; {kept}make "
+                                      "the folder writable and run the command again") from None
                 moved.append(entry.name)
             for name in set(own) - set(moved):
                 (final / name).unlink(missing_ok=True)

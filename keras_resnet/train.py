@@ -388,7 +388,7 @@ def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, st
             cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
             cb.BestModelSaver(write_dir / runs.BEST_MODEL, exporter.save,
                               best=max((r.get("val_accuracy", -math.inf) for r in rows), default=-math.inf)),
-            cb.TensorBoardScalars(write_dir / runs.LOGS_DIR),
+            cb.TensorBoardScalars(write_dir / runs.LOGS_DIR, stream),
             checkpointer,
             bar.line_after(),
         ]),

@@ -28,6 +28,27 @@ def test_tensorboard_event_files_hold_the_epoch_scalars(tmp_path):
     assert _scalars(tmp_path / "logs" / "validation") == {("epoch_loss", 1): 2.0, ("epoch_accuracy", 1): 0.25}
 
 
+def test_tensorboard_logs_that_cannot_be_written_are_said_once_and_training_goes_on(tmp_path, monkeypatch):
+    """A logs/ folder another user made, or a read-only one: TensorFlow's PermissionDeniedError ended the run with a
+    traceback, losing the epoch (its checkpoint comes after the logs; walk)."""
+    import io
+
+    import tensorflow as tf
+
+    def refused(logdir, *args, **kwargs):
+        raise tf.errors.PermissionDeniedError(None, None, f"{logdir}; Permission denied [Op:CreateSummaryFileWriter]")
+
+    monkeypatch.setattr(tf.summary, "create_file_writer", refused)
+    stream = io.StringIO()
+    writer = cb.TensorBoardScalars(tmp_path / "logs", stream)
+    for epoch in range(2):
+        writer.on_epoch_end(epoch, {"loss": 1.0})
+    writer.on_train_end()
+    assert stream.getvalue() == (f"warning: TensorBoard logs cannot be written to {tmp_path / 'logs'} "
+                                 f"({tmp_path / 'logs' / 'train'}; Permission denied [Op:CreateSummaryFileWriter]): "
+                                 "training goes on without them\n")
+
+
 def test_curves_are_drawn_after_the_first_epoch_then_throttled_and_at_the_end(tmp_path, monkeypatch):
     from keras_resnet import callbacks as cb
 

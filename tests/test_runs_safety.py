@@ -520,6 +520,23 @@ def test_a_staged_set_is_moved_in_whole_or_not_at_all(tmp_path, monkeypatch, ctr
         assert (final / "converter.log").read_text() == ("why it failed" if named else "an earlier set's")
         assert str(staging) not in str(err.value) and (str(final / "converter.log") in str(err.value)) == named
     assert not [p for p in final.iterdir() if p.name.startswith(".")]
+    # a folder made read-only meanwhile: one line naming what is in (it was a PermissionError's traceback; walk)
+    calls = []
+
+    def refused_at_the_second_move(new, to):
+        calls.append(new.name)
+        if len(calls) == 2:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(new), None, str(to))
+        real(new, to)
+
+    monkeypatch.setattr(fileio, "_swap_in", refused_at_the_second_move)
+    with pytest.raises(fileio.CannotWrite) as err, fileio.staged_dir(final, last=("report.json",)) as staging:
+        for name in ("a.tflite", "b.tflite", "report.json"):
+            (staging / name).write_text("newest")
+    assert str(err.value) == (f"cannot move b.tflite into {final}: Operation not permitted; moved in before it, beside "
+                              "the earlier files: a.tflite; make the folder writable and run the command again")
+    assert (final / "a.tflite").read_text() == "newest" and (final / "b.tflite").read_text() == "new"
+    assert not [p for p in final.iterdir() if p.name.startswith(".")]
 
 
 def test_ctrl_c_during_an_epochs_saves_waits_for_them_and_the_rerun_goes_on_after_that_epoch(
