@@ -54,6 +54,7 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
     from keras_resnet.data import scans_once
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
+    from keras_resnet.terminal import live_line
 
     cfg = ExportConfig(source=source, output=output, saved_model=saved_model, tflite=tflite, quantize=quantize,
                        qat=qat, qat_epochs=qat_epochs, edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops,
@@ -65,7 +66,8 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
         with scans_once():  # held-out images, then each calibration pass
             result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except KeyboardInterrupt as stop:
-        click.echo(err=True)  # ends the line the terminal's ^C is on, as click does
+        click.echo(err=True)  # ends the line the terminal's ^C (or --qat's live bar) is on, as click does
+        live_line(False)
         moved = getattr(stop, "moved_in", None)  # it came while the files were moved in: waited for them, or not
         if moved == "all":
             raise click.Abort(f"The export was written whole into {output} first; its report is "

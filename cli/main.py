@@ -283,10 +283,22 @@ def _interrupted(terminated: bool, text: str = "") -> int:
 
 
 def _main(args: list[str]) -> int:
+    try:
+        code = cli.main(args=args, prog_name="kres", standalone_mode=False)
+    except BaseException:
+        from keras_resnet.terminal import end_live_line
+
+        end_live_line()  # an error (or a traceback) had the progress bar's line
+        return _ended(args)
+    return code if isinstance(code, int) else 0  # a command's ctx.exit(N), which click catches and returns
+
+
+def _ended(args: list[str]) -> int:
+    """The exit status and one line for the exception being handled; an unknown error is raised again."""
     from keras_resnet.errors import KresError, onednn_kernel_missing, out_of_memory
 
     try:
-        code = cli.main(args=args, prog_name="kres", standalone_mode=False)
+        raise
     except click.exceptions.Exit as done:
         return done.exit_code
     except _ReaderGone:
@@ -322,7 +334,6 @@ def _main(args: list[str]) -> int:
             fix += " and a new --output"
         click.echo(f"Error: out of memory ({detail}): {fix}", err=True)
         return 2
-    return code if isinstance(code, int) else 0  # a command's ctx.exit(N), which click catches and returns
 
 
 # The library's messages name its keyword arguments (weights='imagenet', weights=PATH, variant='v1'); at the command

@@ -87,6 +87,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
     from keras_resnet.data import DataConfig, is_split, scans_once
     from keras_resnet.errors import KresError, counted
+    from keras_resnet.terminal import live_line
     from keras_resnet.train import TrainConfig, epochs_text, resumed
     from keras_resnet.train import train as run_training
 
@@ -125,6 +126,7 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
             result = run_training(cfg, data, on_run_dir=chosen.append)
     except KeyboardInterrupt:
         click.echo(err=True)  # ends the live bar's line (and the terminal's ^C), as click does for the other commands
+        live_line(False)
         # with --resume, cfg.output is the run resumed: "the same command" goes on with it
         raise click.Abort(resume_hint(chosen[-1] if chosen else None, bool(cfg.output))) from None
     if result.best_val_accuracy != result.best_val_accuracy:  # NaN: a multi-worker run's non-chief worker

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resnet import _compat, fileio, runs
+from keras_resnet import _compat, fileio, runs, terminal
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.optim import host_copy
 
@@ -117,6 +117,7 @@ class ProgressBar(keras.callbacks.Callback):
                f"{rate:,.0f} img/s {_format_logs(logs)}"
         self.stream.write(f"\r{line}\x1b[K" if self.live else f"{line}\n")
         self.stream.flush()
+        terminal.live_line(self.live)
 
     def on_epoch_end(self, epoch, logs=None):
         elapsed = self.clock() - self.start  # training and validation
@@ -133,6 +134,7 @@ class ProgressBar(keras.callbacks.Callback):
     def _write(self, line: str) -> None:
         self.stream.write(f"\r{line}\x1b[K\n" if self.live else f"{line}\n")
         self.stream.flush()
+        terminal.live_line(False)
 
 
 def _format_logs(logs) -> str:

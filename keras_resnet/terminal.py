@@ -28,6 +28,22 @@ for line in sys.stdin.buffer:
         sys.stdout.buffer.flush()
 """
 _LOCK = threading.Lock()  # file descriptor 2 is the whole process's: one catch at a time
+_LIVE = {"open": False}  # a live line ("\r" and no newline yet, a progress bar's) is on the terminal
+
+
+def live_line(open_: bool) -> None:
+    """Record whether a live line (drawn with ``\r``, no newline yet) is on standard error's terminal."""
+    _LIVE["open"] = open_
+
+
+def end_live_line() -> None:
+    """End a live line that is on the terminal, so that what comes next (an error) has a line of its own: it was
+    written after the bar, "... top5 0.9943Error: cannot write to runs/u1 ..."."""
+    if _LIVE["open"]:
+        _LIVE["open"] = False
+        with contextlib.suppress(Exception):  # no reader, a closed stream: nothing to end
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 @contextlib.contextmanager

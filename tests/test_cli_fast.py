@@ -339,6 +339,27 @@ def test_ctrl_c_names_its_own_run_though_another_has_moved_runs_latest(capsys, m
         "Aborted. Nothing was checkpointed yet: run the same command again to start over.")
 
 
+def test_an_error_during_the_live_bar_gets_a_line_of_its_own(capsys, monkeypatch):
+    """"... top5 0.9943Error: cannot write to runs/u1 ...": the error went on after the bar (walk)."""
+    import keras_resnet.train
+    from keras_resnet import terminal
+
+    def failing(cfg, data, on_run_dir):
+        sys.stderr.write("\rEpoch 2/3 [======..................] 5/22 300 img/s\x1b[K")
+        terminal.live_line(True)  # as the bar marks it on a terminal
+        raise KresError("cannot write to runs/u1: Operation not permitted")
+
+    monkeypatch.setattr(keras_resnet.train, "train", failing)
+    assert main(["train", "--depth", "18"]) == 2
+    assert capsys.readouterr().err == ("\rEpoch 2/3 [======..................] 5/22 300 img/s\x1b[K\n"
+                                       "Error: cannot write to runs/u1: Operation not permitted\n")
+    def failing_before_the_bar(cfg, data, on_run_dir):
+        raise KresError("x")
+
+    monkeypatch.setattr(keras_resnet.train, "train", failing_before_the_bar)
+    assert main(["train", "--depth", "18"]) == 2 and capsys.readouterr().err == "Error: x\n"  # no bar: no blank line
+
+
 @pytest.fixture(scope="module")
 def tf_out_of_memory():
     """TensorFlow's own error for a tensor that cannot be allocated: 2^48 bytes, beyond any address space, so
