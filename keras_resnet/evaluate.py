@@ -319,8 +319,6 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     reports = []
     one, two = ["confusion_matrix.png"], ["confusion_matrix_a.png", "confusion_matrix_b.png"]
     png_names = one if len(predictors) == 1 else two
-    for stale in set(one + two) - set(png_names):
-        (out_dir / stale).unlink(missing_ok=True)  # an earlier evaluation's, of one model or two, beside this one's
     for p, pr, sec, png_name in zip(predictors, probs, seconds, png_names):
         metrics = compute_metrics(pr, labels, class_names)
         png = save_confusion_png(metrics.confusion, class_names, out_dir / png_name,
@@ -342,6 +340,10 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
     json_path = out_dir / EVAL_JSON
     fileio.write_json(json_path, _finite(result.to_dict()))
+    # An earlier evaluation's images, of one model or two, beside this one's: removed once this one's evaluation.json
+    # names its own (removed first, an interrupted evaluation left the earlier evaluation.json naming gone files).
+    for stale in set(one + two) - set(png_names):
+        (out_dir / stale).unlink(missing_ok=True)
     result.json_path = str(json_path)
     return result
 

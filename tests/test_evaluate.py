@@ -149,6 +149,27 @@ def test_evaluate_end_to_end_exact_with_stubs(stub_world):
     assert not list((tmp_path / "o").glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+def test_an_interrupted_evaluation_leaves_the_earlier_one_whole(stub_world, monkeypatch):
+    """One model evaluated into a folder of a two-model evaluation removed confusion_matrix_a/_b.png first: a
+    Ctrl-C while it drew its own left the earlier evaluation.json naming images no longer there (walk)."""
+    tmp_path, _ = stub_world
+    out = tmp_path / "o"
+    ev.evaluate(ev.EvalConfig(models=["model_a", "model_b"], dataset="synthetic", batch_size=5, output=str(out)))
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(earlier) == ["confusion_matrix_a.png", "confusion_matrix_b.png", "evaluation.json"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ev, "save_confusion_png", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ev.evaluate(ev.EvalConfig(models=["model_a"], dataset="synthetic", batch_size=5, output=str(out)))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    ev.evaluate(ev.EvalConfig(models=["model_a"], dataset="synthetic", batch_size=5, output=str(out)))
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "evaluation.json"]
+
+
 def test_a_folder_without_val_says_only_its_validation_split_is_scored(stub_world, capsys):
     from kres.evaluate import _print
 
