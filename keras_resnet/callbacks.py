@@ -223,6 +223,20 @@ class Checkpointer(keras.callbacks.Callback):
         self.last_saved = self.step
 
 
+class RunFolderKept(keras.callbacks.Callback):
+    """Ends the run in one line where its folder was removed while it trained: the saves of the epoch's end made it
+    again, half-full (no config.json, meta.json or lock), and the run failed later on "no meta.json"."""
+
+    def __init__(self, config: Path):
+        super().__init__()
+        self.config = Path(config)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.config.is_file():
+            raise KresError(f"{self.config.parent} was removed while training (its {self.config.name} is gone, and "
+                            "its checkpoints with it): start the run again")
+
+
 class EpochEndHeld(keras.callbacks.Callback):
     """Runs ``callbacks`` as if each were in the list, their epoch ends (history row, best model, checkpoint, the
     epoch's line) with Ctrl-C and SIGTERM held until all are done: an epoch trained and validated is saved whole,

@@ -167,6 +167,9 @@ def _swap_in(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+_STAGED_MARK = ".kres-staging"  # in a staging folder from its start: one made again by a later write lacks it
+
+
 @contextlib.contextmanager
 def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_error: tuple[str, ...] = (),
                own: tuple[str, ...] = ()) -> Iterator[Path]:
@@ -180,13 +183,21 @@ def staged_dir(final: str | os.PathLike, last: tuple[str, ...] = (), kept_on_err
     :class:`KresError`'s line names (a log). A line that names the staging folder names ``final``."""
     final = Path(final)
     staging = Path(tempfile.mkdtemp(dir=final, prefix=".staged.", suffix=TEMP_MARK))
+    (staging / _STAGED_MARK).touch()
     moved: list[str] = []
     whole = False
     try:
         yield staging
+        if not (staging / _STAGED_MARK).exists():  # removed meanwhile (the folder with it), made again by later writes
+            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                final.rmdir()  # made again empty by them, too
+            raise KresError(f"{final} was removed while the files were written into it, and the files written "
+                            "before with it: run the command again")
         with interrupts_held("moving the files in before stopping (a second Ctrl-C stops at once, and leaves "
                              "some of them beside the earlier ones)"):
-            names = sorted(staging.iterdir(), key=lambda path: (path.name in last, path.name))
+            names = sorted((path for path in staging.iterdir() if path.name != _STAGED_MARK),
+                           key=lambda path: (path.name in last, path.name))
             for entry in names:
                 try:
                     _swap_in(entry, final / entry.name)

@@ -385,6 +385,7 @@ def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, st
         *([cb.ValidateAverages()] if cfg.ema else []),  # before anything reads the validation logs
         bar,  # the live bar, and the epoch's images/s and time into the logs
         cb.EpochEndHeld([  # saved whole once validated: a Ctrl-C meanwhile waits for the last of these
+            *([cb.RunFolderKept(run_dir / runs.CONFIG_FILE)] if write_dir == run_dir else []),  # the chief's
             cb.HistoryWriter(write_dir, rows, learning_rate=lambda: float(lr_now(cb.iterations_of(model) - 1))),
             cb.BestModelSaver(write_dir / runs.BEST_MODEL, exporter.save,
                               best=max((r.get("val_accuracy", -math.inf) for r in rows), default=-math.inf)),

@@ -305,6 +305,32 @@ def test_a_full_disk_or_an_unwritable_folder_mid_run_says_which_checkpoint_is_ke
         assert str(err.value) == f"{error}; the checkpoint of step 2 is kept: rerun the same command to resume from it"
 
 
+def test_a_run_folder_removed_while_training_ends_the_run_in_one_line(tmp_path, monkeypatch):
+    """rm -rf of a run's folder mid-epoch: the epoch's saves made it again, half-full (no config.json, meta.json or
+    lock), and the run ended on "no meta.json at RUN/meta.json"; the same command then said "exists and is not a
+    kres run directory" (walk)."""
+    import shutil
+
+    from keras_resnet import callbacks as cb
+    from keras_resnet.train import train
+
+    cfg, data = _tiny(tmp_path, checkpoint_steps=None)
+    run = Path(cfg.output)
+    on_batch = cb.ProgressBar.on_train_batch_end
+
+    def removed(self, batch, logs=None):
+        if run.exists():
+            shutil.rmtree(run)
+        on_batch(self, batch, logs)
+
+    monkeypatch.setattr(cb.ProgressBar, "on_train_batch_end", removed)
+    with pytest.raises(KresError) as err:
+        train(cfg, data, stream=io.StringIO())
+    assert str(err.value) == (f"{run} was removed while training (its config.json is gone, and its checkpoints with "
+                              "it): start the run again")
+    assert not run.exists()  # not made again, half-full
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_train_and_export_on_a_20mb_tmpfs_are_one_line_with_no_traceback_and_no_segfault(tmp_path, capsys):
     disk = tmp_path / "disk"
@@ -537,6 +563,18 @@ def test_a_staged_set_is_moved_in_whole_or_not_at_all(tmp_path, monkeypatch, ctr
                               "the earlier files: a.tflite; make the folder writable and run the command again")
     assert (final / "a.tflite").read_text() == "newest" and (final / "b.tflite").read_text() == "new"
     assert not [p for p in final.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(fileio, "_swap_in", real)
+    # the folder removed meanwhile (rm -rf), and made again by the writes after it: export said "wrote" and listed
+    # meta.json and labels.txt, gone with it (walk)
+    import shutil
+
+    with pytest.raises(KresError) as err, fileio.staged_dir(final) as staging:
+        fileio.write_text(staging / "labels.txt", "a\n")
+        shutil.rmtree(final)
+        fileio.write_bytes(staging / "model.tflite", b"TFL3")  # atomic_path makes the folders again
+    assert str(err.value) == (f"{final} was removed while the files were written into it, and the files written "
+                              "before with it: run the command again")
+    assert not final.exists()
 
 
 def test_ctrl_c_during_an_epochs_saves_waits_for_them_and_the_rerun_goes_on_after_that_epoch(
