@@ -46,6 +46,7 @@ def _one_data_option(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")
 def evaluate(models, dataset, data_dir, all_images, tfds_dir, image_size, batch_size, output, threads,
              as_json) -> None:
+    from keras_resnet.data import scan_progress
     from keras_resnet.evaluate import EvalConfig
     from keras_resnet.evaluate import evaluate as run_evaluate
 
@@ -62,7 +63,8 @@ def evaluate(models, dataset, data_dir, all_images, tfds_dir, image_size, batch_
         bar.update(done - bar.pos)
 
     try:
-        result = run_evaluate(cfg, progress=progress)
+        with scan_progress(lambda message: click.echo(message, err=True)):
+            result = run_evaluate(cfg, progress=progress)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

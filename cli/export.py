@@ -51,7 +51,7 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
            float_layers: str, float_worst: int, per_channel_dense: bool, data_dir: str | None,
            dataset: str | None) -> None:
-    from keras_resnet.data import scans_once
+    from keras_resnet.data import scan_progress, scans_once
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
     from keras_resnet.terminal import live_line
@@ -63,8 +63,11 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        float_worst=float_worst, per_channel_dense=per_channel_dense, data_dir=data_dir,
                        dataset=dataset)
     try:
-        with scans_once():  # held-out images, then each calibration pass
-            result = run_export(cfg, progress=lambda msg: click.echo(f"... {msg}", err=True))
+        def say(message: str) -> None:
+            click.echo(f"... {message}", err=True)
+
+        with scans_once(), scan_progress(say):  # held-out images, then each calibration pass
+            result = run_export(cfg, progress=say)
     except KeyboardInterrupt as stop:
         click.echo(err=True)  # ends the line the terminal's ^C (or --qat's live bar) is on, as click does
         live_line(False)

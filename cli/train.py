@@ -85,7 +85,7 @@ class _TrainCommand(click.Command):
 def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_size, image_size, stem, precision,
           xla, optimizer, lr, warmup_epochs, weight_decay, label_smoothing, ema, mixup, cutmix, randaugment, weights,
           freeze_backbone_epochs, freeze_bn, qat_epochs, output, resume, checkpoint_steps, seed, tpu) -> None:
-    from keras_resnet.data import DataConfig, is_split, scans_once
+    from keras_resnet.data import DataConfig, is_split, scan_progress, scans_once
     from keras_resnet.errors import KresError, counted
     from keras_resnet.terminal import live_line
     from keras_resnet.train import TrainConfig, epochs_text, resumed
@@ -122,7 +122,8 @@ def train(depth, variant, dataset, data_dir, tfds_dir, val_split, epochs, batch_
         cfg, data = resumed(cfg, data, typed)
     chosen: list[Path] = []  # the run folder, once train has chosen it
     try:
-        with scans_once():  # the pipelines, then the input statistics (and QAT's)
+        # each folder checked once: the pipelines, then the input statistics (and QAT's); a long check says so
+        with scans_once(), scan_progress(lambda message: click.echo(message, err=True)):
             result = run_training(cfg, data, on_run_dir=chosen.append)
     except KeyboardInterrupt:
         click.echo(err=True)  # ends the live bar's line (and the terminal's ^C), as click does for the other commands

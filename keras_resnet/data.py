@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -611,6 +612,39 @@ def _require_images(root: Path, files: list, labels: list[int], class_names: lis
 _scanned: dict | None = None  # inside scans_once(): (folder, class names) -> what _scan found there
 
 
+_scan_say: Callable[[str], None] | None = None  # inside scan_progress(): where a long scan says how far it is
+SCAN_NOTE_FILES = 1000  # a folder of this many files or more says it is being checked (0.7 ms a JPEG, 2 cores)
+SCAN_NOTE_EVERY_S = 10.0
+
+
+@contextlib.contextmanager
+def scan_progress(say: Callable[[str], None]) -> Iterator[None]:
+    """While it lasts, checking a folder of ``SCAN_NOTE_FILES`` images or more says so, and how far it is every
+    ``SCAN_NOTE_EVERY_S`` seconds: every file is decoded once before anything else is printed, about 15 minutes
+    of silence for ImageNet's 1.28 million on 2 cores."""
+    global _scan_say
+    outer, _scan_say = _scan_say, say
+    try:
+        yield
+    finally:
+        _scan_say = outer
+
+
+def _said(results: Iterator, total: int, root: Path) -> list:
+    """``results`` as a list, said as they come in where :func:`scan_progress` asks and the folder is large."""
+    say = _scan_say if total >= SCAN_NOTE_FILES else None
+    if say is None:
+        return list(results)
+    say(f"checking that the {total:,} image files in {root} can be read")
+    out, last = [], time.monotonic()
+    for result in results:
+        out.append(result)
+        if time.monotonic() - last >= SCAN_NOTE_EVERY_S and len(out) < total:
+            last = time.monotonic()
+            say(f"checked {len(out):,} of {total:,}")
+    return out
+
+
 @contextlib.contextmanager
 def scans_once() -> Iterator[None]:
     """While it lasts, each image folder is listed and decode-checked once. One command reads a folder's images
@@ -654,7 +688,7 @@ def _scan_files(root: Path, class_names: list[str]) -> tuple[list[_ScannedFile],
                                 f"{class_names[other]}: an image has one class; remove the link from the wrong one")
     workers = min(32, (os.cpu_count() or 1) * 4)
     with ThreadPoolExecutor(workers) as pool:
-        checked = list(pool.map(lambda item: _check_image(item[0]), candidates))
+        checked = _said(pool.map(lambda item: _check_image(item[0]), candidates), len(candidates), root)
     files, labels, skipped = [], [], []
     for (path, label), result in zip(candidates, checked):
         if result is None:

@@ -165,6 +165,29 @@ def test_one_folder_split_by_val_split(tmp_path):
     assert [c.shape for c in calib] == [(1, SIZE, SIZE, 3)] * 4
 
 
+def test_checking_a_large_folder_says_so_and_how_far_it_is(tmp_path, monkeypatch):
+    """Every file is decoded once before anything else is printed: 800 three-megapixel PNGs were 44 s of silence,
+    ImageNet about 15 minutes on 2 cores (walk)."""
+    from keras_resnet import data
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (9 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    said = []
+    monkeypatch.setattr(data, "SCAN_NOTE_FILES", 6)
+    monkeypatch.setattr(data, "SCAN_NOTE_EVERY_S", 0.0)
+    with data.scan_progress(said.append):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=0.5))
+    assert said == [f"checking that the 6 image files in {tmp_path} can be read",
+                    *(f"checked {done} of 6" for done in range(1, 6))]
+    said.clear()
+    monkeypatch.setattr(data, "SCAN_NOTE_FILES", 7)  # a smaller folder says nothing
+    with data.scan_progress(said.append):
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=0.5))
+    assert said == []
+
+
 def test_the_json_files_list_the_first_thousand_skipped_files_and_count_them_all():
     from keras_resnet.data import Datasets
 
