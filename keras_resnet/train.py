@@ -283,16 +283,28 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
 
 @contextlib.contextmanager
 def _saying_what_is_kept(run_dir: Path):
-    """A full disk or an unwritable folder while training says which checkpoint the same command resumes from:
-    said only of the checkpoint's own write, the others (best.keras, history, the logs) said "choose another output
-    path", which starts the run over."""
+    """A full disk, an unwritable folder or validation images gone while training say which checkpoint the same
+    command resumes from: said only of the checkpoint's own write, the others (best.keras, history, the logs) said
+    "choose another output path", which starts the run over; images gone were a TensorFlow traceback."""
     try:
         yield
     except (fileio.OutOfSpace, fileio.CannotWrite) as err:
-        state = runs.read_checkpoint_state(run_dir) or {}
-        kept = (f"the checkpoint of step {state['steps']} is kept: rerun the same command to resume from it"
-                if state.get("weights") else "no checkpoint was written yet")
-        raise type(err)(f"{err}; {kept}") from None
+        raise type(err)(f"{err}; {_kept(run_dir)}") from None
+    except Exception as err:
+        if _CARDINALITY_FAILED not in str(err):
+            raise
+        raise KresError(f"validation images of {run_dir.name} were removed or became unreadable while it trained "
+                        f"(fewer batches than were counted at the start): restore them; {_kept(run_dir)}") from None
+
+
+_CARDINALITY_FAILED = "Input dataset was expected to contain"  # tf.data's assert_cardinality (_with_cardinality)
+
+
+def _kept(run_dir: Path) -> str:
+    state = runs.read_checkpoint_state(run_dir) or {}
+    if state.get("weights"):
+        return f"the checkpoint of step {state['steps']} is kept: rerun the same command to resume from it"
+    return "no checkpoint was written yet"
 
 
 def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | None):

@@ -305,6 +305,22 @@ def test_a_full_disk_or_an_unwritable_folder_mid_run_says_which_checkpoint_is_ke
         assert str(err.value) == f"{error}; the checkpoint of step 2 is kept: rerun the same command to resume from it"
 
 
+def test_validation_images_gone_while_training_are_one_line(tmp_path, monkeypatch):
+    """Validation files removed during the first epoch (before the pass that caches them): tf.data's cardinality
+    check failed inside fit, a 90-line TensorFlow traceback (walk). Here the count is one batch too many."""
+    from keras_resnet import train as train_module
+
+    counted = train_module._with_cardinality
+    monkeypatch.setattr(train_module, "_with_cardinality",
+                        lambda dataset, examples, batch_size: counted(dataset, examples + batch_size, batch_size))
+    cfg, data = _tiny(tmp_path)
+    with pytest.raises(KresError) as err:
+        train_module.train(cfg, data, stream=io.StringIO())
+    assert str(err.value) == ("validation images of run were removed or became unreadable while it trained (fewer "
+                              "batches than were counted at the start): restore them; the checkpoint of step 2 is "
+                              "kept: rerun the same command to resume from it")
+
+
 def test_a_run_folder_removed_while_training_ends_the_run_in_one_line(tmp_path, monkeypatch):
     """rm -rf of a run's folder mid-epoch: the epoch's saves made it again, half-full (no config.json, meta.json or
     lock), and the run ended on "no meta.json at RUN/meta.json"; the same command then said "exists and is not a
