@@ -153,8 +153,8 @@ def resolve_source(path: str | os.PathLike) -> Source:
             raise KresError(f"{path} is a SavedModel, which export does not read: export from the run directory, or "
                             f"the .keras file beside it ({path.parent / 'model.keras'})")
         if model_path is None:
-            raise KresError(f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)}): pass a run or export folder, "
-                            "or a .keras file")
+            raise KresError(runs.no_model_yet(path) or f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)}): "
+                            "pass a run or export folder, or a .keras file")
         run_dir = path if runs.is_run_dir(path) else None
     else:
         model_path = path

@@ -49,6 +49,21 @@ def folder_model(folder: str | os.PathLike) -> Path | None:
     return next((folder / name for name in FOLDER_MODELS if (folder / name).is_file()), None)
 
 
+def no_model_yet(folder: str | os.PathLike) -> str | None:
+    """Why a run folder holds no model, and what to do (still in its first epoch, or stopped there); None for a
+    folder that is no run. Such a run was told "pass a run or export folder", as if it were none."""
+    folder = Path(folder)
+    if not is_run_dir(folder):
+        return None
+    from keras_resnet.runlock import holder
+
+    who = holder(folder)
+    if who is not None:
+        return f"{folder} holds no model yet: its run is training its first epoch ({who}); wait for its best.keras"
+    return (f"{folder} holds no model: its run stopped before its first epoch ended; resume it with kres train "
+            f"--resume --output {folder}")
+
+
 def read_config(run_dir: str | os.PathLike) -> dict | None:
     """The run's whole ``config.json``; None where there is none, KresError where it is not valid JSON."""
     path = Path(run_dir) / CONFIG_FILE

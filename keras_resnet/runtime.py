@@ -235,8 +235,8 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
         model_path = runs.folder_model(path)  # a run's best.keras or last.keras, or an export's model.keras
         if model_path is not None:
             return _load_keras(model_path)
-        raise KresError(f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)} or saved_model.pb): pass a run or "
-                        "export folder, or a model file")
+        raise KresError(runs.no_model_yet(path) or f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)} or "
+                        "saved_model.pb): pass a run or export folder, or a model file")
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return _load_keras(path)

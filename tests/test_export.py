@@ -577,6 +577,35 @@ def test_an_export_folder_is_a_source_as_a_run_folder_is(exported):
     assert (source.model_path, source.run_dir) == (exported.output_dir / "model.keras", None)
 
 
+def test_a_run_without_its_first_model_says_whether_it_is_still_training(tmp_path):
+    """A run still in its first epoch was told "holds no model ...: pass a run or export folder" (walk)."""
+    import socket
+
+    from keras_resnet import runlock
+    from keras_resnet.errors import KresError
+    from keras_resnet.runtime import load_predictor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": DATA, "train": {}}))
+    stopped = (f"{run} holds no model: its run stopped before its first epoch ended; resume it with kres train "
+               f"--resume --output {run}")
+    for load in (ex.resolve_source, load_predictor):
+        with pytest.raises(KresError) as err:
+            load(run)
+        assert str(err.value) == stopped
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # the lock's name, as a live training process of this host writes it
+        (run / runlock.LOCK_FILE).write_text(f"PID {sleeper.pid} on {socket.gethostname()}\n")
+        with pytest.raises(KresError) as err:
+            ex.resolve_source(run)
+        assert str(err.value) == (f"{run} holds no model yet: its run is training its first epoch (PID {sleeper.pid} "
+                                  f"on {socket.gethostname()}); wait for its best.keras")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_an_exported_keras_file_is_exported_again_with_the_data_its_meta_json_records(exported, tmp_path):
     """Its int8 model was calibrated on synthetic images, with no accuracy figures ("no training data known"),
     though the meta.json beside it records the data (evaluate read it): 16 points of top-1 lost on the digits."""
