@@ -277,6 +277,11 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    # The loaded SavedModel's .variables (and trainable/non-trainable) for fine-tuning it, as track() gave them: the
+    # backing tf.Variables (.value), which the endpoints captured, so each is stored once.
+    for name, variables in (("variables", model.variables), ("trainable_variables", model.trainable_variables),
+                            ("non_trainable_variables", model.non_trainable_variables)):
+        archive.add_variable_collection(name, [variable.value for variable in variables])
     with fileio.atomic_dir(directory, need=fileio.with_headers(weights_bytes(model))) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)

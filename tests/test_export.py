@@ -239,11 +239,16 @@ def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout
         as_uint8 = uint8_layer(images.astype(np.uint8))["probabilities"]
         loaded = tf.saved_model.load(path)
         via_tf = loaded.signatures["serving_default"](image=tf.constant(images.astype(np.uint8)))["probabilities"]
+        print(len(loaded.variables), len(loaded.trainable_variables), len(loaded.non_trainable_variables))
         np.save({str(tmp_path / "out.npy")!r}, np.stack([np.asarray(as_float), np.asarray(as_uint8), via_tf.numpy()]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    expected = keras.saving.load_model(exported.output_dir / "model.keras").predict(images, verbose=0)
+    reference = keras.saving.load_model(exported.output_dir / "model.keras")
+    # its variables, for fine-tuning the SavedModel, as ExportArchive.track() gave them
+    assert result.stdout.split() == [str(len(reference.variables)), str(len(reference.trainable_variables)),
+                                     str(len(reference.non_trainable_variables))]
+    expected = reference.predict(images, verbose=0)
     got = np.load(tmp_path / "out.npy")
     assert got.shape == (3, 6, 3)
     for outputs in got:
@@ -253,7 +258,7 @@ def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout
     from keras_resnet.quantize import weights_bytes
 
     stored = sum(f.stat().st_size for f in (exported.output_dir / "saved_model" / "variables").iterdir())
-    weights = weights_bytes(keras.saving.load_model(exported.output_dir / "model.keras"))
+    weights = weights_bytes(reference)
     assert weights < stored < 1.01 * weights, (stored, weights)
 
 
