@@ -224,12 +224,16 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 class RunFolderKept(keras.callbacks.Callback):
-    """Ends the run in one line where its folder was removed while it trained: the saves of the epoch's end made it
-    again, half-full (no config.json, meta.json or lock), and the run failed later on "no meta.json"."""
+    """Ends the run in one line where its folder was removed while it trained, checked at each step (before a
+    checkpoint inside the epoch) and each epoch's end: the saves made it again, half-full (no config.json, meta.json
+    or lock), and the run failed later on "no meta.json"."""
 
     def __init__(self, config: Path):
         super().__init__()
         self.config = Path(config)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_epoch_end(-1)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.config.is_file():

@@ -283,28 +283,37 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
 
 @contextlib.contextmanager
 def _saying_what_is_kept(run_dir: Path):
-    """A full disk, an unwritable folder or validation images gone while training say which checkpoint the same
-    command resumes from: said only of the checkpoint's own write, the others (best.keras, history, the logs) said
-    "choose another output path", which starts the run over; images gone were a TensorFlow traceback."""
+    """A full disk, an unwritable folder or validation images gone while training say what to mend, then that the
+    same command resumes from the checkpoint kept: said only of the checkpoint's own write, the others (best.keras,
+    history, the logs) said "choose another output path", which starts the run over; images gone were a TensorFlow
+    traceback."""
     try:
         yield
-    except (fileio.OutOfSpace, fileio.CannotWrite) as err:
-        raise type(err)(f"{err}; {_kept(run_dir)}") from None
+    except fileio.OutOfSpace as err:
+        raise fileio.OutOfSpace(_then_resume(run_dir, str(err), "free some space")) from None
+    except fileio.CannotWrite as err:
+        raise fileio.CannotWrite(_then_resume(run_dir, str(err), f"make {run_dir} writable")) from None
     except Exception as err:
         if _CARDINALITY_FAILED not in str(err):
             raise
-        raise KresError(f"validation images of {run_dir.name} were removed or became unreadable while it trained "
-                        f"(fewer batches than were counted at the start): restore them; {_kept(run_dir)}") from None
+        raise KresError(_then_resume(run_dir, f"validation images of {run_dir.name} were removed or became unreadable "
+                                     "while it trained (fewer batches than were counted at the start)",
+                                     "restore them")) from None
 
 
 _CARDINALITY_FAILED = "Input dataset was expected to contain"  # tf.data's assert_cardinality (_with_cardinality)
+_ELSEWHERE = ("; free some space or choose another output path", "; choose another output path")
 
 
-def _kept(run_dir: Path) -> str:
+def _then_resume(run_dir: Path, problem: str, mend: str) -> str:
+    """``problem`` (its advice to choose another output path, which starts over, left out where a checkpoint is
+    kept), then how to go on from the checkpoint kept."""
     state = runs.read_checkpoint_state(run_dir) or {}
-    if state.get("weights"):
-        return f"the checkpoint of step {state['steps']} is kept: rerun the same command to resume from it"
-    return "no checkpoint was written yet"
+    if not state.get("weights"):
+        return f"{problem}; no checkpoint was written yet"
+    for advice in _ELSEWHERE:
+        problem = problem.removesuffix(advice)
+    return f"{problem}; {mend}, then rerun the same command to resume from the checkpoint of step {state['steps']}"
 
 
 def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | None):

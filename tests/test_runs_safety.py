@@ -271,7 +271,8 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_good_one_and_the_rerun_resumes
         train(cfg, data, stream=io.StringIO())
     # ResNet-18's weights and SGD's momentum, float32 (89.4 MB), and the file's headers
     assert "writing ckpt-3.weights.h5: it needs about 91.4 MB" in str(err.value)
-    assert str(err.value).endswith("the checkpoint of step 2 is kept: rerun the same command to resume from it")
+    assert str(err.value).endswith(" MB is free; free some space, then rerun the same command to resume from the "
+                                   "checkpoint of step 2")
     checkpoints = tmp_path / "run" / "checkpoint"
     assert json.loads((checkpoints / "state.json").read_text())["weights"] == "ckpt-2.weights.h5"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt-1.weights.h5", "ckpt-2.weights.h5", "state.json"]
@@ -288,8 +289,12 @@ def test_a_full_disk_or_an_unwritable_folder_mid_run_says_which_checkpoint_is_ke
     from keras_resnet import train as train_module
 
     save = train_module._Float32Exporter.save
-    for error in (fileio.OutOfSpace("no space left on the device of RUN writing best.keras: it needs about 45 MB"),
-                  fileio.CannotWrite("cannot write to RUN: Operation not permitted; choose another output path")):
+    full = "no space left on the device of RUN writing best.keras: it needs about 45 MB, 0.6 MB is free"
+    refused = "cannot write to RUN: Operation not permitted"
+    # their advice to choose another output path (which starts the run over) gives way to the resume
+    for error, mend in ((fileio.OutOfSpace(f"{full}; free some space or choose another output path"),
+                         "free some space"),
+                        (fileio.CannotWrite(f"{refused}; choose another output path"), "make {run} writable")):
         saves = []
 
         def full_the_second_time(self, path, error=error, saves=saves):
@@ -302,7 +307,9 @@ def test_a_full_disk_or_an_unwritable_folder_mid_run_says_which_checkpoint_is_ke
         cfg, data = _tiny(tmp_path / type(error).__name__, checkpoint_steps=None, ema=0.0)
         with pytest.raises(type(error)) as err:
             train_module.train(cfg, data, stream=io.StringIO())
-        assert str(err.value) == f"{error}; the checkpoint of step 2 is kept: rerun the same command to resume from it"
+        problem = full if isinstance(error, fileio.OutOfSpace) else refused
+        assert str(err.value) == (f"{problem}; {mend.format(run=cfg.output)}, then rerun the same command to resume "
+                                  "from the checkpoint of step 2")
 
 
 def test_validation_images_gone_while_training_are_one_line(tmp_path, monkeypatch):
@@ -317,8 +324,8 @@ def test_validation_images_gone_while_training_are_one_line(tmp_path, monkeypatc
     with pytest.raises(KresError) as err:
         train_module.train(cfg, data, stream=io.StringIO())
     assert str(err.value) == ("validation images of run were removed or became unreadable while it trained (fewer "
-                              "batches than were counted at the start): restore them; the checkpoint of step 2 is "
-                              "kept: rerun the same command to resume from it")
+                              "batches than were counted at the start); restore them, then rerun the same command "
+                              "to resume from the checkpoint of step 2")
 
 
 def test_a_run_folder_removed_while_training_ends_the_run_in_one_line(tmp_path, monkeypatch):
@@ -330,21 +337,22 @@ def test_a_run_folder_removed_while_training_ends_the_run_in_one_line(tmp_path, 
     from keras_resnet import callbacks as cb
     from keras_resnet.train import train
 
-    cfg, data = _tiny(tmp_path, checkpoint_steps=None)
-    run = Path(cfg.output)
     on_batch = cb.ProgressBar.on_train_batch_end
+    for steps in (None, 1):  # a checkpoint at each epoch's end, or also at each step (which made checkpoint/ again)
+        cfg, data = _tiny(tmp_path / str(steps), checkpoint_steps=steps)
+        run = Path(cfg.output)
 
-    def removed(self, batch, logs=None):
-        if run.exists():
-            shutil.rmtree(run)
-        on_batch(self, batch, logs)
+        def removed(self, batch, logs=None, run=run):
+            if run.exists():
+                shutil.rmtree(run)
+            on_batch(self, batch, logs)
 
-    monkeypatch.setattr(cb.ProgressBar, "on_train_batch_end", removed)
-    with pytest.raises(KresError) as err:
-        train(cfg, data, stream=io.StringIO())
-    assert str(err.value) == (f"{run} was removed while training (its config.json is gone, and its checkpoints with "
-                              "it): start the run again")
-    assert not run.exists()  # not made again, half-full
+        monkeypatch.setattr(cb.ProgressBar, "on_train_batch_end", removed)
+        with pytest.raises(KresError) as err:
+            train(cfg, data, stream=io.StringIO())
+        assert str(err.value) == (f"{run} was removed while training (its config.json is gone, and its checkpoints "
+                                  "with it): start the run again")
+        assert not run.exists()  # not made again, half-full
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
