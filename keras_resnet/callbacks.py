@@ -542,13 +542,17 @@ class TensorBoardScalars(keras.callbacks.Callback):
         except Exception as err:  # TensorFlow's own file writer, outside fileio: a full disk is still one line
             if fileio.is_out_of_space(err):
                 raise fileio.out_of_space_error(self.log_dir / "events", 0, None) from None
-            if not isinstance(err, tf.errors.OpError):
+            if not isinstance(err, (tf.errors.PermissionDeniedError, tf.errors.NotFoundError,
+                                    tf.errors.FailedPreconditionError)):
                 raise
             # Not writable (another user's run, a read-only folder): a traceback, and the epoch was lost with it.
-            self.off, self.writers = True, {}
+            self.off = True
+            with contextlib.suppress(Exception):
+                self.on_train_end()
             live = hasattr(self.stream, "isatty") and self.stream.isatty()
             self.stream.write(f"{chr(10) if live else ''}warning: TensorBoard logs cannot be written to "
                               f"{self.log_dir} ({first_line(err)}): training goes on without them\n")
+            terminal.live_line(False)
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

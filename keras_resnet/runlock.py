@@ -51,15 +51,20 @@ def acquire(run_dir: str | os.PathLike, stream=None) -> None:
     fileio.remove_stale_temps(run_dir)  # left by a killed writer: with the lock held, nobody else writes here
 
 
-def holder(run_dir: str | os.PathLike) -> str | None:
+def holder(run_dir: str | os.PathLike, elsewhere: bool = False) -> str | None:
     """"PID N on HOST" of a live process of this host that holds ``run_dir``, from the name in its lock file (no
-    flock is taken: a probe could make a starting holder fail); None where nobody here holds it."""
+    flock is taken: a probe could make a starting holder fail); None where nobody here holds it. ``elsewhere``:
+    also the name of a process of another host (a shared folder), whose life cannot be checked from here."""
     try:
         name = (Path(run_dir) / LOCK_FILE).read_text(errors="replace").strip()
         pid, host = name.removeprefix("PID ").split(" on ", 1)
-        if host != socket.gethostname() or int(pid) == os.getpid():
+        if host != socket.gethostname():
+            return name if elsewhere else None
+        if int(pid) == os.getpid():
             return None
         os.kill(int(pid), 0)
+    except PermissionError:  # another user's process: alive
+        return name
     except (OSError, ValueError):  # no lock file, not a name, or its process is gone
         return None
     return name

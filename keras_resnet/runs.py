@@ -50,18 +50,24 @@ def folder_model(folder: str | os.PathLike) -> Path | None:
 
 
 def no_model_yet(folder: str | os.PathLike) -> str | None:
-    """Why a run folder holds no model, and what to do (still in its first epoch, or stopped there); None for a
-    folder that is no run. Such a run was told "pass a run or export folder", as if it were none."""
+    """Why a run folder holds no model, and what to do (training its first epoch, stopped there, or its models
+    removed); None for a folder that is no run. Such a run was told "pass a run or export folder", as if none."""
     folder = Path(folder)
     if not is_run_dir(folder):
         return None
     from keras_resnet.runlock import holder
 
-    who = holder(folder)
+    who = holder(folder, elsewhere=True)
+    state = read_checkpoint_state(folder) or {}
     if who is not None:
-        return f"{folder} holds no model yet: its run is training its first epoch ({who}); wait for its best.keras"
-    return (f"{folder} holds no model: its run stopped before its first epoch ended; resume it with kres train "
-            f"--resume --output {folder}")
+        return f"{folder} holds no model yet: its run is training ({who}); wait for the end of its first epoch"
+    resume = f"kres train --resume --output {folder}"
+    if state.get("complete"):
+        return f"{folder} holds no model: its run finished, and its best.keras and last.keras were removed"
+    if state.get("steps"):
+        return (f"{folder} holds no model: best.keras and last.keras were removed; {resume} goes on from its "
+                f"checkpoint of step {state['steps']} and writes last.keras at its end")
+    return f"{folder} holds no model: its run stopped before its first epoch ended; resume it with {resume}"
 
 
 def read_config(run_dir: str | os.PathLike) -> dict | None:

@@ -604,11 +604,26 @@ def test_a_run_without_its_first_model_says_whether_it_is_still_training(tmp_pat
         (run / runlock.LOCK_FILE).write_text(f"PID {sleeper.pid} on {socket.gethostname()}\n")
         with pytest.raises(KresError) as err:
             ex.resolve_source(run)
-        assert str(err.value) == (f"{run} holds no model yet: its run is training its first epoch (PID {sleeper.pid} "
-                                  f"on {socket.gethostname()}); wait for its best.keras")
+        assert str(err.value) == (f"{run} holds no model yet: its run is training (PID {sleeper.pid} on "
+                                  f"{socket.gethostname()}); wait for the end of its first epoch")
     finally:
         sleeper.kill()
         sleeper.wait()
+    # a process of another host (a shared folder) may be training: it cannot be checked from here
+    (run / runlock.LOCK_FILE).write_text("PID 12 on elsewhere\n")
+    with pytest.raises(KresError, match=r"its run is training \(PID 12 on elsewhere\)"):
+        ex.resolve_source(run)
+    (run / runlock.LOCK_FILE).unlink()  # checkpointed, then its models removed: not "before its first epoch"
+    (run / "checkpoint").mkdir()
+    (run / "checkpoint" / "state.json").write_text(json.dumps({"steps": 44, "weights": "ckpt-44.weights.h5"}))
+    with pytest.raises(KresError) as err:
+        ex.resolve_source(run)
+    assert str(err.value) == (f"{run} holds no model: best.keras and last.keras were removed; kres train --resume "
+                              f"--output {run} goes on from its checkpoint of step 44 and writes last.keras at its end")
+    (run / "checkpoint" / "state.json").write_text(json.dumps({"steps": 44, "weights": None, "complete": True}))
+    with pytest.raises(KresError, match=r"holds no model: its run finished, and its best\.keras and last\.keras were "
+                                        r"removed$"):
+        ex.resolve_source(run)
 
 
 def test_an_exported_keras_file_is_exported_again_with_the_data_its_meta_json_records(exported, tmp_path):
