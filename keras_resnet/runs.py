@@ -59,8 +59,9 @@ def no_model_yet(folder: str | os.PathLike) -> str | None:
 
     who = holder(folder, elsewhere=True)
     state = read_checkpoint_state(folder) or {}
-    if who is not None:
-        return f"{folder} holds no model yet: its run is training ({who}); wait for the end of its first epoch"
+    if who is not None:  # a process of another host cannot be checked from here: its lock may be stale
+        training = "is training" if who == holder(folder) else "may be training on another host"
+        return f"{folder} holds no model yet: its run {training} ({who}); wait for the end of its first epoch"
     resume = f"kres train --resume --output {folder}"
     if state.get("complete"):
         return f"{folder} holds no model: its run finished, and its best.keras and last.keras were removed"

@@ -611,7 +611,7 @@ def test_a_run_without_its_first_model_says_whether_it_is_still_training(tmp_pat
         sleeper.wait()
     # a process of another host (a shared folder) may be training: it cannot be checked from here
     (run / runlock.LOCK_FILE).write_text("PID 12 on elsewhere\n")
-    with pytest.raises(KresError, match=r"its run is training \(PID 12 on elsewhere\)"):
+    with pytest.raises(KresError, match=r"its run may be training on another host \(PID 12 on elsewhere\)"):
         ex.resolve_source(run)
     (run / runlock.LOCK_FILE).unlink()  # checkpointed, then its models removed: not "before its first epoch"
     (run / "checkpoint").mkdir()
