@@ -233,9 +233,12 @@ class RunFolderKept(keras.callbacks.Callback):
         self.config = Path(config)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.on_epoch_end(-1)
+        self._check()
 
     def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+    def _check(self) -> None:
         if not self.config.is_file():
             raise KresError(f"{self.config.parent} was removed while training (its {self.config.name} is gone, and "
                             "its checkpoints with it): start the run again")
@@ -549,10 +552,9 @@ class TensorBoardScalars(keras.callbacks.Callback):
             self.off = True
             with contextlib.suppress(Exception):
                 self.on_train_end()
-            live = hasattr(self.stream, "isatty") and self.stream.isatty()
-            self.stream.write(f"{chr(10) if live else ''}warning: TensorBoard logs cannot be written to "
-                              f"{self.log_dir} ({first_line(err)}): training goes on without them\n")
-            terminal.live_line(False)
+            terminal.end_live_line(self.stream)
+            self.stream.write(f"warning: TensorBoard logs cannot be written to {self.log_dir} ({first_line(err)}): "
+                              "training goes on without them\n")
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

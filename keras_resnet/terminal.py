@@ -36,14 +36,15 @@ def live_line(open_: bool) -> None:
     _LIVE["open"] = open_
 
 
-def end_live_line() -> None:
-    """End a live line that is on the terminal, so that what comes next (an error) has a line of its own: it was
-    written after the bar, "... top5 0.9943Error: cannot write to runs/u1 ..."."""
+def end_live_line(stream=None) -> None:
+    """End a live line that is on the terminal (``stream``, standard error by default), so that what comes next (an
+    error, a warning) has a line of its own: it was written after the bar, "... top5 0.9943Error: cannot write ..."."""
     if _LIVE["open"]:
         _LIVE["open"] = False
+        stream = stream or sys.stderr
         with contextlib.suppress(Exception):  # no reader, a closed stream: nothing to end
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            stream.write("\n")
+            stream.flush()
 
 
 @contextlib.contextmanager
