@@ -23,15 +23,19 @@ def bench() -> None:
               help="Default: 224 on a GPU.")
 @click.option("--precision", type=click.Choice(POLICIES), default="float32",
               show_default=True)
-@click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps.")
-@click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps.")
+@click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps per round.")
+@click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps before the first round.")
+@click.option("--rounds", type=Whole(min=1), default=3, show_default=True,
+              help="Ours and the peers alternate, a round of --steps each, this many times; the median round is "
+                   "reported.")
 @click.option("--xla/--no-xla", default=None,
               help="Default: on for GPUs and the JAX backend, off for TensorFlow on a CPU (slower there).")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also measure torchvision where torch imports.")
 @click.option("--torch-compile/--no-torch-compile", default=None, help="Default: on for GPUs, off on a CPU.")
 @click.option("--name", default=None, help="Results file stem (default throughput-<backend>).")
-def throughput(depth, batch_size, image_size, precision, steps, warmup, xla, with_torch, torch_compile, name):
+def throughput(depth, batch_size, image_size, precision, steps, warmup, rounds, xla, with_torch, torch_compile,
+               name):
     from keras_resnet.bench import throughput as bench_throughput
 
     on_cpu = not bench_throughput.has_accelerator()
@@ -42,7 +46,8 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, xla, wit
     else:
         sizes = [(depth or 50, image_size or 224, batch_size or 32)]
     cfgs = [bench_throughput.Config(depth=d, batch_size=b, image_size=i, precision=precision, steps=steps,
-                                    warmup=warmup, xla=xla, torch=with_torch, torch_compile=torch_compile)
+                                    warmup=warmup, rounds=rounds, xla=xla, torch=with_torch,
+                                    torch_compile=torch_compile)
             for d, i, b in sizes]
     result = bench_throughput.run_sizes(cfgs, name)
     click.echo(result["table"])

@@ -1,6 +1,9 @@
 """Smoke runs of the benchmarks at a tiny size: they run their peers and write consistent results."""
 
 import json
+import statistics
+
+import pytest
 
 from kres.main import main
 
@@ -10,7 +13,7 @@ def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path
 
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     monkeypatch.setattr(throughput, "CPU_SIZES", ((18, 32, 2), (18, 40, 1)))
-    code = main(["bench", "throughput", "--steps", "1", "--warmup", "1", "--name", "cpu"])
+    code = main(["bench", "throughput", "--steps", "1", "--warmup", "1", "--rounds", "2", "--name", "cpu"])
     assert code == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "cpu.json").read_text())
     sizes = [(r["config"]["depth"], r["config"]["image_size"], r["config"]["batch_size"]) for r in data["runs"]]
@@ -21,13 +24,78 @@ def test_throughput_on_a_cpu_measures_each_cpu_size_against_torchvision(tmp_path
         assert ours["model"] == "keras_resnet ResNet-18"
         assert ours["step"] == "train_on_batch, fused BN, XLA update, jit_compile=False"
         assert (peer["model"], peer["step"]) == ("torchvision resnet18", "eager, channels_last")
-        assert ours["images_per_s"] > 0 and peer["images_per_s"] > 0
+        assert len(ours["rounds"]) == len(peer["rounds"]) == 2 and min(ours["rounds"] + peer["rounds"]) > 0
+        assert ours["images_per_s"] == statistics.median(ours["rounds"])
+        assert peer["images_per_s"] == statistics.median(peer["rounds"])
         assert peer["ours_vs_this"] == ours["images_per_s"] / peer["images_per_s"]
-        assert ours["ours_vs_this"] == 1.0
+        assert peer["ours_vs_this_by_round"] == [a / b for a, b in zip(ours["rounds"], peer["rounds"])]
+        assert ours["ours_vs_this"] == 1.0 and ours["ours_vs_this_by_round"] == [1.0, 1.0]
     assert data["machine"]["cores"] >= 1
     assert data["machine"]["onednn"] is True and "AVX2" in data["machine"]["isa"]
     table = (tmp_path / "cpu.md").read_text()
     assert table.count("| torchvision resnet18 |") == 2 and "oneDNN on" in table
+    assert table.count("; the median of 2 alternating rounds of 1 timed step\n") == 2
+    assert "| model | step | images_per_s | rounds | ours_vs_this | by_round | error |" in table
+
+
+def test_throughput_alternates_rounds_and_reports_a_model_that_fails(tmp_path, monkeypatch, capsys):
+    """Each model is set up once, then the models take turns, the order flipping every round; a model that fails
+    to set up, or in a later round, gets its error in its row and the others go on."""
+    from keras_resnet.bench import common, throughput
+
+    calls, rates = [], {"ours": iter([10.0, 30.0, 20.0]), "peer": iter([20.0, 20.0, 40.0]),
+                         "flaky": iter([5.0])}
+
+    def contender(name, fails_in_round=None):
+        def setup():
+            calls.append(f"set up {name}")
+            if fails_in_round == 0:
+                raise MemoryError(f"no room for {name}")
+
+            def one_round():
+                calls.append(name)
+                if len([c for c in calls if c == name]) == fails_in_round:
+                    raise RuntimeError(f"{name} ended")
+                return next(rates[name])
+            return one_round
+        return (f"keras_resnet {name}" if name == "ours" else name, "step", setup)
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(throughput, "_contenders", lambda cfg, stack: [
+        contender("ours"), contender("peer"), contender("too big", fails_in_round=0),
+        contender("flaky", fails_in_round=2)])
+    code = main(["bench", "throughput", "--depth", "18", "--image-size", "32", "--batch-size", "2",
+                 "--rounds", "3", "--name", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert calls == ["set up ours", "set up peer", "set up too big", "set up flaky",
+                     "ours", "peer", "flaky", "flaky", "peer", "ours", "ours", "peer"]
+    ours, peer, too_big, flaky = json.loads((tmp_path / "cpu.json").read_text())["rows"]
+    assert (ours["images_per_s"], ours["rounds"], ours["ours_vs_this"]) == (20.0, [10.0, 30.0, 20.0], 1.0)
+    assert (peer["images_per_s"], peer["rounds"], peer["ours_vs_this"]) == (20.0, [20.0, 20.0, 40.0], 1.0)
+    assert peer["ours_vs_this_by_round"] == [0.5, 1.5, 0.5]
+    assert too_big == {"model": "too big", "step": "step", "images_per_s": None,
+                       "error": "MemoryError: no room for too big"}
+    assert flaky["images_per_s"] is None and flaky["error"] == "RuntimeError: flaky ended"
+    assert flaky["rounds"] == [5.0]  # the round it ran is kept, but no median of one round against ours' three
+    assert "ours_vs_this" not in flaky
+    assert "| peer | step | 20.00 | 20.0, 20.0, 40.0 | 1.00 | 0.50-1.50 |  |" in capsys.readouterr().out
+
+
+def test_the_torchvision_peer_runs_rounds_in_its_own_process_and_says_why_it_failed():
+    from keras_resnet.bench import throughput, torch_peer
+
+    if not throughput._torchvision():
+        pytest.skip("torch and torchvision do not import here")
+
+    cfg = {"depth": 18, "image_size": 32, "batch_size": 2, "num_classes": 10, "precision": "float32", "steps": 1,
+           "warmup": 1}
+    with torch_peer.Peer(cfg, compiled=False) as peer:
+        assert peer.round() > 0 and peer.round() > 0
+        process = peer._process
+    assert process.returncode == 0  # it ended when its input closed
+    with pytest.raises(RuntimeError) as failed:
+        torch_peer.Peer({**cfg, "depth": 7}, compiled=False)
+    assert str(failed.value).startswith("AttributeError: module 'torchvision.models' has no attribute 'resnet7'")
 
 
 def test_a_throughput_run_that_measured_nothing_of_ours_leaves_the_earlier_results(tmp_path, monkeypatch, capsys):
@@ -77,7 +145,7 @@ def test_update_bench_times_keras_and_the_compiled_update_with_each_optimizer(tm
         assert stock["images_per_s"] > 0 and compiled["images_per_s"] > 0
         assert compiled["compiled_vs_keras"] == compiled["images_per_s"] / stock["images_per_s"]
     assert data["config"]["rounds"] == 2 and data["machine"]["onednn"] is True
-    assert "median of 2 alternating rounds of 1 steps" in (tmp_path / "update.md").read_text()
+    assert "; the median of 2 alternating rounds of 1 step\n" in (tmp_path / "update.md").read_text()
     # The digits schedule's step count: the training split kres train gets, at the recipe's batch.
     from sklearn.datasets import load_digits
 

@@ -4,13 +4,17 @@ Ours runs batch norm as TensorFlow's fused kernel and the optimizer's update as 
 TensorFlow backend, as ``kres train`` does. Peers
 measured in the same command: keras.applications.ResNet50 on the same Keras backend (with the plain
 ``train_on_batch`` step) and, where PyTorch and torchvision import, torchvision's ResNet (channels_last,
-bf16 autocast, optionally ``torch.compile``). Importing this module needs only Keras (and JAX or TensorFlow as
-its backend): the GPU machines we measure on have no TensorFlow.
+bf16 autocast, optionally ``torch.compile``), in a process of its own. Each model is built and warmed up once;
+then they alternate, a round of timed steps each, and the median round is reported, so that a shared machine's
+load falls on all of them rather than on whichever ran in a busy minute. Importing this module needs only Keras
+(and JAX or TensorFlow as its backend): the GPU machines we measure on have no TensorFlow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import keras
@@ -25,6 +29,7 @@ from keras_resnet.bench.common import (
     synthetic_batch,
     write_results,
 )
+from keras_resnet.errors import counted
 from keras_resnet.model import resnet
 from keras_resnet.optim import compile_update
 from keras_resnet.specs import depth_spec
@@ -40,8 +45,9 @@ class Config:
     batch_size: int = 32
     image_size: int = 224
     precision: str = "float32"  # a Keras dtype policy; torch uses bf16 autocast for mixed_bfloat16
-    steps: int = 10  # timed steps per measurement
-    warmup: int = 3  # untimed steps (compilation happens here)
+    steps: int = 10  # timed steps per round
+    warmup: int = 3  # untimed steps before the first round (compilation happens here)
+    rounds: int = 3  # ours and the peers alternate, a round each, this many times; the median round is reported
     xla: bool = True  # jit_compile for the Keras train_on_batch step (off for TensorFlow on CPU: slower there)
     torch: bool = True  # measure torchvision too, where torch and torchvision import
     torch_compile: bool = True  # off on CPU by default: compiling takes minutes there
@@ -71,11 +77,25 @@ def _batch(cfg: Config):
     return synthetic_batch(cfg.batch_size, cfg.image_size, cfg.num_classes)
 
 
-def _timed(step, cfg: Config, sync) -> float:
-    return images_per_second(step, cfg.batch_size, cfg.steps, cfg.warmup, sync)
+Round = Callable[[], float]  # times one round of a model's step; returns its images/s
 
 
-def keras_train_on_batch(model: keras.Model, cfg: Config, kres_step: bool = False) -> float:
+def _rounds(step, cfg: Config, sync, context=contextlib.nullcontext) -> Round:
+    """Warm ``step`` up (``cfg.warmup`` untimed steps: compilation happens here) and return its round:
+    ``cfg.steps`` timed steps after one untimed one, as the other models' rounds ran in between."""
+    with context():
+        for _ in range(cfg.warmup):
+            step()
+        sync()
+
+    def one_round() -> float:
+        with context():
+            return images_per_second(step, cfg.batch_size, cfg.steps, 1, sync)
+
+    return one_round
+
+
+def keras_train_on_batch(model: keras.Model, cfg: Config, kres_step: bool = False) -> Round:
     """The Keras step: ``compile(jit_compile=...)`` then ``train_on_batch`` on device arrays; with ``kres_step``
     batch norm runs as TensorFlow's fused kernel and the optimizer's update as one XLA computation, as in
     ``kres train`` (TensorFlow backend only)."""
@@ -84,11 +104,11 @@ def keras_train_on_batch(model: keras.Model, cfg: Config, kres_step: bool = Fals
         compile_update(optimizer)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", jit_compile=cfg.xla)
     x, y = (keras.ops.convert_to_tensor(a) for a in _batch(cfg))  # already on the device
-    with _compat.fused_batch_norm() if kres_step else contextlib.nullcontext():
-        return _timed(lambda: model.train_on_batch(x, y), cfg, sync=lambda: None)  # returns a host float: syncs
+    return _rounds(lambda: model.train_on_batch(x, y), cfg, sync=lambda: None,  # returns a host float: syncs
+                   context=_compat.fused_batch_norm if kres_step else contextlib.nullcontext)
 
 
-def jax_stateless_step(model: keras.Model, cfg: Config) -> float:
+def jax_stateless_step(model: keras.Model, cfg: Config) -> Round:
     """A ``jax.jit`` step over ``model.stateless_call`` with donated state: no host sync, no Python state
     updates between steps. JAX backend only."""
     import jax
@@ -121,7 +141,7 @@ def jax_stateless_step(model: keras.Model, cfg: Config) -> float:
     def run():
         holder["state"], holder["loss"] = jitted(holder["state"], x, y)
 
-    return _timed(run, cfg, sync=lambda: holder["loss"] is not None and holder["loss"].block_until_ready())
+    return _rounds(run, cfg, sync=lambda: holder["loss"] is not None and holder["loss"].block_until_ready())
 
 
 def _torchvision() -> bool:
@@ -135,56 +155,93 @@ def _torchvision() -> bool:
     return True
 
 
-def torchvision_step(cfg: Config, compiled: bool) -> float:
-    """torchvision's images/s, measured in a fresh process: in this one, TensorFlow's thread pools, idle but
-    alive, slowed torch's OpenMP threads up to 10x on 2 cores (ResNet-50: 4 against 37 images/s)."""
-    return torch_peer.run_isolated(asdict(cfg), compiled)
+def _contenders(cfg: Config, stack: contextlib.ExitStack) -> list[tuple[str, str, Callable[[], Round]]]:
+    """(model, step, setup) of ours and each peer at ``cfg``'s size; a setup builds and warms up, and returns the
+    model's round. torchvision's process, once started, stays up until ``stack`` closes."""
+    backend = keras.backend.backend()
+    shape = (cfg.image_size, cfg.image_size, 3)
+
+    def ours():
+        return resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape)
+
+    contenders = []
+    if backend == "jax":
+        contenders.append((f"keras_resnet ResNet-{cfg.depth}", "jax.jit stateless, donated",
+                           lambda: jax_stateless_step(ours(), cfg)))
+    kres_step = backend == "tensorflow"
+    contenders.append((f"keras_resnet ResNet-{cfg.depth}",
+                       f"train_on_batch{', fused BN, XLA update' if kres_step else ''}, jit_compile={cfg.xla}",
+                       lambda: keras_train_on_batch(ours(), cfg, kres_step=kres_step)))
+    if cfg.depth == 50:  # keras.applications has no ResNet-18/34
+        contenders.append(("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
+                           lambda: keras_train_on_batch(
+                               keras.applications.ResNet50(weights=None, input_shape=shape,
+                                                           classes=cfg.num_classes), cfg)))
+    if cfg.torch and _torchvision():
+        for compiled in (False, True) if cfg.torch_compile else (False,):
+            contenders.append((f"torchvision resnet{cfg.depth}",
+                               f"{'torch.compile' if compiled else 'eager'}, channels_last",
+                               lambda compiled=compiled: stack.enter_context(
+                                   torch_peer.Peer(asdict(cfg), compiled)).round))
+    return contenders
+
+
+def _error(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
 
 
 def measure_rows(cfg: Config) -> list[dict]:
-    """Ours and the peers at one size; each row has images/s and, once ours is known, ``ours_vs_this``."""
+    """Ours and the peers at one size, in alternating rounds (the order flips every round), so that a shared
+    machine's load falls on all of them. Each row has the median round's images/s, every round's, and, once ours
+    is known, ``ours_vs_this`` (the medians' ratio) and ``ours_vs_this_by_round``. A model that cannot run here
+    is reported in its row's ``error``, not fatal."""
     depth_spec(cfg.depth)
-    backend = keras.backend.backend()
-    rows = []
-
-    def measure(name: str, step: str, fn):
-        try:
-            rate = fn()
-        except Exception as err:  # a peer that cannot run here is reported, not fatal
-            rows.append({"model": name, "step": step, "images_per_s": None, "error": f"{type(err).__name__}: {err}"})
-            return
-        rows.append({"model": name, "step": step, "images_per_s": rate})
-
-    shape = (cfg.image_size, cfg.image_size, 3)
+    rows, rounds = [], {}
     keras.config.set_dtype_policy(cfg.precision)
     try:
-        if backend == "jax":
-            measure(f"keras_resnet ResNet-{cfg.depth}", "jax.jit stateless, donated",
-                    lambda: jax_stateless_step(resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape),
-                                               cfg))
-        kres_step = backend == "tensorflow"
-        step = f"train_on_batch{', fused BN, XLA update' if kres_step else ''}, jit_compile={cfg.xla}"
-        measure(f"keras_resnet ResNet-{cfg.depth}", step,
-                lambda: keras_train_on_batch(resnet(cfg.depth, num_classes=cfg.num_classes, input_shape=shape), cfg,
-                                             kres_step=kres_step))
-        if cfg.depth == 50:  # keras.applications has no ResNet-18/34
-            measure("keras.applications ResNet50", f"train_on_batch, jit_compile={cfg.xla}",
-                    lambda: keras_train_on_batch(
-                        keras.applications.ResNet50(weights=None, input_shape=shape, classes=cfg.num_classes), cfg))
+        with contextlib.ExitStack() as stack:
+            for model, step, setup in _contenders(cfg, stack):
+                rows.append({"model": model, "step": step, "images_per_s": None})
+                try:
+                    rounds[len(rows) - 1] = setup()
+                except Exception as err:
+                    rows[-1]["error"] = _error(err)
+            for number in range(cfg.rounds):
+                for index in sorted(rounds, reverse=number % 2 == 1):
+                    try:
+                        rows[index].setdefault("rounds", []).append(rounds[index]())
+                    except Exception as err:
+                        rows[index]["error"] = _error(err)
+                        del rounds[index]
     finally:
         keras.config.set_dtype_policy("float32")
-    if cfg.torch and _torchvision():
-        measure(f"torchvision resnet{cfg.depth}", "eager, channels_last", lambda: torchvision_step(cfg, False))
-        if cfg.torch_compile:
-            measure(f"torchvision resnet{cfg.depth}", "torch.compile, channels_last",
-                    lambda: torchvision_step(cfg, True))
-
-    best = max((r["images_per_s"] for r in rows if r["model"].startswith("keras_resnet") and r["images_per_s"]),
-               default=None)
-    for row in rows:
-        if row["images_per_s"] and best:
-            row["ours_vs_this"] = best / row["images_per_s"]
+    for index in rounds:
+        rows[index]["images_per_s"] = statistics.median(rows[index]["rounds"])
+    _compare(rows)
     return rows
+
+
+def _compare(rows: list[dict]) -> None:
+    """Ours (the fastest of our rows) against each row: the ratio of the medians, and round by round."""
+    ours = max((r for r in rows if r["model"].startswith("keras_resnet") and r["images_per_s"]),
+               key=lambda r: r["images_per_s"], default=None)
+    if ours is None:
+        return
+    for row in rows:
+        if row["images_per_s"]:
+            row["ours_vs_this"] = ours["images_per_s"] / row["images_per_s"]
+            row["ours_vs_this_by_round"] = [a / b for a, b in zip(ours["rounds"], row["rounds"])]
+
+
+def _range(values: list[float] | None) -> str:
+    if not values:
+        return ""
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def _table_rows(rows: list[dict]) -> list[dict]:
+    return [{**row, "rounds": ", ".join(f"{v:.1f}" for v in row.get("rounds", [])),
+             "by_round": _range(row.get("ours_vs_this_by_round"))} for row in rows]
 
 
 def run(cfg: Config) -> dict:
@@ -202,8 +259,10 @@ def run_sizes(cfgs: list[Config], results_name: str | None = None) -> dict:
         payload.update(config=runs[0]["config"], rows=runs[0]["rows"])
     table = f"Training throughput, Keras backend {backend}, on {machine_line(host)}\n\n"
     for cfg, one in zip(cfgs, runs):
-        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}\n\n"
-                  + markdown_table(["model", "step", "images_per_s", "ours_vs_this", "error"], one["rows"]) + "\n")
+        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}; the median "
+                  f"of {counted(cfg.rounds, 'alternating round')} of {counted(cfg.steps, 'timed step')}\n\n"
+                  + markdown_table(["model", "step", "images_per_s", "rounds", "ours_vs_this", "by_round", "error"],
+                                   _table_rows(one["rows"])) + "\n")
     payload["measured"] = any(row["images_per_s"] for one in runs for row in one["rows"]
                               if row["model"].startswith("keras_resnet"))
     payload["results_file"] = str(write_results(results_name or f"throughput-{backend}", payload, table,

@@ -1,19 +1,27 @@
 """torchvision's training step, the peer of the throughput benchmark, run in a process of its own.
 
-This module imports neither Keras nor TensorFlow, so the peer's process holds no other framework's threads.
+This module imports neither Keras nor TensorFlow, so the peer's process holds no other framework's threads. The
+process stays up for the whole measurement and times a round whenever it is asked, so that its rounds can
+alternate with ours: a shared machine's load then falls on both.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 from keras_resnet.bench.common import images_per_second
 
+ROUND = "round"  # what the measuring process writes to ask for a round
 
-def step_rate(cfg: dict, compiled: bool) -> float:
-    """Images/s of torchvision's ResNet training step (channels_last; bf16 autocast under mixed_bfloat16)."""
+
+def step_rounds(cfg: dict, compiled: bool):
+    """Build torchvision's ResNet training step (channels_last; bf16 autocast under mixed_bfloat16), warm it up
+    (``cfg["warmup"]`` steps: ``torch.compile`` compiles here) and return a round: images/s of ``cfg["steps"]``
+    timed steps after one untimed step."""
     import torch
 
     from keras_resnet.weights import import_torchvision
@@ -38,18 +46,70 @@ def step_rate(cfg: dict, compiled: bool) -> float:
     if compiled:
         step = torch.compile(step)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    return images_per_second(step, batch, cfg["steps"], cfg["warmup"], sync)
+    for _ in range(cfg["warmup"]):
+        step()
+    sync()
+    return lambda: images_per_second(step, batch, cfg["steps"], 1, sync)
 
 
-def run_isolated(cfg: dict, compiled: bool) -> float:
-    """``step_rate`` in a fresh Python process; its error, if any, is raised here as RuntimeError."""
-    done = subprocess.run([sys.executable, "-m", __name__, json.dumps(cfg), "1" if compiled else "0"],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = (done.stderr.strip() or "no output").splitlines()
+class Peer:
+    """torchvision's step in a fresh Python process: in the measuring one, TensorFlow's thread pools, idle but
+    alive, slowed torch's OpenMP threads up to 10x on 2 cores (ResNet-50: 4 against 37 images/s). Starting it
+    builds and warms the step up; ``round()`` times one round there. An error of the process is raised as
+    RuntimeError with its last line of stderr."""
+
+    def __init__(self, cfg: dict, compiled: bool):
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (open while the process lives; close())
+        self._process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(cfg), "1" if compiled else "0"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                         text=True)
+        try:
+            self._answer()  # ready: built and warmed up
+        except BaseException:
+            self.close()
+            raise
+
+    def round(self) -> float:
+        self._process.stdin.write(ROUND + "\n")
+        self._process.stdin.flush()
+        return float(self._answer())
+
+    def close(self) -> None:
+        """End the process (it exits when its input closes) and forget its output."""
+        try:
+            self._process.stdin.close()
+            self._process.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait()
+        self._stderr.close()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _answer(self) -> str:
+        line = self._process.stdout.readline()
+        if line:
+            return line.strip()
+        self._process.wait()
+        self._stderr.seek(0)
+        lines = self._stderr.read().strip().splitlines() or [f"it exited with status {self._process.returncode}"]
         raise RuntimeError(lines[-1])
-    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _serve(cfg: dict, compiled: bool) -> None:
+    """The peer's process: build and warm up, say so, then time a round for each request until input closes."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a library's prints must not read as an answer
+    one_round = step_rounds(cfg, compiled)
+    print("ready", file=answers, flush=True)
+    for request in sys.stdin:
+        if request.strip() == ROUND:
+            print(one_round(), file=answers, flush=True)
 
 
 if __name__ == "__main__":
-    print(step_rate(json.loads(sys.argv[1]), sys.argv[2] == "1"))
+    _serve(json.loads(sys.argv[1]), sys.argv[2] == "1")

@@ -25,7 +25,7 @@ from keras_resnet.bench.common import (
     synthetic_batch,
     write_results,
 )
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, counted
 from keras_resnet.model import resnet
 from keras_resnet.recipes import RECIPES
 from keras_resnet.specs import depth_spec
@@ -112,8 +112,8 @@ def run(cfg: Config) -> dict:
     rows = measure_rows(cfg)
     payload = {"benchmark": "update", "backend": "tensorflow", "machine": host, "config": asdict(cfg), "rows": rows}
     table = (f"Training step with Keras's own optimizer update and with kres's compiled one, ResNet-{cfg.depth}, "
-             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; median of {cfg.rounds} "
-             f"alternating rounds of {cfg.steps} steps\n\n"
+             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; the median of "
+             f"{counted(cfg.rounds, 'alternating round')} of {counted(cfg.steps, 'step')}\n\n"
              + markdown_table(["optimizer", "update", "images_per_s", "compiled_vs_keras"], rows))
     payload["results_file"] = str(write_results(cfg.results_name, payload, table))
     payload["table"] = table
