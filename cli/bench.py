@@ -49,7 +49,7 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, rounds, 
                                     warmup=warmup, rounds=rounds, xla=xla, torch=with_torch,
                                     torch_compile=torch_compile)
             for d, i, b in sizes]
-    result = bench_throughput.run_sizes(cfgs, name)
+    result = bench_throughput.run_sizes(cfgs, name, say=lambda line: click.echo(line, err=True))
     click.echo(result["table"])
     if not result["measured"]:
         from keras_resnet.bench.common import nothing_measured

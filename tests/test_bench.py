@@ -78,7 +78,15 @@ def test_throughput_alternates_rounds_and_reports_a_model_that_fails(tmp_path, m
     assert flaky["images_per_s"] is None and flaky["error"] == "RuntimeError: flaky ended"
     assert flaky["rounds"] == [5.0]  # the round it ran is kept, but no median of one round against ours' three
     assert "ours_vs_this" not in flaky
-    assert "| peer | step | 20.00 | 20.0, 20.0, 40.0 | 1.00 | 0.50-1.50 |  |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| peer | step | 20.00 | 20.0, 20.0, 40.0 | 1.00 | 0.50-1.50 |  |" in captured.out
+    assert "ResNet-18, 32 px, batch 2, float32; the median of 3 alternating rounds of 10 timed steps\n" in captured.out
+    assert captured.err.splitlines() == [  # progress, off the table's stdout
+        "ResNet-18, 32 px, batch 2: building and warming up keras_resnet ours (step)",
+        "ResNet-18, 32 px, batch 2: building and warming up peer (step)",
+        "ResNet-18, 32 px, batch 2: building and warming up too big (step)",
+        "ResNet-18, 32 px, batch 2: building and warming up flaky (step)",
+        *(f"ResNet-18, 32 px, batch 2: round {n} of 3, 10 timed steps of each model" for n in (1, 2, 3))]
 
 
 def test_the_torchvision_peer_runs_rounds_in_its_own_process_and_says_why_it_failed():
@@ -109,13 +117,14 @@ def test_a_throughput_run_that_measured_nothing_of_ours_leaves_the_earlier_resul
     monkeypatch.setattr(throughput, "keras_train_on_batch", out_of_memory)
     (tmp_path / "cpu.json").write_text('{"earlier": true}')
     code = main(["bench", "throughput", "--depth", "18", "--image-size", "32", "--batch-size", "2", "--steps", "1",
-                 "--warmup", "1", "--no-torch", "--name", "cpu"])
+                 "--warmup", "1", "--rounds", "1", "--no-torch", "--name", "cpu"])
     captured = capsys.readouterr()
     assert code == 2  # kres's exit status for an error
     assert "| keras_resnet ResNet-18 |" in captured.out and "MemoryError: no room for the batch" in captured.out
     assert f"no measurement of ours succeeded (the error column above says why); the rows are in " \
            f"{tmp_path / 'cpu-failed.json'}, and cpu.json is left as it was" in captured.err
     assert "wrote" not in captured.out
+    assert "ResNet-18, 32 px, batch 2, float32; one round of 1 timed step\n" in captured.out
     assert json.loads((tmp_path / "cpu.json").read_text()) == {"earlier": True}
     failed = json.loads((tmp_path / "cpu-failed.json").read_text())
     assert failed["measured"] is False and failed["rows"][0]["error"] == "MemoryError: no room for the batch"

@@ -190,23 +190,27 @@ def _error(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def measure_rows(cfg: Config) -> list[dict]:
+def measure_rows(cfg: Config, say: Callable[[str], object] = lambda line: None) -> list[dict]:
     """Ours and the peers at one size, in alternating rounds (the order flips every round), so that a shared
     machine's load falls on all of them. Each row has the median round's images/s, every round's, and, once ours
     is known, ``ours_vs_this`` (the medians' ratio) and ``ours_vs_this_by_round``. A model that cannot run here
-    is reported in its row's ``error``, not fatal."""
+    is reported in its row's ``error``, not fatal. ``say`` gets a line as each model is set up and each round
+    begins."""
     depth_spec(cfg.depth)
     rows, rounds = [], {}
+    size = f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}"
     keras.config.set_dtype_policy(cfg.precision)
     try:
         with contextlib.ExitStack() as stack:
             for model, step, setup in _contenders(cfg, stack):
+                say(f"{size}: building and warming up {model} ({step})")
                 rows.append({"model": model, "step": step, "images_per_s": None})
                 try:
                     rounds[len(rows) - 1] = setup()
                 except Exception as err:
                     rows[-1]["error"] = _error(err)
             for number in range(cfg.rounds):
+                say(f"{size}: round {number + 1} of {cfg.rounds}, {counted(cfg.steps, 'timed step')} of each model")
                 for index in sorted(rounds, reverse=number % 2 == 1):
                     try:
                         rows[index].setdefault("rounds", []).append(rounds[index]())
@@ -249,18 +253,21 @@ def run(cfg: Config) -> dict:
     return run_sizes([cfg], cfg.results_name)
 
 
-def run_sizes(cfgs: list[Config], results_name: str | None = None) -> dict:
-    """Measure ours and the peers at each size, in this one process; write one JSON and one markdown table."""
+def run_sizes(cfgs: list[Config], results_name: str | None = None,
+              say: Callable[[str], object] = lambda line: None) -> dict:
+    """Measure ours and the peers at each size, in this one process; write one JSON and one markdown table.
+    ``say`` gets the progress lines of ``measure_rows``."""
     backend = keras.backend.backend()
     host = machine()
-    runs = [{"config": asdict(cfg), "rows": measure_rows(cfg)} for cfg in cfgs]
+    runs = [{"config": asdict(cfg), "rows": measure_rows(cfg, say)} for cfg in cfgs]
     payload = {"benchmark": "throughput", "backend": backend, "machine": host, "runs": runs}
     if len(runs) == 1:  # the single-size layout, as before
         payload.update(config=runs[0]["config"], rows=runs[0]["rows"])
     table = f"Training throughput, Keras backend {backend}, on {machine_line(host)}\n\n"
     for cfg, one in zip(cfgs, runs):
-        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}; the median "
-                  f"of {counted(cfg.rounds, 'alternating round')} of {counted(cfg.steps, 'timed step')}\n\n"
+        rounds = f"the median of {cfg.rounds} alternating rounds" if cfg.rounds > 1 else "one round"
+        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}; {rounds} "
+                  f"of {counted(cfg.steps, 'timed step')}\n\n"
                   + markdown_table(["model", "step", "images_per_s", "rounds", "ours_vs_this", "by_round", "error"],
                                    _table_rows(one["rows"])) + "\n")
     payload["measured"] = any(row["images_per_s"] for one in runs for row in one["rows"]
