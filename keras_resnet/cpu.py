@@ -35,8 +35,8 @@ def is_x86(machine: str | None = None) -> bool:
 
 
 @cache
-def _cpuinfo() -> tuple[str, frozenset[str]]:
-    """The first processor's model name and flags from /proc/cpuinfo (Linux); elsewhere platform's word only."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux; empty elsewhere)."""
     fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -44,17 +44,26 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    model = fields.get("model name") or platform.processor() or platform.machine()
-    return model, frozenset(fields.get("flags", "").split())
+    return fields
 
 
 def cpu_model() -> str:
-    return _cpuinfo()[0]
+    """The model name (elsewhere than Linux, platform's word only)."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_generation(fields: dict[str, str] | None = None) -> str | None:
+    """``family 25 model 17`` of an x86 CPU, or None: where a VM names its CPU only "AMD EPYC", this is what tells
+    a Zen 3 (family 25 model 1, AVX2 only) from a Zen 4 (model 17, AVX-512)."""
+    fields = _cpuinfo() if fields is None else fields
+    if "cpu family" in fields and "model" in fields:
+        return f"family {fields['cpu family']} model {fields['model']}"
+    return None
 
 
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as /proc/cpuinfo spells them (empty where there is no /proc/cpuinfo)."""
-    return _cpuinfo()[1]
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 def vector_isa(flags: frozenset[str] | None = None) -> list[str]:
@@ -103,7 +112,7 @@ KERNEL_CAP_ENVS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 def describe() -> dict:
     """CPU model, vector ISA, whether oneDNN is on, and any kernel ISA cap: what every CPU figure is quoted beside."""
-    info = {"cpu": cpu_model(), "isa": vector_isa(), "onednn": onednn_enabled()}
+    info = {"cpu": cpu_model(), "generation": cpu_generation(), "isa": vector_isa(), "onednn": onednn_enabled()}
     caps = {name: os.environ[name] for name in KERNEL_CAP_ENVS if os.environ.get(name)}
     if caps:
         info["kernel_isa_caps"] = caps

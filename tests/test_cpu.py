@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,19 @@ def test_a_kernel_isa_cap_is_named_beside_every_figure(monkeypatch):
     assert machine_line(info) == ("AMD EPYC (AVX2, FMA, AVX-512; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), "
                                   "2 cores, no GPU")
     assert machine_line(info, (1.04, 0.5, 0.2)).endswith("2 cores, no GPU (load average 1.0 at the end)")
+
+
+def test_the_cpu_generation_tells_apart_what_a_vm_names_alike():
+    """A VM's /proc/cpuinfo names a Zen 3 and a Zen 4 both "AMD EPYC"; their family and model differ."""
+    from keras_resnet.bench.common import machine_line
+
+    assert cpu.cpu_generation({"model name": "AMD EPYC", "cpu family": "25", "model": "1"}) == "family 25 model 1"
+    assert cpu.cpu_generation({"model name": "Apple M2"}) is None  # no such fields: not said
+    info = {"cpu": "AMD EPYC", "generation": "family 25 model 17", "isa": ["AVX2", "FMA", "AVX-512"], "onednn": True,
+            "cores": 2, "accelerator": "none"}
+    assert machine_line(info) == "AMD EPYC (family 25 model 17; AVX2, FMA, AVX-512; oneDNN on), 2 cores, no GPU"
+    if cpu.is_x86() and Path("/proc/cpuinfo").is_file():  # this machine's, as every benchmark records it
+        assert cpu.describe()["generation"].startswith("family ")
 
 
 def test_tensorflow_leaves_onednn_off_only_on_cpus_without_vnni_bf16_or_amx():

@@ -47,7 +47,8 @@ def machine() -> dict:
 
 
 def machine_line(info: dict, load: tuple[float, ...] | None = None) -> str:
-    """``AMD EPYC (AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables and titles.
+    """``AMD EPYC (family 25 model 17; AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables
+    and titles.
 
     Kernel ISA caps, when set, follow oneDNN: ``...; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), ...``.
     With ``load`` (``os.getloadavg()`` when the measuring ended): ``... no GPU (load average 1.0 at the end)``.
@@ -59,7 +60,8 @@ def machine_line(info: dict, load: tuple[float, ...] | None = None) -> str:
         onednn += "; kernels capped: " + ", ".join(f"{name}={value}" for name, value in caps.items())
     gpu = "no GPU" if info.get("accelerator") in (None, "none") else info["accelerator"]
     busy = f" (load average {load[0]:.1f} at the end)" if load else ""
-    return f"{info['cpu']} ({isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}{busy}"
+    generation = f"{info['generation']}; " if info.get("generation") else ""
+    return f"{info['cpu']} ({generation}{isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}{busy}"
 
 
 def synthetic_batch(batch_size: int, image_size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
