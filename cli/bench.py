@@ -26,8 +26,8 @@ def bench() -> None:
 @click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps per round.")
 @click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps before the first round.")
 @click.option("--rounds", type=Whole(min=1), default=3, show_default=True,
-              help="Ours and the peers alternate, a round of --steps each, this many times; the median round is "
-                   "reported.")
+              help="Ours and the peers alternate, a round of --steps each, this many times; the median of the "
+                   "rounds is reported.")
 @click.option("--xla/--no-xla", default=None,
               help="Default: on for GPUs and the JAX backend, off for TensorFlow on a CPU (slower there).")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,

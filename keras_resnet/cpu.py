@@ -15,8 +15,10 @@ import os
 import platform
 import sys
 import warnings
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # The CPU features with which TensorFlow turns oneDNN on by itself (its port::CPUFeature test, TF 2.9-2.21).
@@ -35,8 +37,8 @@ def is_x86(machine: str | None = None) -> bool:
 
 
 @cache
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields in /proc/cpuinfo (Linux; empty elsewhere)."""
+def _cpuinfo() -> Mapping[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux; empty elsewhere), read-only: it is read once."""
     fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -44,7 +46,7 @@ def _cpuinfo() -> dict[str, str]:
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return fields
+    return MappingProxyType(fields)
 
 
 def cpu_model() -> str:
@@ -52,7 +54,7 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-def cpu_generation(fields: dict[str, str] | None = None) -> str | None:
+def cpu_generation(fields: Mapping[str, str] | None = None) -> str | None:
     """``family 25 model 17`` of an x86 CPU, or None: where a VM names its CPU only "AMD EPYC", this is what tells
     a Zen 3 (family 25 model 1, AVX2 only) from a Zen 4 (model 17, AVX-512)."""
     fields = _cpuinfo() if fields is None else fields

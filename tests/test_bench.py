@@ -89,6 +89,74 @@ def test_throughput_alternates_rounds_and_reports_a_model_that_fails(tmp_path, m
         *(f"ResNet-18, 32 px, batch 2: round {n} of 3, 10 timed steps of each model" for n in (1, 2, 3))]
 
 
+def test_ours_is_traced_and_timed_with_fused_batch_norm_and_the_peers_processes_end(monkeypatch):
+    """measure_rows with stand-ins for the steps: ours' warm-up and every round run inside the fused batch norm
+    block (the row says "fused BN"), keras.applications' outside it; each peer process is closed at the end."""
+    import contextlib
+
+    import keras
+
+    from keras_resnet.bench import throughput
+
+    inside, seen, peers = [False], [], []
+
+    @contextlib.contextmanager
+    def fused():
+        inside[0] = True
+        try:
+            yield
+        finally:
+            inside[0] = False
+
+    class Trainee:  # a stand-in model: what train_on_batch saw
+        def __init__(self, name):
+            self.name = name
+
+        def compile(self, **kwargs):
+            pass
+
+        def train_on_batch(self, x, y):
+            seen.append((self.name, inside[0]))
+
+    class StandInPeer:
+        def __init__(self, cfg, compiled):
+            peers.append(self)
+            self.closed = False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.closed = True
+
+        def round(self):
+            return 5.0
+
+    monkeypatch.setattr(throughput._compat, "fused_batch_norm", fused)
+    monkeypatch.setattr(throughput, "resnet", lambda *args, **kwargs: Trainee("ours"))
+    monkeypatch.setattr(keras.applications, "ResNet50", lambda **kwargs: Trainee("keras.applications"))
+    monkeypatch.setattr(throughput, "_torchvision", lambda: True)
+    monkeypatch.setattr(throughput.torch_peer, "Peer", StandInPeer)
+    cfg = throughput.Config(depth=50, image_size=32, batch_size=2, steps=2, warmup=1, rounds=2, xla=False,
+                            torch_compile=False, num_classes=3)
+    rows = throughput.measure_rows(cfg)
+    assert [row["model"] for row in rows] == ["keras_resnet ResNet-50", "keras.applications ResNet50",
+                                              "torchvision resnet50"]
+    assert rows[0]["step"] == "train_on_batch, fused BN, XLA update, jit_compile=False"
+    # warm-up 1, then each round 1 untimed + 2 timed steps
+    assert [inside for name, inside in seen if name == "ours"] == [True] * 7
+    assert [inside for name, inside in seen if name == "keras.applications"] == [False] * 7
+    assert rows[2]["rounds"] == [5.0, 5.0] and len(peers) == 1 and peers[0].closed
+
+
+def test_take_turns_needs_a_round():
+    from keras_resnet.bench.common import take_turns
+    from keras_resnet.errors import KresError
+
+    with pytest.raises(KresError, match=r"^rounds must be 1 or more, not 0$"):
+        take_turns({"ours": lambda: 1.0}, 0)
+
+
 def test_the_torchvision_peer_runs_rounds_in_its_own_process_and_says_why_it_failed():
     from keras_resnet.bench import throughput, torch_peer
 
@@ -104,6 +172,12 @@ def test_the_torchvision_peer_runs_rounds_in_its_own_process_and_says_why_it_fai
     with pytest.raises(RuntimeError) as failed:
         torch_peer.Peer({**cfg, "depth": 7}, compiled=False)
     assert str(failed.value).startswith("AttributeError: module 'torchvision.models' has no attribute 'resnet7'")
+    assert str(failed.value).endswith(" (the peer's process ended with exit status 1)")
+    with torch_peer.Peer(cfg, compiled=False) as peer:  # it dies between rounds: said as such, not a broken pipe
+        peer._process.kill()
+        peer._process.wait()
+        with pytest.raises(RuntimeError, match=r"\(the peer's process ended with exit status -9\)$"):
+            peer.round()
 
 
 def test_a_throughput_run_that_measured_nothing_of_ours_leaves_the_earlier_results(tmp_path, monkeypatch, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import cpu, fileio
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, counted
 
 
 def results_home(package_root: Path) -> Path:
@@ -83,6 +83,31 @@ def images_per_second(step: Callable[[], object], batch_size: int, steps: int, w
         step()
     sync()
     return batch_size * steps / (time.perf_counter() - start)
+
+
+def take_turns(rounds: dict, count: int, on_round: Callable[[int], object] = lambda number: None) -> tuple[dict, dict]:
+    """Call each of ``rounds`` (key -> a round, which returns images/s) in turn, ``count`` times, the order
+    flipping every time, so that a shared machine's busy minute falls on all of them; ``on_round(n)`` first, n from 1.
+    Returns (key -> every rate, key -> the exception that ended it); a round that raises is not called again, and
+    its rates so far are kept."""
+    if count < 1:
+        raise KresError(f"rounds must be 1 or more, not {count}")
+    rates, errors = {key: [] for key in rounds}, {}
+    for number in range(count):
+        on_round(number + 1)
+        for key in (list(rounds) if number % 2 == 0 else list(reversed(rounds))):
+            if key in errors:
+                continue
+            try:
+                rates[key].append(rounds[key]())
+            except Exception as err:
+                errors[key] = err
+    return rates, errors
+
+
+def rounds_phrase(rounds: int, steps: int, step: str = "timed step") -> str:
+    """``the median of 3 alternating rounds of 10 timed steps``, or ``one round of 1 timed step``."""
+    return (f"the median of {rounds} alternating rounds" if rounds > 1 else "one round") + f" of {counted(steps, step)}"
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

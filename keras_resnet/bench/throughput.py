@@ -5,7 +5,7 @@ TensorFlow backend, as ``kres train`` does. Peers
 measured in the same command: keras.applications.ResNet50 on the same Keras backend (with the plain
 ``train_on_batch`` step) and, where PyTorch and torchvision import, torchvision's ResNet (channels_last,
 bf16 autocast, optionally ``torch.compile``), in a process of its own. Each model is built and warmed up once;
-then they alternate, a round of timed steps each, and the median round is reported, so that a shared machine's
+then they alternate, a round of timed steps each, and the median of the rounds is reported, so that a shared machine's
 load falls on all of them rather than on whichever ran in a busy minute. Importing this module needs only Keras
 (and JAX or TensorFlow as its backend): the GPU machines we measure on have no TensorFlow.
 """
@@ -13,6 +13,7 @@ load falls on all of them rather than on whichever ran in a busy minute. Importi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +27,9 @@ from keras_resnet.bench.common import (
     machine,
     machine_line,
     markdown_table,
+    rounds_phrase,
     synthetic_batch,
+    take_turns,
     write_results,
 )
 from keras_resnet.errors import counted
@@ -47,7 +50,7 @@ class Config:
     precision: str = "float32"  # a Keras dtype policy; torch uses bf16 autocast for mixed_bfloat16
     steps: int = 10  # timed steps per round
     warmup: int = 3  # untimed steps before the first round (compilation happens here)
-    rounds: int = 3  # ours and the peers alternate, a round each, this many times; the median round is reported
+    rounds: int = 3  # ours and the peers alternate, a round each, this many times; the rounds' median is reported
     xla: bool = True  # jit_compile for the Keras train_on_batch step (off for TensorFlow on CPU: slower there)
     torch: bool = True  # measure torchvision too, where torch and torchvision import
     torch_compile: bool = True  # off on CPU by default: compiling takes minutes there
@@ -145,14 +148,9 @@ def jax_stateless_step(model: keras.Model, cfg: Config) -> Round:
 
 
 def _torchvision() -> bool:
-    """Whether torch and torchvision import here (CPU torch included)."""
-    from keras_resnet.weights import import_torchvision
-
-    try:
-        import_torchvision()
-    except ImportError:
-        return False
-    return True
+    """Whether torch and torchvision are installed here (CPU torch included). Found, not imported: torch is never
+    loaded into the process that measures ours; its own process says why, if it cannot import them."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "torchvision"))
 
 
 def _contenders(cfg: Config, stack: contextlib.ExitStack) -> list[tuple[str, str, Callable[[], Round]]]:
@@ -191,36 +189,33 @@ def _error(err: Exception) -> str:
 
 
 def measure_rows(cfg: Config, say: Callable[[str], object] = lambda line: None) -> list[dict]:
-    """Ours and the peers at one size, in alternating rounds (the order flips every round), so that a shared
-    machine's load falls on all of them. Each row has the median round's images/s, every round's, and, once ours
-    is known, ``ours_vs_this`` (the medians' ratio) and ``ours_vs_this_by_round``. A model that cannot run here
-    is reported in its row's ``error``, not fatal. ``say`` gets a line as each model is set up and each round
-    begins."""
+    """Ours and the peers at one size, in alternating rounds (``common.take_turns``). Each row has the median of
+    its rounds' images/s, every round's, and, once ours is known, ``ours_vs_this`` (the medians' ratio) and
+    ``ours_vs_this_by_round``. A model that cannot run here is reported in its row's ``error``, not fatal. ``say``
+    gets a line as each model is set up and each round begins."""
     depth_spec(cfg.depth)
     rows, rounds = [], {}
     size = f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}"
     keras.config.set_dtype_policy(cfg.precision)
     try:
         with contextlib.ExitStack() as stack:
-            for model, step, setup in _contenders(cfg, stack):
+            for index, (model, step, setup) in enumerate(_contenders(cfg, stack)):
                 say(f"{size}: building and warming up {model} ({step})")
                 rows.append({"model": model, "step": step, "images_per_s": None})
                 try:
-                    rounds[len(rows) - 1] = setup()
+                    rounds[index] = setup()
                 except Exception as err:
-                    rows[-1]["error"] = _error(err)
-            for number in range(cfg.rounds):
-                say(f"{size}: round {number + 1} of {cfg.rounds}, {counted(cfg.steps, 'timed step')} of each model")
-                for index in sorted(rounds, reverse=number % 2 == 1):
-                    try:
-                        rows[index].setdefault("rounds", []).append(rounds[index]())
-                    except Exception as err:
-                        rows[index]["error"] = _error(err)
-                        del rounds[index]
+                    rows[index]["error"] = _error(err)
+            rates, errors = take_turns(rounds, cfg.rounds, on_round=lambda number: say(
+                f"{size}: round {number} of {cfg.rounds}, {counted(cfg.steps, 'timed step')} of each model"))
     finally:
         keras.config.set_dtype_policy("float32")
-    for index in rounds:
-        rows[index]["images_per_s"] = statistics.median(rows[index]["rounds"])
+    for index, rates_of_one in rates.items():
+        rows[index]["rounds"] = rates_of_one
+        if index in errors:
+            rows[index]["error"] = _error(errors[index])
+        else:
+            rows[index]["images_per_s"] = statistics.median(rates_of_one)
     _compare(rows)
     return rows
 
@@ -265,9 +260,8 @@ def run_sizes(cfgs: list[Config], results_name: str | None = None,
         payload.update(config=runs[0]["config"], rows=runs[0]["rows"])
     table = f"Training throughput, Keras backend {backend}, on {machine_line(host)}\n\n"
     for cfg, one in zip(cfgs, runs):
-        rounds = f"the median of {cfg.rounds} alternating rounds" if cfg.rounds > 1 else "one round"
-        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}; {rounds} "
-                  f"of {counted(cfg.steps, 'timed step')}\n\n"
+        table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}; "
+                  f"{rounds_phrase(cfg.rounds, cfg.steps)}\n\n"
                   + markdown_table(["model", "step", "images_per_s", "rounds", "ours_vs_this", "by_round", "error"],
                                    _table_rows(one["rows"])) + "\n")
     payload["measured"] = any(row["images_per_s"] for one in runs for row in one["rows"]

@@ -12,16 +12,18 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 from keras_resnet.bench.common import images_per_second
 
-ROUND = "round"  # what the measuring process writes to ask for a round
+READY, ROUND = "ready", "round"  # the peer's first answer; what the measuring process writes to ask for a round
 
 
-def step_rounds(cfg: dict, compiled: bool):
+def step_rounds(cfg: dict, compiled: bool) -> Callable[[], float]:
     """Build torchvision's ResNet training step (channels_last; bf16 autocast under mixed_bfloat16), warm it up
     (``cfg["warmup"]`` steps: ``torch.compile`` compiles here) and return a round: images/s of ``cfg["steps"]``
-    timed steps after one untimed step."""
+    timed steps after one untimed step. On a GPU each round ends by handing its cached activations back, so that
+    the peer waiting for its next round holds only its weights and optimizer state."""
     import torch
 
     from keras_resnet.weights import import_torchvision
@@ -46,32 +48,49 @@ def step_rounds(cfg: dict, compiled: bool):
     if compiled:
         step = torch.compile(step)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    release = torch.cuda.empty_cache if device == "cuda" else (lambda: None)
     for _ in range(cfg["warmup"]):
         step()
     sync()
-    return lambda: images_per_second(step, batch, cfg["steps"], 1, sync)
+    release()
+
+    def one_round() -> float:
+        rate = images_per_second(step, batch, cfg["steps"], 1, sync)
+        release()
+        return rate
+
+    return one_round
 
 
 class Peer:
     """torchvision's step in a fresh Python process: in the measuring one, TensorFlow's thread pools, idle but
     alive, slowed torch's OpenMP threads up to 10x on 2 cores (ResNet-50: 4 against 37 images/s). Starting it
-    builds and warms the step up; ``round()`` times one round there. An error of the process is raised as
-    RuntimeError with its last line of stderr."""
+    builds and warms the step up; ``round()`` times one round there. The process ending early is raised as
+    RuntimeError with its last line of stderr and its exit status."""
 
     def __init__(self, cfg: dict, compiled: bool):
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (open while the process lives; close())
-        self._process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(cfg), "1" if compiled else "0"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                         text=True)
         try:
-            self._answer()  # ready: built and warmed up
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", __name__, json.dumps(cfg), "1" if compiled else "0"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        except BaseException:
+            self._stderr.close()
+            raise
+        try:
+            ready = self._answer()
+            if ready != READY:
+                raise RuntimeError(f"the peer's process said {ready!r} where it should say {READY!r}")
         except BaseException:
             self.close()
             raise
 
     def round(self) -> float:
-        self._process.stdin.write(ROUND + "\n")
-        self._process.stdin.flush()
+        try:
+            self._process.stdin.write(ROUND + "\n")
+            self._process.stdin.flush()
+        except OSError:  # it has ended (a broken pipe): say how, below
+            pass
         return float(self._answer())
 
     def close(self) -> None:
@@ -94,10 +113,10 @@ class Peer:
         line = self._process.stdout.readline()
         if line:
             return line.strip()
-        self._process.wait()
+        status = self._process.wait()
         self._stderr.seek(0)
-        lines = self._stderr.read().strip().splitlines() or [f"it exited with status {self._process.returncode}"]
-        raise RuntimeError(lines[-1])
+        last = (self._stderr.read().strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{last} (the peer's process ended with exit status {status})")
 
 
 def _serve(cfg: dict, compiled: bool) -> None:
@@ -105,7 +124,7 @@ def _serve(cfg: dict, compiled: bool) -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a library's prints must not read as an answer
     one_round = step_rounds(cfg, compiled)
-    print("ready", file=answers, flush=True)
+    print(READY, file=answers, flush=True)
     for request in sys.stdin:
         if request.strip() == ROUND:
             print(one_round(), file=answers, flush=True)

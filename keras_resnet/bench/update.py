@@ -1,11 +1,11 @@
 """The optimizer's update: ``kres train``'s step with Keras's own update against the same step with the update
 compiled as one XLA computation (``optim.compile_update``), in one process.
 
-The two models alternate, a round of timed steps each, so a neighbour's load falls on both; the median round is
-reported. Measured with the digits recipe's optimizer (its schedule, SGD with Nesterov momentum, weight decay on
-the kernels, the weights' moving average) and with the plain momentum SGD that ``kres bench throughput`` gives
-every library. The step has kres train's loss and metrics and fused batch norm; the batch is synthetic and already
-on the device, so the input pipeline is not in it.
+The two models alternate, a round of timed steps each, so a neighbour's load falls on both; the median of the
+rounds is reported. Measured with the digits recipe's optimizer (its schedule, SGD with Nesterov momentum, weight
+decay on the kernels, the weights' moving average) and with the plain momentum SGD that ``kres bench throughput``
+gives every library. The step has kres train's loss and metrics and fused batch norm; the batch is synthetic and
+already on the device, so the input pipeline is not in it.
 TensorFlow backend only: JAX compiles the whole step anyway.
 """
 
@@ -22,10 +22,12 @@ from keras_resnet.bench.common import (
     machine,
     machine_line,
     markdown_table,
+    rounds_phrase,
     synthetic_batch,
+    take_turns,
     write_results,
 )
-from keras_resnet.errors import KresError, counted
+from keras_resnet.errors import KresError
 from keras_resnet.model import resnet
 from keras_resnet.recipes import RECIPES
 from keras_resnet.specs import depth_spec
@@ -44,7 +46,7 @@ class Config:
     num_classes: int = 10
     steps: int = 10  # timed steps per round
     warmup: int = 3  # untimed steps per model (the XLA compilation happens here)
-    rounds: int = 6  # the two updates alternate this many times; the median round is reported
+    rounds: int = 6  # the two updates alternate this many times; the rounds' median is reported
     results_name: str = "update"
 
 
@@ -83,10 +85,11 @@ def _alternate(steps: dict, cfg: Config) -> dict:
     """Median images/s of each step, timed in alternating rounds (the order flips every round)."""
     for step in steps.values():
         images_per_second(step, cfg.batch_size, 1, cfg.warmup, sync=lambda: None)
-    rates = {name: [] for name in steps}
-    for round_ in range(cfg.rounds):
-        for name in (list(steps) if round_ % 2 == 0 else list(reversed(steps))):
-            rates[name].append(images_per_second(steps[name], cfg.batch_size, cfg.steps, 0, sync=lambda: None))
+    rates, errors = take_turns({name: (lambda step=step: images_per_second(step, cfg.batch_size, cfg.steps, 0,
+                                                                          sync=lambda: None))
+                                for name, step in steps.items()}, cfg.rounds)
+    for err in errors.values():
+        raise err
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
@@ -112,8 +115,8 @@ def run(cfg: Config) -> dict:
     rows = measure_rows(cfg)
     payload = {"benchmark": "update", "backend": "tensorflow", "machine": host, "config": asdict(cfg), "rows": rows}
     table = (f"Training step with Keras's own optimizer update and with kres's compiled one, ResNet-{cfg.depth}, "
-             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; the median of "
-             f"{counted(cfg.rounds, 'alternating round')} of {counted(cfg.steps, 'step')}\n\n"
+             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; "
+             f"{rounds_phrase(cfg.rounds, cfg.steps, 'step')}\n\n"
              + markdown_table(["optimizer", "update", "images_per_s", "compiled_vs_keras"], rows))
     payload["results_file"] = str(write_results(cfg.results_name, payload, table))
     payload["table"] = table
