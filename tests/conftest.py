@@ -3,9 +3,6 @@
 import fcntl
 import io
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -53,49 +50,3 @@ SLOWEST_FILES = ["test_runs_safety.py", "test_export.py", "test_qat.py", "test_t
 def pytest_collection_modifyitems(items):
     rank = {name: index for index, name in enumerate(SLOWEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
-
-
-# Where the tests write. The suite writes about 5.5 GB (runs with checkpoints of up to 135 MB, exports); on the VM's
-# disk one 135 MB file took 0.8-1.4 s to write, on /dev/shm 0.13 s (AMD EPYC Zen 4, 2 cores, December 2026). So
-# where /dev/shm is a RAM filesystem with room, the tests' files go there: each test's tmp_path is removed once it
-# passes (pyproject.toml: tmp_path_retention_policy = "failed"), so that the files alive at once are the shared
-# fixtures' and the running tests' (about 2 GB), and the folder goes at the end; a failed session keeps it and
-# says where. --basetemp chooses the place, as always.
-RAM_DISK, RAM_DISK_ROOM, RAM_NEEDED = Path("/dev/shm"), 8 << 30, 16 << 30
-_RAM_BASETEMP = pytest.StashKey[str]()
-_FAILED = pytest.StashKey[bool]()
-
-
-def _roomy_ram_disk() -> bool:
-    try:
-        mounts = Path("/proc/mounts").read_text().split("\n")
-        disk = os.statvfs(RAM_DISK)
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (OSError, ValueError):
-        return False
-    is_tmpfs = any(line.split()[1:3] == [str(RAM_DISK), "tmpfs"] for line in mounts if line.strip())
-    return is_tmpfs and disk.f_bavail * disk.f_frsize >= RAM_DISK_ROOM and ram >= RAM_NEEDED
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config):
-    if config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER") or not _roomy_ram_disk():
-        return
-    config.option.basetemp = tempfile.mkdtemp(prefix="kres-tests-", dir=RAM_DISK)
-    config.stash[_RAM_BASETEMP] = config.option.basetemp
-
-
-def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[_FAILED] = exitstatus != 0
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if config.stash.get(_RAM_BASETEMP, None) and exitstatus != 0:
-        terminalreporter.write_line(f"the tests' files are kept in {config.stash[_RAM_BASETEMP]}, in memory: "
-                                    "remove the folder when done")
-
-
-def pytest_unconfigure(config):
-    basetemp = config.stash.get(_RAM_BASETEMP, None)
-    if basetemp and not config.stash.get(_FAILED, True):
-        shutil.rmtree(basetemp, ignore_errors=True)
