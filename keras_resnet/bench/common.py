@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -83,6 +84,27 @@ def images_per_second(step: Callable[[], object], batch_size: int, steps: int, w
         step()
     sync()
     return batch_size * steps / (time.perf_counter() - start)
+
+
+def warmed_up(step: Callable[[], object], batch_size: int, steps: int, warmup: int, sync: Callable[[], object],
+              context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+              after: Callable[[], object] = lambda: None) -> Callable[[], float]:
+    """Warm ``step`` up (``warmup`` untimed steps: compilation happens here) and return its round: images/s of
+    ``steps`` timed steps after one untimed one, as other models' rounds ran in between. Each runs inside
+    ``context()``; ``after()`` follows the warm-up and each round (a GPU peer hands its cached memory back)."""
+    with context():
+        for _ in range(warmup):
+            step()
+        sync()
+    after()
+
+    def one_round() -> float:
+        with context():
+            rate = images_per_second(step, batch_size, steps, 1, sync)
+        after()
+        return rate
+
+    return one_round
 
 
 def take_turns(rounds: dict, count: int, on_round: Callable[[int], object] = lambda number: None) -> tuple[dict, dict]:

@@ -23,13 +23,13 @@ import keras
 from keras_resnet import _compat
 from keras_resnet.bench import torch_peer
 from keras_resnet.bench.common import (
-    images_per_second,
     machine,
     machine_line,
     markdown_table,
     rounds_phrase,
     synthetic_batch,
     take_turns,
+    warmed_up,
     write_results,
 )
 from keras_resnet.errors import counted
@@ -84,18 +84,7 @@ Round = Callable[[], float]  # times one round of a model's step; returns its im
 
 
 def _rounds(step, cfg: Config, sync, context=contextlib.nullcontext) -> Round:
-    """Warm ``step`` up (``cfg.warmup`` untimed steps: compilation happens here) and return its round:
-    ``cfg.steps`` timed steps after one untimed one, as the other models' rounds ran in between."""
-    with context():
-        for _ in range(cfg.warmup):
-            step()
-        sync()
-
-    def one_round() -> float:
-        with context():
-            return images_per_second(step, cfg.batch_size, cfg.steps, 1, sync)
-
-    return one_round
+    return warmed_up(step, cfg.batch_size, cfg.steps, cfg.warmup, sync, context)
 
 
 def keras_train_on_batch(model: keras.Model, cfg: Config, kres_step: bool = False) -> Round:

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-from keras_resnet.bench.common import images_per_second
+from keras_resnet.bench.common import warmed_up
 
 READY, ROUND = "ready", "round"  # the peer's first answer; what the measuring process writes to ask for a round
 
@@ -49,17 +49,7 @@ def step_rounds(cfg: dict, compiled: bool) -> Callable[[], float]:
         step = torch.compile(step)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     release = torch.cuda.empty_cache if device == "cuda" else (lambda: None)
-    for _ in range(cfg["warmup"]):
-        step()
-    sync()
-    release()
-
-    def one_round() -> float:
-        rate = images_per_second(step, batch, cfg["steps"], 1, sync)
-        release()
-        return rate
-
-    return one_round
+    return warmed_up(step, batch, cfg["steps"], cfg["warmup"], sync, after=release)
 
 
 class Peer:
