@@ -423,11 +423,12 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
     job.quiet = progress is None
+    _refuse_leftovers(job, lambda name: may_write(job.cfg, name))  # before the conversions, which take minutes
     # converter.log is this export's chatter only: an earlier one's goes where this one's converter said nothing
     with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
                            own=(CONVERTER_LOG,)) as staging:
         result = _export_into(replace(job, out_dir=staging, shown_dir=job.out_dir), heldout)
-        _refuse_leftovers(job, {path.name for path in staging.iterdir()})
+        _refuse_leftovers(job, {path.name for path in staging.iterdir()}.__contains__)  # what it did write
     return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
 
 
@@ -536,18 +537,35 @@ def _another_model(out_dir: Path, model_path: Path, meta: ModelMeta) -> str | No
     return next((f"{what}: {was}; {model_path.name}'s: {now}" for what, was, now in facts if was != now), None)
 
 
-def _refuse_leftovers(job: _Job, staged: set[str]) -> None:
-    """Before the staged files move in: where ``out_dir`` holds the export of another model, its models, cards and
-    debugger files that this export does not replace would be left beside this model's meta.json and labels.txt
-    (predict printed this model's class names for them). Then nothing moves in; an export that replaces them all
-    (the same options again, for a run trained further) goes on."""
+def _refuse_leftovers(job: _Job, replaced: Callable[[str], bool]) -> None:
+    """Where ``out_dir`` holds the export of another model, its models, cards and debugger files that this export
+    does not replace would be left beside this model's meta.json and labels.txt (predict printed this model's class
+    names for them). Checked twice: before any conversion, against the names this export may write
+    (:func:`may_write`), and before the staged files move in, against the names it wrote (the Edge TPU compiler may
+    be missing). Then nothing moves in; an export that replaces them all (the same options again, for a run trained
+    further) goes on."""
     if job.another is None:
         return
-    left = sorted(path.name for path in job.out_dir.iterdir() if path.name not in staged and _artifact(path.name))
+    left = sorted(path.name for path in job.out_dir.iterdir() if not replaced(path.name) and _artifact(path.name))
     if left:
         raise KresError(f"{job.out_dir} holds the export of another model ({job.another}) with files this export "
                         f"does not replace ({first_five(left)}): export into "
                         f"another --output, add the options that write them, or remove them first")
+
+
+def may_write(cfg: ExportConfig, name: str) -> bool:
+    """Whether an export with the validated ``cfg`` may write ``name`` into its folder: a superset of what it writes
+    (the Edge TPU compiler's files where --edgetpu asks for them, found or not), so that the check before the
+    conversions refuses nothing that the check after them lets through."""
+    models = [*tflite_names(cfg), *([quant_debug.MIXED_NAME] if cfg.float_layers or cfg.float_worst else [])]
+    names = {"meta.json", "labels.txt", CONVERTER_LOG, *REPORT_FILES}
+    names |= {f"model_{model}{ext}" for model in models for ext in (".tflite", ".card.json")}
+    if cfg.saved_model:
+        names |= {SAVED_MODEL_DIR, "model.keras"}
+    if cfg.debug or cfg.float_worst:
+        names |= {quant_debug.CSV_NAME, quant_debug.PNG_NAME}
+    compiled = tuple(f"model_{model}_edgetpu." for model in models if cfg.edgetpu and model in ("int8", QAT_NAME))
+    return name in names or name.startswith(compiled)
 
 
 def _artifact(name: str) -> bool:

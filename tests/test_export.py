@@ -86,6 +86,8 @@ def test_export_writes_int8_card_labels_and_report(exported, heldout):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["converter.log", "export_report.json", "export_report.txt", "labels.txt", "meta.json",
                      "model.keras", "model_int8.card.json", "model_int8.tflite", "saved_model"]  # no .lock left
+    cfg = ex.validate(ex.ExportConfig(source="run", output=str(out), saved_model=True, edgetpu=True))
+    assert [name for name in names if ex.may_write(cfg, name)] == names  # what the check before converting expects
     assert (out / "labels.txt").read_text() == "zero\none\ntwo\n"
     report = json.loads((out / "export_report.json").read_text())
     entry = report["artifacts"]["model_int8.tflite"]
@@ -510,6 +512,34 @@ def _saved_run(tmp_path, name, depth, labels):
     return folder
 
 
+def test_may_write_names_what_each_export_writes_and_nothing_else():
+    """The names an export is checked against before its conversions: a superset of what it writes."""
+    def names(**options) -> list[str]:
+        cfg = ex.validate(ex.ExportConfig(source="run", output="out", **options))
+        candidates = ["saved_model", "model.keras", "quant_debug.csv", "quant_debug.png",
+                      *(f"model_{m}{ext}" for m in ("float32", "float16", "int8", "qat_int8", "int8_mixed")
+                        for ext in (".tflite", ".card.json", "_edgetpu.tflite", "_edgetpu.log"))]
+        return [name for name in candidates if ex.may_write(cfg, name)]
+
+    assert names() == ["saved_model", "model.keras", "model_float32.tflite", "model_float32.card.json"]
+    every = ("meta.json", "labels.txt", "converter.log", "export_report.json", "export_report.txt")
+    assert all(ex.may_write(ex.validate(ex.ExportConfig(source="run", output="out", qat=True)), n) for n in every)
+    assert names(quantize="float16") == ["saved_model", "model.keras", "model_float16.tflite",
+                                         "model_float16.card.json"]
+    assert names(tflite=True, quantize="float16") == ["model_float16.tflite", "model_float16.card.json"]
+    assert names(edgetpu=True) == ["model_int8.tflite", "model_int8.card.json", "model_int8_edgetpu.tflite",
+                                   "model_int8_edgetpu.log"]
+    assert names(qat=True, edgetpu=True) == ["model_qat_int8.tflite", "model_qat_int8.card.json",
+                                             "model_qat_int8_edgetpu.tflite", "model_qat_int8_edgetpu.log"]
+    assert names(tflite=True, quantize="int8", debug=True) == [
+        "quant_debug.csv", "quant_debug.png", "model_int8.tflite", "model_int8.card.json"]
+    assert names(tflite=True, quantize="int8", float_worst=2) == [
+        "quant_debug.csv", "quant_debug.png", "model_int8.tflite", "model_int8.card.json",
+        "model_int8_mixed.tflite", "model_int8_mixed.card.json"]
+    assert names(tflite=True, quantize="int8", float_layers=("conv1_conv",)) == [
+        "model_int8.tflite", "model_int8.card.json", "model_int8_mixed.tflite", "model_int8_mixed.card.json"]
+
+
 def test_an_export_of_another_model_that_would_leave_its_files_is_refused(exported, trained_run, tmp_path):
     """A second model exported into a folder holding another's export replaced meta.json and labels.txt and left
     the first one's other models beside them: predict printed the second model's class names for the first's
@@ -520,12 +550,13 @@ def test_an_export_of_another_model_that_would_leave_its_files_is_refused(export
     labels = ModelMeta.load(out).labels
     before = sorted(p.name for p in out.iterdir())
     left = "model_int8.card.json, model_int8.tflite"  # exported's that this export (SavedModel and .keras) leaves
+    other, said = _saved_run(tmp_path, "other", 18, ["ant", "bee"]), []
     with pytest.raises(KresError) as err:
-        ex.export(ex.ExportConfig(source=str(_saved_run(tmp_path, "other", 18, ["ant", "bee"])), output=str(out),
-                                  eval_images=0))
+        ex.export(ex.ExportConfig(source=str(other), output=str(out), eval_images=0), said.append)
     assert str(err.value) == (f"{out} holds the export of another model (classes: 3; best.keras's: 2) with files "
                               f"this export does not replace ({left}): export into another --output, add the "
                               "options that write them, or remove them first")
+    assert said == [f"loading {other / 'best.keras'}"]  # refused before any conversion (it was after them all)
     assert sorted(p.name for p in out.iterdir()) == before
     # the same classes and input, another architecture: refused too
     with pytest.raises(KresError, match=r"another model \(model: ResNet-18 v1\.5 imagenet stem; best\.keras's: "

@@ -97,6 +97,10 @@ def test_outlier_layer_is_the_worst_and_keeping_it_in_float_restores_top1(bad_ru
     assert (tmp_path / qd.PNG_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mixed = tmp_path / f"model_{qd.MIXED_NAME}.tflite"
     assert str(mixed) in map(str, result.files)
+    cfg = ex.validate(ex.ExportConfig(source=str(bad_run), output=str(tmp_path), tflite=True, quantize="int8",
+                                      debug=True, float_layers=("conv2_conv",)))
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert [name for name in written if ex.may_write(cfg, name)] == written  # the check before converting expects
     card = json.loads((tmp_path / f"model_{qd.MIXED_NAME}.card.json").read_text())  # as every .tflite has
     assert (card["model"], card["quantization"], card["input"]["dtype"]) == (mixed.name, qd.MIXED_NAME, "uint8")
     assert card["accuracy"]["top1"] == result.report["artifacts"][mixed.name]["agreement"]["top1"]
