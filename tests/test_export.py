@@ -590,6 +590,26 @@ def test_an_export_of_another_model_that_would_leave_its_files_is_refused(export
     assert ModelMeta.load(out).extra["weights_digest"] == digest
 
 
+def test_a_file_that_the_export_may_write_and_did_not_is_refused_after_converting(exported, heldout, tmp_path):
+    """The check before converting lets through what this export may write; the Edge TPU compiler's files are
+    written only where it is installed (not here), so another model's compiler log is caught by the check after."""
+    from keras_resnet.errors import KresError
+
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    shutil.rmtree(out / "saved_model")
+    (out / "model.keras").unlink()
+    (out / "model_int8_edgetpu.log").write_text("another model's compiler log\n")
+    before = sorted(p.name for p in out.iterdir())
+    said = []
+    with pytest.raises(KresError, match=r"another model \(classes: 3; best\.keras's: 2\) with files this export does "
+                                        r"not replace \(model_int8_edgetpu\.log\)"):
+        ex.export(ex.ExportConfig(source=str(_saved_run(tmp_path, "other", 18, ["ant", "bee"])), output=str(out),
+                                  edgetpu=True, calibration_steps=2, eval_images=0), said.append,
+                  calibration=lambda: (image[None] for image in heldout[0][:2]))
+    assert "converting to TFLite (int8)" in said
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_another_model_that_replaces_every_file_of_the_earlier_export_goes_on(trained_run, tmp_path):
     """A run trained further (or another run) exported again with the same options replaces every file: refused
     at first, though nothing of the earlier model would have been left."""
