@@ -1,6 +1,7 @@
 """Shared test settings: TensorFlow backend, quiet logs, small inputs."""
 
 import fcntl
+import gc
 import io
 import os
 
@@ -45,6 +46,14 @@ def trained_digits_run(tmp_path_factory):
 # alone at the end.
 SLOWEST_FILES = ["test_runs_safety.py", "test_export.py", "test_qat.py", "test_train_processes.py", "test_model.py",
                  "test_train.py", "test_bench_tflite.py", "test_quantize.py"]
+
+
+def pytest_collection_finish(session):
+    """Everything the collection imported (TensorFlow, Keras, torch: about 430,000 objects) lives to the end of the
+    session: moved out of the garbage collector's way, a full collection no longer walks it each time (0.25-0.3 s
+    each on 2 CPU cores, 13.5 s of test_runs_safety's after-test collections; 5.8 s once frozen, December 2026)."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(items):
