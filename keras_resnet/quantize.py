@@ -51,7 +51,7 @@ def batch1_function(model):
         raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
                         "--image-size before converting to TFLite")
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")], autograph=False)  # no branches
     def serve(image):
         return model(image, training=False)
 
