@@ -49,9 +49,9 @@ SLOWEST_FILES = ["test_runs_safety.py", "test_export.py", "test_qat.py", "test_t
 
 
 def pytest_collection_finish(session):
-    """Everything the collection imported (TensorFlow, Keras, torch: about 430,000 objects) lives to the end of the
-    session: moved out of the garbage collector's way, a full collection no longer walks it each time (0.25-0.3 s
-    each on 2 CPU cores, 13.5 s of test_runs_safety's after-test collections; 5.8 s once frozen, December 2026)."""
+    """Everything the collection imported (TensorFlow and Keras alone: about 430,000 objects) lives to the end of
+    the session: moved out of the garbage collector's way, a full collection no longer walks it each time (0.25-0.3
+    s each on 2 CPU cores, 13.5 s of test_runs_safety's after-test collections; 5.8 s once frozen, December 2026)."""
     gc.collect()
     gc.freeze()
 
