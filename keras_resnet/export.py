@@ -564,8 +564,14 @@ def may_write(cfg: ExportConfig, name: str) -> bool:
         names |= {SAVED_MODEL_DIR, "model.keras"}
     if cfg.debug or cfg.float_worst:
         names |= {quant_debug.CSV_NAME, quant_debug.PNG_NAME}
-    compiled = tuple(f"model_{model}_edgetpu." for model in models if cfg.edgetpu and model in ("int8", QAT_NAME))
+    compiled = tuple(f"model_{model}_edgetpu." for model in models if _edgetpu_checked(cfg, model))
     return name in names or name.startswith(compiled)
+
+
+def _edgetpu_checked(cfg: ExportConfig, model: str) -> bool:
+    """Whether the TFLite model ``model`` (a :func:`tflite_names` name) is checked against the Edge TPU, and compiled
+    where the compiler is installed: the int8 ones, under --edgetpu."""
+    return cfg.edgetpu and model in ("int8", QAT_NAME)
 
 
 def _artifact(name: str) -> bool:
@@ -641,7 +647,7 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
         job.say(f"checking {path.name} against the Keras model on {len(job.images)} held-out images")
         predictor = TFLitePredictor(path, tflite_interpreter(content), job.meta)
         entry["agreement"] = compare(job.reference, predictor.predict(job.images), job.labels)
-    if cfg.edgetpu and name in ("int8", QAT_NAME):
+    if _edgetpu_checked(cfg, name):
         from keras_resnet import edgetpu
 
         job.say(f"checking {path.name} against the Edge TPU requirements")
