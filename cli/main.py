@@ -85,11 +85,12 @@ def _import_backend_quietly() -> None:
     """
     if "keras" in sys.modules:
         return
+    from keras_resnet import _compat
     from keras_resnet.terminal import stderr_without
 
     with stderr_without(_STARTUP_NOISE):
         try:
-            importlib.import_module("keras")
+            _compat.import_keras()  # without the packages Keras imports for features kres does not use
         except (ImportError, ValueError) as err:
             raise _backend_error(err) from None
         if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too

@@ -10,6 +10,9 @@ ai-edge-litert 2.3.0 and torchvision 0.28.0. Nothing else in the package imports
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.abc
+import importlib.metadata
 import sys
 import types
 from collections.abc import Iterator
@@ -44,6 +47,49 @@ def is_getitem(operation) -> bool:
     """Whether an op is ``x[...]`` on a symbolic tensor. Its class (``keras.src.ops.numpy.GetItem``) is not
     exported, so it is matched by name."""
     return type(operation).__name__ == "GetItem"
+
+
+# --- importing Keras ---------------------------------------------------------------------------------------------
+# ``import keras`` imports scikit-learn (for ``keras.wrappers``, its scikit-learn estimators) and matplotlib.pyplot
+# (for ``keras.visualization``) whenever they are installed, each inside ``try: ... except ImportError``. kres uses
+# neither feature but installs both packages (the digits dataset; curves and confusion matrices), so every kres
+# command paid for them at start: 0.85 s of ``import keras``'s 4.2-4.5 s on 2 CPU cores. With them skipped,
+# ``keras.wrappers``' estimators and ``keras.visualization``'s plots say scikit-learn / matplotlib is not installed,
+# in that process only; the packages themselves import as usual afterwards. Keras versions other than the checked
+# ones are imported as they are.
+KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib.pyplot")
+KERAS_OPTIONAL_IMPORTS_CHECKED = ("3.15.",)
+
+
+class _SkipImports(importlib.abc.MetaPathFinder):
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def find_spec(self, fullname, path=None, target=None):
+        if any(fullname == name or fullname.startswith(name + ".") for name in self.names):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (skipped while importing Keras)", name=fullname)
+        return None
+
+
+def skips_keras_optional_imports(keras_version: str) -> bool:
+    return keras_version.startswith(KERAS_OPTIONAL_IMPORTS_CHECKED)
+
+
+def import_keras() -> None:
+    """``import keras`` without the optional imports above, where this Keras was checked to treat them as
+    optional."""
+    try:
+        skip = skips_keras_optional_imports(importlib.metadata.version("keras"))
+    except importlib.metadata.PackageNotFoundError:
+        skip = False
+    finder = _SkipImports(KERAS_OPTIONAL_IMPORTS) if skip else None
+    if finder is not None:
+        sys.meta_path.insert(0, finder)
+    try:
+        importlib.import_module("keras")
+    finally:
+        if finder is not None:
+            sys.meta_path.remove(finder)
 
 
 # --- the multi-worker fit ----------------------------------------------------------------------------------------

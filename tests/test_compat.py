@@ -214,3 +214,39 @@ def test_fit_still_overwrites_the_weights_with_the_averages_unless_told_not_to()
     assert not np.allclose(first, second)
     np.testing.assert_allclose(model.get_layer("dense").kernel.numpy(), 0.5 * first + 0.5 * second, rtol=1e-6,
                                err_msg="fit no longer finalizes EMA weights: keep_weights_when_fit_ends may go")
+
+
+_IMPORT_KERAS = """
+import sys
+from keras_resnet import _compat
+from kres.main import _import_backend_quietly
+_import_backend_quietly()
+print(sorted(name for name in _compat.KERAS_OPTIONAL_IMPORTS if name in sys.modules))
+import keras
+print(tuple(keras.layers.Dense(2)(keras.ops.ones((1, 3))).shape))
+from sklearn.datasets import load_digits
+import matplotlib.pyplot
+print(load_digits().images.shape, matplotlib.pyplot.__name__)
+"""
+
+
+def test_keras_is_imported_without_scikit_learn_and_pyplot_which_import_as_usual_after():
+    """How kres commands import Keras (in a process of its own: the suite imported both long ago)."""
+    import subprocess
+    import sys
+
+    from processes import kres_env
+
+    done = subprocess.run([sys.executable, "-c", _IMPORT_KERAS], env=kres_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    skipped, dense, after = done.stdout.splitlines()
+    assert skipped == "[]", f"Keras imports {skipped} whatever is skipped: {MOVED}"
+    assert dense == "(1, 2)" and after == "(1797, 8, 8) matplotlib.pyplot"
+
+
+def test_only_the_checked_keras_versions_are_imported_without_their_optional_imports():
+    assert _compat.skips_keras_optional_imports("3.15.1")
+    assert not _compat.skips_keras_optional_imports("3.16.0")
+    assert not _compat.skips_keras_optional_imports("3.13.2")
+    assert _compat.skips_keras_optional_imports(keras.__version__), f"Keras {keras.__version__}: {MOVED}"
