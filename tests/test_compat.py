@@ -249,4 +249,6 @@ def test_only_the_checked_keras_versions_are_imported_without_their_optional_imp
     assert _compat.skips_keras_optional_imports("3.15.1")
     assert not _compat.skips_keras_optional_imports("3.16.0")
     assert not _compat.skips_keras_optional_imports("3.13.2")
-    assert _compat.skips_keras_optional_imports(keras.__version__), f"Keras {keras.__version__}: {MOVED}"
+    assert _compat.skips_keras_optional_imports(keras.__version__), (
+        f"Keras {keras.__version__} is imported with its optional imports: check that it still guards them, and add "
+        "it to _compat.KERAS_OPTIONAL_IMPORTS_CHECKED")
