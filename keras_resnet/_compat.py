@@ -1,4 +1,5 @@
-"""Every use of a private Keras, TensorFlow, LiteRT or torchvision name, behind one door.
+"""Every use of a private Keras, TensorFlow, LiteRT or torchvision name, and of what Keras imports at its start,
+behind one door.
 
 Each entry says which public gap it fills and the versions it was checked on; tests/test_compat.py fails with
 the installed version named when one of these names moves. pyproject allows Keras 3.13-3.15, but only the
