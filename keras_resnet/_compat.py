@@ -84,14 +84,15 @@ def import_keras() -> None:
         skip = skips_keras_optional_imports(importlib.metadata.version("keras"))
     except importlib.metadata.PackageNotFoundError:
         skip = False
-    finder = _SkipImports(KERAS_OPTIONAL_IMPORTS) if skip else None
-    if finder is not None:
-        sys.meta_path.insert(0, finder)
+    if not skip:
+        importlib.import_module("keras")
+        return
+    finder = _SkipImports(KERAS_OPTIONAL_IMPORTS)
+    sys.meta_path.insert(0, finder)
     try:
         importlib.import_module("keras")
     finally:
-        if finder is not None:
-            sys.meta_path.remove(finder)
+        sys.meta_path.remove(finder)
 
 
 # --- the multi-worker fit ----------------------------------------------------------------------------------------

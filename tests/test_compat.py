@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from processes import kres_env
 
 from keras_resnet import _compat
 
@@ -232,11 +235,6 @@ print(load_digits().images.shape, matplotlib.pyplot.__name__)
 
 def test_keras_is_imported_without_scikit_learn_and_pyplot_which_import_as_usual_after():
     """How kres commands import Keras (in a process of its own: the suite imported both long ago)."""
-    import subprocess
-    import sys
-
-    from processes import kres_env
-
     done = subprocess.run([sys.executable, "-c", _IMPORT_KERAS], env=kres_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
