@@ -4,17 +4,8 @@ import fcntl
 import gc
 import io
 import os
-import sys
 
 import pytest
-
-# The test command installs without byte-compiling (`pip install --no-compile`): pip compiles all 16,000 modules
-# of the environment one after another (39 of the install's 77 s on 2 CPU cores), where the suite imports about a
-# third of them. Those are compiled at their first import instead and written to __pycache__ for every later
-# process, the `kres` processes included, also where PYTHONDONTWRITEBYTECODE is set (without the writes every
-# process would compile them again).
-sys.dont_write_bytecode = False
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
