@@ -143,7 +143,7 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
 @click.option("--stop-at-target/--full-run", default=True, show_default=True,
               help="End the training run once the target is reached.")
 @click.option("--timeout", type=FiniteFloat(min=1), default=1800, show_default=True, help="Seconds.")
-@click.option("--output", type=PathType(file_okay=False), default=None,
+@click.option("--output", "-o", type=PathType(file_okay=False), default=None,
               help="Keep the run in this new directory (default: a temporary one).")
 @click.option("--name", default="time_to_accuracy", show_default=True, help="Results file stem.")
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED)

@@ -40,7 +40,7 @@ def _one_data_option(ctx, param, value):
               help="TFDS data_dir holding --dataset (alone: the run's dataset, found there).")
 @image_size_option(default=None)
 @click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
-@click.option("--output", default=None, type=PathType(file_okay=False),
+@click.option("--output", "-o", default=None, type=PathType(file_okay=False),
               help="Directory for evaluation.json and the confusion PNG(s). [default: eval/ beside the model]")
 @click.option("--threads", type=Whole(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of a table.")

@@ -72,7 +72,7 @@ class _TrainCommand(click.Command):
                    "fine-tuning from --weights with fewer than 16 images per replica.")
 @click.option("--qat-epochs", type=Whole(0, MAX_EPOCHS), default=0, show_default=True,
               help="After training, quantization-aware fine-tuning for this many epochs (into RUN/qat).")
-@click.option("--output", type=PathType(file_okay=False), default=None,
+@click.option("--output", "-o", type=PathType(file_okay=False), default=None,
               help="Run directory. Default: runs/resnet<depth>-<data>-<time>. The same command on the same "
                    "directory resumes it.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output (default: runs/latest) with the settings "

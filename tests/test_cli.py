@@ -106,3 +106,23 @@ def test_choice_lists_are_the_librarys_own():
     assert choices(train, "optimizer") == optim.OPTIMIZERS
     assert choices(train, "stem") == choices(info, "stem") == specs.STEMS
     assert choices(bench.commands["throughput"], "precision") == specs.POLICIES
+
+
+def test_output_has_the_short_form_o_in_every_command():
+    """`-o` was export's and convert-weights' only: `kres train -o runs/a` was "No such option '-o'"."""
+    import click
+
+    from kres.main import cli
+
+    def commands(group, path):
+        for name in group.list_commands(None):
+            command = group.get_command(None, name)
+            if isinstance(command, click.Group):
+                yield from commands(command, f"{path}{name} ")
+            else:
+                yield f"{path}{name}", command
+
+    outputs = {name: sorted(param.opts) for name, command in commands(cli, "") for param in command.params
+               if "--output" in param.opts}
+    assert outputs == {name: ["--output", "-o"] for name in (
+        "train", "evaluate", "export", "convert-weights", "bench time-to-accuracy")}

@@ -94,7 +94,7 @@ def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, messa
     (["export", "runs/a", "-o", ""], "'--output' / '-o'"),  # it wrote the export into the current folder
     (["train", "--depth", "18", "--data-dir", ""], "'--data-dir'"),  # it scanned the current folder as the data
     (["predict", "runs/a", ""], "'IMAGES...'"),
-    (["evaluate", "runs/a", "--output", " "], "'--output'"),
+    (["evaluate", "runs/a", "--output", " "], "'--output' / '-o'"),
 ])
 def test_an_empty_path_is_refused_while_parsing(capsys, args, option):
     assert main(args) == 2
