@@ -304,6 +304,8 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     data_cfg = data_config(cfg, predictors)
     every_image = _every_image(cfg, data_cfg.data_dir, predictors[0])
     datasets = load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
+    split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
+    _check_split_unchanged(cfg.models[0], predictors[0], data_cfg.data_dir if split else None, datasets)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
@@ -331,7 +333,6 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         comparison = Comparison(top1_agreement=agree, max_abs_diff=max_diff, mean_abs_diff=mean_diff,
                                 top1_delta=reports[1].metrics.top1 - reports[0].metrics.top1)
     # A folder without val/ is split as training split it: only its validation share is scored (say how much).
-    split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
                  "num_val": int(datasets.num_val), "every_image": every_image, "classes_seen": _classes_seen(labels),
                  "skipped_files": int(datasets.skipped_files), "skipped": datasets.skipped_listed(),
@@ -371,17 +372,60 @@ def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> b
     if cfg.all_images:
         if not is_split(root):
             raise KresError(f"{root} has train/ and val/, and all of val/ is scored already: drop --all-images")
-        try:
-            trained_on = training_data_config(cfg.models[0], predictor).get("data_dir")
-        except KresError:
-            trained_on = None
-        if trained_on and os.path.realpath(Path(trained_on).expanduser()) == os.path.realpath(root):
-            raise KresError(f"{predictor.path.name} was trained on {root}: --all-images would score its training "
-                            "images too; drop it to score the validation split, or name a folder of held-out images")
+        trained_on = _trained_on(cfg.models[0], predictor)
+        if trained_on and _same_folder(trained_on, root):
+            raise KresError(f"{predictor.path.name} was trained on {trained_on}: --all-images would score its "
+                            "training images too; drop it to score the validation split, or name a folder of "
+                            "held-out images")
+        if trained_on and _inside_training_images(root, Path(trained_on).expanduser()):
+            raise KresError(f"{root} holds images {predictor.path.name} was trained on (it was trained on "
+                            f"{trained_on}): --all-images would score them; name a folder of held-out images")
         return True
     if len(_class_folders(root)) == 1:  # a lone validation/ (or Val/) is a folder of held-out images, not one class
         check_split_names(root, held_out_only=True)
     return (root / "val").is_dir() and not (root / "train").is_dir()
+
+
+def _inside_training_images(root: Path, trained_on: Path) -> bool:
+    """Whether ``root`` is a folder inside the training folder, other than its held-out ``val/`` (and what is in
+    it): its ``train/``, or one class of a folder split by --val-split."""
+    from keras_resnet.data import is_split
+
+    root, trained_on = Path(os.path.realpath(root)), Path(os.path.realpath(trained_on))
+    held_out = None if is_split(trained_on) else trained_on / "val"
+    return (root.is_relative_to(trained_on) and root != trained_on
+            and not (held_out is not None and root.is_relative_to(held_out)))
+
+
+def _trained_on(model: str, predictor: Predictor) -> str | None:
+    """The image folder the model was trained on, as its run recorded it; None for other data or no run."""
+    try:
+        return training_data_config(model, predictor).get("data_dir")
+    except KresError:
+        return None
+
+
+def _check_split_unchanged(model: str, predictor: Predictor, folder: str | None, datasets) -> None:
+    """The validation split (of ``folder``, None where none is drawn) of the folder the model was trained on is
+    drawn again from the folder's files: with images added or removed since, it takes images the model trained on
+    (evaluate scored them, and said nothing, where train refuses to resume on the changed folder)."""
+    from keras_resnet.runs import training_counts
+
+    if folder is None:
+        return
+    trained_on, counts = _trained_on(model, predictor), training_counts(model)
+    if trained_on is None or counts is None or not _same_folder(trained_on, folder):
+        return
+    if counts != (datasets.num_train, datasets.num_val):
+        raise KresError(
+            f"{folder} has changed since {predictor.path.name} was trained on it ({counts[0]} training and "
+            f"{counts[1]} validation images then, {datasets.num_train} and {datasets.num_val} now), so its "
+            "validation split would hold images the model trained on: put the folder back as it was, or evaluate "
+            "on held-out images (--data-dir DIR --all-images)")
+
+
+def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(Path(a).expanduser()) == os.path.realpath(Path(b).expanduser())
 
 
 def _class_folders(root: Path) -> list[str]:

@@ -124,6 +124,17 @@ def training_data_config(model_path: str | os.PathLike, predictor=None) -> dict:
                     "beside it or in its meta.json): pass --dataset, --data-dir or --tfds-dir")
 
 
+def training_counts(model_path: str | os.PathLike) -> tuple[int, int] | None:
+    """(training images, validation images) as the model's run recorded them in its ``config.json`` (beside the
+    model, or one folder up); None where no run config records them."""
+    for folder in _config_dirs(Path(model_path)):
+        config = read_config(folder) or {}
+        if isinstance(config.get("data"), dict):  # the config training_data_config reads
+            counts = [(config.get("resolved") or {}).get(key) for key in ("num_train", "num_val")]
+            return tuple(counts) if all(isinstance(n, int) for n in counts) else None
+    return None
+
+
 def weights_problem(path: str | os.PathLike, size: int | None) -> str | None:
     """Why a ``.weights.h5`` file cannot be trusted (missing, wrong size, unreadable), or None."""
     import h5py

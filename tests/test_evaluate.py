@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -494,6 +495,72 @@ def test_a_held_out_folder_is_scored_whole_with_all_images_and_a_val_folder_alon
     assert main(["evaluate", str(named / "best.keras"), "--data-dir", str(own), "--all-images"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"Error: best.keras was trained on {own}: --all-images would score its training images too; drop it to "
+        "score the validation split, or name a folder of held-out images"]
+
+
+def _named_run(run_dir, folder: Path, data: Path, counts: tuple[int, int] | None = None) -> Path:
+    """The fixture's model in a run folder of its own, its classes named cat, dog, fox and owl, trained (its
+    config.json says) on ``data``, with ``counts`` (training, validation images) where given."""
+    run, model = run_dir
+    folder.mkdir()
+    (folder / "best.keras").write_bytes((run / "best.keras").read_bytes())
+    ModelMeta.from_model(model, labels=["cat", "dog", "fox", "owl"]).save(folder)
+    config = {"data": {"data_dir": str(data), "image_size": 32}, "train": {}}
+    if counts is not None:
+        config["resolved"] = {"num_train": counts[0], "num_val": counts[1]}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_the_training_folder_changed_since_is_refused_as_its_split_would_take_training_images(run_dir, tmp_path,
+                                                                                               capsys):
+    """One image added to a folder split by --val-split draws another split: 11 of 48 "validation" images had
+    been trained on in a user's run, and evaluate scored them (100% top-1) without a word."""
+    own = _image_folder(tmp_path / "own", {"cat": 5, "dog": 5})
+    named = _named_run(run_dir, tmp_path / "named", own, counts=(8, 2))
+    assert main(["evaluate", str(named), "--output", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out.startswith(f"Data: {own}, 2 of its 10 images (the validation split")
+    (own / "cat" / "0.png").rename(own / "cat" / "0 copy.png")  # moved within the folder: the same images
+    assert main(["evaluate", str(named), "--output", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    (own / "dog" / "5.png").write_bytes((own / "dog" / "0.png").read_bytes())
+    expected = [f"Error: {own} has changed since best.keras was trained on it (8 training and 2 validation images "
+                "then, 9 and 2 now), so its validation split would hold images the model trained on: put the folder "
+                "back as it was, or evaluate on held-out images (--data-dir DIR --all-images)"]
+    for args in ([], ["--data-dir", str(own)], ["--data-dir", str(tmp_path / "." / "own")]):
+        assert main(["evaluate", str(named), "--output", str(tmp_path / "b"), *args]) == 2
+        assert capsys.readouterr().err.splitlines() == expected
+    assert not (tmp_path / "b").exists()
+    # another folder of held-out images is scored on its split, whatever its size
+    other = _image_folder(tmp_path / "other", {"cat": 3, "owl": 4})
+    assert main(["evaluate", str(named), "--data-dir", str(other), "--output", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().out.startswith(f"Data: {other}, 1 of its 7 images (the validation split")
+
+
+def test_all_images_of_a_folder_inside_the_training_folder_is_refused(run_dir, tmp_path, capsys):
+    """`--data-dir DATA/train --all-images` scored every training image (91.67%) without a word, where DATA itself
+    was refused; and the refusal named the folder as typed (a link), not the one the model was trained on."""
+    data = _image_folder(tmp_path / "data", {"train/cat": 3, "train/dog": 3, "val/cat": 2, "val/dog": 2})
+    flat = _image_folder(tmp_path / "flat", {"cat": 3, "dog": 3})
+    for trained_on, given in ((data, data / "train"), (data, data / "train" / "cat"), (flat, flat / "dog")):
+        named = _named_run(run_dir, tmp_path / "named", trained_on)
+        assert main(["evaluate", str(named), "--data-dir", str(given), "--all-images",
+                     "--output", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"Error: {given} holds images best.keras was trained on (it was trained on {trained_on}): --all-images "
+            "would score them; name a folder of held-out images"]
+        shutil.rmtree(named)
+    named = _named_run(run_dir, tmp_path / "named", data)  # its val/ was held out: scored whole
+    assert main(["evaluate", str(named), "--data-dir", str(data / "val"), "--all-images",
+                 "--output", str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["num_val"] == 4
+    link = tmp_path / "link"
+    link.symlink_to(flat)
+    shutil.rmtree(named)
+    named = _named_run(run_dir, tmp_path / "named", flat)
+    assert main(["evaluate", str(named), "--data-dir", str(link), "--all-images"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: best.keras was trained on {flat}: --all-images would score its training images too; drop it to "
         "score the validation split, or name a folder of held-out images"]
 
 
