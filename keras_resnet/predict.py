@@ -83,7 +83,9 @@ def _read_errors(path: str | os.PathLike) -> Iterator[None]:
         raise KresError(f"image {path} does not exist") from None
     except IsADirectoryError:
         raise KresError(f"{path} is a directory, not an image: pass image files") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # a valid image: the advice to pass an image did not fit
+        raise KresError(f"image {path} is too large to read ({first_line(err)}): scale it down") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise _unreadable_image(path, err) from None
 
 
@@ -179,8 +181,11 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
 
 
 def _none_can_be_read(errors: list[str]) -> KresError:
-    """The error where no image given can be read (one error per image): the only one's, or the first's."""
-    return KresError(errors[0] if len(errors) == 1 else f"none of the {len(errors)} images can be read: {errors[0]}")
+    """The error where no image given can be read (one error per image): each one's, the first five of many."""
+    if len(errors) == 1:
+        return KresError(errors[0])
+    more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return KresError(f"none of the {len(errors)} images can be read: {'; '.join(errors[:5])}{more}")
 
 
 def _unreadable(paths: list[str]) -> dict[str, str]:

@@ -142,6 +142,28 @@ def test_unreadable_images_are_skipped_and_the_rest_predicted_in_order(tmp_path,
     assert len(loaded) == 1  # refused before the model loads
 
 
+def test_none_readable_names_each_image_and_a_huge_one_is_too_large_not_unreadable(tmp_path, monkeypatch):
+    """Where no image could be read, only the first was named ("none of the 2 images can be read: image nope.png
+    does not exist"); an image over Pillow's pixel limit was "cannot read ...: pass a JPEG, PNG, ..." for a PNG."""
+    monkeypatch.setattr(pr, "load_predictor", lambda path, num_threads=None: pytest.fail("no model is needed"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    names = [str(tmp_path / name) for name in ("nope.png", "notes.txt", *(f"gone{i}.png" for i in range(5)))]
+    with pytest.raises(KresError) as caught:
+        pr.predict(pr.PredictConfig("m.keras", names[:2]))
+    assert str(caught.value) == (
+        f"none of the 2 images can be read: image {names[0]} does not exist; cannot read image {names[1]} (cannot "
+        f"identify image file '{names[1]}'): pass a JPEG, PNG, BMP, GIF, TIFF or WebP file")
+    with pytest.raises(KresError, match=rf"^none of the 7 images can be read: image {names[0]} does not exist; .*; "
+                                        rf"image {tmp_path / 'gone2.png'} does not exist; and 2 more$"):
+        pr.predict(pr.PredictConfig("m.keras", names))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the hard limit is twice this: 200 pixels
+    Image.new("RGB", (15, 14)).save(tmp_path / "big.png")
+    with pytest.raises(KresError) as caught:
+        pr.predict(pr.PredictConfig("m.keras", [str(tmp_path / "big.png")]))
+    assert str(caught.value) == (f"image {tmp_path / 'big.png'} is too large to read (Image size (210 pixels) exceeds "
+                                 "limit of 200 pixels, could be decompression bomb DOS attack.): scale it down")
+
+
 def test_each_image_is_decoded_once_and_a_truncated_one_is_skipped(tmp_path, monkeypatch):
     """Every image was decoded twice: once to check it before the model loaded, again to predict it (a
     12000x12000 photo took 48 s). The check now reads headers; a truncated image fails at its one decode."""
