@@ -29,7 +29,8 @@ from keras_resnet.specs import MIN_IMAGE_SIZE
 AUTOTUNE = tf.data.AUTOTUNE
 DIGITS = "digits"
 SYNTHETIC = "synthetic"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# .jfif, .jpe and .jif are JPEGs too (the first is what some browsers on Windows save photos as)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _PIL_ONLY = ("WEBP", "TIFF")  # formats TensorFlow cannot decode: read through PIL
 CACHE_LIMIT_BYTES = 4 << 30
 """Encoded data larger than this is not cached in memory even when ``cache`` is on (ImageNet would not fit)."""
@@ -584,10 +585,14 @@ def _relative(paths: list[str], folder: Path) -> tuple[str, ...]:
     return tuple(os.path.relpath(path, folder) for path in paths)
 
 
+NOT_CLASS_FOLDERS = ("__MACOSX",)  # what unzipping a zip made on a Mac leaves beside the folders zipped
+
+
 def class_folder_names(root: Path) -> list[str]:
     """The class folders of an image folder, sorted: its sub-folders but hidden ones (``.ipynb_checkpoints``,
-    ``.git``). OSError where ``root`` cannot be read."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ``.git``) and ``__MACOSX``. OSError where ``root`` cannot be read."""
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASS_FOLDERS)
 
 
 def _class_dirs(root: Path) -> list[str]:

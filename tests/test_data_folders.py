@@ -95,6 +95,20 @@ def test_every_format_and_mode_decodes_to_the_same_pixels(split_folders):
         np.testing.assert_allclose(grey[..., 0], grey[..., 2], atol=1e-3)
 
 
+def test_jfif_and_jpe_photos_are_read_and_a_macs_zip_folder_is_no_class(tmp_path):
+    """A class of .jfif photos (what browsers on Windows save) was left out without a word: "images of one class
+    only ('dog')"; and __MACOSX/, which unzipping a Mac's zip leaves, was a class "with no readable images"."""
+    for k, (name, extensions) in enumerate((("cat", (".jfif", ".JPE", ".jif")), ("dog", (".jpg", ".jpeg", ".png")))):
+        (tmp_path / name).mkdir()
+        for i, extension in enumerate(extensions):
+            _photo(k + i).save(tmp_path / name / f"{i}{extension}", "JPEG" if extension != ".png" else "PNG")
+    (tmp_path / "__MACOSX" / "cat").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "cat" / "._0.jfif").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble, not an image
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=1 / 3,
+                                    cache=False))
+    assert (data.class_names, data.num_train, data.num_val, data.skipped_files) == (["cat", "dog"], 4, 2, 0)
+
+
 def test_webp_and_tiff_are_trained_on_as_the_same_pixels(tmp_path):
     """WebP and TIFF files were left out of training without a word (not even counted as skipped), though predict
     reads them: a class of WebP photos alone was "one class only". A 16-bit TIFF is scaled to 8 bits, not clipped."""
