@@ -161,8 +161,7 @@ def resolve_source(path: str | os.PathLike) -> Source:
         if runs.is_run_dir(path.parent):
             run_dir = path.parent
     if model_path.suffix != ".keras" or not zipfile.is_zipfile(model_path):
-        raise KresError(f"{model_path} is not a .keras model: pass a run directory or the .keras file written "
-                        "by 'kres train'")
+        raise KresError(runs.not_a_zip(model_path, "pass a run directory or the .keras file written by 'kres train'"))
     return Source(model_path, run_dir, runs.data_config(run_dir) if run_dir is not None else None)
 
 
@@ -328,7 +327,8 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None,
                   "resize": resize, "resize_how": RESIZE_HOW[resize]},
         "output": {"shape": out["shape"], "dtype": out["dtype"], "scale": (out["scale"] or [None])[0],
                    "zero_point": (out["zero_point"] or [None])[0],
-                   "meaning": "class probabilities (softmax); dequantize as (q - zero_point) * scale"},
+                   "meaning": "class probabilities (softmax)" + ("; dequantize as (q - zero_point) * scale"
+                                                                    if out["dtype"] in _INTEGER_RANGE else "")},
         "normalization": {"name": meta.normalization, "mean": meta.mean, "std": meta.std, "inside_model": True,
                           "channel_order": "RGB in; the model reverses to BGR itself" if meta.variant == "v1"
                           else "RGB"},

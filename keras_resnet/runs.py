@@ -210,12 +210,25 @@ def checkpoint_metrics(run_dir: str | os.PathLike, steps: int) -> list | None:
     return None
 
 
+def not_a_zip(path: str | os.PathLike, hint: str) -> str:
+    """Why a model file that is not a zip archive cannot be read: a ``.keras`` file is one, so one named so is
+    damaged (a truncated copy, a full disk), and a run's other model is offered where it holds one."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        return f"{path} is not a .keras model (a .keras file is a zip archive); {hint}"
+    other = next((path.parent / name for name in MODEL_NAMES if name != path.name and path.name in MODEL_NAMES
+                  and zipfile.is_zipfile(path.parent / name)), None)
+    fix = f"pass {other} instead" if other else f"copy it again, or {hint}"
+    size = path.stat().st_size if path.is_file() else 0
+    return f"{path} is damaged: a .keras file is a zip archive, and this one ({size:,} bytes, truncated?) is not; {fix}"
+
+
 def load_keras(path: str | os.PathLike, hint: str = "pass the file written by 'kres train' or 'kres export'"):
     """A ``.keras`` file as a Keras model (no compile, safe mode); a one-line KresError for anything else."""
     import keras
 
     if not zipfile.is_zipfile(path):
-        raise KresError(f"{path} is not a .keras model (a .keras file is a zip archive); {hint}")
+        raise KresError(not_a_zip(path, hint))
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, BadZipFile, OSError, ... for a file that is not a model

@@ -171,6 +171,20 @@ def test_model_card_names_the_data_and_its_resize(data, dataset, resize):
                                                                                   "keras_top1": 0.625}
 
 
+@pytest.mark.parametrize(("dtype", "meaning"), [
+    ("uint8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
+    ("int8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
+    ("float32", "class probabilities (softmax)"),  # the float cards said to dequantize them too
+])
+def test_the_cards_output_says_to_dequantize_integer_outputs_only(dtype, meaning):
+    io = {"shape": [1, 32, 32, 3], "dtype": dtype, "scale": [1 / 256] if dtype != "float32" else [],
+          "zero_point": [0] if dtype != "float32" else []}
+    meta = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, LABELS)
+    card = ex.model_card(Path("m.tflite"), meta, {"inputs": [io], "outputs": [io], "gpu_delegate_compatible": True},
+                         None, "float32" if dtype == "float32" else "int8", None)
+    assert card["output"]["meaning"] == meaning
+
+
 @pytest.mark.parametrize(("dtype", "scale", "zero_point", "said"), [
     ("uint8", 1.0, 0, "RGB pixels 0-255 as they are, uint8, resized"),
     ("int8", 1.0, -128, "RGB pixels 0-255 minus 128 (q = pixel - 128), int8, resized"),  # it said "0-255" as well

@@ -59,3 +59,35 @@ def test_a_meta_json_that_is_not_json_or_not_utf8_is_one_line(tmp_path):
         (tmp_path / "meta.json").write_bytes(broken)
         with pytest.raises(KresError, match=r"meta\.json is not a valid meta\.json \(.*\); re-export the model$"):
             ModelMeta.load(tmp_path)
+
+
+def test_a_truncated_keras_file_is_called_damaged_and_the_runs_other_model_is_offered(tmp_path):
+    """A truncated best.keras was "not a .keras model: pass a run directory or the .keras file written by 'kres
+    train'", to a user who had passed the run directory, with last.keras beside it."""
+    import zipfile
+
+    from keras_resnet.export import resolve_source
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    zipfile.ZipFile(run / "last.keras", "w").close()  # a zip archive, as a .keras file is
+    (run / "best.keras").write_bytes(b"PK" * 500)
+    damaged = (f"{run / 'best.keras'} is damaged: a .keras file is a zip archive, and this one (1,000 bytes, "
+               "truncated?) ")
+    with pytest.raises(KresError) as caught:
+        resolve_source(run)
+    assert str(caught.value) == f"{damaged}is not; pass {run / 'last.keras'} instead"
+    with pytest.raises(KresError) as caught:  # evaluate, predict and rebuild load it here
+        runs.load_keras(run / "best.keras")
+    assert str(caught.value) == f"{damaged}is not; pass {run / 'last.keras'} instead"
+    (run / "last.keras").write_bytes(b"")
+    with pytest.raises(KresError) as caught:
+        resolve_source(run / "best.keras")
+    assert str(caught.value) == (f"{damaged}is not; copy it again, or pass a run directory or the .keras file "
+                                 "written by 'kres train'")
+    (tmp_path / "notes.txt").write_text("a model")
+    with pytest.raises(KresError) as caught:
+        runs.load_keras(tmp_path / "notes.txt")
+    assert str(caught.value) == (f"{tmp_path / 'notes.txt'} is not a .keras model (a .keras file is a zip archive); "
+                                 "pass the file written by 'kres train' or 'kres export'")
