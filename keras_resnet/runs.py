@@ -220,7 +220,8 @@ def not_a_zip(path: str | os.PathLike, hint: str) -> str:
                   and zipfile.is_zipfile(path.parent / name)), None)
     fix = f"pass {other} instead" if other else f"copy it again, or {hint}"
     size = path.stat().st_size if path.is_file() else 0
-    return f"{path} is damaged: a .keras file is a zip archive, and this one ({size:,} bytes, truncated?) is not; {fix}"
+    return (f"{path} is not a .keras model (a .keras file is a zip archive): it is damaged ({size:,} bytes, "
+            f"truncated?); {fix}")
 
 
 def load_keras(path: str | os.PathLike, hint: str = "pass the file written by 'kres train' or 'kres export'"):

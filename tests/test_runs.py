@@ -73,18 +73,18 @@ def test_a_truncated_keras_file_is_called_damaged_and_the_runs_other_model_is_of
     (run / "config.json").write_text("{}")
     zipfile.ZipFile(run / "last.keras", "w").close()  # a zip archive, as a .keras file is
     (run / "best.keras").write_bytes(b"PK" * 500)
-    damaged = (f"{run / 'best.keras'} is damaged: a .keras file is a zip archive, and this one (1,000 bytes, "
-               "truncated?) ")
+    damaged = (f"{run / 'best.keras'} is not a .keras model (a .keras file is a zip archive): it is damaged (1,000 "
+               "bytes, truncated?); ")
     with pytest.raises(KresError) as caught:
         resolve_source(run)
-    assert str(caught.value) == f"{damaged}is not; pass {run / 'last.keras'} instead"
+    assert str(caught.value) == f"{damaged}pass {run / 'last.keras'} instead"
     with pytest.raises(KresError) as caught:  # evaluate, predict and rebuild load it here
         runs.load_keras(run / "best.keras")
-    assert str(caught.value) == f"{damaged}is not; pass {run / 'last.keras'} instead"
+    assert str(caught.value) == f"{damaged}pass {run / 'last.keras'} instead"
     (run / "last.keras").write_bytes(b"")
     with pytest.raises(KresError) as caught:
         resolve_source(run / "best.keras")
-    assert str(caught.value) == (f"{damaged}is not; copy it again, or pass a run directory or the .keras file "
+    assert str(caught.value) == (f"{damaged}copy it again, or pass a run directory or the .keras file "
                                  "written by 'kres train'")
     (tmp_path / "notes.txt").write_text("a model")
     with pytest.raises(KresError) as caught:
