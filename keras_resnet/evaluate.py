@@ -27,6 +27,7 @@ from keras_resnet.runtime import Predictor, check_threads, load_predictor
 EVAL_JSON = "evaluation.json"
 LOSS_EPSILON = 1e-7  # probabilities are clipped here before the log, as Keras' cross-entropy does
 MAX_ANNOTATED_CLASSES = 20  # the confusion PNG writes counts in the cells up to this many classes
+MAX_NAMED_CLASSES = 50  # and names the classes on its axes up to this many
 
 
 @dataclass
@@ -179,7 +180,7 @@ def save_confusion_png(confusion, class_names: list[str], path: str | os.PathLik
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if k <= 50:
+    if k <= MAX_NAMED_CLASSES:
         ax.set_xticks(range(k), class_names, rotation=90 if k > 10 else 0, fontsize=8)
         ax.set_yticks(range(k), class_names, fontsize=8)
     if k <= MAX_ANNOTATED_CLASSES:
@@ -191,14 +192,34 @@ def save_confusion_png(confusion, class_names: list[str], path: str | os.PathLik
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     path = Path(path)
+    import warnings
+
     try:
-        with fileio.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
+        with warnings.catch_warnings():  # said once, by evaluate (missing_glyphs), not per glyph and per drawing
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+            fig.tight_layout()
+            with fileio.atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=100)
     finally:
         plt.close(fig)
     return path
+
+
+def missing_glyphs(texts: list[str]) -> str:
+    """The characters of ``texts`` that the plots' font (the first of matplotlib's family: its own DejaVu Sans unless
+    configured) cannot draw; matplotlib draws a box for each, and warns once a glyph and drawing."""
+    from matplotlib import font_manager
+
+    font = font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+    return "".join(dict.fromkeys(c for text in texts for c in text if c.isprintable() and not font.get_char_index(
+        ord(c))))
+
+
+def _glyph_notes(class_names: list[str], png_names: list[str]) -> list[str]:
+    missing = missing_glyphs(class_names) if len(class_names) <= MAX_NAMED_CLASSES else ""
+    return [f"the plot's font has no glyph for {missing!r}: the class names in {' and '.join(png_names)} show a box "
+            "for each (the text and evaluation.json have them whole)"] if missing else []
 
 
 # --- where the data comes from ------------------------------------------------------------------------------
@@ -310,9 +331,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
     _make_output(out_dir, given=cfg.output is not None)
-    warnings = []
-    if datasets.skipped_files:
-        warnings.append(skipped_warning(datasets.skipped, data_cfg.data_dir))
+    warnings = [skipped_warning(datasets.skipped, data_cfg.data_dir)] if datasets.skipped_files else []
 
     val = datasets.val.unbatch().batch(cfg.batch_size)
     probs, labels, seconds = _run(predictors, val, datasets.num_val, cfg.batch_size, progress)
@@ -327,6 +346,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
                                  f"{p.path.name} ({p.kind}): top-1 {metrics.top1:.2%} on {metrics.num_examples}")
         reports.append(ModelReport(path=str(p.path), kind=p.kind, input_shape=list(p.input_shape), metrics=metrics,
                                    seconds=round(sec, 3), confusion_png=str(png)))
+    warnings += _glyph_notes(class_names, png_names)
     comparison = None
     if len(predictors) == 2:
         agree, max_diff, mean_diff = compare_outputs(probs[0], probs[1])

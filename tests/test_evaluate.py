@@ -396,6 +396,19 @@ def test_data_options_replace_only_what_they_name_in_the_runs_data(tmp_path):
         evaluated_on(tfds_dir="/new/tfds")
 
 
+def test_class_names_the_plots_font_lacks_are_one_note_not_a_warning_a_glyph(tmp_path, recwarn):
+    """Class folders named in Chinese or with an emoji printed matplotlib's 'UserWarning: Glyph 29483 (...) missing
+    from font(s) DejaVu Sans.' and its source line, twice, on the terminal (under --json too)."""
+    names = ["猫 cat", "dog", "Ünïcödé 🐟"]
+    ev.save_confusion_png(np.eye(3, dtype=int), names, tmp_path / "c.png", "best.keras: top-1 100%")
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
+    assert [str(w.message) for w in recwarn] == []
+    assert ev._glyph_notes(names, ["confusion_matrix.png"]) == [
+        "the plot's font has no glyph for '猫🐟': the class names in confusion_matrix.png show a box for each (the "
+        "text and evaluation.json have them whole)"]
+    assert ev._glyph_notes(["dog", "Ünïcödé"], ["confusion_matrix.png"]) == []
+
+
 def test_unreadable_images_skipped_are_reported(stub_world, monkeypatch, capsys):
     tmp_path, _ = stub_world
     fake = data_module.load_datasets
