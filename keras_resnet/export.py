@@ -21,7 +21,15 @@ import numpy as np
 
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError, first_five
-from keras_resnet.meta import WEIGHTS_DIGEST, ModelMeta, find_meta, generic_labels, outputs_of, weights_digest
+from keras_resnet.meta import (
+    RESIZE_KEY,
+    WEIGHTS_DIGEST,
+    ModelMeta,
+    find_meta,
+    generic_labels,
+    outputs_of,
+    weights_digest,
+)
 from keras_resnet.quantize import (
     CONVERTER_LOG,
     QUANTIZE_MODES,
@@ -315,7 +323,9 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None,
     from keras_resnet.data import CENTER_CROP, RESIZE_HOW, data_name, eval_resize
 
     inp, out = tflite["inputs"][0], tflite["outputs"][0]
-    resize = eval_resize(data_cfg) if data_cfg is not None else CENTER_CROP
+    # the model's own resize, as its run was validated (a --data-dir given at export changes only what it is
+    # measured on: a digits model's card said centre crop for a folder of digits)
+    resize = meta.extra.get(RESIZE_KEY) or (eval_resize(data_cfg) if data_cfg is not None else CENTER_CROP)
     dataset = data_name(data_cfg) if data_cfg is not None else None
     return {
         "model": path.name,
@@ -335,7 +345,7 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None,
         "labels": list(meta.labels),
         "labels_file": "labels.txt",
         "accuracy": {"top1": accuracy["top1"], "images": accuracy["images"], "keras_top1": accuracy["reference_top1"],
-                     "dataset": dataset, "measured": "on the run's validation data, against the Keras model"}
+                     "dataset": dataset, "measured": "on validation images of this dataset, against the Keras model"}
         if accuracy and "top1" in accuracy else None,  # compare() without labels: no top-1
         "gpu_delegate_compatible": tflite["gpu_delegate_compatible"],
     }
@@ -510,6 +520,10 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     another = _another_model(out_dir, source.model_path, meta)
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
         source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads
+    if source.data_config is not None and RESIZE_KEY not in meta.extra:  # (an export's has it: kept)
+        from keras_resnet.data import eval_resize
+
+        meta = replace(meta, extra={**meta.extra, RESIZE_KEY: eval_resize(source.data_config)})
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
     return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, another=another)
 

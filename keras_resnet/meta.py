@@ -22,6 +22,7 @@ from keras_resnet.specs import NORMALIZATIONS
 
 META_FILENAME = "meta.json"
 WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
+RESIZE_KEY = "resize"  # an export's meta.json extra: how its run's images were resized for validation
 
 
 @dataclass

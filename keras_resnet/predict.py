@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import find_meta, generic_labels
+from keras_resnet.meta import RESIZE_KEY, find_meta, generic_labels
 from keras_resnet.runtime import Predictor, check_threads, load_predictor
 
 
@@ -108,6 +108,8 @@ def _trained_on_digits(predictor: Predictor) -> bool:
     from keras_resnet.data import FULL_FRAME, eval_resize
     from keras_resnet.runs import training_data_config
 
+    if predictor.meta is not None and predictor.meta.extra.get(RESIZE_KEY):  # an export's: its run's resize
+        return predictor.meta.extra[RESIZE_KEY] == FULL_FRAME
     try:
         data = training_data_config(predictor.path, predictor)
     except KresError:

@@ -171,6 +171,39 @@ def test_model_card_names_the_data_and_its_resize(data, dataset, resize):
                                                                                   "keras_top1": 0.625}
 
 
+def test_data_given_at_export_changes_what_is_measured_not_how_the_model_resizes(run_dir, tmp_path):
+    """A digits run exported with --data-dir (a folder of digit PNGs): its card and exported meta.json said centre
+    crop, the folder's rule, and predict beside the export then resized its images so (0.66 for a 9 became
+    0.48 for a 5 in a user's check); the card also said it was measured "on the run's validation data"."""
+    from PIL import Image
+
+    from keras_resnet.predict import _trained_on_digits
+    from keras_resnet.runtime import load_predictor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.keras", "meta.json"):
+        shutil.copy(run_dir / name, run / name)
+    (run / "config.json").write_text(json.dumps({"data": {"dataset": None, "data_dir": None, "image_size": SIZE},
+                                                 "train": {}}))
+    for label in LABELS:
+        (tmp_path / "pngs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (SIZE, SIZE), (80 * i, 0, 0)).save(tmp_path / "pngs" / label / f"{i}.png")
+    out = tmp_path / "out"
+    ex.export(ex.ExportConfig(source=str(run), output=str(out), saved_model=True, tflite=True, quantize="float32",
+                              data_dir=str(tmp_path / "pngs")))
+    meta = ModelMeta.load(out)
+    assert (meta.extra["resize"], meta.extra["data"]["data_dir"]) == ("full_frame", str(tmp_path / "pngs"))
+    card = json.loads((out / "model_float32.card.json").read_text())
+    assert (card["input"]["resize"], card["accuracy"]["dataset"]) == ("full_frame", "pngs")
+    assert card["accuracy"]["measured"] == "on validation images of this dataset, against the Keras model"
+    assert _trained_on_digits(load_predictor(out / "model_float32.tflite"))
+    again = tmp_path / "again"  # its model.keras exported again keeps the run's resize
+    ex.export(ex.ExportConfig(source=str(out / "model.keras"), output=str(again), saved_model=True, eval_images=0))
+    assert ModelMeta.load(again).extra["resize"] == "full_frame"
+
+
 @pytest.mark.parametrize(("dtype", "meaning"), [
     ("uint8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
     ("int8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),

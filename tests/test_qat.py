@@ -156,7 +156,7 @@ def test_qat_on_trained_digits_changes_weights_and_agrees_with_keras(qat_on_digi
     assert set(card["tflite"]["ops"]) == set(inspect_tflite(path.read_bytes()).ops)  # with their versions
     assert card["accuracy"] == {"top1": agreement["top1"], "images": agreement["images"], "dataset": "digits",
                                 "keras_top1": agreement["reference_top1"],
-                                "measured": "on the run's validation data, against the Keras model"}
+                                "measured": "on validation images of this dataset, against the Keras model"}
     made_before = qat_card(path, source.model_path, qat_on_digits.data_cfg, again=False)  # a rerun: kept
     assert json.loads(made_before.read_text()) == card
     made_before.write_text(json.dumps({**card, "accuracy": None}))  # as kres wrote it before it measured
