@@ -82,8 +82,10 @@ def nnapi(info: TfliteInfo) -> dict:
     per_channel = sorted({op for op, how in info.weight_quantization().items()
                           if how != "per-tensor" and op not in NNAPI_PER_CHANNEL_OPS})
     if per_channel:
+        integer = all(t.dtype in ("int8", "uint8") for t in info.inputs)  # else dynamic range: per-channel always
+        fix = "export without --per-channel-dense" if integer else "a --quantize int8 or float16 file runs there"
         problems.append(f"per-channel weights in {', '.join(per_channel)}: NNAPI takes them only in convolutions; "
-                        "export without --per-channel-dense")
+                        + fix)
     signed = any(t.dtype == "int8" for t in info.tensors if not t.constant)
     return {"accepts": not problems, "problems": problems,
             "check": "the NNAPI delegate's op list and per-channel rule, read from the flatbuffer",

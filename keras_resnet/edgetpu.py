@@ -110,7 +110,10 @@ def check_requirements(content: bytes | TfliteInfo) -> EdgeTpuReport:
     problems: list[str] = []
     if info.subgraphs != 1:
         problems.append(f"{info.subgraphs} subgraphs: the Edge TPU runs a single subgraph")
-    problems += flatbuffer_problems(info)
+    # a float32, float16 or dynamic-range file (float input) is no Edge TPU model at all: its weights' op versions
+    # and float tensors' shapes got fixes that do not apply ("reshape [512, 3, 3, 512]": float16 weights)
+    integer = all(t.dtype in EIGHT_BIT for t in info.inputs)
+    problems += flatbuffer_problems(info) if integer else []
     activations = [t for t in info.tensors if not t.constant]
     sixteen = sorted({f"{t.dtype} {t.name}" for t in activations if t.dtype == "int16"})
     if sixteen:
@@ -118,7 +121,8 @@ def check_requirements(content: bytes | TfliteInfo) -> EdgeTpuReport:
                         "activations only: convert in int8 mode, not the 16x8 mode")
     wide = sorted({f"{t.dtype} {t.name}" for t in activations if t.dtype not in (*EIGHT_BIT, "int16")})
     if wide:
-        problems.append(f"{len(wide)} non-8-bit activation tensors (e.g. {wide[0]}): quantize fully to int8")
+        fix = "quantize fully to int8" if integer else "the Edge TPU runs full-integer models: --quantize int8"
+        problems.append(f"{len(wide)} non-8-bit activation tensors (e.g. {wide[0]}): {fix}")
     dynamic = [f"{t.name} {t.shape_signature}" for t in info.tensors if not t.static]
     if dynamic:
         problems.append(f"{len(dynamic)} tensors with a dynamic shape (e.g. {dynamic[0]}): convert with static "
@@ -127,7 +131,8 @@ def check_requirements(content: bytes | TfliteInfo) -> EdgeTpuReport:
         if not t.shape or t.shape[0] != 1:
             problems.append(f"input {t.name} has shape {t.shape}: the Edge TPU needs batch 1")
     # Coral: "if a tensor has more than 3 dimensions, only the 3 innermost may have a size greater than 1"
-    too_deep = [f"{t.name} {t.shape}" for t in activations if len(t.shape) > 3 and any(d != 1 for d in t.shape[:-3])]
+    too_deep = [f"{t.name} {t.shape}" for t in activations
+                if integer and len(t.shape) > 3 and any(d != 1 for d in t.shape[:-3])]
     if too_deep:
         problems.append(f"{len(too_deep)} tensors have more than 3 dimensions larger than 1 (e.g. {too_deep[0]}): "
                         "the Edge TPU takes at most 3; reshape so only the 3 innermost are larger than 1")

@@ -530,3 +530,25 @@ def test_nnapi_takes_per_channel_weights_only_in_convolutions():
     assert not verdict["accepts"] and verdict["problems"] == [
         "per-channel weights in FULLY_CONNECTED: NNAPI takes them only in convolutions; export without "
         "--per-channel-dense"]
+
+
+def test_a_float_file_gets_the_one_fix_that_applies_on_the_edge_tpu_and_nnapi():
+    """A float16 file's card told the user to "reshape so only the 3 innermost are larger than 1" its conv weights
+    (dequantized at run time), and a dynamic-range file's to "export without --per-channel-dense", an option they
+    never gave and that dynamic refuses."""
+    from keras_resnet import delegates
+    from keras_resnet.quantize import inspect_tflite
+
+    model = tiny_model(reshape_to=(2, 4, 2, 16))
+    assert "more than 3 dimensions" in only_problem(convert(model, "int8", tiny_calibration))  # int8: still said
+    for mode in ("float32", "float16", "dynamic"):
+        problems = edgetpu.check_requirements(convert(model, mode)).problems
+        assert problems[0].endswith(": the Edge TPU runs full-integer models: --quantize int8"), (mode, problems)
+        assert not [p for p in problems if "dimensions" in p or "version" in p or "per-channel" in p], (mode, problems)
+    import keras
+
+    inputs = keras.Input((8, 8, 3))  # a dense layer of 1,024 weights or more: dynamic range quantizes it per channel
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(32, 3)(inputs))
+    verdict = delegates.nnapi(inspect_tflite(convert(keras.Model(inputs, keras.layers.Dense(64)(pooled)), "dynamic")))
+    assert verdict["problems"] == ["per-channel weights in FULLY_CONNECTED: NNAPI takes them only in convolutions; a "
+                                   "--quantize int8 or float16 file runs there"]
