@@ -805,6 +805,8 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x "
         f"{counted(steps_per_epoch, 'step')}; "
         f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {epochs_text(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
+        + (f", label smoothing {cfg.label_smoothing:g} (in loss and val_loss, not in kres evaluate's loss)"
+           if cfg.label_smoothing else "")
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         f"run dir {run_dir}" + _resuming(start, steps_per_epoch, cfg.epochs),
         *([f"starting from the weights of {cfg.weights}"] if cfg.weights and not start else []),
