@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -615,7 +616,9 @@ def _run_dir(cfg: TrainConfig, data: DataConfig) -> Path:
             raise KresError("--resume without --output continues runs/latest, which does not exist; "
                             "pass --output runs/NAME")
         return latest.resolve()
-    return Path("runs") / f"resnet{cfg.depth}-{_data_name(data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a name pasted into a shell as printed: no spaces, quotes or other characters a shell takes apart
+    name = re.sub(r"[^\w.-]+", "-", _data_name(data)).strip("-") or "data"
+    return Path("runs") / f"resnet{cfg.depth}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resumed(cfg: TrainConfig, data: DataConfig, given: set[str]) -> tuple[TrainConfig, DataConfig]:

@@ -850,3 +850,18 @@ def test_same_seed_same_batches_whatever_ran_before_in_the_process(tmp_path, mon
         with pytest.raises(Loaded):
             train(TrainConfig(depth=18, batch_size=16, output=str(tmp_path / "run")), DataConfig())
     np.testing.assert_array_equal(batches[0], batches[1])
+
+
+@pytest.mark.parametrize(("folder", "name"), [
+    ("/data/my photos é/", "my-photos-é"),  # printed as "runs/resnet18-my photos é-2026...", which a shell splits
+    ("/data/cats & dogs (v2)", "cats-dogs-v2"),
+    ("/data/pets", "pets"),
+])
+def test_a_default_run_folder_is_named_so_a_shell_takes_it_whole(folder, name):
+    import re
+
+    from keras_resnet.data import DataConfig
+    from keras_resnet.train import TrainConfig, _run_dir
+
+    run = _run_dir(TrainConfig(depth=18), DataConfig(data_dir=folder))
+    assert re.fullmatch(rf"runs/resnet18-{re.escape(name)}-\d{{8}}-\d{{6}}", str(run)), run
