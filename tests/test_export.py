@@ -204,6 +204,24 @@ def test_data_given_at_export_changes_what_is_measured_not_how_the_model_resizes
     assert ModelMeta.load(again).extra["resize"] == "full_frame"
 
 
+def test_a_model_without_meta_json_exported_with_its_data_takes_the_datas_class_names(tmp_path):
+    """A bare .keras (no run, no meta.json) exported with --dataset digits: labels.txt and the cards said class_0 ...
+    class_9, which an app shows, while the accuracy was measured on the digits 0-9."""
+    import keras
+
+    from keras_resnet.model import resnet
+
+    keras.utils.set_random_seed(0)
+    resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3)).save(tmp_path / "m.keras")
+    said = []
+    ex.export(ex.ExportConfig(source=str(tmp_path / "m.keras"), output=str(tmp_path / "out"), saved_model=True,
+                              dataset="digits", eval_images=0), progress=said.append)
+    assert (tmp_path / "out" / "labels.txt").read_text() == "".join(f"{digit}\n" for digit in range(10))
+    assert ModelMeta.load(tmp_path / "out").labels == [str(digit) for digit in range(10)]
+    assert ("note: m.keras has no meta.json: its 10 classes take the data's names, in order (0, 1, 2, 3, 4 ...); "
+            "copy its run's meta.json beside it where they differ") in said, said
+
+
 @pytest.mark.parametrize(("dtype", "meaning"), [
     ("uint8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
     ("int8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
