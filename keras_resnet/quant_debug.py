@@ -76,11 +76,12 @@ class DebugRun:
         """The layers with the lowest SQNR, one row per layer, earliest first on ties (an error spreads forward).
 
         The model's output op is skipped: int8 softmax rounds tiny probabilities to zero by design (a low ratio
-        that costs no top-1), and its effect shows in the accuracy figures anyway."""
+        that costs no top-1), and its effect shows in the accuracy figures anyway; so is a PAD, which copies its
+        input (kept in float, it would change nothing)."""
         last = self.rows[-1].layer if skip_output and self.rows else None
         best_per_layer: dict[str, LayerRow] = {}
         for row in self.rows:
-            if row.layer == last or math.isnan(row.sqnr_db):
+            if row.layer == last or math.isnan(row.sqnr_db) or row.op == "PAD":  # (a PAD adds no error)
                 continue
             if row.layer not in best_per_layer or row.sqnr_db < best_per_layer[row.layer].sqnr_db:
                 best_per_layer[row.layer] = row
@@ -182,6 +183,8 @@ def _rows(debugger, model) -> list[LayerRow]:
         layer = keras_layer_of(rec["tensor_name"], order, weighted)
         # The converter renames a few tensors (the model's output becomes "Identity"): they belong to the op before.
         layer = layer or (rows[-1].layer if rows else rec["tensor_name"])
+        if rec["op_name"] == "PAD":  # an int8 PAD copies its input: its figures are its input's, the row above's
+            noise = math.nan  # (the debugger's float reference of it holds a stray value at times: NaN, 1e3-5e27)
         rows.append(LayerRow(
             depth=depth, layer=layer, op=rec["op_name"], scale=scale, zero_point=int(rec["zero_point"]),
             rmse_over_scale=math.sqrt(noise) / scale if scale else math.nan,

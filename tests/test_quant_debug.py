@@ -3,7 +3,9 @@ blew up, keeping it in float restores top-1, the CSV covers every conv and dense
 calibration images in the wrong scale or channel order get a one-line warning."""
 
 import csv
+import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -329,3 +331,26 @@ def test_mixed_model_takes_the_int8_exports_io_type_and_dense_weights(fused_run)
     assert [t.dtype for t in asked.inputs + asked.outputs] == ["int8", "int8"]
     assert asked.weight_quantization() == {"DEPTHWISE_CONV_2D": "per-channel", "CONV_2D": "per-channel",
                                            "FULLY_CONNECTED": "per-channel"}
+
+
+def test_a_pad_row_gives_no_figures_of_its_own_and_a_stray_value_is_no_error():
+    """pool1_pad's row said rmse/scale 378,977 and a whole-tensor SQNR of 0 dB (its plot line fell to 0), though an
+    int8 PAD copies its input exactly: the debugger's float reference of the PAD held one stray value (5e27, or NaN,
+    or 1,600) in its first element."""
+    from types import SimpleNamespace
+
+    fields = "op_name,tensor_name,tensor_idx,scale,zero_point,signal_power,noise_power,channel_sqnr_db"
+    dump = "\n".join([fields, "CONV_2D,m/conv1_conv_1/convolution,3,0.03,-128,0.55,4.6e-05,40.5",
+                       "PAD,m/pool1_pad_1/Pad,4,0.03,-128,0.55,1.3e10,151.7",
+                       "MAX_POOL_2D,m/pool1_pool_1/MaxPool2d,5,0.03,-128,0.6,4e-17,151.7"]) + "\n"
+    debugger = SimpleNamespace(layer_statistics_dump=lambda out: out.write(dump))
+    model = SimpleNamespace(layers=[SimpleNamespace(name=n) for n in ("conv1_conv", "pool1_pad", "pool1_pool")])
+    conv, pad, pool = qd._rows(debugger, model)
+    assert (pad.layer, pad.op, pad.sqnr_db) == ("pool1_pad", "PAD", 151.7)
+    assert math.isnan(pad.rmse_over_scale) and math.isnan(pad.tensor_sqnr_db)
+    assert conv.rmse_over_scale == pytest.approx(math.sqrt(4.6e-05) / 0.03)
+    assert conv.tensor_sqnr_db == pytest.approx(10 * math.log10(0.55 / 4.6e-05))
+    assert pool.rmse_over_scale == pytest.approx(math.sqrt(4e-17) / 0.03)
+    low = dataclasses.replace(pad, sqnr_db=3.0)  # ranked by its SQNR, a PAD would be "worst": it adds no error
+    assert [r.layer for r in qd.DebugRun([conv, low, pool, pool], None, 8).worst(skip_output=False)] == [
+        "conv1_conv", "pool1_pool"]
