@@ -108,7 +108,8 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
 
 @bench.command(help="Training-pipeline images/s per core on a generated folder of ~500x375 JPEGs, against a "
                     "naive decode, crop, resize pipeline.")
-@click.option("--images", type=Whole(min=2), default=640, show_default=True, help="JPEGs to generate.")
+@click.option("--images", type=Whole(min=3), default=640, show_default=True,
+              help="JPEGs to generate (3 or more: the pipelines split off a fifth for validation).")
 @click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=224, show_default=True)
 @click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
 @click.option("--batches", type=Whole(min=1), default=6, show_default=True,

@@ -83,8 +83,9 @@ def _print(result) -> None:
     if data.get("every_image"):
         images = f"all {data['num_val']} of its images"
     elif data.get("split_from"):
-        # the hint for a folder the user named: of the run's own, the rest was trained on
-        hint = f"; --all-images scores all {data['split_from']}" if data["source"] == "options" else ""
+        # the hint for a folder the user named: of the run's own, the rest was trained on (named or not)
+        hint = (f"; --all-images scores all {data['split_from']}"
+                if data["source"] == "options" and not data.get("own_split") else "")
         images = (f"{data['num_val']} of its {data['split_from']} images (the validation split: --val-split "
                   f"{data['val_split']}, seed {data['seed']}{hint})")
     classes = len(data["class_names"])

@@ -326,7 +326,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     every_image = _every_image(cfg, data_cfg.data_dir, predictors[0])
     datasets = load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
     split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
-    _check_split_unchanged(cfg.models[0], predictors[0], data_cfg.data_dir if split else None, datasets)
+    own = _check_split_unchanged(cfg.models[0], predictors[0], data_cfg.data_dir if split else None, datasets)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
@@ -356,7 +356,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     data_info = {**dataclasses.asdict(data_cfg), "batch_size": cfg.batch_size, "class_names": class_names,
                  "num_val": int(datasets.num_val), "every_image": every_image, "classes_seen": _classes_seen(labels),
                  "skipped_files": int(datasets.skipped_files), "skipped": datasets.skipped_listed(),
-                 "split_from": int(datasets.num_train + datasets.num_val) if split else None,
+                 "split_from": int(datasets.num_train + datasets.num_val) if split else None, "own_split": own,
                  "source": "options" if cfg.has_data_option else "training config"}
     result = EvalResult(data=data_info, models=reports, comparison=comparison, warnings=warnings)
     json_path = out_dir / EVAL_JSON
@@ -425,23 +425,24 @@ def _trained_on(model: str, predictor: Predictor) -> str | None:
         return None
 
 
-def _check_split_unchanged(model: str, predictor: Predictor, folder: str | None, datasets) -> None:
-    """The validation split (of ``folder``, None where none is drawn) of the folder the model was trained on is
-    drawn again from the folder's files: with images added or removed since, it takes images the model trained on
-    (evaluate scored them, and said nothing, where train refuses to resume on the changed folder)."""
+def _check_split_unchanged(model: str, predictor: Predictor, folder: str | None, datasets) -> bool:
+    """Whether the validation split (of ``folder``, None where none is drawn) is that of the folder the model was
+    trained on, which is drawn again from the folder's files: with images added or removed since, it takes images
+    the model trained on (evaluate scored them, and said nothing, where train refuses to resume on the changed
+    folder), and that is an error."""
     from keras_resnet.runs import training_counts
 
-    if folder is None:
-        return
-    trained_on, counts = _trained_on(model, predictor), training_counts(model)
-    if trained_on is None or counts is None or not _same_folder(trained_on, folder):
-        return
-    if counts != (datasets.num_train, datasets.num_val):
+    trained_on = _trained_on(model, predictor) if folder is not None else None
+    if trained_on is None or not _same_folder(trained_on, folder):
+        return False
+    counts = training_counts(model)
+    if counts is not None and counts != (datasets.num_train, datasets.num_val):
         raise KresError(
             f"{folder} has changed since {predictor.path.name} was trained on it ({counts[0]} training and "
             f"{counts[1]} validation images then, {datasets.num_train} and {datasets.num_val} now), so its "
             "validation split would hold images the model trained on: put the folder back as it was, or evaluate "
             "on held-out images (--data-dir DIR --all-images)")
+    return True
 
 
 def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:

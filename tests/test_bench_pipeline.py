@@ -32,6 +32,17 @@ def test_generated_jpegs_look_like_photos(tmp_path):
     assert jpeg_folder(cfg) == folder and (folder / "complete.json").stat().st_mtime_ns == stamp  # cached
 
 
+def test_photos_of_the_smallest_size_allowed_are_made(tmp_path, capsys):
+    """--width/--height 32 to 41 (which the help allows) ended in a traceback ("ValueError: low >= high") where the
+    objects drawn took 20 px to half the side; --images 2 (allowed too) failed in a worker: too few to split."""
+    from keras_resnet.bench.pipeline import Config, jpeg_folder
+
+    folder = jpeg_folder(Config(images=3, classes=3, width=32, height=41, cache_dir=str(tmp_path)))
+    assert [np.asarray(Image.open(f)).shape for f in sorted(folder.glob("*/*.jpg"))] == [(41, 32, 3)] * 3
+    assert main(["bench", "pipeline", "--images", "2"]) == 2
+    assert "Invalid value for '--images': 2 is not in the range x>=3." in capsys.readouterr().err
+
+
 def test_pipeline_smoke(tmp_path, results, capsys):
     code = main(["bench", "pipeline", "--images", "40", "--width", "100", "--height", "75", "--image-size", "32",
                  "--batch-size", "8", "--batches", "2", "--warmup", "1", "--rounds", "1", "--cores", "1",

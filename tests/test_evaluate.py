@@ -533,6 +533,10 @@ def test_the_training_folder_changed_since_is_refused_as_its_split_would_take_tr
     named = _named_run(run_dir, tmp_path / "named", own, counts=(8, 2))
     assert main(["evaluate", str(named), "--output", str(tmp_path / "a")]) == 0
     assert capsys.readouterr().out.startswith(f"Data: {own}, 2 of its 10 images (the validation split")
+    # named on the command line, the training folder gets no hint of --all-images, which is refused on it
+    assert main(["evaluate", str(named), "--data-dir", str(own), "--output", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"Data: {own}, 2 of its 10 images (the validation split: --val-split 0.2, seed 0), ")
     (own / "cat" / "0.png").rename(own / "cat" / "0 copy.png")  # moved within the folder: the same images
     assert main(["evaluate", str(named), "--output", str(tmp_path / "a")]) == 0
     capsys.readouterr()

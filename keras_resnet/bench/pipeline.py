@@ -69,7 +69,8 @@ def _photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(6, 16))):  # objects with sharp edges
         x0, y0 = rng.integers(0, width), rng.integers(0, height)
-        x1, y1 = x0 + rng.integers(20, width // 2), y0 + rng.integers(20, height // 2)
+        # (at least 20 px across: a photo under 42 px gets objects that spill over its edge, as PIL draws them)
+        x1, y1 = x0 + rng.integers(20, max(21, width // 2)), y0 + rng.integers(20, max(21, height // 2))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape([int(x0), int(y0), int(x1), int(y1)], fill=colour, outline=(0, 0, 0), width=int(rng.integers(1, 4)))
