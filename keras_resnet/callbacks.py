@@ -76,7 +76,7 @@ class ProgressBar(keras.callbacks.Callback):
         self.epochs = epochs
         self.global_batch = global_batch
         self.stream = stream or sys.stderr
-        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.live = terminal.is_live(self.stream)
         self.min_interval = min_interval if self.live else log_interval
         self.later = None  # the epoch line held for :meth:`line_after`'s callback to print
 
@@ -115,7 +115,7 @@ class ProgressBar(keras.callbacks.Callback):
         done = f"[{'=' * filled}{'.' * (width - filled)}] " if self.live else "step "
         line = f"Epoch {self.epoch + 1}/{self.epochs} {done}{self.steps_done}{f'/{total}' if total else ''} " \
                f"{rate:,.0f} img/s {_format_logs(logs)}"
-        self.stream.write(f"\r{line}\x1b[K" if self.live else f"{line}\n")
+        self.stream.write(f"\r{terminal.fit_line(line, self.stream)}\x1b[K" if self.live else f"{line}\n")
         self.stream.flush()
         terminal.live_line(self.live)
 
@@ -321,9 +321,10 @@ class FiniteLoss(keras.callbacks.Callback):
 
     def _stop(self, what: str, step: int) -> None:
         lower = f" than {self.lr:g}" if self.lr else ""
-        raise KresError(f"training diverged: the {what} at step {step}; the checkpoint of step "
-                        f"{self.checkpointer.last_saved} is kept; start again with a lower --lr{lower} "
-                        "(and another --output)")
+        saved = self.checkpointer.last_saved  # 0: none (a run's first checkpoint comes after a step)
+        kept = f"the checkpoint of step {saved} is kept" if saved else "no checkpoint was written before it"
+        raise KresError(f"training diverged: the {what} at step {step}; {kept}; start again with a lower "
+                        f"--lr{lower} (and another --output)")
 
     def _check_weights(self, step: int) -> None:
         bad = non_finite_weight(self.model)

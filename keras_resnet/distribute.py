@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import keras
 
-from keras_resnet.errors import KresError, first_line
+from keras_resnet.errors import KresError
 from keras_resnet.specs import PRECISIONS
 
 
@@ -67,8 +67,10 @@ def make_placement(tpu: bool = False) -> Placement:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", "local"))
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, RuntimeError, tf.errors.OpError) as err:
-            raise KresError(f"--tpu: no TPU found ({first_line(err)}); run on a TPU VM or set TPU_NAME") from None
+        except (ValueError, RuntimeError, tf.errors.OpError):
+            # (TensorFlow's text is of its internals: "... No OpKernel was registered to support Op
+            # 'ConfigureDistributedTPU' ... [embedding_config", cut at its first line)
+            raise KresError("--tpu: no TPU found; run on a TPU VM or set TPU_NAME") from None
         strategy = tf.distribute.TPUStrategy(resolver)
         return Placement(strategy, "tpu", strategy.num_replicas_in_sync, "tpu")
 

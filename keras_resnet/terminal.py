@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,6 +30,22 @@ for line in sys.stdin.buffer:
 """
 _LOCK = threading.Lock()  # file descriptor 2 is the whole process's: one catch at a time
 _LIVE = {"open": False}  # a live line ("\r" and no newline yet, a progress bar's) is on the terminal
+
+
+def is_live(stream) -> bool:
+    """Whether ``stream`` is a terminal that redraws a line in place (``\r``, ESC[K): not a file, a pipe, or a
+    terminal that says it is dumb (an editor's shell), which printed the escapes as they are."""
+    return bool(getattr(stream, "isatty", None) and stream.isatty()) and os.environ.get("TERM") != "dumb"
+
+
+def fit_line(line: str, stream) -> str:
+    """``line`` cut to one row of ``stream``'s terminal: a longer live line wraps, and each redraw left its first
+    row behind (eight stale rows an epoch at 80 columns)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # no descriptor (io.UnsupportedOperation is an OSError)
+        columns = shutil.get_terminal_size().columns  # $COLUMNS, else 80
+    return line[:max(columns - 1, 20)]
 
 
 def live_line(open_: bool) -> None:

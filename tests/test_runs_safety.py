@@ -693,6 +693,37 @@ def test_unreadable_or_missing_state_is_refused_never_a_restart_from_step_0(inte
 
 # --- finite loss ---------------------------------------------------------------------------------------------
 
+def test_a_run_diverging_before_its_first_checkpoint_says_none_was_written():
+    """It said "the checkpoint of step 0 is kept" of a run folder holding no checkpoint at all."""
+    from types import SimpleNamespace
+
+    from keras_resnet.callbacks import FiniteLoss
+
+    for saved, kept in ((0, "no checkpoint was written before it"), (8, "the checkpoint of step 8 is kept")):
+        with pytest.raises(KresError) as caught:
+            FiniteLoss(SimpleNamespace(last_saved=saved), lr=1000.0)._stop("loss became nan", 10)
+        assert str(caught.value) == (f"training diverged: the loss became nan at step 10; {kept}; start again with "
+                                     "a lower --lr than 1000 (and another --output)")
+
+
+def test_tpu_not_found_is_one_line_without_tensorflows_internals(monkeypatch):
+    """--tpu on a machine without one: "no TPU found (TPUs not found in the cluster. Failed in initialization: No
+    OpKernel was registered to support Op 'ConfigureDistributedTPU' ... [embedding_config); ..."."""
+    import tensorflow as tf
+
+    from keras_resnet.distribute import make_placement
+
+    def no_tpu(tpu):
+        raise ValueError("TPUs not found in the cluster. Failed in initialization: No OpKernel was registered to "
+                         "support Op 'ConfigureDistributedTPU' used by {{node ConfigureDistributedTPU}} with these "
+                         "attrs: [embedding_config")
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", no_tpu)
+    with pytest.raises(KresError) as caught:
+        make_placement(tpu=True)
+    assert str(caught.value) == "--tpu: no TPU found; run on a TPU VM or set TPU_NAME"
+
+
 def test_diverging_run_stops_at_once_with_one_line_and_keeps_only_finite_models(tmp_path, capsys):
     from kres.main import main
 

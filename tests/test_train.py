@@ -689,6 +689,32 @@ def test_progress_bar_shows_images_per_second_and_metrics():
         assert ("[" + "=" * 24 + "] 4/4" in stream.getvalue()) == stream.isatty()  # live bar on terminals only
 
 
+def test_a_live_bar_fits_one_row_of_the_terminal_and_a_dumb_terminal_gets_lines(monkeypatch):
+    """At 80 columns each redraw of the 93-character bar wrapped and left its first row behind (8 stale rows an
+    epoch); TERM=dumb (an editor's shell) got the \\r and ESC[K redraws printed as they are."""
+    from keras_resnet.callbacks import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("TERM", "xterm")
+    stream = Terminal()
+    bar = ProgressBar(epochs=3, global_batch=64, stream=stream, min_interval=0.0)
+    bar.set_params({"steps": 4})
+    bar.on_epoch_begin(0)
+    logs = {"loss": 0.5, "accuracy": 0.75, "top5": 1.0}
+    for batch in range(4):
+        bar.on_train_batch_end(batch, logs)
+    bar.on_epoch_end(0, {**logs, "val_loss": 0.25, "val_accuracy": 0.875})
+    *draws, last = stream.getvalue().split("\r")[1:]
+    assert [len(d) for d in draws] == [59 + len("\x1b[K")] * 4 and draws[-1].startswith("Epoch 1/3 [====")
+    assert last.endswith("val_loss 0.2500 val_accuracy 0.8750\x1b[K\n")  # the epoch's line stays whole
+    monkeypatch.setenv("TERM", "dumb")
+    assert not ProgressBar(epochs=3, global_batch=64, stream=Terminal()).live
+
+
 def test_progress_goes_on_in_a_log_file_every_log_interval():
     """Without a terminal (a log file, CI, nohup) an hour-long epoch printed nothing until its end."""
     from keras_resnet import callbacks
