@@ -220,6 +220,10 @@ def test_a_model_without_meta_json_exported_with_its_data_takes_the_datas_class_
     assert ModelMeta.load(tmp_path / "out").labels == [str(digit) for digit in range(10)]
     assert ("note: m.keras has no meta.json: its 10 classes take the data's names, in order (0, 1, 2, 3, 4 ...); "
             "copy its run's meta.json beside it where they differ") in said, said
+    # data that cannot be read, where the export needs none of it (no held-out check, no int8): names stay generic
+    ex.export(ex.ExportConfig(source=str(tmp_path / "m.keras"), output=str(tmp_path / "out2"), saved_model=True,
+                              data_dir=str(tmp_path / "gone"), eval_images=0))
+    assert (tmp_path / "out2" / "labels.txt").read_text().splitlines()[:2] == ["class_0", "class_1"]
 
 
 @pytest.mark.parametrize(("dtype", "meaning"), [
