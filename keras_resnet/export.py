@@ -515,7 +515,8 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
-    meta = find_meta(source.model_path) or ModelMeta.from_model(model)
+    found = find_meta(source.model_path)
+    meta = found or ModelMeta.from_model(model)
     meta = replace(meta, extra={**meta.extra, WEIGHTS_DIGEST: weights_digest(model)})
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
         source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads
@@ -524,16 +525,16 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
 
         meta = replace(meta, extra={**meta.extra, RESIZE_KEY: eval_resize(source.data_config)})
     data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
-    meta = _labels_from_data(meta, data_cfg, source.model_path, say)
+    meta = meta if found is not None else _labels_from_data(meta, data_cfg, source.model_path, say)
     another = _another_model(out_dir, source.model_path, meta)
     return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, another=another)
 
 
 def _labels_from_data(meta: ModelMeta, data_cfg, model_path: Path, say: Progress) -> ModelMeta:
-    """A model without a meta.json names its classes class_0, class_1, ...; exported with data (--dataset digits,
-    --data-dir) of as many classes, it takes their names, which labels.txt, the cards and an app then show (they
-    showed class_5 for a 5)."""
-    if data_cfg is None or find_meta(model_path) is not None or not generic_labels(meta.labels):
+    """A model without a meta.json (``meta`` made from the model) names its classes class_0, class_1, ...; exported
+    with data (--dataset digits, --data-dir) of as many classes, it takes their names, which labels.txt, the cards
+    and an app then show (they showed class_5 for a 5)."""
+    if data_cfg is None or not generic_labels(meta.labels):
         return meta
     from keras_resnet.data import load_held_out
 

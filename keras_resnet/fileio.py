@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from keras_resnet import terminal
 from keras_resnet.errors import KresError, first_five
 
 
@@ -285,7 +286,7 @@ def _say_held(note: str | None) -> None:
     if not note:
         return
     with contextlib.suppress(Exception):  # no reader, a closed stream: the hold goes on without it
-        live = sys.stderr is not None and sys.stderr.isatty()
+        live = terminal.is_live(sys.stderr)  # (where a live bar may be drawn: not in a dumb terminal)
         os.write(2, f"{chr(10) if live else ''}kres: {note}\n".encode())
 
 
