@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import re
@@ -190,6 +191,42 @@ def _warmup_begun_with(run_dir: Path, cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _check_weights(cfg: TrainConfig) -> None:
+    """The --weights a new run starts from, and that the freezing options have some: without, they froze a random
+    network without a word (BN frozen from random weights normalizes nothing: its statistics are 0 and 1)."""
+    if cfg.weights is not None:
+        from keras_resnet.weights import check_weights  # file formats: imported only when weights are given
+
+        check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
+        return
+    if cfg.freeze_backbone_epochs:
+        raise KresError(f"--freeze-backbone-epochs {cfg.freeze_backbone_epochs} trains only the classifier on the "
+                        "backbone --weights give, and none are given (it would stay random): add --weights (imagenet, "
+                        "a run folder or a model file), or leave it out")
+    if cfg.freeze_bn:
+        raise KresError("--freeze-bn keeps the BN statistics --weights give, and none are given (from random weights "
+                        "BN would normalize nothing): add --weights, or leave --freeze-bn out")
+
+
+def resolve_xla(xla: bool | None, placement: Placement) -> bool:
+    """``--xla/--no-xla``, or by default on for GPUs, TPUs and the JAX backend, off for TensorFlow on a CPU."""
+    if xla is not None:
+        return xla
+    return placement.accelerator in ("gpu", "tpu") or keras.backend.backend() == "jax"
+
+
+def _as_resolved_before(run_dir: Path, cfg: TrainConfig, precision: str, xla: bool) -> TrainConfig:
+    """The run's own ``--precision`` and ``--xla`` where the typed ones come to what the run resolved them to:
+    ``--precision float32`` (or ``--no-xla``) restated for a run that left them to kres, which chose float32 (XLA
+    off) here, is that run; it was refused as "other settings ('auto' -> 'float32')"."""
+    saved = runs.read_config(run_dir) or {}
+    typed, resolved = saved.get("train") or {}, saved.get("resolved") or {}
+    now = {"precision": precision, "xla": xla}
+    same = {key: typed[key] for key in now
+            if key in typed and typed[key] != getattr(cfg, key) and key in resolved and resolved[key] == now[key]}
+    return dataclasses.replace(cfg, **same)
+
+
 def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None  # JSON has no NaN
 
@@ -238,15 +275,14 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
         runlock.acquire(run_dir, stream)
     if recipe_warmup_asked:
         cfg = _warmup_begun_with(run_dir, cfg)
+    cfg = _as_resolved_before(run_dir, cfg, precision, resolve_xla(cfg.xla, placement))
     state = _check_existing_run(run_dir, cfg, data)
     # A checkpoint holds every weight: a run that has one needs --weights no more (the file may have moved).
     checkpointed = bool(state and (state.get("weights") or state.get("complete")))
     if checkpointed:
         cfg = _weights_begun_with(run_dir, cfg)
-    if cfg.weights is not None and not checkpointed:
-        from keras_resnet.weights import check_weights  # file formats: imported only when weights are given
-
-        check_weights(cfg.weights, depth=cfg.depth, variant=cfg.variant)
+    if not checkpointed:
+        _check_weights(cfg)
     datasets = _load_data(cfg, data, run_dir, state)
     if state is not None and placement.is_chief:
         _say_moved_data(stream, run_dir, data)  # before its config.json records the new place
@@ -338,8 +374,7 @@ def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str) -> _
     if checkpoint_steps:
         checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
     # JAX always compiles with XLA (its trainer runs eagerly without it); TensorFlow gains from it on accelerators.
-    auto_xla = placement.accelerator in ("gpu", "tpu") or keras.backend.backend() == "jax"
-    return _Plan(precision=precision, xla=cfg.xla if cfg.xla is not None else auto_xla,
+    return _Plan(precision=precision, xla=resolve_xla(cfg.xla, placement),
                  steps_per_epoch=steps_per_epoch, total_steps=total_steps, peak_lr=peak_lr, schedule=schedule,
                  execution=execution, checkpoint_steps=checkpoint_steps,
                  freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names))
@@ -618,7 +653,15 @@ def _run_dir(cfg: TrainConfig, data: DataConfig) -> Path:
         return latest.resolve()
     # a name pasted into a shell as printed: no spaces, quotes or other characters a shell takes apart
     name = re.sub(r"[^\w.-]+", "-", _data_name(data)).strip("-") or "data"
-    return Path("runs") / f"resnet{cfg.depth}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = Path("runs") / f"resnet{cfg.depth}-{name}-{_now()}"
+    # two runs started in the same second took the same folder, and the second was refused as "other settings"
+    taken = itertools.chain([base], (Path(f"{base}-{n}") for n in itertools.count(2)))
+    return next(path for path in taken if not path.exists())
+
+
+def _now() -> str:
+    """The start time a default run folder is named by: 20261206-101500."""
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def resumed(cfg: TrainConfig, data: DataConfig, given: set[str]) -> tuple[TrainConfig, DataConfig]:
@@ -811,10 +854,22 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         + (f", label smoothing {cfg.label_smoothing:g} (in loss and val_loss, not in kres evaluate's loss)"
            if cfg.label_smoothing else "")
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
+        *_beyond_the_step(cfg, data),
         f"run dir {run_dir}" + _resuming(start, steps_per_epoch, cfg.epochs),
         *([f"starting from the weights of {cfg.weights}"] if cfg.weights and not start else []),
     ]
     return "\n".join(lines)
+
+
+def _beyond_the_step(cfg: TrainConfig, data: DataConfig) -> list[str]:
+    """The banner's line for the augmentations asked for and a frozen first phase (config.json had them; the
+    banner named none)."""
+    parts = [*(["RandAugment"] if data.randaugment else []),
+             *([f"mixup alpha {data.mixup_alpha:g}"] if data.mixup_alpha else []),
+             *([f"CutMix alpha {data.cutmix_alpha:g}"] if data.cutmix_alpha else [])]
+    if frozen := cfg.freeze_backbone_epochs:
+        parts.append(f"only the classifier trains in epoch{f's 1-{frozen}' if frozen > 1 else ' 1'} (backbone frozen)")
+    return ["; ".join(parts)] if parts else []
 
 
 def epochs_text(count: float) -> str:

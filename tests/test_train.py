@@ -318,6 +318,13 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["--depth", "18", "--dataset", "synthetic", "--batch-size", "1000", "--output", out], "batch size 1000"),
         (["--depth", "18", "--weights", tmp_path / "nope.keras", "--output", out], "nope.keras does not exist"),
         (["--depth", "18", "--resume", "--output", out], "holds no run (no config.json)"),
+        # freezing without --weights froze a random network without a word
+        (["--depth", "18", "--dataset", "synthetic", "--epochs", "2", "--freeze-backbone-epochs", "1", "--output",
+          out], "--freeze-backbone-epochs 1 trains only the classifier on the backbone --weights give, and none are "
+         "given (it would stay random): add --weights (imagenet, a run folder or a model file), or leave it out"),
+        (["--depth", "18", "--dataset", "synthetic", "--freeze-bn", "--output", out],
+         "--freeze-bn keeps the BN statistics --weights give, and none are given (from random weights BN would "
+         "normalize nothing): add --weights, or leave --freeze-bn out"),
     ]
     for args, expected in cases:
         code, err = _kres(capsys, *args)
@@ -547,6 +554,57 @@ def test_run_dir_with_other_settings_is_an_error(tmp_path, capsys):
     assert len(err) == 1 and "holds a run with other settings (train." in err[0] and "choose another --output" in err[0]
 
 
+def test_restating_what_kres_chose_for_a_run_is_that_run(tmp_path):
+    """`--precision float32` or `--no-xla` typed for a run that left them to kres, which chose float32 and no XLA,
+    was refused as "other settings (train.precision: 'auto' -> 'float32')"; the run's own words are kept."""
+    from keras_resnet.train import _as_resolved_before, _check_existing_run
+
+    cfg, data, _ = resolve(TrainConfig(depth=18, output=str(tmp_path)), DataConfig(dataset="synthetic"))
+    saved = {"train": dataclasses.asdict(cfg), "data": dataclasses.asdict(data),
+             "resolved": {"precision": "float32", "xla": False}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    typed = _as_resolved_before(tmp_path, dataclasses.replace(cfg, precision="float32", xla=False), "float32", False)
+    assert (typed.precision, typed.xla) == ("auto", None)
+    assert _check_existing_run(tmp_path, typed, data) == {"steps": 0}
+    other = _as_resolved_before(tmp_path, dataclasses.replace(cfg, precision="mixed_bfloat16", xla=True),
+                                "mixed_bfloat16", True)  # not what the run trained with: another run
+    assert (other.precision, other.xla) == ("mixed_bfloat16", True)
+    with pytest.raises(KresError, match=r"\(train\.precision: 'auto' -> 'mixed_bfloat16'; train\.xla: None -> True\)"):
+        _check_existing_run(tmp_path, other, data)
+    saved["train"].update(precision="float32", xla=False)  # typed at the start, left to kres now: the same here
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    left = _as_resolved_before(tmp_path, cfg, "float32", False)
+    assert (left.precision, left.xla) == ("float32", False)
+    assert _check_existing_run(tmp_path, left, data) == {"steps": 0}
+
+
+def test_a_default_run_folder_taken_in_the_same_second_gets_a_number(tmp_path, monkeypatch):
+    """Two trainings started in the same second took the same folder, and the second was refused."""
+    from keras_resnet import train as train_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_module, "_now", lambda: "20261206-101500")
+    first = train_module._run_dir(TrainConfig(depth=18), DataConfig())
+    assert first == Path("runs/resnet18-digits-20261206-101500")
+    first.mkdir(parents=True)
+    assert train_module._run_dir(TrainConfig(depth=18), DataConfig()) == Path("runs/resnet18-digits-20261206-101500-2")
+    Path("runs/resnet18-digits-20261206-101500-2").mkdir()
+    assert train_module._run_dir(TrainConfig(depth=18), DataConfig()) == Path("runs/resnet18-digits-20261206-101500-3")
+
+
+def test_the_banner_names_augmentations_and_a_frozen_first_phase():
+    """config.json had them; the banner named none."""
+    from keras_resnet.train import _beyond_the_step
+
+    plain = TrainConfig(depth=18, epochs=5)
+    assert _beyond_the_step(plain, DataConfig()) == []
+    assert _beyond_the_step(dataclasses.replace(plain, freeze_backbone_epochs=2),
+                            DataConfig(randaugment=True, mixup_alpha=0.2, cutmix_alpha=1.0)) == [
+        "RandAugment; mixup alpha 0.2; CutMix alpha 1; only the classifier trains in epochs 1-2 (backbone frozen)"]
+    assert _beyond_the_step(dataclasses.replace(plain, freeze_backbone_epochs=1), DataConfig()) == [
+        "only the classifier trains in epoch 1 (backbone frozen)"]
+
+
 def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path):
     from keras_resnet.train import _check_existing_run
 
@@ -637,8 +695,10 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
         return path
 
     monkeypatch.setattr(train_module, "qat_card", card)
+    start = tmp_path / "start.weights.h5"  # a frozen backbone needs weights to start from
+    resnet(18, num_classes=10, input_shape=(32, 32, 3)).save_weights(start)
     cfg = TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
-                      precision="mixed_bfloat16", ema=0.9, output=str(tmp_path / "run"))
+                      precision="mixed_bfloat16", ema=0.9, weights=str(start), output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=128)
     result = train(cfg, data)
     assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]

@@ -100,11 +100,16 @@ def test_same_training_code_under_another_keras_backend(tmp_path, backend):
     # --ema: assigning the averages must not leave two variables on one buffer, which JAX's jitted steps donate.
     # A frozen first epoch (Keras's JAX optimizer updates only the variables it was built with, kres's fewer too),
     # then the whole network (Keras's own update).
+    from keras_resnet.model import resnet
+
+    start = tmp_path / "start.weights.h5"  # a frozen backbone needs weights to start from
+    resnet(18, num_classes=10, input_shape=(32, 32, 3)).save_weights(start)
     result = subprocess.run([*KRES, *TINY, "--epochs", "2", "--freeze-backbone-epochs", "1", "--ema", "0.5",
-                             "--output", str(run)], env=kres_env(KERAS_BACKEND=backend),
+                             "--weights", str(start), "--output", str(run)], env=kres_env(KERAS_BACKEND=backend),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+    assert "\nonly the classifier trains in epoch 1 (backbone frozen)\n" in result.stderr  # the banner says so
     config = json.loads((run / "config.json").read_text())["resolved"]
     assert (config["keras_backend"], config["strategy"], config["xla"]) == (backend, "none", True)
     assert runs.read_checkpoint_state(run)["iterations"] == 2 * STEPS_PER_EPOCH
