@@ -25,14 +25,15 @@ from keras_resnet.meta import (
     RESIZE_KEY,
     WEIGHTS_DIGEST,
     ModelMeta,
-    find_meta,
     generic_labels,
+    meta_beside,
     outputs_of,
     weights_digest,
 )
 from keras_resnet.quantize import (
     CONVERTER_LOG,
     QUANTIZE_MODES,
+    batch1_shape,
     check_io_dtype,
     check_mode,
     convert,
@@ -515,7 +516,8 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     say(f"loading {source.model_path}")
     model = load_float32_model(source.model_path)
     require_kres_resnet(model, source.model_path)
-    found = find_meta(source.model_path)
+    batch1_shape(model)  # (a model of any size failed with a traceback when its images were read)
+    found = meta_beside(source.model_path, model)
     meta = found or ModelMeta.from_model(model)
     meta = replace(meta, extra={**meta.extra, WEIGHTS_DIGEST: weights_digest(model)})
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras

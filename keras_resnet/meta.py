@@ -130,6 +130,31 @@ def find_meta(model_path: str | os.PathLike) -> ModelMeta | None:
     return None
 
 
+def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta | None:
+    """:func:`find_meta` of a Keras model file, checked against the model: a fine-tuned ``.keras`` saved into its
+    run's folder was exported as the run's model (its depth, input size and labels: 10 names for 5 outputs), and
+    predicted without a word. None where there is none; a model kres did not build is not checked."""
+    found = find_meta(model_path)
+    if found is None:
+        return None
+    try:
+        own = ModelMeta.from_model(model)
+    except (ValueError, KeyError, AttributeError, KresError):  # not built by keras_resnet.resnet: no facts to check
+        return found
+    facts = {"depth": lambda m: f"ResNet-{m.depth}", "variant": lambda m: m.variant, "stem": lambda m: f"{m.stem} stem",
+             "input_shape": lambda m: "x".join(map(str, m.input_shape)),
+             "labels": lambda m: f"{len(m.labels)} classes"}
+    differ = [name for name, text in facts.items() if text(found) != text(own)]
+    if not differ:
+        return found
+    path = Path(model_path)
+    where = path / META_FILENAME if (path / META_FILENAME).is_file() else path.parent / META_FILENAME
+    theirs = ", ".join(facts[name](found) for name in differ)
+    mine = ", ".join(facts[name](own) for name in differ)
+    raise KresError(f"{where} describes another model ({theirs}) than {path.name} ({mine}): put {path.name} in a "
+                    "folder of its own, or with the meta.json of the run that made it")
+
+
 def _as_list(value) -> list[float]:
     if isinstance(value, (int, float)):
         return [float(value)]

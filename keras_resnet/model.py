@@ -8,6 +8,8 @@ keras.applications (``conv2_block1_1_conv``), so weights load by name.
 
 from __future__ import annotations
 
+import inspect
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,10 +120,16 @@ def _stem(x, stem: str, build: _Build):
 
 
 def _check_input_shape(input_shape: Sequence[int | None]) -> tuple:
-    shape = tuple(input_shape)
+    try:
+        shape = tuple(input_shape)
+    except TypeError:  # input_shape=224 was "'int' object is not iterable"
+        shape = (input_shape,)
     if len(shape) != 3:
-        raise KresError(f"input_shape must be (height, width, channels), got {shape}")
+        raise KresError(f"input_shape must be (height, width, channels), got {input_shape!r}")
     height, width, channels = shape
+    if channels not in (1, 3) and height in (1, 3):  # channels first: "must have 1 or 3 channels, got 224"
+        raise KresError(f"input_shape is (height, width, channels), channels last: got {shape}, use "
+                        f"{(width, channels, height)}")
     if channels not in (1, 3):
         raise KresError(f"input must have 1 or 3 channels, got {channels}: convert images to RGB or grayscale")
     for side in (height, width):
@@ -207,7 +215,9 @@ def _check_options(stem: str, pooling: str | None, include_top: bool, num_classe
         raise KresError(f"unknown pooling {pooling!r}: choose 'avg', 'max' or None")
     if include_top and pooling is None:
         raise KresError("include_top needs pooling='avg' or 'max'")
-    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+    # NumPy's integers (y.max() + 1) are taken; True is not a class count
+    if include_top and (not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool)
+                        or num_classes < 1):
         raise KresError(f"num_classes must be a positive integer, got {num_classes!r}")
 
 
@@ -222,7 +232,7 @@ def _top(x, pooling: str | None, include_top: bool, dropout: float, num_classes:
     if include_top:
         if dropout:
             x = layers.Dropout(dropout, name="top_dropout")(x)
-        x = layers.Dense(num_classes, activation=classifier_activation, name="predictions",
+        x = layers.Dense(int(num_classes), activation=classifier_activation, name="predictions",
                          dtype="float32")(x)
     return x
 
@@ -232,6 +242,8 @@ def _shorthand(depth: int):
         return resnet(depth, **kwargs)
 
     build.__name__ = build.__qualname__ = f"ResNet{depth}"
+    signature = inspect.signature(resnet)  # help() and editors showed (**kwargs)
+    build.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "depth"])
     build.__doc__ = f"ResNet-{depth}: ``resnet({depth}, **kwargs)``; see :func:`resnet`."
     return build
 
@@ -270,7 +282,8 @@ def _next_block_names(depth: int) -> list[str]:
 def feature_model(model: keras.Model) -> keras.Model:
     """A model with the same inputs and weights that outputs ``{"C2": ..., "C5": ...}``.
 
-    C2..C5 have strides 4, 8, 16 and 32 (2x less with the cifar stem): the usual inputs of an FPN.
+    C2..C5 have strides 4, 8, 16 and 32 (4x less with the cifar stem, which neither strides nor pools): the usual
+    inputs of an FPN.
     """
     names = stage_output_names(depth_of(model))
     outputs = {feature: model.get_layer(layer).output for feature, layer in names.items()}
@@ -279,4 +292,7 @@ def feature_model(model: keras.Model) -> keras.Model:
 
 def backbone(depth: int, **kwargs) -> keras.Model:
     """``feature_model(resnet(depth, include_top=False, pooling=None, **kwargs))``."""
+    if given := sorted({"include_top", "pooling"} & set(kwargs)):  # a TypeError: "got multiple values"
+        raise KresError(f"backbone() outputs C2..C5, with no top or pooling: leave out {' and '.join(given)}, or "
+                        "build resnet(depth, include_top=..., pooling=...)")
     return feature_model(resnet(depth, include_top=False, pooling=None, **kwargs))

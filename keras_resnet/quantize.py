@@ -42,14 +42,22 @@ def check_io_dtype(io_dtype: str) -> str:
     return io_dtype
 
 
+def batch1_shape(model) -> list[int]:
+    """``[1, H, W, C]`` of a model with a fixed input size; a KresError for one that takes any size (TFLite
+    needs one, and the calibration and accuracy images are resized to it)."""
+    shape = [1, *model.input_shape[1:]]
+    if any(d is None for d in shape):
+        raise KresError(f"the model takes any image size (input {tuple(model.input_shape)}): export needs a fixed "
+                        "one: build it again with input_shape=(224, 224, 3) (or the size it was trained at), load its "
+                        "weights and save it")
+    return shape
+
+
 def batch1_function(model):
     """The model's forward pass traced with a static ``[1, H, W, C]`` float32 input, variables frozen."""
     import tensorflow as tf
 
-    shape = [1, *model.input_shape[1:]]
-    if any(d is None for d in shape):
-        raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
-                        "--image-size before converting to TFLite")
+    shape = batch1_shape(model)
 
     @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")], autograph=False)  # no branches
     def serve(image):
@@ -238,10 +246,7 @@ def batch1_saved_model(model, directory: str | os.PathLike) -> str:
     import keras
     import tensorflow as tf
 
-    shape = [1, *model.input_shape[1:]]
-    if any(d is None for d in shape):
-        raise KresError(f"model input {tuple(model.input_shape)} has an unknown size: rebuild it with a fixed "
-                        "--image-size before converting to TFLite")
+    shape = batch1_shape(model)
     archive = keras.export.ExportArchive()  # the endpoint tracks the variables it uses: track(model) stored each
     # weight a second time (keras #23553, Keras 3.15), for the converter to read
     archive.add_endpoint("serving_default", lambda image: model(image, training=False),

@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_resnet import runs
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import ModelMeta, find_meta
+from keras_resnet.meta import ModelMeta, find_meta, meta_beside
 from keras_resnet.terminal import stderr_without
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
@@ -254,7 +254,7 @@ def _load_keras(path: Path) -> KerasPredictor:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise KresError(f"{path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; expected an "
                         "image classifier")
-    meta = find_meta(path)
+    meta = meta_beside(path, model)
     if meta is None:
         try:
             meta = ModelMeta.from_model(model)

@@ -6,6 +6,7 @@ Everything that differs between depths or variants is read from here: the builde
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from keras_resnet.errors import KresError
@@ -93,8 +94,8 @@ MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed) stop here
 
 def depth_spec(depth: int) -> DepthSpec:
     """The spec of ``depth``, or a one-line error that lists the valid depths."""
-    try:
-        return DEPTHS[int(depth)]
+    try:  # a whole number (NumPy's too) or its digits; 18.9 was taken as 18
+        return DEPTHS[int(depth) if isinstance(depth, str) else operator.index(depth)]
     except (KeyError, TypeError, ValueError):
         valid = ", ".join(str(d) for d in DEPTHS)
         raise KresError(f"unsupported depth {depth!r}: choose one of {valid}") from None

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
+from keras_resnet.errors import KresError
 from keras_resnet.model import depth_of, stage_output_names
 
 
@@ -44,7 +45,10 @@ def layer_macs(layer) -> int:
 
 
 def summarize(model: keras.Model) -> ModelSummary:
-    """Count what ``kres info`` prints. The input's height and width must be known."""
+    """Count what ``kres info`` prints. The input's height and width must be known (multiply-adds depend on them)."""
+    if None in model.input_shape[1:3]:
+        raise KresError(f"{model.name} takes any image size (input {tuple(model.input_shape)}): summarize a model "
+                        "built with a fixed input_shape, e.g. (224, 224, 3)")
     depth = depth_of(model)
     stages = {"stem": list(model.get_layer("conv1_relu").output.shape[1:])}
     if any(layer.name == "pool1_pool" for layer in model.layers):
@@ -63,5 +67,13 @@ def summarize(model: keras.Model) -> ModelSummary:
         total_params=_count(model.weights),
         macs=sum(layer_macs(layer) for layer in weighted),
         stages=stages,
-        output_shape=list(model.output_shape[1:]) if not isinstance(model.output_shape, dict) else [],
+        output_shape=_output_shape(model),
     )
+
+
+def _output_shape(model: keras.Model) -> list:
+    """The output's shape without the batch; one shape each for a model of several outputs (a backbone's C2..C5:
+    the list of shapes was cut as if one shape, dropping C2 and keeping the batch of the others)."""
+    if len(model.outputs) == 1:
+        return list(model.outputs[0].shape[1:])
+    return [list(output.shape[1:]) for output in model.outputs]

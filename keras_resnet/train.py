@@ -166,7 +166,9 @@ def _absolute_path(field: str, value: str | None) -> str | None:
         return value
     from keras_resnet.weights import in_folder  # file formats: imported only when weights are given
 
-    return in_folder(fileio.absolute(value))  # a run folder: its best.keras, which the config records
+    # a run folder: its best.keras, which the config records; runs/latest as the run it names now (the new run
+    # becomes runs/latest, and its config named its own folder: neither the rerun nor --resume could start it)
+    return in_folder(os.path.realpath(fileio.absolute(value)) if Path(value).is_dir() else fileio.absolute(value))
 
 
 def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig]:

@@ -99,7 +99,7 @@ def load_pretrained(model, weights: str | os.PathLike, *, depth: int, variant: s
     if str(weights) == "imagenet":
         path = fetch_imagenet(depth, include_top=include_top and _num_classes(model) == 1000)
     else:
-        path = Path(weights)
+        path = Path(in_folder(os.fspath(weights)))  # a run or export folder, as --weights takes it
     return assign(model, read_checkpoint(path, builder=builder), depth=depth, variant=variant)
 
 
@@ -112,12 +112,12 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
     if str(weights) == "imagenet":
         _check_imagenet(depth, variant)
         return
-    path = Path(weights)
+    path = Path(in_folder(os.fspath(weights)))  # a folder said it held no best.keras to a Python caller
     if not path.exists():
         raise KresError(f"weights file {path} does not exist: pass weights='imagenet' or the path of a {SUPPORTED}")
     if path.is_dir():
-        raise KresError(f"{path} is a folder with no {', '.join(runs.FOLDER_MODELS)}: pass --weights the model file "
-                        f"of a run or export, or a {SUPPORTED} file")
+        raise KresError(f"{path} is a folder with no {', '.join(runs.FOLDER_MODELS)}: pass the model file of a run "
+                        f"or export, or a {SUPPORTED} file")
     if _format(path) is None:
         raise KresError(f"cannot read weights from {path}: expected a {SUPPORTED} file")
     if _format(path) == "torch" and importlib.util.find_spec("torch") is None:

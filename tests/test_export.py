@@ -838,3 +838,42 @@ def test_interrupted_savedmodel_leaves_no_directory(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         ex.export_saved_model(model, tmp_path / "saved_model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_meta_json_of_another_model_beside_a_keras_file_is_refused(tmp_path):
+    """A fine-tuned .keras saved into its run's folder was exported as the run's model: "ResNet-18 ... 10 classes"
+    for a 5-class ResNet-34 (labels.txt of 10 names for 5 outputs), and predicted without a word."""
+    from keras_resnet.errors import KresError
+    from keras_resnet.model import resnet
+    from keras_resnet.runtime import load_predictor
+
+    run = _saved_run(tmp_path, "run", 18, [str(i) for i in range(10)])
+    resnet(34, num_classes=5, input_shape=(64, 64, 3), variant="v1").save(run / "tuned.keras")
+    expected = (f"{run / 'meta.json'} describes another model (ResNet-18, v1.5, {SIZE}x{SIZE}x3, 10 classes) than "
+                "tuned.keras (ResNet-34, v1, 64x64x3, 5 classes): put tuned.keras in a folder of its own, or with the "
+                "meta.json of the run that made it")
+    with pytest.raises(KresError) as err:
+        ex.export(ex.ExportConfig(source=str(run / "tuned.keras"), output=str(tmp_path / "out"), eval_images=0))
+    assert str(err.value) == expected
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(KresError) as err:
+        load_predictor(run / "tuned.keras")  # kres predict and evaluate
+    assert str(err.value) == expected
+    assert load_predictor(run / "best.keras").labels == [str(i) for i in range(10)]  # its own model: as before
+
+
+def test_a_model_of_any_image_size_is_one_line_at_export(tmp_path):
+    """input_shape=(None, None, 3), which the builder takes, failed with a TypeError traceback when its images were
+    to be read, though none were asked for; the TFLite path named an --image-size that export does not have."""
+    from keras_resnet.errors import KresError
+    from keras_resnet.model import resnet
+
+    (tmp_path / "m").mkdir()
+    resnet(18, num_classes=3, input_shape=(None, None, 3)).save(tmp_path / "m" / "any.keras")
+    for options in ({"saved_model": True}, {"tflite": True}):
+        with pytest.raises(KresError) as err:
+            ex.export(ex.ExportConfig(source=str(tmp_path / "m" / "any.keras"), output=str(tmp_path / "out"),
+                                      eval_images=0, **options))
+        assert str(err.value) == ("the model takes any image size (input (None, None, None, 3)): export needs a fixed "
+                                  "one: build it again with input_shape=(224, 224, 3) (or the size it was trained at), "
+                                  "load its weights and save it"), options

@@ -1,7 +1,9 @@
 """The ResNet builder: exact sizes, shapes, names, variants, serialization and keras.applications parity."""
 
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -281,10 +283,36 @@ def test_jax_backend_builds_and_trains(tmp_path):
     ({"depth": 18, "variant": "v2"}, "unknown variant 'v2': choose one of v1.5, v1"),
     ({"depth": 18, "stem": "deep"}, "unknown stem 'deep'"),
     ({"depth": 18, "num_classes": 0}, "num_classes must be a positive integer"),
+    # each was built or a TypeError before
+    ({"depth": 18.9}, "unsupported depth 18.9: choose one of 18, 34, 50, 101, 152"),  # built a ResNet-18
+    ({"depth": 18, "num_classes": True}, "num_classes must be a positive integer, got True"),  # built 1 class
+    ({"depth": 18, "input_shape": 224}, "input_shape must be (height, width, channels), got 224"),
+    ({"depth": 18, "input_shape": (3, 224, 224)},
+     "input_shape is (height, width, channels), channels last: got (3, 224, 224), use (224, 224, 3)"),
 ])
 def test_clear_errors(kwargs, message):
     with pytest.raises(KresError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resnet(**kwargs)
+
+
+def test_builders_take_numpy_integers_and_show_their_options():
+    """num_classes=np.int64(10) (from y.max() + 1) was refused; ResNet18's help showed (**kwargs)."""
+    model = resnet(np.int64(18), num_classes=np.int64(10), input_shape=(32, 32, 3))
+    assert model.output_shape == (None, 10) and model.name == "resnet18"
+    parameters = inspect.signature(keras_resnet.ResNet18).parameters
+    assert list(parameters)[:3] == ["num_classes", "input_shape", "include_top"] and "depth" not in parameters
+    with pytest.raises(KresError, match=r"^backbone\(\) outputs C2\.\.C5, with no top or pooling: leave out "
+                                        r"include_top and pooling, or build resnet\(depth, include_top=\.\.\., "):
+        keras_resnet.backbone(18, include_top=True, pooling="avg")  # a TypeError: "got multiple values"
+
+
+def test_summary_of_a_backbone_and_of_a_model_of_any_size():
+    """A backbone's output_shape lost C2 and kept the batch of the others; a model of any size was a TypeError."""
+    assert summarize(keras_resnet.backbone(18, input_shape=(64, 64, 3))).output_shape == [
+        [16, 16, 64], [8, 8, 128], [4, 4, 256], [2, 2, 512]]
+    with pytest.raises(KresError, match=re.escape("resnet18 takes any image size (input (None, None, None, 3)): "
+                                                  "summarize a model built with a fixed input_shape")):
+        summarize(resnet(18, input_shape=(None, None, 3)))
 
 
 def test_summary_json_is_serializable():

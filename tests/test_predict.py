@@ -244,9 +244,9 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
     # model's class names for these outputs, exit status 0
     ModelMeta.from_model(model, ["ant", "bee"]).save(alone)
     assert main(["predict", str(alone / "best.keras"), str(tmp_path / "x.png")]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        "Error: best.keras has 3 outputs for the 2 classes its meta.json names: the meta.json belongs to another "
-        "model; export it again from its run"]
+    assert capsys.readouterr().err.splitlines() == [  # (a .keras model is checked against it as it loads)
+        f"Error: {alone / 'meta.json'} describes another model (2 classes) than best.keras (3 classes): put best.keras "
+        "in a folder of its own, or with the meta.json of the run that made it"]
     (alone / "meta.json").unlink()
 
     # a bad file among good ones: the good ones predicted, the bad one said last on stderr, exit status 1

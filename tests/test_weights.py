@@ -1,6 +1,7 @@
 """Pretrained weights without torch: keras.applications parity, the torchvision layout from .npz/.safetensors,
 Keras 3 files, and the one-line errors (offline download, wrong depth, missing files)."""
 
+import os
 import socket
 import sys
 import threading
@@ -372,6 +373,19 @@ def test_pth_without_torch_says_how_to_get_by(tmp_path, monkeypatch):
         kw.read_checkpoint(tmp_path / "r18.pth")
 
 
+def test_the_builder_takes_a_run_folder_as_weights_as_train_does(tmp_path):
+    """resnet(..., weights="run") said "run is a folder with no best.keras, ...: pass --weights ..." of a folder
+    holding best.keras: only train's --weights looked inside folders."""
+    from keras_resnet.model import resnet
+
+    trained = resnet(18, num_classes=3, input_shape=(32, 32, 3))
+    trained.get_layer("predictions").kernel.assign(np.full((512, 3), 0.25, "float32"))
+    (tmp_path / "run").mkdir()
+    trained.save(tmp_path / "run" / "best.keras")
+    loaded = resnet(18, num_classes=3, input_shape=(32, 32, 3), weights=str(tmp_path / "run"))
+    assert np.array_equal(np.array(loaded.get_layer("predictions").kernel), np.full((512, 3), 0.25, "float32"))
+
+
 def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_what_it_lacks(tmp_path):
     """``--weights RUN_DIR`` was "expected a .keras ... file", though evaluate, export and predict take run folders;
     the run's config records the file it stands for."""
@@ -386,6 +400,11 @@ def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_wh
     for given, expected in ((run, run / "best.keras"), (export, export / "model.keras"), (empty, empty)):
         cfg, _, _ = resolve(TrainConfig(depth=18, weights=str(given)), DataConfig())
         assert cfg.weights == str(expected)
+    # runs/latest, recorded as typed, named the new run itself once it became runs/latest: neither the same command
+    # nor --resume could start it again ("runs/latest/best.keras does not exist")
+    (tmp_path / "latest").symlink_to("run")
+    cfg, _, _ = resolve(TrainConfig(depth=18, weights=str(tmp_path / "latest")), DataConfig())
+    assert cfg.weights == os.path.realpath(run / "best.keras")
     (run / "best.keras").unlink()
     assert kw.in_folder(str(run)) == str(run / "last.keras")
     # Another file of the same folder typed is another start (a folder that is gone or moved is let go by
@@ -393,6 +412,6 @@ def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_wh
     assert _identity({"weights": str(run / "last.keras")}, {}) != _identity({"weights": str(run / "best.keras")}, {})
     with pytest.raises(KresError) as err:
         kw.check_weights(str(empty), depth=18, variant="v1.5")
-    assert str(err.value) == (f"{empty} is a folder with no best.keras, last.keras, model.keras: pass --weights the "
-                              f"model file of a run or export, or a {kw.SUPPORTED} file")
+    assert str(err.value) == (f"{empty} is a folder with no best.keras, last.keras, model.keras: pass the model "
+                              f"file of a run or export, or a {kw.SUPPORTED} file")  # (to Python callers too)
 
