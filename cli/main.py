@@ -296,7 +296,7 @@ def _main(args: list[str]) -> int:
 
 def _ended(args: list[str]) -> int:
     """The exit status and one line for the exception being handled; an unknown error is raised again."""
-    from keras_resnet.errors import KresError, onednn_kernel_missing, out_of_memory
+    from keras_resnet.errors import KresError, damaged_records, onednn_kernel_missing, out_of_memory
 
     try:
         raise
@@ -322,7 +322,7 @@ def _ended(args: list[str]) -> int:
     except Exception as err:
         detail = out_of_memory(err)
         if detail is None:
-            missing = onednn_kernel_missing(err)
+            missing = onednn_kernel_missing(err) or damaged_records(err)
             if missing is None:
                 raise
             click.echo(f"Error: {missing}", err=True)

@@ -95,6 +95,10 @@ class _Source:
     train_map: Callable  # (stored, seed) -> [S,S,3] raw pixels, float32 or uint8
     eval_map: Callable  # stored -> float32 [S,S,3]
     cacheable: bool = True
+    # Skip an image the decoder rejects (image folders: a file PIL reads but TensorFlow does not). Not TFDS records:
+    # a shard deleted or cut short fails on every read, and ignore_errors retried it without end (kres evaluate
+    # hung, deaf to Ctrl-C); unskipped, it is one line (errors.damaged_records).
+    skip_unreadable: bool = True
     skipped: tuple[str, ...] = ()
     val_note: str = ""
     extra: dict = field(default_factory=dict)
@@ -213,7 +217,7 @@ def _train_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
     ds = ds.map(_as_written(augment_one), num_parallel_calls=AUTOTUNE)  # deterministic order: tf.data's default
     # Bad files were dropped (and counted) by the scan; this only guards against a file that PIL reads but
     # TensorFlow's decoder rejects, which would otherwise end the epoch.
-    ds = ds.ignore_errors(log_warning=True)
+    ds = _skipping_unreadable(ds, source)
     ds = ds.batch(cfg.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
     ds = ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE)
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
@@ -261,7 +265,7 @@ def _train_stream(source: _Source, cfg: DataConfig, first_epoch: int, skip_batch
         ds = stored.batch(block).enumerate().map(_as_written(lambda i, b: permuted(i, *b, epoch))).unbatch()
         ds = ds.enumerate().skip(tf.where(epoch == first_epoch, skip_images, tf.constant(0, tf.int64)))
         ds = ds.map(_as_written(lambda i, example: augment_one(i, example, epoch)), num_parallel_calls=AUTOTUNE)
-        ds = ds.ignore_errors(log_warning=True)
+        ds = _skipping_unreadable(ds, source)
         ds = ds.batch(cfg.batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
         ds = ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE)
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
@@ -273,6 +277,10 @@ def _train_stream(source: _Source, cfg: DataConfig, first_epoch: int, skip_batch
 
     stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(_as_written(epoch_batches)).prefetch(AUTOTUNE)
     return stream.with_options(without_autotune_thread())
+
+
+def _skipping_unreadable(ds: tf.data.Dataset, source: _Source) -> tf.data.Dataset:
+    return ds.ignore_errors(log_warning=True) if source.skip_unreadable else ds
 
 
 def without_autotune_thread() -> tf.data.Options:
@@ -297,7 +305,7 @@ def _eval_pipeline(source: _Source, cfg: DataConfig) -> tf.data.Dataset:
         ds = ds.cache()
     ds = ds.map(_as_written(lambda stored, label: (augment.to_pixels(source.eval_map(stored)), label)),
                 num_parallel_calls=AUTOTUNE)
-    ds = ds.ignore_errors(log_warning=True)
+    ds = _skipping_unreadable(ds, source)
     ds = ds.batch(cfg.batch_size, num_parallel_calls=AUTOTUNE)
     return ds.map(_one_hot(len(source.class_names)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
@@ -899,6 +907,7 @@ def _tfds_source(cfg: DataConfig) -> _Source:
         train_map=_natural_train_map(size),
         eval_map=lambda stored: augment.decode_eval(stored[0], size, stored[1]),
         cacheable=dataset_size <= CACHE_LIMIT_BYTES,
+        skip_unreadable=False,
         val_note=f"{name}'s own {val_split} split" if val_split in set(info.splits.keys()) else "",
     )
 

@@ -52,6 +52,21 @@ def out_of_memory(err: BaseException) -> str | None:
 _MEMORY = re.compile(r"\bOOM\b|out of memory|allocat", re.IGNORECASE)
 
 
+def damaged_records(err: BaseException) -> str | None:
+    """One line with the fix where a TFDS record file is missing or cut short (TensorFlow's NotFoundError or
+    DataLossError as the data is read: a 67-line traceback), else None."""
+    name, text = type(err).__name__, str(err)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    detail = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", first)
+    if name == "DataLossError" and ("truncated record" in text or "corrupted record" in text):
+        return (f"the TFDS data is damaged: a record file is cut short ({detail}): prepare the dataset again (tfds "
+                "build) and pass its --tfds-dir")
+    if name == "NotFoundError" and ".tfrecord" in text:
+        return (f"the TFDS data is damaged: a record file is missing ({detail}): prepare the dataset again (tfds "
+                "build) and pass its --tfds-dir")
+    return None
+
+
 def onednn_kernel_missing(err: BaseException, environ=os.environ) -> str | None:
     """One line with the fix where TensorFlow's oneDNN has no kernel for an op ("could not create a primitive
     descriptor"), else None. Seen with ``ONEDNN_MAX_CPU_ISA`` capping oneDNN below the CPU's own bfloat16/float16

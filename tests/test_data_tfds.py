@@ -147,3 +147,44 @@ def test_a_builder_leaves_no_temporary_folder(tmp_path, monkeypatch, deadline):
         load_datasets(DataConfig(dataset="cifar10", tfds_dir=str(tmp_path / "data"), image_size=SIZE))
     assert list(scratch.iterdir()) == []
     assert tempfile.gettempdir() == str(scratch)
+
+
+def test_a_damaged_tfds_record_file_is_one_line_not_skipped(tmp_path, deadline, capsys, monkeypatch):
+    """A shard cut short or deleted: kres evaluate hung at full CPU, deaf to Ctrl-C (tf.data's ignore_errors
+    retried it), and train ended in a 67-line traceback. TFDS records are read unskipped, and the error is one
+    line; images of folders a decoder rejects are still skipped."""
+    import tensorflow as tf
+
+    import kres.main
+    from keras_resnet import data as kd
+    from kres.main import main
+
+    prepared_metadata("mnist", tmp_path, {"train": 60000, "test": 10000})
+    with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path)):
+        assert kd._tfds_source(DataConfig(dataset="mnist", tfds_dir=str(tmp_path), image_size=SIZE)).skip_unreadable \
+            is False
+    with tf.io.TFRecordWriter(str(tmp_path / "whole.tfrecord")) as writer:
+        for _ in range(20):
+            writer.write(b"x" * 1000)
+    (tmp_path / "cut.tfrecord").write_bytes((tmp_path / "whole.tfrecord").read_bytes()[:5000])  # 4 whole records
+    records = tf.data.TFRecordDataset(str(tmp_path / "cut.tfrecord"))
+    assert len(list(kd._skipping_unreadable(records, SimpleNamespace(skip_unreadable=True)))) == 4
+    with pytest.raises(tf.errors.DataLossError) as err:
+        list(kd._skipping_unreadable(records, SimpleNamespace(skip_unreadable=False)))
+
+    missing = tf.errors.NotFoundError(None, None, "{{function_node __wrapped__IteratorGetNext_output_types_2_device_/"
+                                                  "job:localhost/replica:0/task:0/device:CPU:0}} d/tf_flowers/3.0.1/"
+                                                  "tf_flowers-train.tfrecord-00000-of-00001; No such file or directory "
+                                                  "[Op:IteratorGetNext] name: ")
+    for raised, line in (
+            (err.value, "a record file is cut short (truncated record at 4064' failed with Read less bytes than "
+                        "requested)"),
+            (missing, "a record file is missing (d/tf_flowers/3.0.1/tf_flowers-train.tfrecord-00000-of-00001; No such "
+                      "file or directory)")):
+        def reading(*_args, error=raised, **_kwargs):
+            raise error
+
+        monkeypatch.setattr(kres.main.cli, "main", reading)
+        assert main(["evaluate", "run"]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"Error: the TFDS data is damaged: {line}: prepare the dataset again (tfds build) and pass its --tfds-dir"]
