@@ -157,7 +157,7 @@ def load_image(path: Path, height: int, width: int, resize: str = "center_crop")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as stored:
             # A phone's portrait photo is stored sideways with an EXIF orientation tag, as training read it.
-            image = ImageOps.exif_transpose(stored).convert("RGB")
+            image = to_rgb(ImageOps.exif_transpose(stored))
     pixels = np.asarray(image, dtype=np.float32)
     if resize == "full_frame":
         return np.round(np.clip(_full_frame(pixels, height, width), 0, 255))
@@ -167,6 +167,20 @@ def load_image(path: Path, height: int, width: int, resize: str = "center_crop")
     resized = _resize_axis(_resize_axis(pixels, new_h, axis=0), new_w, axis=1)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return np.round(np.clip(resized[top:top + height, left:left + width], 0, 255))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as ``kres predict`` and training read any image. 16-bit grey (a 16-bit PNG: PIL's ``I;16``), and
+    32-bit grey ``I`` with a value above 255, are 0-65535: scaled by 255/65535 and the fraction dropped (PIL's own
+    conversion clips them at 255, white); ``I`` within 0-255 is taken as it is. A palette with a transparent
+    colour goes through RGBA, as PIL asks; alpha is dropped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.asarray(image, np.float64)
+        full_scale = 65535.0 if image.mode != "I" or grey.max() > 255 else 255.0
+        return Image.fromarray(np.clip(grey * (255.0 / full_scale), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def _full_frame(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

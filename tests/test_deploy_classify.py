@@ -1,8 +1,11 @@
 """deploy/classify.py's full-frame preprocessing (the card's ``input.resize`` for the built-in digits) gives the
-pixels that training's evaluation and ``kres predict`` give: ``augment.digits_resize``, then ``to_pixels``."""
+pixels that training's evaluation and ``kres predict`` give: ``augment.digits_resize``, then ``to_pixels``; and
+what it reads (16-bit images), prints (TensorFlow's start-up lines, the invoke's time, labels, errors) and
+returns."""
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,3 +67,34 @@ def test_full_frame_shrinks_without_antialiasing_as_evaluation_does(classify, tm
     expected = augment.to_pixels(augment._affine(tf.constant(photo, tf.float32), matrix, (24, SIZE), 0.0)).numpy()
     np.testing.assert_array_equal(classify.load_image(_saved(tmp_path, "wide", photo), 24, SIZE, "full_frame"),
                                   expected)
+
+
+def test_16_bit_and_other_grey_modes_are_read_as_predict_reads_them(classify, tmp_path):
+    """A 16-bit grey PNG (PIL's I;16) went through PIL's convert("RGB"), which clips at 255: a mid-grey digit
+    became white. kres predict scales 0-65535 to 0-255 (and 32-bit grey above 255 too)."""
+    from keras_resnet.predict import preprocessor, read_rgb
+
+    glyph = np.zeros((40, 48), np.uint16)
+    glyph[8:32, 20:28] = 32768  # a mid-grey stroke: 127 in 8 bits (32768 * 255 / 65535 = 127.5, truncated)
+    glyph[8:12, 12:36] = 65535
+    digit = tmp_path / "digit16.png"
+    Image.fromarray(glyph).save(digit)
+    with Image.open(digit) as stored:
+        assert stored.mode == "I;16"
+    got = classify.load_image(digit, SIZE, SIZE, "full_frame")
+    assert got[SIZE // 2, SIZE // 2].tolist() == [127, 127, 127]  # convert("RGB") read 255
+    assert got.max() == 255 and got.min() == 0
+    wide = tmp_path / "wide32.tif"
+    Image.fromarray(glyph.astype(np.int32) * 2 - 1000).save(wide)  # mode I, values -1000 to 130,070
+    small = tmp_path / "small32.tif"
+    Image.fromarray((glyph // 257).astype(np.int32)).save(small)  # mode I within 0-255: taken as it is
+    palette = tmp_path / "palette.png"
+    Image.fromarray(np.uint8(glyph // 257)).convert("P").save(palette, transparency=0)
+    photo_model = SimpleNamespace(path=tmp_path / "model.tflite", meta=None)  # centre crop
+    for path in (digit, wide, small, palette):
+        with Image.open(path) as stored:
+            np.testing.assert_array_equal(np.asarray(classify.to_rgb(stored)), read_rgb(path), err_msg=path.name)
+        np.testing.assert_array_equal(classify.load_image(path, SIZE, SIZE),
+                                      preprocessor(photo_model, SIZE)(read_rgb(path)), err_msg=path.name)
+    with Image.open(small) as stored:
+        assert stored.mode == "I" and np.asarray(classify.to_rgb(stored))[20, 24].tolist() == [127, 127, 127]
