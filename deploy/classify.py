@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -29,6 +30,11 @@ from PIL import Image, ImageOps
 
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 CROP_FRACTION = 0.875  # the evaluation preprocessing of training: resize the shorter side, centre crop 0.875
+# What the runtimes print on descriptor 2 whatever their log level: LiteRT's INFO lines, and TensorFlow's start-up
+# notes, logged before absl's logging is set up (cuInit's error 303: no NVIDIA driver, i.e. a CPU machine)
+RUNTIME_NOISE = re.compile(r"INFO: |WARNING: All log messages before absl::InitializeLog|I0000 .*\] "
+                           r"|To enable the following instructions:|E0000 .*cuda_platform.cc.*failed call to cuInit: "
+                           r".*\(303\)")
 
 
 def _interpreter_api():
@@ -39,10 +45,18 @@ def _interpreter_api():
         try:
             from tflite_runtime.interpreter import Interpreter, load_delegate
         except ImportError:
-            import tensorflow as tf
-
-            Interpreter, load_delegate = tf.lite.Interpreter, tf.lite.experimental.load_delegate
+            return _tensorflow_api()
     return Interpreter, load_delegate
+
+
+def _tensorflow_api():
+    """tf.lite's interpreter, where neither LiteRT package is installed, imported without TensorFlow's start-up
+    lines: TF_CPP_MIN_LOG_LEVEL (read when TensorFlow loads; a value the user set is kept) quiets its INFO and
+    WARNING logs, and :func:`_quiet_runtime` drops those it prints before its logging reads that variable."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet_runtime():
+        import tensorflow as tf
+    return tf.lite.Interpreter, tf.lite.experimental.load_delegate
 
 
 def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
@@ -54,7 +68,7 @@ def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
         with _delegate_failures_quiet():
             try:
                 delegate = load_delegate(EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1"))
-                with _without_runtime_info():
+                with _quiet_runtime():
                     interpreter = Interpreter(model_path=str(model_path), experimental_delegates=[delegate])
                     interpreter.allocate_tensors()
                 return interpreter, "edgetpu", model_path
@@ -63,7 +77,7 @@ def make_interpreter(model_path: Path, use_edgetpu: bool | None = None):
     cpu_model = uncompiled(model_path)
     if cpu_model != model_path and cpu_model.exists():
         model_path = cpu_model  # the uncompiled model (with --cpu too): an _edgetpu model's custom op needs the TPU
-    with _without_runtime_info():
+    with _quiet_runtime():
         interpreter = Interpreter(model_path=str(model_path))
         interpreter.allocate_tensors()
     return interpreter, "cpu", model_path
@@ -94,21 +108,25 @@ def _delegate_failures_quiet():
 
 
 @contextlib.contextmanager
-def _without_runtime_info():
-    """LiteRT's own lines ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."), printed by its C++ code on
-    file descriptor 2, are kept off the terminal; any other line it prints is passed on."""
+def _quiet_runtime():
+    """The runtime's own lines, printed by its C++ code on file descriptor 2 whatever the log level (LiteRT's
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", TensorFlow's start-up notes), are kept off the
+    terminal, and so is tf.lite's warning that it is deprecated (it says to install ai-edge-litert, which
+    deploy/README.md says too); any other line or warning is passed on."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
+    with tempfile.TemporaryFile() as caught, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"\s*Warning: tf\.lite\.Interpreter is deprecated", UserWarning)
         os.dup2(caught.fileno(), 2)
         try:
             yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             caught.seek(0)
             for line in caught.read().decode(errors="replace").splitlines():
-                if not line.startswith("INFO: "):
+                if not RUNTIME_NOISE.match(line):
                     print(line, file=sys.stderr)
 
 

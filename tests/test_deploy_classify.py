@@ -4,6 +4,10 @@ what it reads (16-bit images), prints (TensorFlow's start-up lines, the invoke's
 returns."""
 
 import importlib.util
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -69,6 +73,32 @@ def test_full_frame_shrinks_without_antialiasing_as_evaluation_does(classify, tm
                                   expected)
 
 
+@pytest.fixture(scope="module")
+def small_int8(tmp_path_factory) -> Path:
+    """A 3-class int8 model of 32 px (uint8 in and out), as kres export writes it, alone in its folder."""
+    import keras
+
+    from keras_resnet.quantize import convert
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    rng = np.random.default_rng(1)
+    calibration = lambda: (rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32) for _ in range(2))  # noqa: E731
+    path = tmp_path_factory.mktemp("small") / "model_int8.tflite"
+    path.write_bytes(convert(keras.Model(inputs, outputs), "int8", calibration))
+    return path
+
+
+@pytest.fixture
+def model(small_int8, tmp_path) -> Path:
+    """The small model copied into the test's own folder, with a card: the files beside it are the test's."""
+    copied = tmp_path / "model_int8.tflite"
+    copied.write_bytes(small_int8.read_bytes())
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    return copied
+
+
 def test_16_bit_and_other_grey_modes_are_read_as_predict_reads_them(classify, tmp_path):
     """A 16-bit grey PNG (PIL's I;16) went through PIL's convert("RGB"), which clips at 255: a mid-grey digit
     became white. kres predict scales 0-65535 to 0-255 (and 32-bit grey above 255 too)."""
@@ -98,3 +128,50 @@ def test_16_bit_and_other_grey_modes_are_read_as_predict_reads_them(classify, tm
                                       preprocessor(photo_model, SIZE)(read_rgb(path)), err_msg=path.name)
     with Image.open(small) as stored:
         assert stored.mode == "I" and np.asarray(classify.to_rgb(stored))[20, 24].tolist() == [127, 127, 127]
+
+
+def _hidden_runtimes(tmp_path: Path) -> Path:
+    """A folder that, first on PYTHONPATH, makes both LiteRT packages fail to import: TensorFlow is what is left."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    for name in ("ai_edge_litert", "tflite_runtime"):
+        (hidden / f"{name}.py").write_text('raise ImportError("hidden by the test")\n')
+    return hidden
+
+
+def test_tensorflow_fallback_prints_none_of_its_start_up_lines(model, tmp_path):
+    """With only TensorFlow installed, one run printed ~12 absl/TF lines and tf.lite's 6-line deprecation warning."""
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    env["PYTHONPATH"] = str(_hidden_runtimes(tmp_path))
+    result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(model), str(image)], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model model_int8.tflite on cpu, input 32x32, 3 labels" and len(lines) == 2
+    # a broken model still gets its one line through the quieted TensorFlow
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model")
+    result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(broken), str(image)], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and result.stderr.startswith(f"Error: {broken} is not a valid TFLite model (")
+    assert result.stderr.endswith("): export it again\n") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_the_quieted_runtime_passes_real_errors_and_warnings_on(classify, capfd):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with classify._quiet_runtime():
+            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                        b"I0000 00:00:1796554480.096503   23481 port.cc:153] oneDNN custom operations are on.\n"
+                        b"E0000 00:00:1796554480.1   23481 op_kernel.cc:1] a real error\n"
+                        b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                        b"Segmentation fault in the delegate\n")
+            warnings.warn("    Warning: tf.lite.Interpreter is deprecated and is scheduled for deletion", UserWarning,
+                          stacklevel=1)
+            warnings.warn("a real warning", UserWarning, stacklevel=1)
+    assert [str(warning.message) for warning in seen] == ["a real warning"]
+    assert capfd.readouterr().err == ("E0000 00:00:1796554480.1   23481 op_kernel.cc:1] a real error\n"
+                                      "Segmentation fault in the delegate\n")
