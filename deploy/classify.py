@@ -136,27 +136,43 @@ def read_card(model_path: Path) -> dict:
     return json.loads(card.read_text()) if card.is_file() else {}
 
 
-def read_labels(model_path: Path, card: dict) -> list[str]:
+def read_labels(model_path: Path, card: dict) -> dict[str, list[str]]:
+    """The class names beside the model, by where they are: ``labels.txt`` and ``the card`` (each where it has any)."""
+    found = {}
     labels = model_path.with_name("labels.txt")
     if labels.is_file():
-        return [line.strip() for line in labels.read_text().splitlines() if line.strip()]
-    return list(card.get("labels", []))
+        found["labels.txt"] = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    found["the card"] = list(card.get("labels", []))
+    return {source: names for source, names in found.items() if names}
 
 
-def missing_notes(model_path: Path, card: dict, labels: list[str], outputs: int) -> list[str]:
-    """What the results lack where the files kres export writes beside the model were not copied with it."""
+def pick_labels(found: dict[str, list[str]], outputs: int) -> tuple[str, list[str]]:
+    """(where they are, the labels) that name the model's outputs one for one, labels.txt's before the card's: a
+    labels.txt of another model is passed over for the card's. Where neither matches, labels.txt's, else the
+    card's, which a note says do not match; ("", []) where there are none."""
+    matching = [source for source, names in found.items() if len(names) == outputs]
+    source = next(iter(matching or found), "")
+    return source, found.get(source, [])
+
+
+def missing_notes(model_path: Path, card: dict, found: dict[str, list[str]], source: str, outputs: int) -> list[str]:
+    """What the results lack where the files kres export writes beside the model were not copied with it, or
+    which were not this model's."""
     notes = []
     if not card:
         notes.append(f"no {uncompiled(model_path).stem}.card.json beside {model_path.name}: images are resized as "
                      "photos are (centre crop), which may not be how the model was trained; copy the card from the "
                      "kres export folder")
+    labels = found.get(source, [])
     if not labels:
         notes.append(f"no labels.txt beside {model_path.name}: classes are shown by number; copy it from the kres "
                      "export folder")
     elif len(labels) != outputs:
-        source = "labels.txt" if model_path.with_name("labels.txt").is_file() else "the card"
         notes.append(f"{source} holds {len(labels)} labels for the model's {outputs} classes: copy the labels.txt "
                      "from this model's kres export folder")
+    elif source != "labels.txt" and "labels.txt" in found:
+        notes.append(f"labels.txt holds {len(found['labels.txt'])} labels for the model's {outputs} classes: the "
+                     f"card's {outputs} labels are shown; copy the labels.txt from this model's kres export folder")
     return notes
 
 
@@ -273,6 +289,53 @@ def classify(interpreter, pixels: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def model_problem(model: Path) -> str | None:
+    """Why ``model`` cannot be run, and what to pass instead; None where it is a .tflite file."""
+    if model.is_dir() or model.suffix != ".tflite":
+        return f"{model} is not a .tflite model: pass the model_*.tflite file that kres export wrote"
+    if model.is_file():
+        return None
+    beside = uncompiled(model)
+    if beside != model and beside.is_file():  # edgetpu_compiler was not run (deploy/README.md, step 2)
+        return (f"{model} does not exist, but {beside.name} beside it does: the Edge TPU compiler makes the _edgetpu "
+                f"file from it (edgetpu_compiler -s -o {model.parent} {beside}; deploy/README.md, step 2), or pass "
+                f"{beside.name} to run on the CPU")
+    return f"{model} does not exist"
+
+
+def interpreter_problem(model: Path, err: Exception) -> str:
+    """The error line for a model the interpreter refused."""
+    if "edgetpu-custom-op" in str(err):
+        return (f"{model} runs on an Edge TPU only, and none is available: put the {uncompiled(model).name} that "
+                "kres export wrote beside it, to run that one on the CPU")
+    return f"{model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it again"
+
+
+def skip_reason(path: Path, err: Exception) -> str:
+    """One line: why an image cannot be read (missing, a folder, not an image, truncated, too large)."""
+    if path.is_dir():
+        return f"is a folder, not an image: pass its images with a shell glob, e.g. {path / '*.jpg'}"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def show(interpreter, path: Path, card: dict, labels: list[str], top_k: int) -> bool:
+    """Print one image's top classes and its time (or, on stderr, why it was skipped); whether it was read."""
+    start = time.perf_counter()
+    _, height, width, _ = interpreter.get_input_details()[0]["shape"]
+    try:
+        pixels = load_image(path, int(height), int(width), card.get("input", {}).get("resize", "center_crop"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # missing, not an image, truncated
+        print(f"skipped: {path}: {skip_reason(path, err)}", file=sys.stderr)
+        return False
+    probs = classify(interpreter, pixels)
+    ms = (time.perf_counter() - start) * 1000
+    top = np.argsort(probs)[::-1][:top_k]
+    ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)
+    print(f"{path}: {ranked} ({ms:.1f} ms)")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -280,48 +343,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=_positive, default=3, help="How many classes to show per image.")
     parser.add_argument("--cpu", action="store_true", help="Do not try the Edge TPU.")
     args = parser.parse_args(argv)
-    if args.model.is_dir() or args.model.suffix != ".tflite":
-        print(f"Error: {args.model} is not a .tflite model: pass the model_*.tflite file that kres export wrote",
-              file=sys.stderr)
-        return 2
-    if not args.model.is_file():
-        print(f"Error: {args.model} does not exist", file=sys.stderr)
+    problem = model_problem(args.model)
+    if problem:
+        print(f"Error: {problem}", file=sys.stderr)
         return 2
     try:
         interpreter, device, model_path = make_interpreter(args.model, False if args.cpu else None)
     except (ValueError, RuntimeError) as err:
-        if "edgetpu-custom-op" in str(err):
-            print(f"Error: {args.model} runs on an Edge TPU only, and none is available: put the "
-                  f"{uncompiled(args.model).name} that kres export wrote beside it, to run that one on the CPU",
-                  file=sys.stderr)
-        else:
-            print(f"Error: {args.model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it "
-                  "again", file=sys.stderr)
+        print(f"Error: {interpreter_problem(args.model, err)}", file=sys.stderr)
         return 2
     card = read_card(model_path)
-    labels = read_labels(model_path, card)
+    found = read_labels(model_path, card)
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
-    print(f"model {model_path.name} on {device}, input {height}x{width}, {len(labels)} labels")
     outputs = int(interpreter.get_output_details()[0]["shape"][-1])
-    for note in missing_notes(model_path, card, labels, outputs):
+    source, labels = pick_labels(found, outputs)
+    print(f"model {model_path.name} on {device}, input {height}x{width}, {len(labels)} labels")
+    for note in missing_notes(model_path, card, found, source, outputs):
         print(f"note: {note}", file=sys.stderr)
-    skipped = 0
-    for path in args.images:
-        start = time.perf_counter()
-        resize = card.get("input", {}).get("resize", "center_crop")
-        try:
-            pixels = load_image(path, int(height), int(width), resize)
-        except (OSError, ValueError, Image.DecompressionBombError) as err:  # missing, not an image, truncated
-            print(f"skipped: {path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}",
-                  file=sys.stderr)
-            skipped += 1
-            continue
-        probs = classify(interpreter, pixels)
-        ms = (time.perf_counter() - start) * 1000
-        top = np.argsort(probs)[::-1][: args.top_k]
-        ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)
-        print(f"{path}: {ranked} ({ms:.1f} ms)")
-    return 1 if skipped else 0
+    read = sum(show(interpreter, path, card, labels, args.top_k) for path in args.images)
+    if read == 0:  # as kres predict: exit status 2 where no image could be read, 1 where some could not
+        print("Error: none of the images given could be read (each is named above, with why): pass image files "
+              "(JPEG, PNG, BMP, GIF, TIFF, WebP)", file=sys.stderr)
+        return 2
+    return 1 if read < len(args.images) else 0
 
 
 if __name__ == "__main__":

@@ -175,3 +175,59 @@ def test_the_quieted_runtime_passes_real_errors_and_warnings_on(classify, capfd)
     assert [str(warning.message) for warning in seen] == ["a real warning"]
     assert capfd.readouterr().err == ("E0000 00:00:1796554480.1   23481 op_kernel.cc:1] a real error\n"
                                       "Segmentation fault in the delegate\n")
+
+
+def test_a_folder_given_as_an_image_says_how_to_pass_its_images(classify, model, tmp_path, capsys):
+    """A folder gave "[Errno 21] Is a directory"; and where no image could be read the exit status was 1 (kres
+    predict's is 2; 1 is for some images skipped)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert classify.main([str(model), str(photos), "--cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1:] == []
+    assert captured.err.splitlines() == [
+        "note: no labels.txt beside model_int8.tflite: classes are shown by number; copy it from the kres export "
+        "folder",
+        f"skipped: {photos}: is a folder, not an image: pass its images with a shell glob, e.g. {photos}/*.jpg",
+        "Error: none of the images given could be read (each is named above, with why): pass image files (JPEG, "
+        "PNG, BMP, GIF, TIFF, WebP)"]
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
+    assert classify.main([str(model), str(photos), str(image), "--cpu"]) == 1  # some read, some skipped
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1].startswith(f"skipped: {photos}: is a folder")
+    assert captured.out.splitlines()[1].startswith(f"{image}: ")
+
+
+def test_the_labels_that_match_the_models_outputs_are_shown(classify, model, tmp_path, capsys):
+    """A labels.txt of another model (2 names for 3 outputs) was preferred over the card's 3 matching labels."""
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
+    (tmp_path / "labels.txt").write_text("yes\nno\n")
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}, '
+                                                   '"labels": ["cat", "dog", "bird"]}')
+    assert classify.main([str(model), str(image), "--cpu", "--top-k", "3"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == "model model_int8.tflite on cpu, input 32x32, 3 labels"
+    assert sorted(name.split()[0] for name in lines[1].removeprefix(f"{image}: ").split(", ")) == ["bird", "cat",
+                                                                                                    "dog"]
+    assert captured.err == ("note: labels.txt holds 2 labels for the model's 3 classes: the card's 3 labels are "
+                            "shown; copy the labels.txt from this model's kres export folder\n")
+    (tmp_path / "labels.txt").write_text("ant\nbee\nfly\n")  # both match: labels.txt's, without a word
+    assert classify.main([str(model), str(image), "--cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.splitlines()[1].split()[1] in ("ant", "bee", "fly")
+
+
+def test_an_edgetpu_model_not_compiled_yet_names_the_file_beside_it(classify, model, capsys):
+    """Only model_int8.tflite there (the compiler not run): the error said no more than "does not exist"."""
+    compiled = model.with_name("model_int8_edgetpu.tflite")
+    assert classify.main([str(compiled), "img.png"]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {compiled} does not exist, but model_int8.tflite beside it does: the Edge TPU compiler makes the "
+        f"_edgetpu file from it (edgetpu_compiler -s -o {model.parent} {model}; deploy/README.md, step 2), or pass "
+        "model_int8.tflite to run on the CPU\n")
+    model.unlink()  # neither: as before
+    assert classify.main([str(compiled), "img.png"]) == 2
+    assert capsys.readouterr().err == f"Error: {compiled} does not exist\n"
