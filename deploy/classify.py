@@ -269,8 +269,17 @@ def _resize_axis(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def classify(interpreter, pixels: np.ndarray) -> np.ndarray:
-    """Raw 0-255 RGB [H,W,3] -> class probabilities; quantizes the input and dequantizes the output."""
+def warm_up(interpreter) -> None:
+    """One invoke on a blank image before the first one, untimed: the first invoke sets the runtime up (on an Edge
+    TPU it loads the model's weights onto the chip) and takes longer than every later one."""
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    interpreter.invoke()
+
+
+def classify(interpreter, pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Raw 0-255 RGB [H,W,3] -> (class probabilities, seconds the interpreter's invoke took: the model alone, not
+    the quantizing or reading of its input and output); quantizes the input and dequantizes the output."""
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     x = pixels[None]
@@ -281,12 +290,14 @@ def classify(interpreter, pixels: np.ndarray) -> np.ndarray:
         info = np.iinfo(inp["dtype"])
         x = np.clip(np.round(x), info.min, info.max)
     interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    start = time.perf_counter()
     interpreter.invoke()
+    seconds = time.perf_counter() - start
     y = interpreter.get_tensor(out["index"])[0]
     scale, zero_point = out["quantization"]
     if np.issubdtype(y.dtype, np.integer) and scale:
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
+        return (y.astype(np.float32) - zero_point) * scale, seconds
+    return y.astype(np.float32), seconds
 
 
 def model_problem(model: Path) -> str | None:
@@ -320,19 +331,17 @@ def skip_reason(path: Path, err: Exception) -> str:
 
 
 def show(interpreter, path: Path, card: dict, labels: list[str], top_k: int) -> bool:
-    """Print one image's top classes and its time (or, on stderr, why it was skipped); whether it was read."""
-    start = time.perf_counter()
+    """Print one image's top classes and its invoke time (or, on stderr, why it was skipped); whether it was read."""
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
     try:
         pixels = load_image(path, int(height), int(width), card.get("input", {}).get("resize", "center_crop"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # missing, not an image, truncated
         print(f"skipped: {path}: {skip_reason(path, err)}", file=sys.stderr)
         return False
-    probs = classify(interpreter, pixels)
-    ms = (time.perf_counter() - start) * 1000
+    probs, seconds = classify(interpreter, pixels)
     top = np.argsort(probs)[::-1][:top_k]
     ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)
-    print(f"{path}: {ranked} ({ms:.1f} ms)")
+    print(f"{path}: {ranked} (invoke {seconds * 1000:.2f} ms)")
     return True
 
 
@@ -360,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {model_path.name} on {device}, input {height}x{width}, {len(labels)} labels")
     for note in missing_notes(model_path, card, found, source, outputs):
         print(f"note: {note}", file=sys.stderr)
+    warm_up(interpreter)
     read = sum(show(interpreter, path, card, labels, args.top_k) for path in args.images)
     if read == 0:  # as kres predict: exit status 2 where no image could be read, 1 where some could not
         print("Error: none of the images given could be read (each is named above, with why): pass image files "

@@ -177,6 +177,57 @@ def test_the_quieted_runtime_passes_real_errors_and_warnings_on(classify, capfd)
                                       "Segmentation fault in the delegate\n")
 
 
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class _TimedInterpreter:
+    """An interpreter whose first invoke takes 5 s (a warm-up) and each later one 2 ms, on a fake clock."""
+
+    def __init__(self, clock: _Clock):
+        self.clock, self.invokes = clock, 0
+
+    def get_input_details(self):
+        return [{"index": 0, "shape": np.array([1, 4, 4, 3]), "dtype": np.uint8, "quantization": (1.0, 0)}]
+
+    def get_output_details(self):
+        return [{"index": 1, "shape": np.array([1, 3]), "dtype": np.uint8, "quantization": (1 / 255, 0)}]
+
+    def set_tensor(self, index, value):
+        pass
+
+    def invoke(self):
+        self.clock.now += 5.0 if self.invokes == 0 else 0.002
+        self.invokes += 1
+
+    def get_tensor(self, index):
+        return np.array([[10, 200, 45]], np.uint8)
+
+
+def test_each_images_time_is_the_invoke_alone_after_a_warm_up(classify, model, monkeypatch, capsys):
+    """The "(N ms)" figure held decoding and resizing, and for the first image the runtime's warm-up."""
+    clock = _Clock()
+    interpreter = _TimedInterpreter(clock)
+
+    def slow_load(path, height, width, resize):
+        clock.now += 1.0  # reading and resizing: a second each
+        return np.zeros((height, width, 3), np.float32)
+
+    monkeypatch.setattr(classify, "time", clock)
+    monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
+    monkeypatch.setattr(classify, "load_image", slow_load)
+    (model.parent / "labels.txt").write_text("cat\ndog\nbird\n")
+    assert classify.main([str(model), "a.png", "b.png"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["model model_int8.tflite on cpu, input 4x4, 3 labels",
+                                                    "a.png: dog 0.784, bird 0.176, cat 0.039 (invoke 2.00 ms)",
+                                                    "b.png: dog 0.784, bird 0.176, cat 0.039 (invoke 2.00 ms)"]
+    assert interpreter.invokes == 3  # one warm-up, untimed, and one an image
+
+
 def test_a_folder_given_as_an_image_says_how_to_pass_its_images(classify, model, tmp_path, capsys):
     """A folder gave "[Errno 21] Is a directory"; and where no image could be read the exit status was 1 (kres
     predict's is 2; 1 is for some images skipped)."""

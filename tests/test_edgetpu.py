@@ -305,7 +305,7 @@ def test_classify_says_what_is_missing_beside_the_model(resnet18_int8, tmp_path)
     assert result.returncode == 0 and result.stdout.splitlines()[0].endswith(", 0 labels"), result.stderr
     ranked = result.stdout.splitlines()[1]  # each class by number
     shown = re.fullmatch(rf"{re.escape(str(image))}: (\d) \d\.\d{{3}}, (\d) \d\.\d{{3}}, (\d) \d\.\d{{3}} "
-                         r"\(\d+\.\d ms\)", ranked)
+                         r"\(invoke \d+\.\d\d ms\)", ranked)
     assert shown and sorted(shown.groups()) == ["0", "1", "2"], ranked
     assert result.stderr.splitlines() == [
         "note: no model_int8.card.json beside model_int8.tflite: images are resized as photos are (centre crop), which "
