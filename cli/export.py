@@ -47,10 +47,12 @@ from kres.options import PathType, Whole
 @click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders for calibration and held-out images, where the run's data has moved.")
 @click.option("--dataset", default=None, help="A TFDS name (or 'digits') for them instead of the run's data.")
+@click.option("--tfds-dir", type=PathType(file_okay=False), default=None,
+              help="Where the run's TFDS dataset (or --dataset's) is prepared, where it has moved.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
            float_layers: str, float_worst: int, per_channel_dense: bool, data_dir: str | None,
-           dataset: str | None) -> None:
+           dataset: str | None, tfds_dir: str | None) -> None:
     from keras_resnet.data import scan_progress, scans_once
     from keras_resnet.export import ExportConfig
     from keras_resnet.export import export as run_export
@@ -61,7 +63,7 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images, debug=debug,
                        float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
                        float_worst=float_worst, per_channel_dense=per_channel_dense, data_dir=data_dir,
-                       dataset=dataset)
+                       dataset=dataset, tfds_dir=tfds_dir)
     try:
         def say(message: str) -> None:
             click.echo(f"... {message}", err=True)

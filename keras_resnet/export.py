@@ -80,6 +80,7 @@ class ExportConfig:
     per_channel_dense: bool = False  # int8 dense weights per output unit: XNNPACK only (not NNAPI, Edge TPU)
     data_dir: str | None = None  # the run's data moved: image folders for calibration and held-out images
     dataset: str | None = None  # or a TFDS name (or "digits", "synthetic") instead of the run's data
+    tfds_dir: str | None = None  # where the TFDS data lives now (the run's dataset, or --dataset's)
 
 
 @dataclass
@@ -108,6 +109,8 @@ def validate(cfg: ExportConfig) -> ExportConfig:
     if (cfg.edgetpu or cfg.qat) and cfg.quantize not in ("int8", "float32"):
         flag = "--edgetpu" if cfg.edgetpu else "--qat"
         raise KresError(f"{flag} produces an int8 model: drop --quantize {cfg.quantize} or use --quantize int8")
+    if cfg.tfds_dir is not None and cfg.data_dir is not None:
+        raise KresError("--tfds-dir is where TFDS data lives and --data-dir names image folders: pass one of them")
     if cfg.per_channel_dense and cfg.edgetpu:
         raise KresError("--per-channel-dense files run on XNNPACK only: the Edge TPU needs per-tensor dense "
                         "weights, so drop --per-channel-dense or --edgetpu")
@@ -195,13 +198,22 @@ def data_config_for(source: Source, meta: ModelMeta):
 
 
 def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
-    """The run's data config with ``--data-dir`` / ``--dataset`` in place of its data (which may have moved)."""
-    if cfg.data_dir is None and cfg.dataset is None:
+    """The run's data config with ``--data-dir`` / ``--dataset`` in place of its data (which may have moved), and
+    ``--tfds-dir`` where its TFDS data lives now (a run's moved TFDS folder could not be exported: "pass --tfds-dir",
+    which export did not have)."""
+    if cfg.data_dir is None and cfg.dataset is None and cfg.tfds_dir is None:
         return data_config
+    tfds_dir = {"tfds_dir": fileio.absolute(cfg.tfds_dir)} if cfg.tfds_dir is not None else {}
+    if cfg.data_dir is None and cfg.dataset is None:  # --tfds-dir alone: the run's own TFDS dataset, read from there
+        if not data_config or data_config.get("data_dir") or data_config.get("dataset") in (None, "digits",
+                                                                                          "synthetic"):
+            raise KresError("--tfds-dir says where TFDS data lives, and the model was not trained on a TFDS dataset: "
+                            "name one with --dataset")
+        return {**data_config, **tfds_dir}
     builtin = cfg.dataset == "digits" and cfg.data_dir is None
     # absolute, as train keeps it: the exported meta.json is read from other folders
     return {**(data_config or {}), "data_dir": fileio.absolute(cfg.data_dir),
-            "dataset": None if builtin else cfg.dataset}
+            "dataset": None if builtin else cfg.dataset, **tfds_dir}
 
 
 def exported_meta(meta: ModelMeta, data_config: dict | None) -> ModelMeta:

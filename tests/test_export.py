@@ -877,3 +877,25 @@ def test_a_model_of_any_image_size_is_one_line_at_export(tmp_path):
         assert str(err.value) == ("the model takes any image size (input (None, None, None, 3)): export needs a fixed "
                                   "one: build it again with input_shape=(224, 224, 3) (or the size it was trained at), "
                                   "load its weights and save it"), options
+
+
+def test_a_runs_moved_tfds_data_is_found_with_tfds_dir(tmp_path, capsys):
+    """A run's TFDS folder moved: export said "pass --tfds-dir", which it did not take ("No such option"), and
+    --dataset alone kept looking in the old folder."""
+    from keras_resnet.errors import KresError
+    from kres.main import main
+
+    run = {"dataset": "tf_flowers", "data_dir": None, "tfds_dir": "/old/tfds", "val_split": 0.2, "seed": 0}
+    moved = str(tmp_path / "tfds")
+    assert ex.moved_data(run, ex.ExportConfig(source="r", output="o", tfds_dir=moved)) == {**run, "tfds_dir": moved}
+    assert ex.moved_data(run, ex.ExportConfig(source="r", output="o", dataset="cifar10", tfds_dir=moved)) == {
+        **run, "dataset": "cifar10", "tfds_dir": moved}
+    assert ex.moved_data(run, ex.ExportConfig(source="r", output="o")) == run  # nothing given: the run's own
+    folders = {**run, "dataset": None, "data_dir": "/photos", "tfds_dir": None}
+    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives, and the model was not trained on a "
+                                        r"TFDS dataset: name one with --dataset$"):
+        ex.moved_data(folders, ex.ExportConfig(source="r", output="o", tfds_dir=moved))
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "out"), "--tfds-dir", moved, "--data-dir",
+                 str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "Error: --tfds-dir is where TFDS data lives and --data-dir names image folders: pass one of them"]
