@@ -112,3 +112,34 @@ def test_a_tflite_run_whose_models_all_fail_leaves_the_earlier_results(results, 
     assert json.loads((results / "smoke.json").read_text()) == {"earlier": True}
     assert json.loads((results / "smoke-failed.json").read_text())["rows"][0]["error"] == (
         "RuntimeError: converter crashed")
+
+
+def test_the_peers_conversion_keeps_the_converters_chatter_off_the_terminal(monkeypatch, capfd):
+    """The peer's int8 conversions printed TensorFlow's "Statistics for quantized inputs were expected" warning,
+    its `warnings.warn(` source line and the C++ "fully_quantize: 0, ..." line on the terminal, twice a run."""
+    import os
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet.bench import tflite_latency as bench
+
+    class Chatty:  # the converter's three kinds of output: a Python warning, print(), and C++ on descriptor 2
+        def __init__(self):
+            self.target_spec = type("Spec", (), {})()
+
+        def convert(self):
+            warnings.warn("Statistics for quantized inputs were expected, but not specified; continuing anyway.",
+                          UserWarning, stacklevel=1)
+            print("captured variable")
+            os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: UINT8\n")
+            return b"flatbuffer"
+
+    monkeypatch.setattr(keras.applications, "ResNet50", lambda **kwargs: keras.Sequential([keras.Input((32, 32, 3))]))
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", staticmethod(lambda model: Chatty()))
+    cfg = bench.Config(image_size=32, calibration_images=1)
+    capfd.readouterr()  # TensorFlow's own import lines
+    assert bench.convert_peer("int8", cfg) == b"flatbuffer"
+    assert bench.convert_peer("int8", cfg, preprocess_in_graph=True) == b"flatbuffer"
+    assert capfd.readouterr() == ("", "")

@@ -22,7 +22,7 @@ from keras_resnet import _compat
 from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.quantize import QUANTIZE_MODES as MODES
-from keras_resnet.quantize import check_mode
+from keras_resnet.quantize import check_mode, converter_chatter_to
 from keras_resnet.specs import depth_spec
 
 PEER_MODES = ("float32", "int8")
@@ -98,7 +98,9 @@ def convert_peer(mode: str, cfg: Config, preprocess_in_graph: bool = False) -> b
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-    with contextlib.redirect_stdout(io.StringIO()):  # from_keras_model prints every captured variable
+    # from_keras_model prints every captured variable, and the converter its warnings and C++ log lines, as it
+    # does for ours: kept off the terminal the same way (kres export's conversions too)
+    with converter_chatter_to(None), contextlib.redirect_stdout(io.StringIO()):
         return converter.convert()
 
 
