@@ -8,6 +8,11 @@ from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
 from kres.options import DepthType, FiniteFloat, PathType, SuggestingGroup, Whole, depth_option
 
 
+def _say(line: str) -> None:
+    """A benchmark's progress: on stderr, off the table's stdout."""
+    click.echo(line, err=True)
+
+
 @click.group(cls=SuggestingGroup,
              help="Benchmarks against peers, run in the same command; results go to benchmarks/results/.")
 def bench() -> None:
@@ -49,7 +54,7 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, rounds, 
                                     warmup=warmup, rounds=rounds, xla=xla, torch=with_torch,
                                     torch_compile=torch_compile)
             for d, i, b in sizes]
-    result = bench_throughput.run_sizes(cfgs, name, say=lambda line: click.echo(line, err=True))
+    result = bench_throughput.run_sizes(cfgs, name, say=_say)
     click.echo(result["table"])
     if not result["measured"]:
         from keras_resnet.bench.common import nothing_measured
@@ -97,7 +102,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
                                 warmup=warmup, calibration_images=calibration_images, peer=peer,
                                 peer_in_graph=peer_in_graph, peer_architecture=peer_architecture,
                                 num_classes=num_classes, results_name=name)
-    result = tflite_latency.run(cfg)
+    result = tflite_latency.run(cfg, say=_say)
     click.echo(result["table"])
     if not result["measured"]:
         from keras_resnet.bench.common import nothing_measured
@@ -130,7 +135,7 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
     cfg = bench_pipeline.Config(images=images, image_size=image_size, batch_size=batch_size, batches=batches,
                                 warmup=warmup, rounds=rounds, cores=cores, width=width, height=height,
                                 cache_dir=cache_dir, results_name=name)
-    result = bench_pipeline.run(cfg)
+    result = bench_pipeline.run(cfg, say=_say)
     click.echo(result["table"])
     click.echo(f"wrote {result['results_file']}")
 
@@ -153,7 +158,7 @@ def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train
 
     cfg = bench_tta.Config(depth=depth, target=target, train_args=tuple(train_args), stop_at_target=stop_at_target,
                            timeout_s=timeout, output=output, results_name=name)
-    result = bench_tta.run(cfg)
+    result = bench_tta.run(cfg, say=_say)
     click.echo(result["table"])
     click.echo(f"wrote {result['results_file']}")
 
@@ -173,6 +178,6 @@ def update(depth, image_size, batch_size, steps, warmup, rounds, name):
 
     cfg = bench_update.Config(depth=depth, image_size=image_size, batch_size=batch_size, steps=steps, warmup=warmup,
                               rounds=rounds, results_name=name)
-    result = bench_update.run(cfg)
+    result = bench_update.run(cfg, say=_say)
     click.echo(result["table"])
     click.echo(f"wrote {result['results_file']}")

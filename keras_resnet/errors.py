@@ -12,9 +12,10 @@ class KresError(Exception):
     """
 
 
-def counted(count: float, noun: str) -> str:
-    """'1 image', '2 images', '0.5 epochs': a count and its noun, as every line kres prints says them."""
-    return f"{count:g} {noun}{'' if count == 1 else 's'}"
+def counted(count: float, noun: str, plural: str | None = None) -> str:
+    """'1 image', '2 images', '0.5 epochs': a count and its noun, as every line kres prints says them; ``plural``
+    where it is not the noun and an s ('batch', 'batches')."""
+    return f"{count:g} {noun if count == 1 else plural or noun + 's'}"
 
 
 def first_five(names) -> str:

@@ -250,3 +250,19 @@ def test_results_go_to_the_checkout_or_the_working_directory_never_into_site_pac
     assert common.results_home(tmp_path / "checkout") == tmp_path / "checkout" / "benchmarks" / "results"
     (tmp_path / "site-packages").mkdir()
     assert common.results_home(tmp_path / "site-packages") == Path("benchmarks") / "results"  # relative: the cwd
+
+
+def test_update_bench_says_each_optimizer_and_round_on_stderr(tmp_path, monkeypatch, capsys):
+    """It printed nothing until the final table."""
+    from keras_resnet.bench import common, update
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(update, "_step", lambda cfg, make_optimizer, compiled: lambda: 20.0 if compiled else 10.0)
+    monkeypatch.setattr(update, "images_per_second", lambda step, batch_size, steps, warmup, sync: step())
+    assert main(["bench", "update", "--rounds", "2", "--name", "update"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        line for optimizer in ("digits recipe", "plain") for line in (
+            f"{optimizer}: building and warming up both updates ...",
+            f"{optimizer}: round 1 of 2, 10 steps of each update",
+            f"{optimizer}: round 2 of 2, 10 steps of each update",
+            f"{optimizer}: Keras's own 10.0 images/s, compiled (kres) 20.0")]

@@ -92,3 +92,28 @@ def test_pipeline_bad_options(results, capsys, args, message):
     assert main(["bench", "pipeline", *args]) == 2
     assert message in capsys.readouterr().err
     assert not results.exists()
+
+
+def test_pipeline_says_the_generation_and_each_core_count_on_stderr(tmp_path, results, monkeypatch, capsys):
+    """It printed nothing until the final table."""
+    from keras_resnet.bench import pipeline
+
+    figures = {1: (100.0, 40.0), 2: (300.0, 90.0)}  # cores -> ours', naive's images/s
+    monkeypatch.setattr(pipeline, "available_cores", lambda: [0, 1])
+    monkeypatch.setattr(pipeline, "measure_pinned", lambda folder, cfg, cpus: {
+        key: {"wall": figure, "cpu": figure, "rounds": [[figure, figure]]}
+        for key, figure in zip(("ours", "naive"), figures[len(cpus)])})
+    args = ["bench", "pipeline", "--images", "3", "--width", "32", "--height", "32", "--batch-size", "2",
+            "--cache-dir", str(tmp_path / "cache"), "--name", "fake"]
+    assert main(args) == 0
+    folder = tmp_path / "cache" / "jpegs-3x32x32-q90-c4"
+    assert capsys.readouterr().err.splitlines() == [
+        f"generating 3 JPEGs of 32x32 in {folder} (once) ...",
+        "1 core: both pipelines, 5 rounds of 6 batches each, in a process of their own ...",
+        "1 core: ours 100.0 images/s per core, naive 40.0",
+        "2 cores: both pipelines, 5 rounds of 6 batches each, in a process of their own ...",
+        "2 cores: ours 150.0 images/s per core, naive 45.0"]
+    assert main([*args, "--cores", "1", "--rounds", "1", "--batches", "1"]) == 0  # the JPEGs are made once
+    assert capsys.readouterr().err.splitlines() == [
+        "1 core: both pipelines, 1 round of 1 batch each, in a process of their own ...",
+        "1 core: ours 100.0 images/s per core, naive 40.0"]

@@ -1,6 +1,8 @@
 """``kres bench time-to-accuracy``: the real ``kres train`` in a subprocess, timed to a (tiny) target."""
 
 import json
+import re
+import sys
 
 import pytest
 
@@ -67,7 +69,7 @@ def test_a_full_run_reports_the_whole_run_and_its_best_accuracy(results, monkeyp
     rows = [{"epoch": 1, "val_accuracy": 0.5, "epoch_time_s": 8.0}, {"epoch": 2, "val_accuracy": 0.975,
             "epoch_time_s": 4.0}, {"epoch": 3, "val_accuracy": 0.99, "epoch_time_s": 4.0},
             {"epoch": 4, "val_accuracy": 0.985, "epoch_time_s": 4.0}]
-    monkeypatch.setattr(tta, "time_training", lambda cfg, run_dir, log: {
+    monkeypatch.setattr(tta, "time_training", lambda cfg, run_dir, log, say: {
         "reached_s": 21.5, "process_s": 40.25, "rows": rows, "command": ["train", "--depth", "18"]})
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     result = tta.run(tta.Config(stop_at_target=False, results_name="full"))["result"]
@@ -77,3 +79,35 @@ def test_a_full_run_reports_the_whole_run_and_its_best_accuracy(results, monkeyp
     assert "Recipe" not in table  # no config.json (time_training was replaced): no line rather than a wrong one
     assert "kernels capped: ONEDNN_MAX_CPU_ISA=AVX2" in table.splitlines()[0]
     assert "| 2 | 97.50% | 21.50 | 12.00 | 9.50 | 40.25 | 99.00% |" in table
+
+
+HISTORY_WRITER = """
+import os, sys, time
+from pathlib import Path
+
+run_dir = Path(sys.argv[1])
+run_dir.mkdir(parents=True)
+for rows in (["1,0.5,1.0"], ["1,0.5,1.0", "2,0.98,1.0"]):
+    (run_dir / "history.tmp").write_text("epoch,val_accuracy,epoch_time_s\\n" + "\\n".join(rows) + "\\n")
+    os.replace(run_dir / "history.tmp", run_dir / "history.csv")
+    time.sleep(0.5)
+time.sleep(60)
+"""
+
+
+def test_time_to_accuracy_says_the_launch_and_each_epoch_on_stderr(tmp_path, results, monkeypatch, capsys):
+    """A --full-run ran for minutes with nothing on screen until the table."""
+    from keras_resnet.bench import time_to_accuracy as tta
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(tta, "train_command", lambda cfg, run_dir: [sys.executable, "-c", HISTORY_WRITER,
+                                                                    str(run_dir)])
+    code = main(["bench", "time-to-accuracy", "--output", str(run_dir), "--name", "fake"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    launch, *epochs, reached = captured.err.splitlines()
+    assert re.fullmatch(rf"launching kres {re.escape(str(run_dir))} \(its output: .+/train\.log\)", launch)
+    assert [re.sub(r"\(\d+ s since launch\)$", "(N s since launch)", line) for line in epochs] == [
+        "epoch 1: validation top-1 50.00% (N s since launch)", "epoch 2: validation top-1 98.00% (N s since launch)"]
+    assert reached == "reached 97.00%: ending the run"
+    assert json.loads((results / "fake.json").read_text())["result"]["epoch"] == 2

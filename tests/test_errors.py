@@ -23,3 +23,9 @@ def test_first_five_lists_five_and_says_there_are_more():
 
     assert first_five("abcde") == "a, b, c, d, e" and first_five("abcdef") == "a, b, c, d, e ..."
     assert first_five([3, 1]) == "3, 1" and first_five([]) == ""
+
+
+def test_counted_takes_an_irregular_plural():
+    from keras_resnet.errors import counted
+
+    assert [counted(n, "batch", "batches") for n in (1, 2)] == ["1 batch", "2 batches"]

@@ -19,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, counted
 
 TARGET = 1.5  # ours vs naive, images/s per core
 OURS = "keras_resnet.data (fused decode+crop, uint8 batches, parallel, prefetch)"
@@ -79,8 +80,9 @@ def _photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return np.uint8(np.clip(noisy, 0, 255))
 
 
-def jpeg_folder(cfg: Config) -> Path:
-    """The cached folder ``<class>/<n>.jpg`` for ``cfg``, generated on first use (a marker file says complete)."""
+def jpeg_folder(cfg: Config, say: Callable[[str], object] = lambda line: None) -> Path:
+    """The cached folder ``<class>/<n>.jpg`` for ``cfg``, generated on first use (a marker file says complete);
+    ``say`` gets a line when they are generated."""
     from PIL import Image
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else Path(tempfile.gettempdir()) / "kres-bench-cache"
@@ -88,6 +90,7 @@ def jpeg_folder(cfg: Config) -> Path:
     marker = folder / "complete.json"
     if marker.is_file():
         return folder
+    say(f"generating {counted(cfg.images, 'JPEG')} of {cfg.width}x{cfg.height} in {folder} (once) ...")
     rng = np.random.default_rng(0)
     for i in range(cfg.images):
         class_dir = folder / f"class_{i % cfg.classes}"
@@ -184,17 +187,23 @@ def measure_pinned(folder: Path, cfg: Config, cpus: list[int]) -> dict:
     raise KresError(f"pipeline benchmark worker on cores {cpus} failed (exit {proc.returncode}): {tail}")
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
+    """Measure both pipelines at each core count; write JSON and markdown; return the payload. ``say`` gets a
+    line as each core count begins and ends."""
     cores = available_cores()
     if any(c < 0 or c > len(cores) for c in cfg.cores):
         raise KresError(f"--cores must be between 1 and {len(cores)} (0: all {len(cores)})")
     if cfg.images * 0.8 < cfg.batch_size or cfg.batches < 1:
         raise KresError("the pipeline benchmark needs --images of at least 1.25x --batch-size and --batches >= 1")
-    folder = jpeg_folder(cfg)
+    folder = jpeg_folder(cfg, say)
     rows, ratios = [], []
     for count in cfg.cores:
         cpus = cores[: count or len(cores)]
+        say(f"{counted(len(cpus), 'core')}: both pipelines, {counted(cfg.rounds, 'round')} of "
+            f"{counted(cfg.batches, 'batch', 'batches')} each, in a process of their own ...")
         result = measure_pinned(folder, cfg, cpus)
+        say(f"{counted(len(cpus), 'core')}: ours {result['ours']['wall'] / len(cpus):,.1f} images/s per core, "
+            f"naive {result['naive']['wall'] / len(cpus):,.1f}")
         figures = {}
         for key, name in (("naive", NAIVE), ("ours", OURS)):
             figures[key] = {"images_per_s_per_core": result[key]["wall"] / len(cpus),

@@ -14,13 +14,14 @@ import contextlib
 import io
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from keras_resnet import _compat
 from keras_resnet.bench.common import machine, machine_line, markdown_table, write_results
-from keras_resnet.errors import KresError, first_line
+from keras_resnet.errors import KresError, counted, first_line
 from keras_resnet.quantize import QUANTIZE_MODES as MODES
 from keras_resnet.quantize import check_mode, converter_chatter_to
 from keras_resnet.specs import depth_spec
@@ -104,6 +105,13 @@ def convert_peer(mode: str, cfg: Config, preprocess_in_graph: bool = False) -> b
         return converter.convert()
 
 
+def counted_threads(threads: tuple[int, ...]) -> str:
+    """``1 thread``, ``1 and 2 threads``, ``1, 2 and 4 threads``."""
+    if len(threads) == 1:
+        return counted(threads[0], "thread")
+    return ", ".join(map(str, threads[:-1])) + f" and {threads[-1]} threads"
+
+
 def _interpreter(content: bytes, threads: int):
     from keras_resnet.runtime import tflite_interpreter
 
@@ -150,19 +158,24 @@ def _ratio(name: str, numerator: dict | None, denominator: dict | None, target: 
             "value_of_mins": numerator["min_ms"] / denominator["min_ms"]}  # the same ratio, idle-machine figures
 
 
-def run(cfg: Config) -> dict:
-    """Convert, time, write JSON and markdown; return the payload."""
+def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
+    """Convert, time, write JSON and markdown; return the payload. ``say`` gets a line as each model is converted
+    and as each figure is known."""
     if cfg.invokes < 1 or cfg.warmup < 0 or not cfg.threads or min(cfg.threads) < 1:
         raise KresError("tflite benchmark needs --invokes >= 1, --warmup >= 0 and thread counts >= 1")
     for depth in cfg.depths:
         depth_spec(depth)
     for mode in cfg.modes:
         check_mode(mode)
-    rows, op_counts, contents = _convert_all(_models(cfg), cfg)
+    rows, op_counts, contents = _convert_all(_models(cfg), cfg, say)
+    if contents:
+        say(f"timing {counted(len(contents), 'model')} at {counted_threads(cfg.threads)}, "
+            f"{counted(cfg.invokes, 'invoke')} each, in turns ...")
     timings = invoke_ms(contents, cfg.threads, cfg)
     for (name, depth, mode), content in contents.items():
         for threads in cfg.threads:
             median_ms, min_ms, partitions = timings[((name, depth, mode), threads)]
+            say(f"{name} {mode}, {counted(threads, 'thread')}: {median_ms:.1f} ms")
             rows.append({"model": name, "depth": depth, "mode": mode, "threads": threads, "ms": median_ms,
                          "min_ms": min_ms, "size_mb": len(content) / 1e6, "xnnpack_partitions": partitions})
     ratios = _ratios(rows, cfg)
@@ -195,17 +208,19 @@ def _models(cfg: Config) -> list[tuple[str, int, str, callable]]:
     return models
 
 
-def _convert_all(models, cfg: Config):
+def _convert_all(models, cfg: Config, say: Callable[[str], object] = lambda line: None):
     """The flatbuffers by (name, depth, mode), their op counts, and an error row for each that fails."""
     from keras_resnet.quantize import inspect_tflite
 
     rows, op_counts, contents = [], {}, {}
     for name, depth, mode, make in models:
+        say(f"converting {name} {mode} ...")
         try:
             contents[(name, depth, mode)] = make()
         except Exception as err:  # a model that does not convert here is reported, not fatal
             rows.append({"model": name, "depth": depth, "mode": mode, "threads": None, "ms": None,
                          "error": f"{type(err).__name__}: {first_line(err)}"})
+            say(f"{name} {mode}: conversion failed ({rows[-1]['error']})")
             continue
         op_counts[f"{name} {mode}"] = inspect_tflite(contents[(name, depth, mode)]).ops
     return rows, op_counts, contents

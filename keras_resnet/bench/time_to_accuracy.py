@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,12 +49,22 @@ def train_command(cfg: Config, run_dir: Path) -> list[str]:
             *cfg.train_args]
 
 
-def time_training(cfg: Config, run_dir: Path, log_path: Path) -> dict:
-    """Launch ``kres train``, watch ``history.csv``; return the timings and the history seen."""
+def epoch_line(row: dict, seconds: float) -> str:
+    """``epoch 3: validation top-1 95.00% (41 s since launch)``: one line of progress per epoch the run writes."""
+    accuracy = row.get("val_accuracy")
+    shown = f"{accuracy:.2%}" if isinstance(accuracy, float) else "not measured"
+    return f"epoch {row.get('epoch')}: validation top-1 {shown} ({seconds:.0f} s since launch)"
+
+
+def time_training(cfg: Config, run_dir: Path, log_path: Path,
+                  say: Callable[[str], object] = lambda line: None) -> dict:
+    """Launch ``kres train``, watch ``history.csv``; return the timings and the history seen. ``say`` gets a line
+    at the launch and for each epoch as its row appears."""
     from keras_resnet.callbacks import read_history
 
     history = run_dir / "history.csv"
     command = train_command(cfg, run_dir)
+    say(f"launching kres {' '.join(command[3:])} (its output: {log_path})")
     with open(log_path, "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
@@ -64,10 +75,13 @@ def time_training(cfg: Config, run_dir: Path, log_path: Path) -> dict:
                 finished = proc.poll() is not None
                 mtime = history.stat().st_mtime_ns if history.is_file() else None
                 if mtime != seen_mtime:
-                    seen_mtime, rows = mtime, read_history(history)
+                    seen_mtime, seen, rows = mtime, len(rows), read_history(history)
+                    for row in rows[seen:]:
+                        say(epoch_line(row, time.perf_counter() - start))
                     if reached_s is None and first_reaching(rows, cfg.target):
                         reached_s = time.perf_counter() - start
                         if cfg.stop_at_target:
+                            say(f"reached {cfg.target:.2%}: ending the run")
                             break
                 if finished:
                     break
@@ -110,7 +124,9 @@ def settings_line(settings: dict) -> str:
     return f"Recipe {settings.get('recipe')}: {shown}."
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
+    """Time ``kres train`` to the target; write JSON and markdown; return the payload. ``say`` gets the launch
+    and one line per epoch."""
     depth_spec(cfg.depth)
     if not 0.0 <= cfg.target <= 1.0:
         raise KresError(f"--target {cfg.target} is an accuracy: give a fraction between 0 and 1, e.g. 0.97")
@@ -118,7 +134,7 @@ def run(cfg: Config) -> dict:
         raise KresError(f"{cfg.output} is not empty and kres train would resume it; give a new --output")
     with tempfile.TemporaryDirectory(prefix="kres-tta-") as tmp:
         run_dir = Path(cfg.output) if cfg.output else Path(tmp) / "run"
-        timing = time_training(cfg, run_dir, Path(tmp) / "train.log")
+        timing = time_training(cfg, run_dir, Path(tmp) / "train.log", say=say)
         settings = train_settings(run_dir)
     rows = timing["rows"]
     hit = first_reaching(rows, cfg.target)

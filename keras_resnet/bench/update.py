@@ -12,6 +12,7 @@ TensorFlow backend only: JAX compiles the whole step anyway.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import keras
@@ -27,7 +28,7 @@ from keras_resnet.bench.common import (
     take_turns,
     write_results,
 )
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, counted
 from keras_resnet.model import resnet
 from keras_resnet.recipes import RECIPES
 from keras_resnet.specs import depth_spec
@@ -81,38 +82,47 @@ def _step(cfg: Config, make_optimizer, compiled: bool):
     return lambda: model.train_on_batch(x, y)  # returns a host float: each step is synced
 
 
-def _alternate(steps: dict, cfg: Config) -> dict:
-    """Median images/s of each step, timed in alternating rounds (the order flips every round)."""
+def _alternate(steps: dict, cfg: Config, on_round: Callable[[int], object] = lambda number: None) -> dict:
+    """Median images/s of each step, timed in alternating rounds (the order flips every round); ``on_round(n)``
+    as round n begins."""
     for step in steps.values():
         images_per_second(step, cfg.batch_size, 1, cfg.warmup, sync=lambda: None)
     rates, errors = take_turns({name: (lambda step=step: images_per_second(step, cfg.batch_size, cfg.steps, 0,
                                                                           sync=lambda: None))
-                                for name, step in steps.items()}, cfg.rounds)
+                                for name, step in steps.items()}, cfg.rounds, on_round)
     for err in errors.values():
         raise err
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def measure_rows(cfg: Config) -> list[dict]:
+def measure_rows(cfg: Config, say: Callable[[str], object] = lambda line: None) -> list[dict]:
+    """Both updates with each optimizer; ``say`` gets a line as each optimizer's steps are built, as each round
+    begins and with each optimizer's figures."""
     rows = []
     with _compat.fused_batch_norm():  # as kres train runs the step on the TensorFlow backend
         for name, make_optimizer in OPTIMIZERS.items():
+            short = name.split(":")[0]
+            say(f"{short}: building and warming up both updates ...")
             rate = _alternate({STOCK: _step(cfg, make_optimizer, False), COMPILED: _step(cfg, make_optimizer, True)},
-                              cfg)
+                              cfg, on_round=lambda number, short=short: say(
+                                  f"{short}: round {number} of {cfg.rounds}, {counted(cfg.steps, 'step')} of each "
+                                  "update"))
+            say(f"{short}: {STOCK} {rate[STOCK]:,.1f} images/s, {COMPILED} {rate[COMPILED]:,.1f}")
             rows.append({"optimizer": name, "update": STOCK, "images_per_s": rate[STOCK]})
             rows.append({"optimizer": name, "update": COMPILED, "images_per_s": rate[COMPILED],
                          "compiled_vs_keras": rate[COMPILED] / rate[STOCK]})
     return rows
 
 
-def run(cfg: Config) -> dict:
-    """Measure both updates with each optimizer; write JSON and markdown; return the payload."""
+def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
+    """Measure both updates with each optimizer; write JSON and markdown; return the payload. ``say`` gets the
+    progress lines of :func:`measure_rows`."""
     if keras.backend.backend() != "tensorflow":
         raise KresError("kres bench update measures the TensorFlow backend's update (JAX compiles the whole step "
                         "anyway); run it with KERAS_BACKEND=tensorflow")
     depth_spec(cfg.depth)
     host = machine()
-    rows = measure_rows(cfg)
+    rows = measure_rows(cfg, say)
     payload = {"benchmark": "update", "backend": "tensorflow", "machine": host, "config": asdict(cfg), "rows": rows}
     table = (f"Training step with Keras's own optimizer update and with kres's compiled one, ResNet-{cfg.depth}, "
              f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; "
