@@ -266,3 +266,88 @@ def test_update_bench_says_each_optimizer_and_round_on_stderr(tmp_path, monkeypa
             f"{optimizer}: round 1 of 2, 10 steps of each update",
             f"{optimizer}: round 2 of 2, 10 steps of each update",
             f"{optimizer}: Keras's own 10.0 images/s, compiled (kres) 20.0")]
+
+
+def _fake_contenders(rates):
+    """_contenders' stand-in: each model's round returns its next rate."""
+    def contender(name):
+        rounds = iter(rates[name])
+        return (name, "step", lambda: lambda: next(rounds))
+    return lambda cfg, stack: [contender(name) for name in rates]
+
+
+def _one_size(monkeypatch, tmp_path, rates, loads, cores=2):
+    from keras_resnet.bench import common, throughput
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(throughput, "_contenders", _fake_contenders(rates))
+    monkeypatch.setattr(throughput, "machine", lambda: {"cpu": "Test CPU", "cores": cores, "isa": ["AVX2"]})
+    loads = iter(loads)
+    monkeypatch.setattr(throughput.os, "getloadavg", lambda: next(loads))
+    return main(["bench", "throughput", "--depth", "18", "--image-size", "32", "--batch-size", "2", "--rounds", "3",
+                 "--name", "cpu"])
+
+
+def test_throughput_records_the_load_average_and_stays_quiet_on_a_steady_idle_machine(tmp_path, monkeypatch,
+                                                                                      capsys):
+    code = _one_size(monkeypatch, tmp_path, {"keras_resnet ours": [10.0, 12.0, 11.0], "peer": [20.0, 22.0, 21.0]},
+                     [(0.5, 0.4, 0.3), (1.75, 0.9, 0.5)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads((tmp_path / "cpu.json").read_text())
+    assert (data["load_before"], data["load"], data["warning"]) == ([0.5, 0.4, 0.3], [1.75, 0.9, 0.5], None)
+    assert captured.out.splitlines()[0] == ("Training throughput, Keras backend tensorflow, on Test CPU (AVX2; oneDNN "
+                                            "off), 2 cores, no GPU (load average 0.5 at the start, 1.8 at the end)")
+    assert "Warning" not in captured.out + captured.err
+
+
+def test_throughput_warns_that_its_ratios_are_not_to_be_trusted_on_a_busy_machine(tmp_path, monkeypatch, capsys):
+    """torchvision's two OpenMP threads collapsed on a contended machine ("ours_vs_this 25.42, by_round
+    16.17-65.70") and nothing said so."""
+    code = _one_size(monkeypatch, tmp_path, {"keras_resnet ours": [10.0, 12.0, 11.0],
+                                             "torchvision resnet18": [2.0, 0.5, 0.4]},
+                     [(1.0, 1.0, 1.0), (3.5, 2.0, 1.0)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    warning = ("Warning: the rounds of torchvision resnet18 differ 5.0x and the load average 3.5 exceeded the 2 "
+               "cores: the ratios are not to be trusted; rerun on an idle machine")
+    assert captured.out.splitlines()[-3:] == [warning, "", f"wrote {tmp_path / 'cpu.json'}"]
+    assert json.loads((tmp_path / "cpu.json").read_text())["warning"] == warning
+    assert (tmp_path / "cpu.md").read_text().endswith(warning + "\n")
+
+
+def test_throughput_warns_of_unsteady_rounds_alone_naming_a_twin_by_its_step(tmp_path, monkeypatch, capsys):
+    from keras_resnet.bench.common import trust_warning
+
+    assert trust_warning([("ours", [10.0, 20.0]), ("peer", [1.0])], [(2.0,), (2.0,)], 2) is None  # 2x: steady
+    assert trust_warning([("ours", [10.0, 20.1])], [(0.1,)], 2) == (
+        "Warning: the rounds of ours differ 2.0x: the ratios are not to be trusted; rerun on an idle machine")
+    from keras_resnet.bench.throughput import _label
+
+    rows = [{"model": "torchvision resnet50", "step": "eager"}, {"model": "torchvision resnet50", "step": "compiled"},
+            {"model": "keras_resnet ResNet-50", "step": "train_on_batch"}]
+    assert [_label(row, rows) for row in rows] == ["torchvision resnet50 (eager)", "torchvision resnet50 (compiled)",
+                                                   "keras_resnet ResNet-50"]
+
+
+def test_update_bench_records_the_load_average_and_warns_of_unsteady_rounds(tmp_path, monkeypatch, capsys):
+    from keras_resnet.bench import common, update
+
+    rates = {False: iter([10.0, 10.0, 11.0, 10.0]), True: iter([20.0, 50.0, 20.0, 21.0])}
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(update, "_step", lambda cfg, make_optimizer, compiled: lambda: next(rates[compiled]))
+    monkeypatch.setattr(update, "images_per_second", lambda step, batch_size, steps, warmup, sync: (
+        step() if steps == cfg_steps else 0.0))  # the warm-up (1 step) takes no rate
+    cfg_steps = 10
+    loads = iter([(0.25, 0.0, 0.0), (0.75, 0.0, 0.0)])
+    monkeypatch.setattr(update.os, "getloadavg", lambda: next(loads))
+    assert main(["bench", "update", "--rounds", "2", "--name", "update"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads((tmp_path / "update.json").read_text())
+    assert [row["rounds"] for row in data["rows"]] == [[10.0, 10.0], [20.0, 50.0], [11.0, 10.0], [20.0, 21.0]]
+    assert (data["load_before"], data["load"]) == ([0.25, 0.0, 0.0], [0.75, 0.0, 0.0])
+    assert "(load average 0.2 at the start, 0.8 at the end)" in captured.out.splitlines()[0]
+    warning = ("Warning: the rounds of digits recipe, compiled (kres) differ 2.5x: the ratios are not to be trusted; "
+               "rerun on an idle machine")
+    assert data["warning"] == warning
+    assert captured.out.splitlines()[-3:] == [warning, "", f"wrote {tmp_path / 'update.json'}"]

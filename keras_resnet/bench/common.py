@@ -47,12 +47,14 @@ def machine() -> dict:
     return info
 
 
-def machine_line(info: dict, load: tuple[float, ...] | None = None) -> str:
+def machine_line(info: dict, load: tuple[float, ...] | None = None,
+                 load_before: tuple[float, ...] | None = None) -> str:
     """``AMD EPYC (family 25 model 17; AVX2, FMA, AVX-512, VNNI, BF16; oneDNN on), 2 cores, no GPU`` for tables
     and titles.
 
     Kernel ISA caps, when set, follow oneDNN: ``...; oneDNN on; kernels capped: ONEDNN_MAX_CPU_ISA=AVX2), ...``.
-    With ``load`` (``os.getloadavg()`` when the measuring ended): ``... no GPU (load average 1.0 at the end)``.
+    With ``load`` (``os.getloadavg()`` when the measuring ended): ``... no GPU (load average 1.0 at the end)``;
+    with ``load_before`` too: ``... (load average 0.2 at the start, 1.0 at the end)``.
     """
     isa = ", ".join(info.get("isa") or []) or "no vector ISA read"
     onednn = "on" if info.get("onednn") else "off"
@@ -60,7 +62,8 @@ def machine_line(info: dict, load: tuple[float, ...] | None = None) -> str:
     if caps:  # a capped run stands for an older CPU, and must never read as this one's full speed
         onednn += "; kernels capped: " + ", ".join(f"{name}={value}" for name, value in caps.items())
     gpu = "no GPU" if info.get("accelerator") in (None, "none") else info["accelerator"]
-    busy = f" (load average {load[0]:.1f} at the end)" if load else ""
+    start = f"{load_before[0]:.1f} at the start, " if load and load_before else ""
+    busy = f" (load average {start}{load[0]:.1f} at the end)" if load else ""
     generation = f"{info['generation']}; " if info.get("generation") else ""
     return f"{info['cpu']} ({generation}{isa}; oneDNN {onednn}), {info['cores']} cores, {gpu}{busy}"
 
@@ -125,6 +128,27 @@ def take_turns(rounds: dict, count: int, on_round: Callable[[int], object] = lam
             except Exception as err:
                 errors[key] = err
     return rates, errors
+
+
+UNSTABLE_SPREAD = 2.0  # a model's fastest round this many times its slowest: the machine was not steady
+
+
+def trust_warning(rounds: list[tuple[str, list[float]]], loads: list[tuple[float, ...]], cores: int) -> str | None:
+    """One line where a run's ratios are not to be trusted, else None: some model's rounds (label, images/s of
+    each round) more than ``UNSTABLE_SPREAD`` times apart, or the load average (``os.getloadavg()`` at the start
+    and the end) above the core count. On a shared machine a peer's threads can lose the CPU for whole rounds, and
+    a ratio of medians then says nothing about the code."""
+    reasons = []
+    spread = [(label, max(rates) / min(rates)) for label, rates in rounds if len(rates) > 1 and min(rates) > 0]
+    unstable = [f"{label} differ {ratio:.1f}x" for label, ratio in spread if ratio > UNSTABLE_SPREAD]
+    if unstable:
+        reasons.append("the rounds of " + ", ".join(unstable))
+    busiest = max((load[0] for load in loads), default=0.0)
+    if busiest > cores:
+        reasons.append(f"the load average {busiest:.1f} exceeded the {counted(cores, 'core')}")
+    if not reasons:
+        return None
+    return "Warning: " + " and ".join(reasons) + ": the ratios are not to be trusted; rerun on an idle machine"
 
 
 def rounds_phrase(rounds: int, steps: int, step: str = "timed step") -> str:

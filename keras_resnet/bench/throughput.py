@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from keras_resnet.bench.common import (
     rounds_phrase,
     synthetic_batch,
     take_turns,
+    trust_warning,
     warmed_up,
     write_results,
 )
@@ -232,6 +234,13 @@ def _table_rows(rows: list[dict]) -> list[dict]:
              "by_round": _range(row.get("ours_vs_this_by_round"))} for row in rows]
 
 
+def _label(row: dict, rows: list[dict]) -> str:
+    """A row's model, and its step where another row of its size has the same model (torchvision eager and
+    compiled)."""
+    twins = sum(other["model"] == row["model"] for other in rows)
+    return row["model"] if twins == 1 else f"{row['model']} ({row['step']})"
+
+
 def run(cfg: Config) -> dict:
     """Measure ours and the peers at one size; write JSON and markdown; return the payload."""
     return run_sizes([cfg], cfg.results_name)
@@ -243,16 +252,23 @@ def run_sizes(cfgs: list[Config], results_name: str | None = None,
     ``say`` gets the progress lines of ``measure_rows``."""
     backend = keras.backend.backend()
     host = machine()
+    load_before = os.getloadavg()
     runs = [{"config": asdict(cfg), "rows": measure_rows(cfg, say)} for cfg in cfgs]
-    payload = {"benchmark": "throughput", "backend": backend, "machine": host, "runs": runs}
+    payload = {"benchmark": "throughput", "backend": backend, "machine": host, "runs": runs,
+               "load_before": load_before, "load": os.getloadavg()}
     if len(runs) == 1:  # the single-size layout, as before
         payload.update(config=runs[0]["config"], rows=runs[0]["rows"])
-    table = f"Training throughput, Keras backend {backend}, on {machine_line(host)}\n\n"
+    table = (f"Training throughput, Keras backend {backend}, on "
+             f"{machine_line(host, payload['load'], load_before)}\n\n")
     for cfg, one in zip(cfgs, runs):
         table += (f"ResNet-{cfg.depth}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.precision}; "
                   f"{rounds_phrase(cfg.rounds, cfg.steps)}\n\n"
                   + markdown_table(["model", "step", "images_per_s", "rounds", "ours_vs_this", "by_round", "error"],
                                    _table_rows(one["rows"])) + "\n")
+    payload["warning"] = trust_warning([(_label(row, one["rows"]), row.get("rounds", [])) for one in runs
+                                        for row in one["rows"]], [load_before, payload["load"]], host["cores"])
+    if payload["warning"]:
+        table += payload["warning"] + "\n"
     payload["measured"] = any(row["images_per_s"] for one in runs for row in one["rows"]
                               if row["model"].startswith("keras_resnet"))
     payload["results_file"] = str(write_results(results_name or f"throughput-{backend}", payload, table,

@@ -11,6 +11,7 @@ TensorFlow backend only: JAX compiles the whole step anyway.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from keras_resnet.bench.common import (
     rounds_phrase,
     synthetic_batch,
     take_turns,
+    trust_warning,
     write_results,
 )
 from keras_resnet.errors import KresError, counted
@@ -83,8 +85,8 @@ def _step(cfg: Config, make_optimizer, compiled: bool):
 
 
 def _alternate(steps: dict, cfg: Config, on_round: Callable[[int], object] = lambda number: None) -> dict:
-    """Median images/s of each step, timed in alternating rounds (the order flips every round); ``on_round(n)``
-    as round n begins."""
+    """Images/s of each step in every round, timed in alternating rounds (the order flips every round);
+    ``on_round(n)`` as round n begins."""
     for step in steps.values():
         images_per_second(step, cfg.batch_size, 1, cfg.warmup, sync=lambda: None)
     rates, errors = take_turns({name: (lambda step=step: images_per_second(step, cfg.batch_size, cfg.steps, 0,
@@ -92,7 +94,7 @@ def _alternate(steps: dict, cfg: Config, on_round: Callable[[int], object] = lam
                                 for name, step in steps.items()}, cfg.rounds, on_round)
     for err in errors.values():
         raise err
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return rates
 
 
 def measure_rows(cfg: Config, say: Callable[[str], object] = lambda line: None) -> list[dict]:
@@ -103,14 +105,16 @@ def measure_rows(cfg: Config, say: Callable[[str], object] = lambda line: None) 
         for name, make_optimizer in OPTIMIZERS.items():
             short = name.split(":")[0]
             say(f"{short}: building and warming up both updates ...")
-            rate = _alternate({STOCK: _step(cfg, make_optimizer, False), COMPILED: _step(cfg, make_optimizer, True)},
-                              cfg, on_round=lambda number, short=short: say(
-                                  f"{short}: round {number} of {cfg.rounds}, {counted(cfg.steps, 'step')} of each "
-                                  "update"))
+            rounds = _alternate({STOCK: _step(cfg, make_optimizer, False),
+                                 COMPILED: _step(cfg, make_optimizer, True)},
+                                cfg, on_round=lambda number, short=short: say(
+                                    f"{short}: round {number} of {cfg.rounds}, {counted(cfg.steps, 'step')} of each "
+                                    "update"))
+            rate = {update: statistics.median(rates) for update, rates in rounds.items()}
             say(f"{short}: {STOCK} {rate[STOCK]:,.1f} images/s, {COMPILED} {rate[COMPILED]:,.1f}")
-            rows.append({"optimizer": name, "update": STOCK, "images_per_s": rate[STOCK]})
+            rows.append({"optimizer": name, "update": STOCK, "images_per_s": rate[STOCK], "rounds": rounds[STOCK]})
             rows.append({"optimizer": name, "update": COMPILED, "images_per_s": rate[COMPILED],
-                         "compiled_vs_keras": rate[COMPILED] / rate[STOCK]})
+                         "rounds": rounds[COMPILED], "compiled_vs_keras": rate[COMPILED] / rate[STOCK]})
     return rows
 
 
@@ -122,12 +126,18 @@ def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
                         "anyway); run it with KERAS_BACKEND=tensorflow")
     depth_spec(cfg.depth)
     host = machine()
+    load_before = os.getloadavg()
     rows = measure_rows(cfg, say)
-    payload = {"benchmark": "update", "backend": "tensorflow", "machine": host, "config": asdict(cfg), "rows": rows}
+    payload = {"benchmark": "update", "backend": "tensorflow", "machine": host, "config": asdict(cfg), "rows": rows,
+               "load_before": load_before, "load": os.getloadavg()}
     table = (f"Training step with Keras's own optimizer update and with kres's compiled one, ResNet-{cfg.depth}, "
-             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host)}; "
+             f"{cfg.image_size} px, batch {cfg.batch_size}, on {machine_line(host, payload['load'], load_before)}; "
              f"{rounds_phrase(cfg.rounds, cfg.steps, 'step')}\n\n"
              + markdown_table(["optimizer", "update", "images_per_s", "compiled_vs_keras"], rows))
+    payload["warning"] = trust_warning([(f"{row['optimizer'].split(':')[0]}, {row['update']}", row["rounds"])
+                                        for row in rows], [load_before, payload["load"]], host["cores"])
+    if payload["warning"]:
+        table += "\n" + payload["warning"] + "\n"
     payload["results_file"] = str(write_results(cfg.results_name, payload, table))
     payload["table"] = table
     return payload
