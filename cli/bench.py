@@ -63,25 +63,40 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, rounds, 
     click.echo(f"wrote {result['results_file']}")
 
 
-def _int_list(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        items = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 18,50") from None
+def _int_list(example: str, least: int | None = None, what: str = "value"):
+    """A callback reading a comma-separated list of integers, each ``least`` or more, whose errors give
+    ``example``."""
+    def read(ctx, param, value: str) -> tuple[int, ...]:
+        try:
+            items = tuple(int(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. {example}") from None
+        if not items:
+            raise click.BadParameter(f"give at least one {what}, e.g. {example}")
+        for item in items:
+            if least is not None and item < least:
+                raise click.BadParameter(f"{item} is not a {what}: give {least} or more, e.g. {example}")
+        return items
+    return read
+
+
+def _word_list(ctx, param, value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
     if not items:
-        raise click.BadParameter("give at least one value, e.g. 50")
+        raise click.BadParameter("give at least one mode, e.g. float32,int8")
     return items
 
 
 @bench.command(help="TFLite ms per image (batch 1) of float32, float16, dynamic and int8 models, against "
                     "keras.applications ResNet50 converted with the plain converter calls.")
-@click.option("--depths", default="50", show_default=True, callback=_int_list,
+@click.option("--depths", default="50", show_default=True, callback=_int_list("18,50", what="depth"),
               help="Comma-separated depths, e.g. 18,50.")
 @click.option("--modes", default="float32,float16,dynamic,int8", show_default=True,
-              callback=lambda ctx, param, value: tuple(v.strip() for v in value.split(",") if v.strip()),
+              callback=_word_list,
               help="Comma-separated TFLite modes.")
 @click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=224, show_default=True)
-@click.option("--threads", default="1,2", show_default=True, callback=_int_list, help="Interpreter thread counts.")
+@click.option("--threads", default="1,2", show_default=True, callback=_int_list("1,2", least=1, what="thread count"),
+              help="Interpreter thread counts.")
 @click.option("--invokes", type=Whole(min=1), default=30, show_default=True,
               help="Timed invokes; the median is reported.")
 @click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed invokes.")
@@ -122,7 +137,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
 @click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed batches.")
 @click.option("--rounds", type=Whole(min=1), default=5, show_default=True,
               help="The pipelines alternate this many times; the median is reported.")
-@click.option("--cores", default="1,0", show_default=True, callback=_int_list,
+@click.option("--cores", default="1,0", show_default=True, callback=_int_list("1,0", what="core count"),
               help="Core counts to pin the measurement to, one process each; 0 means every core.")
 @click.option("--width", type=Whole(min=32), default=500, show_default=True)
 @click.option("--height", type=Whole(min=32), default=375, show_default=True)
@@ -144,8 +159,8 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
                help="Wall seconds for `kres train` on the built-in digits to reach a validation top-1 target. "
                     "Options after `--` go to `kres train` unchanged.")
 @depth_option(default=18)
-@click.option("--target", type=FiniteFloat(0.0, 1.0), default=0.97, show_default=True,
-              help="Validation top-1 to reach.")
+@click.option("--target", type=FiniteFloat(0.0, 1.0, min_open=True), default=0.97, show_default=True,
+              help="Validation top-1 to reach, a fraction above 0 and at most 1.")
 @click.option("--stop-at-target/--full-run", default=True, show_default=True,
               help="End the training run once the target is reached.")
 @click.option("--timeout", type=FiniteFloat(min=1), default=1800, show_default=True, help="Seconds.")

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from keras_resnet.errors import counted
 from keras_resnet.specs import STEMS
 from kres.options import Whole, depth_option, image_size_option, variant_option
 
@@ -27,7 +28,8 @@ def info(depth: int, image_size: int, num_classes: int, variant: str, stem: str,
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return
-    click.echo(f"{summary.name} ({variant}, {stem} stem) at {image_size}x{image_size}x3, {num_classes} classes")
+    classes = counted(num_classes, "class", "classes")
+    click.echo(f"{summary.name} ({variant}, {stem} stem) at {image_size}x{image_size}x3, {classes}")
     click.echo(f"  weight layers     {summary.weight_layers} (convs and dense on the main path)")
     click.echo(f"  keras layers      {summary.layers}")
     click.echo(f"  trainable params  {summary.trainable_params:,}")

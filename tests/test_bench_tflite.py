@@ -95,6 +95,39 @@ def test_tflite_bad_options(results, capsys, args, message):
     assert not list(results.iterdir())
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    # accepted: it ran, printed empty tables and wrote tflite-failed.json
+    (["--modes", ""], "Error: Invalid value for '--modes': give at least one mode, e.g. float32,int8"),
+    (["--modes", " , "], "Error: Invalid value for '--modes': give at least one mode, e.g. float32,int8"),
+    # it named --invokes, --warmup and thread counts together
+    (["--threads", "-1"], "Error: Invalid value for '--threads': -1 is not a thread count: give 1 or more, e.g. 1,2"),
+    (["--threads", "1,0"], "Error: Invalid value for '--threads': 0 is not a thread count: give 1 or more, e.g. 1,2"),
+    # its example was a list of depths, 18,50
+    (["--threads", "1,x"], "Error: Invalid value for '--threads': '1,x' is not a comma-separated list of integers, "
+                           "e.g. 1,2"),
+    (["--depths", ""], "Error: Invalid value for '--depths': give at least one depth, e.g. 18,50"),
+])
+def test_tflite_refuses_an_empty_or_wrong_list_naming_the_option_and_value(results, capsys, args, message):
+    assert main(["bench", "tflite", *args]) == 2
+    assert capsys.readouterr().err == f"{message} (see 'kres bench tflite --help')\n"
+    assert not list(results.iterdir())
+
+
+def test_tflite_library_names_the_option_and_value_it_refuses(results):
+    from keras_resnet.bench import tflite_latency as bench
+    from keras_resnet.errors import KresError
+
+    for cfg, message in ((bench.Config(threads=(1, -1)), "--threads -1 is too few: give 1 or more"),
+                         (bench.Config(invokes=0), "--invokes 0 is too few: give 1 or more"),
+                         (bench.Config(warmup=-2), "--warmup -2 is too few: give 0 or more"),
+                         (bench.Config(modes=()), "the tflite benchmark needs at least one of each of --depths, "
+                                                  "--modes and --threads")):
+        with pytest.raises(KresError) as refused:
+            bench.run(cfg)
+        assert str(refused.value) == message
+    assert not list(results.iterdir())
+
+
 def test_a_tflite_run_whose_models_all_fail_leaves_the_earlier_results(results, monkeypatch, capsys):
     from keras_resnet.bench import tflite_latency as bench
 

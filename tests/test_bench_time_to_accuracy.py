@@ -19,20 +19,24 @@ def results(tmp_path, monkeypatch):
 
 def test_time_to_accuracy_smoke(tmp_path, results, capsys):
     run_dir = tmp_path / "run"
-    code = main(["bench", "time-to-accuracy", "--target", "0.0", "--output", str(run_dir), "--name", "smoke",
+    code = main(["bench", "time-to-accuracy", "--target", "0.01", "--output", str(run_dir), "--name", "smoke",
                  "--", "--epochs", "1", "--dataset", "synthetic", "--batch-size", "32"])  # 8 steps
     assert code == 0, capsys.readouterr().err
     data = json.loads((results / "smoke.json").read_text())
     assert data["command"] == (
         f"kres train --depth 18 --output {run_dir} --epochs 1 --dataset synthetic --batch-size 32")
     result = data["result"]
-    assert result["reached"] is True and result["epoch"] == 1 and result["target"] == 0.0
+    assert result["reached"] is True and result["epoch"] == 1 and result["target"] == 0.01
     assert result["val_accuracy"] == data["history"][0]["val_accuracy"]
     assert result["train_s_to_target"] == data["history"][0]["epoch_time_s"]
     assert result["startup_and_overhead_s"] == result["wall_s_to_target"] - result["train_s_to_target"]
     assert 0 < result["train_s_to_target"] < result["wall_s_to_target"] <= data["process_s"]
     assert (run_dir / "history.csv").is_file() and (run_dir / "config.json").is_file()  # the run was kept
-    assert "| keras_resnet ResNet-18 | 0.00% | True | 1 |" in (results / "smoke.md").read_text()
+    assert "| keras_resnet ResNet-18 | 1.00% | True | 1 |" in (results / "smoke.md").read_text()
+    # the title says the command run (it said `kres train --depth 18` on the built-in digits whatever was passed)
+    assert (results / "smoke.md").read_text().startswith(
+        f"Time to 1% validation top-1, `kres train --depth 18 --output {run_dir} --epochs 1 --dataset synthetic "
+        "--batch-size 32`, on ")
     assert "whole_run_s" not in result  # stopped at the target: the whole run was not timed
     # The recipe as the run filled it in, so a result still says what it trained with after the defaults move.
     settings = data["train_settings"]
@@ -61,6 +65,38 @@ def test_time_to_accuracy_refuses_a_used_run_dir(tmp_path, results, capsys):
     assert "would resume it" in capsys.readouterr().err
     assert main(["bench", "time-to-accuracy", "--target", "97"]) == 2
     assert not results.exists()
+
+
+@pytest.mark.parametrize("target", ["0", "0.0", "-0.5", "97", "1.01"])
+def test_time_to_accuracy_refuses_a_target_that_is_no_accuracy_to_reach(results, capsys, target):
+    """--target 0 was accepted and wrote a "Time to 0% validation top-1" result."""
+    assert main(["bench", "time-to-accuracy", "--target", target]) == 2
+    assert capsys.readouterr().err == (f"Error: Invalid value for '--target': {target!r} is not in the range "
+                                       "0.0<x<=1.0 (see 'kres bench time-to-accuracy --help')\n")
+    assert not results.exists()
+
+
+def test_time_to_accuracy_library_refuses_a_zero_target(results):
+    from keras_resnet.bench import time_to_accuracy as tta
+    from keras_resnet.errors import KresError
+
+    with pytest.raises(KresError) as refused:
+        tta.run(tta.Config(target=0.0))
+    assert str(refused.value) == "--target 0 is no accuracy to reach: give a fraction above 0 and at most 1, e.g. 0.97"
+
+
+def test_the_title_says_the_train_command_run(results, monkeypatch):
+    from keras_resnet.bench import time_to_accuracy as tta
+
+    rows = [{"epoch": 1, "val_accuracy": 0.98, "epoch_time_s": 2.0}]
+    monkeypatch.setattr(tta, "time_training", lambda cfg, run_dir, log, say: {
+        "reached_s": 3.0, "process_s": 4.0, "rows": rows, "command": ["train", "--depth", "34", "--output", "/tmp/x",
+                                                                       "--epochs", "3"]})
+    table = tta.run(tta.Config(depth=34, train_args=("--epochs", "3"), results_name="title"))["table"]
+    assert table.startswith("Time to 97% validation top-1, `kres train --depth 34 --epochs 3` on the built-in "
+                            "digits, on ")
+    table = tta.run(tta.Config(train_args=("--dataset=synthetic",), results_name="title"))["table"]
+    assert table.startswith("Time to 97% validation top-1, `kres train --depth 18 --dataset=synthetic`, on ")
 
 
 def test_a_full_run_reports_the_whole_run_and_its_best_accuracy(results, monkeypatch):

@@ -54,6 +54,12 @@ def test_info_table(capsys):
     assert "multiply-adds     148.05 M (148,050,944)" in out  # in G it was "0.15 G"
 
 
+def test_info_says_one_class(capsys):
+    code, out, _ = _kres(capsys, "info", "--depth", "18", "--image-size", "32", "--num-classes", "1")
+    assert code == 0
+    assert out.splitlines()[0] == "resnet18 (v1.5, imagenet stem) at 32x32x3, 1 class"  # it said "1 classes"
+
+
 def test_info_multiply_adds_in_a_unit_that_fits(capsys):
     code, out, _ = _kres(capsys, "info", "--depth", "50")
     assert code == 0 and "multiply-adds     4.09 G (4,089,184,256)" in out  # as the README shows it

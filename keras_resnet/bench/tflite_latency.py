@@ -161,8 +161,12 @@ def _ratio(name: str, numerator: dict | None, denominator: dict | None, target: 
 def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
     """Convert, time, write JSON and markdown; return the payload. ``say`` gets a line as each model is converted
     and as each figure is known."""
-    if cfg.invokes < 1 or cfg.warmup < 0 or not cfg.threads or min(cfg.threads) < 1:
-        raise KresError("tflite benchmark needs --invokes >= 1, --warmup >= 0 and thread counts >= 1")
+    for option, value, least in (("--invokes", cfg.invokes, 1), ("--warmup", cfg.warmup, 0),
+                                 *(("--threads", t, 1) for t in cfg.threads)):
+        if value < least:
+            raise KresError(f"{option} {value} is too few: give {least} or more")
+    if not cfg.threads or not cfg.modes or not cfg.depths:
+        raise KresError("the tflite benchmark needs at least one of each of --depths, --modes and --threads")
     for depth in cfg.depths:
         depth_spec(depth)
     for mode in cfg.modes:

@@ -124,12 +124,25 @@ def settings_line(settings: dict) -> str:
     return f"Recipe {settings.get('recipe')}: {shown}."
 
 
+def shown_command(cfg: Config) -> str:
+    """The ``kres train`` command the run was, for a title: its options, less a temporary run folder's path."""
+    output = ["--output", str(cfg.output)] if cfg.output else []
+    return " ".join(["kres", "train", "--depth", str(cfg.depth), *output, *cfg.train_args])
+
+
+def _data_phrase(cfg: Config) -> str:
+    """`` on the built-in digits`` unless the options name other data."""
+    named = any(arg.split("=")[0] in ("--dataset", "--data-dir") for arg in cfg.train_args)
+    return "" if named else " on the built-in digits"
+
+
 def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
     """Time ``kres train`` to the target; write JSON and markdown; return the payload. ``say`` gets the launch
     and one line per epoch."""
     depth_spec(cfg.depth)
-    if not 0.0 <= cfg.target <= 1.0:
-        raise KresError(f"--target {cfg.target} is an accuracy: give a fraction between 0 and 1, e.g. 0.97")
+    if not 0.0 < cfg.target <= 1.0:
+        raise KresError(f"--target {cfg.target:g} is no accuracy to reach: give a fraction above 0 and at most 1, "
+                        "e.g. 0.97")
     if cfg.output and Path(cfg.output).exists() and any(Path(cfg.output).iterdir()):
         raise KresError(f"{cfg.output} is not empty and kres train would resume it; give a new --output")
     with tempfile.TemporaryDirectory(prefix="kres-tta-") as tmp:
@@ -155,7 +168,7 @@ def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
                "command": "kres " + " ".join(timing["command"]), "train_settings": settings, "result": result,
                "history": rows, "process_s": timing["process_s"], "load": os.getloadavg()}
     m = payload["machine"]
-    title = (f"Time to {cfg.target:.0%} validation top-1, `kres train --depth {cfg.depth}` on the built-in digits, "
+    title = (f"Time to {cfg.target:.0%} validation top-1, `{shown_command(cfg)}`{_data_phrase(cfg)}, "
              f"on {machine_line(m, payload['load'])}\n\n")
     if settings:
         title += settings_line(settings) + "\n\n"
