@@ -68,8 +68,9 @@ class _TrainCommand(click.Command):
 @click.option("--freeze-backbone-epochs", type=Whole(min=0), default=0, show_default=True,
               help="Train only the classifier for this many epochs first (BN in inference mode).")
 @click.option("--freeze-bn/--train-bn", default=None,
-              help="Keep BN statistics frozen (inference mode) all through training. Default: frozen when "
-                   "fine-tuning from --weights with fewer than 16 images per replica.")
+              help="Keep BN layers frozen all through training: their statistics, gamma and beta stay as "
+                   "--weights gave them (inference mode). Default: frozen when fine-tuning from --weights with "
+                   "fewer than 16 images per replica.")
 @click.option("--qat-epochs", type=Whole(0, MAX_EPOCHS), default=0, show_default=True,
               help="After training, quantization-aware fine-tuning for this many epochs (into RUN/qat).")
 @click.option("--output", "-o", type=PathType(file_okay=False), default=None,

@@ -23,12 +23,14 @@ from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError, first_five
 from keras_resnet.meta import (
     RESIZE_KEY,
+    SCORES_KEY,
     WEIGHTS_DIGEST,
     ModelMeta,
     generic_labels,
     meta_beside,
     outputs_of,
     weights_digest,
+    with_scores,
 )
 from keras_resnet.quantize import (
     CONVERTER_LOG,
@@ -330,6 +332,11 @@ def _qat_tflite(source: Source, data_cfg, cfg: ExportConfig, out_dir: Path, quie
 
 # --- checks --------------------------------------------------------------------------------------------------
 
+def _output_meaning(meta: ModelMeta) -> str:
+    scores = meta.extra.get(SCORES_KEY)
+    return f"class scores ({scores}), not probabilities" if scores else "class probabilities (softmax)"
+
+
 def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None, mode: str, data_cfg) -> dict:
     """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels;
     ``accuracy``, where there is one, the model's held-out agreement (:func:`keras_resnet.runtime.compare`)."""
@@ -350,8 +357,8 @@ def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None,
                   "resize": resize, "resize_how": RESIZE_HOW[resize]},
         "output": {"shape": out["shape"], "dtype": out["dtype"], "scale": (out["scale"] or [None])[0],
                    "zero_point": (out["zero_point"] or [None])[0],
-                   "meaning": "class probabilities (softmax)" + ("; dequantize as (q - zero_point) * scale"
-                                                                    if out["dtype"] in _INTEGER_RANGE else "")},
+                   "meaning": _output_meaning(meta) + ("; dequantize as (q - zero_point) * scale"
+                                                       if out["dtype"] in _INTEGER_RANGE else "")},
         "normalization": {"name": meta.normalization, "mean": meta.mean, "std": meta.std, "inside_model": True,
                           "channel_order": "RGB in; the model reverses to BGR itself" if meta.variant == "v1"
                           else "RGB"},
@@ -530,7 +537,10 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     require_kres_resnet(model, source.model_path)
     batch1_shape(model)  # (a model of any size failed with a traceback when its images were read)
     found = meta_beside(source.model_path, model)
-    meta = found or ModelMeta.from_model(model)
+    meta = with_scores(found or ModelMeta.from_model(model), model)
+    if scores := meta.extra.get(SCORES_KEY):
+        say(f"note: {source.model_path.name} outputs {scores}, not class probabilities: so do its exported files, "
+            "and their cards say so")
     meta = replace(meta, extra={**meta.extra, WEIGHTS_DIGEST: weights_digest(model)})
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
         source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads

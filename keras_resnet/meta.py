@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -23,6 +23,7 @@ from keras_resnet.specs import NORMALIZATIONS
 META_FILENAME = "meta.json"
 WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
 RESIZE_KEY = "resize"  # an export's meta.json extra: how its run's images were resized for validation
+SCORES_KEY = "scores"  # extra: what the model outputs where it is not class probabilities ("logits")
 
 
 @dataclass
@@ -92,6 +93,24 @@ class ModelMeta:
             raise KresError(f"{path} is not a valid {META_FILENAME} ({err}); re-export the model") from None
         except OSError as err:
             raise KresError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def output_scores(model: keras.Model) -> str | None:
+    """What the classifier outputs where it is not softmax probabilities: "logits" (``classifier_activation=None``)
+    or its activation's name; None for probabilities, and for a model without kres's ``predictions`` layer."""
+    try:
+        activation = model.get_layer("predictions").activation
+    except ValueError:
+        return None
+    name = getattr(activation, "__name__", str(activation))
+    return None if name == "softmax" else ("logits" if name == "linear" else name)
+
+
+def with_scores(meta: ModelMeta, model: keras.Model) -> ModelMeta:
+    """``meta`` with :data:`SCORES_KEY` where ``model`` outputs other than probabilities (a logits model's export
+    was carded "class probabilities (softmax)", and predict showed its logits as scores without a word)."""
+    scores = output_scores(model)
+    return meta if scores is None else replace(meta, extra={**meta.extra, SCORES_KEY: scores})
 
 
 def weights_digest(model: keras.Model) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import RESIZE_KEY, find_meta, generic_labels
+from keras_resnet.meta import RESIZE_KEY, SCORES_KEY, find_meta, generic_labels
 from keras_resnet.runtime import Predictor, check_threads, load_predictor
 
 
@@ -161,6 +161,9 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
     if len(labels) != predictor.num_outputs:  # (an export of another model into the same folder)
         raise KresError(f"{predictor.path.name} has {predictor.num_outputs} outputs for the {len(labels)} classes "
                         f"its meta.json names: the meta.json belongs to another model; export it again from its run")
+    scores = predictor.meta.extra.get(SCORES_KEY) if predictor.meta is not None else None
+    if say is not None and scores:
+        say(f"{predictor.path.name} outputs {scores}, not class probabilities: the scores shown are {scores}")
     if say is not None and find_meta(predictor.path) is None and generic_labels(labels):
         say(f"no meta.json beside {predictor.path.name}: its classes are shown as class_0 ... class_{len(labels) - 1} "
             "and images are resized as for ImageNet (shorter side, centre crop) whatever it was trained with; copy "

@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_resnet import runs
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import ModelMeta, find_meta, meta_beside
+from keras_resnet.meta import ModelMeta, find_meta, meta_beside, with_scores
 from keras_resnet.terminal import stderr_without
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
@@ -260,7 +260,7 @@ def _load_keras(path: Path) -> KerasPredictor:
             meta = ModelMeta.from_model(model)
         except (ValueError, KeyError, KresError):  # not built by keras_resnet.resnet: no structural facts
             meta = None
-    return KerasPredictor(path, model, meta)
+    return KerasPredictor(path, model, with_scores(meta, model) if meta is not None else None)
 
 
 def _load_savedmodel(path: Path) -> SavedModelPredictor:

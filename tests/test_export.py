@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from keras_resnet import export as ex
 from keras_resnet import fileio
@@ -899,3 +900,29 @@ def test_a_runs_moved_tfds_data_is_found_with_tfds_dir(tmp_path, capsys):
                  str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "Error: --tfds-dir is where TFDS data lives and --data-dir names image folders: pass one of them"]
+
+
+def test_a_logits_model_is_exported_and_predicted_as_logits(tmp_path, capsys):
+    """classifier_activation=None (documented: "None for logits"): the card said "class probabilities (softmax)",
+    and predict showed logits as scores, without a word."""
+    from keras_resnet.model import resnet
+    from kres.main import main
+
+    (tmp_path / "m").mkdir()
+    model = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    model.save(tmp_path / "m" / "logits.keras")
+    said = []
+    ex.export(ex.ExportConfig(source=str(tmp_path / "m" / "logits.keras"), output=str(tmp_path / "out"), tflite=True,
+                              eval_images=0), said.append)
+    assert "note: logits.keras outputs logits, not class probabilities: so do its exported files, and their cards " \
+           "say so" in said
+    card = json.loads((tmp_path / "out" / "model_float32.card.json").read_text())
+    assert card["output"]["meaning"] == "class scores (logits), not probabilities"
+    assert ModelMeta.load(tmp_path / "out").extra["scores"] == "logits"
+    Image.new("RGB", (SIZE, SIZE), (90, 20, 200)).save(tmp_path / "x.png")
+    for path in (tmp_path / "out" / "model_float32.tflite", tmp_path / "m" / "logits.keras"):
+        assert main(["predict", str(path), str(tmp_path / "x.png")]) == 0
+        assert f"{path.name} outputs logits, not class probabilities: the scores shown are logits" in \
+            capsys.readouterr().err
+    softmax = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, LABELS)
+    assert ex._output_meaning(softmax) == "class probabilities (softmax)"  # a model of kres's own, as before
