@@ -841,14 +841,17 @@ def _tfds_builder(cfg: DataConfig):
     import tensorflow_datasets as tfds
 
     name = cfg.dataset
+    if cfg.tfds_dir is not None and "://" not in cfg.tfds_dir and not Path(cfg.tfds_dir).is_dir():
+        raise KresError(f"--tfds-dir {cfg.tfds_dir} does not exist: pass the folder the dataset was prepared in "
+                        "(tfds build --data_dir)")  # it said the dataset was "not prepared in" it
     try:
         # TFDS logs "Variant folder ... has no dataset_info.json" for a dataset it has not got; kres says it below.
         with terminal.logger_quiet("absl"), _temporary_tempdir():
             builder = tfds.builder(name, data_dir=cfg.tfds_dir)
             prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
-        raise KresError(f"unknown dataset {name!r}: leave --dataset out for the built-in digits, use --dataset "
-                        f"synthetic, or name a TFDS image-classification dataset (cifar10, tf_flowers, "
+        raise KresError(f"unknown dataset {name!r}{_did_you_mean(name)}: leave --dataset out for the built-in digits, "
+                        f"use --dataset synthetic, or name a TFDS image-classification dataset (cifar10, tf_flowers, "
                         f"imagenette/320px-v2, imagenet2012, ...)") from None
     except Exception as err:  # malformed names, config errors
         raise KresError(f"cannot open TFDS dataset {name!r}: {first_line(err)}") from None
@@ -857,9 +860,34 @@ def _tfds_builder(cfg: DataConfig):
         how = f"`tfds build {name} --data_dir {root}`"
         if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
             how += f" --manual_dir DIR (DIR holding the files TFDS asks for; see `tfds build {name}` for which)"
-        raise KresError(f"TFDS dataset {name!r} is not prepared in {root} and kres never downloads; prepare it "
+        others = _prepared_variants(Path(os.path.expanduser(root)), name)
+        held = f" (it holds {', '.join(others)}: pass --dataset {others[0]} for it)" if others else ""
+        raise KresError(f"TFDS dataset {name!r} is not prepared in {root}{held} and kres never downloads; prepare it "
                         f"once on a machine with network access: {how}, then pass --tfds-dir {root}")
     return builder
+
+
+def _did_you_mean(name: str) -> str:
+    """" (did you mean 'tf_flowers'?)" for a TFDS name a letter or a case away ('tf_flower', 'TF_Flowers'), else "".
+    Listing TFDS's datasets takes a few seconds: done on this error only."""
+    import difflib
+
+    import tensorflow_datasets as tfds
+
+    base = name.split("/")[0].split(":")[0]
+    try:
+        close = difflib.get_close_matches(base.lower(), tfds.list_builders(), n=1)
+    except Exception:  # a broken registry must not hide the error being said
+        return ""
+    return f" (did you mean {close[0]!r}?)" if close and close[0] != base else ""
+
+
+def _prepared_variants(root: Path, name: str) -> list[str]:
+    """The configs of ``name``'s dataset that are prepared under ``root`` (``imagenette/160px-v2`` where
+    ``imagenette``, whose default config is 320px-v2, was asked for): ROOT/NAME/CONFIG/VERSION/dataset_info.json."""
+    base = name.split("/")[0].split(":")[0]
+    found = {f"{base}/{info.parent.parent.name}" for info in (root / base).glob("*/*/dataset_info.json")}
+    return sorted(variant for variant in found if variant != name)
 
 
 def tfds_held_out(cfg: DataConfig) -> str | None:

@@ -143,6 +143,7 @@ def test_a_builder_leaves_no_temporary_folder(tmp_path, monkeypatch, deadline):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    (tmp_path / "data").mkdir()  # (a folder that does not exist is refused before any builder is made)
     with pytest.raises(KresError, match="not prepared"):
         load_datasets(DataConfig(dataset="cifar10", tfds_dir=str(tmp_path / "data"), image_size=SIZE))
     assert list(scratch.iterdir()) == []
@@ -188,3 +189,20 @@ def test_a_damaged_tfds_record_file_is_one_line_not_skipped(tmp_path, deadline, 
         assert main(["evaluate", "run"]) == 2
         assert capsys.readouterr().err.splitlines() == [
             f"Error: the TFDS data is damaged: {line}: prepare the dataset again (tfds build) and pass its --tfds-dir"]
+
+
+def test_a_misspelt_dataset_a_prepared_variant_and_a_missing_tfds_dir_say_the_fix(tmp_path, deadline):
+    """'tf_flower' and 'TF_Flowers' were only "unknown dataset"; 'imagenette' beside a prepared
+    imagenette/160px-v2 was "not prepared"; a --tfds-dir that does not exist was "not prepared in" it."""
+    for typed in ("tf_flower", "TF_Flowers"):
+        with pytest.raises(KresError, match=rf"^unknown dataset '{typed}' \(did you mean 'tf_flowers'\?\): leave "):
+            load_datasets(DataConfig(dataset=typed, tfds_dir=str(tmp_path), image_size=SIZE))
+    (tmp_path / "imagenette" / "160px-v2" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "imagenette" / "160px-v2" / "1.0.0" / "dataset_info.json").write_text("{}")
+    with pytest.raises(KresError, match=rf"^TFDS dataset 'imagenette' is not prepared in {tmp_path} \(it holds "
+                                        r"imagenette/160px-v2: pass --dataset imagenette/160px-v2 for it\) and kres "):
+        load_datasets(DataConfig(dataset="imagenette", tfds_dir=str(tmp_path), image_size=SIZE))
+    with pytest.raises(KresError) as err:
+        load_datasets(DataConfig(dataset="tf_flowers", tfds_dir=str(tmp_path / "nope"), image_size=SIZE))
+    assert str(err.value) == (f"--tfds-dir {tmp_path / 'nope'} does not exist: pass the folder the dataset was "
+                              "prepared in (tfds build --data_dir)")
