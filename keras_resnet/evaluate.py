@@ -22,7 +22,7 @@ from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import generic_labels, outputs_of
 from keras_resnet.runs import training_data_config
-from keras_resnet.runtime import Predictor, check_threads, load_predictor
+from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
 EVAL_JSON = "evaluation.json"
 LOSS_EPSILON = 1e-7  # probabilities are clipped here before the log, as Keras' cross-entropy does
@@ -318,7 +318,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         raise KresError("--all-images scores every image of a folder of held-out images: name it with --data-dir")
     out_dir = Path(cfg.output) if cfg.output else _default_output(Path(cfg.models[0]))
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
-    check_threads(cfg.num_threads, predictors)
+    check_runnable(cfg.num_threads, predictors)
 
     from keras_resnet.data import is_split, load_datasets, load_every_image
 

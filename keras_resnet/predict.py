@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_resnet.errors import KresError, first_line
 from keras_resnet.meta import RESIZE_KEY, SCORES_KEY, find_meta, generic_labels
-from keras_resnet.runtime import Predictor, check_threads, load_predictor
+from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
 
 @dataclass
@@ -154,7 +154,7 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
         raise _none_can_be_read(list(unreadable.values()))
     results = {path: ImagePredictions(str(path), error=error) for path, error in unreadable.items()}
     predictor = load_predictor(cfg.model, num_threads=cfg.num_threads)
-    check_threads(cfg.num_threads, [predictor])
+    check_runnable(cfg.num_threads, [predictor])
     size = _model_size(predictor, cfg.image_size)
     prepare = preprocessor(predictor, size)
     labels = predictor.labels

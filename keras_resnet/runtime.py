@@ -216,11 +216,19 @@ def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
     return interpreter
 
 
-def check_threads(num_threads: int | None, predictors: list[Predictor]) -> None:
-    """``--threads`` sets LiteRT's interpreter threads: refused where no model is a .tflite (it was ignored)."""
+def check_runnable(num_threads: int | None, predictors: list[Predictor]) -> None:
+    """What predict and evaluate check of the models loaded: ``--threads`` (LiteRT's interpreter threads) is refused
+    where no model is a .tflite (it was ignored); a model that is not square is refused, as they resize images to
+    a square (a 48x64 model "takes 48x64x3 images but got 48x48x3: use --image-size 48", then "takes 48x48")."""
     if num_threads is not None and not any(p.kind == TFLitePredictor.kind for p in predictors):
         raise KresError(f"--threads sets the TFLite interpreter's threads, and {predictors[0].path.name} is not a "
                         ".tflite model: drop --threads")
+    for predictor in predictors:
+        height, width = predictor.input_shape[:2]
+        if height is not None and width is not None and height != width:
+            raise KresError(f"{predictor.path.name} takes {height}x{width} images, and kres predict and evaluate take "
+                            f"square models only: run it in your own code on images resized to {height}x{width} "
+                            "(raw 0-255 RGB pixels)")
 
 
 def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> Predictor:

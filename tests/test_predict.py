@@ -262,3 +262,21 @@ def test_cli_predict_with_a_real_model(tmp_path, capsys):
     assert main(["predict", str(tmp_path), str(tmp_path / "x.png"), "--threads", "2"]) == 2  # was ignored
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "Error: --threads sets the TFLite interpreter's threads, and best.keras is not a .tflite model: drop --threads")
+
+
+def test_a_model_that_is_not_square_is_one_line_that_says_so(tmp_path, capsys):
+    """The builder makes 48x64 models; predict said it "takes 48x64x3 images but got 48x48x3: use data at 48x64 px
+    (e.g. --image-size 48)", and with --image-size 64 that it took 48x48 images; evaluate, that "the models take
+    different input sizes"."""
+    from keras_resnet.model import resnet
+
+    (tmp_path / "m").mkdir()
+    resnet(18, num_classes=3, input_shape=(48, 64, 3)).save(tmp_path / "m" / "wide.keras")
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "x.png")
+    line = ("Error: wide.keras takes 48x64 images, and kres predict and evaluate take square models only: run it in "
+            "your own code on images resized to 48x64 (raw 0-255 RGB pixels)")
+    for args in ([], ["--image-size", "64"]):
+        assert main(["predict", str(tmp_path / "m" / "wide.keras"), str(tmp_path / "x.png"), *args]) == 2
+        assert capsys.readouterr().err.splitlines() == [line]
+    assert main(["evaluate", str(tmp_path / "m" / "wide.keras"), "--dataset", "synthetic"]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
