@@ -34,7 +34,7 @@ from keras_resnet import callbacks as cb
 from keras_resnet.data import DataConfig, check_split_names, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
 from keras_resnet.errors import KresError, counted, first_five
-from keras_resnet.meta import ModelMeta
+from keras_resnet.meta import ModelMeta, find_meta, generic_labels
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
 from keras_resnet.quant_debug import record_input_stats
@@ -858,9 +858,26 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
         *_beyond_the_step(cfg, data),
         f"run dir {run_dir}" + _resuming(start, steps_per_epoch, cfg.epochs),
-        *([f"starting from the weights of {cfg.weights}"] if cfg.weights and not start else []),
+        *([_starting_from(cfg.weights, datasets.class_names)] if cfg.weights and not start else []),
     ]
     return "\n".join(lines)
+
+
+def _starting_from(weights: str, class_names: list[str]) -> str:
+    """The banner's line for the weights a run starts from; where they are a model of as many classes with names
+    of its own (its meta.json), that its classifier is kept and matched to the data's classes by position: a
+    circle/square/triangle model started an apple/banana/cherry run without a word."""
+    line = f"starting from the weights of {weights}"
+    try:
+        meta = find_meta(weights) if weights != "imagenet" else None
+    except KresError:  # a damaged meta.json: the weights themselves were checked
+        return line
+    names = [str(name) for name in class_names]
+    if meta is None or len(meta.labels) != len(names) or meta.labels == names or generic_labels(meta.labels):
+        return line
+    pairs = ", ".join(f"{old} -> {new}" for old, new in zip(meta.labels[:3], names[:3]))
+    more = f", and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{line} (its classifier is kept, its classes taken as this data's by position, not name: {pairs}{more})"
 
 
 def _beyond_the_step(cfg: TrainConfig, data: DataConfig) -> list[str]:

@@ -951,3 +951,26 @@ def test_a_default_run_folder_is_named_so_a_shell_takes_it_whole(folder, name):
 
     run = _run_dir(TrainConfig(depth=18), DataConfig(data_dir=folder))
     assert re.fullmatch(rf"runs/resnet18-{re.escape(name)}-\d{{8}}-\d{{6}}", str(run)), run
+
+
+def test_starting_from_a_model_of_other_class_names_says_its_classifier_is_kept(tmp_path):
+    """--weights of a circle/square/triangle run on an apple/banana/cherry folder kept its classifier without a
+    word (a note came only where the class counts differ)."""
+    from keras_resnet.meta import ModelMeta
+    from keras_resnet.train import _starting_from
+
+    (tmp_path / "run").mkdir()
+    best = str(tmp_path / "run" / "best.keras")
+    ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3,
+              ["circle", "square", "triangle", "star"]).save(tmp_path / "run")
+    fruit = ["apple", "banana", "cherry", "date"]
+    assert _starting_from(best, fruit) == (
+        f"starting from the weights of {best} (its classifier is kept, its classes taken as this data's by position, "
+        "not name: circle -> apple, square -> banana, triangle -> cherry, and 1 more)")
+    plain = f"starting from the weights of {best}"
+    assert _starting_from(best, ["circle", "square", "triangle", "star"]) == plain  # the same classes
+    assert _starting_from(best, fruit[:3]) == plain  # other counts: weights.py says the classifier is fresh
+    assert _starting_from("imagenet", fruit) == "starting from the weights of imagenet"
+    ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3,
+              [f"class_{i}" for i in range(4)]).save(tmp_path / "run")
+    assert _starting_from(best, fruit) == plain  # a model whose classes were never named
