@@ -841,7 +841,7 @@ def _tfds_builder(cfg: DataConfig):
     import tensorflow_datasets as tfds
 
     name = cfg.dataset
-    if cfg.tfds_dir is not None and "://" not in cfg.tfds_dir and not Path(cfg.tfds_dir).is_dir():
+    if cfg.tfds_dir is not None and "://" not in cfg.tfds_dir and not Path(os.path.expanduser(cfg.tfds_dir)).is_dir():
         raise KresError(f"--tfds-dir {cfg.tfds_dir} does not exist: pass the folder the dataset was prepared in "
                         "(tfds build --data_dir)")  # it said the dataset was "not prepared in" it
     try:

@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five
-from keras_resnet.meta import generic_labels, outputs_of
+from keras_resnet.meta import SCORES_KEY, generic_labels, outputs_of
 from keras_resnet.runs import training_data_config
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
@@ -481,7 +481,17 @@ def _run(predictors: list[Predictor], dataset, total: int, batch_size: int, prog
             progress(done, total)
     if not labels:
         raise KresError("the evaluation split is empty: give the data a validation split with images in it")
-    return [np.concatenate(p) for p in probs], np.concatenate(labels), seconds
+    outputs = [_probabilities(p, np.concatenate(out)) for p, out in zip(predictors, probs)]
+    return outputs, np.concatenate(labels), seconds
+
+
+def _probabilities(predictor: Predictor, outputs: np.ndarray) -> np.ndarray:
+    """A logits model's outputs through a softmax, so that its loss (and a comparison with a model of
+    probabilities) is of probabilities: it scored the cross-entropy of clipped logits; other models' as they are."""
+    if predictor.meta is None or predictor.meta.extra.get(SCORES_KEY) != "logits":
+        return outputs
+    exp = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _classes_seen(labels: np.ndarray) -> int:

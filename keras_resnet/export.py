@@ -206,11 +206,14 @@ def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
     if cfg.data_dir is None and cfg.dataset is None and cfg.tfds_dir is None:
         return data_config
     tfds_dir = {"tfds_dir": fileio.absolute(cfg.tfds_dir)} if cfg.tfds_dir is not None else {}
+    if tfds_dir and cfg.dataset in ("digits", "synthetic"):
+        raise KresError(f"--tfds-dir says where TFDS data lives, and --dataset {cfg.dataset} is built in: drop "
+                        "--tfds-dir")
     if cfg.data_dir is None and cfg.dataset is None:  # --tfds-dir alone: the run's own TFDS dataset, read from there
         if not data_config or data_config.get("data_dir") or data_config.get("dataset") in (None, "digits",
                                                                                           "synthetic"):
-            raise KresError("--tfds-dir says where TFDS data lives, and the model was not trained on a TFDS dataset: "
-                            "name one with --dataset")
+            raise KresError("--tfds-dir says where TFDS data lives, and the model's run did not read a TFDS dataset "
+                            "(or none is recorded): name one with --dataset")
         return {**data_config, **tfds_dir}
     builtin = cfg.dataset == "digits" and cfg.data_dir is None
     # absolute, as train keeps it: the exported meta.json is read from other folders

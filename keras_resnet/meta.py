@@ -99,8 +99,10 @@ def output_scores(model: keras.Model) -> str | None:
     """What the classifier outputs where it is not softmax probabilities: "logits" (``classifier_activation=None``)
     or its activation's name; None for probabilities, and for a model without kres's ``predictions`` layer."""
     try:
-        activation = model.get_layer("predictions").activation
+        activation = getattr(model.get_layer("predictions"), "activation", None)  # (a Softmax layer has none)
     except ValueError:
+        return None
+    if activation is None:
         return None
     name = getattr(activation, "__name__", str(activation))
     return None if name == "softmax" else ("logits" if name == "linear" else name)
@@ -163,6 +165,8 @@ def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta 
     facts = {"depth": lambda m: f"ResNet-{m.depth}", "variant": lambda m: m.variant, "stem": lambda m: f"{m.stem} stem",
              "input_shape": lambda m: "x".join(map(str, m.input_shape)),
              "labels": lambda m: f"{len(m.labels)} classes"}
+    if None in own.input_shape:  # a model of any size: its run's size is the one it is run at
+        del facts["input_shape"]
     differ = [name for name, text in facts.items() if text(found) != text(own)]
     if not differ:
         return found

@@ -166,9 +166,11 @@ def _absolute_path(field: str, value: str | None) -> str | None:
         return value
     from keras_resnet.weights import in_folder  # file formats: imported only when weights are given
 
-    # a run folder: its best.keras, which the config records; runs/latest as the run it names now (the new run
-    # becomes runs/latest, and its config named its own folder: neither the rerun nor --resume could start it)
-    return in_folder(os.path.realpath(fileio.absolute(value)) if Path(value).is_dir() else fileio.absolute(value))
+    # a run folder: its best.keras, which the config records. Links are followed: --weights runs/latest named the
+    # new run itself once it became runs/latest, so --resume could not start it (the same command is refused then,
+    # naming the --weights it began with)
+    path = fileio.absolute(value)
+    return in_folder(path if "://" in path else os.path.realpath(path))
 
 
 def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig]:
@@ -277,7 +279,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
         runlock.acquire(run_dir, stream)
     if recipe_warmup_asked:
         cfg = _warmup_begun_with(run_dir, cfg)
-    cfg = _as_resolved_before(run_dir, cfg, precision, resolve_xla(cfg.xla, placement))
+    cfg = _as_resolved_before(run_dir, cfg, precision, xla := resolve_xla(cfg.xla, placement))
     state = _check_existing_run(run_dir, cfg, data)
     # A checkpoint holds every weight: a run that has one needs --weights no more (the file may have moved).
     checkpointed = bool(state and (state.get("weights") or state.get("complete")))
@@ -288,7 +290,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     datasets = _load_data(cfg, data, run_dir, state)
     if state is not None and placement.is_chief:
         _say_moved_data(stream, run_dir, data)  # before its config.json records the new place
-    plan = _plan(cfg, placement, datasets, precision)
+    plan = _plan(cfg, placement, datasets, precision, xla)
     if state and state.get("complete") and state.get("steps") == plan.total_steps:
         _say(stream, f"{run_dir} already finished {epochs_text(cfg.epochs)} ({plan.total_steps} steps); nothing to "
                      "train")
@@ -365,7 +367,7 @@ def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | 
     return datasets
 
 
-def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str) -> _Plan:
+def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str, xla: bool) -> _Plan:
     steps_per_epoch = datasets.num_train // cfg.batch_size  # at least 1: load_datasets rejects a larger batch
     total_steps = steps_per_epoch * cfg.epochs
     peak_lr = scaled_learning_rate(cfg.lr, cfg.batch_size)
@@ -376,7 +378,7 @@ def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str) -> _
     if checkpoint_steps:
         checkpoint_steps = max(execution, checkpoint_steps - checkpoint_steps % execution)
     # JAX always compiles with XLA (its trainer runs eagerly without it); TensorFlow gains from it on accelerators.
-    return _Plan(precision=precision, xla=resolve_xla(cfg.xla, placement),
+    return _Plan(precision=precision, xla=xla,
                  steps_per_epoch=steps_per_epoch, total_steps=total_steps, peak_lr=peak_lr, schedule=schedule,
                  execution=execution, checkpoint_steps=checkpoint_steps,
                  freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names))

@@ -191,7 +191,8 @@ def test_a_damaged_tfds_record_file_is_one_line_not_skipped(tmp_path, deadline, 
             f"Error: the TFDS data is damaged: {line}: prepare the dataset again (tfds build) and pass its --tfds-dir"]
 
 
-def test_a_misspelt_dataset_a_prepared_variant_and_a_missing_tfds_dir_say_the_fix(tmp_path, deadline):
+def test_a_misspelt_dataset_a_prepared_variant_and_a_missing_tfds_dir_say_the_fix(tmp_path, deadline,
+                                                                                    monkeypatch):
     """'tf_flower' and 'TF_Flowers' were only "unknown dataset"; 'imagenette' beside a prepared
     imagenette/160px-v2 was "not prepared"; a --tfds-dir that does not exist was "not prepared in" it."""
     for typed in ("tf_flower", "TF_Flowers"):
@@ -206,3 +207,6 @@ def test_a_misspelt_dataset_a_prepared_variant_and_a_missing_tfds_dir_say_the_fi
         load_datasets(DataConfig(dataset="tf_flowers", tfds_dir=str(tmp_path / "nope"), image_size=SIZE))
     assert str(err.value) == (f"--tfds-dir {tmp_path / 'nope'} does not exist: pass the folder the dataset was "
                               "prepared in (tfds build --data_dir)")
+    monkeypatch.setenv("HOME", str(tmp_path))  # ~/ is the user's home: a folder there is found
+    with pytest.raises(KresError, match=r"^TFDS dataset 'tf_flowers' is not prepared in ~/imagenette "):
+        load_datasets(DataConfig(dataset="tf_flowers", tfds_dir="~/imagenette", image_size=SIZE))

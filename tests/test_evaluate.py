@@ -606,3 +606,25 @@ def test_classes_the_model_was_not_trained_on_say_how_many_more():
 
     with pytest.raises(KresError, match=r"^the data has classes m was not trained on \(c, d, e, f, g and 2 more\): "):
         outputs_of(["a", "b"], ["a", *"cdefghi"], "m", "fix")
+
+
+def test_a_logits_models_outputs_are_scored_as_their_softmax():
+    """A logits model (classifier_activation=None) was scored with the cross-entropy of its clipped logits."""
+    from keras_resnet import evaluate as ev
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], np.float32)
+
+    class Model:
+        def __init__(self, scores):
+            self.meta = SimpleNamespace(extra={"scores": scores} if scores else {})
+
+        def predict(self, images, batch_size):
+            return logits[:len(images)]
+
+    batches = tf.data.Dataset.from_tensor_slices((np.zeros((2, 4, 4, 3), np.float32), np.eye(3)[[0, 2]])).batch(2)
+    (soft, plain), labels, _ = ev._run([Model("logits"), Model(None)], batches, 2, 2, None)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(soft, expected, rtol=1e-6)
+    np.testing.assert_array_equal(plain, logits)  # probabilities already: as they are
+    metrics = ev.compute_metrics(soft, labels, ["a", "b", "c"])
+    assert metrics.loss == pytest.approx(-np.mean(np.log([expected[0, 0], expected[1, 2]])), rel=1e-6)

@@ -861,6 +861,8 @@ def test_a_meta_json_of_another_model_beside_a_keras_file_is_refused(tmp_path):
         load_predictor(run / "tuned.keras")  # kres predict and evaluate
     assert str(err.value) == expected
     assert load_predictor(run / "best.keras").labels == [str(i) for i in range(10)]  # its own model: as before
+    resnet(18, num_classes=10, input_shape=(None, None, 3)).save(run / "any.keras")  # any size: run at the run's
+    assert load_predictor(run / "any.keras").labels == [str(i) for i in range(10)]
 
 
 def test_a_model_of_any_image_size_is_one_line_at_export(tmp_path):
@@ -893,9 +895,12 @@ def test_a_runs_moved_tfds_data_is_found_with_tfds_dir(tmp_path, capsys):
         **run, "dataset": "cifar10", "tfds_dir": moved}
     assert ex.moved_data(run, ex.ExportConfig(source="r", output="o")) == run  # nothing given: the run's own
     folders = {**run, "dataset": None, "data_dir": "/photos", "tfds_dir": None}
-    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives, and the model was not trained on a "
-                                        r"TFDS dataset: name one with --dataset$"):
+    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives, and the model's run did not read a "
+                                        r"TFDS dataset \(or none is recorded\): name one with --dataset$"):
         ex.moved_data(folders, ex.ExportConfig(source="r", output="o", tfds_dir=moved))
+    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives, and --dataset digits is built in: "
+                                        r"drop --tfds-dir$"):  # it was ignored
+        ex.moved_data(run, ex.ExportConfig(source="r", output="o", dataset="digits", tfds_dir=moved))
     assert main(["export", str(tmp_path), "-o", str(tmp_path / "out"), "--tfds-dir", moved, "--data-dir",
                  str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [

@@ -405,6 +405,8 @@ def test_a_run_or_export_folder_as_weights_is_its_model_and_an_empty_one_says_wh
     (tmp_path / "latest").symlink_to("run")
     cfg, _, _ = resolve(TrainConfig(depth=18, weights=str(tmp_path / "latest")), DataConfig())
     assert cfg.weights == os.path.realpath(run / "best.keras")
+    cfg, _, _ = resolve(TrainConfig(depth=18, weights=str(tmp_path / "latest" / "best.keras")), DataConfig())
+    assert cfg.weights == os.path.realpath(run / "best.keras")  # the file through the link, too
     (run / "best.keras").unlink()
     assert kw.in_folder(str(run)) == str(run / "last.keras")
     # Another file of the same folder typed is another start (a folder that is gone or moved is let go by
