@@ -167,8 +167,8 @@ def _absolute_path(field: str, value: str | None) -> str | None:
     from keras_resnet.weights import in_folder  # file formats: imported only when weights are given
 
     # a run folder: its best.keras, which the config records. Links are followed: --weights runs/latest named the
-    # new run itself once it became runs/latest, so --resume could not start it (the same command is refused then,
-    # naming the --weights it began with)
+    # new run itself once it became runs/latest, so --resume could not start it (nor the same command: see
+    # _as_resolved_before)
     path = fileio.absolute(value)
     return in_folder(path if "://" in path else os.path.realpath(path))
 
@@ -222,13 +222,23 @@ def resolve_xla(xla: bool | None, placement: Placement) -> bool:
 def _as_resolved_before(run_dir: Path, cfg: TrainConfig, precision: str, xla: bool) -> TrainConfig:
     """The run's own ``--precision`` and ``--xla`` where the typed ones come to what the run resolved them to:
     ``--precision float32`` (or ``--no-xla``) restated for a run that left them to kres, which chose float32 (XLA
-    off) here, is that run; it was refused as "other settings ('auto' -> 'float32')"."""
+    off) here, is that run; it was refused as "other settings ('auto' -> 'float32')". And its own ``--weights``
+    where the typed ones are in the run itself: ``--weights runs/latest``, rerun once the run became runs/latest."""
     saved = runs.read_config(run_dir) or {}
     typed, resolved = saved.get("train") or {}, saved.get("resolved") or {}
     now = {"precision": precision, "xla": xla}
     same = {key: typed[key] for key in now
             if key in typed and typed[key] != getattr(cfg, key) and key in resolved and resolved[key] == now[key]}
+    if typed.get("weights") not in (None, cfg.weights) and _inside(cfg.weights, run_dir):
+        same["weights"] = typed["weights"]
     return dataclasses.replace(cfg, **same)
+
+
+def _inside(path: str | None, folder: Path) -> bool:
+    """Whether ``path`` (a local file or folder) is ``folder`` or in it."""
+    if path is None or "://" in path:
+        return False
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
 def _json_number(value: float) -> float | None:

@@ -578,6 +578,27 @@ def test_restating_what_kres_chose_for_a_run_is_that_run(tmp_path):
     assert _check_existing_run(tmp_path, left, data) == {"steps": 0}
 
 
+def test_the_same_command_with_weights_runs_latest_reruns_once_the_run_is_runs_latest(tmp_path, capsys, monkeypatch):
+    """`kres train --weights runs/latest --output runs/B`, stopped and run again: runs/latest was B by then, and the
+    rerun was "other settings (train.weights: '.../A/best.keras' -> '.../B/best.keras')"; --resume could not start
+    it either (the link was recorded: "runs/latest/best.keras does not exist" once B had none)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "A").mkdir(parents=True)
+    resnet(18, num_classes=10, input_shape=(32, 32, 3)).save(tmp_path / "runs" / "A" / "best.keras")
+    (tmp_path / "runs" / "latest").symlink_to("A")
+    args = ["--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "2", "--weights",
+            "runs/latest", "--output", "runs/B"]
+    code, err = _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *args)
+    assert code == 130 and os.readlink(tmp_path / "runs" / "latest") == "B", err
+    started = json.loads((tmp_path / "runs" / "B" / "config.json").read_text())["train"]["weights"]
+    assert started == os.path.realpath(tmp_path / "runs" / "A" / "best.keras")  # the run linked, not the link
+    assert (tmp_path / "runs" / "B" / "best.keras").is_file()  # so runs/latest names B's own model now
+    code, err = _kres(capsys, *args)
+    assert code == 0, err
+    assert [line.split()[1] for line in err if line.startswith("Epoch ")] == ["2/2"]  # resumed, not refused
+    assert json.loads((tmp_path / "runs" / "B" / "config.json").read_text())["train"]["weights"] == started
+
+
 def test_a_default_run_folder_taken_in_the_same_second_gets_a_number(tmp_path, monkeypatch):
     """Two trainings started in the same second took the same folder, and the second was refused."""
     from keras_resnet import train as train_module
