@@ -867,6 +867,11 @@ def _tfds_builder(cfg: DataConfig):
     return builder
 
 
+def _tfds_base(name: str) -> str:
+    """The dataset of a TFDS name, without its config and version: 'imagenette' of 'imagenette/160px-v2:1.0.0'."""
+    return name.split("/")[0].split(":")[0]
+
+
 def _did_you_mean(name: str) -> str:
     """" (did you mean 'tf_flowers'?)" for a TFDS name a letter or a case away ('tf_flower', 'TF_Flowers'), else "".
     Listing TFDS's datasets takes a few seconds: done on this error only."""
@@ -874,7 +879,7 @@ def _did_you_mean(name: str) -> str:
 
     import tensorflow_datasets as tfds
 
-    base = name.split("/")[0].split(":")[0]
+    base = _tfds_base(name)
     try:
         close = difflib.get_close_matches(base.lower(), tfds.list_builders(), n=1)
     except Exception:  # a broken registry must not hide the error being said
@@ -885,7 +890,7 @@ def _did_you_mean(name: str) -> str:
 def _prepared_variants(root: Path, name: str) -> list[str]:
     """The configs of ``name``'s dataset that are prepared under ``root`` (``imagenette/160px-v2`` where
     ``imagenette``, whose default config is 320px-v2, was asked for): ROOT/NAME/CONFIG/VERSION/dataset_info.json."""
-    base = name.split("/")[0].split(":")[0]
+    base = _tfds_base(name)
     found = {f"{base}/{info.parent.parent.name}" for info in (root / base).glob("*/*/dataset_info.json")}
     return sorted(variant for variant in found if variant != name)
 

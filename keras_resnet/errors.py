@@ -60,12 +60,13 @@ def damaged_records(err: BaseException) -> str | None:
     first = text.strip().splitlines()[0] if text.strip() else ""
     detail = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", first)
     if name == "DataLossError" and ("truncated record" in text or "corrupted record" in text):
-        return (f"the TFDS data is damaged: a record file is cut short ({detail}): prepare the dataset again (tfds "
-                "build) and pass its --tfds-dir")
-    if name == "NotFoundError" and ".tfrecord" in text:
-        return (f"the TFDS data is damaged: a record file is missing ({detail}): prepare the dataset again (tfds "
-                "build) and pass its --tfds-dir")
-    return None
+        what = "cut short"
+    elif name == "NotFoundError" and ".tfrecord" in text:
+        what = "missing"
+    else:
+        return None
+    return (f"the TFDS data is damaged: a record file is {what} ({detail}): prepare the dataset again (tfds build) "
+            "and pass its --tfds-dir")
 
 
 def onednn_kernel_missing(err: BaseException, environ=os.environ) -> str | None:

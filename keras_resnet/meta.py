@@ -142,13 +142,17 @@ def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix:
     return None if list(data_classes) == list(labels) else [labels.index(name) for name in data_classes]
 
 
+def meta_path(model_path: str | os.PathLike) -> Path | None:
+    """Where the ``meta.json`` that travels with a model file or directory is, or None."""
+    path = Path(model_path)
+    return next((candidate for candidate in (path / META_FILENAME, path.parent / META_FILENAME)
+                 if candidate.is_file()), None)
+
+
 def find_meta(model_path: str | os.PathLike) -> ModelMeta | None:
     """The ``meta.json`` that travels with a model file or directory, or None."""
-    path = Path(model_path)
-    for candidate in (path / META_FILENAME, path.parent / META_FILENAME):
-        if candidate.is_file():
-            return ModelMeta.load(candidate)
-    return None
+    path = meta_path(model_path)
+    return ModelMeta.load(path) if path is not None else None
 
 
 def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta | None:
@@ -171,11 +175,10 @@ def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta 
     if not differ:
         return found
     path = Path(model_path)
-    where = path / META_FILENAME if (path / META_FILENAME).is_file() else path.parent / META_FILENAME
     theirs = ", ".join(facts[name](found) for name in differ)
     mine = ", ".join(facts[name](own) for name in differ)
-    raise KresError(f"{where} describes another model ({theirs}) than {path.name} ({mine}): put {path.name} in a "
-                    "folder of its own, or with the meta.json of the run that made it")
+    raise KresError(f"{meta_path(path)} describes another model ({theirs}) than {path.name} ({mine}): put "
+                    f"{path.name} in a folder of its own, or with the meta.json of the run that made it")
 
 
 def _as_list(value) -> list[float]:
