@@ -349,6 +349,21 @@ def data_name(data: DataConfig | Mapping) -> str:
     return DIGITS if is_builtin_digits(data) else get("dataset")
 
 
+def is_builtin(dataset: str | None) -> bool:
+    """Whether a ``--dataset`` name is one kres makes itself (no TFDS folder to read it from)."""
+    return dataset in (DIGITS, SYNTHETIC)
+
+
+def recorded_tfds_dataset(recorded: Mapping | None) -> str:
+    """The TFDS dataset a run read, from its recorded data config: what ``--tfds-dir`` given alone (where that
+    dataset lives now) reads."""
+    if not recorded or recorded.get("data_dir") or recorded.get("dataset") is None or is_builtin(
+            recorded.get("dataset")):
+        raise KresError("--tfds-dir says where TFDS data lives, and the model's run did not read a TFDS dataset "
+                        "(or none is recorded): name one with --dataset")
+    return recorded["dataset"]
+
+
 def eval_resize(data: DataConfig | Mapping) -> str:
     """How evaluation (and so predict and an app) resizes an image for a model trained on ``data``."""
     return FULL_FRAME if is_builtin_digits(data) else CENTER_CROP

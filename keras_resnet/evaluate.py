@@ -257,7 +257,7 @@ def _image_size(cfg: EvalConfig, predictors: list[Predictor], recorded: int | No
 
 def data_config(cfg: EvalConfig, predictors: list[Predictor]):
     """The ``DataConfig`` to evaluate on (no augmentation; the validation split is what is read)."""
-    from keras_resnet.data import DIGITS, SYNTHETIC, DataConfig
+    from keras_resnet.data import DataConfig, recorded_tfds_dataset
 
     names = {f.name for f in dataclasses.fields(DataConfig)}
     if cfg.has_data_option:
@@ -268,9 +268,7 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
         except KresError:
             recorded = {}
         if "dataset" not in given and "data_dir" not in given:  # --tfds-dir alone: where the run's TFDS data is
-            if recorded.get("data_dir") or recorded.get("dataset") in (None, DIGITS, SYNTHETIC):
-                raise KresError("--tfds-dir says where TFDS data lives: name the dataset with --dataset")
-            given["dataset"] = recorded["dataset"]
+            given["dataset"] = recorded_tfds_dataset(recorded)
         base = {"dataset": None, "data_dir": None, "tfds_dir": None, **given}
         # The training run's split (seed, val_split) keeps its validation images unseen: kept for its own data,
         # and for any image folder when it trained on one (the folder may have moved).

@@ -205,17 +205,16 @@ def moved_data(data_config: dict | None, cfg: ExportConfig) -> dict | None:
     which export did not have)."""
     if cfg.data_dir is None and cfg.dataset is None and cfg.tfds_dir is None:
         return data_config
+    from keras_resnet.data import DIGITS, is_builtin, recorded_tfds_dataset
+
     tfds_dir = {"tfds_dir": fileio.absolute(cfg.tfds_dir)} if cfg.tfds_dir is not None else {}
-    if tfds_dir and cfg.dataset in ("digits", "synthetic"):
+    if tfds_dir and is_builtin(cfg.dataset):
         raise KresError(f"--tfds-dir says where TFDS data lives, and --dataset {cfg.dataset} is built in: drop "
                         "--tfds-dir")
     if cfg.data_dir is None and cfg.dataset is None:  # --tfds-dir alone: the run's own TFDS dataset, read from there
-        if not data_config or data_config.get("data_dir") or data_config.get("dataset") in (None, "digits",
-                                                                                          "synthetic"):
-            raise KresError("--tfds-dir says where TFDS data lives, and the model's run did not read a TFDS dataset "
-                            "(or none is recorded): name one with --dataset")
+        recorded_tfds_dataset(data_config)
         return {**data_config, **tfds_dir}
-    builtin = cfg.dataset == "digits" and cfg.data_dir is None
+    builtin = cfg.dataset == DIGITS and cfg.data_dir is None
     # absolute, as train keeps it: the exported meta.json is read from other folders
     return {**(data_config or {}), "data_dir": fileio.absolute(cfg.data_dir),
             "dataset": None if builtin else cfg.dataset, **tfds_dir}
@@ -551,7 +550,8 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
         from keras_resnet.data import eval_resize
 
         meta = replace(meta, extra={**meta.extra, RESIZE_KEY: eval_resize(source.data_config)})
-    data_cfg = data_config_for(replace(source, data_config=moved_data(source.data_config, cfg)), meta)
+    source = replace(source, data_config=moved_data(source.data_config, cfg))  # meta.json records it too
+    data_cfg = data_config_for(source, meta)
     meta = meta if found is not None else _labels_from_data(meta, data_cfg, source.model_path, say)
     another = _another_model(out_dir, source.model_path, meta)
     return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, another=another)
@@ -661,7 +661,7 @@ def _keras_reference(job: _Job, heldout, report: dict) -> None:
 
 
 def _write_meta(job: _Job) -> list[Path]:
-    exported_meta(job.meta, moved_data(job.source.data_config, job.cfg)).save(job.out_dir)
+    exported_meta(job.meta, job.source.data_config).save(job.out_dir)
     fileio.write_text(job.out_dir / "labels.txt", "".join(f"{label}\n" for label in job.meta.labels))
     return [job.out_dir / "meta.json", job.out_dir / "labels.txt"]
 

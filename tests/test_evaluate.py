@@ -392,7 +392,8 @@ def test_data_options_replace_only_what_they_name_in_the_runs_data(tmp_path):
     assert evaluated_on(dataset="svhn_cropped") == ("svhn_cropped", None, None, 0, 0.2)
     (tmp_path / "config.json").write_text(json.dumps({"data": {**run, "dataset": None, "data_dir": "/gone/pets"}}))
     assert evaluated_on(data_dir="/moved/pets") == (None, "/moved/pets", "/data/tfds", 7, 0.3)
-    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives: name the dataset with --dataset$"):
+    with pytest.raises(KresError, match=r"^--tfds-dir says where TFDS data lives, and the model's run did not read a "
+                                        r"TFDS dataset \(or none is recorded\): name one with --dataset$"):
         evaluated_on(tfds_dir="/new/tfds")
 
 
