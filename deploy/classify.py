@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import json
 import os
 import platform
@@ -25,8 +26,13 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+try:
+    import numpy as np
+    from PIL import Image, ImageOps
+except ImportError as missing:  # a fresh device: one line, not a traceback (exit status 2, as any other error)
+    print(f"Error: classify.py needs numpy and Pillow, and {missing.name or missing} cannot be imported: "
+          "pip install pillow numpy", file=sys.stderr)
+    sys.exit(2)
 
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 CROP_FRACTION = 0.875  # the evaluation preprocessing of training: resize the shorter side, centre crop 0.875
@@ -37,16 +43,26 @@ RUNTIME_NOISE = re.compile(r"INFO: |WARNING: All log messages before absl::Initi
                            r".*\(303\)")
 
 
+class MissingRuntime(Exception):
+    """None of the runtimes classify.py runs with can be imported."""
+
+
 def _interpreter_api():
-    """(Interpreter class, load_delegate) from the first runtime that is installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
-    except ImportError:
+    """(Interpreter class, load_delegate) from the first runtime that is installed; MissingRuntime, saying what to
+    install, where there is none."""
+    for package in ("ai_edge_litert", "tflite_runtime"):
         try:
-            from tflite_runtime.interpreter import Interpreter, load_delegate
+            api = importlib.import_module(f"{package}.interpreter")
         except ImportError:
-            return _tensorflow_api()
-    return Interpreter, load_delegate
+            continue
+        return api.Interpreter, api.load_delegate
+    try:
+        return _tensorflow_api()
+    except ImportError as err:
+        detail = "" if err.name == "tensorflow" else f"; TensorFlow's import failed: {str(err).strip().splitlines()[0]}"
+        raise MissingRuntime("no TFLite runtime is installed (classify.py runs with ai-edge-litert, tflite-runtime "
+                             f"or tensorflow{detail}): pip install ai-edge-litert (or tflite-runtime where "
+                             "ai-edge-litert has no wheel)") from None
 
 
 def _tensorflow_api():
@@ -360,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         interpreter, device, model_path = make_interpreter(args.model, False if args.cpu else None)
     except (ValueError, RuntimeError) as err:
         print(f"Error: {interpreter_problem(args.model, err)}", file=sys.stderr)
+        return 2
+    except MissingRuntime as err:
+        print(f"Error: {err}", file=sys.stderr)
         return 2
     card = read_card(model_path)
     found = read_labels(model_path, card)

@@ -160,6 +160,37 @@ def test_tensorflow_fallback_prints_none_of_its_start_up_lines(model, tmp_path):
     assert result.stderr.endswith("): export it again\n") and result.stderr.count("\n") == 1, result.stderr
 
 
+def _run_without(tmp_path: Path, missing: dict[str, str]) -> subprocess.CompletedProcess:
+    """classify.py run on a .tflite file and an image where each module of ``missing`` fails to import with its
+    error (modules first on PYTHONPATH that raise it): a fresh device, without importing TensorFlow."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(exist_ok=True)
+    for name, error in missing.items():
+        (hidden / f"{name}.py").write_text(f"raise {error}\n")
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"")  # never read: the runtime is looked for first
+    env = {**os.environ, "PYTHONPATH": str(hidden)}
+    return subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(model), "img.png"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_missing_runtime_or_pillow_is_one_line_saying_what_to_install(tmp_path):
+    """On a fresh device, with no runtime installed, classify.py printed three chained tracebacks ending in
+    "No module named 'tensorflow'" (exit status 1); without Pillow, a traceback ending in "No module named 'PIL'"."""
+    no_runtime = {"ai_edge_litert": 'ImportError("hidden by the test")',
+                  "tflite_runtime": 'ImportError("hidden by the test")',
+                  "tensorflow": "ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')"}
+    result = _run_without(tmp_path, no_runtime)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("Error: no TFLite runtime is installed (classify.py runs with ai-edge-litert, "
+                             "tflite-runtime or tensorflow): pip install ai-edge-litert (or tflite-runtime where "
+                             "ai-edge-litert has no wheel)\n")
+    result = _run_without(tmp_path, {"PIL": "ModuleNotFoundError(\"No module named 'PIL'\", name='PIL')"})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("Error: classify.py needs numpy and Pillow, and PIL cannot be imported: pip install "
+                             "pillow numpy\n")
+
+
 def test_the_quieted_runtime_passes_real_errors_and_warnings_on(classify, capfd):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
