@@ -346,6 +346,12 @@ def skip_reason(path: Path, err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def ranked_classes(probs: np.ndarray) -> np.ndarray:
+    """Class indices best first: the higher score first and, where scores tie (common in an int8 model's output),
+    the lower class index first, the order ``kres predict`` gives."""
+    return np.argsort(-probs, kind="stable")
+
+
 def show(interpreter, path: Path, card: dict, labels: list[str], top_k: int) -> bool:
     """Print one image's top classes and its invoke time (or, on stderr, why it was skipped); whether it was read."""
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
@@ -355,7 +361,7 @@ def show(interpreter, path: Path, card: dict, labels: list[str], top_k: int) -> 
         print(f"skipped: {path}: {skip_reason(path, err)}", file=sys.stderr)
         return False
     probs, seconds = classify(interpreter, pixels)
-    top = np.argsort(probs)[::-1][:top_k]
+    top = ranked_classes(probs)[:top_k]
     ranked = ", ".join(f"{labels[i] if i < len(labels) else i} {probs[i]:.3f}" for i in top)
     print(f"{path}: {ranked} (invoke {seconds * 1000:.2f} ms)")
     return True

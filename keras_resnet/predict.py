@@ -118,7 +118,8 @@ def _trained_on_digits(predictor: Predictor) -> bool:
 
 
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[Prediction]]:
-    """The k best classes per row, best first; ties keep the lower class index first."""
+    """The k best classes per row, best first: the higher score first and, where scores tie (common in an int8
+    model's output), the lower class index first, the order ``deploy/classify.py`` gives."""
     probs = np.asarray(probs)
     k = min(k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]

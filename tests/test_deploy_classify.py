@@ -259,6 +259,32 @@ def test_each_images_time_is_the_invoke_alone_after_a_warm_up(classify, model, m
     assert interpreter.invokes == 3  # one warm-up, untimed, and one an image
 
 
+class _TiedInterpreter(_TimedInterpreter):
+    """An int8 model's output that scores the first and the last class the same, 99/256 = 0.38671875."""
+
+    def get_output_details(self):
+        return [{"index": 1, "shape": np.array([1, 3]), "dtype": np.uint8, "quantization": (1 / 256, 0)}]
+
+    def get_tensor(self, index):
+        return np.array([[99, 58, 99]], np.uint8)
+
+
+def test_tied_scores_rank_the_lower_class_index_first_as_kres_predict_does(classify, tmp_path, monkeypatch, capsys):
+    """classify.py ranked trïangle before circle where kres predict ranked circle first: top-1 disagreed."""
+    clock = _Clock()
+    interpreter = _TiedInterpreter(clock)
+    monkeypatch.setattr(classify, "time", clock)
+    monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
+    monkeypatch.setattr(classify, "load_image", lambda path, height, width, resize: np.zeros((4, 4, 3), np.float32))
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"")  # never read: the interpreter is the fake one
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    (tmp_path / "labels.txt").write_text("circle\nsquare\ntrïangle\n")
+    assert classify.main([str(model), "a.png"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == ("a.png: circle 0.387, trïangle 0.387, square 0.227 "
+                                                       "(invoke 2.00 ms)")
+
+
 def test_a_folder_given_as_an_image_says_how_to_pass_its_images(classify, model, tmp_path, capsys):
     """A folder gave "[Errno 21] Is a directory"; and where no image could be read the exit status was 1 (kres
     predict's is 2; 1 is for some images skipped)."""

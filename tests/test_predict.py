@@ -110,6 +110,16 @@ def test_predict_top_k_with_labels_from_meta(tmp_path, monkeypatch):
     assert len(pr.predict(pr.PredictConfig("m", [str(tmp_path / "dark.png")], top_k=9))[0].predictions) == 4
 
 
+def test_tied_scores_rank_the_lower_class_index_first_as_classify_does():
+    """An int8 model scored circle and trïangle the same: kres predict and deploy/classify.py put them in other
+    orders (their top-1 disagreed); both put the lower class index first."""
+    scores = np.array([[0.38671875, 0.2265625, 0.38671875], [0.25, 0.5, 0.25]], np.float32)
+    ranked = pr.top_k(scores, ["circle", "square", "trïangle"], 3)
+    assert [[(p.label, p.index, p.score) for p in row] for row in ranked] == [
+        [("circle", 0, 0.38671875), ("trïangle", 2, 0.38671875), ("square", 1, 0.2265625)],
+        [("square", 1, 0.5), ("circle", 0, 0.25), ("trïangle", 2, 0.25)]]
+
+
 def test_bad_image_is_refused_before_the_model_loads(tmp_path, monkeypatch):
     (tmp_path / "ok.png").write_bytes(b"")
     loaded = []
