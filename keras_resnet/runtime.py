@@ -243,8 +243,9 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
         model_path = runs.folder_model(path)  # a run's best.keras or last.keras, or an export's model.keras
         if model_path is not None:
             return _load_keras(model_path)
-        raise KresError(runs.no_model_yet(path) or f"{path} holds no model ({', '.join(runs.FOLDER_MODELS)} or "
-                        "saved_model.pb): pass a run or export folder, or a model file")
+        raise KresError(runs.no_model_yet(path) or _only_tflite(path) or f"{path} holds no model "
+                        f"({', '.join(runs.FOLDER_MODELS)} or saved_model.pb): pass a run or export folder, or a "
+                        "model file")
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return _load_keras(path)
@@ -255,6 +256,20 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
         return _load_savedmodel(path.parent)
     raise KresError(f"{path} is not a model kres can run: pass a .keras, .tflite, SavedModel directory or run "
                     "directory")
+
+
+def _only_tflite(folder: Path) -> str | None:
+    """Where ``folder`` (an export folder of --tflite models alone) holds .tflite files and no Keras model or
+    SavedModel: which to pass instead, one that runs on the CPU (not an ``_edgetpu`` one) where there is one."""
+    models = sorted(path.name for path in folder.glob("*.tflite") if path.is_file())
+    if not models:
+        return None
+    example = next((name for name in models if not name.endswith("_edgetpu.tflite")), models[0])
+    if len(models) == 1:
+        return (f"{folder} holds no Keras model or SavedModel, only the TFLite model {example}: pass that file, "
+                f"{folder / example}")
+    return (f"{folder} holds no Keras model or SavedModel, only TFLite models ({', '.join(models)}): pass one of "
+            f"them, e.g. {folder / example}")
 
 
 def _load_keras(path: Path) -> KerasPredictor:

@@ -189,6 +189,23 @@ def test_zip_that_is_not_a_keras_model(tmp_path):
         load_predictor(tmp_path / "z.keras")
 
 
+def test_a_folder_of_tflite_models_alone_names_them(tmp_path):
+    """An export folder of .tflite models alone "holds no model (best.keras, ...): pass a run or export folder"."""
+    (tmp_path / "model_int8_edgetpu.tflite").write_bytes(b"")
+    with pytest.raises(KresError) as raised:
+        load_predictor(tmp_path)
+    assert str(raised.value) == (f"{tmp_path} holds no Keras model or SavedModel, only the TFLite model "
+                                 f"model_int8_edgetpu.tflite: pass that file, {tmp_path / 'model_int8_edgetpu.tflite'}")
+    (tmp_path / "model_int8.tflite").write_bytes(b"")
+    (tmp_path / "model_float32.tflite").write_bytes(b"")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(KresError) as raised:
+        load_predictor(tmp_path)
+    assert str(raised.value) == (f"{tmp_path} holds no Keras model or SavedModel, only TFLite models "
+                                 "(model_float32.tflite, model_int8.tflite, model_int8_edgetpu.tflite): pass one of "
+                                 f"them, e.g. {tmp_path / 'model_float32.tflite'}")
+
+
 def test_run_dir_without_model_and_missing_path(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(KresError, match="holds no model"):
