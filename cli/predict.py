@@ -10,8 +10,9 @@ from kres.options import MIN_IMAGE_SIZE, PathType, Whole
 
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
-                    "dir. Images: any format Pillow reads; they are resized and centre-cropped as in evaluation. An "
-                    "image that cannot be read is skipped with a line on stderr, and the exit status is 1.")
+                    "dir. Images: any format Pillow reads, or a folder (its JPEG, PNG, BMP, GIF, TIFF and WebP files, "
+                    "by name; not its sub-folders); they are resized and centre-cropped as in evaluation. An image "
+                    "that cannot be read is skipped with a line on stderr, and the exit status is 1.")
 @click.argument("model", type=PathType())
 @click.argument("images", nargs=-1, required=True, type=PathType())
 @click.option("--top-k", type=Whole(min=1), default=5, show_default=True)

@@ -5,7 +5,9 @@ Uses the Edge TPU (libedgetpu delegate) when one is attached and the model was c
 to the CPU LiteRT interpreter otherwise. Needs only numpy, Pillow and one of ai-edge-litert / tflite-runtime /
 tensorflow; it does not import keras_resnet, so it runs on a Coral Dev Board as is.
 
-    python3 classify.py model_int8_edgetpu.tflite image.jpg [more.jpg ...] [--top-k 3]
+    python3 classify.py model_int8_edgetpu.tflite image.jpg [more.jpg | photos/ ...] [--top-k 3]
+
+A folder stands for its images: its JPEG, PNG, BMP, GIF, TIFF and WebP files, sorted by name (not its sub-folders).
 
 labels.txt and the model card (<model>.card.json) are read from the model's folder.
 """
@@ -35,6 +37,8 @@ except ImportError as missing:  # a fresh device: one line, not a traceback (exi
     sys.exit(2)
 
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+# The files of a folder given that are taken as its images, as kres predict takes them (keras_resnet.data's list)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CROP_FRACTION = 0.875  # the evaluation preprocessing of training: resize the shorter side, centre crop 0.875
 # What the runtimes print on descriptor 2 whatever their log level: LiteRT's INFO lines, and TensorFlow's start-up
 # notes, logged before absl's logging is set up (cuInit's error 303: no NVIDIA driver, i.e. a CPU machine)
@@ -338,10 +342,26 @@ def interpreter_problem(model: Path, err: Exception) -> str:
     return f"{model} is not a valid TFLite model ({str(err).strip().splitlines()[0]}): export it again"
 
 
+def folder_images(paths: list[Path]) -> list[Path]:
+    """The images to classify, a folder given standing for its image files as ``kres predict`` takes it: those
+    directly inside it whose extension is an image format's (other files, hidden ones and sub-folders are passed
+    over), sorted by name; a folder that holds none stays, to be skipped with why."""
+    images = []
+    for path in paths:
+        inside = []
+        if path.is_dir():
+            inside = sorted(entry for entry in path.iterdir() if not entry.name.startswith(".")
+                            and entry.name.lower().endswith(IMAGE_EXTENSIONS) and not entry.is_dir())
+        images.extend(inside or [path])
+    return images
+
+
 def skip_reason(path: Path, err: Exception) -> str:
-    """One line: why an image cannot be read (missing, a folder, not an image, truncated, too large)."""
+    """One line: why an image cannot be read (missing, a folder without images, not an image, truncated, too
+    large)."""
     if path.is_dir():
-        return f"is a folder, not an image: pass its images with a shell glob, e.g. {path / '*.jpg'}"
+        return ("holds no images (JPEG, PNG, BMP, GIF, TIFF or WebP files directly inside it): pass image files, or "
+                "a folder of them")
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -370,7 +390,8 @@ def show(interpreter, path: Path, card: dict, labels: list[str], top_k: int) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
-    parser.add_argument("images", type=Path, nargs="+")
+    parser.add_argument("images", type=Path, nargs="+",
+                        help="Image files, or folders of them (their images, by name; not their sub-folders).")
     parser.add_argument("--top-k", type=_positive, default=3, help="How many classes to show per image.")
     parser.add_argument("--cpu", action="store_true", help="Do not try the Edge TPU.")
     args = parser.parse_args(argv)
@@ -395,12 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     for note in missing_notes(model_path, card, found, source, outputs):
         print(f"note: {note}", file=sys.stderr)
     warm_up(interpreter)
-    read = sum(show(interpreter, path, card, labels, args.top_k) for path in args.images)
+    images = folder_images(args.images)
+    read = sum(show(interpreter, path, card, labels, args.top_k) for path in images)
     if read == 0:  # as kres predict: exit status 2 where no image could be read, 1 where some could not
         print("Error: none of the images given could be read (each is named above, with why): pass image files "
               "(JPEG, PNG, BMP, GIF, TIFF, WebP)", file=sys.stderr)
         return 2
-    return 1 if read < len(args.images) else 0
+    return 1 if read < len(images) else 0
 
 
 if __name__ == "__main__":

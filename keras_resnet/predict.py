@@ -142,15 +142,17 @@ def _model_size(predictor: Predictor, explicit: int | None) -> int:
 
 
 def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> list[ImagePredictions]:
-    """Top-k predictions for each image in ``cfg.images``, in order. An image that cannot be read is skipped, its
+    """Top-k predictions for each image in ``cfg.images``, in order (a folder: its images, see
+    :func:`folder_images`). An image that cannot be read is skipped, its
     entry saying why; when none can be, that is the error. ``say`` gets a note where the model's classes have no
     names (no meta.json travels with it)."""
     if not cfg.images:
         raise KresError("no images given: pass one or more image files")
     if cfg.top_k < 1:
         raise KresError(f"--top-k must be 1 or more, got {cfg.top_k}")
-    unreadable = _unreadable(cfg.images)  # every file is checked before the model loads
-    readable = [path for path in dict.fromkeys(cfg.images) if path not in unreadable]  # a file named twice: once
+    images, unreadable = folder_images(cfg.images)  # a folder: its images
+    unreadable.update(_unreadable([path for path in images if path not in unreadable]))  # before the model loads
+    readable = [path for path in dict.fromkeys(images) if path not in unreadable]  # a file named twice: once
     if not readable:  # (a file named twice is one entry of unreadable)
         raise _none_can_be_read(list(unreadable.values()))
     results = {path: ImagePredictions(str(path), error=error) for path, error in unreadable.items()}
@@ -180,10 +182,30 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
             probs = predictor.predict(np.stack(list(prepared.values())), batch_size=cfg.batch_size)
             results.update((p, ImagePredictions(str(p), preds))
                            for p, preds in zip(prepared, top_k(probs, labels, cfg.top_k)))
-    named = list(dict.fromkeys(cfg.images))  # (a file named twice is one image)
+    named = list(dict.fromkeys(images))  # (a file named twice is one image)
     if all(results[path].error for path in named):  # truncated, every one
         raise _none_can_be_read([results[path].error for path in named])
-    return [results[path] for path in cfg.images]
+    return [results[path] for path in images]
+
+
+def folder_images(paths: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The images to predict, a folder given standing for its image files as ``deploy/classify.py`` takes it: those
+    directly inside it whose extension is an image format's (other files, hidden ones and sub-folders are passed
+    over), sorted by name; and why each folder that holds none is skipped."""
+    from keras_resnet.data import IMAGE_EXTENSIONS
+
+    images, empty = [], {}
+    for path in paths:
+        if not os.path.isdir(path):
+            images.append(path)
+            continue
+        inside = sorted(entry.name for entry in os.scandir(path) if not entry.name.startswith(".")
+                        and entry.name.lower().endswith(IMAGE_EXTENSIONS) and not entry.is_dir())
+        images.extend([os.path.join(path, name) for name in inside] or [path])
+        if not inside:
+            empty[path] = (f"{path} holds no images (JPEG, PNG, BMP, GIF, TIFF or WebP files directly inside it): "
+                           "pass image files, or a folder of them")
+    return images, empty
 
 
 def _none_can_be_read(errors: list[str]) -> KresError:

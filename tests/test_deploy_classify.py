@@ -285,9 +285,10 @@ def test_tied_scores_rank_the_lower_class_index_first_as_kres_predict_does(class
                                                        "(invoke 2.00 ms)")
 
 
-def test_a_folder_given_as_an_image_says_how_to_pass_its_images(classify, model, tmp_path, capsys):
+def test_a_folder_without_images_says_how_to_pass_images(classify, model, tmp_path, capsys):
     """A folder gave "[Errno 21] Is a directory"; and where no image could be read the exit status was 1 (kres
-    predict's is 2; 1 is for some images skipped)."""
+    predict's is 2; 1 is for some images skipped). A folder stands for its images now: one without any is
+    skipped."""
     photos = tmp_path / "photos"
     photos.mkdir()
     assert classify.main([str(model), str(photos), "--cpu"]) == 2
@@ -296,15 +297,37 @@ def test_a_folder_given_as_an_image_says_how_to_pass_its_images(classify, model,
     assert captured.err.splitlines() == [
         "note: no labels.txt beside model_int8.tflite: classes are shown by number; copy it from the kres export "
         "folder",
-        f"skipped: {photos}: is a folder, not an image: pass its images with a shell glob, e.g. {photos}/*.jpg",
+        f"skipped: {photos}: holds no images (JPEG, PNG, BMP, GIF, TIFF or WebP files directly inside it): pass "
+        "image files, or a folder of them",
         "Error: none of the images given could be read (each is named above, with why): pass image files (JPEG, "
         "PNG, BMP, GIF, TIFF, WebP)"]
     image = tmp_path / "img.png"
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
     assert classify.main([str(model), str(photos), str(image), "--cpu"]) == 1  # some read, some skipped
     captured = capsys.readouterr()
-    assert captured.err.splitlines()[-1].startswith(f"skipped: {photos}: is a folder")
+    assert captured.err.splitlines()[-1].startswith(f"skipped: {photos}: holds no images")
     assert captured.out.splitlines()[1].startswith(f"{image}: ")
+
+
+def test_a_folder_stands_for_its_images_as_kres_predict_takes_it(classify, tmp_path, monkeypatch, capsys):
+    """A folder was skipped ("pass its images with a shell glob"): kres predict and classify.py take a folder's
+    image files, by name, passing over other files, hidden ones and sub-folders."""
+    clock = _Clock()
+    interpreter = _TimedInterpreter(clock)
+    monkeypatch.setattr(classify, "time", clock)
+    monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
+    monkeypatch.setattr(classify, "load_image", lambda path, height, width, resize: np.zeros((4, 4, 3), np.float32))
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"")  # never read: the interpreter is the fake one
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name in ("b.PNG", "a.jpg", ".hidden.png", "notes.txt", "sub/c.png"):
+        (photos / name).write_bytes(b"")
+    assert classify.main([str(model), str(photos)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"{photos / name}: dog 0.784, bird 0.176, cat 0.039 (invoke 2.00 ms)" for name in ("a.jpg", "b.PNG")]
 
 
 def test_the_labels_that_match_the_models_outputs_are_shown(classify, model, tmp_path, capsys):

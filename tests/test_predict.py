@@ -152,6 +152,25 @@ def test_unreadable_images_are_skipped_and_the_rest_predicted_in_order(tmp_path,
     assert len(loaded) == 1  # refused before the model loads
 
 
+def test_a_folder_stands_for_its_images_as_classify_takes_it(tmp_path, monkeypatch):
+    """A folder was "a directory, not an image: pass image files" where deploy/classify.py takes a folder's images."""
+    stub = StubPredictor(tmp_path / "m.keras")
+    monkeypatch.setattr(pr, "load_predictor", lambda path, num_threads=None: stub)
+    photos, empty = tmp_path / "circle", tmp_path / "empty"
+    (photos / "sub").mkdir(parents=True)
+    empty.mkdir()
+    Image.new("L", (40, 48), 149).save(photos / "b.PNG")
+    Image.new("L", (40, 48), 2).save(photos / "a.jpg")
+    Image.new("L", (40, 48), 2).save(photos / ".hidden.png")
+    Image.new("L", (40, 48), 2).save(photos / "sub" / "c.png")
+    (photos / "notes.txt").write_text("not an image")
+    results = pr.predict(pr.PredictConfig("m.keras", [str(photos), str(empty)], top_k=1))
+    assert [(r.image, r.predictions[0].label if r.predictions else None) for r in results] == [
+        (str(photos / "a.jpg"), "zero"), (str(photos / "b.PNG"), "three"), (str(empty), None)]
+    assert results[2].error == (f"{empty} holds no images (JPEG, PNG, BMP, GIF, TIFF or WebP files directly inside "
+                                "it): pass image files, or a folder of them")
+
+
 def test_none_readable_names_each_image_and_a_huge_one_is_too_large_not_unreadable(tmp_path, monkeypatch):
     """Where no image could be read, only the first was named ("none of the 2 images can be read: image nope.png
     does not exist"); an image over Pillow's pixel limit was "cannot read ...: pass a JPEG, PNG, ..." for a PNG."""
