@@ -39,6 +39,7 @@ except ImportError as missing:  # a fresh device: one line, not a traceback (exi
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 # The files of a folder given that are taken as its images, as kres predict takes them (keras_resnet.data's list)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_FORMATS = "JPEG, PNG, BMP, GIF, TIFF or WebP"
 CROP_FRACTION = 0.875  # the evaluation preprocessing of training: resize the shorter side, centre crop 0.875
 # What the runtimes print on descriptor 2 whatever their log level: LiteRT's INFO lines, and TensorFlow's start-up
 # notes, logged before absl's logging is set up (cuInit's error 303: no NVIDIA driver, i.e. a CPU machine)
@@ -357,13 +358,18 @@ def folder_images(paths: list[Path]) -> list[Path]:
 
 
 def skip_reason(path: Path, err: Exception) -> str:
-    """One line: why an image cannot be read (missing, a folder without images, not an image, truncated, too
-    large)."""
+    """One line, worded as ``kres predict``'s: why an image cannot be read (missing, a folder without images, empty,
+    not an image, truncated, too large)."""
     if path.is_dir():
-        return ("holds no images (JPEG, PNG, BMP, GIF, TIFF or WebP files directly inside it): pass image files, or "
-                "a folder of them")
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        return f"holds no images ({IMAGE_FORMATS} files directly inside it): pass image files, or a folder of them"
+    if isinstance(err, FileNotFoundError):
+        return "does not exist"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, Image.DecompressionBombError):  # a valid image: the advice to pass an image does not fit
+        return f"is too large to read ({text}): scale it down"
+    if path.is_file() and path.stat().st_size == 0:  # PIL says "cannot identify image file"
+        return f"cannot be read (it is empty: 0 bytes): pass a {IMAGE_FORMATS} file"
+    return f"cannot be read ({text}): pass a {IMAGE_FORMATS} file"
 
 
 def ranked_classes(probs: np.ndarray) -> np.ndarray:
@@ -412,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
     outputs = int(interpreter.get_output_details()[0]["shape"][-1])
     source, labels = pick_labels(found, outputs)
-    print(f"model {model_path.name} on {device}, input {height}x{width}, {len(labels)} labels")
+    named = f"{len(labels)} labels" if labels else "no labels (classes shown by number)"
+    print(f"model {model_path.name} on {device}, input {height}x{width}, {named}")
     for note in missing_notes(model_path, card, found, source, outputs):
         print(f"note: {note}", file=sys.stderr)
     warm_up(interpreter)

@@ -330,6 +330,27 @@ def test_a_folder_stands_for_its_images_as_kres_predict_takes_it(classify, tmp_p
         f"{photos / name}: dog 0.784, bird 0.176, cat 0.039 (invoke 2.00 ms)" for name in ("a.jpg", "b.PNG")]
 
 
+def test_skip_lines_and_the_header_without_labels_are_plain_as_kres_predicts(classify, tmp_path, monkeypatch, capsys):
+    """A 0-byte file was skipped with "cannot identify image file", a missing one with "[Errno 2] No such file or
+    directory: ..."; without labels.txt the header said "0 labels"."""
+    interpreter = _TimedInterpreter(_Clock())
+    monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
+    model = tmp_path / "model_int8.tflite"
+    model.write_bytes(b"")  # never read: the interpreter is the fake one
+    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    empty, gone, text = tmp_path / "empty.jpg", tmp_path / "nothere.jpg", tmp_path / "notes.png"
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    assert classify.main([str(model), str(empty), str(gone), str(text)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "model model_int8.tflite on cpu, input 4x4, no labels (classes shown by number)\n"
+    assert captured.err.splitlines()[1:4] == [
+        f"skipped: {empty}: cannot be read (it is empty: 0 bytes): pass a JPEG, PNG, BMP, GIF, TIFF or WebP file",
+        f"skipped: {gone}: does not exist",
+        f"skipped: {text}: cannot be read (cannot identify image file '{text}'): pass a JPEG, PNG, BMP, GIF, TIFF or "
+        "WebP file"]
+
+
 def test_the_labels_that_match_the_models_outputs_are_shown(classify, model, tmp_path, capsys):
     """A labels.txt of another model (2 names for 3 outputs) was preferred over the card's 3 matching labels."""
     image = tmp_path / "img.png"

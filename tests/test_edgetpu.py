@@ -273,8 +273,9 @@ def test_classify_runs_on_cpu_against_an_int8_model(resnet18_int8, tmp_path):
     assert err[1:] == ["note: no model_int8.card.json beside model_int8.tflite: images are resized as photos are "
                        "(centre crop), which may not be how the model was trained; copy the card from the kres export "
                        "folder",
-                       f"skipped: {text}: cannot identify image file '{text}'",
-                       f"skipped: {gone}: [Errno 2] No such file or directory: '{gone}'"]
+                       f"skipped: {text}: cannot be read (cannot identify image file '{text}'): pass a JPEG, PNG, "
+                       "BMP, GIF, TIFF or WebP file",
+                       f"skipped: {gone}: does not exist"]
     resnet18_int8.with_name("model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
     result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(tpu_name), str(image), "--cpu"],
                             capture_output=True, text=True, timeout=120, check=False)
@@ -302,7 +303,8 @@ def test_classify_says_what_is_missing_beside_the_model(resnet18_int8, tmp_path)
                                *args], capture_output=True, text=True, timeout=120, check=False)
 
     result = classify("--top-k", "3")
-    assert result.returncode == 0 and result.stdout.splitlines()[0].endswith(", 0 labels"), result.stderr
+    assert result.returncode == 0 and result.stdout.splitlines()[0].endswith(
+        ", input 32x32, no labels (classes shown by number)"), result.stderr
     ranked = result.stdout.splitlines()[1]  # each class by number
     shown = re.fullmatch(rf"{re.escape(str(image))}: (\d) \d\.\d{{3}}, (\d) \d\.\d{{3}}, (\d) \d\.\d{{3}} "
                          r"\(invoke \d+\.\d\d ms\)", ranked)
