@@ -106,13 +106,13 @@ class _Source:
 
 # --- public API -----------------------------------------------------------------------------------------------
 
-def load_datasets(cfg: DataConfig) -> Datasets:
-    """Build the training and validation pipelines for ``cfg``; every bad input is a ``KresError`` here."""
+def load_datasets(cfg: DataConfig, *, recipe_batch: bool = False) -> Datasets:
+    """Build the training and validation pipelines for ``cfg``; every bad input is a ``KresError`` here.
+    ``recipe_batch``: the batch size is the recipe's default, not typed (an error says so)."""
     _validate(cfg)
     source = _source(cfg)
     if source.train.count < cfg.batch_size:
-        raise KresError(f"batch size {cfg.batch_size} is larger than the "
-                        f"{counted(source.train.count, 'training image')}; lower --batch-size")
+        raise KresError(batch_too_large(cfg.batch_size, source.train.count, recipe_batch))
     return Datasets(
         train=_train_pipeline(source, cfg),
         val=_eval_pipeline(source, cfg),
@@ -123,6 +123,15 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         val_note=source.val_note,
         train_from=functools.partial(_train_stream, source, cfg),
     )
+
+
+def batch_too_large(batch_size: int, images: int, recipe_batch: bool) -> str:
+    """The line for a batch larger than the ``images`` training images: whose batch size it is (the user never
+    typed the recipe's) and one that fits, the largest power of two (which splits across 2, 4 or 8 replicas)."""
+    whose = "the recipe's default batch size" if recipe_batch else "batch size"
+    fits = 1 << (images.bit_length() - 1) if images else 1
+    return (f"{whose} {batch_size} is larger than the {counted(images, 'training image')}: "
+            f"pass --batch-size {fits} or less")
 
 
 def load_every_image(cfg: DataConfig) -> Datasets:

@@ -276,7 +276,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     """Train (or resume, or find finished) the run described by ``cfg`` and ``data`` (see the module doc);
     ``on_run_dir`` gets the run folder once it is chosen, so that an interrupted caller can name it."""
     stream = stream or sys.stderr
-    recipe_warmup_asked = cfg.warmup_epochs is None
+    typed = cfg  # as typed: a None setting is the recipe's
     cfg, data, recipe = resolve(cfg, data)
     placement = make_placement(cfg.tpu)
     check_global_batch(cfg.batch_size, placement.replicas)
@@ -287,7 +287,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
         check_split_names(data.data_dir)
     if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
         runlock.acquire(run_dir, stream)
-    if recipe_warmup_asked:
+    if typed.warmup_epochs is None:
         cfg = _warmup_begun_with(run_dir, cfg)
     cfg = _as_resolved_before(run_dir, cfg, precision, xla := resolve_xla(cfg.xla, placement))
     state = _check_existing_run(run_dir, cfg, data)
@@ -297,7 +297,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
         cfg = _weights_begun_with(run_dir, cfg)
     if not checkpointed:
         _check_weights(cfg)
-    datasets = _load_data(cfg, data, run_dir, state)
+    datasets = _load_data(cfg, data, run_dir, state, recipe_batch=typed.batch_size is None)
     if state is not None and placement.is_chief:
         _say_moved_data(stream, run_dir, data)  # before its config.json records the new place
     plan = _plan(cfg, placement, datasets, precision, xla)
@@ -367,11 +367,11 @@ def _then_resume(run_dir: Path, problem: str, mend: str) -> str:
     return f"{problem}; {mend}, then rerun the same command to resume from the checkpoint of step {state['steps']}"
 
 
-def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | None):
+def _load_data(cfg: TrainConfig, data: DataConfig, run_dir: Path, state: dict | None, *, recipe_batch: bool):
     # Before the pipelines are built: tf.data's seeded shuffles also read TensorFlow's global seed, so the
     # same --seed gives the same batches whatever ran earlier in this process.
     keras.utils.set_random_seed(cfg.seed)
-    datasets = load_datasets(data)
+    datasets = load_datasets(data, recipe_batch=recipe_batch)
     if state is not None:
         _check_same_images(run_dir, datasets)
     return datasets

@@ -189,7 +189,7 @@ def test_calibration_images_are_deterministic_eval_images():
     ({"val_split": 1.0}, "validation split"),
     ({"mixup_alpha": -1.0}, "mixup"),
     ({"dataset": "synthetic", "data_dir": "/tmp"}, "not both"),
-    ({"batch_size": 4096}, "larger than the 1438 training images"),
+    ({"batch_size": 4096}, "^batch size 4096 is larger than the 1438 training images: pass --batch-size 1024 or less$"),
 ])
 def test_config_errors(kwargs, words):
     with pytest.raises(KresError, match=words):

@@ -333,6 +333,25 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
     assert not out.exists()  # nothing was created for a rejected run
 
 
+def test_a_batch_larger_than_the_folder_says_whose_it_is_and_one_that_fits(tmp_path, capsys):
+    """The README's own-folder command on a small folder was refused with "batch size 256 ... lower --batch-size":
+    the user never typed 256 (the recipe's default) and was not told what would do."""
+    from PIL import Image
+
+    for name, colour in (("a", (200, 0, 0)), ("b", (0, 200, 0)), ("c", (0, 0, 200))):
+        (tmp_path / "small" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / "small" / name / f"{i}.png")
+    out = tmp_path / "runs" / "x"
+    assert _kres(capsys, "--depth", "18", "--data-dir", tmp_path / "small", "--output", out) == (2, [
+        "Error: the recipe's default batch size 256 is larger than the 10 training images: "
+        "pass --batch-size 8 or less"])
+    assert _kres(capsys, "--depth", "18", "--data-dir", tmp_path / "small", "--batch-size", "12", "--output",
+                 out) == (2, ["Error: batch size 12 is larger than the 10 training images: "
+                              "pass --batch-size 8 or less"])
+    assert not out.exists()
+
+
 def _interrupted_after_the_first_checkpoint(capsys, monkeypatch, *args):
     """``kres train ARGS`` with Ctrl-C pressed once the first epoch's checkpoint is written."""
     checkpoint_end = callbacks.Checkpointer.on_epoch_end
@@ -947,8 +966,8 @@ def test_same_seed_same_batches_whatever_ran_before_in_the_process(tmp_path, mon
 
     batches, load = [], train_module.load_datasets
 
-    def first_batch_then_stop(data):
-        batches.append(next(iter(load(data).train))[1].numpy().argmax(axis=1))
+    def first_batch_then_stop(data, **options):
+        batches.append(next(iter(load(data, **options).train))[1].numpy().argmax(axis=1))
         raise Loaded
 
     monkeypatch.setattr(train_module, "load_datasets", first_batch_then_stop)
