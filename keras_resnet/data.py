@@ -468,7 +468,7 @@ class _ScannedFile:
     path: str
     needs_pil: bool  # PIL decodes it but TensorFlow cannot (CMYK JPEG, palette/1-bit BMP ...)
     size: int  # bytes as the pipeline stores it: the file's, or for a PIL one its pixels' (the PNG made of them)
-    orientation: int = 1  # EXIF 1-8, read here once (not per epoch in tf.data); 1 when PIL makes a PNG of it
+    orientation: int = 1  # EXIF 1-8 (JPEG, PNG), read here once (not per epoch in tf.data); 1 when PIL makes a PNG
 
 
 def is_split(folder: str | os.PathLike) -> bool:
@@ -804,7 +804,8 @@ def _check_image(path: str) -> _ScannedFile | None:
                 image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
             pixels = image.width * image.height * 3  # what a PNG of it may take (a 40 KB WebP photo: 1.3 MB)
-            orientation = imageio.file_orientation(path) if fmt == "JPEG" else 1  # once here, not every epoch
+            # once here, not every epoch; WebP and TIFF go through PIL, which turns them (_pil_png)
+            orientation = imageio.file_orientation(path) if fmt in ("JPEG", "PNG") else 1
     except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError...)
         return None
     # TensorFlow decodes RGB, grey and CMYK JPEGs, every PNG and GIF, and grey/24/32-bit BMPs; palette and

@@ -3,12 +3,13 @@ PIL (predict), and large photos without PIL's raw warning.
 
 A phone stores a portrait photo as landscape pixels plus an EXIF orientation tag. PIL applies it with
 ``ImageOps.exif_transpose``; TensorFlow's decoders ignore it, so the tf.data pipelines read the tag from the JPEG
-bytes here and rotate or flip the decoded pixels to match.
+or PNG bytes here (a JPEG's Exif segment, a PNG's eXIf chunk) and rotate or flip the decoded pixels to match.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import warnings
@@ -20,16 +21,21 @@ import tensorflow as tf
 HEAD_BYTES = 1 << 14  # the Exif segment must follow SOI (or JFIF's APP0), and IFD0 opens it: 16 KiB is ample
 MAX_ENTRIES = 64  # IFD0 entries searched; Orientation (0x0112) sorts among the first ten
 _ORIENTATION_TAG = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def file_orientation(path: str | os.PathLike) -> int:
     """The EXIF orientation (1-8) of an image file, read once when a folder is scanned; 1 if it has none."""
     with open(path, "rb") as f:
-        return int(_orientation_of(f.read(HEAD_BYTES)))
+        head = f.read(HEAD_BYTES)
+        if head.startswith(_PNG_SIGNATURE):  # PIL honours an eXIf chunk after the pixels too: walk the whole file
+            f.seek(0)
+            return int(_tiff_orientation(_png_exif(f)))
+        return int(_orientation_of(head))
 
 
 def exif_orientation(contents: tf.Tensor) -> tf.Tensor:
-    """The EXIF orientation (1-8, int32) of encoded JPEG bytes; 1 for other formats or when there is none.
+    """The EXIF orientation (1-8, int32) of encoded JPEG or PNG bytes; 1 for other formats or when there is none.
 
     Parsed in Python (``tf.numpy_function``, under the GIL) on the first 16 KiB, for bytes whose orientation was
     not read beforehand (TFDS records, direct callers). Image folders read it once per file at the scan
@@ -44,17 +50,37 @@ def exif_orientation(contents: tf.Tensor) -> tf.Tensor:
 
 def _orientation_of(head) -> np.int32:
     head = head if isinstance(head, bytes) else np.asarray(head).item()  # a scalar string arrives as bytes
+    if head.startswith(_PNG_SIGNATURE):
+        return _tiff_orientation(_png_exif(io.BytesIO(head)))
     if head[:3] != b"\xff\xd8\xff":
         return np.int32(1)
     exif = head.find(b"Exif\0\0")
-    order = {b"II": "<", b"MM": ">"}.get(head[exif + 6:exif + 8]) if exif >= 0 else None
+    return _tiff_orientation(head[exif + 6:] if exif >= 0 else b"")
+
+
+def _png_exif(f) -> bytes:
+    """The TIFF data of a PNG's eXIf chunk (PIL writes it before the pixels, and reads it anywhere), b"" if none."""
+    f.seek(len(_PNG_SIGNATURE))
+    while len(header := f.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"eXIf":
+            data = f.read(length)
+            return data[6:] if data.startswith(b"Exif\0\0") else data
+        if kind == b"IEND":
+            break
+        f.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
+    return b""
+
+
+def _tiff_orientation(tiff: bytes) -> np.int32:
+    """The Orientation tag in IFD0 of EXIF's TIFF data (a JPEG's Exif segment, a PNG's eXIf chunk); 1 if none."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
     if order is None:
         return np.int32(1)
-    tiff = exif + 6
     try:
-        ifd = tiff + struct.unpack_from(order + "I", head, tiff + 4)[0]
-        for k in range(min(struct.unpack_from(order + "H", head, ifd)[0], MAX_ENTRIES)):
-            tag, _, _, value = struct.unpack_from(order + "HHIH", head, ifd + 2 + 12 * k)
+        ifd = struct.unpack_from(order + "I", tiff, 4)[0]
+        for k in range(min(struct.unpack_from(order + "H", tiff, ifd)[0], MAX_ENTRIES)):
+            tag, _, _, value = struct.unpack_from(order + "HHIH", tiff, ifd + 2 + 12 * k)
             if tag == _ORIENTATION_TAG:
                 return np.int32(value if 1 <= value <= 8 else 1)
     except struct.error:  # a directory cut short: no usable tag

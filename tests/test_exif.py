@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_resnet import augment, imageio
-from keras_resnet.data import DataConfig, calibration_images, load_datasets
+from keras_resnet.data import DataConfig, calibration_images, load_datasets, load_every_image
 from keras_resnet.predict import read_rgb
 
 SIZE = 32
@@ -90,6 +90,67 @@ def test_folder_pipelines_and_calibration_turn_the_photo(tmp_path):
     assert train.shape == (2, SIZE, SIZE, 3)
     calib = list(calibration_images(DataConfig(data_dir=str(tmp_path), image_size=SIZE), 2))
     _close(calib[0][0], calib[1][0])
+
+
+def _png(image, path, orientation=None):
+    """A PNG as PIL writes it: the EXIF in an eXIf chunk before the pixels."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(path, "PNG", exif=exif)
+    return path
+
+
+def _png_sideways(path, orientation):
+    image = _upright()
+    return _png(image.transpose(_UNDO[orientation]) if orientation in _UNDO else image, path, orientation)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_is_read_from_the_png_exif_chunk(tmp_path, orientation):
+    path = _png_sideways(tmp_path / "o.png", orientation)
+    assert int(imageio.exif_orientation(tf.io.read_file(str(path)))) == orientation
+    assert imageio.file_orientation(path) == orientation
+
+
+def test_a_png_exif_chunk_after_the_pixels_counts_too(tmp_path):
+    """PNG allows eXIf after IDAT, and PIL (predict) honours it there."""
+    data = _png_sideways(tmp_path / "o.png", 6).read_bytes()
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        chunks.append(data[at:at + 12 + length])
+        at += 12 + length
+    kinds = [chunk[4:8] for chunk in chunks]
+    assert kinds.index(b"eXIf") < kinds.index(b"IDAT")  # as PIL writes it: moved behind the pixels here
+    exif = chunks.pop(kinds.index(b"eXIf"))
+    (tmp_path / "late.png").write_bytes(data[:8] + b"".join(chunks[:-1]) + exif + chunks[-1])
+    assert Image.open(tmp_path / "late.png").getexif()[0x0112] == 6
+    assert imageio.file_orientation(tmp_path / "late.png") == 6
+
+
+def test_evaluation_and_training_read_a_sideways_png_as_predict_does(tmp_path):
+    """kres evaluate (and training) read a PNG's EXIF orientation as 1, while predict turned it: a folder of
+    sideways-stored PNGs scored as the sideways pixels. PNG is lossless: the pixels are exactly the upright ones."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    sideways = _png_sideways(tmp_path / "a" / "sideways.png", 6)
+    upright = _png(_upright(), tmp_path / "b" / "upright.png")
+    np.testing.assert_array_equal(read_rgb(sideways), np.asarray(_upright()))
+    data = load_every_image(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=2))
+    images, _ = next(iter(data.val))
+    np.testing.assert_array_equal(images[0], images[1])
+    split = load_datasets(DataConfig(data_dir=str(tmp_path), val_split=0.5, image_size=SIZE, batch_size=1))
+    assert next(iter(split.train))[0].shape == (1, SIZE, SIZE, 3)
+    calib = list(calibration_images(DataConfig(data_dir=str(tmp_path), val_split=0.5, image_size=SIZE), 1))
+    np.testing.assert_array_equal(calib[0][0], images[0])  # the training image (either), as evaluation sees it
+    stored, turned = tf.io.read_file(str(sideways)), tf.io.read_file(str(upright))
+    np.testing.assert_array_equal(augment.decode_rgb(stored), np.asarray(_upright()))
+    for seed in ([1, 2], [3, 4]):  # the training crop, off-centre: a wrong mapping shows
+        seed = tf.constant(seed, tf.int64)
+        np.testing.assert_array_equal(
+            augment.random_resized_crop(stored, SIZE, seed, imageio.file_orientation(sideways)),
+            augment.random_resized_crop(turned, SIZE, seed))
 
 
 def test_turning_a_photo_prints_nothing_on_the_terminal(tmp_path):
