@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import _compat, fileio
-from keras_resnet.errors import KresError, first_line
+from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.quantize import CONVERTER_LOG, converter_chatter_to
 
 CSV_NAME = "quant_debug.csv"
@@ -33,7 +33,12 @@ WORST_LISTED = 5
 DEBUG_IMAGES = 100  # held-out images run through the debug model; enough for stable per-layer averages
 LATENCY_RUNS = 20
 CSV_FIELDS = ("depth", "layer", "op", "scale", "zero_point", "rmse_over_scale", "sqnr_db", "tensor_sqnr_db",
-              "tensor")
+              "signal_over_scale", "tensor")
+# A tensor whose float values (RMS) are under half an int8 step rounds to zero in int8: its SQNR is about 0 dB
+# though its error is below rounding. A ResNet block's last conv does this when its BN gamma is still near zero
+# (zero_init_residual, a short run) and its output takes the scale of the sum it joins; kept in float it changed
+# nothing (top-1 the same, the file 10.8 -> 19.2 MiB). Not ranked among the worst layers.
+NEAR_ZERO_STEPS = 0.5
 
 STATS_KEY = "input_stats"  # meta.json extra: per-channel mean/std of the training images as the model sees them
 STATS_IMAGES = 200
@@ -61,6 +66,11 @@ class LayerRow:
     tensor_sqnr_db: float  # the same ratio over the whole tensor
     tensor: str  # TFLite tensor name (what the denylist takes)
     index: int = -1  # tensor index in the debug model
+    signal_over_scale: float = math.nan  # RMS of the float output in int8 steps (under NEAR_ZERO_STEPS: ~zero)
+
+    @property
+    def near_zero(self) -> bool:
+        return self.signal_over_scale < NEAR_ZERO_STEPS
 
 
 @dataclass
@@ -77,15 +87,25 @@ class DebugRun:
 
         The model's output op is skipped: int8 softmax rounds tiny probabilities to zero by design (a low ratio
         that costs no top-1), and its effect shows in the accuracy figures anyway; so is a PAD, which copies its
-        input (kept in float, it would change nothing)."""
-        last = self.rows[-1].layer if skip_output and self.rows else None
+        input (kept in float, it would change nothing), and a tensor whose float output is about zero
+        (:meth:`near_zero`)."""
         best_per_layer: dict[str, LayerRow] = {}
-        for row in self.rows:
-            if row.layer == last or math.isnan(row.sqnr_db) or row.op == "PAD":  # (a PAD adds no error)
+        for row in self._ranked(skip_output):
+            if row.near_zero:
                 continue
             if row.layer not in best_per_layer or row.sqnr_db < best_per_layer[row.layer].sqnr_db:
                 best_per_layer[row.layer] = row
         return sorted(best_per_layer.values(), key=lambda r: (r.sqnr_db, r.depth))[:count]
+
+    def near_zero(self, skip_output: bool = True) -> list[str]:
+        """The layers :meth:`worst` leaves out because their float output is under half an int8 step (RMS): their
+        SQNR is about 0 dB however small the error (NEAR_ZERO_STEPS)."""
+        return list(dict.fromkeys(row.layer for row in self._ranked(skip_output) if row.near_zero))
+
+    def _ranked(self, skip_output: bool) -> Iterator[LayerRow]:
+        last = self.rows[-1].layer if skip_output and self.rows else None
+        # (a PAD adds no error)
+        return (row for row in self.rows if row.layer != last and not math.isnan(row.sqnr_db) and row.op != "PAD")
 
 
 # --- the debugger --------------------------------------------------------------------------------------------
@@ -190,7 +210,8 @@ def _rows(debugger, model) -> list[LayerRow]:
             rmse_over_scale=math.sqrt(noise) / scale if scale else math.nan,
             sqnr_db=float(rec["channel_sqnr_db"]),
             tensor_sqnr_db=10 * math.log10(signal / noise) if signal > 0 and noise > 0 else math.nan,
-            tensor=rec["tensor_name"], index=int(rec["tensor_idx"])))
+            tensor=rec["tensor_name"], index=int(rec["tensor_idx"]),
+            signal_over_scale=math.sqrt(signal) / scale if scale and signal >= 0 else math.nan))
     return rows
 
 
@@ -491,7 +512,8 @@ def for_export(cfg, model, meta, calibration, heldout, out_dir: Path, report: di
     worst = run.worst()
     section: dict = {"images": len(images), "image_source": source, "seconds": None,
                      "worst": [{"layer": r.layer, "op": r.op, "sqnr_db": round(r.sqnr_db, 2),
-                                "rmse_over_scale": round(r.rmse_over_scale, 3)} for r in worst]}
+                                "rmse_over_scale": round(r.rmse_over_scale, 3)} for r in worst],
+                     "near_zero": run.near_zero()}
     files = []
     if cfg.debug or cfg.float_worst:
         files += [write_csv(run.rows, out_dir / CSV_NAME), plot_sqnr(run.rows, worst, out_dir / PNG_NAME)]
@@ -561,6 +583,11 @@ def report_lines(report: dict) -> list[str]:
                  f"({section['seconds']} s): worst layers by median channel SQNR")
     lines += [f"  {w['layer']} ({w['op']}): {w['sqnr_db']:.1f} dB, rmse/scale {w['rmse_over_scale']:.2f}"
               for w in section["worst"]]
+    if section.get("near_zero"):
+        near_zero = section["near_zero"]
+        lines.append(f"  not ranked: {first_five(near_zero)} ({counted(len(near_zero), 'layer')} whose float output "
+                     f"is under half an int8 step, e.g. a block's last conv with its BN gamma near zero: about 0 dB, "
+                     "yet an error below rounding)")
     if "csv" in section:
         lines.append(f"  per-layer figures in {section['csv']} and {section['png']}")
     if "comparison" in section:

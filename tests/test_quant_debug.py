@@ -354,3 +354,46 @@ def test_a_pad_row_gives_no_figures_of_its_own_and_a_stray_value_is_no_error():
     low = dataclasses.replace(pad, sqnr_db=3.0)  # ranked by its SQNR, a PAD would be "worst": it adds no error
     assert [r.layer for r in qd.DebugRun([conv, low, pool, pool], None, 8).worst(skip_output=False)] == [
         "conv1_conv", "pool1_pool"]
+
+
+@pytest.fixture(scope="module")
+def quiet_run():
+    """A conv whose output is about zero (weights 1e-4 of their initial values) added to a loud one: the converter
+    gives it the sum's scale, where int8 rounds all of it to zero, as a ResNet block's last conv with its BN gamma
+    still near zero (zero_init_residual, a short run) and an identity shortcut."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = layers.Rescaling(1 / 255.0, -0.5, name="preprocess")(inputs)
+    loud = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv1_conv")(x)
+    quiet = layers.Conv2D(8, 3, padding="same", name="quiet_conv")(loud)
+    x = layers.Add(name="add")([loud, quiet])
+    x = layers.Conv2D(8, 3, activation="relu", name="conv3_conv")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    model = keras.Model(inputs, layers.Dense(CLASSES, activation="softmax", name="predictions")(x))
+    kernel, bias = model.get_layer("quiet_conv").get_weights()
+    model.get_layer("quiet_conv").set_weights([kernel * 1e-4, bias])
+    images = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
+    return qd.run_debugger(model, lambda: (x[None] for x in images), images)
+
+
+def test_a_conv_whose_output_is_about_zero_is_not_ranked_worst(quiet_run):
+    """Such convs topped the worst layers at 0.0 dB with rmse/scale 0.08 (below plain rounding), and --float-worst
+    kept them in float: the file grew from 10.8 to 19.2 MiB and top-1 stayed the same."""
+    assert "quiet_conv" not in [row.layer for row in quiet_run.worst(len(quiet_run.rows))]
+    quiet = next(row for row in quiet_run.rows if row.layer == "quiet_conv")
+    assert quiet.sqnr_db < 1 and quiet.rmse_over_scale < 0.29 and quiet.signal_over_scale < qd.NEAR_ZERO_STEPS
+    assert quiet_run.near_zero() == ["quiet_conv"]
+    loud = next(row for row in quiet_run.rows if row.layer == "conv1_conv")
+    assert loud.signal_over_scale > 10 and not loud.near_zero
+
+
+def test_the_report_names_the_layers_left_unranked_and_why():
+    section = {"images": 8, "image_source": "held-out", "seconds": 1.0, "near_zero": ["conv4_block2_2_conv"],
+               "worst": [{"layer": "conv1_conv", "op": "CONV_2D", "sqnr_db": 30.0, "rmse_over_scale": 0.3}]}
+    assert qd.report_lines({"quant_debug": section})[1:] == [
+        "  conv1_conv (CONV_2D): 30.0 dB, rmse/scale 0.30",
+        "  not ranked: conv4_block2_2_conv (1 layer whose float output is under half an int8 step, e.g. a block's "
+        "last conv with its BN gamma near zero: about 0 dB, yet an error below rounding)"]
