@@ -21,7 +21,7 @@ import numpy as np
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import SCORES_KEY, generic_labels, outputs_of
-from keras_resnet.runs import training_data_config
+from keras_resnet.runs import changed_split, same_folder, training_data_config
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
 EVAL_JSON = "evaluation.json"
@@ -391,7 +391,7 @@ def _every_image(cfg: EvalConfig, folder: str | None, predictor: Predictor) -> b
         if not is_split(root):
             raise KresError(f"{root} has train/ and val/, and all of val/ is scored already: drop --all-images")
         trained_on = _trained_on(cfg.models[0], predictor)
-        if trained_on and _same_folder(trained_on, root):
+        if trained_on and same_folder(trained_on, root):
             raise KresError(f"{predictor.path.name} was trained on {trained_on}: --all-images would score its "
                             "training images too; drop it to score the validation split, or name a folder of "
                             "held-out images")
@@ -425,26 +425,16 @@ def _trained_on(model: str, predictor: Predictor) -> str | None:
 
 def _check_split_unchanged(model: str, predictor: Predictor, folder: str | None, datasets) -> bool:
     """Whether the validation split (of ``folder``, None where none is drawn) is that of the folder the model was
-    trained on, which is drawn again from the folder's files: with images added or removed since, it takes images
-    the model trained on (evaluate scored them, and said nothing, where train refuses to resume on the changed
-    folder), and that is an error."""
-    from keras_resnet.runs import training_counts
-
+    trained on; where that folder has changed since (:func:`keras_resnet.runs.changed_split`), the split takes
+    images the model trained on (evaluate scored them, and said nothing), and that is an error."""
     trained_on = _trained_on(model, predictor) if folder is not None else None
-    if trained_on is None or not _same_folder(trained_on, folder):
+    if trained_on is None or not same_folder(trained_on, folder):
         return False
-    counts = training_counts(model)
-    if counts is not None and counts != (datasets.num_train, datasets.num_val):
-        raise KresError(
-            f"{folder} has changed since {predictor.path.name} was trained on it ({counts[0]} training and "
-            f"{counts[1]} validation images then, {datasets.num_train} and {datasets.num_val} now), so its "
-            "validation split would hold images the model trained on: put the folder back as it was, or evaluate "
-            "on held-out images (--data-dir DIR --all-images)")
+    problem = changed_split(model, folder, (datasets.num_train, datasets.num_val), predictor.path.name)
+    if problem:
+        raise KresError(f"{problem}: put the folder back as it was, or evaluate on held-out images (--data-dir DIR "
+                        "--all-images)")
     return True
-
-
-def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    return os.path.realpath(Path(a).expanduser()) == os.path.realpath(Path(b).expanduser())
 
 
 def _class_folders(root: Path) -> list[str]:

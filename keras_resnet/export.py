@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -55,6 +56,8 @@ QAT_NAME = "qat_int8"
 
 Progress = Callable[[str], None]
 
+HELDOUT_SKIPPED = ("no held-out figures are measured on it (the report and the cards have no accuracy); pass "
+                   "--data-dir a folder of held-out images to measure them, or put the folder back as it was")
 SYNTHETIC_CALIBRATION = ("no training data known (the model has no run's config.json beside it): the int8 model is "
                          "calibrated on synthetic images and may lose accuracy; pass --data-dir or --dataset with "
                          "images like its training images")
@@ -646,6 +649,10 @@ def _artifact(name: str) -> bool:
 def _keras_reference(job: _Job, heldout, report: dict) -> None:
     """The held-out images and the Keras model's outputs on them, which every TFLite model is checked against."""
     if heldout is None:
+        if job.cfg.eval_images > 0 and (problem := _changed_split(job)):
+            report["heldout_skipped"] = problem
+            job.say(f"warning: {problem}: {HELDOUT_SKIPPED}")
+            return
         if job.cfg.eval_images > 0:
             job.say("reading held-out (validation) data" if job.data_cfg else "no run config: skipping accuracy "
                     "figures")
@@ -658,6 +665,20 @@ def _keras_reference(job: _Job, heldout, report: dict) -> None:
     job.reference = KerasPredictor(job.source.model_path, job.model, job.meta).predict(job.images)
     report["keras_top1"] = float(np.mean(np.argmax(job.reference, -1) == job.labels))
     report["heldout_images"] = len(job.images)
+
+
+def _changed_split(job: _Job) -> str | None:
+    """:func:`keras_resnet.runs.changed_split` of the folder the held-out images would be drawn from: the run's own
+    folder, changed since it trained on it (export measured its "held-out" accuracy on training images, and wrote
+    it into the cards, where evaluate refuses the folder). The int8 calibration reads training images: not this."""
+    from keras_resnet.data import is_split, load_held_out
+
+    folder = job.data_cfg.data_dir if job.data_cfg is not None else None
+    if folder is None or not is_split(folder) or runs.training_counts(job.source.model_path) is None:
+        return None
+    datasets = load_held_out(replace(job.data_cfg, batch_size=1), sys.maxsize)  # every validation image, counted
+    return runs.changed_split(job.source.model_path, folder, (datasets.num_train, datasets.num_val),
+                              job.source.model_path.name)
 
 
 def _write_meta(job: _Job) -> list[Path]:
@@ -758,6 +779,8 @@ def _write_report(result: ExportResult, report: dict) -> ExportResult:
 def report_text(report: dict) -> str:
     lines = [f"{report['model']} from {report['source']}, input {'x'.join(map(str, report['input_shape']))}, "
              f"{report['classes']} classes"]
+    if "heldout_skipped" in report:
+        lines.append(f"  no held-out figures: {report['heldout_skipped']}")
     if "keras_top1" in report:
         lines.append(f"  keras float32 top-1 {report['keras_top1']:.4f} on {report['heldout_images']} held-out images")
     for name, entry in report["artifacts"].items():

@@ -135,6 +135,28 @@ def training_counts(model_path: str | os.PathLike) -> tuple[int, int] | None:
     return None
 
 
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths (``~``, links and ``..`` resolved) name one folder."""
+    return os.path.realpath(Path(a).expanduser()) == os.path.realpath(Path(b).expanduser())
+
+
+def changed_split(model_path: str | os.PathLike, folder: str | os.PathLike, now: tuple[int, int],
+                  name: str) -> str | None:
+    """Why the validation split of ``folder`` would hold images the model (``name``, at ``model_path``) trained on:
+    ``folder`` is the image folder its run trained on (its ``config.json``) and holds other counts of (training,
+    validation) images ``now`` than the run recorded. The split is drawn again from the folder's files, so an image
+    added or removed moves images between the two (train refuses to resume on such a folder). The clause that says
+    so, which each command ends with its fix; None where the split is the run's, or nothing is recorded to tell."""
+    counts = training_counts(model_path)
+    if counts is None or counts == tuple(now):
+        return None
+    trained_on = training_data_config(model_path).get("data_dir")  # the config that recorded the counts
+    if not trained_on or not same_folder(trained_on, folder):
+        return None
+    return (f"{folder} has changed since {name} was trained on it ({counts[0]} training and {counts[1]} validation "
+            f"images then, {now[0]} and {now[1]} now), so its validation split would hold images the model trained on")
+
+
 def weights_problem(path: str | os.PathLike, size: int | None) -> str | None:
     """Why a ``.weights.h5`` file cannot be trusted (missing, wrong size, unreadable), or None."""
     import h5py

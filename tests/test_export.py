@@ -931,3 +931,43 @@ def test_a_logits_model_is_exported_and_predicted_as_logits(tmp_path, capsys):
             capsys.readouterr().err
     softmax = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, LABELS)
     assert ex._output_meaning(softmax) == "class probabilities (softmax)"  # a model of kres's own, as before
+
+
+def test_the_runs_training_folder_changed_since_gets_no_held_out_figures(run_dir, tmp_path):
+    """One image added to the run's folder: its split drawn again takes images the model trained on; export printed
+    "keras float32 top-1 0.5714 on 42 held-out images" and wrote it into the cards, where evaluate refuses it."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from keras_resnet.data import DataConfig, load_held_out
+
+    for label in LABELS:
+        (tmp_path / "pngs" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (SIZE, SIZE), (60 * i, 0, 0)).save(tmp_path / "pngs" / label / f"{i}.png")
+    data = DataConfig(data_dir=str(tmp_path / "pngs"), image_size=SIZE, batch_size=1)
+    before = load_held_out(data, 100)
+    assert (before.num_train, before.num_val) == (10, 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(run_dir / "best.keras", run / "best.keras")
+    (run / "config.json").write_text(json.dumps({"data": {"data_dir": str(tmp_path / "pngs"), "image_size": SIZE},
+                                                 "train": {}, "resolved": {"num_train": 10, "num_val": 2}}))
+    said, report = [], {}
+    job = SimpleNamespace(cfg=ex.ExportConfig(source=str(run), output="o"), data_cfg=data, say=said.append,
+                          source=ex.resolve_source(run), meta=None)
+    assert ex._changed_split(job) is None  # as it was trained on: measured
+    shutil.copy(tmp_path / "pngs" / "one" / "0.png", tmp_path / "pngs" / "one" / "added.png")
+    problem = (f"{tmp_path / 'pngs'} has changed since best.keras was trained on it (10 training and 2 validation "
+               "images then, 10 and 3 now), so its validation split would hold images the model trained on")
+    ex._keras_reference(job, None, report)
+    assert said == [f"warning: {problem}: no held-out figures are measured on it (the report and the cards have no "
+                    "accuracy); pass --data-dir a folder of held-out images to measure them, or put the folder "
+                    "back as it was"]
+    assert report == {"heldout_skipped": problem} and not hasattr(job, "images")
+    text = ex.report_text({"model": "ResNet-18 v1.5", "source": "best.keras", "input_shape": [32, 32, 3],
+                           "classes": 3, "artifacts": {}, **report})
+    assert text.splitlines()[1] == f"  no held-out figures: {problem}"
+    said.clear()
+    ex._keras_reference(SimpleNamespace(**{**vars(job), "cfg": replace(job.cfg, eval_images=0)}), None, {})
+    assert said == []  # --eval-images 0 measures nothing: nothing to say
