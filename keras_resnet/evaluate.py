@@ -20,7 +20,7 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five
-from keras_resnet.meta import SCORES_KEY, generic_labels, outputs_of
+from keras_resnet.meta import SCORES_KEY, data_names_note, generic_labels, meta_path, outputs_of
 from keras_resnet.runs import changed_split, same_folder, training_data_config
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
@@ -330,6 +330,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     # next command), before the long work.
     _make_output(out_dir, given=cfg.output is not None)
     warnings = [skipped_warning(datasets.skipped, data_cfg.data_dir)] if datasets.skipped_files else []
+    warnings += _data_names_notes(predictors, class_names)
 
     val = datasets.val.unbatch().batch(cfg.batch_size)
     probs, labels, seconds = _run(predictors, val, datasets.num_val, cfg.batch_size, progress)
@@ -494,7 +495,7 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
     them, or in another order, scores right, and a class the model does not know is an error. Models with no
     names (or class_0, class_1, ...) take the data's classes in order, as many as they have outputs.
     """
-    named = [p for p in predictors if p.meta is not None and p.meta.labels and not generic_labels(p.meta.labels)]
+    named = _named(predictors)
     if not named:
         for p in predictors:
             if p.num_outputs != len(data_classes):
@@ -515,6 +516,19 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                             f"{named[0].path.name}'s meta.json names: {fix}")
     outputs = outputs_of(labels, data_classes, named[0].path.name, "evaluate it on data of its classes")
     return labels, None if outputs is None else np.array(outputs)
+
+
+def _data_names_notes(predictors: list[Predictor], class_names: list[str]) -> list[str]:
+    """The note, as export says it, for each model without a meta.json where the classes are the data's names in
+    order (no model names them: :func:`_class_order`); evaluate scored them under those names without a word."""
+    if _named(predictors):
+        return []
+    return [data_names_note(p.path.name, class_names) for p in predictors if meta_path(p.path) is None]
+
+
+def _named(predictors: list[Predictor]) -> list[Predictor]:
+    """The models whose meta.json names their classes (not class_0, class_1, ...)."""
+    return [p for p in predictors if p.meta is not None and p.meta.labels and not generic_labels(p.meta.labels)]
 
 
 def _finite(value):

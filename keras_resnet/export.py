@@ -27,6 +27,7 @@ from keras_resnet.meta import (
     SCORES_KEY,
     WEIGHTS_DIGEST,
     ModelMeta,
+    data_names_note,
     generic_labels,
     meta_beside,
     outputs_of,
@@ -574,8 +575,7 @@ def _labels_from_data(meta: ModelMeta, data_cfg, model_path: Path, say: Progress
         return meta
     if len(names) != len(meta.labels):
         return meta
-    say(f"note: {model_path.name} has no meta.json: its {len(names)} classes take the data's names, in order "
-        f"({first_five(names)}); copy its run's meta.json beside it where they differ")
+    say(f"note: {data_names_note(model_path.name, names)}")
     return replace(meta, labels=names)
 
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, first_five
 from keras_resnet.model import depth_of
 from keras_resnet.specs import NORMALIZATIONS
 
@@ -129,6 +129,13 @@ def weights_digest(model: keras.Model) -> str:
 def generic_labels(labels: list[str]) -> bool:
     """Labels that name no class (``class_0``, ``class_1``, ...: a model whose classes were never named)."""
     return all(label == f"class_{i}" for i, label in enumerate(labels))
+
+
+def data_names_note(model_name: str, names: list[str]) -> str:
+    """What a command says of a model without a ``meta.json`` whose classes take the data's ``names``, in order
+    (export writes them into its labels.txt; evaluate scores its classes under them)."""
+    return (f"{model_name} has no meta.json: its {len(names)} classes take the data's names, in order "
+            f"({first_five(names)}); copy its run's meta.json beside it where they differ")
 
 
 def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix: str) -> list[int] | None:

@@ -242,6 +242,22 @@ def test_the_datas_classes_are_the_models_outputs_of_their_names(stub_world, mon
                                   output=str(tmp_path / "o")))
 
 
+def test_a_model_without_meta_json_says_its_classes_take_the_datas_names(stub_world):
+    """A lone .keras or .tflite scored per class under the data's folder names, in order, without a word, where
+    export and predict say so."""
+    tmp_path, _ = stub_world
+    for name in ("mymodel.keras", "model_int8.tflite"):
+        result = ev.evaluate(ev.EvalConfig(models=[str(tmp_path / name)], dataset="synthetic",
+                                           output=str(tmp_path / "o")))
+        assert result.warnings == [f"{name} has no meta.json: its 3 classes take the data's names, in order (x, y, "
+                                   "z); copy its run's meta.json beside it where they differ"]
+    assert len(ev.evaluate(ev.EvalConfig(models=[str(tmp_path / "a"), str(tmp_path / "b")], dataset="synthetic",
+                                         output=str(tmp_path / "o"))).warnings) == 2
+    (tmp_path / "meta.json").write_text("{}")  # a meta.json beside it: the model is not without one
+    assert ev.evaluate(ev.EvalConfig(models=[str(tmp_path / "mymodel.keras")], dataset="synthetic",
+                                     output=str(tmp_path / "o"))).warnings == []
+
+
 def test_training_data_lookup(tmp_path):
     run = tmp_path / "run"
     (run / "export" / "saved_model").mkdir(parents=True)
