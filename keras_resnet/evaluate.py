@@ -20,8 +20,8 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five
-from keras_resnet.meta import SCORES_KEY, data_names_note, generic_labels, meta_path, outputs_of
-from keras_resnet.runs import changed_split, same_folder, training_data_config
+from keras_resnet.meta import SCORES_KEY, class_key, data_names_note, generic_labels, meta_path, outputs_of
+from keras_resnet.runs import changed_split, same_folder, training_counts, training_data_config
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
 EVAL_JSON = "evaluation.json"
@@ -324,7 +324,7 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     every_image = _every_image(cfg, data_cfg.data_dir, predictors[0])
     datasets = load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
     split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
-    own = _check_split_unchanged(cfg.models[0], predictors[0], data_cfg.data_dir if split else None, datasets)
+    own = _own_split(cfg, predictors[0], data_cfg.data_dir, datasets, split)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))
     # Made once the models and the data are accepted (a refused command made DATA/eval/, a class folder to the
     # next command), before the long work.
@@ -436,6 +436,42 @@ def _check_split_unchanged(model: str, predictor: Predictor, folder: str | None,
         raise KresError(f"{problem}: put the folder back as it was, or evaluate on held-out images (--data-dir DIR "
                         "--all-images)")
     return True
+
+
+def _own_split(cfg: EvalConfig, predictor: Predictor, folder: str | None, datasets, split: bool) -> bool:
+    """Whether the split scored is the run's own: of the folder it recorded, unchanged (:func:`_check_split_unchanged`),
+    or of one that looks like that folder moved (:func:`_moved_training_folder`); either refuses what cannot be."""
+    return (_check_split_unchanged(cfg.models[0], predictor, folder if split else None, datasets)
+            or _moved_training_folder(cfg, predictor, folder, datasets, split))
+
+
+def _moved_training_folder(cfg: EvalConfig, predictor: Predictor, folder: str | None, datasets, split: bool) -> bool:
+    """Whether the data folder, not the one the run recorded, looks like it moved or copied: the model's classes and
+    as many images as its run trained and validated on. Its split is the run's (kept for any folder: it may have
+    moved), so ``--all-images`` is not hinted on it; asked for, it would score the training images (65.70% where
+    the split gave 53.66%), and is refused as it is on the recorded folder."""
+    if folder is None or not (split or cfg.all_images):
+        return False
+    total = datasets.num_val + (datasets.num_train if split else 0)
+    trained_on = _like_training_folder(cfg.models[0], predictor, list(datasets.class_names), total)
+    if trained_on is not None and cfg.all_images:
+        raise KresError(f"{folder} looks like the folder {predictor.path.name} was trained on, moved or copied (the "
+                        f"classes and the {total} images of {trained_on}, as its run recorded them): --all-images "
+                        "would score its training images too; drop it to score the validation split, or name a "
+                        "folder of held-out images")
+    return trained_on is not None
+
+
+def _like_training_folder(model: str, predictor: Predictor, class_names: list[str], total: int) -> str | None:
+    """The image folder the model was trained on (as its run recorded it) where data of ``class_names`` and ``total``
+    images could be it: the model's classes (as many, where it names none) and its run's count of images."""
+    trained_on, counts = _trained_on(model, predictor), training_counts(model)
+    if not trained_on or counts is None or sum(counts) != total:
+        return None
+    named = _named([predictor])
+    if named and {class_key(n) for n in named[0].meta.labels} != {class_key(n) for n in class_names}:
+        return None
+    return trained_on if named or len(class_names) == predictor.num_outputs else None
 
 
 def _class_folders(root: Path) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -129,6 +130,12 @@ def weights_digest(model: keras.Model) -> str:
 def generic_labels(labels: list[str]) -> bool:
     """Labels that name no class (``class_0``, ``class_1``, ...: a model whose classes were never named)."""
     return all(label == f"class_{i}" for i, label in enumerate(labels))
+
+
+def class_key(name: str) -> str:
+    """A class name as names are compared: in Unicode's composed form (NFC), so that a folder macOS named in the
+    decomposed form (NFD: "tri" + U+0308 for "trï") is the class of the same name."""
+    return unicodedata.normalize("NFC", name)
 
 
 def data_names_note(model_name: str, names: list[str]) -> str:

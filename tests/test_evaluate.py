@@ -571,6 +571,32 @@ def test_the_training_folder_changed_since_is_refused_as_its_split_would_take_tr
     assert capsys.readouterr().out.startswith(f"Data: {other}, 1 of its 7 images (the validation split")
 
 
+def test_the_training_folder_moved_is_scored_on_the_runs_split_and_all_images_is_refused_on_it(run_dir, tmp_path,
+                                                                                               capsys):
+    """`mv shapes shapes_moved`: evaluate kept the run's split, and hinted "--all-images scores all 207", which
+    scored the training images too (65.70% where the split gave 53.66%), while the recorded path was refused."""
+    own = _image_folder(tmp_path / "own", {"cat": 3, "dog": 3, "fox": 2, "owl": 2})
+    named = _named_run(run_dir, tmp_path / "named", own, counts=(8, 2))
+    moved = own.rename(tmp_path / "moved")
+    assert main(["evaluate", str(named), "--data-dir", str(moved), "--output", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"Data: {moved}, 2 of its 10 images (the validation split: --val-split 0.2, seed 0), ")
+    assert main(["evaluate", str(named), "--data-dir", str(moved), "--all-images", "--output",
+                 str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {moved} looks like the folder best.keras was trained on, moved or copied (the classes and the 10 "
+        f"images of {own}, as its run recorded them): --all-images would score its training images too; drop it to "
+        "score the validation split, or name a folder of held-out images"]
+    assert not (tmp_path / "b").exists()
+    # a folder of held-out images of the same classes: hinted, and scored whole
+    test = _image_folder(tmp_path / "test", {"cat": 3, "dog": 3, "fox": 3, "owl": 2})
+    assert main(["evaluate", str(named), "--data-dir", str(test), "--output", str(tmp_path / "c")]) == 0
+    assert "; --all-images scores all 11)" in capsys.readouterr().out
+    assert main(["evaluate", str(named), "--data-dir", str(test), "--all-images", "--output", str(tmp_path / "c"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["num_val"] == 11
+
+
 def test_all_images_of_a_folder_inside_the_training_folder_is_refused(run_dir, tmp_path, capsys):
     """`--data-dir DATA/train --all-images` scored every training image (91.67%) without a word, where DATA itself
     was refused; and the refusal named the folder as typed (a link), not the one the model was trained on."""
