@@ -147,13 +147,16 @@ def data_names_note(model_name: str, names: list[str]) -> str:
 
 def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix: str) -> list[int] | None:
     """The model output of each of the data's classes, by name (None: the data's classes are the model's, in its
-    order). A class the model was not trained on is a KresError that names it; ``fix`` says what to do instead."""
-    unknown = [name for name in data_classes if name not in labels]
+    order). Names are compared in one Unicode form (:func:`class_key`). A class the model was not trained on is a
+    KresError that names it; ``fix`` says what to do instead."""
+    keys = [class_key(label) for label in labels]
+    unknown = [name for name in data_classes if class_key(name) not in keys]
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise KresError(f"the data has classes {model_name} was not trained on ({', '.join(unknown[:5])}{more}): {fix} "
                         f"({', '.join(labels[:10])}; image folders are named after them)")
-    return None if list(data_classes) == list(labels) else [labels.index(name) for name in data_classes]
+    outputs = [keys.index(class_key(name)) for name in data_classes]
+    return None if outputs == list(range(len(labels))) else outputs
 
 
 def meta_path(model_path: str | os.PathLike) -> Path | None:

@@ -651,6 +651,21 @@ def test_classes_the_model_was_not_trained_on_say_how_many_more():
         outputs_of(["a", "b"], ["a", *"cdefghi"], "m", "fix")
 
 
+def test_class_folders_named_in_the_other_unicode_form_are_the_models_classes():
+    """A test folder copied from macOS names "trïangle" in NFD ("tri" + U+0308): it was refused as a class the model
+    was not trained on, though the names look the same."""
+    import unicodedata
+
+    from keras_resnet.meta import outputs_of
+
+    labels = ["circle", "cross", "red square", "tr\u00efangle"]
+    nfd = [unicodedata.normalize("NFD", name) for name in labels]
+    assert nfd[3] != labels[3]
+    assert outputs_of(labels, nfd, "m", "fix") is None  # the model's classes, in its order
+    assert outputs_of(labels, [nfd[3], nfd[0]], "m", "fix") == [3, 0]
+    assert outputs_of(nfd, ["tr\u00efangle", "cross"], "m", "fix") == [3, 1]
+
+
 def test_a_logits_models_outputs_are_scored_as_their_softmax():
     """A logits model (classifier_activation=None) was scored with the cross-entropy of its clipped logits."""
     from keras_resnet import evaluate as ev
