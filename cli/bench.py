@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from keras_resnet.specs import MIN_IMAGE_SIZE, POLICIES
-from kres.options import DepthType, FiniteFloat, PathType, SuggestingGroup, Whole, depth_option
+from keras_resnet.specs import POLICIES
+from kres.options import (
+    DepthType,
+    FiniteFloat,
+    PathType,
+    SuggestingGroup,
+    Whole,
+    depth_option,
+    image_size_option,
+    num_classes_option,
+)
 
 
 def _say(line: str) -> None:
@@ -24,8 +33,7 @@ def bench() -> None:
                     "given, a CPU measures ResNet-18 at 32 px, batch 64 and ResNet-50 at 64 px, batch 16.")
 @click.option("--depth", type=DepthType(), default=None, help="Default: 50 on a GPU; both CPU sizes on a CPU.")
 @click.option("--batch-size", type=Whole(min=1), default=None, help="Default: 32 on a GPU.")
-@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=None,
-              help="Default: 224 on a GPU.")
+@image_size_option(default=None, note="Default: 224 on a GPU.")
 @click.option("--precision", type=click.Choice(POLICIES), default="float32",
               show_default=True)
 @click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps per round.")
@@ -94,7 +102,7 @@ def _word_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--modes", default="float32,float16,dynamic,int8", show_default=True,
               callback=_word_list,
               help="Comma-separated TFLite modes.")
-@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=224, show_default=True)
+@image_size_option()
 @click.option("--threads", default="1,2", show_default=True, callback=_int_list("1,2", least=1, what="thread count"),
               help="Interpreter thread counts.")
 @click.option("--invokes", type=Whole(min=1), default=30, show_default=True,
@@ -102,7 +110,7 @@ def _word_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed invokes.")
 @click.option("--calibration-images", type=Whole(min=1), default=8, show_default=True,
               help="Random images for int8 calibration.")
-@click.option("--num-classes", type=Whole(min=2), default=1000, show_default=True)
+@num_classes_option(least=2)
 @click.option("--peer/--no-peer", default=True, show_default=True, help="Also convert and time the peer.")
 @click.option("--peer-in-graph/--no-peer-in-graph", default=True, show_default=True,
               help="Also the peer with its preprocess_input inside the graph, as ours has (int8; information).")
@@ -130,7 +138,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
                     "naive decode, crop, resize pipeline.")
 @click.option("--images", type=Whole(min=3), default=640, show_default=True,
               help="JPEGs to generate (3 or more: the pipelines split off a fifth for validation).")
-@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=224, show_default=True)
+@image_size_option()
 @click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
 @click.option("--batches", type=Whole(min=1), default=6, show_default=True,
               help="Timed batches per pipeline per round.")
@@ -181,7 +189,7 @@ def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train
 @bench.command(help="Training images/s with Keras's own optimizer update against kres's, compiled as one XLA "
                     "computation (TensorFlow backend), alternating in one process.")
 @depth_option(default=18)
-@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=32, show_default=True)
+@image_size_option(default=32)
 @click.option("--batch-size", type=Whole(min=1), default=64, show_default=True)
 @click.option("--steps", type=Whole(min=1), default=10, show_default=True, help="Timed steps per round.")
 @click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kres.options import PathType, Whole, depth_option, image_size_option
+from kres.options import PathType, depth_option, image_size_option, num_classes_option
 
 
 @click.command(help="Turn a torchvision ResNet checkpoint (.pth, .safetensors, .npz) or a keras.applications .h5 "
@@ -12,10 +12,11 @@ from kres.options import PathType, Whole, depth_option, image_size_option
 @click.argument("checkpoint", type=PathType(dir_okay=False))
 @depth_option()
 @click.option("--output", "-o", required=True, type=PathType(dir_okay=False), help="The .keras file to write.")
-@click.option("--num-classes", type=Whole(min=1), default=None,
-              help="Classifier width; default: the checkpoint's own (a different width keeps a fresh classifier).")
-@image_size_option()
-def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int | None, image_size: int) -> None:
+@num_classes_option(default=None,
+                    note="Default: the checkpoint's own (a different width keeps a fresh classifier).")
+@image_size_option(default=None, note="Default: a .keras checkpoint's own, else 224.")
+def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int | None,
+                    image_size: int | None) -> None:
     from keras_resnet.convert import ConvertConfig, convert_checkpoint
 
     click.echo(f"... reading {checkpoint}", err=True)  # progress, as export shows it: stdout holds the result

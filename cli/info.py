@@ -8,13 +8,13 @@ import click
 
 from keras_resnet.errors import counted
 from keras_resnet.specs import STEMS
-from kres.options import Whole, depth_option, image_size_option, variant_option
+from kres.options import depth_option, image_size_option, num_classes_option, variant_option
 
 
 @click.command(help="Print the layers, parameters, multiply-adds and stage output shapes of a ResNet.")
 @depth_option()
 @image_size_option()
-@click.option("--num-classes", type=Whole(min=1), default=1000, show_default=True)
+@num_classes_option()
 @variant_option()
 @click.option("--stem", type=click.Choice(STEMS), default=STEMS[0], show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -101,6 +101,21 @@ def variant_option():
                         help="v1.5: torchvision numerics (stride on the 3x3). v1: keras.applications layer for layer.")
 
 
-def image_size_option(default: int | None = 224):
-    return click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=default,
-                        show_default=default is not None, help=f"Input side in pixels ({MIN_IMAGE_SIZE} or more).")
+# Bounds no real use reaches: a larger --image-size or --num-classes was a traceback from deep inside TensorFlow
+# (or an out-of-memory error blaming --image-size), and 2**63 px printed a 31-digit multiply-add count.
+MAX_IMAGE_SIZE = 4096
+MAX_NUM_CLASSES = 100_000
+
+
+def image_size_option(default: int | None = 224, note: str = ""):
+    """--image-size, bounded alike in every command (--help shows the range after ``note``)."""
+    return click.option("--image-size", type=Whole(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=default,
+                        show_default=default is not None,
+                        help=f"Input side in pixels.{' ' + note if note else ''}")
+
+
+def num_classes_option(default: int | None = 1000, least: int = 1, note: str = ""):
+    """--num-classes, bounded alike in every command that takes it (--help shows the range)."""
+    return click.option("--num-classes", type=Whole(least, MAX_NUM_CLASSES), default=default,
+                        show_default=default is not None,
+                        help=f"Classifier width.{' ' + note if note else ''}")

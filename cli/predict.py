@@ -6,7 +6,7 @@ import json
 
 import click
 
-from kres.options import MIN_IMAGE_SIZE, PathType, Whole
+from kres.options import PathType, Whole, image_size_option
 
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
@@ -16,8 +16,7 @@ from kres.options import MIN_IMAGE_SIZE, PathType, Whole
 @click.argument("model", type=PathType())
 @click.argument("images", nargs=-1, required=True, type=PathType())
 @click.option("--top-k", type=Whole(min=1), default=5, show_default=True)
-@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=None,
-              help=f"Only for a model that takes any size and records none ({MIN_IMAGE_SIZE} or more, as in training).")
+@image_size_option(default=None, note="Only for a model that takes any size and records none.")
 @click.option("--batch-size", type=Whole(min=1), default=32, show_default=True)
 @click.option("--threads", type=Whole(min=1), default=None, help="TFLite interpreter threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")

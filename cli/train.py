@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, MIN_IMAGE_SIZE, OPTIMIZERS, PRECISIONS, STEMS
-from kres.options import FiniteFloat, PathType, Whole, depth_option, variant_option
+from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, OPTIMIZERS, PRECISIONS, STEMS
+from kres.options import FiniteFloat, PathType, Whole, depth_option, image_size_option, variant_option
 
 
 class _TrainCommand(click.Command):
@@ -38,8 +38,7 @@ class _TrainCommand(click.Command):
 @click.option("--epochs", type=Whole(1, MAX_EPOCHS), default=None, help="Default: the recipe's.")
 @click.option("--batch-size", type=Whole(min=1), default=None,
               help="GLOBAL batch, split across replicas. Default: the recipe's.")
-@click.option("--image-size", type=Whole(min=MIN_IMAGE_SIZE), default=None,
-              help=f"Input side in pixels ({MIN_IMAGE_SIZE} or more). Default: the recipe's.")
+@image_size_option(default=None, note="Default: the recipe's.")
 @click.option("--stem", type=click.Choice(STEMS), default=None, help="Default: the recipe's.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: mixed_bfloat16 on TPUs and GPUs with compute capability 8+, mixed_float16 on older "

@@ -370,6 +370,10 @@ def _read_state_dict(path: Path, fmt: str) -> dict[str, np.ndarray]:
             return dict(load_file(str(path)))
         except Exception as err:  # safetensors raises its own SafetensorError for a bad header or size
             raise _damaged(path, "safetensors", err) from None
+    with open(path, "rb") as handle:  # np.load tries pickle on anything else, and its error offers allow_pickle=
+        if handle.read(2) != b"PK":
+            raise KresError(f"cannot read {path}: it is not a weights file (an .npz is a zip archive of arrays, as "
+                            "numpy.savez writes)")
     try:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import click
 import pytest
 
 from kres.main import main
@@ -63,15 +64,23 @@ def test_info_says_one_class(capsys):
 def test_info_multiply_adds_in_a_unit_that_fits(capsys):
     code, out, _ = _kres(capsys, "info", "--depth", "50")
     assert code == 0 and "multiply-adds     4.09 G (4,089,184,256)" in out  # as the README shows it
-    code, out, _ = _kres(capsys, "info", "--depth", "18", "--image-size", "20000")
-    assert code == 0 and "multiply-adds     14.46 T (14,457,600,512,000)" in out, out  # it said "14457.60 G"
+    code, out, _ = _kres(capsys, "info", "--depth", "152", "--image-size", "4096")
+    assert code == 0 and "multiply-adds     3.85 T (3,849,098,051,584)" in out, out  # it said "3849.10 G"
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["info", "--depth", "42"], "unsupported depth '42': choose one of 18, 34, 50, 101, 152"),
     (["info", "--depth", "fifty"], "unsupported depth 'fifty': choose one of 18, 34, 50, 101, 152"),
-    (["info", "--depth", "18", "--image-size", "16"], "16 is not in the range x>=32"),
+    (["info", "--depth", "18", "--image-size", "16"], "16 is not in the range 32<=x<=4096"),
     (["info", "--depth", "18", "--variant", "v3"], "'v3' is not one of 'v1.5', 'v1'"),
+    # tracebacks from TensorFlow ("Inputs have incompatible shapes", "out-of-range integer"), and an out-of-memory
+    # line that blamed --image-size for --num-classes
+    (["info", "--depth", "18", "--image-size", "99999999999999999999"],
+     "'--image-size': 99999999999999999999 is not in the range 32<=x<=4096"),
+    (["info", "--depth", "18", "--num-classes", "99999999999999999999"],
+     "'--num-classes': 99999999999999999999 is not in the range 1<=x<=100000"),
+    (["info", "--depth", "18", "--num-classes", "1000000000000"],
+     "'--num-classes': 1000000000000 is not in the range 1<=x<=100000"),
     (["info", "--depth", "18", "--frobnicate"], "No such option '--frobnicate'"),
     (["info"], "Missing option '--depth'"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
@@ -82,6 +91,31 @@ def test_bad_input_is_one_line(capsys, args, message):
     assert out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("Error: ") and message in err
+
+
+def _commands(group, ctx):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, ctx)
+        else:
+            yield command
+
+
+def test_every_image_size_and_num_classes_has_the_same_bounds():
+    """--image-size 9223372036854775808 printed "multiply-adds 6929510119977990725369801474048.00 T"; each command
+    bounded (or not) its own."""
+    from kres.main import cli
+
+    bounds = {}
+    for command in _commands(cli, click.Context(cli)):
+        for param in command.params:
+            if param.name in ("image_size", "num_classes"):
+                bounds.setdefault(param.name, set()).add((command.name, param.type.max))
+    assert {name: {top for _, top in found} for name, found in bounds.items()} == {
+        "image_size": {4096}, "num_classes": {100_000}}
+    assert {command for command, _ in bounds["image_size"]} == {
+        "info", "train", "predict", "evaluate", "convert-weights", "throughput", "tflite", "pipeline", "update"}
 
 
 def test_console_script_and_no_top_level_cli_package(tmp_path):

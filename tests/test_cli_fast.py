@@ -40,7 +40,7 @@ def _parse_only(*args):
     (["evaluate", "a.keras", "--dataset", "digits", "--data-dir", "d"], 2, "--dataset and --data-dir are alternatives"),
     (["export", "run", "-o", "out", "--quantize", "int4"], 2, "unknown quantize mode 'int4'"),
     # 1 was taken here alone; the other commands need 32 (a ResNet halves its input five times)
-    (["predict", "m.keras", "a.png", "--image-size", "1"], 2, "'--image-size': 1 is not in the range x>=32"),
+    (["predict", "m.keras", "a.png", "--image-size", "1"], 2, "'--image-size': 1 is not in the range 32<=x<=4096"),
     # it made the int8 model alone without a word (float16 was refused)
     (["export", "run", "-o", "out", "--edgetpu", "--quantize", "float32"], 2,
      "--edgetpu makes an int8 model: drop --quantize float32"),

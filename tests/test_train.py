@@ -312,7 +312,7 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["--depth", "18", "--data-dir", tmp_path / "empty", "--output", out], "empty"),
         (["--depth", "18", "--data-dir", tmp_path / "one", "--output", out], "class"),
         (["--depth", "18", "--dataset", "digits", "--data-dir", tmp_path / "one", "--output", out], "not both"),
-        (["--depth", "18", "--image-size", "16", "--output", out], "16 is not in the range x>=32"),
+        (["--depth", "18", "--image-size", "16", "--output", out], "16 is not in the range 32<=x<=4096"),
         (["--depth", "20", "--output", out], "unsupported depth '20': choose one of 18, 34, 50, 101, 152"),
         (["--depth", "18", "--epochs", "0", "--output", out], "0 is not in the range 1<=x<=100000"),
         (["--depth", "18", "--dataset", "synthetic", "--batch-size", "1000", "--output", out], "batch size 1000"),

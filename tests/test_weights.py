@@ -366,6 +366,56 @@ def test_convert_weights_cli_writes_a_loadable_keras_file(tmp_path, capsys):
     assert "--output must end in .keras" in capsys.readouterr().err
 
 
+def _small_keras(path, size=32, num_classes=10):
+    keras_resnet.resnet(18, num_classes=num_classes, input_shape=(size, size, 3)).save(path)
+    return path
+
+
+def test_convert_weights_never_writes_over_a_file(tmp_path, capsys):
+    """`-o run/best.keras` of that same file replaced the run's model (at 224 px) without a word, and `kres
+    evaluate run` then failed: meta.json described a 32 px model."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    best = _small_keras(run / "best.keras")
+    other = tmp_path / "other.keras"
+    other.write_bytes(b"mine")
+    before = best.read_bytes()
+    for output, message in [
+        (best, f"--output {best} is the checkpoint being converted: choose another --output"),
+        (run / "last.keras", f"--output {run / 'last.keras'} is the model of the run {run}: choose another --output"),
+        (other, f"--output {other} exists: choose another --output, or remove that file first"),
+    ]:
+        if output.name == "last.keras":
+            output.write_bytes(before)
+        assert main(["convert-weights", str(best), "--depth", "18", "-o", str(output)]) == 2
+        assert capsys.readouterr().err == f"... reading {best}\nError: {message}\n"
+    assert best.read_bytes() == before and other.read_bytes() == b"mine"
+
+
+def test_convert_weights_keeps_a_keras_files_input_size(tmp_path, capsys):
+    """A 32 px .keras converted to a 224 px one: --image-size's default was 224 for every checkpoint."""
+    source = _small_keras(tmp_path / "c.keras")
+    assert main(["convert-weights", str(source), "--depth", "18", "-o", str(tmp_path / "same.keras")]) == 0
+    assert main(["convert-weights", str(source), "--depth", "18", "-o", str(tmp_path / "big.keras"),
+                 "--image-size", "64"]) == 0
+    capsys.readouterr()
+    import keras
+
+    for name, size in [("same.keras", 32), ("big.keras", 64)]:
+        assert keras.models.load_model(tmp_path / name).input_shape == (None, size, size, 3)
+
+
+def test_convert_weights_of_text_named_npz(tmp_path, capsys):
+    """NumPy's own error offered to "load it unsafely using the allow_pickle= keyword"."""
+    junk = tmp_path / "j.npz"
+    junk.write_text("junk text\n")
+    assert main(["convert-weights", str(junk), "--depth", "18", "-o", str(tmp_path / "j.keras")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: cannot read {junk}: it is not a weights file (an .npz is a zip archive of arrays, as numpy.savez "
+        "writes)")
+
+
 def test_pth_without_torch_says_how_to_get_by(tmp_path, monkeypatch):
     (tmp_path / "r18.pth").write_bytes(b"\0")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
