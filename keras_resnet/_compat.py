@@ -14,6 +14,8 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.metadata
+import json
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -59,8 +61,11 @@ def is_getitem(operation) -> bool:
 # in that process only; the packages themselves import as usual afterwards (so does the ``matplotlib`` package,
 # which skipping too saved nothing measurable). Checked on Keras 3.15.1, its patch releases taken as the same;
 # other Keras versions are imported as they are.
+# Only under the backends kres supports, where it was checked: the torch backend imports torch._dynamo, whose trace
+# rules look scikit-learn up at import, so there the skip itself failed the import ("No module named 'sklearn'").
 KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib.pyplot")
 KERAS_OPTIONAL_IMPORTS_CHECKED = ("3.15.",)
+KERAS_OPTIONAL_IMPORTS_BACKENDS = ("tensorflow", "jax")
 
 
 class _SkipImports(importlib.abc.MetaPathFinder):
@@ -74,7 +79,31 @@ class _SkipImports(importlib.abc.MetaPathFinder):
 
 
 def skips_keras_optional_imports(keras_version: str) -> bool:
-    return keras_version.startswith(KERAS_OPTIONAL_IMPORTS_CHECKED)
+    return (keras_version.startswith(KERAS_OPTIONAL_IMPORTS_CHECKED)
+            and keras_backend_to_load() in KERAS_OPTIONAL_IMPORTS_BACKENDS)
+
+
+def keras_backend_to_load() -> str | None:
+    """The backend ``import keras`` is about to load, worked out as Keras 3.15's ``backend/config.py`` does:
+    KERAS_BACKEND, else keras.json's under KERAS_HOME (else ~/.keras, or /tmp/.keras where ~ is read-only), else
+    tensorflow. None where keras.json cannot be read."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    if "KERAS_HOME" in os.environ:
+        home = os.environ["KERAS_HOME"]
+    else:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.join(os.path.expanduser(home), "keras.json")) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        return "tensorflow"
+    except ValueError:  # Keras reads a damaged keras.json as {}
+        return "tensorflow"
+    except OSError:
+        return None
+    return config.get("backend", "tensorflow") if isinstance(config, dict) else None
 
 
 def import_keras() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,30 @@ def test_only_the_checked_keras_versions_are_imported_without_their_optional_imp
     assert _compat.skips_keras_optional_imports(keras.__version__), (
         f"Keras {keras.__version__} is imported with its optional imports: check that it still guards them, and add "
         "it to _compat.KERAS_OPTIONAL_IMPORTS_CHECKED")
+
+
+@pytest.mark.parametrize(("backend", "keras_json", "skipped"), [
+    ("tensorflow", None, True), ("jax", None, True), ("torch", None, False),
+    (None, '{"backend": "torch"}', False), (None, '{"backend": "jax"}', True), (None, None, True),
+])
+def test_keras_optional_imports_are_skipped_only_under_the_backends_checked(monkeypatch, tmp_path, backend,
+                                                                            keras_json, skipped):
+    """Under KERAS_BACKEND=torch the skip failed `import keras` itself ("No module named 'sklearn' (skipped while
+    importing Keras)"): torch._dynamo looks scikit-learn up as it imports."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    if keras_json:
+        (tmp_path / "keras.json").write_text(keras_json)
+    if backend:
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+    else:
+        monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert _compat.skips_keras_optional_imports("3.15.1") is skipped
+
+
+def test_kres_info_under_the_torch_backend():
+    pytest.importorskip("torch")
+    kres = Path(sys.executable).parent / "kres"
+    done = subprocess.run([kres, "info", "--depth", "18", "--image-size", "32", "--json"],
+                          env=kres_env(KERAS_BACKEND="torch"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["total_params"] == 11_699_112
