@@ -11,6 +11,11 @@ from click.core import ParameterSource
 from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, OPTIMIZERS, PRECISIONS, STEMS
 from kres.options import FiniteFloat, PathType, Whole, depth_option, image_size_option, variant_option
 
+# Far above any rate that trains (the recipes' are 0.8 at most), and far below what overflows: TensorFlow casts the
+# scaled rate to float32 (--lr 1e300 printed NumPy's "overflow encountered in cast"), and --lr 1e308 times a batch
+# above 256 was inf ("cannot write config.json: a value is not a finite number").
+MAX_LR = 10**9
+
 
 class _TrainCommand(click.Command):
     def parse_args(self, ctx, args):
@@ -46,8 +51,9 @@ class _TrainCommand(click.Command):
 @click.option("--xla/--no-xla", default=None, help="Compile steps with XLA. Default: on for GPUs/TPUs, off on CPU.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
               help="SGD with Nesterov momentum, or AdamW. Default: the recipe's (sgd).")
-@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None,
-              help="Base learning rate for a global batch of 256, scaled linearly with --batch-size.")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True, max=MAX_LR), default=None,
+              help=f"Base learning rate for a global batch of 256, scaled linearly with --batch-size (above 0, at "
+                   f"most {MAX_LR:,}).")
 @click.option("--warmup-epochs", type=FiniteFloat(min=0), default=None,
               help="Linear warmup before the cosine decay.")
 @click.option("--weight-decay", type=FiniteFloat(min=0), default=None,

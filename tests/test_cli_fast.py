@@ -142,6 +142,10 @@ def test_float_options_refuse_nan_and_infinity(capsys, option, value):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--depth", "18", "--lr", "0"], "'0' is not in the range 0<x"),
+    # NumPy's "overflow encountered in cast" warning, and "cannot write r1/config.json: a value is not a finite number"
+    (["train", "--depth", "18", "--lr", "1e300"], "Error: Invalid value for '--lr': '1e300' is not in the range "
+                                                  "0<x<=1000000000 (see 'kres train --help')\n"),
+    (["train", "--depth", "18", "--lr", "1e308"], "'--lr': '1e308' is not in the range 0<x<=1000000000 "),
     (["train", "--depth", "18", "--val-split", "1"], "'1' is not in the range 0<x<1"),
     (["train", "--depth", "18", "--label-smoothing", "1.0"], "'1.0' is not in the range 0<=x<1"),
     (["bench", "time-to-accuracy", "--target", "nan"], "(see 'kres bench time-to-accuracy --help')"),
