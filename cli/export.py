@@ -39,11 +39,12 @@ from kres.options import PathType, Whole
               help="Held-out images for the agreement report, spread over the validation split (0 to skip).")
 @click.option("--debug", is_flag=True, help="With --quantize int8: per-layer quantization error (quant_debug.csv/.png, "
                                             "worst layers in the report).")
-@click.option("--float-layers", default="", metavar="NAME[,NAME...]",
+@click.option("--float-layers", default=None, metavar="NAME[,NAME...]", callback=lambda ctx, param, value:
+              _layer_names(value),
               help="With --quantize int8: also write model_int8_mixed.tflite with these Keras layers (and the ops "
                    "reading them) in float, for CPU and GPU-delegate targets; not with --edgetpu.")
-@click.option("--float-worst", type=Whole(min=0), default=0, metavar="K",
-              help="Like --float-layers, with the K layers the debugger finds worst.")
+@click.option("--float-worst", type=Whole(min=1), default=None, metavar="K",
+              help="Like --float-layers, with the K layers the debugger finds worst (1 or more).")
 @click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders for calibration and held-out images, where the run's data has moved.")
 @click.option("--dataset", default=None, help="A TFDS name (or 'digits') for them instead of the run's data.")
@@ -51,7 +52,7 @@ from kres.options import PathType, Whole
               help="Where the run's TFDS dataset (or --dataset's) is prepared, where it has moved.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
            edgetpu: bool, allow_cpu_ops: bool, calibration_steps: int, io_dtype: str, eval_images: int, debug: bool,
-           float_layers: str, float_worst: int, per_channel_dense: bool, data_dir: str | None,
+           float_layers: tuple[str, ...], float_worst: int | None, per_channel_dense: bool, data_dir: str | None,
            dataset: str | None, tfds_dir: str | None) -> None:
     from keras_resnet.data import scan_progress, scans_once
     from keras_resnet.export import ExportConfig
@@ -61,9 +62,8 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
     cfg = ExportConfig(source=source, output=output, saved_model=saved_model, tflite=tflite, quantize=quantize,
                        qat=qat, qat_epochs=qat_epochs, edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops,
                        calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images, debug=debug,
-                       float_layers=tuple(n.strip() for n in float_layers.split(",") if n.strip()),
-                       float_worst=float_worst, per_channel_dense=per_channel_dense, data_dir=data_dir,
-                       dataset=dataset, tfds_dir=tfds_dir)
+                       float_layers=float_layers, float_worst=float_worst or 0, per_channel_dense=per_channel_dense,
+                       data_dir=data_dir, dataset=dataset, tfds_dir=tfds_dir)
     try:
         def say(message: str) -> None:
             click.echo(f"... {message}", err=True)
@@ -97,3 +97,13 @@ def _edgetpu_is_int8(ctx: click.Context, name: str, value):
         raise click.UsageError("--edgetpu makes an int8 model: drop --quantize float32 (a float32 model is a --tflite "
                                "export without --edgetpu)", ctx)
     return value
+
+
+def _layer_names(value: str | None) -> tuple[str, ...]:
+    """--float-layers' names; one given that names none ("" or ",,,") is refused: it made no mixed model, without
+    a word."""
+    names = tuple(name.strip() for name in (value or "").split(",") if name.strip())
+    if value is not None and not names:
+        raise click.BadParameter(f"{value!r} names no layer: give Keras layer names, such as conv2_conv (--debug "
+                                 "reports the worst)")
+    return names

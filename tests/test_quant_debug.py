@@ -199,6 +199,12 @@ def test_resnet_debug_csv_has_every_conv_and_dense_layer(tmp_path, capfd):
     (["--edgetpu", "--float-layers", "conv1_conv"], "cannot be used with --edgetpu: the Edge TPU needs every op"),
     (["--tflite", "--quantize", "float16", "--debug"], "--debug works on the post-training int8 model"),
     (["--tflite", "--quantize", "int8", "--float-layers", "a", "--float-worst", "2"], "not both"),
+    # each exited 0 without the mixed model asked for
+    (["--tflite", "--quantize", "int8", "--float-layers", ""], "Error: Invalid value for '--float-layers': '' names "
+     "no layer: give Keras layer names, such as conv2_conv (--debug reports the worst) (see 'kres export --help')"),
+    (["--tflite", "--quantize", "int8", "--float-layers", ",,,"], "'--float-layers': ',,,' names no layer: "),
+    (["--tflite", "--quantize", "int8", "--float-worst", "0"], "Error: Invalid value for '--float-worst': 0 is not "
+     "in the range x>=1. (see 'kres export --help')"),
 ])
 def test_option_errors_are_one_line(tmp_path, capsys, flags, message):
     from kres.main import main
