@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
+from keras_resnet.bench.common import RESULTS_DIR
 from keras_resnet.specs import POLICIES
 from kres.options import (
     DepthType,
@@ -16,6 +19,27 @@ from kres.options import (
     num_classes_option,
 )
 
+# Where every benchmark writes (the checkout kres is installed from, whatever folder it runs in; see results_home).
+RESULTS = os.path.abspath(RESULTS_DIR)
+
+
+def _plain_name(ctx, param, value: str | None) -> str | None:
+    """--name is a file name in RESULTS: "a/b" wrote RESULTS/a/b.json and "" a hidden ".json", after the whole run."""
+    if value is not None and (not value.strip() or value.startswith(".") or any(c in value for c in "/\\\0")):
+        raise click.BadParameter(f"{value!r} is no plain file name: give one such as my-run (no folder, not hidden); "
+                                 f"results go to {RESULTS}")
+    return value
+
+
+def _name_option(default: str | None, default_text: str = ""):
+    return click.option("--name", default=default, show_default=default is not None, metavar="NAME",
+                        callback=_plain_name,
+                        help=f"Results file name: writes NAME.json and NAME.md to {RESULTS}{default_text}.")
+
+
+def _wrote(result: dict) -> None:
+    click.echo(f"wrote {os.path.abspath(result['results_file'])}")
+
 
 def _say(line: str) -> None:
     """A benchmark's progress: on stderr, off the table's stdout."""
@@ -23,7 +47,7 @@ def _say(line: str) -> None:
 
 
 @click.group(cls=SuggestingGroup,
-             help="Benchmarks against peers, run in the same command; results go to benchmarks/results/.")
+             help=f"Benchmarks against peers, run in the same command; results go to {RESULTS}.")
 def bench() -> None:
     pass
 
@@ -46,7 +70,7 @@ def bench() -> None:
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also measure torchvision where torch imports.")
 @click.option("--torch-compile/--no-torch-compile", default=None, help="Default: on for GPUs, off on a CPU.")
-@click.option("--name", default=None, help="Results file stem (default throughput-<backend>).")
+@_name_option(None, " (default: throughput-<backend>)")
 def throughput(depth, batch_size, image_size, precision, steps, warmup, rounds, xla, with_torch, torch_compile,
                name):
     from keras_resnet.bench import throughput as bench_throughput
@@ -68,7 +92,7 @@ def throughput(depth, batch_size, image_size, precision, steps, warmup, rounds, 
         from keras_resnet.bench.common import nothing_measured
 
         raise nothing_measured(result["results_file"])
-    click.echo(f"wrote {result['results_file']}")
+    _wrote(result)
 
 
 def _int_list(example: str, least: int | None = None, what: str = "value"):
@@ -116,7 +140,7 @@ def _word_list(ctx, param, value: str) -> tuple[str, ...]:
               help="Also the peer with its preprocess_input inside the graph, as ours has (int8; information).")
 @click.option("--peer-architecture/--no-peer-architecture", default=True, show_default=True,
               help="Also ours as variant v1, the peer's architecture (ResNet-50 int8).")
-@click.option("--name", default="tflite", show_default=True, help="Results file stem.")
+@_name_option("tflite")
 def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_images, num_classes, peer, peer_in_graph,
            peer_architecture, name):
     from keras_resnet.bench import tflite_latency
@@ -131,7 +155,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
         from keras_resnet.bench.common import nothing_measured
 
         raise nothing_measured(result["results_file"])
-    click.echo(f"wrote {result['results_file']}")
+    _wrote(result)
 
 
 @bench.command(help="Training-pipeline images/s per core on a generated folder of ~500x375 JPEGs, against a "
@@ -151,7 +175,7 @@ def tflite(depths, modes, image_size, threads, invokes, warmup, calibration_imag
 @click.option("--height", type=Whole(min=32), default=375, show_default=True)
 @click.option("--cache-dir", type=PathType(file_okay=False), default=None,
               help="Where the generated JPEGs are kept (default: <tmp>/kres-bench-cache).")
-@click.option("--name", default="pipeline", show_default=True, help="Results file stem.")
+@_name_option("pipeline")
 def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, width, height, cache_dir, name):
     from keras_resnet.bench import pipeline as bench_pipeline
 
@@ -160,7 +184,7 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
                                 cache_dir=cache_dir, results_name=name)
     result = bench_pipeline.run(cfg, say=_say)
     click.echo(result["table"])
-    click.echo(f"wrote {result['results_file']}")
+    _wrote(result)
 
 
 @bench.command("time-to-accuracy", context_settings={"ignore_unknown_options": True},
@@ -174,7 +198,7 @@ def pipeline(images, image_size, batch_size, batches, warmup, rounds, cores, wid
 @click.option("--timeout", type=FiniteFloat(min=1), default=1800, show_default=True, help="Seconds.")
 @click.option("--output", "-o", type=PathType(file_okay=False), default=None,
               help="Keep the run in this new directory (default: a temporary one).")
-@click.option("--name", default="time_to_accuracy", show_default=True, help="Results file stem.")
+@_name_option("time_to_accuracy")
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
 def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train_args):
     from keras_resnet.bench import time_to_accuracy as bench_tta
@@ -183,7 +207,7 @@ def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train
                            timeout_s=timeout, output=output, results_name=name)
     result = bench_tta.run(cfg, say=_say)
     click.echo(result["table"])
-    click.echo(f"wrote {result['results_file']}")
+    _wrote(result)
 
 
 @bench.command(help="Training images/s with Keras's own optimizer update against kres's, compiled as one XLA "
@@ -195,7 +219,7 @@ def time_to_accuracy(depth, target, stop_at_target, timeout, output, name, train
 @click.option("--warmup", type=Whole(min=1), default=3, show_default=True, help="Untimed steps.")
 @click.option("--rounds", type=Whole(min=1), default=6, show_default=True,
               help="The two updates alternate this many times; the median is reported.")
-@click.option("--name", default="update", show_default=True, help="Results file stem.")
+@_name_option("update")
 def update(depth, image_size, batch_size, steps, warmup, rounds, name):
     from keras_resnet.bench import update as bench_update
 
@@ -203,4 +227,4 @@ def update(depth, image_size, batch_size, steps, warmup, rounds, name):
                               rounds=rounds, results_name=name)
     result = bench_update.run(cfg, say=_say)
     click.echo(result["table"])
-    click.echo(f"wrote {result['results_file']}")
+    _wrote(result)

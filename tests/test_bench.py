@@ -1,6 +1,7 @@
 """Smoke runs of the benchmarks at a tiny size: they run their peers and write consistent results."""
 
 import json
+import os
 import statistics
 
 import pytest
@@ -268,6 +269,21 @@ def test_update_bench_says_each_optimizer_and_round_on_stderr(tmp_path, monkeypa
             f"{optimizer}: Keras's own 10.0 images/s, compiled (kres) 20.0")]
 
 
+def test_bench_prints_the_absolute_path_it_wrote(tmp_path, monkeypatch, capsys):
+    """An installed kres writes to benchmarks/results under the working directory: "wrote benchmarks/results/..."
+    left the reader to work out which."""
+    from pathlib import Path
+
+    from keras_resnet.bench import common, update
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(common, "RESULTS_DIR", Path("benchmarks") / "results")
+    monkeypatch.setattr(update, "_step", lambda cfg, make_optimizer, compiled: lambda: 20.0 if compiled else 10.0)
+    monkeypatch.setattr(update, "images_per_second", lambda step, batch_size, steps, warmup, sync: step())
+    assert main(["bench", "update", "--rounds", "1", "--name", "mine"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'benchmarks' / 'results' / 'mine.json'}"
+
+
 def _fake_contenders(rates):
     """_contenders' stand-in: each model's round returns its next rate."""
     def contender(name):
@@ -351,3 +367,36 @@ def test_update_bench_records_the_load_average_and_warns_of_unsteady_rounds(tmp_
                "rerun on an idle machine")
     assert data["warning"] == warning
     assert captured.out.splitlines()[-3:] == [warning, "", f"wrote {tmp_path / 'update.json'}"]
+
+
+@pytest.mark.parametrize("command", ["throughput", "tflite", "pipeline", "time-to-accuracy", "update"])
+@pytest.mark.parametrize("name", ["a/b", "", ".hidden", "..", "a\\b"])
+def test_results_name_is_a_plain_file_name_checked_before_running(tmp_path, monkeypatch, capsys, command, name):
+    """`--name a/b` ran the whole benchmark, then wrote benchmarks/results/a/b.json (and `--name ""` a hidden
+    .json)."""
+    from keras_resnet.bench import common
+    from kres.bench import RESULTS
+    from kres.main import main
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert main(["bench", command, "--name", name]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: Invalid value for '--name': {name!r} is no plain file name: give one such as my-run (no folder, "
+        f"not hidden); results go to {RESULTS} (see 'kres bench {command} --help')\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_help_says_the_folder_results_go_to(capsys):
+    """It said "benchmarks/results/", which a user looked for in the folder they ran kres in."""
+    from kres.bench import RESULTS  # common.RESULTS_DIR, absolute (that one is the checkout: see above)
+    from kres.main import main
+
+    assert os.path.isabs(RESULTS)
+    def unwrapped(text):  # click wraps a long path, at its hyphens too
+        return "".join(text.split())
+
+    assert main(["bench", "--help"]) == 0
+    assert unwrapped(f"results go to {RESULTS}.") in unwrapped(capsys.readouterr().out)
+    assert main(["bench", "update", "--help"]) == 0
+    assert unwrapped(f"--name NAME Results file name: writes NAME.json and NAME.md to {RESULTS}. [default: update]"
+                     ) in unwrapped(capsys.readouterr().out)

@@ -147,3 +147,14 @@ def test_time_to_accuracy_says_the_launch_and_each_epoch_on_stderr(tmp_path, res
         "epoch 1: validation top-1 50.00% (N s since launch)", "epoch 2: validation top-1 98.00% (N s since launch)"]
     assert reached == "reached 97.00%: ending the run"
     assert json.loads((results / "fake.json").read_text())["result"]["epoch"] == 2
+
+
+@pytest.mark.parametrize(("args", "own"), [(["--depth", "50"], "--depth"), (["--depth=50"], "--depth"),
+                                           (["--output", "r"], "--output"), (["-o", "r"], "--output"),
+                                           (["-or"], "--output")])
+def test_time_to_accuracy_refuses_its_own_options_after_the_dashes(results, capsys, args, own):
+    """`-- --depth 50` ran `kres train --depth 18 ... --depth 50`: ResNet-50, in a table that said ResNet-18."""
+    assert main(["bench", "time-to-accuracy", "--", "--epochs", "1", *args]) == 2
+    assert capsys.readouterr().err == (f"Error: {args[0]} after `--` is set by the benchmark itself: give {own} "
+                                       "before `--`, as kres bench time-to-accuracy's own option\n")
+    assert not results.exists()

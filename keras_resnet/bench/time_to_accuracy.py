@@ -38,6 +38,19 @@ class Config:
     results_name: str = "time_to_accuracy"
 
 
+# `kres train`'s options the benchmark passes itself (train_command), under the benchmark's own option: after `--`
+# they were passed twice, and the later won (`-- --depth 50` trained ResNet-50 under a ResNet-18 title).
+OWN_TRAIN_OPTIONS = {"--depth": "--depth", "--output": "--output", "-o": "--output"}
+
+
+def own_option(arg: str) -> str | None:
+    """The benchmark's option that ``arg`` (one of the arguments after ``--``) would set again, or None."""
+    name = arg.split("=", 1)[0]
+    if name in OWN_TRAIN_OPTIONS:
+        return OWN_TRAIN_OPTIONS[name]
+    return "--output" if arg.startswith("-o") else None  # -orun
+
+
 def first_reaching(rows: list[dict], target: float) -> dict | None:
     """The first history row whose ``val_accuracy`` is at least ``target``."""
     return next((r for r in rows if r.get("val_accuracy", -1.0) >= target), None)
@@ -140,6 +153,10 @@ def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
     """Time ``kres train`` to the target; write JSON and markdown; return the payload. ``say`` gets the launch
     and one line per epoch."""
     depth_spec(cfg.depth)
+    for arg in cfg.train_args:
+        if own_option(arg):
+            raise KresError(f"{arg} after `--` is set by the benchmark itself: give {own_option(arg)} before `--`, "
+                            "as kres bench time-to-accuracy's own option")
     if not 0.0 < cfg.target <= 1.0:
         raise KresError(f"--target {cfg.target:g} is no accuracy to reach: give a fraction above 0 and at most 1, "
                         "e.g. 0.97")
