@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from kres.options import PathType, Whole, image_size_option
+from kres.options import DatasetName, PathType, Whole, image_size_option
 
 
 def _one_or_two(ctx, param, models: tuple[str, ...]) -> tuple[str, ...]:
@@ -28,7 +28,7 @@ def _one_data_option(ctx, param, value):
                     "run dir. With no data option, the data the model was trained on. Two models: compared on the "
                     "same images (top-1 agreement, largest output difference).")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL [MODEL_B]", callback=_one_or_two)
-@click.option("--dataset", default=None, callback=_one_data_option,
+@click.option("--dataset", type=DatasetName(), default=None, callback=_one_data_option,
               help="TFDS name ('cifar10', ...), 'synthetic' or 'digits'.")
 @click.option("--data-dir", default=None, type=PathType(file_okay=False), callback=_one_data_option,
               help="Image folders as train takes them: DIR/val/<class>/ is read whole, or the validation split "

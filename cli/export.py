@@ -6,7 +6,7 @@ import click
 
 from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, check_mode
 from keras_resnet.specs import MAX_EPOCHS
-from kres.options import PathType, Whole
+from kres.options import DatasetName, PathType, Whole
 
 
 @click.command(help="Export a run directory or .keras file: SavedModel (+ .keras), TFLite float32/float16/dynamic/"
@@ -17,7 +17,7 @@ from kres.options import PathType, Whole
 @click.option("--saved-model", is_flag=True, help="SavedModel (uint8 serving_default, float32 signature) + .keras.")
 @click.option("--tflite", is_flag=True, help="A TFLite model (static batch 1) of the --quantize kind.")
 @click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
-              callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, check_mode(value)),
+              callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, _choice(check_mode, value)),
               help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.",
               callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value))
@@ -30,7 +30,7 @@ from kres.options import PathType, Whole
 @click.option("--calibration-steps", type=Whole(min=1), default=100, show_default=True,
               help="Training images for int8 calibration.")
 @click.option("--io-dtype", default="uint8", show_default=True, metavar="|".join(IO_DTYPES),
-              callback=lambda ctx, param, value: check_io_dtype(value),
+              callback=lambda ctx, param, value: _choice(check_io_dtype, value),
               help="int8 model input/output type.")
 @click.option("--per-channel-dense", is_flag=True,
               help="int8: dense weights per output unit, for XNNPACK-only targets (NNAPI and the Edge TPU need the "
@@ -47,7 +47,8 @@ from kres.options import PathType, Whole
               help="Like --float-layers, with the K layers the debugger finds worst (1 or more).")
 @click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders for calibration and held-out images, where the run's data has moved.")
-@click.option("--dataset", default=None, help="A TFDS name (or 'digits') for them instead of the run's data.")
+@click.option("--dataset", type=DatasetName(), default=None,
+              help="A TFDS name, 'synthetic' or 'digits' for them instead of the run's data.")
 @click.option("--tfds-dir", type=PathType(file_okay=False), default=None,
               help="Where the run's TFDS dataset (or --dataset's) is prepared, where it has moved.")
 def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: str, qat: bool, qat_epochs: int,
@@ -107,3 +108,13 @@ def _layer_names(value: str | None) -> tuple[str, ...]:
         raise click.BadParameter(f"{value!r} names no layer: give Keras layer names, such as conv2_conv (--debug "
                                  "reports the worst)")
     return names
+
+
+def _choice(check, value: str) -> str:
+    """The library's check of a choice, refused as click refuses any other option value (with the --help hint)."""
+    from keras_resnet.errors import KresError
+
+    try:
+        return check(value)
+    except KresError as err:
+        raise click.BadParameter(str(err)) from None

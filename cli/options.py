@@ -20,6 +20,18 @@ class PathType(click.Path):
         return super().convert(value, param, ctx)
 
 
+class DatasetName(click.ParamType):
+    """--dataset: an empty name ("" from an unset shell variable) is refused here, as an empty path is; it reached
+    TFDS, whose "Parsing builder name string  failed." did not say what was wrong."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: give a TFDS name (cifar10, ...), 'synthetic' or 'digits'", param, ctx)
+        return value
+
+
 class DepthType(click.ParamType):
     """A depth from the table; anything else is one line that lists the valid depths."""
 

@@ -9,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, OPTIMIZERS, PRECISIONS, STEMS
-from kres.options import FiniteFloat, PathType, Whole, depth_option, image_size_option, variant_option
+from kres.options import DatasetName, FiniteFloat, PathType, Whole, depth_option, image_size_option, variant_option
 
 # Far above any rate that trains (the recipes' are 0.8 at most), and far below what overflows: TensorFlow casts the
 # scaled rate to float32 (--lr 1e300 printed NumPy's "overflow encountered in cast"), and --lr 1e308 times a batch
@@ -32,14 +32,14 @@ class _TrainCommand(click.Command):
                     "(scikit-learn, 1,797 images), with a recipe that suits them; options override the recipe.")
 @depth_option(required=False, note=" Required, except with --resume.")
 @variant_option()
-@click.option("--dataset", default=None, help="TFDS name (cifar10, imagenette/320px-v2, tf_flowers, ...), "
-                                              "'synthetic', or 'digits' (the default).")
+@click.option("--dataset", type=DatasetName(), default=None,
+              help="TFDS name (cifar10, imagenette/320px-v2, tf_flowers, ...), 'synthetic', or 'digits' (the default).")
 @click.option("--data-dir", type=PathType(file_okay=False), default=None,
               help="Image folders: DIR/train/<class>/ and DIR/val/<class>/, or DIR/<class>/ split by --val-split.")
 @click.option("--tfds-dir", type=PathType(file_okay=False), default=None, help="TFDS data_dir.")
 @click.option("--val-split", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True,
-              help="Fraction held out for validation when the data has no validation split.")
+              help="Fraction held out for validation when the data has no validation split (above 0, below 1).")
 @click.option("--epochs", type=Whole(1, MAX_EPOCHS), default=None, help="Default: the recipe's.")
 @click.option("--batch-size", type=Whole(min=1), default=None,
               help="GLOBAL batch, split across replicas. Default: the recipe's.")
@@ -67,9 +67,9 @@ class _TrainCommand(click.Command):
 @click.option("--cutmix", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="CutMix alpha (0: off).")
 @click.option("--randaugment", is_flag=True, help="RandAugment-style augmentation.")
-@click.option("--weights", default=None, help="'imagenet', a weights file, or a run or export folder (its best.keras "
-                                              "or model.keras) to start from (the classifier is skipped when the "
-                                              "class count differs).")
+@click.option("--weights", default=None, help="'imagenet', a weights file, or a run or export folder (its best.keras, "
+                                              "else last.keras, else model.keras) to start from (the classifier is "
+                                              "skipped when the class count differs).")
 @click.option("--freeze-backbone-epochs", type=Whole(min=0), default=0, show_default=True,
               help="Train only the classifier for this many epochs first (BN in inference mode).")
 @click.option("--freeze-bn/--train-bn", default=None,

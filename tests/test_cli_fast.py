@@ -155,6 +155,37 @@ def test_float_ranges_are_checked_while_parsing(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    # TFDS's "Parsing builder name string  failed."
+    (["train", "--depth", "18", "--dataset", "", "-o", "r1"], "Invalid value for '--dataset': is empty: give a TFDS "
+     "name (cifar10, ...), 'synthetic' or 'digits' (see 'kres train --help')"),
+    (["evaluate", "run", "--dataset", " "], "Invalid value for '--dataset': is empty: give a TFDS name (cifar10, ...), "
+     "'synthetic' or 'digits' (see 'kres evaluate --help')"),
+    (["export", "run", "-o", "out", "--dataset", ""], "Invalid value for '--dataset': is empty: give a TFDS name "
+     "(cifar10, ...), 'synthetic' or 'digits' (see 'kres export --help')"),
+    # these two lacked the --help hint and the option's name that every other refused choice has
+    (["export", "run", "-o", "out", "--quantize", "int4"], "Invalid value for '--quantize': unknown quantize mode "
+     "'int4': choose one of float32, float16, dynamic, int8 (see 'kres export --help')"),
+    (["export", "run", "-o", "out", "--io-dtype", "float"], "Invalid value for '--io-dtype': unknown --io-dtype "
+     "'float': choose one of uint8, int8 (see 'kres export --help')"),
+])
+def test_empty_datasets_and_unknown_choices_are_refused_while_parsing(capsys, args, message):
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"Error: {message}\n"
+
+
+@pytest.mark.parametrize(("command", "text"), [
+    ("train", "--weights TEXT 'imagenet', a weights file, or a run or export folder (its best.keras, else last.keras, "
+              "else model.keras) to start from"),  # it said "its best.keras or model.keras"
+    ("train", "--val-split FLOAT Fraction held out for validation when the data has no validation split (above 0, "
+              "below 1)."),
+    ("export", "--dataset TEXT A TFDS name, 'synthetic' or 'digits' for them"),  # it said "(or 'digits')"
+])
+def test_help_says_what_the_option_takes(capsys, command, text):
+    assert main([command, "--help"]) == 0
+    assert " ".join(text.split()) in " ".join(capsys.readouterr().out.replace("-\n", "-").split())
+
+
 @pytest.mark.parametrize(("field", "option"), [("lr", "--lr"), ("weight_decay", "--weight-decay"),
                                                ("warmup_epochs", "--warmup-epochs"), ("mixup_alpha", "--mixup")])
 def test_library_validation_refuses_nan(field, option):
