@@ -898,15 +898,17 @@ def _tfds_base(name: str) -> str:
 
 
 def _did_you_mean(name: str) -> str:
-    """" (did you mean 'tf_flowers'?)" for a TFDS name a letter or a case away ('tf_flower', 'TF_Flowers'), else "".
-    Listing TFDS's datasets takes a few seconds: done on this error only."""
+    """" (did you mean 'tf_flowers'?)" for a TFDS name a letter or a case away ('tf_flower', 'TF_Flowers'), or a
+    built-in one ('synthtic' -> 'synthetic', not TFDS's 'nsynth'), else "". Listing TFDS's datasets takes a few
+    seconds: done on this error only."""
     import difflib
 
     import tensorflow_datasets as tfds
 
     base = _tfds_base(name)
     try:
-        close = difflib.get_close_matches(base.lower(), tfds.list_builders(), n=1)
+        close = (difflib.get_close_matches(base.lower(), [DIGITS, SYNTHETIC], n=1)
+                 or difflib.get_close_matches(base.lower(), tfds.list_builders(), n=1))
     except Exception:  # a broken registry must not hide the error being said
         return ""
     return f" (did you mean {close[0]!r}?)" if close and close[0] != base else ""

@@ -195,8 +195,9 @@ def test_a_misspelt_dataset_a_prepared_variant_and_a_missing_tfds_dir_say_the_fi
                                                                                     monkeypatch):
     """'tf_flower' and 'TF_Flowers' were only "unknown dataset"; 'imagenette' beside a prepared
     imagenette/160px-v2 was "not prepared"; a --tfds-dir that does not exist was "not prepared in" it."""
-    for typed in ("tf_flower", "TF_Flowers"):
-        with pytest.raises(KresError, match=rf"^unknown dataset '{typed}' \(did you mean 'tf_flowers'\?\): leave "):
+    for typed, meant in (("tf_flower", "tf_flowers"), ("TF_Flowers", "tf_flowers"), ("synthtic", "synthetic"),
+                         ("Digit", "digits")):  # the built-in names first: 'synthtic' was "did you mean 'nsynth'?"
+        with pytest.raises(KresError, match=rf"^unknown dataset '{typed}' \(did you mean '{meant}'\?\): leave "):
             load_datasets(DataConfig(dataset=typed, tfds_dir=str(tmp_path), image_size=SIZE))
     (tmp_path / "imagenette" / "160px-v2" / "1.0.0").mkdir(parents=True)
     (tmp_path / "imagenette" / "160px-v2" / "1.0.0" / "dataset_info.json").write_text("{}")
