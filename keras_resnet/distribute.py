@@ -157,13 +157,15 @@ def cpu_precision_note(precision: str, placement: Placement, backend: str | None
             "to train in float32 here")
 
 
-def check_global_batch(batch_size: int, replicas: int) -> int:
-    """The per-replica batch; a global batch that does not split evenly is a user error."""
+def check_global_batch(batch_size: int, replicas: int, *, recipe_batch: bool = False) -> int:
+    """The per-replica batch; a global batch that does not split evenly is a user error. ``recipe_batch``: the
+    batch size is the recipe's default, not typed (the line says so)."""
     if batch_size < 1:
         raise KresError(f"--batch-size must be at least 1, got {batch_size}")
     if batch_size % replicas:
         lower = batch_size - batch_size % replicas
         suggestion = f"{lower} or {lower + replicas}" if lower else str(replicas)
-        raise KresError(f"--batch-size {batch_size} does not divide across {replicas} replicas: "
-                        f"use a multiple of {replicas} (e.g. {suggestion})")
+        whose = f"the recipe's default batch size {batch_size}" if recipe_batch else f"--batch-size {batch_size}"
+        raise KresError(f"{whose} does not divide across {replicas} replicas: pass --batch-size a multiple of "
+                        f"{replicas} (e.g. {suggestion})")
     return batch_size // replicas

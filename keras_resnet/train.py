@@ -279,7 +279,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     typed = cfg  # as typed: a None setting is the recipe's
     cfg, data, recipe = resolve(cfg, data)
     placement = make_placement(cfg.tpu)
-    check_global_batch(cfg.batch_size, placement.replicas)
+    check_global_batch(cfg.batch_size, placement.replicas, recipe_batch=typed.batch_size is None)
     precision = resolve_precision(cfg.precision, placement)
     run_dir = _run_dir(cfg, data)
     on_run_dir(run_dir)

@@ -181,8 +181,21 @@ def test_auto_precision_per_device():
 
 def test_global_batch_must_divide_across_replicas():
     assert check_global_batch(64, 8) == 8
-    with pytest.raises(KresError, match=r"--batch-size 10 does not divide across 4 replicas.*\(e\.g\. 8 or 12\)"):
+    with pytest.raises(KresError) as caught:
         check_global_batch(10, 4)
+    assert str(caught.value) == ("--batch-size 10 does not divide across 4 replicas: pass --batch-size a multiple "
+                                 "of 4 (e.g. 8 or 12)")
+
+
+def test_the_recipes_batch_that_does_not_divide_across_the_replicas_says_it_is_the_recipes(monkeypatch):
+    """On 6 replicas the image-folder recipe's 256 was "--batch-size 256 does not divide ...", never typed."""
+    import keras_resnet.train as train_module
+
+    monkeypatch.setattr(train_module, "make_placement", lambda tpu: Placement(None, "mirrored", 6, "gpu", None))
+    with pytest.raises(KresError) as caught:
+        train_module.train(TrainConfig(depth=18), DataConfig(data_dir="/nowhere/photos"))
+    assert str(caught.value) == ("the recipe's default batch size 256 does not divide across 6 replicas: pass "
+                                 "--batch-size a multiple of 6 (e.g. 252 or 258)")
 
 
 def test_digits_recipe_and_explicit_options_override_it():

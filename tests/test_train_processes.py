@@ -51,7 +51,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     first, second, rest = result.stderr.split("\nexit ")  # stderr of the odd run, "2" + the ok run's, "0\n"
     assert first.strip().splitlines()[-1] == (
-        "Error: --batch-size 33 does not divide across 2 replicas: use a multiple of 2 (e.g. 32 or 34)")
+        "Error: --batch-size 33 does not divide across 2 replicas: pass --batch-size a multiple of 2 (e.g. 32 or 34)")
     assert second.startswith("2\n") and rest == "0\n", result.stderr[-3000:]
     assert not (tmp_path / "odd").exists()
     assert "2 replica(s) (mirrored, cpu)" in second
