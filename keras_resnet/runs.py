@@ -234,8 +234,20 @@ def checkpoint_metrics(run_dir: str | os.PathLike, steps: int) -> list | None:
 
 def not_a_zip(path: str | os.PathLike, hint: str) -> str:
     """Why a model file that is not a zip archive cannot be read: a ``.keras`` file is one, so one named so is
-    damaged (a truncated copy, a full disk), and a run's other model is offered where it holds one."""
+    damaged (a truncated copy, a full disk), and a run's other model is offered where it holds one. A file that
+    cannot be opened (no read permission) and a TFLite model given a .keras name are told as such."""
     path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except IsADirectoryError:
+        head = b""
+    except OSError as err:  # is_zipfile says False for a file it cannot open: the cause is not the file's contents
+        fix = "give your user read permission on it" if isinstance(err, PermissionError) else hint
+        return f"cannot read {path}: {(err.strerror or str(err)).lower()}; {fix}"
+    if head[4:8] == b"TFL3":  # the identifier a TFLite flatbuffer carries
+        return (f"{path} is a TFLite model named {path.suffix or 'without a suffix'}, not a .keras model; rename it "
+                f"{path.with_suffix('.tflite').name}")
     if path.suffix != ".keras":
         return f"{path} is not a .keras model (a .keras file is a zip archive); {hint}"
     other = next((path.parent / name for name in MODEL_NAMES if name != path.name and path.name in MODEL_NAMES

@@ -91,3 +91,36 @@ def test_a_truncated_keras_file_is_called_damaged_and_the_runs_other_model_is_of
         runs.load_keras(tmp_path / "notes.txt")
     assert str(caught.value) == (f"{tmp_path / 'notes.txt'} is not a .keras model (a .keras file is a zip archive); "
                                  "pass the file written by 'kres train' or 'kres export'")
+
+
+def test_an_unreadable_keras_file_is_not_called_damaged(tmp_path, monkeypatch):
+    """A best.keras without read permission was "it is damaged (45,025,064 bytes, truncated?); pass last.keras"."""
+    import builtins
+    import zipfile
+
+    run = tmp_path / "run"
+    run.mkdir()
+    zipfile.ZipFile(run / "best.keras", "w").close()
+    zipfile.ZipFile(run / "last.keras", "w").close()
+    real_open = builtins.open
+
+    def no_permission(file, *args, **kwargs):
+        if str(file) == str(run / "best.keras"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_permission)
+    with pytest.raises(KresError) as caught:
+        runs.load_keras(run / "best.keras")
+    assert str(caught.value) == (f"cannot read {run / 'best.keras'}: permission denied; give your user read "
+                                 "permission on it")
+
+
+def test_a_tflite_file_named_keras_is_told_to_be_renamed(tmp_path):
+    """A .tflite renamed to .keras was "it is damaged (44,726,232 bytes, truncated?); copy it again"."""
+    fake = tmp_path / "fake.keras"
+    fake.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 100)
+    with pytest.raises(KresError) as caught:
+        runs.load_keras(fake)
+    assert str(caught.value) == (f"{fake} is a TFLite model named .keras, not a .keras model; rename it "
+                                 "fake.tflite")
