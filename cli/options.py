@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 
 import click
 
@@ -12,11 +13,15 @@ from keras_resnet.specs import DEPTHS, MIN_IMAGE_SIZE, VARIANTS
 
 class PathType(click.Path):
     """click's Path, but an empty one ("" from an unset shell variable) is an error: it meant the current folder,
-    and ``kres export -o ""`` wrote its files there."""
+    and ``kres export -o ""`` wrote its files there. An option named ``--...-dir`` is a folder: a file given there
+    is said to be one (``--tfds-dir afile.txt`` was "does not exist")."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("is empty: give a file or folder name", param, ctx)
+        folder = self.file_okay and param is not None and (param.name or "").endswith("_dir")
+        if folder and isinstance(value, str) and os.path.isfile(os.path.expanduser(value)):
+            self.fail(f"Directory '{value}' is a file.", param, ctx)  # click's words where file_okay=False
         return super().convert(value, param, ctx)
 
 

@@ -27,9 +27,23 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=PROBE_PREFIX):
             pass
     except OSError as err:
-        why = "a file or a broken link is in the way" if err.errno == errno.EEXIST else err.strerror or err
+        why = _why_not_writable(path, err)
         raise CannotWrite(f"cannot write to {path}: {why}; choose another output path") from None
     return path
+
+
+def _why_not_writable(path: Path, err: OSError) -> str:
+    """The reason a folder could not be created or written, as the OS error gives it, except where its words
+    mislead: "No such file or directory" for a folder that exists (or under one) that takes no new files, as /proc
+    and /sys do."""
+    if err.errno == errno.EEXIST:
+        return "a file or a broken link is in the way"
+    if err.errno == errno.ENOENT:
+        there = next((p for p in (path, *path.parents) if p.is_dir()), None)
+        if there is not None and os.access(there, os.W_OK):
+            which = "the folder" if there == path else str(there)
+            return f"{which} takes no new files (a virtual file system, as /proc and /sys are)"
+    return str(err.strerror or err)
 
 
 class CannotWrite(KresError):

@@ -83,6 +83,9 @@ def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
     (["xyz"], "Error: No such command 'xyz'. (see 'kres --help')"),
     (["evaluate", "m.keras", "--data-dir", "{file}"], "Error: Invalid value for '--data-dir': Directory '{file}' is "
                                                       "a file. (see 'kres evaluate --help')"),
+    # a file as --tfds-dir was "--tfds-dir {file} does not exist"
+    (["evaluate", "m.keras", "--dataset", "cifar10", "--tfds-dir", "{file}"],
+     "Error: Invalid value for '--tfds-dir': Directory '{file}' is a file. (see 'kres evaluate --help')"),
 ])
 def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, message):
     (tmp_path / "photo.png").write_bytes(b"")

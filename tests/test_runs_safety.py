@@ -1022,3 +1022,23 @@ def test_tensorboard_logs_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(fileio.OutOfSpace, match=f"^no space left on the device of {tmp_path / 'logs'} writing "
                                                 "events: it needs more than is free, "):
         TensorBoardScalars(tmp_path / "logs").on_epoch_end(0, {"loss": 1.0})
+
+
+def test_a_folder_that_takes_no_new_files_is_not_called_missing(tmp_path, monkeypatch):
+    """``-o /proc/c.keras`` was "cannot write to /proc: No such file or directory": /proc exists, but takes no new
+    files (the OS says ENOENT); other reasons stay as the OS gives them."""
+    import tempfile
+
+    from keras_resnet import fileio
+
+    def refused(code):
+        def named_temporary_file(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+        return named_temporary_file
+
+    for code, why in ((errno.ENOENT, "the folder takes no new files (a virtual file system, as /proc and /sys are)"),
+                      (errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system")):
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused(code))
+        with pytest.raises(KresError) as caught:
+            fileio.ensure_writable_dir(tmp_path)
+        assert str(caught.value) == f"cannot write to {tmp_path}: {why}; choose another output path"
