@@ -19,7 +19,7 @@ import numpy as np
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, first_five
 from keras_resnet.model import depth_of
-from keras_resnet.specs import NORMALIZATIONS
+from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
 
 META_FILENAME = "meta.json"
 WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
@@ -87,13 +87,73 @@ class ModelMeta:
             path = path / META_FILENAME
         try:
             data = json.loads(path.read_text())
-            return cls(**data)
+            problem = field_problem(data)
+            if problem is None:
+                return cls(**data)
         except FileNotFoundError:
             raise KresError(f"no {META_FILENAME} at {path}") from None
         except (ValueError, TypeError) as err:  # not JSON, not UTF-8, or not a meta.json's fields
-            raise KresError(f"{path} is not a valid {META_FILENAME} ({err}); re-export the model") from None
+            problem = str(err)
         except OSError as err:
             raise KresError(f"cannot read {path}: {err.strerror or err}") from None
+        raise KresError(f"{path} is not a valid {META_FILENAME} ({problem}); {_meta_fix(path)}")
+
+
+OTHER_NORMALIZATION = "custom"  # mean and std that are none of NORMALIZATIONS' (meta.json's mean/std say them)
+
+
+def _meta_fix(path: Path) -> str:
+    """What to do about a meta.json that is not valid: a run's is written by ``kres train`` (re-exporting reads
+    it, so that advice went round in a circle); an export's by ``kres export``."""
+    if (path.parent / "config.json").is_file():  # runs.CONFIG_FILE: a run's folder
+        return ("it is written by 'kres train': restore it from a copy of the run, or delete it to have the "
+                "facts read off the model (its classes numbered)")
+    return "re-export the model"
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _numbers(value, count) -> bool:
+    return (isinstance(value, list) and (count is None or len(value) == count)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value))
+
+
+def field_problem(data) -> str | None:
+    """What is wrong with a meta.json's content, naming the field; None where each field has a value of its kind
+    (a mean of "abc" was accepted and copied into the export's meta.json and model card)."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__.replace('dict', 'object')}, not an object of fields"
+    missing = [name for name in ModelMeta.__dataclass_fields__ if name not in data and name not in ("labels", "extra")]
+    unknown = [name for name in data if name not in ModelMeta.__dataclass_fields__]
+    if missing or unknown:
+        return "; ".join(filter(None, [missing and f"no {', '.join(missing)}", unknown and f"unknown {unknown[0]!r}"]))
+    shape = data["input_shape"]
+    channels = shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) else None
+    normalizations = [*NORMALIZATIONS, OTHER_NORMALIZATION]
+    checks = {
+        "depth": (isinstance(data["depth"], int) and data["depth"] > 0, "a positive whole number"),
+        "variant": (data["variant"] in VARIANTS, f"one of {', '.join(VARIANTS)}"),
+        "stem": (data["stem"] in STEMS, f"one of {', '.join(STEMS)}"),
+        "input_shape": (isinstance(shape, list) and len(shape) == 3 and all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape),
+            "[height, width, channels]"),
+        "normalization": (data["normalization"] in normalizations, f"one of {', '.join(normalizations)}"),
+        "mean": (_numbers(data["mean"], channels), f"a list of {channels or 'its channels'} numbers"),
+        "std": (_numbers(data["std"], channels) and all(v > 0 for v in data["std"]),
+                f"a list of {channels or 'its channels'} positive numbers"),
+        "labels": (isinstance(data.get("labels", []), list)
+                   and all(isinstance(v, str) for v in data.get("labels", [])), "a list of class names"),
+        "extra": (isinstance(data.get("extra", {}), dict), "an object"),
+    }
+    wrong = next((name for name, (ok, _) in checks.items() if not ok), None)
+    if wrong is not None:
+        return f"its {wrong} is {_shown(data[wrong])} where {checks[wrong][1]} is expected"
+    labels = data.get("labels", [])
+    twice = next((label for i, label in enumerate(labels) if label in labels[:i]), None)
+    return None if twice is None else f"its labels name {twice!r} twice: each class needs a name of its own"
 
 
 def output_scores(model: keras.Model) -> str | None:

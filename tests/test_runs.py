@@ -124,3 +124,32 @@ def test_a_tflite_file_named_keras_is_told_to_be_renamed(tmp_path):
         runs.load_keras(fake)
     assert str(caught.value) == (f"{fake} is a TFLite model named .keras, not a .keras model; rename it "
                                  "fake.tflite")
+
+
+def test_a_meta_json_with_values_of_the_wrong_kind_is_refused_naming_the_field(tmp_path):
+    """A mean of "abc", a normalization "foo" and ten labels "a" were accepted and copied into the export's
+    meta.json and model card; a JSON list was "ModelMeta() argument after ** must be a mapping, not list"."""
+    from keras_resnet.meta import ModelMeta
+
+    good = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3, ["a", "b"]).to_dict()
+    cases = [({"mean": "abc"}, 'its mean is "abc" where a list of 3 numbers is expected'),
+             ({"std": [1.0, 0.0, 1.0]}, "its std is [1.0, 0.0, 1.0] where a list of 3 positive numbers is expected"),
+             ({"normalization": "foo"}, 'its normalization is "foo" where one of torch, caffe, custom is expected'),
+             ({"input_shape": [32, 32]}, "its input_shape is [32, 32] where [height, width, channels] is expected"),
+             ({"depth": "18"}, 'its depth is "18" where a positive whole number is expected'),
+             ({"labels": ["a"] * 10}, "its labels name 'a' twice: each class needs a name of its own")]
+    for change, problem in cases:
+        (tmp_path / "meta.json").write_text(json.dumps({**good, **change}))
+        with pytest.raises(KresError) as caught:
+            ModelMeta.load(tmp_path)
+        assert str(caught.value) == (f"{tmp_path / 'meta.json'} is not a valid meta.json ({problem}); re-export "
+                                     "the model")
+    (tmp_path / "meta.json").write_text("[1]")
+    (tmp_path / "config.json").write_text("{}")  # a run's meta.json: written by kres train, not by export
+    with pytest.raises(KresError) as caught:
+        ModelMeta.load(tmp_path)
+    assert str(caught.value) == (f"{tmp_path / 'meta.json'} is not a valid meta.json (a JSON list, not an object of "
+                                 "fields); it is written by 'kres train': restore it from a copy of the run, or "
+                                 "delete it to have the facts read off the model (its classes numbered)")
+    (tmp_path / "meta.json").write_text(json.dumps(good))
+    assert ModelMeta.load(tmp_path) == ModelMeta(**good)
