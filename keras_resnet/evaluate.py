@@ -544,12 +544,14 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                             for name, p in zip(_names(named), named))
         raise KresError(f"{' and '.join(_names(named))} have other classes ({classes}): compare two models of the "
                         "same classes")
-    for p in predictors:
+    names = _names(predictors)  # two runs' best.keras by their paths
+    namer = next(name for p, name in zip(predictors, names) if p is named[0])
+    for p, name in zip(predictors, names):
         if p.num_outputs != len(labels):
             fix = ("compare two models of the same classes" if len(predictors) == 2
                    else "its meta.json belongs to another model: export it again from its run")
-            raise KresError(f"{p.path.name} has {p.num_outputs} outputs for the {len(labels)} classes "
-                            f"{named[0].path.name}'s meta.json names: {fix}")
+            raise KresError(f"{name} has {p.num_outputs} outputs for the {len(labels)} classes "
+                            f"{namer}'s meta.json names: {fix}")
     outputs = outputs_of(labels, data_classes, named[0].path.name, "evaluate it on data of its classes")
     return labels, None if outputs is None else np.array(outputs)
 

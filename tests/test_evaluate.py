@@ -686,3 +686,14 @@ def test_a_logits_models_outputs_are_scored_as_their_softmax():
     np.testing.assert_array_equal(plain, logits)  # probabilities already: as they are
     metrics = ev.compute_metrics(soft, labels, ["a", "b", "c"])
     assert metrics.loss == pytest.approx(-np.mean(np.log([expected[0, 0], expected[1, 2]])), rel=1e-6)
+
+
+def test_two_models_of_one_file_name_are_named_by_their_paths_where_outputs_and_classes_differ(tmp_path):
+    """'best.keras has 10 outputs for the 2 classes best.keras's meta.json names', of two runs' best.keras."""
+    a, b = StubPredictor(tmp_path / "run" / "best.keras"), StubPredictor(tmp_path / "rimg" / "best.keras")
+    b.meta = SimpleNamespace(labels=["cat", "dog"], extra={})
+    with pytest.raises(KresError) as caught:
+        ev._class_order([a, b], ["x", "y", "z"])
+    assert str(caught.value) == (f"{tmp_path / 'run' / 'best.keras'} has 3 outputs for the 2 classes "
+                                 f"{tmp_path / 'rimg' / 'best.keras'}'s meta.json names: compare two models of the "
+                                 "same classes")
