@@ -757,7 +757,10 @@ def _image_paths(folder: Path, root: Path, chain: tuple[str, ...] = ()) -> Itera
     chain = (*chain, real)
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:  # an unreadable folder holds no readable images
+    except OSError as err:  # an unreadable sub-folder holds no readable images
+        if not chain[:-1]:  # a class folder: dropped without a word, its class was missing ("one class only")
+            raise KresError(f"cannot read the class folder {folder}: {err.strerror or err}; check its permissions, "
+                            f"or move it out of {root}") from None
         return
     entries = [e for e in entries if not e.name.startswith(".")]
     yield from (e.path for e in entries if not _is_dir(e) and e.name.lower().endswith(IMAGE_EXTENSIONS))

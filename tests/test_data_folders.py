@@ -307,6 +307,27 @@ def test_an_unreadable_folder_is_one_line(tmp_path, monkeypatch):
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE))
 
 
+def test_an_unreadable_class_folder_is_named(tmp_path, monkeypatch):
+    """An unreadable cat/ beside dog/ was dropped without a word: "has images of one class only ('dog')"."""
+    from keras_resnet import data
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (9 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    scandir = os.scandir
+
+    def denied(folder):  # as for a folder without read permission (the tests may run as root)
+        if Path(folder) == tmp_path / "cat":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return scandir(folder)
+
+    monkeypatch.setattr(data.os, "scandir", denied)
+    with pytest.raises(KresError) as err:
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+    assert str(err.value) == (f"cannot read the class folder {tmp_path / 'cat'}: Permission denied; check its "
+                              f"permissions, or move it out of {tmp_path}")
+
 def test_class_folders_without_images(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
