@@ -269,17 +269,26 @@ class _TiedInterpreter(_TimedInterpreter):
         return np.array([[99, 58, 99]], np.uint8)
 
 
-def test_tied_scores_rank_the_lower_class_index_first_as_kres_predict_does(classify, tmp_path, monkeypatch, capsys):
-    """classify.py ranked trïangle before circle where kres predict ranked circle first: top-1 disagreed."""
-    clock = _Clock()
-    interpreter = _TiedInterpreter(clock)
+def _fake_model(classify, folder, interpreter, monkeypatch, labels: str | None = None, *, pixels: bool = True):
+    """A model_int8.tflite in ``folder`` that classify.py runs with ``interpreter`` (the file is never read), its
+    card and ``labels``; ``pixels``: every image reads as zeros (its file need not be an image)."""
+    clock = interpreter.clock
     monkeypatch.setattr(classify, "time", clock)
     monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
-    monkeypatch.setattr(classify, "load_image", lambda path, height, width, resize: np.zeros((4, 4, 3), np.float32))
-    model = tmp_path / "model_int8.tflite"
-    model.write_bytes(b"")  # never read: the interpreter is the fake one
-    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
-    (tmp_path / "labels.txt").write_text("circle\nsquare\ntrïangle\n")
+    if pixels:
+        monkeypatch.setattr(classify, "load_image", lambda path, height, width, resize: np.zeros((4, 4, 3),
+                                                                                                 np.float32))
+    model = folder / "model_int8.tflite"
+    model.write_bytes(b"")
+    (folder / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    if labels is not None:
+        (folder / "labels.txt").write_text(labels)
+    return model
+
+
+def test_tied_scores_rank_the_lower_class_index_first_as_kres_predict_does(classify, tmp_path, monkeypatch, capsys):
+    """classify.py ranked trïangle before circle where kres predict ranked circle first: top-1 disagreed."""
+    model = _fake_model(classify, tmp_path, _TiedInterpreter(_Clock()), monkeypatch, "circle\nsquare\ntrïangle\n")
     assert classify.main([str(model), "a.png"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == ("a.png: circle 0.387, trïangle 0.387, square 0.227 "
                                                        "(invoke 2.00 ms)")
@@ -312,15 +321,7 @@ def test_a_folder_without_images_says_how_to_pass_images(classify, model, tmp_pa
 def test_a_folder_stands_for_its_images_as_kres_predict_takes_it(classify, tmp_path, monkeypatch, capsys):
     """A folder was skipped ("pass its images with a shell glob"): kres predict and classify.py take a folder's
     image files, by name, passing over other files, hidden ones and sub-folders."""
-    clock = _Clock()
-    interpreter = _TimedInterpreter(clock)
-    monkeypatch.setattr(classify, "time", clock)
-    monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
-    monkeypatch.setattr(classify, "load_image", lambda path, height, width, resize: np.zeros((4, 4, 3), np.float32))
-    model = tmp_path / "model_int8.tflite"
-    model.write_bytes(b"")  # never read: the interpreter is the fake one
-    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
-    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    model = _fake_model(classify, tmp_path, _TimedInterpreter(_Clock()), monkeypatch, "cat\ndog\nbird\n")
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     for name in ("b.PNG", "a.jpg", ".hidden.png", "notes.txt", "sub/c.png"):
@@ -333,11 +334,7 @@ def test_a_folder_stands_for_its_images_as_kres_predict_takes_it(classify, tmp_p
 def test_skip_lines_and_the_header_without_labels_are_plain_as_kres_predicts(classify, tmp_path, monkeypatch, capsys):
     """A 0-byte file was skipped with "cannot identify image file", a missing one with "[Errno 2] No such file or
     directory: ..."; without labels.txt the header said "0 labels"."""
-    interpreter = _TimedInterpreter(_Clock())
-    monkeypatch.setattr(classify, "make_interpreter", lambda path, use_edgetpu: (interpreter, "cpu", path))
-    model = tmp_path / "model_int8.tflite"
-    model.write_bytes(b"")  # never read: the interpreter is the fake one
-    (tmp_path / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')
+    model = _fake_model(classify, tmp_path, _TimedInterpreter(_Clock()), monkeypatch, pixels=False)
     empty, gone, text = tmp_path / "empty.jpg", tmp_path / "nothere.jpg", tmp_path / "notes.png"
     empty.write_bytes(b"")
     text.write_text("not an image")
