@@ -19,6 +19,7 @@ import numpy as np
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, first_five
 from keras_resnet.model import depth_of
+from keras_resnet.runs import CONFIG_FILE
 from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
 
 META_FILENAME = "meta.json"
@@ -105,7 +106,7 @@ OTHER_NORMALIZATION = "custom"  # mean and std that are none of NORMALIZATIONS' 
 def _meta_fix(path: Path) -> str:
     """What to do about a meta.json that is not valid: a run's is written by ``kres train`` (re-exporting reads
     it, so that advice went round in a circle); an export's by ``kres export``."""
-    if (path.parent / "config.json").is_file():  # runs.CONFIG_FILE: a run's folder
+    if (path.parent / CONFIG_FILE).is_file():  # a run's folder
         return ("it is written by 'kres train': restore it from a copy of the run, or delete it to have the "
                 "facts read off the model (its classes numbered)")
     return "re-export the model"
