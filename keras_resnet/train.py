@@ -308,14 +308,14 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     # Every worker of a multi-worker run saves (the collectives need all of them); only the chief keeps files.
     write_dir = run_dir if placement.is_chief else Path(tempfile.mkdtemp(prefix=f"kres-{placement.worker_index}-"))
     fileio.ensure_writable_dir(write_dir)
-    model, optimizer = _build_model(cfg, plan, placement, None if checkpointed else cfg.weights)
+    model, optimizer, load_note = _build_model(cfg, plan, placement, None if checkpointed else cfg.weights)
     if placement.is_chief:
         _write_run_files(run_dir, cfg, data, recipe, plan, placement, datasets, model)
     start, weights_file = runs.checkpoint_weights(run_dir, stream) if state else (0, None)
     metrics = runs.checkpoint_metrics(run_dir, start) if start else None
     _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
                          run_dir, start))
-    _say_notes(stream, cfg, plan, placement, precision)
+    _say_notes(stream, cfg, plan, placement, precision, load_note)
     exporter = _Float32Exporter(model)
     callbacks, checkpointer = _callbacks(cfg, plan, run_dir, write_dir, start, model, exporter, stream)
     began = time.perf_counter()
@@ -395,19 +395,26 @@ def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str, xla:
 
 
 def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement, weights: str | None):
-    """The model under the run's precision policy, starting from ``weights``, and its optimizer; the global
-    policy is put back after."""
+    """The model under the run's precision policy, starting from ``weights``, its optimizer, and the line the
+    loading has for the banner's notes ("" where none: it was printed before the banner); the global policy is put
+    back after."""
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(plan.precision)
+    notes: list[str] = []
     try:
         with placement.scope():
             model = resnet(cfg.depth, num_classes=plan.num_classes,
                            input_shape=(cfg.image_size, cfg.image_size, 3), variant=cfg.variant, stem=cfg.stem,
-                           dropout=cfg.dropout, weights=weights)
+                           dropout=cfg.dropout)
+            if weights is not None:
+                from keras_resnet.weights import load_pretrained  # file formats: imported only when weights are given
+
+                load_pretrained(model, weights, depth=cfg.depth, variant=cfg.variant, include_top=True,
+                                builder=resnet, say=notes.append)
             optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model, ema=cfg.ema)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    return model, optimizer
+    return model, optimizer, "".join(notes)
 
 
 def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: Recipe, plan: _Plan,
@@ -430,8 +437,12 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
     record_input_stats(run_dir, data)  # what int8 calibration images should look like, checked at export
 
 
-def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, precision: str) -> None:
-    """What the banner's lines are followed by: frozen BN statistics, and a precision slow on this CPU."""
+def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, precision: str,
+               load_note: str = "") -> None:
+    """What the banner's lines are followed by: the classifier --weights left as initialised, frozen BN
+    statistics, and a precision slow on this CPU."""
+    if load_note:
+        _say(stream, load_note)
     if plan.freeze_bn:
         why = " is too few to re-estimate them" if cfg.freeze_bn is None else ""
         _say(stream, f"BN statistics stay frozen ({cfg.batch_size // placement.replicas} images per replica{why}; "

@@ -88,19 +88,21 @@ class LoadReport:
 
 
 def load_pretrained(model, weights: str | os.PathLike, *, depth: int, variant: str,
-                    include_top: bool, builder: Builder | None = None) -> LoadReport:
+                    include_top: bool, builder: Builder | None = None,
+                    say: Callable[[str], None] | None = None) -> LoadReport:
     """Load ``weights`` ("imagenet" or a path) into ``model`` built by :func:`keras_resnet.resnet`.
 
     The classifier is loaded only when the checkpoint has one of the same shape; otherwise the
-    backbone is loaded and one line says so. ``builder`` (``keras_resnet.resnet``, passed by the caller so
-    this module never imports the model) names the layers of a ``.weights.h5`` file.
+    backbone is loaded and one line says so: ``say`` gets it (default: printed to stderr with "kres: " before it).
+    ``builder`` (``keras_resnet.resnet``, passed by the caller so this module never imports the model) names the
+    layers of a ``.weights.h5`` file.
     """
     check_weights(weights, depth=depth, variant=variant)
     if str(weights) == "imagenet":
         path = fetch_imagenet(depth, include_top=include_top and _num_classes(model) == 1000)
     else:
         path = Path(in_folder(os.fspath(weights)))  # a run or export folder, as --weights takes it
-    return assign(model, read_checkpoint(path, builder=builder), depth=depth, variant=variant)
+    return assign(model, read_checkpoint(path, builder=builder), depth=depth, variant=variant, say=say)
 
 
 def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str) -> None:
@@ -480,8 +482,10 @@ def torchvision_to_keras(state: Mapping[str, np.ndarray], source: str = "checkpo
 # ---------------------------------------------------------------------------------------------- assignment
 
 
-def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str) -> LoadReport:
-    """Check every layer of ``model`` against ``checkpoint`` (in model order), then copy the arrays.
+def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str,
+           say: Callable[[str], None] | None = None) -> LoadReport:
+    """Check every layer of ``model`` against ``checkpoint`` (in model order), then copy the arrays; a classifier
+    left as initialised is one line to ``say`` (default: stderr).
 
     Nothing is written unless the whole backbone fits, so a failed load leaves the model as it was.
     """
@@ -518,8 +522,12 @@ def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str) -> LoadRe
             loaded += 1
     head_loaded, note = _assign_head(model, checkpoint, names)
     if note:
-        print(f"kres: {note}", file=sys.stderr)
+        (say or _to_stderr)(note)
     return LoadReport(checkpoint.source, loaded + head_loaded, head_loaded, note)
+
+
+def _to_stderr(note: str) -> None:
+    print(f"kres: {note}", file=sys.stderr)
 
 
 def _assign_head(model, checkpoint: Checkpoint, names: set[str]) -> tuple[bool, str]:

@@ -1027,3 +1027,25 @@ def test_starting_from_a_model_of_other_class_names_says_its_classifier_is_kept(
     ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3,
               [f"class_{i}" for i in range(4)]).save(tmp_path / "run")
     assert _starting_from(best, fruit) == plain  # a model whose classes were never named
+
+
+def test_a_classifier_left_as_initialised_by_weights_is_said_after_the_banner(tmp_path, capsys, monkeypatch):
+    """`kres train --weights` of a model of other classes printed "kres: loaded the backbone ..." above the banner,
+    before the line that says where the weights come from."""
+    import keras_resnet.train as train_module
+
+    start = tmp_path / "five.keras"
+    resnet(18, num_classes=5, input_shape=(32, 32, 3)).save(start)
+
+    def stop(*_args, **_kwargs):
+        raise KresError("stopped before the first step")
+
+    monkeypatch.setattr(train_module, "_fit_phases", stop)
+    code, err = _kres(capsys, "--depth", "18", "--dataset", "synthetic", "--batch-size", "32", "--epochs", "1",
+                      "--weights", start, "--output", tmp_path / "run")
+    assert code == 2
+    at = err.index(f"starting from the weights of {start}")
+    assert err[at + 1] == (f"loaded the backbone from Keras model {start}; it has a 5-class classifier, so the "
+                           "10-class 'predictions' layer keeps its fresh initialisation")
+    assert not [line for line in err if line.startswith("kres: ")], err
+    assert err[-1] == "Error: stopped before the first step"
