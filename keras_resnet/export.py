@@ -287,9 +287,10 @@ def heldout_agreement(source: Path, tflite: Path, content: bytes, data_cfg, meta
 
 # --- writers -------------------------------------------------------------------------------------------------
 
-def export_saved_model(model, directory: str | os.PathLike) -> Path:
+def export_saved_model(model, directory: str | os.PathLike, output: str = OUTPUT_NAME) -> Path:
     """SavedModel whose ``serving_default`` takes raw uint8 RGB [N,H,W,3] (cast inside the graph), with a
-    ``serving_float32`` signature beside it for float pixels. Both return ``{"probabilities": [N,K]}``."""
+    ``serving_float32`` signature beside it for float pixels. Both return ``{output: [N,K]}``: "probabilities",
+    or what :func:`output_name` calls the scores of a model without softmax."""
     import keras
     import tensorflow as tf
 
@@ -298,10 +299,10 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
     # track() stored each a second time (keras #23553, Keras 3.15): a SavedModel twice the model's size
 
     def from_uint8(image):
-        return {OUTPUT_NAME: model(tf.cast(image, tf.float32), training=False)}
+        return {output: model(tf.cast(image, tf.float32), training=False)}
 
     def from_float(image):
-        return {OUTPUT_NAME: model(image, training=False)}
+        return {output: model(image, training=False)}
 
     archive.add_endpoint(SERVING_UINT8, from_uint8, input_signature=[tf.TensorSpec(shape, tf.uint8, name="image")])
     archive.add_endpoint(SERVING_FLOAT, from_float, input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
@@ -313,6 +314,13 @@ def export_saved_model(model, directory: str | os.PathLike) -> Path:
     with fileio.atomic_dir(directory, need=fileio.with_headers(weights_bytes(model))) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)
+
+
+def output_name(meta: ModelMeta) -> str:
+    """The SavedModel's output key: "probabilities", "logits" for a model without activation (its outputs were
+    called probabilities), "scores" for another activation's."""
+    scores = meta.extra.get(SCORES_KEY)
+    return OUTPUT_NAME if scores is None else ("logits" if scores == "logits" else "scores")
 
 
 def _write_archive(archive, path: Path) -> None:
@@ -689,11 +697,12 @@ def _write_meta(job: _Job) -> list[Path]:
 
 def _write_saved_model(job: _Job, report: dict) -> list[Path]:
     job.say("writing SavedModel and .keras")
-    files = [export_saved_model(job.model, job.out_dir / SAVED_MODEL_DIR),
+    output = output_name(job.meta)
+    files = [export_saved_model(job.model, job.out_dir / SAVED_MODEL_DIR, output),
              save_keras(job.model, job.out_dir / "model.keras")]
     report["artifacts"][SAVED_MODEL_DIR] = {"signatures": {SERVING_UINT8: "uint8 [N,H,W,3]",
                                                            SERVING_FLOAT: "float32 [N,H,W,3]"},
-                                            "output": OUTPUT_NAME}
+                                            "output": output}
     return files
 
 

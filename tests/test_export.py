@@ -918,12 +918,22 @@ def test_a_logits_model_is_exported_and_predicted_as_logits(tmp_path, capsys):
     model.save(tmp_path / "m" / "logits.keras")
     said = []
     ex.export(ex.ExportConfig(source=str(tmp_path / "m" / "logits.keras"), output=str(tmp_path / "out"), tflite=True,
-                              eval_images=0), said.append)
+                              saved_model=True, eval_images=0), said.append)
     assert "note: logits.keras outputs logits, not class probabilities: so do its exported files, and their cards " \
            "say so" in said
     card = json.loads((tmp_path / "out" / "model_float32.card.json").read_text())
     assert card["output"]["meaning"] == "class scores (logits), not probabilities"
     assert ModelMeta.load(tmp_path / "out").extra["scores"] == "logits"
+    # the SavedModel called them "probabilities" (a walk, 2026-12-06): its output key says logits, as the report does
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "out" / "saved_model"))
+    for signature in ("serving_default", "serving_float32"):
+        assert list(loaded.signatures[signature].structured_outputs) == ["logits"], signature
+    report = json.loads((tmp_path / "out" / "export_report.json").read_text())
+    assert report["artifacts"]["saved_model"]["output"] == "logits"
+    assert "saved_model/: signatures serving_default, serving_float32 -> logits" in \
+        (tmp_path / "out" / "export_report.txt").read_text()
     Image.new("RGB", (SIZE, SIZE), (90, 20, 200)).save(tmp_path / "x.png")
     for path in (tmp_path / "out" / "model_float32.tflite", tmp_path / "m" / "logits.keras"):
         assert main(["predict", str(path), str(tmp_path / "x.png")]) == 0
