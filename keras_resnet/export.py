@@ -4,12 +4,14 @@ with the Edge TPU check, the Android model card and an export report that proves
 The artifacts are written into a hidden folder inside the output folder and moved onto their names once all of
 them are written (``fileio.staged_dir``): an export that fails or is interrupted leaves the output folder as it
 was, never this export's files beside an earlier one's; only a failed conversion's converter.log is moved in, for
-the error that names it.
+the error that names it. The report describes every model in the folder: the entries of the same model's earlier
+export whose files this export leaves there are kept in it (:func:`_earlier_export`).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import tempfile
@@ -49,6 +51,7 @@ from keras_resnet.runtime import compare
 
 REPORT_NAME = "export_report"
 REPORT_FILES = (f"{REPORT_NAME}.json", f"{REPORT_NAME}.txt")  # moved into the output folder last
+EARLIER_KEY = "from_earlier_export"  # the report's entries (and "quant_debug") kept from an earlier export's
 SAVED_MODEL_DIR = "saved_model"
 SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
@@ -441,6 +444,18 @@ def deployment_facts(content: bytes, entry: dict) -> dict:
 # --- the command ---------------------------------------------------------------------------------------------
 
 @dataclass
+class _Earlier:
+    """What an export keeps of the report of the same model's earlier export in its folder (:func:`_earlier_export`):
+    the entries of the files it leaves there, unchanged, so the new report describes every model in the folder."""
+
+    artifacts: dict = field(default_factory=dict)  # the entries of its files that stay, by name
+    files: list[str] = field(default_factory=list)  # its report's "files"
+    quant_debug: dict | None = None  # its debugger figures, where their files stay and this export writes none
+    warnings: list[str] = field(default_factory=list)  # its warnings, which are about its int8 models, where one stays
+    note: str | None = None  # why its report is not kept: one that cannot be read, or of another model
+
+
+@dataclass
 class _Job:
     """What every step of one export shares."""
 
@@ -458,6 +473,7 @@ class _Job:
     labels: np.ndarray | None = None
     reference: np.ndarray | None = None  # the Keras model's outputs on ``images``
     quiet: bool = False  # export() was given no progress: nothing of its own on stderr
+    earlier: _Earlier = field(default_factory=_Earlier)  # what it keeps of the earlier export in out_dir
 
 
 @runlock.releasing
@@ -468,9 +484,11 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
     job.quiet = progress is None
     _refuse_leftovers(job, lambda name: may_write(job.cfg, name))  # before the conversions, which take minutes
-    # converter.log is this export's chatter only: an earlier one's goes where this one's converter said nothing
+    job.earlier = _earlier_export(job)
+    # converter.log is this export's converter's text; where it said nothing (float16, dynamic and float32 say
+    # nothing), an earlier one stays while the earlier export's models stay beside (the text of their conversion)
     with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
-                           own=(CONVERTER_LOG,)) as staging:
+                           own=() if job.earlier.artifacts else (CONVERTER_LOG,)) as staging:
         result = _export_into(replace(job, out_dir=staging, shown_dir=job.out_dir), heldout)
         _refuse_leftovers(job, {path.name for path in staging.iterdir()}.__contains__)  # what it did write
     return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
@@ -478,7 +496,7 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
 
 def _export_into(job: _Job, heldout) -> ExportResult:
     """Every artifact into ``job.out_dir``, the report last."""
-    report = {"source": os.path.abspath(job.source.model_path), "model": f"ResNet-{job.meta.depth} {job.meta.variant}",
+    report = {"source": os.path.abspath(job.source.model_path), "model": _model_name(job.meta),
               "input_shape": job.meta.input_shape, "classes": job.meta.num_classes, "artifacts": {}}
     _keras_reference(job, heldout, report)
     result = ExportResult(job.out_dir)
@@ -494,7 +512,11 @@ def _export_into(job: _Job, heldout) -> ExportResult:
     debugged = quant_debug.for_export(job.cfg, job.model, job.meta, _calibration(job), heldout, job.out_dir,
                                       report, job.say)
     result.files += debugged + _debugged_cards(job, debugged, report)
-    return _write_report(result, report)
+    return _write_report(result, report, job)
+
+
+def _model_name(meta: ModelMeta) -> str:
+    return f"ResNet-{meta.depth} {meta.variant}"
 
 
 def _debugged_cards(job: _Job, files: list[Path], report: dict) -> list[Path]:
@@ -608,6 +630,55 @@ def _another_model(out_dir: Path, model_path: Path, meta: ModelMeta) -> str | No
     if was and now:
         facts.append(("weights", f"digest {was}", f"digest {now}"))
     return next((f"{what}: {was}; {model_path.name}'s: {now}" for what, was, now in facts if was != now), None)
+
+
+def _earlier_export(job: _Job) -> _Earlier:
+    """What this export keeps of the report of the same model's earlier export in ``job.out_dir``: the entries of
+    the files it leaves there (another format: float16 beside int8), its debugger figures where their files stay,
+    its warnings where one of its int8 models stays. Nothing of another model's export, which
+    :func:`_refuse_leftovers` refuses or this export replaces whole. A report that cannot be read is said, and
+    nothing of it is kept."""
+    path = job.out_dir / f"{REPORT_NAME}.json"
+    if job.another is not None or not path.is_file() or not (job.out_dir / "meta.json").is_file():
+        return _Earlier()
+    earlier, problem = _read_report(path, job.meta)
+    if problem is not None:
+        note = f"the earlier {path.name} in {job.out_dir} is not kept ({problem}): the new one describes this " \
+               "export's files only"
+        job.say(f"note: {note}")
+        return _Earlier(note=note)
+
+    def stays(name: str) -> bool:
+        return (job.out_dir / name).exists() and not may_write(job.cfg, name)
+
+    artifacts = {name: entry for name, entry in earlier["artifacts"].items() if stays(name)}
+    section = earlier.get("quant_debug")
+    debugged = [*((quant_debug.CSV_NAME, quant_debug.PNG_NAME) if section and "csv" in section else ()),
+                *((f"model_{quant_debug.MIXED_NAME}.tflite",) if section and "comparison" in section else ())]
+    int8 = any(entry.get("inputs", [{}])[0].get("dtype") in _INTEGER_RANGE for entry in artifacts.values())
+    return _Earlier(artifacts, earlier["files"], section if any(map(stays, debugged)) else None,
+                    earlier.get("warnings", []) if int8 else [])
+
+
+def _read_report(path: Path, meta: ModelMeta) -> tuple[dict, str | None]:
+    """The export report at ``path``, and why it cannot be kept (None: it can): not JSON, not an export report
+    that :func:`report_text` shows, or one of another model."""
+    try:
+        earlier = json.loads(path.read_text())
+        report_text(earlier)
+        if not all(isinstance(names, list) and all(isinstance(name, str) for name in names)
+                   for names in (earlier["files"], earlier.get("warnings", []))):
+            raise TypeError("files and warnings are lists of names and lines")
+    except OSError as err:
+        return {}, f"cannot read it: {err.strerror or err}"
+    except ValueError:  # not JSON, not UTF-8
+        return {}, "it is not JSON"
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return {}, "it is not an export report kres reads"
+    was = (earlier["model"], earlier["input_shape"], earlier["classes"])
+    if was != (_model_name(meta), list(meta.input_shape), meta.num_classes):
+        return {}, f"it describes another model: {was[0]}, input {'x'.join(map(str, was[1]))}, {was[2]} classes"
+    return earlier, None
 
 
 def _refuse_leftovers(job: _Job, replaced: Callable[[str], bool]) -> None:
@@ -766,23 +837,43 @@ def card_name(path: Path, name: str) -> Path:
     return path.with_name(f"model_{name}.card.json")
 
 
-def _write_report(result: ExportResult, report: dict) -> ExportResult:
+def _write_report(result: ExportResult, report: dict, job: _Job) -> ExportResult:
     out_dir = result.output_dir
-    sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
-    if "model_float32.tflite" in sizes:
-        for n, size in sizes.items():
-            report["artifacts"][n]["size_vs_float32"] = size / sizes["model_float32.tflite"]
     log = out_dir / CONVERTER_LOG
     if log.is_file() and log.stat().st_size == 0:  # a converter that said nothing (float32)
         log.unlink()
     if log.is_file():
         result.files.append(log)
-    report["files"] = sorted(str(p.relative_to(out_dir)) for p in result.files)
+    written = {str(p.relative_to(out_dir)) for p in result.files}
+    _keep_earlier(report, job.earlier, job.shown_dir or out_dir, written)
+    sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
+    if "model_float32.tflite" in sizes:  # (an earlier export's entries are kept as they were)
+        for n in set(sizes) - set(report.get(EARLIER_KEY, [])):
+            report["artifacts"][n]["size_vs_float32"] = sizes[n] / sizes["model_float32.tflite"]
     result.report = report
     result.text = report_text(report)
     fileio.write_json(out_dir / f"{REPORT_NAME}.json", report)
     fileio.write_text(out_dir / f"{REPORT_NAME}.txt", result.text)
     return result
+
+
+def _keep_earlier(report: dict, earlier: _Earlier, folder: Path, written: set[str]) -> None:
+    """Into ``report``, what this export keeps of the earlier export in ``folder`` (:func:`_earlier_export`), and as
+    its "files", those this export wrote and the earlier report's still in the folder (its converter.log where its
+    models stay: the staging removes it otherwise)."""
+    kept = [name for name in earlier.artifacts if name not in report["artifacts"]]
+    report["artifacts"].update({name: earlier.artifacts[name] for name in kept})
+    if earlier.quant_debug is not None and "quant_debug" not in report:
+        report["quant_debug"] = earlier.quant_debug
+        kept.append("quant_debug")
+    warnings = [*report.get("warnings", []), *earlier.warnings, *([earlier.note] if earlier.note else [])]
+    if warnings:
+        report["warnings"] = list(dict.fromkeys(warnings))  # each once
+    if kept:
+        report[EARLIER_KEY] = kept
+    stays = [name for name in earlier.files if name not in written and (folder / name).exists()
+             and (name != CONVERTER_LOG or earlier.artifacts)]
+    report["files"] = sorted({*written, *stays})
 
 
 def report_text(report: dict) -> str:
@@ -792,35 +883,41 @@ def report_text(report: dict) -> str:
         lines.append(f"  no held-out figures: {report['heldout_skipped']}")
     if "keras_top1" in report:
         lines.append(f"  keras float32 top-1 {report['keras_top1']:.4f} on {report['heldout_images']} held-out images")
+    earlier = report.get(EARLIER_KEY, [])
     for name, entry in report["artifacts"].items():
-        if name == SAVED_MODEL_DIR:
-            lines.append(f"{name}/: signatures {', '.join(entry['signatures'])} -> {entry['output']}")
-            continue
-        size = entry["size_bytes"] / 2**20
-        ratio = f" ({entry['size_vs_float32']:.1%} of float32)" if "size_vs_float32" in entry else ""
-        io = entry["inputs"][0]
-        lines.append(f"{name}: {size:.2f} MiB{ratio}, input {io['dtype']} {io['shape']}, "
-                     f"GPU delegate {'compatible' if entry['gpu_delegate_compatible'] else 'NOT compatible'}")
-        versions = entry.get("op_versions", {})
-        lines.append("  ops: " + ", ".join(f"{op} v{versions.get(op, '?')} x{n}" for op, n in entry["ops"].items()))
-        if entry.get("weight_quantization"):
-            lines.append("  weights: " + ", ".join(f"{op} {how}" for op, how in entry["weight_quantization"].items()))
-        if "calibration_images" in entry:
-            lines.append(f"  calibrated on {entry['calibration_images']} images")
-        if "delegates" in entry:
-            verdicts = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in entry["delegates"].items())
-            lines.append(f"  delegates: {verdicts} (each check in the model card)")
-        if "agreement" in entry:
-            a = entry["agreement"]
-            lines.append(f"  vs keras: top-1 agreement {a['top1_agreement']:.4f}, max |diff| {a['max_abs_diff']:.3g}, "
-                         f"top-1 {a['top1']:.4f} (keras {a['reference_top1']:.4f}), {a['images']} images")
-        if "edgetpu" in entry:
-            e = entry["edgetpu"]
-            verdict = "passes" if e["passed"] else "FAILS: " + "; ".join(e["problems"])
-            lines.append(f"  Edge TPU check {verdict}")
-            lines += [f"  note: {n}" for n in e["notes"]]
-    lines += quant_debug.report_lines(report)
+        lines += _entry_lines(name, entry, " (earlier export)" if name in earlier else "")
+    lines += quant_debug.report_lines(report, earlier="quant_debug" in earlier)
     return "\n".join(lines) + "\n"
+
+
+def _entry_lines(name: str, entry: dict, mark: str) -> list[str]:
+    """The report's lines on one artifact; ``mark`` after its name (an earlier export's, its figures that export's)."""
+    if name == SAVED_MODEL_DIR:
+        return [f"{name}/{mark}: signatures {', '.join(entry['signatures'])} -> {entry['output']}"]
+    size = entry["size_bytes"] / 2**20
+    ratio = f" ({entry['size_vs_float32']:.1%} of float32)" if "size_vs_float32" in entry else ""
+    io = entry["inputs"][0]
+    lines = [f"{name}{mark}: {size:.2f} MiB{ratio}, input {io['dtype']} {io['shape']}, "
+             f"GPU delegate {'compatible' if entry['gpu_delegate_compatible'] else 'NOT compatible'}"]
+    versions = entry.get("op_versions", {})
+    lines.append("  ops: " + ", ".join(f"{op} v{versions.get(op, '?')} x{n}" for op, n in entry["ops"].items()))
+    if entry.get("weight_quantization"):
+        lines.append("  weights: " + ", ".join(f"{op} {how}" for op, how in entry["weight_quantization"].items()))
+    if "calibration_images" in entry:
+        lines.append(f"  calibrated on {entry['calibration_images']} images")
+    if "delegates" in entry:
+        verdicts = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in entry["delegates"].items())
+        lines.append(f"  delegates: {verdicts} (each check in the model card)")
+    if "agreement" in entry:
+        a = entry["agreement"]
+        lines.append(f"  vs keras: top-1 agreement {a['top1_agreement']:.4f}, max |diff| {a['max_abs_diff']:.3g}, "
+                     f"top-1 {a['top1']:.4f} (keras {a['reference_top1']:.4f}), {a['images']} images")
+    if "edgetpu" in entry:
+        e = entry["edgetpu"]
+        verdict = "passes" if e["passed"] else "FAILS: " + "; ".join(e["problems"])
+        lines.append(f"  Edge TPU check {verdict}")
+        lines += [f"  note: {n}" for n in e["notes"]]
+    return lines
 
 
 __all__ = ["QUANTIZE_MODES", "ExportConfig", "ExportResult", "export", "export_saved_model", "resolve_source"]

@@ -574,12 +574,14 @@ def latency_ms(content: bytes, runs: int = LATENCY_RUNS) -> float:
     return round(1000 * float(np.median(times)), 3)
 
 
-def report_lines(report: dict) -> list[str]:
+def report_lines(report: dict, earlier: bool = False) -> list[str]:
+    """The export report's text on its warnings and debugger figures (``earlier``: an earlier export's, kept)."""
     lines = [f"warning: {w}" for w in report.get("warnings", [])]
     section = report.get("quant_debug")
     if not section:
         return lines
-    lines.append(f"quantization debugger on {section['images']} {section['image_source']} images "
+    lines.append(f"quantization debugger{' (earlier export)' if earlier else ''} on {section['images']} "
+                 f"{section['image_source']} images "
                  f"({section['seconds']} s): worst layers by median channel SQNR")
     lines += [f"  {w['layer']} ({w['op']}): {w['sqnr_db']:.1f} dB, rmse/scale {w['rmse_over_scale']:.2f}"
               for w in section["worst"]]

@@ -566,8 +566,11 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_ru
     assert {path.name for path in result.files} == {"meta.json", "labels.txt", "model_float32.tflite",
                                                      "model_float32.card.json"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staging folder is gone
-    assert json.loads((out / "export_report.json").read_text())["files"] == sorted(p.name for p in result.files)
-    assert not (out / "converter.log").exists()  # the failed one's: float32 says nothing
+    earlier = json.loads((exported.output_dir / "export_report.json").read_text())["files"]
+    assert json.loads((out / "export_report.json").read_text())["files"] == sorted(
+        {p.name for p in result.files} | set(earlier))  # the earlier export's models stay, and are listed
+    # float32 says nothing: the last converter text stays (the failed one's), as the earlier int8 model stays
+    assert (out / "converter.log").read_text() == "what the converter said\n"
 
 
 def _saved_run(tmp_path, name, depth, labels):
@@ -802,6 +805,113 @@ def test_converter_log_is_this_exports_and_only_where_the_converter_said_somethi
     monkeypatch.setattr(ex, "convert", lambda *args, **kwargs: content)  # a converter that says nothing
     result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, eval_images=0))
     assert not (out / "converter.log").exists() and "converter.log" not in result.report["files"]
+
+
+@pytest.fixture(scope="module")
+def float16_added(exported, trained_run, heldout, tmp_path_factory):
+    """A float16 model exported into a copy of ``exported``'s folder (SavedModel, int8 with the Edge TPU check),
+    measured on 4 of the 6 held-out images that ``exported``'s models were measured on."""
+    out = Path(shutil.copytree(exported.output_dir, tmp_path_factory.mktemp("added") / "out"))
+    return ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="float16"),
+                     heldout=(heldout[0][:4], heldout[1][:4]))
+
+
+def _earlier_lines(text: str, name: str) -> list[str]:
+    """The lines of ``text`` (a report's) on the artifact ``name``, as a later report shows them, kept."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name}: "))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return [lines[start].replace(f"{name}:", f"{name} (earlier export):", 1), *lines[start + 1:end]]
+
+
+def test_a_format_exported_beside_others_keeps_their_entries_in_the_report(exported, float16_added):
+    """int8 (Edge TPU) then float16 into one folder: the report described the float16 model only; the int8
+    model's size, ops, agreement, calibration and Edge TPU lines were gone, "files" no longer named it, though it
+    was there, and the int8 conversion's converter.log was removed (new-user walk)."""
+    out = float16_added.output_dir
+    earlier = json.loads((exported.output_dir / "export_report.json").read_text())
+    report = json.loads((out / "export_report.json").read_text())
+    assert list(report["artifacts"]) == ["model_float16.tflite", "saved_model", "model_int8.tflite"]
+    assert {name: report["artifacts"][name] for name in ("saved_model", "model_int8.tflite")} == earlier["artifacts"]
+    assert report["from_earlier_export"] == ["saved_model", "model_int8.tflite"]
+    assert report["artifacts"]["model_float16.tflite"]["agreement"]["images"] == 4  # this export's held-out images
+    assert report["heldout_images"] == 4 and earlier["artifacts"]["model_int8.tflite"]["agreement"]["images"] == 6
+    assert report.get("warnings", []) == earlier["warnings"] == []  # (kept with the int8 model: the test below)
+    assert report["files"] == sorted([*earlier["files"], "model_float16.card.json", "model_float16.tflite"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*report["files"], *ex.REPORT_FILES])
+    # float16's converter said nothing: the int8 conversion's text stays
+    assert (out / "converter.log").read_text() == (exported.output_dir / "converter.log").read_text()
+    lines = (out / "export_report.txt").read_text().splitlines()
+    assert "\n".join(lines) + "\n" == float16_added.text
+    assert lines[:2] == [exported.text.splitlines()[0], f"  keras float32 top-1 {report['keras_top1']:.4f} on 4 "
+                                                        "held-out images"]
+    assert lines[2].startswith("model_float16.tflite: ")
+    kept = [*_earlier_lines(exported.text.replace("saved_model/:", "saved_model:"), "saved_model"),
+            *_earlier_lines(exported.text, "model_int8.tflite"), *(f"warning: {w}" for w in earlier["warnings"])]
+    assert kept[0].startswith("saved_model (earlier export): signatures ") and "  Edge TPU check passes" in kept
+    assert lines[-len(kept):] == [kept[0].replace("saved_model ", "saved_model/ ", 1), *kept[1:]]
+
+
+def test_the_same_format_exported_again_replaces_its_entry(float16_added, trained_run, heldout, tmp_path):
+    out = Path(shutil.copytree(float16_added.output_dir, tmp_path / "out"))
+    before = json.loads((out / "export_report.json").read_text())
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="float16"),
+                       heldout=heldout)
+    report = json.loads((out / "export_report.json").read_text())
+    assert list(report["artifacts"]) == ["model_float16.tflite", "saved_model", "model_int8.tflite"]
+    assert report["artifacts"]["model_float16.tflite"]["agreement"]["images"] == 6  # this export's, not the 4
+    assert {n: report["artifacts"][n] for n in ("saved_model", "model_int8.tflite")} == {
+        n: before["artifacts"][n] for n in ("saved_model", "model_int8.tflite")}
+    assert report["files"] == before["files"]  # each once
+    assert result.text.count("model_float16.tflite") == 1 and result.text.count("model_int8.tflite") == 1
+
+
+@pytest.mark.parametrize(("written", "problem"), [
+    ("{", "it is not JSON"),
+    ({"artifacts": []}, "it is not an export report kres reads"),
+    ({"classes": 2}, "it describes another model: ResNet-18 v1.5, input 32x32x3, 2 classes"),
+])
+def test_an_earlier_report_that_cannot_be_kept_is_said_and_nothing_of_it_is_kept(exported, trained_run, tmp_path,
+                                                                               written, problem):
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    path = out / "export_report.json"
+    path.write_text(written if isinstance(written, str) else json.dumps({**json.loads(path.read_text()), **written}))
+    said = []
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="float16",
+                                       eval_images=0), said.append)
+    note = (f"the earlier export_report.json in {out} is not kept ({problem}): the new one describes this export's "
+            "files only")
+    assert f"note: {note}" in said
+    assert list(result.report["artifacts"]) == ["model_float16.tflite"] and result.report["warnings"] == [note]
+    assert result.report["files"] == ["labels.txt", "meta.json", "model_float16.card.json", "model_float16.tflite"]
+    assert result.text.endswith(f"\nwarning: {note}\n") and not (out / "converter.log").exists()
+
+
+def test_earlier_debugger_figures_stay_with_their_files_and_a_removed_models_entry_goes(exported, trained_run,
+                                                                                          tmp_path):
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    section = {"images": 6, "image_source": "held-out", "seconds": 1.5, "near_zero": [],
+               "worst": [{"layer": "conv1_conv", "op": "CONV_2D", "sqnr_db": 20.5, "rmse_over_scale": 0.25}],
+               "csv": "quant_debug.csv", "png": "quant_debug.png"}
+    earlier = json.loads((out / "export_report.json").read_text())
+    earlier["quant_debug"], earlier["files"] = section, sorted([*earlier["files"], section["csv"], section["png"]])
+    earlier["warnings"] = ["calibration images do not look like the training data"]  # about the int8 model
+    (out / "export_report.json").write_text(json.dumps(earlier))
+    (out / "quant_debug.csv").write_text("layer\nconv1_conv\n")
+    (out / "quant_debug.png").write_bytes(b"png")
+    shutil.rmtree(out / "saved_model")  # removed by hand: its entry goes, model.keras stays in "files"
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="float16",
+                                       eval_images=0))
+    assert list(result.report["artifacts"]) == ["model_float16.tflite", "model_int8.tflite"]
+    assert result.report["quant_debug"] == section
+    assert result.report["from_earlier_export"] == ["model_int8.tflite", "quant_debug"]
+    assert result.report["files"] == sorted(
+        {*earlier["files"], "model_float16.card.json", "model_float16.tflite"} - {"saved_model"})
+    assert result.report["warnings"] == earlier["warnings"]  # the int8 model stays: its warnings stay
+    assert result.text.endswith("warning: calibration images do not look like the training data\n"
+                                "quantization debugger (earlier export) on 6 held-out images (1.5 s): worst layers "
+                                "by median channel SQNR\n  conv1_conv (CONV_2D): 20.5 dB, rmse/scale 0.25\n"
+                                "  per-layer figures in quant_debug.csv and quant_debug.png\n")
 
 
 def test_quantize_alone_still_writes_the_savedmodel_too():
