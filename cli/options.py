@@ -59,13 +59,13 @@ class DepthType(click.ParamType):
 
 class FiniteFloat(click.ParamType):
     """A real number, optionally in a range: NaN and infinity would train to a NaN model, so they are one line
-    here, before TensorFlow is imported."""
+    here, before TensorFlow is imported. ``off``: a value taken beside the range, which turns the option off."""
 
     name = "float"
 
     def __init__(self, min: float | None = None, max: float | None = None, min_open: bool = False,
-                 max_open: bool = False):
-        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+                 max_open: bool = False, off: float | None = None):
+        self.min, self.max, self.min_open, self.max_open, self.off = min, max, min_open, max_open, off
 
     def convert(self, value, param, ctx):
         try:
@@ -74,8 +74,12 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        if number == self.off:
+            return number
         low = self.min is not None and (number <= self.min if self.min_open else number < self.min)
         high = self.max is not None and (number >= self.max if self.max_open else number > self.max)
+        if (low or high) and self.off is not None:
+            self.fail(f"{value!r} is neither {self.off:g} (off) nor in the range {self._range()}", param, ctx)
         if low or high:
             self.fail(f"{value!r} is not in the range {self._range()}", param, ctx)
         return number

@@ -15,6 +15,17 @@ from kres.options import DatasetName, FiniteFloat, PathType, Whole, depth_option
 # scaled rate to float32 (--lr 1e300 printed NumPy's "overflow encountered in cast"), and --lr 1e308 times a batch
 # above 256 was inf ("cannot write config.json: a value is not a finite number").
 MAX_LR = 10**9
+# Keras's SGD and AdamW shrink the kernels by the learning rate times the weight decay each step: the recipes' are
+# 5e-5 (sgd) and 0.05 (adamw). Above 1 the run learned nothing without a word (--weight-decay 4 ended at 11% on the
+# digits), from 1e9 it diverged blaming --lr, and 1e300 printed NumPy's "overflow encountered in cast" first.
+MAX_WEIGHT_DECAY = 1
+# The most below 1 that float32, which trains, keeps apart from 1: --ema 0.99999999999 was 1.0 there (the saved
+# average never left the first step's weights) and --label-smoothing 0.99999999999 made every target uniform.
+BELOW_ONE = 0.999_999
+# Mixup and CutMix draw their blend from Beta(alpha, alpha) through TensorFlow's gamma sampler: below 0.05 its
+# draws stop at float32's least normal number and blended half and half (--mixup 1e-6: every batch 50/50, the
+# opposite of nearly no mixing); at 1,000 every blend is already 0.5 +- 0.011, and 1e300 overflowed to a NaN loss.
+MIX_ALPHA = (0.05, 1000)
 
 
 class _TrainCommand(click.Command):
@@ -54,18 +65,20 @@ class _TrainCommand(click.Command):
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True, max=MAX_LR), default=None,
               help=f"Base learning rate for a global batch of 256, scaled linearly with --batch-size (above 0, at "
                    f"most {MAX_LR:,}).")
-@click.option("--warmup-epochs", type=FiniteFloat(min=0), default=None,
-              help="Linear warmup before the cosine decay.")
-@click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
-              help="On conv/dense kernels only (never BN or biases).")
-@click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), default=None)
-@click.option("--ema", type=FiniteFloat(0, 1, max_open=True), default=None, metavar="MOMENTUM",
+@click.option("--warmup-epochs", type=FiniteFloat(min=0, max=MAX_EPOCHS, max_open=True), default=None,
+              help="Linear warmup before the cosine decay; shorter than --epochs.")
+@click.option("--weight-decay", type=FiniteFloat(min=0, max=MAX_WEIGHT_DECAY), default=None,
+              help="On conv/dense kernels only (never BN or biases): each step shrinks them by the learning rate "
+                   f"times this (at most {MAX_WEIGHT_DECAY:g}).")
+@click.option("--label-smoothing", type=FiniteFloat(0, BELOW_ONE), default=None,
+              help=f"0 to {BELOW_ONE}. Default: the recipe's.")
+@click.option("--ema", type=FiniteFloat(0, BELOW_ONE), default=None, metavar="MOMENTUM",
               help="Validate and save a moving average of the weights, updated every step with this momentum "
-                   "(0: off). Default: the recipe's (0.9 on the digits, off elsewhere).")
-@click.option("--mixup", type=FiniteFloat(min=0), default=0.0, show_default=True,
-              help="Mixup alpha (0: off).")
-@click.option("--cutmix", type=FiniteFloat(min=0), default=0.0, show_default=True,
-              help="CutMix alpha (0: off).")
+                   f"(0: off; at most {BELOW_ONE}). Default: the recipe's (0.9 on the digits, off elsewhere).")
+@click.option("--mixup", type=FiniteFloat(*MIX_ALPHA, off=0.0), default=0.0, show_default=True,
+              help=f"Mixup alpha (0: off, else {MIX_ALPHA[0]:g} to {MIX_ALPHA[1]:,g}).")
+@click.option("--cutmix", type=FiniteFloat(*MIX_ALPHA, off=0.0), default=0.0, show_default=True,
+              help=f"CutMix alpha (0: off, else {MIX_ALPHA[0]:g} to {MIX_ALPHA[1]:,g}).")
 @click.option("--randaugment", is_flag=True, help="RandAugment-style augmentation.")
 @click.option("--weights", default=None, help="'imagenet', a weights file, or a run or export folder (its best.keras, "
                                               "else last.keras, else model.keras) to start from (the classifier is "

@@ -150,12 +150,43 @@ def test_float_options_refuse_nan_and_infinity(capsys, option, value):
                                                   "0<x<=1000000000 (see 'kres train --help')\n"),
     (["train", "--depth", "18", "--lr", "1e308"], "'--lr': '1e308' is not in the range 0<x<=1000000000 "),
     (["train", "--depth", "18", "--val-split", "1"], "'1' is not in the range 0<x<1"),
-    (["train", "--depth", "18", "--label-smoothing", "1.0"], "'1.0' is not in the range 0<=x<1"),
+    (["train", "--depth", "18", "--label-smoothing", "1.0"], "'1.0' is not in the range 0<=x<=0.999999"),
+    # float32 made both 1: every target uniform, and an average that never left the first step's weights
+    (["train", "--depth", "18", "--label-smoothing", "0.99999999999"], "Error: Invalid value for '--label-smoothing': "
+     "'0.99999999999' is not in the range 0<=x<=0.999999 (see 'kres train --help')\n"),
+    (["train", "--depth", "18", "--ema", "0.99999999999"], "Error: Invalid value for '--ema': '0.99999999999' is not "
+     "in the range 0<=x<=0.999999 (see 'kres train --help')\n"),
+    # 4 learned nothing without a word; 1e9 diverged blaming --lr; 1e300 printed NumPy's "overflow encountered in cast"
+    (["train", "--depth", "18", "--weight-decay", "4"], "Error: Invalid value for '--weight-decay': '4' is not in "
+     "the range 0<=x<=1 (see 'kres train --help')\n"),
+    (["train", "--depth", "18", "--weight-decay", "1e300"], "'--weight-decay': '1e300' is not in the range 0<=x<=1 "),
+    # refused only once TensorFlow was loaded, as "the whole run of --epochs 10" (the recipe's)
+    (["train", "--depth", "18", "--warmup-epochs", "1e300"], "Error: Invalid value for '--warmup-epochs': '1e300' is "
+     "not in the range 0<=x<100000 (see 'kres train --help')\n"),
+    # every batch blended half and half (TensorFlow's gamma draws stop at float32's least normal number)
+    (["train", "--depth", "18", "--mixup", "1e-6"], "Error: Invalid value for '--mixup': '1e-6' is neither 0 (off) "
+     "nor in the range 0.05<=x<=1000 (see 'kres train --help')\n"),
+    # a NaN blend: the loss became NaN at step 1, blamed on --lr
+    (["train", "--depth", "18", "--mixup", "1e300"], "'--mixup': '1e300' is neither 0 (off) nor in the range "
+     "0.05<=x<=1000 "),
+    (["train", "--depth", "18", "--cutmix", "1001"], "'--cutmix': '1001' is neither 0 (off) nor in the range "
+     "0.05<=x<=1000 "),
     (["bench", "time-to-accuracy", "--target", "nan"], "(see 'kres bench time-to-accuracy --help')"),
 ])
 def test_float_ranges_are_checked_while_parsing(capsys, args, message):
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_float_bounds_themselves_are_taken():
+    from kres.train import train
+
+    args = ["--depth", "18", "--weight-decay", "1", "--warmup-epochs", "99999.5", "--label-smoothing", "0.999999",
+            "--ema", "0.999999", "--mixup", "0.05", "--cutmix", "1000"]
+    params = train.make_context("train", args).params
+    assert [params[k] for k in ("weight_decay", "warmup_epochs", "label_smoothing", "ema", "mixup", "cutmix")] == \
+        [1.0, 99999.5, 0.999999, 0.999999, 0.05, 1000.0]
+    assert train.make_context("train", ["--depth", "18", "--mixup", "0"]).params["mixup"] == 0.0
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -183,6 +214,10 @@ def test_empty_datasets_and_unknown_choices_are_refused_while_parsing(capsys, ar
     ("train", "--val-split FLOAT Fraction held out for validation when the data has no validation split (above 0, "
               "below 1)."),
     ("export", "--dataset TEXT A TFDS name, 'synthetic' or 'digits' for them"),  # it said "(or 'digits')"
+    ("train", "--weight-decay FLOAT On conv/dense kernels only (never BN or biases): each step shrinks them by the "
+              "learning rate times this (at most 1)."),
+    ("train", "--warmup-epochs FLOAT Linear warmup before the cosine decay; shorter than --epochs."),
+    ("train", "--mixup FLOAT Mixup alpha (0: off, else 0.05 to 1,000)."),
 ])
 def test_help_says_what_the_option_takes(capsys, command, text):
     assert main([command, "--help"]) == 0
