@@ -552,7 +552,8 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                    else "its meta.json belongs to another model: export it again from its run")
             raise KresError(f"{name} has {p.num_outputs} outputs for the {len(labels)} classes "
                             f"{namer}'s meta.json names: {fix}")
-    outputs = outputs_of(labels, data_classes, named[0].path.name, "evaluate it on data of its classes")
+    synthetic = "the synthetic data it was trained on (--dataset synthetic), or on " if generic_labels(labels) else ""
+    outputs = outputs_of(labels, data_classes, named[0].path.name, f"evaluate it on {synthetic}data of its classes")
     return labels, None if outputs is None else np.array(outputs)
 
 
@@ -565,8 +566,20 @@ def _data_names_notes(predictors: list[Predictor], class_names: list[str]) -> li
 
 
 def _named(predictors: list[Predictor]) -> list[Predictor]:
-    """The models whose meta.json names their classes (not class_0, class_1, ...)."""
-    return [p for p in predictors if p.meta is not None and p.meta.labels and not generic_labels(p.meta.labels)]
+    """The models whose meta.json names their classes: not class_0, class_1, ... (numbered where the names were not
+    known), unless those are the names of the data it was trained on, as synthetic data's are (a run trained on it
+    took the digits' names 0-9 and scored 10% without a word)."""
+    return [p for p in predictors if p.meta is not None and p.meta.labels
+            and (not generic_labels(p.meta.labels) or _trained_on_synthetic(p))]
+
+
+def _trained_on_synthetic(predictor: Predictor) -> bool:
+    from keras_resnet.data import SYNTHETIC
+
+    try:
+        return training_data_config(predictor.path, predictor).get("dataset") == SYNTHETIC
+    except KresError:  # no data recorded: its classes are not known to be synthetic data's
+        return False
 
 
 def _finite(value):

@@ -334,7 +334,9 @@ def test_cli_table_output(run_dir, capsys, tmp_path):
     (["{tmp}"], "holds no model"),
     (["{run}/best.keras", "--dataset", "synthetic", "--image-size", "64"], "takes 32x32 images, not --image-size 64"),
     (["{run}/model.tflite", "{run}/best.keras", "{run}/best.keras"], "one model, or two"),
-    (["{run}/best.keras", "--dataset", "digits"], "4 outputs but the data has 10 classes"),
+    # synthetic data's classes are class_0 ... class_3 (meta.json): the digits' 0-9 are others (see the test below)
+    (["{run}/best.keras", "--dataset", "digits"], "the data has classes best.keras was not trained on (0, 1, 2, 3, 4 "
+                                                  "and 5 more)"),
     (["{run}/best.keras", "--output", "{run}/config.json/out"], "cannot write to"),
     # it sets LiteRT's threads, and was ignored for a Keras model
     (["{run}/best.keras", "--threads", "4"], "--threads sets the TFLite interpreter's threads, and best.keras is not a "
@@ -349,6 +351,26 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys, args, message):
     assert "Traceback" not in "\n".join(err)
     # a refused command makes no folder: `kres evaluate DATA` made DATA/eval/, a class folder to the next command
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_run_on_synthetic_data_is_not_scored_under_other_classes(run_dir, tmp_path, capsys):
+    """Its meta.json's class_0, class_1, ... are synthetic data's names: evaluated on the digits it took their
+    names 0-9, in order, and scored 10% without a word. Numbered labels of a model whose data is not recorded, and a
+    model without meta.json, still take the data's classes in order (as many as it has outputs)."""
+    run, _ = run_dir
+    assert main(["evaluate", str(run / "best.keras"), "--dataset", "digits", "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "Error: the data has classes best.keras was not trained on (0, 1, 2, 3, 4 and 5 more): evaluate it on the "
+        "synthetic data it was trained on (--dataset synthetic), or on data of its classes (class_0, class_1, "
+        "class_2, class_3; image folders are named after them)")
+    for beside in ([], ["meta.json"]):  # a lone copy; a copy with its numbered meta.json but no run
+        lone = tmp_path / f"lone{len(beside)}"
+        lone.mkdir()
+        for name in ["best.keras", *beside]:
+            (lone / name).write_bytes((run / name).read_bytes())
+        assert main(["evaluate", str(lone / "best.keras"), "--dataset", "digits"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "Error: best.keras has 4 outputs but the data has 10 classes: evaluate it on the data it was trained on")
 
 
 def test_an_output_that_cannot_be_made_says_what_is_in_the_way_and_names_the_option(run_dir, tmp_path, capsys):
