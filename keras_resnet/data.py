@@ -757,11 +757,12 @@ def _image_paths(folder: Path, root: Path, chain: tuple[str, ...] = ()) -> Itera
     chain = (*chain, real)
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as err:  # an unreadable sub-folder holds no readable images
-        if not chain[:-1]:  # a class folder: dropped without a word, its class was missing ("one class only")
-            raise KresError(f"cannot read the class folder {folder}: {err.strerror or err}; check its permissions, "
-                            f"or move it out of {root}") from None
-        return
+    except OSError as err:  # its images were dropped without a word (a class folder's: "one class only")
+        what, out_of = "the class folder", root
+        if chain[:-1]:  # a folder inside a class folder
+            what, out_of = "the folder", root / Path(folder).relative_to(root).parts[0]
+        raise KresError(f"cannot read {what} {folder}: {err.strerror or err}; check its permissions, or move it out "
+                        f"of {out_of}") from None
     entries = [e for e in entries if not e.name.startswith(".")]
     yield from (e.path for e in entries if not _is_dir(e) and e.name.lower().endswith(IMAGE_EXTENSIONS))
     for entry in entries:

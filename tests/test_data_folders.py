@@ -328,6 +328,28 @@ def test_an_unreadable_class_folder_is_named(tmp_path, monkeypatch):
     assert str(err.value) == (f"cannot read the class folder {tmp_path / 'cat'}: Permission denied; check its "
                               f"permissions, or move it out of {tmp_path}")
 
+def test_an_unreadable_folder_inside_a_class_folder_is_named(tmp_path, monkeypatch):
+    """cat/more/, which cannot be listed, was skipped without a word: its images were left out of the class."""
+    from keras_resnet import data
+
+    for folder in ("cat", "cat/more", "dog"):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (9 * i, 0, 0)).save(tmp_path / folder / f"{i}.png")
+    scandir = os.scandir
+
+    def denied(folder):  # as for a folder without read permission (the tests may run as root)
+        if Path(folder) == tmp_path / "cat" / "more":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return scandir(folder)
+
+    monkeypatch.setattr(data.os, "scandir", denied)
+    with pytest.raises(KresError) as err:
+        load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+    assert str(err.value) == (f"cannot read the folder {tmp_path / 'cat' / 'more'}: Permission denied; check its "
+                              f"permissions, or move it out of {tmp_path / 'cat'}")
+
+
 def test_class_folders_without_images(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
