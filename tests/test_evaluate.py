@@ -311,6 +311,7 @@ def test_cli_evaluates_a_run_on_its_training_data_and_compares_with_tflite(run_d
                                   [f"class_{i}" for i in range(4)])
     got = report["models"][0]["metrics"]
     assert got["confusion"] == expected.confusion
+    assert got["top_k"] == 4 and got["top5"] == pytest.approx(expected.top5)  # 4 classes: "top5" is top-4
     assert got["top1"] == pytest.approx(expected.top1) and got["loss"] == pytest.approx(expected.loss, rel=1e-5)
     assert Path(report["json_path"]) == run / "eval" / "evaluation.json"
     assert (run / "eval" / "confusion_matrix_a.png").read_bytes()[:8] == PNG_MAGIC

@@ -41,3 +41,11 @@ def test_layout_table_names_every_module_and_folder():
     modules = {f"keras_resnet/{p.name}" for p in (ROOT / "keras_resnet").glob("*.py") if p.name != "__init__.py"}
     folders = {"keras_resnet/bench", "cli", "deploy", "tests"}
     assert (modules | folders) - named == set()
+
+
+def test_readme_says_evaluates_top5_is_top_k_for_fewer_classes():
+    """The terminal prints top-k (k = min(5, classes)) and evaluation.json keeps it as "top5" beside "top_k"; the
+    README said "top-5" alone."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert ("`evaluate` prints top-1, top-5 (top-k for a model of k < 5 classes: `evaluation.json` keeps it as "
+            "`top5`, with its k in `top_k`), loss") in readme
