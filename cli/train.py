@@ -8,24 +8,18 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, OPTIMIZERS, PRECISIONS, STEMS
+from keras_resnet.specs import (
+    BELOW_ONE,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_SEED,
+    MAX_WEIGHT_DECAY,
+    MIX_ALPHA,
+    OPTIMIZERS,
+    PRECISIONS,
+    STEMS,
+)
 from kres.options import DatasetName, FiniteFloat, PathType, Whole, depth_option, image_size_option, variant_option
-
-# Far above any rate that trains (the recipes' are 0.8 at most), and far below what overflows: TensorFlow casts the
-# scaled rate to float32 (--lr 1e300 printed NumPy's "overflow encountered in cast"), and --lr 1e308 times a batch
-# above 256 was inf ("cannot write config.json: a value is not a finite number").
-MAX_LR = 10**9
-# Keras's SGD and AdamW shrink the kernels by the learning rate times the weight decay each step: the recipes' are
-# 5e-5 (sgd) and 0.05 (adamw). Above 1 the run learned nothing without a word (--weight-decay 4 ended at 11% on the
-# digits), from 1e9 it diverged blaming --lr, and 1e300 printed NumPy's "overflow encountered in cast" first.
-MAX_WEIGHT_DECAY = 1
-# The most below 1 that float32, which trains, keeps apart from 1: --ema 0.99999999999 was 1.0 there (the saved
-# average never left the first step's weights) and --label-smoothing 0.99999999999 made every target uniform.
-BELOW_ONE = 0.999_999
-# Mixup and CutMix draw their blend from Beta(alpha, alpha) through TensorFlow's gamma sampler: below 0.05 its
-# draws stop at float32's least normal number and blended half and half (--mixup 1e-6: every batch 50/50, the
-# opposite of nearly no mixing); at 1,000 every blend is already 0.5 +- 0.011, and 1e300 overflowed to a NaN loss.
-MIX_ALPHA = (0.05, 1000)
 
 
 class _TrainCommand(click.Command):

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keras_resnet import augment, imageio, terminal
 from keras_resnet.errors import KresError, counted, first_five, first_line
-from keras_resnet.specs import MIN_IMAGE_SIZE
+from keras_resnet.specs import MIN_IMAGE_SIZE, MIX_ALPHA
 
 AUTOTUNE = tf.data.AUTOTUNE
 DIGITS = "digits"
@@ -328,8 +328,10 @@ def _validate(cfg: DataConfig) -> None:
         raise KresError(f"batch size {cfg.batch_size} must be at least 1")
     if not 0.0 < cfg.val_split < 1.0:
         raise KresError(f"validation split {cfg.val_split} must be between 0 and 1 (exclusive), e.g. 0.2")
-    if cfg.mixup_alpha < 0 or cfg.cutmix_alpha < 0:
-        raise KresError("mixup and cutmix alphas must be 0 (off) or positive, e.g. 0.2 and 1.0")
+    low, high = MIX_ALPHA
+    if any(alpha and not low <= alpha <= high for alpha in (cfg.mixup_alpha, cfg.cutmix_alpha)):
+        raise KresError(f"mixup and cutmix alphas must be 0 (off) or {low:g} to {high:,g}, e.g. 0.2 and 1.0, got "
+                        f"{cfg.mixup_alpha:g} and {cfg.cutmix_alpha:g}")
     if cfg.dataset is not None and cfg.data_dir is not None:
         raise KresError("give either a dataset name (--dataset) or an image folder (--data-dir), not both")
     if cfg.dataset == SYNTHETIC and (cfg.synthetic_classes < 2 or cfg.synthetic_size < 1):

@@ -91,6 +91,23 @@ OPTIMIZERS = ("sgd", "adamw")
 MAX_EPOCHS = 100_000  # far beyond any recipe; a larger count overflowed the step counter (a traceback)
 MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed) stop here
 
+# Training options' bounds, checked by kres train while parsing and by the library (train.resolve, data.validate).
+# Far above any rate that trains (the recipes' are 0.8 at most), and far below what overflows: TensorFlow casts the
+# scaled rate to float32 (--lr 1e300 printed NumPy's "overflow encountered in cast"), and --lr 1e308 times a batch
+# above 256 was inf ("cannot write config.json: a value is not a finite number").
+MAX_LR = 10**9
+# Keras's SGD and AdamW shrink the kernels by the learning rate times the weight decay each step: the recipes' are
+# 5e-5 to 5e-4 (sgd) and 0.05 (adamw). Above 1 the run learned nothing without a word (--weight-decay 4 ended at 11%
+# on the digits), from 1e9 it diverged blaming --lr, and 1e300 printed NumPy's "overflow encountered in cast" first.
+MAX_WEIGHT_DECAY = 1
+# The most below 1 that float32, which trains, keeps apart from 1: --ema 0.99999999999 was 1.0 there (the saved
+# average never left the first step's weights) and --label-smoothing 0.99999999999 made every target uniform.
+BELOW_ONE = 0.999_999
+# Mixup and CutMix draw their blend from Beta(alpha, alpha) through TensorFlow's gamma sampler: below 0.05 its
+# draws stop at float32's least normal number and blended half and half (--mixup 1e-6: every batch 50/50, the
+# opposite of nearly no mixing); at 1,000 every blend is already 0.5 +- 0.011, and 1e300 overflowed to a NaN loss.
+MIX_ALPHA = (0.05, 1000)
+
 
 def depth_spec(depth: int) -> DepthSpec:
     """The spec of ``depth``, or a one-line error that lists the valid depths."""

@@ -40,7 +40,17 @@ from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_lear
 from keras_resnet.quant_debug import record_input_stats
 from keras_resnet.rebuild import float32_clone
 from keras_resnet.recipes import Recipe, recipe_for
-from keras_resnet.specs import MAX_EPOCHS, MAX_SEED, MIN_IMAGE_SIZE, STEMS, depth_spec, variant_spec
+from keras_resnet.specs import (
+    BELOW_ONE,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_SEED,
+    MAX_WEIGHT_DECAY,
+    MIN_IMAGE_SIZE,
+    STEMS,
+    depth_spec,
+    variant_spec,
+)
 
 HEAD_LAYERS = ("top_dropout", "predictions")  # what --freeze-backbone-epochs leaves trainable
 DEFAULT_CHECKPOINT_STEPS = 1000
@@ -133,14 +143,7 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
         raise KresError(f"--image-size {cfg.image_size} is too small: use {MIN_IMAGE_SIZE} px or more")
     if cfg.batch_size < 1:
         raise KresError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-    if cfg.lr <= 0:
-        raise KresError(f"--lr must be positive, got {cfg.lr}")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise KresError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if not 0 <= cfg.ema < 1:
-        raise KresError(f"--ema is a momentum in [0, 1) (0 turns the average off), got {cfg.ema}")
-    if cfg.weight_decay < 0 or cfg.warmup_epochs < 0:
-        raise KresError("--weight-decay and --warmup-epochs must not be negative")
+    _check_bounds(cfg)
     if cfg.warmup_epochs >= cfg.epochs:  # the rate would rise all run and never decay
         raise KresError(f"--warmup-epochs {cfg.warmup_epochs:g} is the whole run of --epochs {cfg.epochs}: use a "
                         f"warmup shorter than the run (e.g. {round(WARMUP_SHARE * cfg.epochs, 6):g})")
@@ -152,6 +155,20 @@ def resolve(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConfig
     data = dataclasses.replace(data, image_size=cfg.image_size, batch_size=cfg.batch_size, seed=cfg.seed)
     cfg, data = _absolute(cfg, data)
     return cfg, data, recipe
+
+
+def _check_bounds(cfg: TrainConfig) -> None:
+    """The ranges of the optimizer's options, as kres train checks them while parsing (specs.py says why)."""
+    if not 0 < cfg.lr <= MAX_LR:
+        raise KresError(f"--lr must be above 0 and at most {MAX_LR:,}, got {cfg.lr}")
+    if not 0 <= cfg.label_smoothing <= BELOW_ONE:
+        raise KresError(f"--label-smoothing must be 0 to {BELOW_ONE}, got {cfg.label_smoothing}")
+    if not 0 <= cfg.ema <= BELOW_ONE:
+        raise KresError(f"--ema is a momentum of 0 to {BELOW_ONE} (0 turns the average off), got {cfg.ema}")
+    if not 0 <= cfg.weight_decay <= MAX_WEIGHT_DECAY:
+        raise KresError(f"--weight-decay must be 0 to {MAX_WEIGHT_DECAY:g}, got {cfg.weight_decay}")
+    if cfg.warmup_epochs < 0:
+        raise KresError(f"--warmup-epochs must not be negative, got {cfg.warmup_epochs}")
 
 
 # The paths a run's config.json keeps: (part, field). Saved absolute, they name the same files from any working

@@ -299,11 +299,25 @@ def test_a_frozen_phase_under_jax_gives_tensorflows_weights_and_optimizer_state(
     ({"image_size": 16}, "--image-size 16 is too small: use 32 px or more"),
     ({"depth": 20}, "unsupported depth 20: choose one of 18, 34, 50, 101, 152"),
     ({"freeze_backbone_epochs": 3, "epochs": 3}, "--freeze-backbone-epochs 3 must be less than --epochs 3"),
-    ({"ema": 1.0}, "--ema is a momentum in [0, 1) (0 turns the average off), got 1.0"),
+    ({"ema": 1.0}, "--ema is a momentum of 0 to 0.999999 (0 turns the average off), got 1.0"),
+    # the bounds kres train checks while parsing hold for the library too (it took --ema 0.99999999999, 1.0 in
+    # float32, weight decay 4, which learns nothing, and a mixup alpha of 1e-6, which blends every batch 50/50)
+    ({"ema": 0.99999999999}, "--ema is a momentum of 0 to 0.999999 (0 turns the average off), got 0.99999999999"),
+    ({"label_smoothing": 0.99999999999}, "--label-smoothing must be 0 to 0.999999, got 0.99999999999"),
+    ({"weight_decay": 4.0}, "--weight-decay must be 0 to 1, got 4.0"),
+    ({"lr": 1e10}, "--lr must be above 0 and at most 1,000,000,000, got 10000000000.0"),
+    ({"warmup_epochs": -1.0}, "--warmup-epochs must not be negative, got -1.0"),
 ])
 def test_library_rejects_bad_options(changes, message):
     with pytest.raises(KresError, match=re.escape(message)):
         train(TrainConfig(**changes), DataConfig(dataset="synthetic"))
+
+
+def test_library_rejects_mix_alphas_kres_train_refuses():
+    for alphas in ({"mixup_alpha": 1e-6}, {"cutmix_alpha": 2000.0}):
+        with pytest.raises(KresError, match=re.escape("mixup and cutmix alphas must be 0 (off) or 0.05 to 1,000, "
+                                                      "e.g. 0.2 and 1.0, got ")):
+            train(TrainConfig(), DataConfig(dataset="synthetic", **alphas))
 
 
 def _kres(capsys, *args):
