@@ -10,6 +10,7 @@ export whose files this export leaves there are kept in it (:func:`_earlier_expo
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,6 +33,7 @@ from keras_resnet.meta import (
     data_names_note,
     generic_labels,
     meta_beside,
+    output_scores,
     outputs_of,
     weights_digest,
     with_scores,
@@ -52,6 +54,8 @@ from keras_resnet.runtime import compare
 REPORT_NAME = "export_report"
 REPORT_FILES = (f"{REPORT_NAME}.json", f"{REPORT_NAME}.txt")  # moved into the output folder last
 EARLIER_KEY = "from_earlier_export"  # the report's entries (and "quant_debug") kept from an earlier export's
+EARLIER_WARNINGS = "earlier_export_warnings"  # the warnings of an earlier export's int8 models kept
+LOG_DIGEST = "converter_log_sha256"  # the first 16 hex digits of the converter.log the report's files include
 SAVED_MODEL_DIR = "saved_model"
 SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
@@ -290,12 +294,14 @@ def heldout_agreement(source: Path, tflite: Path, content: bytes, data_cfg, meta
 
 # --- writers -------------------------------------------------------------------------------------------------
 
-def export_saved_model(model, directory: str | os.PathLike, output: str = OUTPUT_NAME) -> Path:
+def export_saved_model(model, directory: str | os.PathLike, output: str | None = None) -> Path:
     """SavedModel whose ``serving_default`` takes raw uint8 RGB [N,H,W,3] (cast inside the graph), with a
-    ``serving_float32`` signature beside it for float pixels. Both return ``{output: [N,K]}``: "probabilities",
-    or what :func:`output_name` calls the scores of a model without softmax."""
+    ``serving_float32`` signature beside it for float pixels. Both return ``{output: [N,K]}``: by default
+    "probabilities", or what :func:`output_name` calls the scores of a model without softmax."""
     import keras
     import tensorflow as tf
+
+    output = output or output_name(output_scores(model))
 
     shape = [None, *model.input_shape[1:]]
     archive = keras.export.ExportArchive()  # no track(model): the endpoints track the variables they use, once;
@@ -319,10 +325,10 @@ def export_saved_model(model, directory: str | os.PathLike, output: str = OUTPUT
     return Path(directory)
 
 
-def output_name(meta: ModelMeta) -> str:
-    """The SavedModel's output key: "probabilities", "logits" for a model without activation (its outputs were
-    called probabilities), "scores" for another activation's."""
-    scores = meta.extra.get(SCORES_KEY)
+def output_name(scores: str | None) -> str:
+    """The SavedModel's output key for a model whose ``scores`` (meta.json's, :func:`output_scores`'s) are these:
+    "probabilities", "logits" for a model without activation (its outputs were called probabilities), "scores"
+    for another activation's."""
     return OUTPUT_NAME if scores is None else ("logits" if scores == "logits" else "scores")
 
 
@@ -448,11 +454,12 @@ class _Earlier:
     """What an export keeps of the report of the same model's earlier export in its folder (:func:`_earlier_export`):
     the entries of the files it leaves there, unchanged, so the new report describes every model in the folder."""
 
-    artifacts: dict = field(default_factory=dict)  # the entries of its files that stay, by name
-    files: list[str] = field(default_factory=list)  # its report's "files"
+    artifacts: dict = field(default_factory=dict)  # the entries of its models that stay, by name
+    files: list[str] = field(default_factory=list)  # its files that stay with them: cards, compiled, debugger, log
     quant_debug: dict | None = None  # its debugger figures, where their files stay and this export writes none
     warnings: list[str] = field(default_factory=list)  # its warnings, which are about its int8 models, where one stays
-    note: str | None = None  # why its report is not kept: one that cannot be read, or of another model
+    log_digest: str | None = None  # its converter.log's, where that stays: the conversion text of an int8 model kept
+    note: str | None = None  # why its report is not kept, or the files it leaves that no model kept is made of
 
 
 @dataclass
@@ -486,9 +493,9 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
     _refuse_leftovers(job, lambda name: may_write(job.cfg, name))  # before the conversions, which take minutes
     job.earlier = _earlier_export(job)
     # converter.log is this export's converter's text; where it said nothing (float16, dynamic and float32 say
-    # nothing), an earlier one stays while the earlier export's models stay beside (the text of their conversion)
+    # nothing), the earlier export's stays while an int8 model it was the conversion text of stays beside
     with fileio.staged_dir(job.out_dir, last=REPORT_FILES, kept_on_error=(CONVERTER_LOG,),
-                           own=() if job.earlier.artifacts else (CONVERTER_LOG,)) as staging:
+                           own=() if job.earlier.log_digest else (CONVERTER_LOG,)) as staging:
         result = _export_into(replace(job, out_dir=staging, shown_dir=job.out_dir), heldout)
         _refuse_leftovers(job, {path.name for path in staging.iterdir()}.__contains__)  # what it did write
     return replace(result, output_dir=job.out_dir, files=[job.out_dir / p.relative_to(staging) for p in result.files])
@@ -634,46 +641,82 @@ def _another_model(out_dir: Path, model_path: Path, meta: ModelMeta) -> str | No
 
 def _earlier_export(job: _Job) -> _Earlier:
     """What this export keeps of the report of the same model's earlier export in ``job.out_dir``: the entries of
-    the files it leaves there (another format: float16 beside int8), its debugger figures where their files stay,
-    its warnings where one of its int8 models stays. Nothing of another model's export, which
-    :func:`_refuse_leftovers` refuses or this export replaces whole. A report that cannot be read is said, and
-    nothing of it is kept."""
+    the models it leaves there (another format: float16 beside int8) and their files (:func:`_files_of`), the
+    debugger figures and the warnings of an int8 model that stays, its converter.log where that is still the one
+    it wrote. Nothing of another model's export, which :func:`_refuse_leftovers` refuses or this export replaces
+    whole. A report that cannot be read is said, and nothing of it is kept; so are the files it lists that no model
+    kept is made of (the Edge TPU compiler's of an int8 model replaced)."""
     path = job.out_dir / f"{REPORT_NAME}.json"
     if job.another is not None or not path.is_file() or not (job.out_dir / "meta.json").is_file():
         return _Earlier()
     earlier, problem = _read_report(path, job.meta)
     if problem is not None:
-        note = f"the earlier {path.name} in {job.out_dir} is not kept ({problem}): the new one describes this " \
-               "export's files only"
-        job.say(f"note: {note}")
-        return _Earlier(note=note)
+        return _Earlier(note=_said(job, f"the earlier {path.name} in {job.out_dir} is not kept ({problem}): the "
+                                        "models it described are not in the new one; export them again, or remove "
+                                        "them"))
 
     def stays(name: str) -> bool:
         return (job.out_dir / name).exists() and not may_write(job.cfg, name)
 
     artifacts = {name: entry for name, entry in earlier["artifacts"].items() if stays(name)}
-    section = earlier.get("quant_debug")
-    debugged = [*((quant_debug.CSV_NAME, quant_debug.PNG_NAME) if section and "csv" in section else ()),
-                *((f"model_{quant_debug.MIXED_NAME}.tflite",) if section and "comparison" in section else ())]
+    section = earlier.get("quant_debug") if "model_int8.tflite" in artifacts else None  # it measured that model
     int8 = any(entry.get("inputs", [{}])[0].get("dtype") in _INTEGER_RANGE for entry in artifacts.values())
-    return _Earlier(artifacts, earlier["files"], section if any(map(stays, debugged)) else None,
-                    earlier.get("warnings", []) if int8 else [])
+    log = job.out_dir / CONVERTER_LOG
+    digest = earlier.get(LOG_DIGEST) if int8 and log.is_file() and CONVERTER_LOG in earlier["files"] else None
+    digest = digest if digest is not None and digest == _digest(log) else None
+    # (converter.log is a name every export may write: it stays unless this export's converter says something)
+    files = [name for name in earlier["files"] if stays(name) or (name == CONVERTER_LOG and log.is_file())]
+    kept = [name for name in files if _files_of(name, artifacts, section is not None, digest is not None)]
+    # (meta.json and labels.txt are written again; a converter.log not kept is replaced or removed)
+    left = [name for name in files if name not in kept and name not in ("meta.json", "labels.txt", CONVERTER_LOG)]
+    note = None
+    if left:
+        note = _said(job, f"{first_five(left)} in {job.out_dir} {'is' if len(left) == 1 else 'are'} left from the "
+                          "earlier export, made from a model this export replaces, and not in the new report: "
+                          "remove them, or export again with the options that write them")
+    return _Earlier(artifacts, kept, section, [*earlier.get("warnings", []), *earlier.get(EARLIER_WARNINGS, [])]
+                    if int8 else [], digest, note)
+
+
+def _files_of(name: str, artifacts: dict, debugged: bool, log: bool) -> bool:
+    """Whether the earlier export's file ``name`` is one of the models in ``artifacts`` (those kept) or made of
+    one: its card, its Edge TPU compiler's files, the debugger's figures of the int8 model (``debugged``), the
+    converter.log of its conversion (``log``); and model.keras, the Keras model of the weights this export has too."""
+    stems = [model.removesuffix(".tflite") for model in artifacts if model.endswith(".tflite")]
+    return (name in artifacts or name == "model.keras"  # this very model (the same weights), whatever else stays
+            or any(name == f"{stem}.card.json" or name.startswith(f"{stem}_edgetpu.") for stem in stems)
+            or (debugged and name in (quant_debug.CSV_NAME, quant_debug.PNG_NAME))
+            or (log and name == CONVERTER_LOG))
+
+
+def _said(job: _Job, note: str) -> str:
+    job.say(f"note: {note}")
+    return note
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _read_report(path: Path, meta: ModelMeta) -> tuple[dict, str | None]:
     """The export report at ``path``, and why it cannot be kept (None: it can): not JSON, not an export report
     that :func:`report_text` shows, or one of another model."""
     try:
-        earlier = json.loads(path.read_text())
-        report_text(earlier)
-        if not all(isinstance(names, list) and all(isinstance(name, str) for name in names)
-                   for names in (earlier["files"], earlier.get("warnings", []))):
-            raise TypeError("files and warnings are lists of names and lines")
+        text = path.read_text()
     except OSError as err:
         return {}, f"cannot read it: {err.strerror or err}"
-    except ValueError:  # not JSON, not UTF-8
+    except ValueError:  # not UTF-8
         return {}, "it is not JSON"
-    except (KeyError, TypeError, AttributeError, IndexError):
+    try:
+        earlier = json.loads(text)
+    except ValueError:
+        return {}, "it is not JSON"
+    try:
+        report_text(earlier)
+        if not all(isinstance(names, list) and all(isinstance(name, str) for name in names)
+                   for names in (earlier["files"], earlier.get("warnings", []), earlier.get(EARLIER_WARNINGS, []))):
+            raise TypeError("files and warnings are lists of names and lines")
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError):
         return {}, "it is not an export report kres reads"
     was = (earlier["model"], earlier["input_shape"], earlier["classes"])
     if was != (_model_name(meta), list(meta.input_shape), meta.num_classes):
@@ -768,7 +811,7 @@ def _write_meta(job: _Job) -> list[Path]:
 
 def _write_saved_model(job: _Job, report: dict) -> list[Path]:
     job.say("writing SavedModel and .keras")
-    output = output_name(job.meta)
+    output = output_name(job.meta.extra.get(SCORES_KEY))
     files = [export_saved_model(job.model, job.out_dir / SAVED_MODEL_DIR, output),
              save_keras(job.model, job.out_dir / "model.keras")]
     report["artifacts"][SAVED_MODEL_DIR] = {"signatures": {SERVING_UINT8: "uint8 [N,H,W,3]",
@@ -844,6 +887,7 @@ def _write_report(result: ExportResult, report: dict, job: _Job) -> ExportResult
         log.unlink()
     if log.is_file():
         result.files.append(log)
+        report[LOG_DIGEST] = _digest(log)  # what tells a later export that the log is still this one's
     written = {str(p.relative_to(out_dir)) for p in result.files}
     _keep_earlier(report, job.earlier, job.shown_dir or out_dir, written)
     sizes = {n: e["size_bytes"] for n, e in report["artifacts"].items() if n.endswith(".tflite")}
@@ -859,20 +903,21 @@ def _write_report(result: ExportResult, report: dict, job: _Job) -> ExportResult
 
 def _keep_earlier(report: dict, earlier: _Earlier, folder: Path, written: set[str]) -> None:
     """Into ``report``, what this export keeps of the earlier export in ``folder`` (:func:`_earlier_export`), and as
-    its "files", those this export wrote and the earlier report's still in the folder (its converter.log where its
-    models stay: the staging removes it otherwise)."""
+    its "files", those this export wrote and the earlier export's that stay with its models kept."""
     kept = [name for name in earlier.artifacts if name not in report["artifacts"]]
     report["artifacts"].update({name: earlier.artifacts[name] for name in kept})
     if earlier.quant_debug is not None and "quant_debug" not in report:
         report["quant_debug"] = earlier.quant_debug
         kept.append("quant_debug")
-    warnings = [*report.get("warnings", []), *earlier.warnings, *([earlier.note] if earlier.note else [])]
-    if warnings:
-        report["warnings"] = list(dict.fromkeys(warnings))  # each once
+    if warnings := [w for w in dict.fromkeys(earlier.warnings) if w not in report.get("warnings", [])]:
+        report[EARLIER_WARNINGS] = warnings
+    if earlier.note:
+        report["notes"] = [earlier.note]
     if kept:
         report[EARLIER_KEY] = kept
-    stays = [name for name in earlier.files if name not in written and (folder / name).exists()
-             and (name != CONVERTER_LOG or earlier.artifacts)]
+    stays = [name for name in earlier.files if name not in written and (folder / name).exists()]
+    if CONVERTER_LOG in stays and earlier.log_digest:
+        report[LOG_DIGEST] = earlier.log_digest
     report["files"] = sorted({*written, *stays})
 
 
@@ -886,6 +931,8 @@ def report_text(report: dict) -> str:
     earlier = report.get(EARLIER_KEY, [])
     for name, entry in report["artifacts"].items():
         lines += _entry_lines(name, entry, " (earlier export)" if name in earlier else "")
+    lines += [f"warning (earlier export): {w}" for w in report.get(EARLIER_WARNINGS, [])]
+    lines += [f"note: {n}" for n in report.get("notes", [])]
     lines += quant_debug.report_lines(report, earlier="quant_debug" in earlier)
     return "\n".join(lines) + "\n"
 

@@ -431,7 +431,7 @@ def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement, weights: s
             optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model, ema=cfg.ema)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    return model, optimizer, "".join(notes)
+    return model, optimizer, "\n".join(notes)
 
 
 def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: Recipe, plan: _Plan,

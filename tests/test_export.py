@@ -568,9 +568,10 @@ def test_a_failed_export_leaves_the_output_folder_as_it_was(exported, trained_ru
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staging folder is gone
     earlier = json.loads((exported.output_dir / "export_report.json").read_text())["files"]
     assert json.loads((out / "export_report.json").read_text())["files"] == sorted(
-        {p.name for p in result.files} | set(earlier))  # the earlier export's models stay, and are listed
-    # float32 says nothing: the last converter text stays (the failed one's), as the earlier int8 model stays
-    assert (out / "converter.log").read_text() == "what the converter said\n"
+        {p.name for p in result.files} | set(earlier) - {"converter.log"})  # the earlier export's models stay, listed
+    # float32 says nothing, and the converter.log there is the failed conversion's, not the one the earlier report
+    # recorded for its int8 model (by its digest): it goes, as before reports kept the earlier entries
+    assert not (out / "converter.log").exists()
 
 
 def _saved_run(tmp_path, name, depth, labels):
@@ -879,12 +880,13 @@ def test_an_earlier_report_that_cannot_be_kept_is_said_and_nothing_of_it_is_kept
     said = []
     result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="float16",
                                        eval_images=0), said.append)
-    note = (f"the earlier export_report.json in {out} is not kept ({problem}): the new one describes this export's "
-            "files only")
+    note = (f"the earlier export_report.json in {out} is not kept ({problem}): the models it described are not in "
+            "the new one; export them again, or remove them")
     assert f"note: {note}" in said
-    assert list(result.report["artifacts"]) == ["model_float16.tflite"] and result.report["warnings"] == [note]
+    assert list(result.report["artifacts"]) == ["model_float16.tflite"] and result.report["notes"] == [note]
+    assert "warnings" not in result.report  # a note on this folder, not a warning about a model
     assert result.report["files"] == ["labels.txt", "meta.json", "model_float16.card.json", "model_float16.tflite"]
-    assert result.text.endswith(f"\nwarning: {note}\n") and not (out / "converter.log").exists()
+    assert result.text.endswith(f"\nnote: {note}\n") and not (out / "converter.log").exists()
 
 
 def test_earlier_debugger_figures_stay_with_their_files_and_a_removed_models_entry_goes(exported, trained_run,
@@ -907,8 +909,9 @@ def test_earlier_debugger_figures_stay_with_their_files_and_a_removed_models_ent
     assert result.report["from_earlier_export"] == ["model_int8.tflite", "quant_debug"]
     assert result.report["files"] == sorted(
         {*earlier["files"], "model_float16.card.json", "model_float16.tflite"} - {"saved_model"})
-    assert result.report["warnings"] == earlier["warnings"]  # the int8 model stays: its warnings stay
-    assert result.text.endswith("warning: calibration images do not look like the training data\n"
+    assert "warnings" not in result.report  # float16 has none of its own
+    assert result.report["earlier_export_warnings"] == earlier["warnings"]  # the int8 model stays: its warnings
+    assert result.text.endswith("warning (earlier export): calibration images do not look like the training data\n"
                                 "quantization debugger (earlier export) on 6 held-out images (1.5 s): worst layers "
                                 "by median channel SQNR\n  conv1_conv (CONV_2D): 20.5 dB, rmse/scale 0.25\n"
                                 "  per-layer figures in quant_debug.csv and quant_debug.png\n")
@@ -1044,6 +1047,9 @@ def test_a_logits_model_is_exported_and_predicted_as_logits(tmp_path, capsys):
     assert report["artifacts"]["saved_model"]["output"] == "logits"
     assert "saved_model/: signatures serving_default, serving_float32 -> logits" in \
         (tmp_path / "out" / "export_report.txt").read_text()
+    ex.export_saved_model(model, tmp_path / "own")  # the library's call: the key read off the model itself
+    assert list(tf.saved_model.load(str(tmp_path / "own")).signatures["serving_default"].structured_outputs) == [
+        "logits"]
     Image.new("RGB", (SIZE, SIZE), (90, 20, 200)).save(tmp_path / "x.png")
     for path in (tmp_path / "out" / "model_float32.tflite", tmp_path / "m" / "logits.keras"):
         assert main(["predict", str(path), str(tmp_path / "x.png")]) == 0
@@ -1091,3 +1097,30 @@ def test_the_runs_training_folder_changed_since_gets_no_held_out_figures(run_dir
     said.clear()
     ex._keras_reference(SimpleNamespace(**{**vars(job), "cfg": replace(job.cfg, eval_images=0)}), None, {})
     assert said == []  # --eval-images 0 measures nothing: nothing to say
+
+
+def test_files_made_from_a_replaced_int8_model_are_not_listed_and_are_said(exported, trained_run, heldout, tmp_path):
+    """int8 again without --edgetpu beside an earlier --edgetpu --debug export: the report listed the compiler's
+    files and kept the debugger's figures of the int8 model this export replaced (a review, 2026-12-06)."""
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    earlier = json.loads((out / "export_report.json").read_text())
+    made = ["model_int8_edgetpu.log", "model_int8_edgetpu.tflite", "quant_debug.csv", "quant_debug.png"]
+    for name in made:
+        (out / name).write_text("of the earlier int8 model\n")
+    earlier["files"] = sorted([*earlier["files"], *made])
+    earlier["quant_debug"] = {"images": 6, "image_source": "held-out", "seconds": 1.5, "near_zero": [], "worst": [],
+                              "csv": "quant_debug.csv", "png": "quant_debug.png"}
+    earlier["warnings"] = ["calibration images do not look like the training data"]
+    (out / "export_report.json").write_text(json.dumps(earlier))
+    said = []
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="int8",
+                                       saved_model=False, eval_images=0), said.append,
+                       calibration=lambda: (img[None] for img in heldout[0][:2]))
+    note = (f"model_int8_edgetpu.log, model_int8_edgetpu.tflite, quant_debug.csv, quant_debug.png in {out} are left "
+            "from the earlier export, made from a model this export replaces, and not in the new report: remove "
+            "them, or export again with the options that write them")
+    assert f"note: {note}" in said and result.report["notes"] == [note]
+    assert result.report["from_earlier_export"] == ["saved_model"]
+    assert "quant_debug" not in result.report and "earlier_export_warnings" not in result.report
+    assert not set(made) & set(result.report["files"]) and "model.keras" in result.report["files"]
+    assert result.text.count("note: ") == 1 and "(earlier export)" not in result.text.replace("saved_model/ (", "")
