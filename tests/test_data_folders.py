@@ -328,6 +328,7 @@ def test_an_unreadable_class_folder_is_named(tmp_path, monkeypatch):
     assert str(err.value) == (f"cannot read the class folder {tmp_path / 'cat'}: Permission denied; check its "
                               f"permissions, or move it out of {tmp_path}")
 
+
 def test_an_unreadable_folder_inside_a_class_folder_is_named(tmp_path, monkeypatch):
     """cat/more/, which cannot be listed, was skipped without a word: its images were left out of the class."""
     from keras_resnet import data
