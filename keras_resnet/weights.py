@@ -116,7 +116,7 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
         return
     path = Path(in_folder(os.fspath(weights)))  # a folder said it held no best.keras to a Python caller
     if not path.exists():
-        raise KresError(f"weights file {path} does not exist: pass weights='imagenet' or the path of a {SUPPORTED}")
+        raise KresError(f"weights file {path} does not exist: pass {_sources(depth, variant)}")
     if path.is_dir():
         raise KresError(f"{path} is a folder with no {', '.join(runs.FOLDER_MODELS)}: pass the model file of a run "
                         f"or export, or a {SUPPORTED} file")
@@ -124,6 +124,17 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
         raise KresError(f"cannot read weights from {path}: expected a {SUPPORTED} file")
     if _format(path) == "torch" and importlib.util.find_spec("torch") is None:
         raise KresError(_NEEDS_TORCH.format(name=path.name))
+
+
+def _sources(depth: int, variant: str) -> str:
+    """What ``weights`` may be for this depth and variant: 'imagenet' only where keras.applications publishes it
+    (a missing file offered it for ResNet-18, which then refused it)."""
+    if variant == "v1" and depth in KERAS_APPLICATIONS_HASHES:
+        return f"weights='imagenet' or the path of a {SUPPORTED}"
+    if variant == "v1.5":
+        return (f"the path of a {SUPPORTED} (ImageNet weights: torchvision's "
+                f"{TORCHVISION_URL}{TORCHVISION_FILES[depth]})")
+    return f"the path of a {SUPPORTED}"
 
 
 def _check_imagenet(depth: int, variant: str) -> None:

@@ -180,6 +180,22 @@ def test_missing_and_unsupported_files(tmp_path):
 # ------------------------------------------------------------------------------------------- Keras 3 files
 
 
+@pytest.mark.parametrize(("depth", "variant", "fix"), [
+    (50, "v1", "weights='imagenet' or the path of a " + kw.SUPPORTED),
+    # 'imagenet' was offered for these too, and then refused
+    (18, "v1.5", f"the path of a {kw.SUPPORTED} (ImageNet weights: torchvision's "
+                 "https://download.pytorch.org/models/resnet18-f37072fd.pth)"),
+    (50, "v1.5", f"the path of a {kw.SUPPORTED} (ImageNet weights: torchvision's "
+                 "https://download.pytorch.org/models/resnet50-0676ba61.pth)"),
+    (34, "v1", "the path of a " + kw.SUPPORTED),
+])
+def test_a_missing_file_offers_imagenet_only_where_it_is_taken(tmp_path, depth, variant, fix):
+    missing = tmp_path / "resnet18-f37072fd.pth"
+    with pytest.raises(KresError) as err:
+        kw.check_weights(missing, depth=depth, variant=variant)
+    assert str(err.value) == f"weights file {missing} does not exist: pass {fix}"
+
+
 def test_keras_and_weights_h5_files_round_trip_by_layer_name(tmp_path, capsys):
     source = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3), zero_init_residual=False)
     for layer in source.layers:  # non-trivial BN statistics, so a swapped array would show
