@@ -119,14 +119,22 @@ def _stem(x, stem: str, build: _Build):
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
+def _whole(value) -> bool:
+    """A whole number (NumPy's too), not a bool and not a float such as 224.0."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_input_shape(input_shape: Sequence[int | None]) -> tuple:
     try:
-        shape = tuple(input_shape)
+        shape = (input_shape,) if isinstance(input_shape, (str, bytes)) else tuple(input_shape)  # "abc": 3 sides
     except TypeError:  # input_shape=224 was "'int' object is not iterable"
         shape = (input_shape,)
     if len(shape) != 3:
         raise KresError(f"input_shape must be (height, width, channels), got {input_shape!r}")
-    height, width, channels = shape
+    if not all(side is None or _whole(side) for side in shape):  # ('a', 32, 3) was "'<' not supported ..."
+        raise KresError(f"input_shape must be (height, width, channels) in whole numbers (None for any size), got "
+                        f"{input_shape!r}")
+    height, width, channels = shape = tuple(None if side is None else int(side) for side in shape)
     if channels not in (1, 3) and height in (1, 3):  # channels first: "must have 1 or 3 channels, got 224"
         raise KresError(f"input_shape is (height, width, channels), channels last: got {shape}, use "
                         f"{(width, channels, height)}")
@@ -173,6 +181,11 @@ def resnet(
     var = variant_spec(variant)
     shape = _check_input_shape(input_shape)
     _check_options(stem, pooling, include_top, num_classes)
+    _check_settings(include_top, zero_init_residual, classifier_activation, dropout, name)
+    if weights is not None:  # before a ResNet-152 is built for nothing
+        from keras_resnet.weights import check_weights  # imported late: it pulls in file formats
+
+        check_weights(weights, depth=depth, variant=variant)
 
     build = _Build(var, zero_init_residual)
     inputs = keras.Input(shape, name="image")
@@ -219,6 +232,23 @@ def _check_options(stem: str, pooling: str | None, include_top: bool, num_classe
     if include_top and (not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool)
                         or num_classes < 1):
         raise KresError(f"num_classes must be a positive integer, got {num_classes!r}")
+
+
+def _check_settings(include_top, zero_init_residual, classifier_activation, dropout, name) -> None:
+    """The arguments Keras would refuse with a traceback, or take as something else ("no" is true)."""
+    for flag, value in (("include_top", include_top), ("zero_init_residual", zero_init_residual)):
+        if value not in (True, False):  # NumPy's bools and 0/1 are equal to one of them
+            raise KresError(f"{flag} must be True or False, got {value!r}")
+    if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise KresError(f"dropout must be a rate from 0 up to (not including) 1, got {dropout!r}")
+    if include_top:
+        try:
+            keras.activations.get(classifier_activation)
+        except (ValueError, TypeError):
+            raise KresError(f"unknown classifier_activation {classifier_activation!r}: pass the name of a Keras "
+                            "activation ('softmax', 'sigmoid') or None for logits") from None
+    if name is not None and (not isinstance(name, str) or "/" in name):
+        raise KresError(f"name must be a string without '/', got {name!r}")
 
 
 def _top(x, pooling: str | None, include_top: bool, dropout: float, num_classes: int,

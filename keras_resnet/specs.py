@@ -121,5 +121,5 @@ def depth_spec(depth: int) -> DepthSpec:
 def variant_spec(variant: str) -> Variant:
     try:
         return VARIANTS[variant]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: a list, unhashable
         raise KresError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}") from None

@@ -111,6 +111,9 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
         return
     depth = int(depth)
     depth_spec(depth)
+    if not isinstance(weights, (str, os.PathLike)):  # weights=True was "expected str, bytes or os.PathLike object"
+        raise KresError(f"weights={weights!r} names no weights: pass {_sources(depth, variant)}, or None to start "
+                        "from random weights")
     if str(weights) == "imagenet":
         _check_imagenet(depth, variant)
         return

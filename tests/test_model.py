@@ -295,6 +295,36 @@ def test_clear_errors(kwargs, message):
         resnet(**kwargs)
 
 
+_SHAPE_IN_NUMBERS = "input_shape must be (height, width, channels) in whole numbers (None for any size), got "
+_NO_WEIGHTS = ("names no weights: pass the path of a .keras, .weights.h5, .h5 (keras.applications layout), .pth, "
+               ".safetensors or .npz (ImageNet weights: torchvision's "
+               "https://download.pytorch.org/models/resnet18-f37072fd.pth), or None to start from random weights")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    # each was a TypeError or ValueError traceback from Python or Keras, or (the flags) taken as true
+    ({"input_shape": ("a", 32, 3)}, _SHAPE_IN_NUMBERS + "('a', 32, 3)"),
+    ({"input_shape": (32.5, 32, 3)}, _SHAPE_IN_NUMBERS + "(32.5, 32, 3)"),
+    ({"input_shape": (32, 32, 3.0)}, _SHAPE_IN_NUMBERS + "(32, 32, 3.0)"),
+    ({"input_shape": (True, 32, 3)}, _SHAPE_IN_NUMBERS + "(True, 32, 3)"),
+    ({"input_shape": "abc"}, "input_shape must be (height, width, channels), got 'abc'"),  # "got c" channels
+    ({"weights": True}, "weights=True " + _NO_WEIGHTS),
+    ({"weights": 0}, "weights=0 " + _NO_WEIGHTS),
+    ({"variant": ["v1"]}, "unknown variant ['v1']: choose one of v1.5, v1"),
+    ({"dropout": "a"}, "dropout must be a rate from 0 up to (not including) 1, got 'a'"),
+    ({"dropout": 1.5}, "dropout must be a rate from 0 up to (not including) 1, got 1.5"),
+    ({"classifier_activation": 3}, "unknown classifier_activation 3: pass the name of a Keras activation "
+                                   "('softmax', 'sigmoid') or None for logits"),
+    ({"name": 3}, "name must be a string without '/', got 3"),
+    ({"include_top": "no"}, "include_top must be True or False, got 'no'"),
+    ({"zero_init_residual": "no"}, "zero_init_residual must be True or False, got 'no'"),
+])
+def test_arguments_of_the_wrong_type_are_one_line(kwargs, message):
+    with pytest.raises(KresError) as err:
+        resnet(18, input_shape=kwargs.pop("input_shape", (32, 32, 3)), **kwargs)
+    assert str(err.value) == message
+
+
 def test_builders_take_numpy_integers_and_show_their_options():
     """num_classes=np.int64(10) (from y.max() + 1) was refused; ResNet18's help showed (**kwargs)."""
     model = resnet(np.int64(18), num_classes=np.int64(10), input_shape=(32, 32, 3))
