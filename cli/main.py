@@ -337,13 +337,13 @@ def _ended(args: list[str]) -> int:
         return 2
 
 
-# The library's messages name its keyword arguments (weights='imagenet', weights=PATH, variant='v1'); at the command
-# line they are options.
-_KEYWORD_ARGUMENT = re.compile(r"\b(weights|variant)=(?:'([^']*)'|(PATH)\b)")
+# The library's messages name its keyword arguments (weights='imagenet', weights=PATH, variant='v1', depth=18); at the
+# command line they are options.
+_KEYWORD_ARGUMENT = re.compile(r"\b(weights|variant)=(?:'([^']*)'|(PATH)\b)|\b(depth)=(\d+)\b")
 
 
 def _as_options(message: str) -> str:
-    return _KEYWORD_ARGUMENT.sub(lambda m: f"--{m[1]} {m[2] if m[2] is not None else m[3]}", message)
+    return _KEYWORD_ARGUMENT.sub(lambda m: "--{} {}".format(*(g for g in m.groups() if g is not None)), message)
 
 
 def _options_of(args: list[str]) -> set[str]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_resnet import _compat, runs
 from keras_resnet.errors import KresError
-from keras_resnet.specs import depth_spec
+from keras_resnet.specs import DEPTHS, depth_spec
 
 HEAD = "predictions"
 
@@ -303,8 +303,6 @@ def _keras3_h5_layers(f, path: Path, layer_names: dict[str, list[str]] | None = 
 
 def _reference_names(by_class, path: Path, builder: Builder | None) -> dict[str, list[str]]:
     """Layer names of the keras_resnet model whose conv count and stem match the file, built by ``builder``."""
-    from keras_resnet.specs import DEPTHS
-
     convs = by_class["conv2d"]
     if not convs:
         raise KresError(f"{path} holds no convolution weights: it is not a keras_resnet weights file")
@@ -510,24 +508,24 @@ def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str,
                         f"build the model with variant='{checkpoint.variant}'")
     targets = [layer for layer in model.layers if layer.weights]
     names = {layer.name for layer in targets}
-    label = f"ResNet-{depth} ({variant})"
+    misfit = f"{checkpoint.source} does not fit ResNet-{depth} ({variant}): first mismatching layer"
     for layer in targets:
         if layer.name == HEAD:
             continue
         expected = [tuple(w.shape) for w in layer.weights]
         arrays = checkpoint.layers.get(layer.name)
         if arrays is None:
-            raise KresError(f"{checkpoint.source} does not fit {label}: first mismatching layer {layer.name} "
-                            f"is missing from it; pass the depth the checkpoint was made for")
+            raise KresError(f"{misfit} {layer.name} is missing from it; "
+                            f"{_depth_fix(checkpoint, depth, 'pass the depth the checkpoint was made for')}")
         found = [tuple(a.shape) for a in arrays]
         if found != expected:
-            raise KresError(f"{checkpoint.source} does not fit {label}: first mismatching layer {layer.name} "
-                            f"expects shapes {_shapes(expected)}, the checkpoint has {_shapes(found)}; "
-                            f"pass the depth (and stem) the checkpoint was made for")
+            raise KresError(f"{misfit} {layer.name} expects shapes {_shapes(expected)}, the checkpoint has "
+                            f"{_shapes(found)}; "
+                            f"{_depth_fix(checkpoint, depth, 'pass the depth (and stem) the checkpoint was made for')}")
     extra = [name for name in checkpoint.layers if name not in names and name != HEAD]
     if extra:
-        raise KresError(f"{checkpoint.source} does not fit {label}: first mismatching layer {extra[0]} is in "
-                        f"the checkpoint but not in the model; pass the depth the checkpoint was made for")
+        raise KresError(f"{misfit} {extra[0]} is in the checkpoint but not in the model; "
+                        f"{_depth_fix(checkpoint, depth, 'pass the depth the checkpoint was made for')}")
 
     loaded = 0
     for layer in targets:
@@ -538,6 +536,29 @@ def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str,
     if note:
         (say or _to_stderr)(note)
     return LoadReport(checkpoint.source, loaded + head_loaded, head_loaded, note)
+
+
+_FIRST_CONV = re.compile(r"conv([2-5])_block(\d+)_1_conv")
+
+
+def checkpoint_depth(layers: Mapping[str, object]) -> int | None:
+    """The depth whose blocks a checkpoint's layer names hold (each stage's last block, basic or bottleneck), or
+    None where they match no depth."""
+    repeats = [0, 0, 0, 0]
+    for name in layers:
+        if found := _FIRST_CONV.fullmatch(name):
+            stage = int(found[1]) - 2
+            repeats[stage] = max(repeats[stage], int(found[2]))
+    block = "bottleneck" if "conv2_block1_3_conv" in layers else "basic"
+    return next((d for d, spec in DEPTHS.items() if spec.block == block and spec.repeats == tuple(repeats)), None)
+
+
+def _depth_fix(checkpoint: Checkpoint, depth: int, unknown: str) -> str:
+    """'it was made for ResNet-18: pass depth=18' where its layer names tell another depth; else ``unknown``."""
+    made_for = checkpoint_depth(checkpoint.layers)
+    if made_for is None or made_for == depth:
+        return unknown
+    return f"it was made for ResNet-{made_for}: pass depth={made_for}"
 
 
 def _to_stderr(note: str) -> None:

@@ -533,8 +533,8 @@ def test_weights_messages_name_the_options_at_the_command_line(capsys, tmp_path)
                                                "only: for v1.5 download torchvision's resnet18-f37072fd.pth ")
     assert "and pass --weights PATH with --variant v1.5 (or convert it once: kres convert-weights" in err[0]
     assert err[0].endswith("; or use --variant v1 (depth 50, 101, 152)") and "=" not in err[0].split("(http")[0]
-    assert _as_options("weights=PATH, weights='a b.h5', variant='v1', dropout=0.2") == (
-        "--weights PATH, --weights a b.h5, --variant v1, dropout=0.2")
+    assert _as_options("weights=PATH, weights='a b.h5', variant='v1', dropout=0.2, depth=18, weights=0") == (
+        "--weights PATH, --weights a b.h5, --variant v1, dropout=0.2, --depth 18, weights=0")
 
 
 def test_the_oom_line_is_found_below_tensorflows_graph_header():

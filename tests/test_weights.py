@@ -129,6 +129,39 @@ def test_wrong_depth_names_the_first_mismatching_layer(tmp_path, checkpoint_dept
         keras_resnet.resnet(model_depth, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "ckpt.npz"))
 
 
+@pytest.mark.parametrize(("checkpoint_depth", "model_depth", "fix"), [
+    (18, 34, "conv2_block3_1_conv is missing from it; it was made for ResNet-18: pass depth=18"),
+    (34, 18, "conv2_block3_1_conv is in the checkpoint but not in the model; it was made for ResNet-34: pass "
+             "depth=34"),
+    (50, 34, "conv2_block1_1_conv expects shapes 3x3x64x64, the checkpoint has 1x1x64x64; it was made for "
+             "ResNet-50: pass depth=50"),
+])
+def test_wrong_depth_names_the_depth_the_checkpoint_was_made_for(tmp_path, checkpoint_depth, model_depth, fix):
+    """"pass the depth the checkpoint was made for" left the reader to find which; its layer names tell it."""
+    np.savez(tmp_path / "ckpt.npz", **torchvision_state(checkpoint_depth))
+    with pytest.raises(KresError) as err:
+        keras_resnet.resnet(model_depth, input_shape=(SIZE, SIZE, 3), weights=str(tmp_path / "ckpt.npz"))
+    assert str(err.value) == (f"torchvision checkpoint {tmp_path / 'ckpt.npz'} does not fit ResNet-{model_depth} "
+                              f"(v1.5): first mismatching layer {fix}")
+
+
+def test_a_run_folder_of_another_depth_is_named_by_its_depth(tmp_path, capsys):
+    """The issue's walk: resnet(34, weights="runs/t1") of a ResNet-18 run; at the command line, --depth 18."""
+    run = tmp_path / "t1"
+    run.mkdir()
+    keras_resnet.resnet(18, num_classes=3, input_shape=(32, 32, 3)).save(run / "best.keras")
+    misfit = f"Keras model {run / 'best.keras'} does not fit ResNet-34 (v1.5): first mismatching layer"
+    with pytest.raises(KresError) as err:
+        keras_resnet.resnet(34, num_classes=10, input_shape=(32, 32, 3), weights=str(run))
+    assert str(err.value) == (f"{misfit} conv2_block3_1_conv is missing from it; it was made for ResNet-18: pass "
+                              "depth=18")
+    assert main(["convert-weights", str(run / "best.keras"), "--depth", "34", "--output",
+                 str(tmp_path / "r34.keras")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: {misfit} conv2_block3_1_conv is missing from it; it was made for ResNet-18: pass --depth 18")
+    assert kw.checkpoint_depth({"conv1_conv": [], "conv2_block1_1_conv": []}) is None  # no depth: today's line
+
+
 def test_shape_mismatch_names_the_layer_and_both_shapes(tmp_path):
     np.savez(tmp_path / "ckpt.npz", **torchvision_state(18))
     with pytest.raises(KresError, match=r"first mismatching layer conv1_conv expects shapes 3x3x3x64, "
