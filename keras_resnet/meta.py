@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError, first_five
+from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.model import depth_of
 from keras_resnet.runs import CONFIG_FILE
 from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
@@ -62,8 +62,8 @@ class ModelMeta:
              if len(mean) == 3 and all(abs(a - b) < 1e-3 for a, b in zip(mean, n.mean))),
             "torch" if variant == "v1.5" else "caffe",
         )
-        if labels is None and "predictions" in names:
-            labels = [f"class_{i}" for i in range(model.get_layer("predictions").units)]
+        if "predictions" in names:
+            labels = _labels_of(model.get_layer("predictions").units, labels)
         return cls(
             depth=depth_of(model), variant=variant,
             stem="imagenet" if "pool1_pool" in names else "cifar",
@@ -98,6 +98,17 @@ class ModelMeta:
         except OSError as err:
             raise KresError(f"cannot read {path}: {err.strerror or err}") from None
         raise KresError(f"{path} is not a valid {META_FILENAME} ({problem}); {_meta_fix(path)}")
+
+
+def _labels_of(outputs: int, labels: list[str] | None) -> list[str]:
+    """``labels``, one for each of the classifier's outputs (1 label for 3 outputs was saved, and refused only when
+    kres predict read it), or numbered ones where there are none."""
+    if labels is None:
+        return [f"class_{i}" for i in range(outputs)]
+    if len(labels) != outputs:
+        raise KresError(f"labels name {counted(len(labels), 'class', 'classes')} for a model of "
+                        f"{counted(outputs, 'class', 'classes')}: pass one label for each of its outputs, in order")
+    return labels
 
 
 OTHER_NORMALIZATION = "custom"  # mean and std that are none of NORMALIZATIONS' (meta.json's mean/std say them)
@@ -246,7 +257,7 @@ def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta 
         return found
     facts = {"depth": lambda m: f"ResNet-{m.depth}", "variant": lambda m: m.variant, "stem": lambda m: f"{m.stem} stem",
              "input_shape": lambda m: "x".join(map(str, m.input_shape)),
-             "labels": lambda m: f"{len(m.labels)} classes"}
+             "labels": lambda m: counted(len(m.labels), "class", "classes")}
     if None in own.input_shape:  # a model of any size: its run's size is the one it is run at
         del facts["input_shape"]
     differ = [name for name, text in facts.items() if text(found) != text(own)]

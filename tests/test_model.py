@@ -14,7 +14,7 @@ import pytest
 
 import keras_resnet
 from keras_resnet import KresError, resnet
-from keras_resnet.meta import ModelMeta
+from keras_resnet.meta import ModelMeta, meta_beside
 from keras_resnet.specs import DEPTHS, NORMALIZATIONS
 from keras_resnet.summary import summarize
 
@@ -149,6 +149,21 @@ def test_pooling_and_top(include_top, pooling, shape):
     names = {layer.name for layer in model.layers}
     assert ("max_pool" in names) == (pooling == "max")
     assert ("predictions" in names) == include_top
+
+
+def test_labels_that_miscount_the_classes_are_refused_and_a_mismatch_counts_in_words(tmp_path):
+    """from_model(model, labels=["a"]) of a 3-class model was saved, and refused only at kres predict, which said
+    "(1 classes)"."""
+    model = resnet(18, num_classes=3, input_shape=(32, 32, 3))
+    with pytest.raises(KresError) as err:
+        ModelMeta.from_model(model, labels=["a"])
+    assert str(err.value) == ("labels name 1 class for a model of 3 classes: pass one label for each of its outputs, "
+                              "in order")
+    ModelMeta(**{**ModelMeta.from_model(model).to_dict(), "labels": ["a"]}).save(tmp_path)  # written by hand
+    with pytest.raises(KresError) as err:
+        meta_beside(tmp_path / "ft.keras", model)
+    assert str(err.value) == (f"{tmp_path / 'meta.json'} describes another model (1 class) than ft.keras (3 classes): "
+                              "put ft.keras in a folder of its own, or with the meta.json of the run that made it")
 
 
 def test_cifar_stem_and_gray_input():
