@@ -49,3 +49,49 @@ def test_readme_says_evaluates_top5_is_top_k_for_fewer_classes():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert ("`evaluate` prints top-1, top-5 (top-k for a model of k < 5 classes: `evaluation.json` keeps it as "
             "`top5`, with its k in `top_k`), loss") in readme
+
+
+def _param_counts(depth: int, variant: str = "v1.5", num_classes: int = 1000) -> tuple[int, int]:
+    """(trainable, total) weights of ``resnet(depth, variant=variant)``, counted from the depth table without
+    building it: BN's moving mean and variance are Keras's non-trainable weights (torchvision's buffers)."""
+    from keras_resnet.specs import DEPTHS, STAGE_WIDTHS, VARIANTS
+
+    spec, bias = DEPTHS[depth], VARIANTS[variant].conv_bias
+    counts = [0, 0]  # trainable, BN statistics
+
+    def conv_bn(kernel, inputs, outputs):
+        counts[0] += kernel * kernel * inputs * outputs + (outputs if bias else 0) + 2 * outputs
+        counts[1] += 2 * outputs
+
+    conv_bn(7, 3, 64)
+    channels = 64
+    for stage, (width, repeats) in enumerate(zip(STAGE_WIDTHS, spec.repeats)):
+        out = width * spec.expansion
+        for index in range(repeats):
+            kernels = [(1, channels, width), (3, width, width), (1, width, out)] if spec.block == "bottleneck" else [
+                (3, channels, width), (3, width, width)]
+            for kernel, inputs, outputs in kernels:
+                conv_bn(kernel, inputs, outputs)
+            if index == 0 and (stage > 0 or channels != out):
+                conv_bn(1, channels, out)  # the projection shortcut
+            channels = out
+    counts[0] += channels * num_classes + num_classes
+    return counts[0], counts[0] + counts[1]
+
+
+def test_model_table_counts_every_depths_parameters_exactly():
+    """Its one "params" column held torchvision's (trainable) counts, 11,689,512 for ResNet-18 where count_params()
+    says 11,699,112, and the v1 figures below it were count_params() totals: each column is now one thing."""
+    import keras_resnet
+
+    readme = (ROOT / "README.md").read_text()
+    header, _, *rows = readme.split("\n| depth |", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert header.split("|")[2:4] == [" trainable params (v1.5, 1000 classes) ", " all params (`count_params()`) "]
+    table = {int(cells[1]): (int(cells[4].replace(",", "")), int(cells[5].replace(",", "")))
+             for cells in (row.split("|") for row in rows)}
+    assert table == {depth: _param_counts(depth) for depth in keras_resnet.DEPTHS}
+    v1 = re.search(r"`count_params\(\)` equals keras\.applications' \(([\d,]+) / ([\d,]+) / ([\d,]+) for 50/101/152\)",
+                   " ".join(readme.split()))
+    assert [int(n.replace(",", "")) for n in v1.groups()] == [_param_counts(d, "v1")[1] for d in (50, 101, 152)]
+    model = keras_resnet.resnet(18, input_shape=(32, 32, 3))  # the count above is the builder's (at any size)
+    assert _param_counts(18) == (sum(int(w.numpy().size) for w in model.trainable_weights), model.count_params())
