@@ -469,7 +469,7 @@ def _like_training_folder(model: str, predictor: Predictor, class_names: list[st
     if not trained_on or counts is None or sum(counts) != total:
         return None
     named = _named([predictor])
-    if named and {class_key(n) for n in named[0].meta.labels} != {class_key(n) for n in class_names}:
+    if named and {class_key(n) for n in named[0].labels} != {class_key(n) for n in class_names}:
         return None
     return trained_on if named or len(class_names) == predictor.num_outputs else None
 
@@ -538,9 +538,9 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                 raise KresError(f"{p.path.name} has {p.num_outputs} outputs but the data has {len(data_classes)} "
                                 "classes: evaluate it on the data it was trained on")
         return data_classes, None
-    labels = list(named[0].meta.labels)
-    if any(list(p.meta.labels) != labels for p in named):
-        classes = "; ".join(f"{name}: {len(p.meta.labels)} ({first_five(p.meta.labels)})"
+    labels = named[0].labels
+    if any(p.labels != labels for p in named):
+        classes = "; ".join(f"{name}: {len(p.labels)} ({first_five(p.labels)})"
                             for name, p in zip(_names(named), named))
         raise KresError(f"{' and '.join(_names(named))} have other classes ({classes}): compare two models of the "
                         "same classes")
@@ -566,11 +566,11 @@ def _data_names_notes(predictors: list[Predictor], class_names: list[str]) -> li
 
 
 def _named(predictors: list[Predictor]) -> list[Predictor]:
-    """The models whose meta.json names their classes: not class_0, class_1, ... (numbered where the names were not
-    known), unless those are the names of the data it was trained on, as synthetic data's are (a run trained on it
-    took the digits' names 0-9 and scored 10% without a word)."""
-    return [p for p in predictors if p.meta is not None and p.meta.labels
-            and (not generic_labels(p.meta.labels) or _trained_on_synthetic(p))]
+    """The models whose meta.json (or a .tflite's card or labels.txt) names their classes: not class_0, class_1,
+    ... (numbered where the names were not known), unless those are the names of the data it was trained on, as
+    synthetic data's are (a run trained on it took the digits' names 0-9 and scored 10% without a word)."""
+    return [p for p in predictors if p.labels
+            and (not generic_labels(p.labels) or (p.meta is not None and _trained_on_synthetic(p)))]
 
 
 def _trained_on_synthetic(predictor: Predictor) -> bool:

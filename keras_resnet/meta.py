@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError, counted, first_five
+from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.model import depth_of
 from keras_resnet.runs import CONFIG_FILE
 from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
@@ -26,6 +27,8 @@ META_FILENAME = "meta.json"
 WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
 RESIZE_KEY = "resize"  # an export's meta.json extra: how its run's images were resized for validation
 SCORES_KEY = "scores"  # extra: what the model outputs where it is not class probabilities ("logits")
+LABELS_FILE = "labels.txt"  # an export's class names, one a line, beside its models
+CARD_SUFFIX = ".card.json"  # model_int8.card.json: the model card of model_int8.tflite
 
 
 @dataclass
@@ -268,6 +271,94 @@ def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta 
     mine = ", ".join(facts[name](own) for name in differ)
     raise KresError(f"{meta_path(path)} describes another model ({theirs}) than {path.name} ({mine}): put "
                     f"{path.name} in a folder of its own, or with the meta.json of the run that made it")
+
+
+def card_path(model_path: str | os.PathLike) -> Path:
+    """Where kres export writes the model card of a .tflite: ``model_int8.card.json`` beside ``model_int8.tflite``,
+    the card of the ``model_int8_edgetpu.tflite`` the Edge TPU compiler makes of it too (as deploy/classify.py
+    finds it)."""
+    path = Path(model_path)
+    return path.with_name(path.stem.removesuffix("_edgetpu") + CARD_SUFFIX)
+
+
+def deployed_facts(model_path: str | os.PathLike, tensors: dict) -> tuple[ModelMeta | None, list[str]]:
+    """What kres export wrote beside a .tflite that was copied without its meta.json (deploy/README.md's folder for
+    the device): the facts of its card as its meta.json gives them (labels, resize, normalisation, what it
+    outputs), None where there is no card; and its class names, those of labels.txt or the card that name the
+    model's outputs one for one, labels.txt's first, as deploy/classify.py picks them ([] where neither does).
+    ``tensors``: the model's "input" and "output" tensors as a card gives them (shape, dtype, scale, zero_point);
+    a card that gives others is another model's (a card records no digest of its file), a KresError."""
+    path = Path(model_path)
+    card = _read_card(card_path(path))
+    outputs = tensors["output"]["shape"][-1]
+    found = [_labels_file(path.with_name(LABELS_FILE)), card.get("labels") if card is not None else None]
+    labels = next((list(names) for names in found if isinstance(names, list) and len(names) == outputs), [])
+    if card is None:
+        return None, labels
+    meta = _card_meta(card_path(path), card, labels)
+    _check_card(path, card, tensors)
+    return meta, labels
+
+
+def _read_card(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # not JSON, not UTF-8, unreadable
+        raise KresError(f"cannot read the model card {path} ({first_line(err)}): copy it again from the kres export "
+                        "folder, or remove it") from None
+    if not isinstance(card, dict):
+        raise KresError(f"{path} is not a model card kres export wrote: copy it again from the kres export folder, "
+                        "or remove it")
+    return card
+
+
+def _labels_file(path: Path) -> list[str] | None:
+    """labels.txt's names (its lines that are not blank), as deploy/classify.py reads them; None where there is none."""
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):  # none, or unreadable: the card's or numbered classes, said by predict's note
+        return None
+
+
+_TENSOR_FACTS = ("shape", "dtype", "scale", "zero_point")
+
+
+def _check_card(path: Path, card: dict, tensors: dict) -> None:
+    """A card of another model (its input or output tensor not this model's) is refused, as a meta.json of
+    another model is, naming what differs."""
+    differ = [(end, fact) for end in ("input", "output") for fact in _TENSOR_FACTS
+              if card[end].get(fact) != tensors[end][fact]]
+    if differ:
+        theirs = ", ".join(f"{end} {fact} {_shown(card[end].get(fact))}" for end, fact in differ)
+        mine = ", ".join(f"{end} {fact} {_shown(tensors[end][fact])}" for end, fact in differ)
+        raise KresError(f"{card_path(path)} describes another model ({theirs}) than {path.name} ({mine}): copy this "
+                        "model's card from its kres export folder, or remove it")
+
+
+_ARCHITECTURE = re.compile(r"ResNet-(\d+) (\S+) \((\w+) stem\)")  # export.model_card's "architecture"
+_SCORES = re.compile(r"class scores \((\w+)\)")  # its output "meaning" where not probabilities
+
+
+def _card_meta(path: Path, card: dict, labels: list[str]) -> ModelMeta:
+    """The facts of a card (export.model_card) as its meta.json gives them."""
+    from keras_resnet.data import RESIZE_HOW
+
+    try:
+        depth, variant, stem = _ARCHITECTURE.fullmatch(card["architecture"]).groups()
+        norm, resize = card["normalization"], card["input"]["resize"]
+        data = {"depth": int(depth), "variant": variant, "stem": stem, "input_shape": card["input"]["shape"][1:],
+                "normalization": norm["name"], "mean": norm["mean"], "std": norm["std"]}
+        scores = _SCORES.match(card["output"]["meaning"])  # past here "input" and "output" are objects
+        problem = field_problem(data) or (None if resize in RESIZE_HOW else f"its input resize is {_shown(resize)}")
+    except (KeyError, TypeError, AttributeError) as err:  # a field missing, or not of its kind
+        problem = f"no {err}" if isinstance(err, KeyError) else "a field of another kind"
+    if problem is not None:
+        raise KresError(f"{path} is not a model card kres export wrote ({problem}): copy it again from the kres "
+                        "export folder, or remove it")
+    extra = {RESIZE_KEY: resize, **({SCORES_KEY: scores[1]} if scores else {})}
+    return ModelMeta(**data, labels=labels, extra=extra)
 
 
 def _as_list(value) -> list[float]:

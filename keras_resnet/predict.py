@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import RESIZE_KEY, SCORES_KEY, find_meta, generic_labels
+from keras_resnet.meta import RESIZE_KEY, SCORES_KEY, card_path, generic_labels, meta_path
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
 
@@ -117,6 +117,21 @@ def _trained_on_digits(predictor: Predictor) -> bool:
     return eval_resize(data) == FULL_FRAME
 
 
+def _no_facts_note(predictor: Predictor, labels: list[str]) -> str | None:
+    """What predict says where no meta.json travels with the model, nor (a .tflite) the card kres export wrote beside
+    it: that its classes are numbered (where no labels.txt names them either), and how images are resized."""
+    if meta_path(predictor.path) is not None or (predictor.meta is not None and predictor.meta.extra.get(RESIZE_KEY)):
+        return None
+    name = predictor.path.name
+    if generic_labels(labels):
+        return (f"no meta.json beside {name}: its classes are shown as class_0 ... class_{len(labels) - 1} and images "
+                "are resized as for ImageNet (shorter side, centre crop) whatever it was trained with; copy its run's "
+                "meta.json beside it for their names and its own resize")
+    return (f"no meta.json or {card_path(predictor.path).name} beside {name}: images are resized as for ImageNet "
+            "(shorter side, centre crop) whatever it was trained with; copy its card from its kres export folder "
+            "beside it for its own resize")
+
+
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[Prediction]]:
     """The k best classes per row, best first: the higher score first and, where scores tie (common in an int8
     model's output), the lower class index first, the order ``deploy/classify.py`` gives."""
@@ -167,10 +182,9 @@ def predict(cfg: PredictConfig, say: Callable[[str], None] | None = None) -> lis
     scores = predictor.meta.extra.get(SCORES_KEY) if predictor.meta is not None else None
     if say is not None and scores:
         say(f"{predictor.path.name} outputs {scores}, not class probabilities: the scores shown are {scores}")
-    if say is not None and find_meta(predictor.path) is None and generic_labels(labels):
-        say(f"no meta.json beside {predictor.path.name}: its classes are shown as class_0 ... class_{len(labels) - 1} "
-            "and images are resized as for ImageNet (shorter side, centre crop) whatever it was trained with; copy "
-            "its run's meta.json beside it for their names and its own resize")
+    note = _no_facts_note(predictor, labels)
+    if say is not None and note:
+        say(note)
     for start in range(0, len(readable), cfg.batch_size):
         prepared = {}
         for path in readable[start:start + cfg.batch_size]:

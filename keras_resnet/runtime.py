@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_resnet import runs
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import ModelMeta, find_meta, meta_beside, with_scores
+from keras_resnet.meta import ModelMeta, deployed_facts, find_meta, meta_beside, with_scores
 from keras_resnet.terminal import stderr_without
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
@@ -26,11 +26,12 @@ class Predictor:
 
     kind: str = ""
 
-    def __init__(self, path: Path, input_shape: tuple, meta: ModelMeta | None):
+    def __init__(self, path: Path, input_shape: tuple, meta: ModelMeta | None, names: list[str] | None = None):
         require_image_input(path, input_shape)
         self.path = path
         self.input_shape = input_shape  # (H, W, C); a side is None where the model takes any size
         self.meta = meta
+        self.names = list(names or [])  # class names where no meta names them (a .tflite's labels.txt)
 
     def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         images = self._check_images(images)
@@ -46,10 +47,11 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
-        """Class names from the model's meta.json, else ``class_0``, ``class_1``, ..."""
+        """Class names from the model's meta.json (or a .tflite's card), else its labels.txt, else ``class_0``,
+        ``class_1``, ..."""
         if self.meta and self.meta.labels:
             return list(self.meta.labels)
-        return [f"class_{i}" for i in range(self.num_outputs)]
+        return self.names or [f"class_{i}" for i in range(self.num_outputs)]
 
     def describe(self) -> str:
         shape = "x".join("?" if s is None else str(s) for s in self.input_shape)
@@ -118,7 +120,9 @@ class SavedModelPredictor(Predictor):
 class TFLitePredictor(Predictor):
     kind = "tflite"
 
-    def __init__(self, path: Path, interpreter, meta: ModelMeta | None):
+    def __init__(self, path: Path, interpreter, meta: ModelMeta | None, *, beside: bool = False):
+        """``beside``: where ``meta`` is None, take the facts of the card and labels.txt that kres export wrote
+        beside the file (:func:`keras_resnet.meta.deployed_facts`)."""
         self.interpreter = interpreter
         inp = interpreter.get_input_details()
         out = interpreter.get_output_details()
@@ -130,7 +134,11 @@ class TFLitePredictor(Predictor):
         if len(signature) != 4:
             raise KresError(f"{path} takes a {len(signature)}-D input; expected images [N,H,W,C]")
         shape = tuple(None if int(d) < 0 else int(d) for d in signature[1:])
-        super().__init__(path, shape, meta)
+        names = None
+        if meta is None and beside:
+            meta, names = deployed_facts(path, {"input": _card_tensor(self.input_detail),
+                                                "output": _card_tensor(self.output_detail)})
+        super().__init__(path, shape, meta, names)
         self.static_batch = int(signature[0]) if int(signature[0]) > 0 else None
         self.input_dtype = np.dtype(self.input_detail["dtype"])
         self.input_scale, self.input_zero_point = self.input_detail["quantization"]
@@ -185,6 +193,13 @@ class TFLitePredictor(Predictor):
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self.output_detail["index"])
         return self.dequantize(out.reshape(len(x), -1))
+
+
+def _card_tensor(detail: dict) -> dict:
+    """An interpreter's tensor as a model card gives it (export.model_card): no scale or zero point in float."""
+    scale, zero_point = detail["quantization"]
+    return {"shape": [int(d) for d in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
+            "scale": float(scale) if scale else None, "zero_point": int(zero_point) if scale else None}
 
 
 # What LiteRT's C++ runtime prints on stderr, once a process, when it makes an interpreter (whatever the log level).
@@ -251,7 +266,7 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None) -> P
         return _load_keras(path)
     if suffix == ".tflite":
         threads = num_threads or os.cpu_count()  # LiteRT's own default is one thread
-        return TFLitePredictor(path, tflite_interpreter(path, threads), find_meta(path))
+        return TFLitePredictor(path, tflite_interpreter(path, threads), find_meta(path), beside=True)
     if path.name == "saved_model.pb":
         return _load_savedmodel(path.parent)
     raise KresError(f"{path} is not a model kres can run: pass a .keras, .tflite, SavedModel directory or run "

@@ -309,3 +309,123 @@ def test_a_model_that_is_not_square_is_one_line_that_says_so(tmp_path, capsys):
         assert capsys.readouterr().err.splitlines() == [line]
     assert main(["evaluate", str(tmp_path / "m" / "wide.keras"), "--dataset", "synthetic"]) == 2
     assert capsys.readouterr().err.splitlines() == [line]
+
+
+@pytest.fixture(scope="module")
+def brightness_export(tmp_path_factory) -> Path:
+    """A folder as kres export writes it: ``model_int8.tflite`` (32 px, uint8 in and out) of three classes ant, bee,
+    cow that score an image's mean brightness (cow the brightest), its ``meta.json`` (a full-frame resize, as the
+    digits'), ``labels.txt`` and ``model_int8.card.json``. An image bright along its left edge tells the full frame
+    (it keeps that edge: cow) from a centre crop (it cuts it off: a dark image)."""
+    from keras_resnet import export as ex
+    from keras_resnet.quantize import convert, describe_tflite
+
+    inputs = keras.Input((32, 32, 3))
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.tile(np.float32([[0.0, 0.1, 0.2]]) / 3, (3, 1)), np.zeros(3, np.float32)])
+    rng = np.random.default_rng(1)
+    calibration = lambda: (rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32) for _ in range(4))  # noqa: E731
+    folder = tmp_path_factory.mktemp("export")
+    content = convert(model, "int8", calibration)
+    (folder / "model_int8.tflite").write_bytes(content)
+    meta = ModelMeta(18, "v1.5", "imagenet", [32, 32, 3], "torch", [123.675, 116.28, 103.53], [58.395, 57.12, 57.375],
+                     labels=["ant", "bee", "cow"], extra={"resize": "full_frame"})
+    meta.save(folder)
+    (folder / "labels.txt").write_text("ant\nbee\ncow\n")
+    card = ex.model_card(folder / "model_int8.tflite", meta, describe_tflite(folder / "model_int8.tflite", content),
+                         None, "int8", None)
+    (folder / "model_int8.card.json").write_text(json.dumps(card))
+    return folder
+
+
+def _device_folder(export: Path, folder: Path, *names: str) -> Path:
+    """``export``'s model copied into ``folder`` with ``names`` (deploy/README.md step 3: no meta.json)."""
+    folder.mkdir()
+    for name in ("model_int8.tflite", *names):
+        (folder / name).write_bytes((export / name).read_bytes())
+    return folder / "model_int8.tflite"
+
+
+def _edge_lit(tmp_path: Path) -> Path:
+    pixels = np.zeros((40, 48, 3), np.uint8)
+    pixels[:, :8] = 255
+    Image.fromarray(pixels).save(tmp_path / "edge.png")
+    return tmp_path / "edge.png"
+
+
+def test_a_tflite_beside_its_card_predicts_as_in_its_export_folder(brightness_export, tmp_path, capsys):
+    """deploy/README.md's folder (the .tflite, its card, labels.txt; no meta.json): kres predict numbered the
+    classes and resized by centre crop ("no meta.json beside model_int8.tflite: ..."), where classify.py, and kres
+    predict in the export folder, read the card's full-frame resize and the labels: other scores and classes."""
+    image = _edge_lit(tmp_path)
+    assert main(["predict", str(brightness_export / "model_int8.tflite"), str(image), "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert [p["label"] for p in exported] == ["cow", "bee", "ant"] and exported[0]["score"] > 0.9
+    device = _device_folder(brightness_export, tmp_path / "dev", "model_int8.card.json", "labels.txt")
+    assert main(["predict", str(device), str(image), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["predictions"] == exported and captured.err == ""
+    (device.parent / "labels.txt").write_text("yes\nno\n")  # another model's: the card's, as classify.py takes them
+    assert main(["predict", str(device), str(image), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"] == exported
+    # labels.txt alone: the names, and a note that the resize is a guess
+    alone = _device_folder(brightness_export, tmp_path / "labels_only", "labels.txt")
+    assert main(["predict", str(alone), str(image), "--top-k", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1].split()[1] in ("ant", "bee", "cow")
+    assert captured.err.splitlines() == [
+        "note: no meta.json or model_int8.card.json beside model_int8.tflite: images are resized as for ImageNet "
+        "(shorter side, centre crop) whatever it was trained with; copy its card from its kres export folder beside "
+        "it for its own resize"]
+    (alone.parent / "labels.txt").unlink()  # none of them: the note as before
+    assert main(["predict", str(alone), str(image), "--top-k", "1"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "note: no meta.json beside model_int8.tflite: its classes are shown as class_0 ... class_2 and images are "
+        "resized as for ImageNet (shorter side, centre crop) whatever it was trained with; copy its run's meta.json "
+        "beside it for their names and its own resize"]
+
+
+def test_kres_evaluate_takes_the_classes_of_a_tflites_card(brightness_export, tmp_path, capsys):
+    """Evaluate reads a model's facts where predict does: a folder of two of the model's classes, by name, is
+    scored (it was "model_int8.tflite has 3 outputs but the data has 2 classes")."""
+    device = _device_folder(brightness_export, tmp_path / "dev", "model_int8.card.json")
+    for name in ("cow", "ant"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 48), 255 if name == "cow" else 0).save(tmp_path / "data" / name / "0.png")
+    assert main(["evaluate", str(device), "--data-dir", str(tmp_path / "data"), "--all-images", "--json",
+                 "--output", str(tmp_path / "eval")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["models"][0]["metrics"]["per_class"] == {"ant": 1.0, "bee": None, "cow": 1.0}
+    assert report["warnings"] == []
+
+
+def test_a_card_of_another_model_is_refused_naming_what_differs(brightness_export, tmp_path, capsys):
+    device = _device_folder(brightness_export, tmp_path / "dev", "labels.txt")
+    card = json.loads((brightness_export / "model_int8.card.json").read_text())
+    card["output"]["shape"] = [1, 10]
+    (device.parent / "model_int8.card.json").write_text(json.dumps(card))
+    assert main(["predict", str(device), str(_edge_lit(tmp_path))]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {device.parent / 'model_int8.card.json'} describes another model (output shape [1, 10]) than "
+        "model_int8.tflite (output shape [1, 3]): copy this model's card from its kres export folder, or remove it\n")
+    (device.parent / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')  # not kres export's
+    assert main(["predict", str(device), str(_edge_lit(tmp_path))]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {device.parent / 'model_int8.card.json'} is not a model card kres export wrote (no 'architecture'): "
+        "copy it again from the kres export folder, or remove it\n")
+
+
+def test_a_logits_models_card_says_its_scores_are_logits(brightness_export, tmp_path):
+    from keras_resnet.meta import deployed_facts
+    from keras_resnet.runtime import load_predictor
+
+    device = _device_folder(brightness_export, tmp_path / "dev", "model_int8.card.json")
+    predictor = load_predictor(device)
+    assert (predictor.labels, predictor.meta.extra) == (["ant", "bee", "cow"], {"resize": "full_frame"})
+    card = json.loads((device.parent / "model_int8.card.json").read_text())
+    card["output"]["meaning"] = "class scores (logits), not probabilities; dequantize as (q - zero_point) * scale"
+    (device.parent / "model_int8.card.json").write_text(json.dumps(card))
+    meta, labels = deployed_facts(device, {"input": card["input"], "output": card["output"]})
+    assert (meta.extra, labels, meta.depth, meta.input_shape) == ({"resize": "full_frame", "scores": "logits"},
+                                                                   ["ant", "bee", "cow"], 18, [32, 32, 3])
