@@ -340,9 +340,20 @@ def _validate(cfg: DataConfig) -> None:
 
 FULL_FRAME = "full_frame"  # evaluation resizes the whole image to the input size (the built-in digits)
 CENTER_CROP = "center_crop"  # evaluation resizes the shorter side to size / 0.875, then cuts the centre
-RESIZE_HOW = {  # for model cards: what an app must do to an image before feeding it
-    FULL_FRAME: "resize the whole image to the input size",
-    CENTER_CROP: "resize the shorter side to input size / 0.875, then cut the central input-size square",
+RESIZE_HOW = {  # for model cards: what an app must do to an image before feeding it, to the pixel (augment's resizes)
+    FULL_FRAME: (
+        "resample the whole image to the input size (size x size), bilinear without antialiasing: output pixel (row "
+        "i, column j) is the image at y = (i + 0.5) * height / size - 0.5, x = (j + 0.5) * width / size - 0.5 (pixel "
+        "centres at whole numbers), from the pixels (row, column) (Y, X), (Y, X + 1), (Y + 1, X) and (Y + 1, X + 1) "
+        "weighted (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx) and fy * fx, where Y = floor(y), X = floor(x), "
+        "fy = y - Y and fx = x - X; a pixel outside the image counts as 0 (PIL's and tf.image's resize repeat the "
+        "edge pixels instead, and PIL antialiases when it shrinks); then round half to even, as numpy.round"),
+    CENTER_CROP: (
+        "with size the input size, scale the image by s = int(size / 0.875) / its shorter side (the shorter side "
+        "becomes int(size / 0.875), the longer round(longer * s)), bilinear with antialiasing, as PIL's "
+        "Image.resize(..., Image.BILINEAR) computes it on float pixels (mode F, a channel at a time) and "
+        "tf.image.resize(..., antialias=True); cut the central size x size square, its top-left corner at "
+        "((new height - size) // 2, (new width - size) // 2); then round half to even, as numpy.round"),
 }
 
 
