@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import select
 import sys
 import tempfile
 import time
@@ -394,6 +395,32 @@ def show(interpreter, path: Path, card: dict, labels: list[str], top_k: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run classify.py; a reader of its output that has gone (``classify.py ... | head -2``) has what it wanted: the
+    run ends there, quietly, with exit status 0, as ``kres predict``'s (it ended in a BrokenPipeError traceback)."""
+    try:
+        code = _classify(argv)
+        sys.stdout.flush()  # here, not at exit, where Python says that the flush failed
+    except BrokenPipeError:
+        if not _stdout_gone():
+            return 1  # stderr's reader gone: what went wrong cannot be said
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())  # so that Python's own flush at exit does not fail again
+        os.close(null)
+        return 0
+    return code
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file
+        return False
+
+
+def _classify(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("images", type=Path, nargs="+",

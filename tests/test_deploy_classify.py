@@ -380,3 +380,20 @@ def test_an_edgetpu_model_not_compiled_yet_names_the_file_beside_it(classify, mo
     model.unlink()  # neither: as before
     assert classify.main([str(compiled), "img.png"]) == 2
     assert capsys.readouterr().err == f"Error: {compiled} does not exist\n"
+
+
+def test_a_reader_that_has_gone_ends_it_quietly_as_kres_predict(model, tmp_path):
+    """``classify.py model.tflite a b c | head -2`` ended in a BrokenPipeError traceback, exit status 1; kres predict
+    ends quietly with 0. Here stdout's reader has gone before the first line."""
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "deploy" / "classify.py"), str(model), str(image),
+                                 str(image), str(image)], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                                check=False)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (0, "")
