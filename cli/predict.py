@@ -11,8 +11,10 @@ from kres.options import PathType, Whole, image_size_option
 
 @click.command(help="Print the top-k labels and scores of each image, with a .keras, SavedModel, .tflite or run "
                     "dir. Images: any format Pillow reads, or a folder (its JPEG, PNG, BMP, GIF, TIFF and WebP files, "
-                    "by name; not its sub-folders); they are resized and centre-cropped as in evaluation. An image "
-                    "that cannot be read is skipped with a line on stderr, and the exit status is 1.")
+                    "by name; not its sub-folders); they are resized as in evaluation: the shorter side and a centre "
+                    "crop, or the whole frame for a model trained on the built-in digits (as its run, meta.json or "
+                    "card records). An image that cannot be read is skipped with a line on stderr, and the exit "
+                    "status is 1.")
 @click.argument("model", type=PathType())
 @click.argument("images", nargs=-1, required=True, type=PathType())
 @click.option("--top-k", type=Whole(min=1), default=5, show_default=True)

@@ -492,3 +492,11 @@ def test_the_cards_resize_words_reproduce_predicts_pixels():
     digit[2:6, 3] = 255
     model = SimpleNamespace(path=Path("model_int8.tflite"), meta=SimpleNamespace(extra={"resize": FULL_FRAME}))
     np.testing.assert_array_equal(pr.preprocessor(model, 32)(digit), _full_frame_as_the_card_says(digit, 32))
+
+
+def test_help_says_how_images_are_resized_for_either_kind_of_model(capsys):
+    """It said images "are resized and centre-cropped as in evaluation", not so for a digits model (whole frame)."""
+    assert main(["predict", "--help"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert ("they are resized as in evaluation: the shorter side and a centre crop, or the whole frame for a model "
+            "trained on the built-in digits (as its run, meta.json or card records).") in said
