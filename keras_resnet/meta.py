@@ -318,7 +318,7 @@ def _labels_file(path: Path) -> list[str] | None:
     """labels.txt's names (its lines that are not blank), as deploy/classify.py reads them; None where there is none."""
     try:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):  # none, or unreadable: the card's or numbered classes, said by predict's note
+    except (OSError, ValueError):  # none, or unreadable: the card's names are taken, or the classes numbered
         return None
 
 
