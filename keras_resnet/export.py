@@ -26,6 +26,7 @@ import numpy as np
 from keras_resnet import fileio, quant_debug, runlock, runs
 from keras_resnet.errors import KresError, first_five
 from keras_resnet.meta import (
+    CARD_DIGEST,
     RESIZE_KEY,
     SCORES_KEY,
     WEIGHTS_DIGEST,
@@ -869,7 +870,8 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
 def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cfg, name: str) -> Path:
     """``model_NAME.card.json`` beside the .tflite at ``path``; ``entry`` (its :func:`describe_tflite`, with the
     held-out agreement where there is one) gets the delegates that accept it."""
-    card = {**model_card(path, meta, entry, entry.get("agreement"), name, data_cfg), **deployment_facts(content, entry)}
+    card = {**model_card(path, meta, entry, entry.get("agreement"), name, data_cfg), **deployment_facts(content, entry),
+            CARD_DIGEST: hashlib.sha256(content).hexdigest()}  # which file it is the card of (meta.deployed_facts)
     entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
     card_path = card_name(path, name)
     fileio.write_json(card_path, card)

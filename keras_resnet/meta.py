@@ -29,6 +29,7 @@ RESIZE_KEY = "resize"  # an export's meta.json extra: how its run's images were 
 SCORES_KEY = "scores"  # extra: what the model outputs where it is not class probabilities ("logits")
 LABELS_FILE = "labels.txt"  # an export's class names, one a line, beside its models
 CARD_SUFFIX = ".card.json"  # model_int8.card.json: the model card of model_int8.tflite
+CARD_DIGEST = "model_sha256"  # a card's: the SHA-256 of the .tflite it was written for (its "model")
 
 
 @dataclass
@@ -287,7 +288,7 @@ def deployed_facts(model_path: str | os.PathLike, tensors: dict) -> tuple[ModelM
     outputs), None where there is no card; and its class names, those of labels.txt or the card that name the
     model's outputs one for one, labels.txt's first, as deploy/classify.py picks them ([] where neither does).
     ``tensors``: the model's "input" and "output" tensors as a card gives them (shape, dtype, scale, zero_point);
-    a card that gives others is another model's (a card records no digest of its file), a KresError."""
+    a card that gives others, or records the digest of another file, is another model's: a KresError."""
     path = Path(model_path)
     card = _read_card(card_path(path))
     outputs = tensors["output"]["shape"][-1]
@@ -326,8 +327,14 @@ _TENSOR_FACTS = ("shape", "dtype", "scale", "zero_point")
 
 
 def _check_card(path: Path, card: dict, tensors: dict) -> None:
-    """A card of another model (its input or output tensor not this model's) is refused, as a meta.json of
-    another model is, naming what differs."""
+    """A card of another model (the file's digest not the one it records, or, on a card without one or of the Edge
+    TPU compiler's file, its input or output tensor not this model's) is refused, as a meta.json of another model
+    is, naming what differs."""
+    digest = card.get(CARD_DIGEST)
+    if digest and card.get("model") == path.name and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        raise KresError(f"{card_path(path)} is the card of another {path.name} (the file's SHA-256 is not the one it "
+                        "records: exported again since, or copied from another export): copy this model's card from "
+                        "its kres export folder, or remove it")
     differ = [(end, fact) for end in ("input", "output") for fact in _TENSOR_FACTS
               if card[end].get(fact) != tensors[end][fact]]
     if differ:

@@ -409,6 +409,14 @@ def test_a_card_of_another_model_is_refused_naming_what_differs(brightness_expor
     assert capsys.readouterr().err == (
         f"Error: {device.parent / 'model_int8.card.json'} describes another model (output shape [1, 10]) than "
         "model_int8.tflite (output shape [1, 3]): copy this model's card from its kres export folder, or remove it\n")
+    card = json.loads((brightness_export / "model_int8.card.json").read_text())  # the same tensors, another file
+    card["model_sha256"] = "0" * 64
+    (device.parent / "model_int8.card.json").write_text(json.dumps(card))
+    assert main(["predict", str(device), str(_edge_lit(tmp_path))]) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {device.parent / 'model_int8.card.json'} is the card of another model_int8.tflite (the file's "
+        "SHA-256 is not the one it records: exported again since, or copied from another export): copy this model's "
+        "card from its kres export folder, or remove it\n")
     (device.parent / "model_int8.card.json").write_text('{"input": {"resize": "center_crop"}}')  # not kres export's
     assert main(["predict", str(device), str(_edge_lit(tmp_path))]) == 2
     assert capsys.readouterr().err == (
