@@ -339,7 +339,8 @@ def _ended(args: list[str]) -> int:
 
 # The library's messages name its keyword arguments (weights='imagenet', weights=PATH, variant='v1', depth=18); at the
 # command line they are options.
-_KEYWORD_ARGUMENT = re.compile(r"\b(weights|variant)=(?:'([^']*)'|(PATH)\b)|\b(depth)=(\d+)\b")
+# (not an option the user typed, as --depth=50 after `--`: "----depth 50")
+_KEYWORD_ARGUMENT = re.compile(r"(?<![-\w])(weights|variant)=(?:'([^']*)'|(PATH)\b)|(?<![-\w])(depth)=(\d+)\b")
 
 
 def _as_options(message: str) -> str:
