@@ -339,8 +339,10 @@ def _ended(args: list[str]) -> int:
 
 # The library's messages name its keyword arguments (weights='imagenet', weights=PATH, variant='v1', depth=18); at the
 # command line they are options.
-# (not an option the user typed, as --depth=50 after `--`: "----depth 50")
-_KEYWORD_ARGUMENT = re.compile(r"(?<![-\w])(weights|variant)=(?:'([^']*)'|(PATH)\b)|(?<![-\w])(depth)=(\d+)\b")
+# Only a word of its own: after a space or "(" and before a space, punctuation or the end (not --depth=50 after
+# `--`, "----depth 50", nor a path such as runs/depth=50/best.keras, nor depth=18.5).
+_KEYWORD_ARGUMENT = re.compile(r"(?<![^\s(])(?:(weights|variant)=(?:'([^']+)'|(PATH))|(depth)=(\d+)(?!\.?\d))"
+                               r"(?![^\s,;:.)])")
 
 
 def _as_options(message: str) -> str:
@@ -364,7 +366,7 @@ def _stdout_gone() -> bool:
     try:
         poller = select.poll()
         poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))  # Linux, BSD
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file
         return False
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
 import importlib
 import json
 import os
@@ -158,12 +159,30 @@ def read_card(model_path: Path) -> dict:
     return json.loads(card.read_text()) if card.is_file() else {}
 
 
+def card_problem(model_path: Path, card: dict) -> str | None:
+    """Why ``card`` is not the card of ``model_path``: it records the SHA-256 of another file of that name (exported
+    again since, or copied from another export), as kres predict refuses it; None where it is (or says nothing)."""
+    digest = card.get("model_sha256")
+    if not digest or card.get("model") != model_path.name:  # (the Edge TPU compiler's file shares its model's card)
+        return None
+    sha = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            sha.update(block)
+    if sha.hexdigest() == digest:
+        return None
+    return (f"{uncompiled(model_path).stem}.card.json is the card of another {model_path.name} (the file's SHA-256 is "
+            "not the one it records: exported again since, or copied from another export): copy this model's card "
+            "from its kres export folder, or remove it")
+
+
 def read_labels(model_path: Path, card: dict) -> dict[str, list[str]]:
     """The class names beside the model, by where they are: ``labels.txt`` and ``the card`` (each where it has any)."""
     found = {}
     labels = model_path.with_name("labels.txt")
     if labels.is_file():
-        found["labels.txt"] = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+        found["labels.txt"] = [line.strip() for line in labels.read_text(encoding="utf-8-sig").splitlines()
+                               if line.strip()]  # (utf-8-sig: a byte-order mark, as Notepad writes, is no name)
     found["the card"] = list(card.get("labels", []))
     return {source: names for source, names in found.items() if names}
 
@@ -415,7 +434,7 @@ def _stdout_gone() -> bool:
     try:
         poller = select.poll()
         poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))  # Linux, BSD
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is not a file
         return False
 
@@ -441,6 +460,9 @@ def _classify(argv: list[str] | None) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return 2
     card = read_card(model_path)
+    if problem := card_problem(model_path, card):
+        print(f"Error: {problem}", file=sys.stderr)
+        return 2
     found = read_labels(model_path, card)
     _, height, width, _ = interpreter.get_input_details()[0]["shape"]
     outputs = int(interpreter.get_output_details()[0]["shape"][-1])

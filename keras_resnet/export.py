@@ -661,6 +661,9 @@ def _earlier_export(job: _Job) -> _Earlier:
 
     artifacts = {name: entry for name, entry in earlier["artifacts"].items() if stays(name)}
     section = earlier.get("quant_debug") if "model_int8.tflite" in artifacts else None  # it measured that model
+    figures = [name for name in (quant_debug.CSV_NAME, quant_debug.PNG_NAME, f"model_{quant_debug.MIXED_NAME}.tflite")
+               if section and (job.out_dir / name).exists()]
+    section = section if figures else None  # (and the report points at its files)
     int8 = any(entry.get("inputs", [{}])[0].get("dtype") in _INTEGER_RANGE for entry in artifacts.values())
     log = job.out_dir / CONVERTER_LOG
     digest = earlier.get(LOG_DIGEST) if int8 and log.is_file() and CONVERTER_LOG in earlier["files"] else None

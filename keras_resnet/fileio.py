@@ -399,7 +399,7 @@ def write_bytes(final: str | os.PathLike, content: bytes) -> Path:
 
 def write_text(final: str | os.PathLike, text: str) -> None:
     with atomic_path(final, need=len(text.encode())) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")  # (not the locale's: labels.txt is read as UTF-8 on the device)
 
 
 def write_json(final: str | os.PathLike, data) -> None:

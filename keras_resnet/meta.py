@@ -167,7 +167,13 @@ def field_problem(data) -> str | None:
     wrong = next((name for name, (ok, _) in checks.items() if not ok), None)
     if wrong is not None:
         return f"its {wrong} is {_shown(data[wrong])} where {checks[wrong][1]} is expected"
-    labels = data.get("labels", [])
+    return _labels_problem(data.get("labels", []))
+
+
+def _labels_problem(labels) -> str | None:
+    """What is wrong with a list of class names (meta.json's, a card's, labels.txt's); None where nothing is."""
+    if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+        return f"its labels are {_shown(labels)} where a list of class names is expected"
     twice = next((label for i, label in enumerate(labels) if label in labels[:i]), None)
     return None if twice is None else f"its labels name {twice!r} twice: each class needs a name of its own"
 
@@ -292,8 +298,13 @@ def deployed_facts(model_path: str | os.PathLike, tensors: dict) -> tuple[ModelM
     path = Path(model_path)
     card = _read_card(card_path(path))
     outputs = tensors["output"]["shape"][-1]
-    found = [_labels_file(path.with_name(LABELS_FILE)), card.get("labels") if card is not None else None]
-    labels = next((list(names) for names in found if isinstance(names, list) and len(names) == outputs), [])
+    found = [(path.with_name(LABELS_FILE), _labels_file(path.with_name(LABELS_FILE))),
+             (card_path(path), card.get("labels") if card is not None else None)]
+    where, labels = next(((where, list(names)) for where, names in found
+                          if isinstance(names, list) and len(names) == outputs), (None, []))
+    if where is not None and (problem := _labels_problem(labels)):  # (evaluate matched two classes to one name)
+        raise KresError(f"{where} does not name the classes of {path.name} ({problem}): copy it again from the kres "
+                        "export folder, or remove it")
     if card is None:
         return None, labels
     meta = _card_meta(card_path(path), card, labels)
@@ -315,10 +326,20 @@ def _read_card(path: Path) -> dict | None:
     return card
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read a MiB at a time (a float32 ResNet-152 .tflite is 230 MB, on a device)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _labels_file(path: Path) -> list[str] | None:
-    """labels.txt's names (its lines that are not blank), as deploy/classify.py reads them; None where there is none."""
+    """labels.txt's names (its lines that are not blank), as deploy/classify.py reads them; None where there is none.
+    A byte-order mark (Notepad's) is no part of the first name."""
     try:
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, ValueError):  # none, or unreadable: the card's names are taken, or the classes numbered
         return None
 
@@ -331,7 +352,7 @@ def _check_card(path: Path, card: dict, tensors: dict) -> None:
     TPU compiler's file, its input or output tensor not this model's) is refused, as a meta.json of another model
     is, naming what differs."""
     digest = card.get(CARD_DIGEST)
-    if digest and card.get("model") == path.name and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+    if digest and card.get("model") == path.name and file_sha256(path) != digest:
         raise KresError(f"{card_path(path)} is the card of another {path.name} (the file's SHA-256 is not the one it "
                         "records: exported again since, or copied from another export): copy this model's card from "
                         "its kres export folder, or remove it")

@@ -535,6 +535,10 @@ def test_weights_messages_name_the_options_at_the_command_line(capsys, tmp_path)
     assert err[0].endswith("; or use --variant v1 (depth 50, 101, 152)") and "=" not in err[0].split("(http")[0]
     assert _as_options("weights=PATH, weights='a b.h5', variant='v1', dropout=0.2, depth=18, weights=0") == (
         "--weights PATH, --weights a b.h5, --variant v1, dropout=0.2, --depth 18, weights=0")
+    # only the library's own words: not a path, nor an option the user typed (a review, 2026-12-06)
+    unchanged = "runs/depth=50/best.keras, --depth=50, depth=18.5, lr=0.1,depth=50, weights='', x_depth=3"
+    assert _as_options(unchanged) == unchanged
+    assert _as_options("pass depth=18. (depth=34) weights=PATH") == "pass --depth 18. (--depth 34) --weights PATH"
 
 
 def test_the_oom_line_is_found_below_tensorflows_graph_header():

@@ -4,6 +4,7 @@ what it reads (16-bit images), prints (TensorFlow's start-up lines, the invoke's
 returns."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -397,3 +398,24 @@ def test_a_reader_that_has_gone_ends_it_quietly_as_kres_predict(model, tmp_path)
     finally:
         os.close(write)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_card_of_another_file_is_refused_and_a_labels_bom_is_no_name(classify, tmp_path, monkeypatch, capsys):
+    """classify.py took the card of another model_int8.tflite (the same tensors, another export) that kres predict
+    refuses by its SHA-256; and a labels.txt saved with a byte-order mark (Notepad) named the first class
+    "\\ufeffcircle" (a review, 2026-12-06)."""
+    import hashlib
+
+    model = _fake_model(classify, tmp_path, _TiedInterpreter(_Clock()), monkeypatch, "\ufeffcircle\nsquare\ntrïangle\n")
+    card = {"model": "model_int8.tflite", "input": {"resize": "center_crop"}, "model_sha256": "0" * 64}
+    (tmp_path / "model_int8.card.json").write_text(json.dumps(card))
+    assert classify.main([str(model), "a.png"]) == 2
+    assert capsys.readouterr().err == (
+        "Error: model_int8.card.json is the card of another model_int8.tflite (the file's SHA-256 is not the one it "
+        "records: exported again since, or copied from another export): copy this model's card from its kres export "
+        "folder, or remove it\n")
+    card["model_sha256"] = hashlib.sha256(b"").hexdigest()  # the model's own (an empty file here)
+    (tmp_path / "model_int8.card.json").write_text(json.dumps(card))
+    assert classify.main([str(model), "a.png"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == ("a.png: circle 0.387, trïangle 0.387, square 0.227 "
+                                                       "(invoke 2.00 ms)")

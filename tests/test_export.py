@@ -1,6 +1,7 @@
 """``kres export``: SavedModel (TFSMLayer parity in a fresh process), mixed-precision rebuild, the int8 export with
 its report and model card, every user error, and atomic writes."""
 
+import hashlib
 import json
 import shutil
 import socket
@@ -93,6 +94,10 @@ def test_export_writes_int8_card_labels_and_report(exported, heldout):
     report = json.loads((out / "export_report.json").read_text())
     entry = report["artifacts"]["model_int8.tflite"]
     assert entry["size_bytes"] == (out / "model_int8.tflite").stat().st_size
+    # the digests that tell a later reader the card and the converter.log are this export's (a review, 2026-12-06)
+    card = json.loads((out / "model_int8.card.json").read_text())
+    assert card["model_sha256"] == hashlib.sha256((out / "model_int8.tflite").read_bytes()).hexdigest()
+    assert report["converter_log_sha256"] == hashlib.sha256((out / "converter.log").read_bytes()).hexdigest()[:16]
     assert entry["ops"]["CONV_2D"] == 20 and entry["flex_ops"] == []
     assert entry["edgetpu"]["passed"] and entry["edgetpu"]["cpu_ops"] == {}
     assert isinstance(entry["gpu_delegate_compatible"], bool)
@@ -1124,3 +1129,17 @@ def test_files_made_from_a_replaced_int8_model_are_not_listed_and_are_said(expor
     assert "quant_debug" not in result.report and "earlier_export_warnings" not in result.report
     assert not set(made) & set(result.report["files"]) and "model.keras" in result.report["files"]
     assert result.text.count("note: ") == 1 and "(earlier export)" not in result.text.replace("saved_model/ (", "")
+
+
+def test_earlier_debugger_figures_whose_files_are_gone_are_not_kept(exported, trained_run, tmp_path):
+    """The earlier debugger section was kept while the int8 model stayed, its quant_debug.csv/.png deleted: the
+    report pointed at files that were not there (a review, 2026-12-06)."""
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    earlier = json.loads((out / "export_report.json").read_text())
+    earlier["quant_debug"] = {"images": 6, "image_source": "held-out", "seconds": 1.5, "near_zero": [], "worst": [],
+                              "csv": "quant_debug.csv", "png": "quant_debug.png"}
+    (out / "export_report.json").write_text(json.dumps(earlier))
+    result = ex.export(ex.ExportConfig(source=str(trained_run), output=str(out), tflite=True, quantize="float16",
+                                       eval_images=0))
+    assert result.report["from_earlier_export"] == ["saved_model", "model_int8.tflite"]
+    assert "quant_debug" not in result.report and "quantization debugger" not in result.text

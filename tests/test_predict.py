@@ -508,3 +508,19 @@ def test_help_says_how_images_are_resized_for_either_kind_of_model(capsys):
     said = " ".join(capsys.readouterr().out.split())
     assert ("they are resized as in evaluation: the shorter side and a centre crop, or the whole frame for a model "
             "trained on the built-in digits (as its run, meta.json or card records).") in said
+
+
+def test_a_labels_txt_with_a_bom_or_a_name_twice_beside_a_tflite(brightness_export, tmp_path):
+    """A labels.txt saved by Notepad (a byte-order mark) named the first class "\\ufeffant", which evaluate then found
+    in no folder; one naming a class twice matched two classes to one output (a review, 2026-12-06)."""
+    from keras_resnet.runtime import load_predictor
+
+    device = _device_folder(brightness_export, tmp_path / "dev", "model_int8.card.json")
+    (device.parent / "labels.txt").write_text("\ufeffant\nbee\ncow\n", encoding="utf-8")
+    assert load_predictor(device).labels == ["ant", "bee", "cow"]
+    (device.parent / "labels.txt").write_text("ant\nant\ncow\n", encoding="utf-8")
+    with pytest.raises(KresError) as err:
+        load_predictor(device)
+    assert str(err.value) == (f"{device.parent / 'labels.txt'} does not name the classes of model_int8.tflite (its "
+                              "labels name 'ant' twice: each class needs a name of its own): copy it again from the "
+                              "kres export folder, or remove it")
