@@ -19,6 +19,7 @@ from keras_resnet.meta import ModelMeta, deployed_facts, find_meta, meta_beside,
 from keras_resnet.terminal import stderr_without
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
+EDGETPU_OP = "edgetpu-custom-op"  # the one op of a model the Edge TPU compiler wrote, which only its delegate runs
 
 
 class Predictor:
@@ -226,6 +227,11 @@ def tflite_interpreter(path_or_bytes, num_threads: int | None = None):
             interpreter = Interpreter(num_threads=num_threads, **kwargs)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
+        if EDGETPU_OP in str(err):  # the Edge TPU compiler's file: "not a valid TFLite model ... re-export it"
+            plain = Path(name).with_name(Path(name).name.replace("_edgetpu", ""))
+            raise KresError(f"{name} runs on an Edge TPU only (its {EDGETPU_OP}), which kres does not drive: pass "
+                            f"{plain.name}, the model it was compiled from, to run it on the CPU, or run this one "
+                            "on the device with deploy/classify.py") from None
         raise KresError(f"{name} is not a valid TFLite model ({first_line(err)}); re-export it with "
                         "'kres export --tflite'") from None
     return interpreter

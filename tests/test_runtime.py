@@ -216,3 +216,25 @@ def test_run_dir_without_model_and_missing_path(tmp_path):
     (tmp_path / "sm" / "saved_model.pb").write_bytes(b"garbage")
     with pytest.raises(KresError, match="not a loadable SavedModel"):
         load_predictor(tmp_path / "sm")
+
+
+def test_an_edge_tpu_model_is_named_so_with_the_model_to_pass_instead(tmp_path, monkeypatch):
+    """`kres predict model_int8_edgetpu.tflite` in the device folder deploy/README.md points kres at said "not a valid
+    TFLite model ... re-export it with 'kres export --tflite'" (a review, 2026-12-06; classify.py names the op)."""
+    import ai_edge_litert.interpreter as litert
+
+    from keras_resnet.errors import KresError
+
+    class EdgeTpuOnly:  # what LiteRT raises without the Edge TPU delegate (its message, 2.x)
+        def __init__(self, **_kwargs):
+            raise RuntimeError("Encountered unresolved custom op: edgetpu-custom-op.\nSee instructions: "
+                               "https://www.tensorflow.org/lite/guide/ops_custom Node number 0 (edgetpu-custom-op) "
+                               "failed to prepare.")
+
+    monkeypatch.setattr(litert, "Interpreter", EdgeTpuOnly)
+    compiled = tmp_path / "model_int8_edgetpu.tflite"
+    with pytest.raises(KresError) as err:
+        tflite_interpreter(compiled)
+    assert str(err.value) == (f"{compiled} runs on an Edge TPU only (its edgetpu-custom-op), which kres does not "
+                              "drive: pass model_int8.tflite, the model it was compiled from, to run it on the CPU, or "
+                              "run this one on the device with deploy/classify.py")
