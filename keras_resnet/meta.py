@@ -335,6 +335,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def passed_over_labels(model_path: str | os.PathLike, outputs: int) -> str | None:
+    """The note where the labels.txt beside a model names another number of classes than its ``outputs`` and is
+    passed over (for its card's names), in classify.py's words; None where it names as many, or there is none."""
+    path = Path(model_path)
+    names = _labels_file(path.with_name(LABELS_FILE))
+    if names is None or len(names) == outputs:
+        return None
+    return (f"{LABELS_FILE} beside {path.name} holds {len(names)} labels for the model's {outputs} classes: it is "
+            "passed over; copy the labels.txt from this model's kres export folder")
+
+
 def _labels_file(path: Path) -> list[str] | None:
     """labels.txt's names (its lines that are not blank), as deploy/classify.py reads them; None where there is none.
     A byte-order mark (Notepad's) is no part of the first name."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import RESIZE_KEY, SCORES_KEY, card_path, generic_labels, meta_path
+from keras_resnet.meta import RESIZE_KEY, SCORES_KEY, card_path, generic_labels, meta_path, passed_over_labels
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
 
@@ -119,9 +119,12 @@ def _trained_on_digits(predictor: Predictor) -> bool:
 
 def _no_facts_note(predictor: Predictor, labels: list[str]) -> str | None:
     """What predict says where no meta.json travels with the model, nor (a .tflite) the card kres export wrote beside
-    it: that its classes are numbered (where no labels.txt names them either), and how images are resized."""
-    if meta_path(predictor.path) is not None or (predictor.meta is not None and predictor.meta.extra.get(RESIZE_KEY)):
+    it: that its classes are numbered (where no labels.txt names them either), and how images are resized; beside
+    the card, a labels.txt passed over as it names another number of classes (classify.py said so; kres did not)."""
+    if meta_path(predictor.path) is not None:
         return None
+    if predictor.meta is not None and predictor.meta.extra.get(RESIZE_KEY):  # the card's facts
+        return passed_over_labels(predictor.path, predictor.num_outputs)
     name = predictor.path.name
     if generic_labels(labels):
         return (f"no meta.json beside {name}: its classes are shown as class_0 ... class_{len(labels) - 1} and images "

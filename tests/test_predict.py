@@ -524,3 +524,18 @@ def test_a_labels_txt_with_a_bom_or_a_name_twice_beside_a_tflite(brightness_expo
     assert str(err.value) == (f"{device.parent / 'labels.txt'} does not name the classes of model_int8.tflite (its "
                               "labels name 'ant' twice: each class needs a name of its own): copy it again from the "
                               "kres export folder, or remove it")
+
+
+def test_a_labels_txt_of_another_count_beside_a_card_is_said_to_be_passed_over(brightness_export, tmp_path, capsys):
+    """kres predict showed the card's names without a word where classify.py said the labels.txt beside the model
+    names another number of classes (a review, 2026-12-06)."""
+    device = _device_folder(brightness_export, tmp_path / "dev", "model_int8.card.json")
+    (device.parent / "labels.txt").write_text("ant\nbee\n", encoding="utf-8")
+    assert main(["predict", str(device), str(_edge_lit(tmp_path)), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "note: labels.txt beside model_int8.tflite holds 2 labels for the model's 3 classes: it is passed over; " \
+           "copy the labels.txt from this model's kres export folder" in captured.err.splitlines()
+    assert {p["label"] for p in json.loads(captured.out)[0]["predictions"]} <= {"ant", "bee", "cow"}
+    (device.parent / "labels.txt").write_text("ant\nbee\ncow\n", encoding="utf-8")  # as many: no note
+    assert main(["predict", str(device), str(_edge_lit(tmp_path))]) == 0
+    assert "passed over" not in capsys.readouterr().err
