@@ -31,6 +31,7 @@ from keras_resnet.meta import (
     SCORES_KEY,
     WEIGHTS_DIGEST,
     ModelMeta,
+    card_path,
     data_names_note,
     generic_labels,
     meta_beside,
@@ -688,7 +689,7 @@ def _files_of(name: str, artifacts: dict, debugged: bool, log: bool) -> bool:
     converter.log of its conversion (``log``); and model.keras, the Keras model of the weights this export has too."""
     stems = [model.removesuffix(".tflite") for model in artifacts if model.endswith(".tflite")]
     return (name in artifacts or name == "model.keras"  # this very model (the same weights), whatever else stays
-            or any(name == f"{stem}.card.json" or name.startswith(f"{stem}_edgetpu.") for stem in stems)
+            or any(name == card_path(f"{stem}.tflite").name or name.startswith(f"{stem}_edgetpu.") for stem in stems)
             or (debugged and name in (quant_debug.CSV_NAME, quant_debug.PNG_NAME))
             or (log and name == CONVERTER_LOG))
 
@@ -865,9 +866,9 @@ def _write_tflite(job: _Job, name: str, report: dict) -> list[Path]:
                                 shown_dir=job.shown_dir)
         entry["edgetpu"] = checked.to_dict()
         compiled = checked.files  # the compiler's <name>_edgetpu.tflite and its log, where it ran
-    card_path = write_card(path, content, entry, job.meta, job.data_cfg, name)
+    card_file = write_card(path, content, entry, job.meta, job.data_cfg, name)
     report["artifacts"][path.name] = entry
-    return [path, card_path, *compiled]
+    return [path, card_file, *compiled]
 
 
 def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cfg, name: str) -> Path:
@@ -876,13 +877,9 @@ def write_card(path: Path, content: bytes, entry: dict, meta: ModelMeta, data_cf
     card = {**model_card(path, meta, entry, entry.get("agreement"), name, data_cfg), **deployment_facts(content, entry),
             CARD_DIGEST: hashlib.sha256(content).hexdigest()}  # which file it is the card of (meta.deployed_facts)
     entry["delegates"] = {k: v["accepts"] for k, v in card["delegates"].items()}
-    card_path = card_name(path, name)
-    fileio.write_json(card_path, card)
-    return card_path
-
-
-def card_name(path: Path, name: str) -> Path:
-    return path.with_name(f"model_{name}.card.json")
+    written = card_path(path)
+    fileio.write_json(written, card)
+    return written
 
 
 def _write_report(result: ExportResult, report: dict, job: _Job) -> ExportResult:

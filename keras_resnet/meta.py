@@ -20,14 +20,13 @@ import numpy as np
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.model import depth_of
-from keras_resnet.runs import CONFIG_FILE
+from keras_resnet.runs import CONFIG_FILE, LABELS_FILE
 from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
 
 META_FILENAME = "meta.json"
 WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
 RESIZE_KEY = "resize"  # an export's meta.json extra: how its run's images were resized for validation
 SCORES_KEY = "scores"  # extra: what the model outputs where it is not class probabilities ("logits")
-LABELS_FILE = "labels.txt"  # an export's class names, one a line, beside its models
 CARD_SUFFIX = ".card.json"  # model_int8.card.json: the model card of model_int8.tflite
 CARD_DIGEST = "model_sha256"  # a card's: the SHA-256 of the .tflite it was written for (its "model")
 
@@ -160,14 +159,12 @@ def field_problem(data) -> str | None:
         "mean": (_numbers(data["mean"], channels), f"a list of {channels or 'its channels'} numbers"),
         "std": (_numbers(data["std"], channels) and all(v > 0 for v in data["std"]),
                 f"a list of {channels or 'its channels'} positive numbers"),
-        "labels": (isinstance(data.get("labels", []), list)
-                   and all(isinstance(v, str) for v in data.get("labels", [])), "a list of class names"),
         "extra": (isinstance(data.get("extra", {}), dict), "an object"),
     }
     wrong = next((name for name, (ok, _) in checks.items() if not ok), None)
     if wrong is not None:
         return f"its {wrong} is {_shown(data[wrong])} where {checks[wrong][1]} is expected"
-    return _labels_problem(data.get("labels", []))
+    return _labels_problem(data.get("labels", []))  # (their kind, then a name twice)
 
 
 def _labels_problem(labels) -> str | None:

@@ -34,7 +34,7 @@ from keras_resnet import callbacks as cb
 from keras_resnet.data import DataConfig, check_split_names, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
 from keras_resnet.errors import KresError, counted, first_five
-from keras_resnet.meta import ModelMeta, find_meta, generic_labels
+from keras_resnet.meta import ModelMeta, card_path, find_meta, generic_labels
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
 from keras_resnet.quant_debug import record_input_stats
@@ -583,10 +583,10 @@ def qat_card(model: Path, source: Path, data: DataConfig, again: bool = True) ->
     with ``again`` False (a model made before), kept where it is there already with its accuracy."""
     import json
 
-    from keras_resnet.export import QAT_NAME, card_name, heldout_agreement, write_card
+    from keras_resnet.export import QAT_NAME, heldout_agreement, write_card
     from keras_resnet.quantize import describe_tflite
 
-    card = card_name(model, QAT_NAME)
+    card = card_path(model)
     if again or not card.is_file() or not json.loads(card.read_text()).get("accuracy"):  # one made before kres had it
         content = model.read_bytes()
         entry, meta = describe_tflite(model, content), ModelMeta.load(model.parent)
