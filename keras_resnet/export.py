@@ -33,6 +33,7 @@ from keras_resnet.meta import (
     ModelMeta,
     card_path,
     data_names_note,
+    file_sha256,
     generic_labels,
     meta_beside,
     output_scores,
@@ -700,7 +701,7 @@ def _said(job: _Job, note: str) -> str:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def _read_report(path: Path, meta: ModelMeta) -> tuple[dict, str | None]:
