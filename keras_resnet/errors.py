@@ -5,10 +5,12 @@ import os
 import re
 
 
-class KresError(Exception):
+class KresError(ValueError):
     """A user-facing error: its message is one line that names the problem and the fix.
 
-    The CLI prints it as ``Error: <message>`` and exits with status 2, never with a traceback.
+    The CLI prints it as ``Error: <message>`` and exits with status 2, never with a traceback. A ValueError, as
+    Keras's and NumPy's errors for a wrong argument are, so ``except ValueError`` around a call catches it too; an
+    ``except ValueError`` in kres around code that raises one lets it through unchanged (``except KresError: raise``).
     """
 
 

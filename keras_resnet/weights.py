@@ -238,6 +238,8 @@ def read_checkpoint(path: str | os.PathLike, *, builder: Builder | None = None) 
             return _read_h5(path, builder)
         return Checkpoint(torchvision_to_keras(_read_state_dict(path, fmt), str(path)),
                           f"torchvision checkpoint {path}", "torchvision")
+    except KresError:  # (a ValueError) already the one line: "not a torchvision ResNet state dict", ...
+        raise
     except (OSError, ValueError) as err:
         raise KresError(f"cannot read {path}: {err}; is it a complete {SUPPORTED} file?") from None
 

@@ -310,6 +310,19 @@ def test_clear_errors(kwargs, message):
         resnet(**kwargs)
 
 
+def test_an_argument_error_is_a_value_error():
+    """``except ValueError`` (as around Keras's and NumPy's argument errors) missed kres's; ``except KresError``
+    still catches it, and keras_resnet exports it."""
+    try:
+        resnet(19)
+    except ValueError as err:
+        caught = err
+    else:
+        pytest.fail("resnet(19) raised nothing")
+    assert type(caught) is KresError and keras_resnet.KresError is KresError
+    assert str(caught) == "unsupported depth 19: choose one of 18, 34, 50, 101, 152"
+
+
 _SHAPE_IN_NUMBERS = "input_shape must be (height, width, channels) in whole numbers (None for any size), got "
 _NO_WEIGHTS = ("names no weights: pass the path of a .keras, .weights.h5, .h5 (keras.applications layout), .pth, "
                ".safetensors or .npz (ImageNet weights: torchvision's "

@@ -465,6 +465,46 @@ def test_convert_weights_of_text_named_npz(tmp_path, capsys):
         "writes)")
 
 
+def _h5_without_layers(path):
+    with h5py.File(path, "w") as f:
+        f.attrs["note"] = "no layers"
+
+
+def _h5_without_convs(path):
+    with h5py.File(path, "w") as f:
+        f.create_group("layers/dense/vars").create_dataset("0", data=np.zeros((2, 2), "float32"))
+
+
+def _keras_without_layers(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "Sequential", "config": {}}')
+        archive.writestr("model.weights.h5", b"")
+
+
+@pytest.mark.parametrize(("name", "write", "message"), [
+    ("other.npz", lambda p: np.savez(p, **{"encoder.block.weight": np.zeros(3, "float32")}),
+     "{path} is not a torchvision ResNet state dict: unexpected key 'encoder.block.weight'"),
+    ("text.npz", lambda p: p.write_text("junk text\n"),
+     "cannot read {path}: it is not a weights file (an .npz is a zip archive of arrays, as numpy.savez writes)"),
+    ("empty.h5", _h5_without_layers,
+     "{path} is neither a keras.applications-layout .h5 nor a Keras 3 .weights.h5 file"),
+    ("dense.weights.h5", _h5_without_convs,
+     "{path} holds no convolution weights: it is not a keras_resnet weights file"),
+    ("sequential.keras", _keras_without_layers,
+     "the .keras file does not hold a functional model: save a model built by keras_resnet"),
+])
+def test_read_checkpoint_passes_its_own_errors_through_unchanged(tmp_path, name, write, message):
+    """KresError is a ValueError: read_checkpoint's ``except (OSError, ValueError)`` wrapped each in "cannot read
+    PATH: ...; is it a complete ... file?", the path said twice and the advice of a damaged file."""
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(KresError) as err:
+        kw.read_checkpoint(path)
+    assert str(err.value) == message.format(path=path)
+
+
 def test_pth_without_torch_says_how_to_get_by(tmp_path, monkeypatch):
     (tmp_path / "r18.pth").write_bytes(b"\0")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
