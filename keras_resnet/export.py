@@ -33,7 +33,6 @@ from keras_resnet.meta import (
     ModelMeta,
     card_path,
     data_names_note,
-    file_sha256,
     generic_labels,
     meta_beside,
     output_scores,
@@ -701,7 +700,7 @@ def _said(job: _Job, note: str) -> str:
 
 
 def _digest(path: Path) -> str:
-    return file_sha256(path)[:16]
+    return fileio.file_sha256(path)[:16]
 
 
 def _read_report(path: Path, meta: ModelMeta) -> tuple[dict, str | None]:

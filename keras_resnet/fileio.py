@@ -1,9 +1,10 @@
-"""Atomic artifact writes: a crash or a kill never leaves a half-written file under the final name."""
+"""Atomic artifact writes: a crash or a kill never leaves a half-written file under the final name; a file's SHA-256."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -389,6 +390,16 @@ def _umask() -> int:
     umask = os.umask(0o077)  # elsewhere, for an instant, the strictest usual mask rather than none
     os.umask(umask)
     return umask
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read a MiB at a time (a float32 ResNet-152 .tflite is 230 MB, on a device): a model
+    card's, a converter.log's and a checkpoint's (its state.json records it) digest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes(final: str | os.PathLike, content: bytes) -> Path:

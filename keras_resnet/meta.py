@@ -323,15 +323,6 @@ def _read_card(path: Path) -> dict | None:
     return card
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read a MiB at a time (a float32 ResNet-152 .tflite is 230 MB, on a device)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def passed_over_labels(model_path: str | os.PathLike, outputs: int) -> str | None:
     """The note where the labels.txt beside a model names another number of classes than its ``outputs`` and is
     passed over (for its card's names), in classify.py's words; None where it names as many, or there is none."""
@@ -360,7 +351,7 @@ def _check_card(path: Path, card: dict, tensors: dict) -> None:
     TPU compiler's file, its input or output tensor not this model's) is refused, as a meta.json of another model
     is, naming what differs."""
     digest = card.get(CARD_DIGEST)
-    if digest and card.get("model") == path.name and file_sha256(path) != digest:
+    if digest and card.get("model") == path.name and fileio.file_sha256(path) != digest:
         raise KresError(f"{card_path(path)} is the card of another {path.name} (the file's SHA-256 is not the one it "
                         "records: exported again since, or copied from another export): copy this model's card from "
                         "its kres export folder, or remove it")
