@@ -9,7 +9,7 @@
         best.keras           best validation top-1, float32 (BEST_MODEL)
         last.keras           after the last epoch, float32 (LAST_MODEL)
         history.csv, curves.png, logs/
-        checkpoint/state.json and ckpt-STEP.weights.h5
+        checkpoint/state.json and ckpt-STEP.weights.h5 (state.json records each one's size and SHA-256)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from keras_resnet import fileio
 from keras_resnet.errors import KresError, first_line
 
 CONFIG_FILE = "config.json"
@@ -157,8 +158,9 @@ def changed_split(model_path: str | os.PathLike, folder: str | os.PathLike, now:
             f"images then, {now[0]} and {now[1]} now), so its validation split would hold images the model trained on")
 
 
-def weights_problem(path: str | os.PathLike, size: int | None) -> str | None:
-    """Why a ``.weights.h5`` file cannot be trusted (missing, wrong size, unreadable), or None."""
+def weights_problem(path: str | os.PathLike, size: int | None, sha256: str | None = None) -> str | None:
+    """Why a ``.weights.h5`` file cannot be trusted (missing, wrong size, unreadable, or its bytes not the ones
+    written: ``sha256``, the digest state.json records, where it records one), or None."""
     import h5py
 
     path = Path(path)
@@ -174,7 +176,13 @@ def weights_problem(path: str | os.PathLike, size: int | None) -> str | None:
                 array.id.get_storage_size()
     except Exception as err:  # h5py raises OSError, KeyError, RuntimeError for damaged files
         return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-    return None if arrays else "it holds no weights"
+    if not arrays:
+        return "it holds no weights"
+    # Bytes changed in place (a disk error, a bad copy) leave a file h5py reads: only its digest tells.
+    actual = fileio.file_sha256(path) if sha256 else None
+    if actual and actual != sha256:
+        return f"its bytes changed since it was written: SHA-256 {actual[:16]}, not {sha256[:16]}"
+    return None
 
 
 def read_checkpoint_state(run_dir: str | os.PathLike) -> dict | None:
@@ -212,7 +220,7 @@ def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Pa
         if not entry:
             continue
         path = run_dir / CHECKPOINT_DIR / entry["weights"]
-        problem = weights_problem(path, entry.get("bytes"))
+        problem = weights_problem(path, entry.get("bytes"), entry.get("sha256"))
         if problem is None:
             if problems:
                 (stream or sys.stderr).write(f"checkpoint {problems[0]}; resuming from {path.name}, "

@@ -637,6 +637,11 @@ def test_checkpoint_state_keeps_the_one_before_and_only_it(interrupted_run):
     assert (state["steps"], state["weights"], state["previous"]["steps"], state["previous"]["weights"]) == (
         3, "ckpt-3.weights.h5", 2, "ckpt-2.weights.h5")
     assert state["bytes"] == (interrupted_run / "checkpoint" / "ckpt-3.weights.h5").stat().st_size
+    from keras_resnet.fileio import file_sha256
+
+    assert (state["sha256"], state["previous"]["sha256"]) == (  # the digest resuming checks each file against
+        file_sha256(interrupted_run / "checkpoint" / "ckpt-3.weights.h5"),
+        file_sha256(interrupted_run / "checkpoint" / "ckpt-2.weights.h5"))
     assert sorted(p.name for p in (interrupted_run / "checkpoint").iterdir()) == [
         "ckpt-2.weights.h5", "ckpt-3.weights.h5", "state.json"]
 
@@ -672,6 +677,121 @@ def test_deleted_weights_fall_back_and_with_none_left_the_run_is_refused(interru
         "ckpt-3.weights.h5 is damaged (the file is missing) and ckpt-2.weights.h5 is damaged (the file is missing): "
         f"no good checkpoint left in {run}; start a new run with another --output (--weights {run / 'best.keras'} "
         "starts it from this one)")
+
+
+def _weights_file(path: Path, steps: int) -> dict:
+    """A small ``.weights.h5`` written directly (one 64 KiB array: the middle of the file is its data) and its
+    state.json entry, with the size and SHA-256 Checkpointer records."""
+    import h5py
+
+    from keras_resnet.fileio import file_sha256
+
+    with h5py.File(path, "w") as handle:
+        handle["layers/dense/vars/0"] = np.random.default_rng(steps).standard_normal(16384).astype("float32")
+    return {"steps": steps, "iterations": steps, "weights": path.name, "bytes": path.stat().st_size,
+            "sha256": file_sha256(path)}
+
+
+def _checkpointed(tmp_path: Path, digests: bool = True) -> Path:
+    """A run folder holding only a checkpoint of step 3 and the one before (step 2); without ``digests``, the
+    state.json written before checkpoints recorded their SHA-256."""
+    folder = tmp_path / "run" / runs.CHECKPOINT_DIR
+    folder.mkdir(parents=True)
+    previous, latest = (_weights_file(folder / f"ckpt-{steps}.weights.h5", steps) for steps in (2, 3))
+    if not digests:
+        del previous["sha256"], latest["sha256"]
+    (folder / runs.STATE_FILE).write_text(json.dumps({**latest, "previous": previous, "complete": False}))
+    return tmp_path / "run"
+
+
+def _flip_middle(path: Path) -> str:
+    """Eight bytes in the middle of ``path`` inverted in place (a disk error, a bad copy): its size unchanged, and
+    h5py still reads it. Returns the file's SHA-256 now."""
+    from keras_resnet.fileio import file_sha256
+
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8] = bytes(byte ^ 0xFF for byte in data[middle:middle + 8])
+    path.write_bytes(bytes(data))
+    return file_sha256(path)
+
+
+def test_a_checkpoint_whose_bytes_changed_in_place_falls_back_to_the_one_before_and_says_so(tmp_path):
+    """Bytes flipped in a weights file at the same size, which h5py still reads, were resumed from without a word:
+    the run went on from corrupted weights."""
+    import h5py
+
+    run = _checkpointed(tmp_path)
+    latest, before = run / "checkpoint" / "ckpt-3.weights.h5", run / "checkpoint" / "ckpt-2.weights.h5"
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    now = _flip_middle(latest)
+    assert latest.stat().st_size == state["bytes"] and runs.weights_problem(latest, state["bytes"]) is None
+    with h5py.File(latest, "r") as handle:  # read as weights, different ones
+        assert not np.array_equal(handle["layers/dense/vars/0"][()],
+                                  np.random.default_rng(3).standard_normal(16384).astype("float32"))
+    stream = io.StringIO()
+    assert runs.checkpoint_weights(run, stream) == (2, before)
+    assert stream.getvalue() == (
+        f"checkpoint ckpt-3.weights.h5 is damaged (its bytes changed since it was written: SHA-256 {now[:16]}, not "
+        f"{state['sha256'][:16]}); resuming from ckpt-2.weights.h5, the one before it\n")
+    earlier = _flip_middle(before)
+    with pytest.raises(KresError) as err:
+        runs.checkpoint_weights(run, stream)
+    assert str(err.value) == (
+        f"ckpt-3.weights.h5 is damaged (its bytes changed since it was written: SHA-256 {now[:16]}, not "
+        f"{state['sha256'][:16]}) and ckpt-2.weights.h5 is damaged (its bytes changed since it was written: SHA-256 "
+        f"{earlier[:16]}, not {state['previous']['sha256'][:16]}): no good checkpoint left in {run}; start a new run "
+        f"with another --output (--weights {run / 'best.keras'} starts it from this one)")
+
+
+def test_a_state_written_before_checkpoints_had_digests_resumes_as_it_did(tmp_path):
+    run = _checkpointed(tmp_path, digests=False)
+    stream = io.StringIO()
+    assert runs.checkpoint_weights(run, stream) == (3, run / "checkpoint" / "ckpt-3.weights.h5")
+    assert stream.getvalue() == ""
+    # Its first checkpoint since: the latest has a digest, the one before (written by the older kres) none.
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    latest = _weights_file(run / "checkpoint" / "ckpt-4.weights.h5", 4)
+    (run / "checkpoint" / "state.json").write_text(json.dumps({**latest, "previous": state, "complete": False}))
+    now = _flip_middle(run / "checkpoint" / "ckpt-4.weights.h5")
+    assert runs.checkpoint_weights(run, stream) == (3, run / "checkpoint" / "ckpt-3.weights.h5")
+    assert stream.getvalue() == (
+        f"checkpoint ckpt-4.weights.h5 is damaged (its bytes changed since it was written: SHA-256 {now[:16]}, not "
+        f"{latest['sha256'][:16]}); resuming from ckpt-3.weights.h5, the one before it\n")
+
+
+def test_a_checkpoint_records_its_files_digest_and_drops_a_latest_whose_bytes_changed(tmp_path, monkeypatch):
+    """The checkpoint written after resuming from the one before a changed latest keeps no damaged ``previous``,
+    as after a latest h5py cannot read."""
+    import keras
+
+    from keras_resnet.callbacks import Checkpointer
+    from keras_resnet.fileio import file_sha256
+
+    run = _checkpointed(tmp_path)
+    _flip_middle(run / "checkpoint" / "ckpt-3.weights.h5")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    checkpointer = Checkpointer(run / "checkpoint", steps_per_epoch=2)
+    checkpointer.set_model(model)
+    checkpointer.start_fit(4)
+    checkpointer.save()
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert (state["steps"], state["weights"], "previous" in state) == (4, "ckpt-4.weights.h5", False)
+    assert state["sha256"] == file_sha256(run / "checkpoint" / "ckpt-4.weights.h5")
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["ckpt-4.weights.h5", "state.json"]
+    from keras_resnet import fileio
+
+    hashed = []
+    monkeypatch.setattr(fileio, "file_sha256", lambda path: hashed.append(Path(path).name) or file_sha256(path))
+    checkpointer.start_fit(6)
+    checkpointer.save()  # the one before is its own: kept, and not hashed again
+    assert len(hashed) == 1 and hashed[0].startswith(".ckpt-6.")  # once a checkpoint: its own file, written
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert (state["previous"]["weights"], state["previous"]["sha256"]) == (
+        "ckpt-4.weights.h5", file_sha256(run / "checkpoint" / "ckpt-4.weights.h5"))
+    assert state["sha256"] == file_sha256(run / "checkpoint" / "ckpt-6.weights.h5")
 
 
 def test_unreadable_or_missing_state_is_refused_never_a_restart_from_step_0(interrupted_run, tmp_path):
