@@ -457,7 +457,7 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
 def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, precision: str,
                load_note: str = "") -> None:
     """What the banner's lines are followed by: the classifier --weights left as initialised, frozen BN
-    statistics, and a precision slow on this CPU."""
+    statistics, a precision slow on this CPU, and an --ema too long for the run."""
     if load_note:
         _say(stream, load_note)
     if plan.freeze_bn:
@@ -466,6 +466,24 @@ def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, prec
                      "--train-bn updates them)")
     if note := cpu_precision_note(precision, placement):
         _say(stream, note)
+    if note := _ema_note(cfg.ema, plan.total_steps):
+        _say(stream, note)
+
+
+def _ema_note(ema: float, total_steps: int) -> str | None:
+    """One line where --ema averages over more steps than the run has (``total_steps < 1/(1-ema)``): the saved
+    weights were then nearly those of the first step, without a word. Keras's average has no warm-up or bias
+    correction: its first step copies the weights and each later one keeps ``ema`` of the average, so the first
+    step's weights still make up ``ema ** (total_steps - 1)`` of it at the end."""
+    steps_averaged = round(1 / (1 - ema), 6) if ema else 0  # 10, not 9.999999999999998, for 0.9
+    if total_steps < 2 or total_steps >= steps_averaged:
+        return None
+    share = min(100 * ema ** (total_steps - 1), 99.9)
+    decades = int(math.log10(total_steps))  # the longest average of the form 0.9, 0.99, ... the run is as long as
+    fix = f"use --ema {1 - 10.0 ** -decades:.{decades}f} or below" if decades else "turn it off with --ema 0"
+    return (f"note: --ema {ema} averages over about {round(steps_averaged):,} steps and this run has "
+            f"{total_steps:,}: the weights it validates and saves are still {share:.1f}% those of its first step; "
+            f"{fix} for a run this short")
 
 
 def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, start: int, model: keras.Model,

@@ -313,6 +313,26 @@ def test_library_rejects_bad_options(changes, message):
         train(TrainConfig(**changes), DataConfig(dataset="synthetic"))
 
 
+def test_an_ema_longer_than_the_run_is_said():
+    """--ema 0.9999 on 22 steps saved nearly the first step's weights without a word (Keras's average has no
+    warm-up: test_compat's test_ema_averages_are_readable_and_fit_keeps_the_weights)."""
+    from keras_resnet.train import _ema_note
+
+    assert _ema_note(0.9999, 22) == (
+        "note: --ema 0.9999 averages over about 10,000 steps and this run has 22: the weights it validates and saves "
+        "are still 99.8% those of its first step; use --ema 0.9 or below for a run this short")
+    assert _ema_note(0.999, 999) == (
+        "note: --ema 0.999 averages over about 1,000 steps and this run has 999: the weights it validates and saves "
+        "are still 36.8% those of its first step; use --ema 0.99 or below for a run this short")
+    assert _ema_note(0.9, 9) == (
+        "note: --ema 0.9 averages over about 10 steps and this run has 9: the weights it validates and saves "
+        "are still 43.0% those of its first step; turn it off with --ema 0 for a run this short")
+    assert _ema_note(0.999999, 22).endswith(" are still 99.9% those of its first step; use --ema 0.9 or below for a "
+                                            "run this short")  # 99.998%, not "100.0%"
+    # as long as the run or longer, off, or one step (its average is its weights): nothing to say
+    assert [_ema_note(0.9, 10), _ema_note(0.999, 1000), _ema_note(0.0, 5), _ema_note(0.9, 1)] == [None] * 4
+
+
 def test_library_rejects_mix_alphas_kres_train_refuses():
     for alphas in ({"mixup_alpha": 1e-6}, {"cutmix_alpha": 2000.0}):
         with pytest.raises(KresError, match=re.escape("mixup and cutmix alphas must be 0 (off) or 0.05 to 1,000, "
@@ -774,6 +794,8 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
     assert err.endswith("\nint8 top-1 0.8750 on 8 held-out images (best.keras 1.0000)\n")  # from its card
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
+    assert ("\nnote: --ema 0.9 averages over about 10 steps and this run has 4: the weights it validates and saves "
+            "are still 72.9% those of its first step; turn it off with --ema 0 for a run this short\n") in err
     assert f"\n{cpu_precision_note('mixed_bfloat16', _placement('cpu'), 'tensorflow')}\n" in err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
     assert (result.epochs, result.steps, result.iterations) == (2, 4, 4)
