@@ -20,7 +20,15 @@ import numpy as np
 
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five
-from keras_resnet.meta import SCORES_KEY, class_key, data_names_note, generic_labels, meta_path, outputs_of
+from keras_resnet.meta import (
+    META_FILENAME,
+    SCORES_KEY,
+    class_key,
+    data_names_note,
+    generic_labels,
+    meta_path,
+    outputs_of,
+)
 from keras_resnet.runs import changed_split, same_folder, training_counts, training_data_config
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
 
@@ -546,12 +554,14 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
                         "same classes")
     names = _names(predictors)  # two runs' best.keras by their paths
     namer = next(name for p, name in zip(predictors, names) if p is named[0])
+    # the file of the names: meta.json, or a .tflite's labels.txt or card (all were called its meta.json)
+    names_file = named[0].labels_from.name if named[0].labels_from is not None else META_FILENAME
     for p, name in zip(predictors, names):
         if p.num_outputs != len(labels):
             fix = ("compare two models of the same classes" if len(predictors) == 2
-                   else "its meta.json belongs to another model: export it again from its run")
+                   else f"its {names_file} belongs to another model: export it again from its run")
             raise KresError(f"{name} has {p.num_outputs} outputs for the {len(labels)} classes "
-                            f"{namer}'s meta.json names: {fix}")
+                            f"{namer}'s {names_file} names: {fix}")
     synthetic = "the synthetic data it was trained on (--dataset synthetic), or on " if generic_labels(labels) else ""
     outputs = outputs_of(labels, data_classes, named[0].path.name, f"evaluate it on {synthetic}data of its classes")
     return labels, None if outputs is None else np.array(outputs)

@@ -285,11 +285,13 @@ def card_path(model_path: str | os.PathLike) -> Path:
     return path.with_name(path.stem.removesuffix("_edgetpu") + CARD_SUFFIX)
 
 
-def deployed_facts(model_path: str | os.PathLike, tensors: dict) -> tuple[ModelMeta | None, list[str]]:
+def deployed_facts(model_path: str | os.PathLike,
+                   tensors: dict) -> tuple[ModelMeta | None, list[str], Path | None]:
     """What kres export wrote beside a .tflite that was copied without its meta.json (deploy/README.md's folder for
     the device): the facts of its card as its meta.json gives them (labels, resize, normalisation, what it
-    outputs), None where there is no card; and its class names, those of labels.txt or the card that name the
-    model's outputs one for one, labels.txt's first, as deploy/classify.py picks them ([] where neither does).
+    outputs), None where there is no card; its class names, those of labels.txt or the card that name the
+    model's outputs one for one, labels.txt's first, as deploy/classify.py picks them ([] where neither does); and
+    the file they were read from (None where neither names them).
     ``tensors``: the model's "input" and "output" tensors as a card gives them (shape, dtype, scale, zero_point);
     a card that gives others, or records the digest of another file, is another model's: a KresError."""
     path = Path(model_path)
@@ -303,10 +305,10 @@ def deployed_facts(model_path: str | os.PathLike, tensors: dict) -> tuple[ModelM
         raise KresError(f"{where} does not name the classes of {path.name} ({problem}): copy it again from the kres "
                         "export folder, or remove it")
     if card is None:
-        return None, labels
+        return None, labels, where
     meta = _card_meta(card_path(path), card, labels)
     _check_card(path, card, tensors)
-    return meta, labels
+    return meta, labels, where
 
 
 def _read_card(path: Path) -> dict | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_resnet import runs
 from keras_resnet.errors import KresError, first_line
-from keras_resnet.meta import ModelMeta, deployed_facts, find_meta, meta_beside, with_scores
+from keras_resnet.meta import ModelMeta, deployed_facts, find_meta, meta_beside, meta_path, with_scores
 from keras_resnet.terminal import stderr_without
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
@@ -27,12 +27,14 @@ class Predictor:
 
     kind: str = ""
 
-    def __init__(self, path: Path, input_shape: tuple, meta: ModelMeta | None, names: list[str] | None = None):
+    def __init__(self, path: Path, input_shape: tuple, meta: ModelMeta | None, names: list[str] | None = None,
+                 names_file: Path | None = None):
         require_image_input(path, input_shape)
         self.path = path
         self.input_shape = input_shape  # (H, W, C); a side is None where the model takes any size
         self.meta = meta
         self.names = list(names or [])  # class names where no meta names them (a .tflite's labels.txt)
+        self.names_file = names_file  # where a .tflite without meta.json took its names: labels.txt or its card
 
     def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         images = self._check_images(images)
@@ -53,6 +55,14 @@ class Predictor:
         if self.meta and self.meta.labels:
             return list(self.meta.labels)
         return self.names or [f"class_{i}" for i in range(self.num_outputs)]
+
+    @property
+    def labels_from(self) -> Path | None:
+        """The file :attr:`labels` were read from: the model's meta.json, or beside a .tflite copied without it, its
+        labels.txt or card; None where no file names them."""
+        if self.names_file is not None:
+            return self.names_file
+        return meta_path(self.path) if self.meta is not None and self.meta.labels else None
 
     def describe(self) -> str:
         shape = "x".join("?" if s is None else str(s) for s in self.input_shape)
@@ -135,11 +145,11 @@ class TFLitePredictor(Predictor):
         if len(signature) != 4:
             raise KresError(f"{path} takes a {len(signature)}-D input; expected images [N,H,W,C]")
         shape = tuple(None if int(d) < 0 else int(d) for d in signature[1:])
-        names = None
+        names = names_file = None
         if meta is None and beside:
-            meta, names = deployed_facts(path, {"input": _card_tensor(self.input_detail),
-                                                "output": _card_tensor(self.output_detail)})
-        super().__init__(path, shape, meta, names)
+            meta, names, names_file = deployed_facts(path, {"input": _card_tensor(self.input_detail),
+                                                            "output": _card_tensor(self.output_detail)})
+        super().__init__(path, shape, meta, names, names_file)
         self.static_batch = int(signature[0]) if int(signature[0]) > 0 else None
         self.input_dtype = np.dtype(self.input_detail["dtype"])
         self.input_scale, self.input_zero_point = self.input_detail["quantization"]

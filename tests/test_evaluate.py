@@ -711,6 +711,23 @@ def test_a_logits_models_outputs_are_scored_as_their_softmax():
     assert metrics.loss == pytest.approx(-np.mean(np.log([expected[0, 0], expected[1, 2]])), rel=1e-6)
 
 
+@pytest.mark.parametrize("names_file", ["meta.json", "labels.txt", "model_int8.card.json"])
+def test_outputs_and_classes_that_differ_name_the_file_of_the_classes(tmp_path, names_file):
+    """A .tflite copied without its meta.json takes its names from its labels.txt or card: the error said they were
+    its meta.json's."""
+    keras_model, tflite = StubPredictor(tmp_path / "best.keras"), StubPredictor(tmp_path / "model_int8.tflite")
+    tflite.meta = SimpleNamespace(labels=["cat", "dog"], extra={})
+    if names_file == "meta.json":
+        (tmp_path / "meta.json").write_text("{}")  # where the meta came from (the stub's meta is given)
+    else:
+        tflite.names_file = tmp_path / names_file
+    assert tflite.labels_from == tmp_path / names_file
+    with pytest.raises(KresError) as caught:
+        ev._class_order([keras_model, tflite], ["x", "y", "z"])
+    assert str(caught.value) == (f"best.keras has 3 outputs for the 2 classes model_int8.tflite's {names_file} names: "
+                                 "compare two models of the same classes")
+
+
 def test_two_models_of_one_file_name_are_named_by_their_paths_where_outputs_and_classes_differ(tmp_path):
     """'best.keras has 10 outputs for the 2 classes best.keras's meta.json names', of two runs' best.keras."""
     a, b = StubPredictor(tmp_path / "run" / "best.keras"), StubPredictor(tmp_path / "rimg" / "best.keras")

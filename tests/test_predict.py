@@ -434,9 +434,25 @@ def test_a_logits_models_card_says_its_scores_are_logits(brightness_export, tmp_
     card = json.loads((device.parent / "model_int8.card.json").read_text())
     card["output"]["meaning"] = "class scores (logits), not probabilities; dequantize as (q - zero_point) * scale"
     (device.parent / "model_int8.card.json").write_text(json.dumps(card))
-    meta, labels = deployed_facts(device, {"input": card["input"], "output": card["output"]})
+    meta, labels, names_file = deployed_facts(device, {"input": card["input"], "output": card["output"]})
     assert (meta.extra, labels, meta.depth, meta.input_shape) == ({"resize": "full_frame", "scores": "logits"},
                                                                    ["ant", "bee", "cow"], 18, [32, 32, 3])
+    assert names_file == device.parent / "model_int8.card.json"
+
+
+@pytest.mark.parametrize(("beside", "names_file"), [
+    (("model_int8.card.json", "labels.txt"), "labels.txt"),  # labels.txt first, as classify.py picks
+    (("model_int8.card.json",), "model_int8.card.json"),
+    (("labels.txt",), "labels.txt"),
+    ((), None),  # class_0, class_1, class_2: no file names them
+])
+def test_a_models_class_names_say_which_file_they_came_from(brightness_export, tmp_path, beside, names_file):
+    """kres evaluate called the names of a .tflite's card or labels.txt "its meta.json"'s (test_evaluate)."""
+    from keras_resnet.runtime import load_predictor
+
+    assert load_predictor(brightness_export / "model_int8.tflite").labels_from == brightness_export / "meta.json"
+    predictor = load_predictor(_device_folder(brightness_export, tmp_path / "dev", *beside))
+    assert predictor.labels_from == (tmp_path / "dev" / names_file if names_file else None)
 
 
 def _full_frame_as_the_card_says(rgb: np.ndarray, size: int) -> np.ndarray:
