@@ -35,7 +35,8 @@ from keras_resnet.meta import (
     data_names_note,
     generic_labels,
     meta_beside,
-    output_scores,
+    model_output_name,
+    output_name,
     outputs_of,
     weights_digest,
     with_scores,
@@ -61,7 +62,6 @@ LOG_DIGEST = "converter_log_sha256"  # the first 16 hex digits of the converter.
 SAVED_MODEL_DIR = "saved_model"
 SERVING_UINT8 = "serving_default"
 SERVING_FLOAT = "serving_float32"
-OUTPUT_NAME = "probabilities"
 QAT_NAME = "qat_int8"
 
 Progress = Callable[[str], None]
@@ -299,11 +299,12 @@ def heldout_agreement(source: Path, tflite: Path, content: bytes, data_cfg, meta
 def export_saved_model(model, directory: str | os.PathLike, output: str | None = None) -> Path:
     """SavedModel whose ``serving_default`` takes raw uint8 RGB [N,H,W,3] (cast inside the graph), with a
     ``serving_float32`` signature beside it for float pixels. Both return ``{output: [N,K]}``: by default
-    "probabilities", or what :func:`output_name` calls the scores of a model without softmax."""
+    "probabilities", or what :func:`keras_resnet.meta.output_name` calls the scores of a model without softmax
+    (the name each .tflite's signature gives them too)."""
     import keras
     import tensorflow as tf
 
-    output = output or output_name(output_scores(model))
+    output = output or model_output_name(model)
 
     shape = [None, *model.input_shape[1:]]
     archive = keras.export.ExportArchive()  # no track(model): the endpoints track the variables they use, once;
@@ -325,13 +326,6 @@ def export_saved_model(model, directory: str | os.PathLike, output: str | None =
     with fileio.atomic_dir(directory, need=fileio.with_headers(weights_bytes(model))) as tmp:
         _write_archive(archive, tmp)
     return Path(directory)
-
-
-def output_name(scores: str | None) -> str:
-    """The SavedModel's output key for a model whose ``scores`` (meta.json's, :func:`output_scores`'s) are these:
-    "probabilities", "logits" for a model without activation (its outputs were called probabilities), "scores"
-    for another activation's."""
-    return OUTPUT_NAME if scores is None else ("logits" if scores == "logits" else "scores")
 
 
 def _write_archive(archive, path: Path) -> None:

@@ -27,6 +27,7 @@ META_FILENAME = "meta.json"
 WEIGHTS_DIGEST = "weights_digest"  # the key in meta.json's extra
 RESIZE_KEY = "resize"  # an export's meta.json extra: how its run's images were resized for validation
 SCORES_KEY = "scores"  # extra: what the model outputs where it is not class probabilities ("logits")
+OUTPUT_NAME = "probabilities"  # the exported models' output name (SavedModel and .tflite signatures) by default
 CARD_SUFFIX = ".card.json"  # model_int8.card.json: the model card of model_int8.tflite
 CARD_DIGEST = "model_sha256"  # a card's: the SHA-256 of the .tflite it was written for (its "model")
 
@@ -186,6 +187,18 @@ def output_scores(model: keras.Model) -> str | None:
         return None
     name = getattr(activation, "__name__", str(activation))
     return None if name == "softmax" else ("logits" if name == "linear" else name)
+
+
+def output_name(scores: str | None) -> str:
+    """The exported models' output key (the SavedModel's and each .tflite's signature) for a model whose
+    ``scores`` (meta.json's, :func:`output_scores`'s) are these: "probabilities", "logits" for a model without
+    activation (its outputs were called probabilities), "scores" for another activation's."""
+    return OUTPUT_NAME if scores is None else ("logits" if scores == "logits" else "scores")
+
+
+def model_output_name(model: keras.Model) -> str:
+    """:func:`output_name` of ``model``'s own outputs: what every file exported from it names them."""
+    return output_name(output_scores(model))
 
 
 def with_scores(meta: ModelMeta, model: keras.Model) -> ModelMeta:

@@ -198,7 +198,7 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         raise KresError(f"QAT epochs must be 1 or more, got {epochs}")
     output_dir = fileio.ensure_writable_dir(output_dir)
     runlock.acquire(output_dir)
-    qat_model, digest = _fake_quantized_model(model_path, edgetpu)
+    qat_model, digest, output = _fake_quantized_model(model_path, edgetpu)
     if datasets is None:
         import keras
 
@@ -210,20 +210,22 @@ def quantization_aware_finetune(model_path, data_cfg, epochs: int, output_dir, l
         datasets = load_datasets(data_cfg)
     _finetune(qat_model, datasets, epochs, learning_rate, steps_per_epoch, stream)
     content = convert(qat_model, "int8", _representative(data_cfg, datasets, calibration_steps), io_dtype,
-                      work_dir=output_dir)
+                      work_dir=output_dir, output=output)
     return _write(content, model_path, output_dir, epochs, digest)
 
 
 def _fake_quantized_model(model_path, edgetpu: bool):
     """The float32 model with the input end as post-training int8 has it (one depthwise op for the
     normalisation, v1's flip in conv1), rebuilt in tf_keras and wrapped for fake quantization, so the QAT model
-    gets the same fast int8 graph; and the weights digest of the model it starts from (for meta.json)."""
-    from keras_resnet.meta import weights_digest
+    gets the same fast int8 graph; the weights digest of the model it starts from (for meta.json); and its output
+    name (the wrapped model has no plain ``predictions`` layer to tell logits from probabilities)."""
+    from keras_resnet.meta import model_output_name, weights_digest
     from keras_resnet.quantize import fuse_input_ops
     from keras_resnet.rebuild import load_float32_model
 
     model = load_float32_model(model_path)
-    return quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu))), weights_digest(model)
+    return (quantize_tf_keras_model(to_tf_keras(fuse_input_ops(model, rows=not edgetpu))), weights_digest(model),
+            model_output_name(model))
 
 
 def _finetune(qat_model, datasets, epochs: int, learning_rate: float | None, steps_per_epoch: int | None,

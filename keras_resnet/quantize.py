@@ -174,8 +174,10 @@ def _conv_with_reversed_input(conv, x):
 
 def convert(model, mode: str = "float32", representative_data: RepresentativeData | None = None,
             io_dtype: str = "uint8", *, edgetpu: bool = False, per_channel_dense: bool = False,
-            log: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None) -> bytes:
-    """Convert a float32 Keras model to a TFLite flatbuffer.
+            log: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None,
+            output: str | None = None) -> bytes:
+    """Convert a float32 Keras model to a TFLite flatbuffer whose ``serving_default`` signature takes ``image``
+    and returns ``{output: scores}``, named as the SavedModel export names them.
 
     Args:
         model: a float32-policy Keras model taking raw 0-255 pixels.
@@ -190,8 +192,12 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         log: file the converter's own output is appended to (None: discarded), see :func:`converter_chatter_to`.
         work_dir: folder for the converter's SavedModel (None: the system's temporary folder); an output folder,
             where the next kres command on it removes what a killed conversion left.
+        output: the signature's output name (None: :func:`keras_resnet.meta.model_output_name` of ``model``; QAT's
+            wrapped model passes its float model's).
     """
     import tensorflow as tf
+
+    from keras_resnet.meta import model_output_name  # not at the top: meta imports Keras (see QUANTIZE_MODES)
 
     check_mode(mode)
     check_io_dtype(io_dtype)
@@ -202,9 +208,10 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     # in the system's temporary folder where the artifacts' device has no room for it and the model besides.
     room = work_dir is not None and (fileio.free_bytes(work_dir) or 0) > 2 * weights_bytes(model)
     work = tempfile.TemporaryDirectory(dir=work_dir if room else None, prefix=fileio.CONVERT_TEMP_PREFIX)
+    output = output or model_output_name(model)
     with work as tmp, converter_chatter_to(log):
         converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
-                                                                                tmp))
+                                                                                tmp, output))
         configure(converter, mode, representative_data, io_dtype, per_channel_dense and not edgetpu)
         try:
             return converter.convert()
@@ -240,16 +247,17 @@ def weights_bytes(model) -> int:
                for w in model.weights)
 
 
-def batch1_saved_model(model, directory: str | os.PathLike) -> str:
-    """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input, written as a SavedModel: the
-    converter's supported route (from concrete functions without a trackable object is its deprecated path)."""
+def batch1_saved_model(model, directory: str | os.PathLike, output: str) -> str:
+    """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input returning ``{output: scores}``, written
+    as a SavedModel: the converter's supported route (from concrete functions without a trackable object is its
+    deprecated path). A bare tensor would name the .tflite signature's output "output_0"."""
     import keras
     import tensorflow as tf
 
     shape = batch1_shape(model)
     archive = keras.export.ExportArchive()  # the endpoint tracks the variables it uses: track(model) stored each
     # weight a second time (keras #23553, Keras 3.15), for the converter to read
-    archive.add_endpoint("serving_default", lambda image: model(image, training=False),
+    archive.add_endpoint("serving_default", lambda image: {output: model(image, training=False)},
                          input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
     archive.write_out(os.fspath(directory), verbose=False)
     return os.fspath(directory)

@@ -339,6 +339,19 @@ def test_savedmodel_in_a_fresh_process_gives_the_keras_outputs(exported, heldout
     assert weights < stored < 1.01 * weights, (stored, weights)
 
 
+def test_each_tflite_names_its_output_as_the_savedmodel_does(exported, float16_added, heldout):
+    """The SavedModel said "probabilities" and every .tflite's signature "output_0": an Android app reading outputs
+    by name (LiteRT's signature runner) needed another name per format."""
+    import tensorflow as tf
+    from signatures import signature_outputs
+
+    saved = tf.saved_model.load(str(exported.output_dir / "saved_model")).signatures["serving_default"]
+    assert list(saved.structured_outputs) == ["probabilities"]
+    for path in (exported.output_dir / "model_int8.tflite", float16_added.output_dir / "model_float16.tflite"):
+        outputs = signature_outputs(path.read_bytes(), heldout[0][0])
+        assert list(outputs) == ["probabilities"] and outputs["probabilities"].shape == (1, 3), path.name
+
+
 def cli(argv, capsys) -> tuple[int, str]:
     from kres.main import main
 
@@ -1052,6 +1065,10 @@ def test_a_logits_model_is_exported_and_predicted_as_logits(tmp_path, capsys):
     assert report["artifacts"]["saved_model"]["output"] == "logits"
     assert "saved_model/: signatures serving_default, serving_float32 -> logits" in \
         (tmp_path / "out" / "export_report.txt").read_text()
+    from signatures import signature_outputs  # the .tflite's signature too (it said "output_0")
+
+    tflite = (tmp_path / "out" / "model_float32.tflite").read_bytes()
+    assert list(signature_outputs(tflite, np.zeros((SIZE, SIZE, 3), np.float32))) == ["logits"]
     ex.export_saved_model(model, tmp_path / "own")  # the library's call: the key read off the model itself
     assert list(tf.saved_model.load(str(tmp_path / "own")).signatures["serving_default"].structured_outputs) == [
         "logits"]

@@ -54,6 +54,14 @@ def test_tf_keras_rebuild_of_the_fused_input_end(model):
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
+def test_the_qat_model_of_a_logits_model_names_its_output_logits(tmp_path):
+    """The fake-quantized model has no plain ``predictions`` layer to read the activation off: its .tflite would
+    have called a logits model's outputs "probabilities", where the float model's exports say "logits"."""
+    logits = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    logits.save(tmp_path / "logits.keras")
+    assert qat._fake_quantized_model(tmp_path / "logits.keras", edgetpu=False)[2] == "logits"
+
+
 @pytest.fixture(scope="module")
 def qat_on_digits(trained_digits_run, tmp_path_factory):
     """Two QAT epochs on the trained digits run, once for the tests below (the slowest step of this file: the
@@ -127,6 +135,9 @@ def test_qat_trains_a_step_and_converts_to_int8(qat_on_digits):
     assert info.outputs[0].dtype == "uint8" and info.ops["CONV_2D"] == 20
     assert info.ops["DEPTHWISE_CONV_2D"] == 1 and "MUL" not in info.ops  # the normalisation, as in post-training
     assert check_requirements(info).passed
+    from signatures import signature_outputs  # named as the SavedModel's output (it said "output_0")
+
+    assert list(signature_outputs(path.read_bytes(), np.zeros((SIZE, SIZE, 3)))) == ["probabilities"]
     with pytest.raises(KresError, match="QAT epochs must be 1 or more"):
         qat.quantization_aware_finetune(qat_on_digits.source.model_path, qat_on_digits.data_cfg, 0, out / "again")
 

@@ -47,6 +47,20 @@ def test_float32_tflite_matches_keras_within_1e4(model, float32_tflite, images):
     assert np.max(np.abs(got - expected)) < 1e-4
 
 
+def test_the_tflite_signature_names_its_output_as_the_savedmodel_does(float32_tflite, int8_tflite, images):
+    """An app reading outputs by name (LiteRT's signature runner) got "output_0" from every .tflite, where the
+    SavedModel of the same export says "probabilities"."""
+    from signatures import signature_outputs
+
+    image = np.round(images[0])
+    for content in (float32_tflite, int8_tflite):
+        outputs = signature_outputs(content, image)
+        assert list(outputs) == ["probabilities"]
+        assert outputs["probabilities"].shape == (1, 5)
+    by_name = signature_outputs(float32_tflite, image)["probabilities"]
+    np.testing.assert_allclose(by_name, run(float32_tflite, image[None]), atol=1e-6)  # as classify.py reads it
+
+
 def test_float32_tflite_is_static_batch_1_float_io(float32_tflite):
     info = inspect_tflite(float32_tflite)
     assert info.inputs[0].shape == [1, SIZE, SIZE, 3] and info.inputs[0].dtype == "float32"
@@ -142,7 +156,7 @@ def test_the_converters_savedmodel_is_made_in_the_work_folder_and_absl_is_given_
 
     made = []
 
-    def fails(model, directory):
+    def fails(model, directory, output):
         made.append(Path(directory))
         raise RuntimeError("conversion failed")
 
