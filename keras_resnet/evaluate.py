@@ -27,6 +27,7 @@ from keras_resnet.meta import (
     data_names_note,
     generic_labels,
     meta_path,
+    numbered_names_note,
     outputs_of,
 )
 from keras_resnet.runs import changed_split, same_folder, training_counts, training_data_config
@@ -569,10 +570,14 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
 
 def _data_names_notes(predictors: list[Predictor], class_names: list[str]) -> list[str]:
     """The note, as export says it, for each model without a meta.json where the classes are the data's names in
-    order (no model names them: :func:`_class_order`); evaluate scored them under those names without a word."""
+    order (no model names them: :func:`_class_order`), and for each whose meta.json numbers its classes (class_0,
+    ...) where the data's are named; evaluate scored them under those names without a word."""
     if _named(predictors):
         return []
-    return [data_names_note(p.path.name, class_names) for p in predictors if meta_path(p.path) is None]
+    notes = [data_names_note(p.path.name, class_names) if meta_path(p.path) is None
+             else numbered_names_note(p.path.name, list(p.meta.labels) if p.meta else [], class_names)
+             for p in predictors]
+    return [note for note in notes if note]
 
 
 def _named(predictors: list[Predictor]) -> list[Predictor]:

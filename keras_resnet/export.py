@@ -36,6 +36,7 @@ from keras_resnet.meta import (
     generic_labels,
     meta_beside,
     model_output_name,
+    numbered_names_note,
     output_name,
     outputs_of,
     weights_digest,
@@ -589,16 +590,19 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
         meta = replace(meta, extra={**meta.extra, RESIZE_KEY: eval_resize(source.data_config)})
     source = replace(source, data_config=moved_data(source.data_config, cfg))  # meta.json records it too
     data_cfg = data_config_for(source, meta)
-    meta = meta if found is not None else _labels_from_data(meta, data_cfg, source.model_path, say)
+    meta = _labels_from_data(meta, data_cfg, source.model_path, say, has_meta=found is not None,
+                             scored=cfg.eval_images > 0)
     another = _another_model(out_dir, source.model_path, meta)
     return _Job(cfg, source, out_dir, model, meta, data_cfg, say, calibration, another=another)
 
 
-def _labels_from_data(meta: ModelMeta, data_cfg, model_path: Path, say: Progress) -> ModelMeta:
+def _labels_from_data(meta: ModelMeta, data_cfg, model_path: Path, say: Progress, has_meta: bool,
+                      scored: bool) -> ModelMeta:
     """A model without a meta.json (``meta`` made from the model) names its classes class_0, class_1, ...; exported
     with data (--dataset digits, --data-dir) of as many classes, it takes their names, which labels.txt, the cards
-    and an app then show (they showed class_5 for a 5)."""
-    if data_cfg is None or not generic_labels(meta.labels):
+    and an app then show (they showed class_5 for a 5). One whose meta.json numbers them keeps those, and where
+    its held-out images are ``scored`` a note says they were matched to the data's by position."""
+    if data_cfg is None or not generic_labels(meta.labels) or (has_meta and not scored):
         return meta
     from keras_resnet.data import load_held_out
 
@@ -607,6 +611,11 @@ def _labels_from_data(meta: ModelMeta, data_cfg, model_path: Path, say: Progress
     except KresError:  # data that cannot be read here: the steps that need it say so, the rest need no names
         return meta
     if len(names) != len(meta.labels):
+        return meta
+    if has_meta:
+        note = numbered_names_note(model_path.name, list(meta.labels), names)
+        if note:
+            say(f"note: {note}")
         return meta
     say(f"note: {data_names_note(model_path.name, names)}")
     return replace(meta, labels=names)

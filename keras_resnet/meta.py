@@ -237,6 +237,19 @@ def data_names_note(model_name: str, names: list[str]) -> str:
             f"({first_five(names)}); copy its run's meta.json beside it where they differ")
 
 
+def numbered_names_note(model_name: str, labels: list[str], names: list[str]) -> str | None:
+    """What a command says of a model whose meta.json numbers its classes (class_0, class_1, ...: a library model
+    saved without labels) scored on data whose classes have other ``names``: by position, the only way to score
+    it (they were matched without a word). None where the data's names are those numbers."""
+    if not labels or not generic_labels(labels) or len(names) != len(labels) or \
+            [class_key(name) for name in names] == labels:
+        return None
+    pairs = [f"{label}={name}" for label, name in zip(labels, names)]
+    return (f"{model_name}'s {META_FILENAME} names its classes by number: they are matched to the data's classes "
+            f"by position, a folder's sorted by name ({first_five(pairs)}); save its {META_FILENAME} with "
+            "ModelMeta.from_model(model, labels=[...]) to match them by name")
+
+
 def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix: str) -> list[int] | None:
     """The model output of each of the data's classes, by name (None: the data's classes are the model's, in its
     order). Names are compared in one Unicode form (:func:`class_key`). A class the model was not trained on is a

@@ -258,6 +258,23 @@ def test_a_model_without_meta_json_says_its_classes_take_the_datas_names(stub_wo
                                      output=str(tmp_path / "o"))).warnings == []
 
 
+def test_a_model_whose_meta_json_numbers_its_classes_says_they_are_matched_to_the_datas_by_position(stub_world,
+                                                                                                    monkeypatch):
+    """A library model saved with ModelMeta.from_model(model) names its classes class_0, class_1, class_2: scored on
+    the folders x, y, z by position (the only way to score it), without a word."""
+    tmp_path, _ = stub_world
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "meta.json").write_text("{}")
+    numbered = ["class_0", "class_1", "class_2"]
+    monkeypatch.setattr(ev, "load_predictor", lambda path, num_threads=None: StubPredictor(path, labels=numbered))
+    result = ev.evaluate(ev.EvalConfig(models=[str(tmp_path / "lib" / "model.keras")], dataset="synthetic",
+                                       output=str(tmp_path / "o")))
+    assert result.warnings == ["model.keras's meta.json names its classes by number: they are matched to the data's "
+                               "classes by position, a folder's sorted by name (class_0=x, class_1=y, class_2=z); save "
+                               "its meta.json with ModelMeta.from_model(model, labels=[...]) to match them by name"]
+    assert list(result.models[0].metrics.per_class) == ["x", "y", "z"]
+
+
 def test_training_data_lookup(tmp_path):
     run = tmp_path / "run"
     (run / "export" / "saved_model").mkdir(parents=True)
