@@ -8,8 +8,10 @@ from kres.options import PathType, depth_option, image_size_option, num_classes_
 
 
 @click.command(help="Turn a torchvision ResNet checkpoint (.pth, .safetensors, .npz) or a keras.applications .h5 "
-                    "into a .keras model that `kres train --weights` and `resnet(weights=PATH)` load.")
-@click.argument("checkpoint", type=PathType(dir_okay=False))
+                    "into a .keras model that `kres train --weights` and `resnet(weights=PATH)` load. A .keras "
+                    "file, or a run or export folder (its best.keras, else last.keras, else model.keras), is "
+                    "made again at --image-size or --num-classes.")
+@click.argument("checkpoint", type=PathType())
 @depth_option()
 @click.option("--output", "-o", required=True, type=PathType(dir_okay=False), help="The .keras file to write.")
 @num_classes_option(default=None,
@@ -18,8 +20,10 @@ from kres.options import PathType, depth_option, image_size_option, num_classes_
 def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int | None,
                     image_size: int | None) -> None:
     from keras_resnet.convert import ConvertConfig, convert_checkpoint
+    from keras_resnet.weights import in_folder
 
-    click.echo(f"... reading {checkpoint}", err=True)  # progress, as export shows it: stdout holds the result
+    # progress, as export shows it (a folder's model by its name): stdout holds the result
+    click.echo(f"... reading {in_folder(checkpoint)}", err=True)
     result = convert_checkpoint(ConvertConfig(checkpoint=checkpoint, depth=depth, output=output,
                                               num_classes=num_classes, image_size=image_size))
     top = f"{result.num_classes} classes" if result.num_classes else "no top"

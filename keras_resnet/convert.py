@@ -13,7 +13,7 @@ from keras_resnet import fileio, runs
 from keras_resnet.errors import KresError
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
-from keras_resnet.weights import HEAD, assign, read_checkpoint
+from keras_resnet.weights import HEAD, assign, checkpoint_path, read_checkpoint
 
 DEFAULT_IMAGE_SIZE = 224  # torchvision's and keras.applications' ImageNet models
 
@@ -22,7 +22,7 @@ DEFAULT_IMAGE_SIZE = 224  # torchvision's and keras.applications' ImageNet model
 class ConvertConfig:
     """What ``kres convert-weights`` takes."""
 
-    checkpoint: str
+    checkpoint: str  # a weights file, or a run or export folder (its best.keras, else last.keras, else model.keras)
     depth: int
     output: str  # a .keras path
     num_classes: int | None = None  # None: the checkpoint's own classifier (none -> a model without a top)
@@ -45,12 +45,13 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
     if output.suffix != ".keras":
         raise KresError(f"--output must end in .keras, got {output}")
     depth_spec(cfg.depth)
-    _check_output(Path(cfg.checkpoint), output)
+    source = checkpoint_path(cfg.checkpoint)  # a run or export folder: its best.keras, as --weights takes it
+    _check_output(source, output)
     fileio.ensure_writable_dir(output.parent)
-    checkpoint = read_checkpoint(cfg.checkpoint, builder=resnet)
+    checkpoint = read_checkpoint(source, builder=resnet)
     source_head = checkpoint.layers.get(HEAD)
     num_classes = cfg.num_classes or (int(source_head[0].shape[-1]) if source_head else None)
-    size = cfg.image_size or _keras_input_size(Path(cfg.checkpoint)) or DEFAULT_IMAGE_SIZE
+    size = cfg.image_size or _keras_input_size(source) or DEFAULT_IMAGE_SIZE
     model = resnet(cfg.depth, num_classes=num_classes or 1, include_top=num_classes is not None,
                    input_shape=(size, size, 3), variant=checkpoint.variant)
     report = assign(model, checkpoint, depth=cfg.depth, variant=checkpoint.variant)

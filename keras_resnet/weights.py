@@ -117,12 +117,9 @@ def check_weights(weights: str | os.PathLike | None, *, depth: int, variant: str
     if str(weights) == "imagenet":
         _check_imagenet(depth, variant)
         return
-    path = Path(in_folder(os.fspath(weights)))  # a folder said it held no best.keras to a Python caller
+    path = checkpoint_path(weights)  # a folder said it held no best.keras to a Python caller
     if not path.exists():
         raise KresError(f"weights file {path} does not exist: pass {_sources(depth, variant)}")
-    if path.is_dir():
-        raise KresError(f"{path} is a folder with no {', '.join(runs.FOLDER_MODELS)}: pass the model file of a run "
-                        f"or export, or a {SUPPORTED} file")
     if _format(path) is None:
         raise KresError(f"cannot read weights from {path}: expected a {SUPPORTED} file")
     if _format(path) == "torch" and importlib.util.find_spec("torch") is None:
@@ -208,6 +205,16 @@ def in_folder(weights: str) -> str:
     folder = Path(weights)
     model = runs.folder_model(folder) if folder.is_dir() else None
     return weights if model is None else str(model)
+
+
+def checkpoint_path(weights: str | os.PathLike) -> Path:
+    """The weights file ``weights`` names: itself, or the model of a run or export folder (:func:`in_folder`), as
+    ``kres train --weights`` and ``kres convert-weights`` take it; a folder that holds none is a KresError."""
+    path = Path(in_folder(os.fspath(weights)))
+    if path.is_dir():
+        raise KresError(f"{path} is a folder with no {', '.join(runs.FOLDER_MODELS)}: pass the model file of a run "
+                        f"or export, or a {SUPPORTED} file")
+    return path
 
 
 def _format(path: Path) -> str | None:

@@ -455,6 +455,26 @@ def test_convert_weights_keeps_a_keras_files_input_size(tmp_path, capsys):
         assert keras.models.load_model(tmp_path / name).input_shape == (None, size, size, 3)
 
 
+def test_convert_weights_takes_a_run_or_export_folder_as_train_weights_does(tmp_path, capsys):
+    """`kres convert-weights runs/x` was click's "Invalid value for 'CHECKPOINT': File 'runs/x' is a directory."
+    while `kres train --weights runs/x` took its best.keras (and convert-weights took runs/x/best.keras)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    best = _small_keras(run / "best.keras", num_classes=3)
+    out = tmp_path / "c.keras"
+    assert main(["convert-weights", str(run), "--depth", "18", "-o", str(out)]) == 0
+    assert capsys.readouterr() == (f"Wrote {out}: ResNet-18 v1.5, 3 classes, 11,187,651 parameters\n",
+                                   f"... reading {best}\n")
+    (tmp_path / "empty").mkdir()
+    assert main(["convert-weights", str(tmp_path / "empty"), "--depth", "18", "-o", str(tmp_path / "d.keras")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: {tmp_path / 'empty'} is a folder with no best.keras, last.keras, model.keras: pass the model file of "
+        f"a run or export, or a {kw.SUPPORTED} file")
+    assert main(["convert-weights", str(run), "--depth", "18", "-o", str(best)]) == 2  # its own model: refused
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: --output {best} is the checkpoint being converted: choose another --output")
+
+
 def test_convert_weights_of_text_named_npz(tmp_path, capsys):
     """NumPy's own error offered to "load it unsafely using the allow_pickle= keyword"."""
     junk = tmp_path / "j.npz"
