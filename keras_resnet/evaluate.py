@@ -29,6 +29,7 @@ from keras_resnet.meta import (
     meta_path,
     numbered_names_note,
     outputs_of,
+    require_outputs_for,
 )
 from keras_resnet.runs import changed_split, same_folder, training_counts, training_data_config
 from keras_resnet.runtime import Predictor, check_runnable, load_predictor
@@ -543,9 +544,7 @@ def _class_order(predictors: list[Predictor], data_classes: list[str]) -> tuple[
     named = _named(predictors)
     if not named:
         for p in predictors:
-            if p.num_outputs != len(data_classes):
-                raise KresError(f"{p.path.name} has {p.num_outputs} outputs but the data has {len(data_classes)} "
-                                "classes: evaluate it on the data it was trained on")
+            require_outputs_for(p.path.name, p.num_outputs, data_classes, "evaluate it on the data it was trained on")
         return data_classes, None
     labels = named[0].labels
     if any(p.labels != labels for p in named):

@@ -39,6 +39,7 @@ from keras_resnet.meta import (
     numbered_names_note,
     output_name,
     outputs_of,
+    require_outputs_for,
     weights_digest,
     with_scores,
 )
@@ -253,10 +254,12 @@ def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iter
     return lambda: calibration_images(cfg, steps)
 
 
-def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None,
+                 name: str = "the model") -> tuple[np.ndarray, np.ndarray] | None:
     """Up to ``limit`` validation images (raw pixels, spread over the split: :func:`keras_resnet.data.load_held_out`)
     and their labels as the model's outputs: by class name where ``meta`` names the classes (data moved with
-    ``--data-dir`` may hold some of them, or more), else by position."""
+    ``--data-dir`` may hold some of them, or more), else by position, as many classes as ``meta`` has (a KresError
+    that names the model, ``name``, as evaluate does: 3 outputs scored on 4 classes' images without a word)."""
     if data_cfg is None or limit <= 0:
         return None
     from keras_resnet.data import load_held_out
@@ -266,9 +269,12 @@ def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None) -> tuple[n
     datasets = load_held_out(replace(data_cfg, batch_size=1), limit)
     outputs = None
     if meta is not None and meta.labels and not generic_labels(meta.labels):
-        outputs = outputs_of(list(meta.labels), list(datasets.class_names), "the model",
+        outputs = outputs_of(list(meta.labels), list(datasets.class_names), name,
                              "export with --data-dir or --dataset of its classes, or leave both out")
         outputs = None if outputs is None else np.array(outputs)
+    elif meta is not None and meta.labels:  # numbered (class_0, ...): by position
+        require_outputs_for(name, meta.num_classes, list(datasets.class_names),
+                            "export with --data-dir or --dataset of the data it was trained on, or leave both out")
     for x, y in datasets.val:
         images.append(np.asarray(x))
         labels.append(np.argmax(np.asarray(y), axis=-1))
@@ -286,7 +292,7 @@ def heldout_agreement(source: Path, tflite: Path, content: bytes, data_cfg, meta
                       limit: int = ExportConfig.eval_images) -> dict | None:
     """The TFLite model ``content`` (at ``tflite``) beside the Keras model at ``source`` it was made from, on up
     to ``limit`` held-out images (:func:`keras_resnet.runtime.compare`, with top-1); None without held-out data."""
-    heldout = heldout_data(data_cfg, limit, meta)
+    heldout = heldout_data(data_cfg, limit, meta, source.name)
     if heldout is None:
         return None
     from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
@@ -786,7 +792,7 @@ def _keras_reference(job: _Job, heldout, report: dict) -> None:
         if job.cfg.eval_images > 0:
             job.say("reading held-out (validation) data" if job.data_cfg else "no run config: skipping accuracy "
                     "figures")
-        heldout = heldout_data(job.data_cfg, job.cfg.eval_images, job.meta)
+        heldout = heldout_data(job.data_cfg, job.cfg.eval_images, job.meta, job.source.model_path.name)
     if heldout is None:
         return
     from keras_resnet.runtime import KerasPredictor

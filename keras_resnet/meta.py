@@ -264,6 +264,13 @@ def outputs_of(labels: list[str], data_classes: list[str], model_name: str, fix:
     return None if outputs == list(range(len(labels))) else outputs
 
 
+def require_outputs_for(model_name: str, num_outputs: int, data_classes: list[str], fix: str) -> None:
+    """A model whose classes have no names is matched to the data's classes by position: as many as it has outputs,
+    or a KresError that names both numbers; ``fix`` says what to do instead (evaluate and export say it alike)."""
+    if num_outputs != len(data_classes):
+        raise KresError(f"{model_name} has {num_outputs} outputs but the data has {len(data_classes)} classes: {fix}")
+
+
 def meta_path(model_path: str | os.PathLike) -> Path | None:
     """Where the ``meta.json`` that travels with a model file or directory is, or None."""
     path = Path(model_path)

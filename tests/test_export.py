@@ -272,6 +272,44 @@ def test_a_model_whose_meta_json_numbers_its_classes_says_they_are_matched_to_th
     assert not [line for line in said[0] if line.startswith("note:")]
 
 
+def test_data_of_other_classes_than_the_models_is_refused_before_anything_is_written(run_dir, tmp_path, capsys):
+    """A 3-output model without names for its classes (no meta.json, or one of class_0, class_1, class_2) exported
+    with --data-dir of 4 classes: its held-out images were scored by position ("top-1 0.3333 on 3 images", the dog
+    scored as nothing), into the report and the cards, where evaluate refuses the data in one line. A model that
+    names them (ant, bee, cat) with data of ant, bee, dog: refused as evaluate does, naming the model's file."""
+    for folder, classes in (("four", ("ant", "bee", "cat", "dog")), ("abd", ("ant", "bee", "dog"))):
+        for i, name in enumerate(classes):
+            (tmp_path / folder / name).mkdir(parents=True)
+            for j in range(2):
+                Image.new("RGB", (SIZE, SIZE), (60 * i, 40 * j, 0)).save(tmp_path / folder / name / f"{j}.png")
+    models = {}
+    for name, labels in (("bare", None), ("numbered", ["class_0", "class_1", "class_2"]),
+                         ("named", ["ant", "bee", "cat"])):
+        (tmp_path / name).mkdir()
+        shutil.copy(run_dir / "best.keras", tmp_path / name / "best.keras")
+        if labels is not None:
+            meta = ModelMeta.load(run_dir)
+            ModelMeta(meta.depth, meta.variant, meta.stem, meta.input_shape, meta.normalization, meta.mean, meta.std,
+                      labels).save(tmp_path / name)
+        models[name] = str(tmp_path / name / "best.keras")
+    earlier = tmp_path / "earlier"  # an output folder that holds something already keeps it as it was
+    earlier.mkdir()
+    (earlier / "keep.txt").write_text("mine")
+    count = ("Error: best.keras has 3 outputs but the data has 4 classes: export with --data-dir or --dataset of the "
+             "data it was trained on, or leave both out\n")
+    named = ("Error: the data has classes best.keras was not trained on (dog): export with --data-dir or --dataset "
+             "of its classes, or leave both out (ant, bee, cat; image folders are named after them)\n")
+    for model, data, output, message in ((models["bare"], "four", "out", count),
+                                         (models["numbered"], "four", "earlier", count),
+                                         (models["named"], "abd", "out", named)):
+        code, err = cli(["export", model, "-o", str(tmp_path / output), "--tflite", "--data-dir",
+                         str(tmp_path / data)], capsys)
+        assert (code, err.splitlines()[-1] + "\n") == (2, message), err
+        assert not (tmp_path / "out").exists()
+        assert [path.name for path in earlier.iterdir()] == ["keep.txt"]
+        assert (earlier / "keep.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize(("dtype", "meaning"), [
     ("uint8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
     ("int8", "class probabilities (softmax); dequantize as (q - zero_point) * scale"),
