@@ -249,18 +249,25 @@ def weights_bytes(model) -> int:
 
 def batch1_saved_model(model, directory: str | os.PathLike, output: str) -> str:
     """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input returning ``{output: scores}``, written
-    as a SavedModel: the converter's supported route (from concrete functions without a trackable object is its
-    deprecated path). A bare tensor would name the .tflite signature's output "output_0"."""
+    as a SavedModel (a model of several outputs keeps its own names): the converter's supported route (from
+    concrete functions without a trackable object is its deprecated path). A bare tensor would name the .tflite
+    signature's output "output_0"."""
     import keras
     import tensorflow as tf
 
     shape = batch1_shape(model)
     archive = keras.export.ExportArchive()  # the endpoint tracks the variables it uses: track(model) stored each
     # weight a second time (keras #23553, Keras 3.15), for the converter to read
-    archive.add_endpoint("serving_default", lambda image: {output: model(image, training=False)},
+    archive.add_endpoint("serving_default", lambda image: _named(model(image, training=False), output),
                          input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
     archive.write_out(os.fspath(directory), verbose=False)
     return os.fspath(directory)
+
+
+def _named(scores, output: str):
+    """A classifier's one output as ``{output: scores}``; a model of several (``feature_model``'s C2-C5) keeps its
+    own names, which the converter cannot nest under one."""
+    return scores if isinstance(scores, (dict, list, tuple)) else {output: scores}
 
 
 CONVERTER_LOG = "converter.log"  # an export's file for what the TFLite converter prints, kept off the terminal

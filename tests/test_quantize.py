@@ -61,6 +61,22 @@ def test_the_tflite_signature_names_its_output_as_the_savedmodel_does(float32_tf
     np.testing.assert_allclose(by_name, run(float32_tflite, image[None]), atol=1e-6)  # as classify.py reads it
 
 
+def test_a_feature_model_converts_with_its_own_output_names(images):
+    """Naming a classifier's output (above) nested a feature model's C2-C5 under "probabilities", which the converter
+    refused with a multi-line ValueError (it converted before)."""
+    from signatures import signature_outputs
+
+    from keras_resnet.model import feature_model
+
+    features = feature_model(resnet(18, num_classes=5, input_shape=(SIZE, SIZE, 3)))
+    outputs = signature_outputs(convert(features, "float32"), images[0])
+    assert sorted(outputs) == ["C2", "C3", "C4", "C5"]
+    want = features(np.round(images[:1]))
+    for name, value in outputs.items():
+        assert value.shape == tuple(want[name].shape), name
+        np.testing.assert_allclose(value, want[name], rtol=0, atol=1e-4 * float(np.abs(want[name]).max()))
+
+
 def test_float32_tflite_is_static_batch_1_float_io(float32_tflite):
     info = inspect_tflite(float32_tflite)
     assert info.inputs[0].shape == [1, SIZE, SIZE, 3] and info.inputs[0].dtype == "float32"
