@@ -466,24 +466,28 @@ def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, prec
                      "--train-bn updates them)")
     if note := cpu_precision_note(precision, placement):
         _say(stream, note)
-    if note := _ema_note(cfg.ema, plan.total_steps):
+    if note := _ema_note(cfg.ema, plan.total_steps, cfg.freeze_backbone_epochs * plan.steps_per_epoch):
         _say(stream, note)
 
 
-def _ema_note(ema: float, total_steps: int) -> str | None:
-    """One line where --ema averages over more steps than the run has (``total_steps < 1/(1-ema)``): the saved
-    weights were then nearly those of the first step, without a word. Keras's average has no warm-up or bias
-    correction: its first step copies the weights and each later one keeps ``ema`` of the average, so the first
-    step's weights still make up ``ema ** (total_steps - 1)`` of it at the end."""
-    steps_averaged = round(1 / (1 - ema), 6) if ema else 0  # 10, not 9.999999999999998, for 0.9
-    if total_steps < 2 or total_steps >= steps_averaged:
+def _ema_note(ema: float, total_steps: int, frozen_steps: int = 0) -> str | None:
+    """One line where --ema averages over more steps than the run has (``1/(1-ema)``, rounded as the note says
+    it): the saved weights were then nearly those of the first step, without a word. Keras's average has no warm-up
+    or bias correction: its first step copies the weights and each later one keeps ``ema`` of the average, so the
+    first step's weights still make up ``ema ** (total_steps - 1)`` of it at the end. A backbone frozen for its
+    first ``frozen_steps`` keeps its starting weights in the average until it trains: ``ema ** unfrozen steps``."""
+    steps_averaged = round(1 / (1 - ema)) if ema else 0  # 10 for 0.9 (1/(1-0.9) is 9.999999999999998)
+    steps = total_steps - frozen_steps  # the steps that move the weights the note speaks of
+    if (steps < 2 and not frozen_steps) or steps >= steps_averaged:
         return None
-    share = min(100 * ema ** (total_steps - 1), 99.9)
-    decades = int(math.log10(total_steps))  # the longest average of the form 0.9, 0.99, ... the run is as long as
+    share = min(100 * ema ** (steps if frozen_steps else steps - 1), 99.9)
+    decades = int(math.log10(steps))  # the longest average of the form 0.9, 0.99, ... the run is as long as
     fix = f"use --ema {1 - 10.0 ** -decades:.{decades}f} or below" if decades else "turn it off with --ema 0"
-    return (f"note: --ema {ema} averages over about {round(steps_averaged):,} steps and this run has "
-            f"{total_steps:,}: the weights it validates and saves are still {share:.1f}% those of its first step; "
-            f"{fix} for a run this short")
+    said = (f"trains its backbone for {steps:,} (after {frozen_steps:,} frozen): the backbone weights it validates "
+            f"and saves are still {share:.1f}% those it started from" if frozen_steps else
+            f"has {steps:,}: the weights it validates and saves are still {share:.1f}% those of its first step")
+    return (f"note: --ema {ema} averages over about {steps_averaged:,} steps and this run {said}; {fix} for a run "
+            "this short")
 
 
 def _callbacks(cfg: TrainConfig, plan: _Plan, run_dir: Path, write_dir: Path, start: int, model: keras.Model,

@@ -329,8 +329,18 @@ def test_an_ema_longer_than_the_run_is_said():
         "are still 43.0% those of its first step; turn it off with --ema 0 for a run this short")
     assert _ema_note(0.999999, 22).endswith(" are still 99.9% those of its first step; use --ema 0.9 or below for a "
                                             "run this short")  # 99.998%, not "100.0%"
-    # as long as the run or longer, off, or one step (its average is its weights): nothing to say
-    assert [_ema_note(0.9, 10), _ema_note(0.999, 1000), _ema_note(0.0, 5), _ema_note(0.9, 1)] == [None] * 4
+    # as long as the run or longer, off, or one step (its average is its weights): nothing to say; 0.93's "about
+    # 14 steps" on a run of 14 read as a contradiction
+    assert [_ema_note(0.9, 10), _ema_note(0.999, 1000), _ema_note(0.0, 5), _ema_note(0.9, 1),
+            _ema_note(0.93, 14)] == [None] * 5
+    assert _ema_note(0.93, 13).startswith("note: --ema 0.93 averages over about 14 steps and this run has 13: ")
+    # A backbone frozen for the first steps stays at its starting weights in the average until it trains: 5 steps
+    # of 20 left 0.9 ** 5 of them, where the run's 20 steps said nothing
+    assert _ema_note(0.9, 20, frozen_steps=15) == (
+        "note: --ema 0.9 averages over about 10 steps and this run trains its backbone for 5 (after 15 frozen): the "
+        "backbone weights it validates and saves are still 59.0% those it started from; turn it off with --ema 0 for "
+        "a run this short")
+    assert _ema_note(0.9, 12, frozen_steps=1) is None
 
 
 def test_library_rejects_mix_alphas_kres_train_refuses():
@@ -794,8 +804,9 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     assert "\nquantization-aware fine-tuning, 3 epochs from best.keras\n" in err
     assert err.endswith("\nint8 top-1 0.8750 on 8 held-out images (best.keras 1.0000)\n")  # from its card
     assert "; ema 0.9: the weights' moving average is validated and saved\n" in err
-    assert ("\nnote: --ema 0.9 averages over about 10 steps and this run has 4: the weights it validates and saves "
-            "are still 72.9% those of its first step; turn it off with --ema 0 for a run this short\n") in err
+    assert ("\nnote: --ema 0.9 averages over about 10 steps and this run trains its backbone for 2 (after 2 frozen): "
+            "the backbone weights it validates and saves are still 81.0% those it started from; turn it off with "
+            "--ema 0 for a run this short\n") in err
     assert f"\n{cpu_precision_note('mixed_bfloat16', _placement('cpu'), 'tensorflow')}\n" in err
     assert result.qat_model == tmp_path / "run" / "qat" / "model_qat_int8.tflite"
     assert (result.epochs, result.steps, result.iterations) == (2, 4, 4)
