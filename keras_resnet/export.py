@@ -37,7 +37,6 @@ from keras_resnet.meta import (
     meta_beside,
     model_output_name,
     numbered_names_note,
-    output_name,
     outputs_of,
     require_outputs_for,
     weights_digest,
@@ -825,7 +824,7 @@ def _write_meta(job: _Job) -> list[Path]:
 
 def _write_saved_model(job: _Job, report: dict) -> list[Path]:
     job.say("writing SavedModel and .keras")
-    output = output_name(job.meta.extra.get(SCORES_KEY))
+    output = model_output_name(job.model)  # as convert names each .tflite's
     files = [export_saved_model(job.model, job.out_dir / SAVED_MODEL_DIR, output),
              save_keras(job.model, job.out_dir / "model.keras")]
     report["artifacts"][SAVED_MODEL_DIR] = {"signatures": {SERVING_UINT8: "uint8 [N,H,W,3]",

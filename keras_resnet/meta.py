@@ -203,9 +203,13 @@ def model_output_name(model: keras.Model) -> str:
 
 def with_scores(meta: ModelMeta, model: keras.Model) -> ModelMeta:
     """``meta`` with :data:`SCORES_KEY` where ``model`` outputs other than probabilities (a logits model's export
-    was carded "class probabilities (softmax)", and predict showed its logits as scores without a word)."""
+    was carded "class probabilities (softmax)", and predict showed its logits as scores without a word), and
+    without it where the model outputs probabilities: the model says what it outputs, whatever meta.json says (a
+    meta.json saying logits beside a softmax model named the SavedModel's output "logits", its .tflite's
+    "probabilities")."""
     scores = output_scores(model)
-    return meta if scores is None else replace(meta, extra={**meta.extra, SCORES_KEY: scores})
+    extra = {key: value for key, value in meta.extra.items() if key != SCORES_KEY}
+    return replace(meta, extra=extra if scores is None else {**extra, SCORES_KEY: scores})
 
 
 def weights_digest(model: keras.Model) -> str:

@@ -1116,6 +1116,20 @@ def test_a_runs_moved_tfds_data_is_found_with_tfds_dir(tmp_path, capsys):
         "Error: --tfds-dir is where TFDS data lives and --data-dir names image folders: pass one of them"]
 
 
+def test_what_a_model_outputs_is_read_off_the_model_whatever_its_meta_json_says():
+    """A meta.json saying logits beside a softmax model named the SavedModel's output "logits" (read off meta.json)
+    and each .tflite's "probabilities" (read off the model); its card and predict called them logits."""
+    from keras_resnet.meta import with_scores
+    from keras_resnet.model import resnet
+
+    said = ModelMeta(18, "v1.5", "imagenet", [SIZE, SIZE, 3], "torch", [0.0] * 3, [1.0] * 3, LABELS,
+                     extra={"scores": "logits", "resize": "full_frame"})
+    softmax = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3))
+    assert with_scores(said, softmax).extra == {"resize": "full_frame"}
+    logits = resnet(18, num_classes=3, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    assert with_scores(ModelMeta.from_model(logits, labels=LABELS), logits).extra["scores"] == "logits"
+
+
 def test_a_logits_model_is_exported_and_predicted_as_logits(tmp_path, capsys):
     """classifier_activation=None (documented: "None for logits"): the card said "class probabilities (softmax)",
     and predict showed logits as scores, without a word."""
