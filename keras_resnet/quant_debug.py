@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -138,16 +139,20 @@ def _noise(f, q, s, z) -> float:
     return float(np.mean(_powers(f, q, s, z)[1]))
 
 
-def int8_converter(model, representative_data: Callable[[], Iterable[np.ndarray]], io_dtype: str = "uint8",
-                   per_channel_dense: bool = False):
+def int8_converter(model, representative_data: Callable[[], Iterable[np.ndarray]], saved_model_dir: str,
+                   io_dtype: str = "uint8", per_channel_dense: bool = False):
     """A converter set up as :func:`keras_resnet.quantize.convert` sets up int8, for the debugger (which asks for
-    a converter and does the calibration and quantization itself). ``model`` is what
-    :func:`keras_resnet.quantize.fuse_input_ops` made of the trained model, as for the exported int8 file."""
+    a converter and does the calibration and quantization itself): from the same SavedModel, so the mixed model's
+    ``serving_default`` signature names its output as the exported files do. ``model`` is what
+    :func:`keras_resnet.quantize.fuse_input_ops` made of the trained model, as for the exported int8 file; the
+    SavedModel is written to ``saved_model_dir``, which must outlive the debugger's conversions."""
     import tensorflow as tf
 
-    from keras_resnet.quantize import batch1_function, configure
+    from keras_resnet.meta import model_output_name
+    from keras_resnet.quantize import batch1_saved_model, configure
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([batch1_function(model)])
+    saved = batch1_saved_model(model, saved_model_dir, model_output_name(model))
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     configure(converter, "int8", representative_data, io_dtype, per_channel_dense)
     return converter
 
@@ -170,9 +175,10 @@ def run_debugger(model, representative_data: Callable[[], Iterable[np.ndarray]],
         return ([x[None]] for x in data)
 
     try:
-        converter = int8_converter(model, representative_data, io_dtype, per_channel_dense)
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data,
-                                                             debug_options=options)
+        with tempfile.TemporaryDirectory(prefix=fileio.CONVERT_TEMP_PREFIX) as tmp:  # it converts on creation
+            converter = int8_converter(model, representative_data, tmp, io_dtype, per_channel_dense)
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_data,
+                                                                 debug_options=options)
         debugger.run()
     except Exception as err:  # the converter and the debugger raise several types, with multi-line text
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -201,7 +207,7 @@ def _rows(debugger, model) -> list[LayerRow]:
         scale = float(rec["scale"])
         signal, noise = float(rec["signal_power"]), float(rec["noise_power"])
         layer = keras_layer_of(rec["tensor_name"], order, weighted)
-        # The converter renames a few tensors (the model's output becomes "Identity"): they belong to the op before.
+        # The converter renames a few tensors (the output becomes "StatefulPartitionedCall:0"): the op before owns them.
         layer = layer or (rows[-1].layer if rows else rec["tensor_name"])
         if rec["op_name"] == "PAD":  # an int8 PAD copies its input: its figures are its input's, the row above's
             noise = math.nan  # (the debugger's float reference of it holds a stray value at times: NaN, 1e3-5e27)

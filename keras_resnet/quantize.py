@@ -53,21 +53,6 @@ def batch1_shape(model) -> list[int]:
     return shape
 
 
-def batch1_function(model):
-    """The model's forward pass traced with a static ``[1, H, W, C]`` float32 input, variables frozen."""
-    import tensorflow as tf
-
-    shape = batch1_shape(model)
-
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")], autograph=False)  # no branches
-    def serve(image):
-        return model(image, training=False)
-
-    # Keras 3 variables are not tracked the way the converter's freezing expects: freeze them here, or
-    # the flatbuffer keeps VAR_HANDLE/READ_VARIABLE ops and calibration fails.
-    return _compat.freeze_variables(serve.get_concrete_function())
-
-
 def fuse_input_ops(model, *, rows: bool = True):
     """The same function with a cheaper input end, for TFLite; ``model`` itself if it has no ``preprocess`` layer
     or has a graph this rewrite does not know.

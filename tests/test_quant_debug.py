@@ -242,7 +242,7 @@ def test_tflite_names_map_to_keras_layers():
 
 # --- layers TFLite fuses, and the mixed model's input and dense weights -------------------------------------------
 
-def _fused_model():
+def _fused_model(activation: str | None = "softmax"):
     """conv -> batch norm -> ReLU, a residual add -> ReLU, dropout and a classifier, with ResNet's layer names:
     the converter folds conv1_bn and conv1_relu into conv1_conv's op and conv2_block1_add into conv2_block1_out's,
     and drops the dropout."""
@@ -260,12 +260,12 @@ def _fused_model():
     y = layers.ReLU(name="conv2_block1_out")(y)
     y = layers.GlobalAveragePooling2D(name="avg_pool")(y)
     y = layers.Dropout(0.1, name="top_dropout")(y)
-    return keras.Model(inputs, layers.Dense(3, activation="softmax", name="predictions")(y))
+    return keras.Model(inputs, layers.Dense(3, activation=activation, name="predictions")(y))
 
 
-def _debug_fused(**settings):
+def _debug_fused(activation: str | None = "softmax", **settings):
     images = np.random.default_rng(2).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
-    return qd.run_debugger(_fused_model(), lambda: (x[None] for x in images), images[:2], **settings)
+    return qd.run_debugger(_fused_model(activation), lambda: (x[None] for x in images), images[:2], **settings)
 
 
 @pytest.fixture(scope="module")
@@ -337,6 +337,18 @@ def test_mixed_model_takes_the_int8_exports_io_type_and_dense_weights(fused_run)
     assert [t.dtype for t in asked.inputs + asked.outputs] == ["int8", "int8"]
     assert asked.weight_quantization() == {"DEPTHWISE_CONV_2D": "per-channel", "CONV_2D": "per-channel",
                                            "FULLY_CONNECTED": "per-channel"}
+
+
+def test_the_mixed_model_names_its_output_as_the_exported_files_do(fused_run):
+    """model_int8_mixed.tflite had no signature at all (get_signature_list() was {}), where every other .tflite's
+    serving_default names its output as the SavedModel does: an app reading outputs by name could not run it."""
+    from signatures import signature_outputs
+
+    image = np.random.default_rng(4).uniform(0, 255, (16, 16, 3))
+    for run, name in ((fused_run, "probabilities"), (_debug_fused(activation=None), "logits")):
+        outputs = signature_outputs(qd.mixed_model(run, ["conv2_block1_1_conv"])[0], image)
+        assert list(outputs) == [name] and outputs[name].shape == (1, 3)
+        assert outputs[name].dtype == np.uint8  # the int8 export's output type, as before
 
 
 def test_a_pad_row_gives_no_figures_of_its_own_and_a_stray_value_is_no_error():
