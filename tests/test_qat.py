@@ -62,6 +62,31 @@ def test_the_qat_model_of_a_logits_model_names_its_output_logits(tmp_path):
     assert qat._fake_quantized_model(tmp_path / "logits.keras", edgetpu=False)[2] == "logits"
 
 
+
+def test_qat_of_a_logits_model_writes_a_tflite_whose_signature_says_logits(tmp_path):
+    """The QAT .tflite's signature must name a logits model's outputs as its float exports do: without the float
+    model's name passed to the converter it says "probabilities" (the wrapped model has no plain predictions
+    layer). A conv and a classifier without softmax, one fine-tuning step on four images, calibrated on two."""
+    import keras
+    import tensorflow as tf
+    from signatures import signature_outputs
+
+    from keras_resnet.data import Datasets
+
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, -0.5, name="preprocess")(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv1_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x)).save(tmp_path / "logits.keras")
+    images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    batches = tf.data.Dataset.from_tensors((images, np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]))
+    data = Datasets(train=batches, val=batches, class_names=["a", "b", "c"], num_train=4, num_val=4)
+    path = qat.quantization_aware_finetune(tmp_path / "logits.keras", None, 1, tmp_path / "qat", 1e-6,
+                                           steps_per_epoch=1, calibration_steps=2, datasets=data, stream=io.StringIO())
+    outputs = signature_outputs(path.read_bytes(), images[0])
+    assert list(outputs) == ["logits"] and outputs["logits"].shape == (1, 3)
+
+
 @pytest.fixture(scope="module")
 def qat_on_digits(trained_digits_run, tmp_path_factory):
     """Two QAT epochs on the trained digits run, once for the tests below (the slowest step of this file: the
