@@ -28,6 +28,7 @@ from keras_resnet.meta import (
     generic_labels,
     meta_path,
     numbered_names_note,
+    numbers_are_names,
     outputs_of,
     require_outputs_for,
 )
@@ -581,19 +582,10 @@ def _data_names_notes(predictors: list[Predictor], class_names: list[str]) -> li
 
 def _named(predictors: list[Predictor]) -> list[Predictor]:
     """The models whose meta.json (or a .tflite's card or labels.txt) names their classes: not class_0, class_1,
-    ... (numbered where the names were not known), unless those are the names of the data it was trained on, as
-    synthetic data's are (a run trained on it took the digits' names 0-9 and scored 10% without a word)."""
+    ... (numbered where the names were not known), unless those are the names of the data it was trained on
+    (:func:`keras_resnet.meta.numbers_are_names`)."""
     return [p for p in predictors if p.labels
-            and (not generic_labels(p.labels) or (p.meta is not None and _trained_on_synthetic(p)))]
-
-
-def _trained_on_synthetic(predictor: Predictor) -> bool:
-    from keras_resnet.data import SYNTHETIC
-
-    try:
-        return training_data_config(predictor.path, predictor).get("dataset") == SYNTHETIC
-    except KresError:  # no data recorded: its classes are not known to be synthetic data's
-        return False
+            and (not generic_labels(p.labels) or numbers_are_names(p.labels, p.path, p.meta))]
 
 
 def _finite(value):

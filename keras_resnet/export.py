@@ -37,6 +37,7 @@ from keras_resnet.meta import (
     meta_beside,
     model_output_name,
     numbered_names_note,
+    numbers_are_names,
     outputs_of,
     require_outputs_for,
     weights_digest,
@@ -254,11 +255,12 @@ def calibration_data(data_cfg, meta: ModelMeta, steps: int) -> Callable[[], Iter
 
 
 def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None,
-                 name: str = "the model") -> tuple[np.ndarray, np.ndarray] | None:
+                 model_path: Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Up to ``limit`` validation images (raw pixels, spread over the split: :func:`keras_resnet.data.load_held_out`)
     and their labels as the model's outputs: by class name where ``meta`` names the classes (data moved with
-    ``--data-dir`` may hold some of them, or more), else by position, as many classes as ``meta`` has (a KresError
-    that names the model, ``name``, as evaluate does: 3 outputs scored on 4 classes' images without a word)."""
+    ``--data-dir`` may hold some of them, or more; a synthetic run's class_0, ... too: :func:`numbers_are_names`),
+    else by position, as many classes as ``meta`` has (a KresError that names the model's file, as evaluate does: 3
+    outputs scored on 4 classes' images without a word)."""
     if data_cfg is None or limit <= 0:
         return None
     from keras_resnet.data import load_held_out
@@ -266,8 +268,9 @@ def heldout_data(data_cfg, limit: int, meta: ModelMeta | None = None,
     images, labels, count = [], [], 0
     # Batches of one: the run's batch size may be larger than the held-out images (export has no --batch-size).
     datasets = load_held_out(replace(data_cfg, batch_size=1), limit)
-    outputs = None
-    if meta is not None and meta.labels and not generic_labels(meta.labels):
+    outputs, name = None, model_path.name if model_path is not None else "the model"
+    named = meta is not None and meta.labels and not generic_labels(meta.labels)
+    if named or (meta is not None and model_path is not None and numbers_are_names(meta.labels, model_path, meta)):
         outputs = outputs_of(list(meta.labels), list(datasets.class_names), name,
                              "export with --data-dir or --dataset of its classes, or leave both out")
         outputs = None if outputs is None else np.array(outputs)
@@ -291,7 +294,7 @@ def heldout_agreement(source: Path, tflite: Path, content: bytes, data_cfg, meta
                       limit: int = ExportConfig.eval_images) -> dict | None:
     """The TFLite model ``content`` (at ``tflite``) beside the Keras model at ``source`` it was made from, on up
     to ``limit`` held-out images (:func:`keras_resnet.runtime.compare`, with top-1); None without held-out data."""
-    heldout = heldout_data(data_cfg, limit, meta, source.name)
+    heldout = heldout_data(data_cfg, limit, meta, source)
     if heldout is None:
         return None
     from keras_resnet.runtime import KerasPredictor, TFLitePredictor, tflite_interpreter
@@ -606,8 +609,10 @@ def _labels_from_data(meta: ModelMeta, data_cfg, model_path: Path, say: Progress
     """A model without a meta.json (``meta`` made from the model) names its classes class_0, class_1, ...; exported
     with data (--dataset digits, --data-dir) of as many classes, it takes their names, which labels.txt, the cards
     and an app then show (they showed class_5 for a 5). One whose meta.json numbers them keeps those, and where
-    its held-out images are ``scored`` a note says they were matched to the data's by position."""
-    if data_cfg is None or not generic_labels(meta.labels) or (has_meta and not scored):
+    its held-out images are ``scored`` a note says they were matched to the data's by position, unless they are the
+    names of its synthetic data (:func:`numbers_are_names`: data of other classes is refused)."""
+    if data_cfg is None or not generic_labels(meta.labels) or (has_meta and not scored) or \
+            (has_meta and numbers_are_names(meta.labels, model_path, meta)):
         return meta
     from keras_resnet.data import load_held_out
 
@@ -791,7 +796,7 @@ def _keras_reference(job: _Job, heldout, report: dict) -> None:
         if job.cfg.eval_images > 0:
             job.say("reading held-out (validation) data" if job.data_cfg else "no run config: skipping accuracy "
                     "figures")
-        heldout = heldout_data(job.data_cfg, job.cfg.eval_images, job.meta, job.source.model_path.name)
+        heldout = heldout_data(job.data_cfg, job.cfg.eval_images, job.meta, job.source.model_path)
     if heldout is None:
         return
     from keras_resnet.runtime import KerasPredictor

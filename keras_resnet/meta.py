@@ -20,7 +20,7 @@ import numpy as np
 from keras_resnet import fileio
 from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.model import depth_of
-from keras_resnet.runs import CONFIG_FILE, LABELS_FILE
+from keras_resnet.runs import CONFIG_FILE, LABELS_FILE, training_data_config
 from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
 
 META_FILENAME = "meta.json"
@@ -226,6 +226,28 @@ def weights_digest(model: keras.Model) -> str:
 def generic_labels(labels: list[str]) -> bool:
     """Labels that name no class (``class_0``, ``class_1``, ...: a model whose classes were never named)."""
     return all(label == f"class_{i}" for i, label in enumerate(labels))
+
+
+def numbers_are_names(labels: list[str], model_path: str | os.PathLike, meta: ModelMeta | None) -> bool:
+    """Whether a model's numbered ``labels`` (class_0, class_1, ...) name its classes: its run trained on synthetic
+    data, whose classes are so named (recorded beside the model, or in its ``meta``). Such a model scores only data
+    of those classes (on the digits it took their names 0-9 and scored 10% without a word); other numbered labels
+    take the data's classes by position."""
+    from keras_resnet.data import SYNTHETIC
+
+    if meta is None or not labels or not generic_labels(labels):
+        return False
+    try:
+        return training_data_config(model_path, _WithMeta(meta)).get("dataset") == SYNTHETIC
+    except KresError:  # no data recorded: its classes are not known to be synthetic data's
+        return False
+
+
+@dataclass
+class _WithMeta:
+    """What :func:`keras_resnet.runs.training_data_config` reads of a predictor: its meta.json."""
+
+    meta: ModelMeta
 
 
 def class_key(name: str) -> str:

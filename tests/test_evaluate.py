@@ -273,6 +273,12 @@ def test_a_model_whose_meta_json_numbers_its_classes_says_they_are_matched_to_th
                                "classes by position, a folder's sorted by name (class_0=x, class_1=y, class_2=z); save "
                                "its meta.json with ModelMeta.from_model(model, labels=[...]) to match them by name"]
     assert list(result.models[0].metrics.per_class) == ["x", "y", "z"]
+    # data whose classes are those numbers: nothing to say
+    datasets = data_module.load_datasets(None)
+    monkeypatch.setattr(data_module, "load_datasets", lambda cfg: dataclasses.replace(datasets, class_names=numbered))
+    result = ev.evaluate(ev.EvalConfig(models=[str(tmp_path / "lib" / "model.keras")], dataset="synthetic",
+                                       output=str(tmp_path / "o")))
+    assert result.warnings == [] and list(result.models[0].metrics.per_class) == numbered
 
 
 def test_training_data_lookup(tmp_path):

@@ -246,10 +246,11 @@ def test_a_model_whose_meta_json_numbers_its_classes_says_they_are_matched_to_th
     (tmp_path / "lib").mkdir()
     model.save(tmp_path / "lib" / "model.keras")
     ModelMeta.from_model(model).save(tmp_path / "lib")
-    for i, name in enumerate(("ant", "bee", "cat")):
-        (tmp_path / "pngs" / name).mkdir(parents=True)
-        for j in range(2):
-            Image.new("RGB", (SIZE, SIZE), (80 * i, 40 * j, 0)).save(tmp_path / "pngs" / name / f"{j}.png")
+    for folder, names in (("pngs", ("ant", "bee", "cat")), ("numbers", ("class_0", "class_1", "class_2"))):
+        for i, name in enumerate(names):
+            (tmp_path / folder / name).mkdir(parents=True)
+            for j in range(2):
+                Image.new("RGB", (SIZE, SIZE), (80 * i, 40 * j, 0)).save(tmp_path / folder / name / f"{j}.png")
 
     class Opened(Exception):
         """Stops the export once the model, its meta.json and the data are read (the notes are said by then)."""
@@ -259,32 +260,35 @@ def test_a_model_whose_meta_json_numbers_its_classes_says_they_are_matched_to_th
 
     monkeypatch.setattr(ex, "_another_model", stop)
     said = {}
-    for eval_images in (2, 0):  # no held-out images: nothing is matched, nothing said
-        said[eval_images] = []
+    # no held-out images: nothing is matched, nothing said; data whose classes are those numbers: nothing to say
+    for folder, eval_images in (("pngs", 2), ("pngs", 0), ("numbers", 2)):
+        said[folder, eval_images] = []
         with pytest.raises(Opened):
             ex.export(ex.ExportConfig(source=str(tmp_path / "lib" / "model.keras"), output=str(tmp_path / "out"),
-                                      saved_model=True, data_dir=str(tmp_path / "pngs"), eval_images=eval_images),
-                      progress=said[eval_images].append)
-    assert [line for line in said[2] if line.startswith("note:")] == [
+                                      saved_model=True, data_dir=str(tmp_path / folder), eval_images=eval_images),
+                      progress=said[folder, eval_images].append)
+    assert [line for line in said["pngs", 2] if line.startswith("note:")] == [
         "note: model.keras's meta.json names its classes by number: they are matched to the data's classes by "
         "position, a folder's sorted by name (class_0=ant, class_1=bee, class_2=cat); save its meta.json with "
         "ModelMeta.from_model(model, labels=[...]) to match them by name"]
-    assert not [line for line in said[0] if line.startswith("note:")]
+    assert not [line for line in said["pngs", 0] + said["numbers", 2] if line.startswith("note:")]
 
 
 def test_data_of_other_classes_than_the_models_is_refused_before_anything_is_written(run_dir, tmp_path, capsys):
     """A 3-output model without names for its classes (no meta.json, or one of class_0, class_1, class_2) exported
     with --data-dir of 4 classes: its held-out images were scored by position ("top-1 0.3333 on 3 images", the dog
     scored as nothing), into the report and the cards, where evaluate refuses the data in one line. A model that
-    names them (ant, bee, cat) with data of ant, bee, dog: refused as evaluate does, naming the model's file."""
+    names them (ant, bee, cat) with data of ant, bee, dog: refused as evaluate does, naming the model's file; so is a
+    run on synthetic data, whose class_0, class_1, class_2 are names (it was scored by position, with a note)."""
     for folder, classes in (("four", ("ant", "bee", "cat", "dog")), ("abd", ("ant", "bee", "dog"))):
         for i, name in enumerate(classes):
             (tmp_path / folder / name).mkdir(parents=True)
             for j in range(2):
                 Image.new("RGB", (SIZE, SIZE), (60 * i, 40 * j, 0)).save(tmp_path / folder / name / f"{j}.png")
     models = {}
-    for name, labels in (("bare", None), ("numbered", ["class_0", "class_1", "class_2"]),
-                         ("named", ["ant", "bee", "cat"])):
+    numbered = ["class_0", "class_1", "class_2"]
+    for name, labels in (("bare", None), ("numbered", numbered), ("named", ["ant", "bee", "cat"]),
+                         ("synthetic", numbered)):
         (tmp_path / name).mkdir()
         shutil.copy(run_dir / "best.keras", tmp_path / name / "best.keras")
         if labels is not None:
@@ -292,6 +296,8 @@ def test_data_of_other_classes_than_the_models_is_refused_before_anything_is_wri
             ModelMeta(meta.depth, meta.variant, meta.stem, meta.input_shape, meta.normalization, meta.mean, meta.std,
                       labels).save(tmp_path / name)
         models[name] = str(tmp_path / name / "best.keras")
+    # a run on synthetic data: class_0, class_1, class_2 are its data's names (scored by position, with a note)
+    (tmp_path / "synthetic" / "config.json").write_text(json.dumps({"data": DATA, "train": {}}))
     earlier = tmp_path / "earlier"  # an output folder that holds something already keeps it as it was
     earlier.mkdir()
     (earlier / "keep.txt").write_text("mine")
@@ -299,12 +305,17 @@ def test_data_of_other_classes_than_the_models_is_refused_before_anything_is_wri
              "data it was trained on, or leave both out\n")
     named = ("Error: the data has classes best.keras was not trained on (dog): export with --data-dir or --dataset "
              "of its classes, or leave both out (ant, bee, cat; image folders are named after them)\n")
+    synthetic = ("Error: the data has classes best.keras was not trained on (ant, bee, dog): export with --data-dir "
+                 "or --dataset of its classes, or leave both out (class_0, class_1, class_2; image folders are named "
+                 "after them)\n")
     for model, data, output, message in ((models["bare"], "four", "out", count),
                                          (models["numbered"], "four", "earlier", count),
-                                         (models["named"], "abd", "out", named)):
+                                         (models["named"], "abd", "out", named),
+                                         (models["synthetic"], "abd", "out", synthetic)):
         code, err = cli(["export", model, "-o", str(tmp_path / output), "--tflite", "--data-dir",
                          str(tmp_path / data)], capsys)
         assert (code, err.splitlines()[-1] + "\n") == (2, message), err
+        assert "note:" not in err
         assert not (tmp_path / "out").exists()
         assert [path.name for path in earlier.iterdir()] == ["keep.txt"]
         assert (earlier / "keep.txt").read_text() == "mine"
