@@ -13,7 +13,7 @@ from keras_resnet import fileio, runs
 from keras_resnet.errors import KresError
 from keras_resnet.model import resnet
 from keras_resnet.specs import depth_spec
-from keras_resnet.weights import HEAD, assign, checkpoint_path, read_checkpoint
+from keras_resnet.weights import HEAD, assign, checkpoint_path, checkpoint_stem, read_checkpoint
 
 DEFAULT_IMAGE_SIZE = 224  # torchvision's and keras.applications' ImageNet models
 
@@ -52,9 +52,11 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
     source_head = checkpoint.layers.get(HEAD)
     num_classes = cfg.num_classes or (int(source_head[0].shape[-1]) if source_head else None)
     size = cfg.image_size or _keras_input_size(source) or DEFAULT_IMAGE_SIZE
+    # the stem as the checkpoint's first convolution has it: a cifar-stem run's was refused for its 3x3 conv1
     model = resnet(cfg.depth, num_classes=num_classes or 1, include_top=num_classes is not None,
-                   input_shape=(size, size, 3), variant=checkpoint.variant)
-    report = assign(model, checkpoint, depth=cfg.depth, variant=checkpoint.variant)
+                   input_shape=(size, size, 3), variant=checkpoint.variant, stem=checkpoint_stem(checkpoint.layers))
+    report = assign(model, checkpoint, depth=cfg.depth, variant=checkpoint.variant,
+                    shape_fix="pass the depth the checkpoint was made for")
     with fileio.atomic_path(output) as tmp:
         model.save(tmp)
     return ConvertResult(output, cfg.depth, checkpoint.variant, num_classes, int(model.count_params()), report.note)

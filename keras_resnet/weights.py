@@ -22,7 +22,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -504,9 +504,11 @@ def torchvision_to_keras(state: Mapping[str, np.ndarray], source: str = "checkpo
 
 
 def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str,
-           say: Callable[[str], None] | None = None) -> LoadReport:
+           say: Callable[[str], None] | None = None,
+           shape_fix: str = "pass the depth (and stem) the checkpoint was made for") -> LoadReport:
     """Check every layer of ``model`` against ``checkpoint`` (in model order), then copy the arrays; a classifier
-    left as initialised is one line to ``say`` (default: stderr).
+    left as initialised is one line to ``say`` (default: stderr). ``shape_fix`` ends a shape mismatch's message
+    (convert-weights, which reads the stem off the checkpoint, has no stem to pass).
 
     Nothing is written unless the whole backbone fits, so a failed load leaves the model as it was.
     """
@@ -530,7 +532,7 @@ def assign(model, checkpoint: Checkpoint, *, depth: int, variant: str,
         if found != expected:
             raise KresError(f"{misfit} {layer.name} expects shapes {_shapes(expected)}, the checkpoint has "
                             f"{_shapes(found)}; "
-                            f"{_depth_fix(checkpoint, depth, 'pass the depth (and stem) the checkpoint was made for')}")
+                            f"{_depth_fix(checkpoint, depth, shape_fix)}")
     extra = [name for name in checkpoint.layers if name not in names and name != HEAD]
     if extra:
         raise KresError(f"{misfit} {extra[0]} is in the checkpoint but not in the model; "
@@ -560,6 +562,12 @@ def checkpoint_depth(layers: Mapping[str, object]) -> int | None:
             repeats[stage] = max(repeats[stage], int(found[2]))
     block = "bottleneck" if "conv2_block1_3_conv" in layers else "basic"
     return next((d for d, spec in DEPTHS.items() if spec.block == block and spec.repeats == tuple(repeats)), None)
+
+
+def checkpoint_stem(layers: Mapping[str, Sequence[np.ndarray]]) -> str:
+    """The stem a checkpoint's first convolution was made for: "cifar" for a 3x3 kernel, else "imagenet" (7x7)."""
+    first = layers.get("conv1_conv")
+    return "cifar" if first and tuple(first[0].shape[:2]) == (3, 3) else "imagenet"
 
 
 def _depth_fix(checkpoint: Checkpoint, depth: int, unknown: str) -> str:

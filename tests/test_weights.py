@@ -455,6 +455,32 @@ def test_convert_weights_keeps_a_keras_files_input_size(tmp_path, capsys):
         assert keras.models.load_model(tmp_path / name).input_shape == (None, size, size, 3)
 
 
+def test_convert_weights_keeps_a_cifar_stem_and_names_no_stem_option(tmp_path, capsys):
+    """A --stem cifar run was refused: "conv1_conv expects shapes 7x7x3x64, the checkpoint has 3x3x3x64; pass the
+    depth (and stem) the checkpoint was made for", and convert-weights has no --stem. The stem is the checkpoint's."""
+    import keras
+
+    run = tmp_path / "runc"
+    run.mkdir()
+    source = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3), stem="cifar")
+    source.save(run / "best.keras")
+    out = tmp_path / "cc.keras"
+    assert main(["convert-weights", str(run), "--depth", "18", "-o", str(out), "--num-classes", "3"]) == 0
+    assert capsys.readouterr().out == f"Wrote {out}: ResNet-18 v1.5, 3 classes, 11,179,971 parameters\n"
+    model = keras.models.load_model(out)
+    assert model.input_shape == (None, SIZE, SIZE, 3) and "pool1_pool" not in [layer.name for layer in model.layers]
+    np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
+                                  source.get_layer("conv1_conv").get_weights()[0])
+    state = torchvision_state(18)
+    state["layer1.0.conv1.weight"] = state["layer1.0.conv1.weight"][:, :, :1, :1]  # a 1x1 kernel
+    np.savez(tmp_path / "odd.npz", **state)
+    assert main(["convert-weights", str(tmp_path / "odd.npz"), "--depth", "18", "-o", str(tmp_path / "o.keras")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: torchvision checkpoint {tmp_path / 'odd.npz'} does not fit ResNet-18 (v1.5): first mismatching "
+        "layer conv2_block1_1_conv expects shapes 3x3x64x64, the checkpoint has 1x1x64x64; pass the depth the "
+        "checkpoint was made for")
+
+
 def test_convert_weights_takes_a_run_or_export_folder_as_train_weights_does(tmp_path, capsys):
     """`kres convert-weights runs/x` was click's "Invalid value for 'CHECKPOINT': File 'runs/x' is a directory."
     while `kres train --weights runs/x` took its best.keras (and convert-weights took runs/x/best.keras)."""
