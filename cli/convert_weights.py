@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from kres.options import PathType, depth_option, image_size_option, num_classes_option
+from kres.options import FOLDER_MODEL_ORDER, PathType, depth_option, image_size_option, num_classes_option
 
 
 @click.command(help="Turn a torchvision ResNet checkpoint (.pth, .safetensors, .npz) or a keras.applications .h5 "
                     "into a .keras model that `kres train --weights` and `resnet(weights=PATH)` load. A .keras "
-                    "file, or a run or export folder (its best.keras, else last.keras, else model.keras), is "
-                    "made again at --image-size or --num-classes.")
+                    f"file, or a run or export folder (its {FOLDER_MODEL_ORDER}), is made again at --image-size or "
+                    "--num-classes.")
 @click.argument("checkpoint", type=PathType())
 @depth_option()
 @click.option("--output", "-o", required=True, type=PathType(dir_okay=False), help="The .keras file to write.")

@@ -8,7 +8,10 @@ import os
 
 import click
 
+from keras_resnet.runs import FOLDER_MODELS
 from keras_resnet.specs import DEPTHS, MIN_IMAGE_SIZE, VARIANTS
+
+FOLDER_MODEL_ORDER = ", else ".join(FOLDER_MODELS)  # for help texts: the order runs.folder_model picks in
 
 
 class PathType(click.Path):

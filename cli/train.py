@@ -19,7 +19,16 @@ from keras_resnet.specs import (
     PRECISIONS,
     STEMS,
 )
-from kres.options import DatasetName, FiniteFloat, PathType, Whole, depth_option, image_size_option, variant_option
+from kres.options import (
+    FOLDER_MODEL_ORDER,
+    DatasetName,
+    FiniteFloat,
+    PathType,
+    Whole,
+    depth_option,
+    image_size_option,
+    variant_option,
+)
 
 
 class _TrainCommand(click.Command):
@@ -74,9 +83,9 @@ class _TrainCommand(click.Command):
 @click.option("--cutmix", type=FiniteFloat(*MIX_ALPHA, off=0.0), default=0.0, show_default=True,
               help=f"CutMix alpha (0: off, else {MIX_ALPHA[0]:g} to {MIX_ALPHA[1]:,g}).")
 @click.option("--randaugment", is_flag=True, help="RandAugment-style augmentation.")
-@click.option("--weights", default=None, help="'imagenet', a weights file, or a run or export folder (its best.keras, "
-                                              "else last.keras, else model.keras) to start from (the classifier is "
-                                              "skipped when the class count differs).")
+@click.option("--weights", default=None, help=f"'imagenet', a weights file, or a run or export folder (its "
+                                              f"{FOLDER_MODEL_ORDER}) to start from (the classifier is skipped when "
+                                              "the class count differs).")
 @click.option("--freeze-backbone-epochs", type=Whole(min=0), default=0, show_default=True,
               help="Train only the classifier for this many epochs first (BN in inference mode).")
 @click.option("--freeze-bn/--train-bn", default=None,

@@ -22,7 +22,7 @@ DEFAULT_IMAGE_SIZE = 224  # torchvision's and keras.applications' ImageNet model
 class ConvertConfig:
     """What ``kres convert-weights`` takes."""
 
-    checkpoint: str  # a weights file, or a run or export folder (its best.keras, else last.keras, else model.keras)
+    checkpoint: str  # a weights file, or a run or export folder (its model: runs.folder_model)
     depth: int
     output: str  # a .keras path
     num_classes: int | None = None  # None: the checkpoint's own classifier (none -> a model without a top)

@@ -211,6 +211,8 @@ def test_empty_datasets_and_unknown_choices_are_refused_while_parsing(capsys, ar
 @pytest.mark.parametrize(("command", "text"), [
     ("train", "--weights TEXT 'imagenet', a weights file, or a run or export folder (its best.keras, else last.keras, "
               "else model.keras) to start from"),  # it said "its best.keras or model.keras"
+    ("convert-weights", "A .keras file, or a run or export folder (its best.keras, else last.keras, else model.keras), "
+                        "is made again at"),
     ("train", "--val-split FLOAT Fraction held out for validation when the data has no validation split (above 0, "
               "below 1)."),
     ("export", "--dataset TEXT A TFDS name, 'synthetic' or 'digits' for them"),  # it said "(or 'digits')"
@@ -222,6 +224,18 @@ def test_empty_datasets_and_unknown_choices_are_refused_while_parsing(capsys, ar
 def test_help_says_what_the_option_takes(capsys, command, text):
     assert main([command, "--help"]) == 0
     assert " ".join(text.split()) in " ".join(capsys.readouterr().out.replace("-\n", "-").split())
+
+
+def test_help_texts_read_the_folder_models_order_from_runs():
+    """The order a run or export folder's model is picked in was written out by hand in each command's help, apart
+    from runs.FOLDER_MODELS, which picks it."""
+    from keras_resnet.runs import FOLDER_MODELS
+    from kres.options import FOLDER_MODEL_ORDER
+
+    assert ", else ".join(FOLDER_MODELS) == FOLDER_MODEL_ORDER
+    spelled = [path.name for path in (Path(__file__).parents[1] / "cli").glob("*.py")
+               if "best.keras, else" in " ".join(path.read_text().replace('"', " ").split())]
+    assert spelled == []
 
 
 @pytest.mark.parametrize(("field", "option"), [("lr", "--lr"), ("weight_decay", "--weight-decay"),
