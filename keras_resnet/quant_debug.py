@@ -148,10 +148,9 @@ def int8_converter(model, representative_data: Callable[[], Iterable[np.ndarray]
     SavedModel is written to ``saved_model_dir``, which must outlive the debugger's conversions."""
     import tensorflow as tf
 
-    from keras_resnet.meta import model_output_name
     from keras_resnet.quantize import batch1_saved_model, configure
 
-    saved = batch1_saved_model(model, saved_model_dir, model_output_name(model))
+    saved = batch1_saved_model(model, saved_model_dir)  # its output named as the model's own
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     configure(converter, "int8", representative_data, io_dtype, per_channel_dense)
     return converter

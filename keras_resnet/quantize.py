@@ -232,13 +232,17 @@ def weights_bytes(model) -> int:
                for w in model.weights)
 
 
-def batch1_saved_model(model, directory: str | os.PathLike, output: str) -> str:
-    """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input returning ``{output: scores}``, written
-    as a SavedModel (a model of several outputs keeps its own names): the converter's supported route (from
-    concrete functions without a trackable object is its deprecated path). A bare tensor would name the .tflite
-    signature's output "output_0"."""
+def batch1_saved_model(model, directory: str | os.PathLike, output: str | None = None) -> str:
+    """``model``'s forward pass with a static ``[1, H, W, C]`` float32 input returning ``{output: scores}`` (None:
+    the model's own name, :func:`keras_resnet.meta.model_output_name`), written as a SavedModel (a model of several
+    outputs keeps its own names): the converter's supported route (from concrete functions without a trackable
+    object is its deprecated path). A bare tensor would name the .tflite signature's output "output_0"."""
     import keras
     import tensorflow as tf
+
+    from keras_resnet.meta import model_output_name
+
+    output = output or model_output_name(model)
 
     shape = batch1_shape(model)
     archive = keras.export.ExportArchive()  # the endpoint tracks the variables it uses: track(model) stored each
