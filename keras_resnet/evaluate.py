@@ -275,7 +275,7 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
         given = {key: value for key, value in (("dataset", cfg.dataset), ("data_dir", cfg.data_dir),
                                                ("tfds_dir", cfg.tfds_dir)) if value is not None}
         try:
-            recorded = training_data_config(cfg.models[0], predictors[0])
+            recorded = training_data_config(cfg.models[0], predictors[0].meta)
         except KresError:
             recorded = {}
         if "dataset" not in given and "data_dir" not in given:  # --tfds-dir alone: where the run's TFDS data is
@@ -286,7 +286,7 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
         if _same_source(recorded, base) or (recorded.get("data_dir") and "data_dir" in given):
             base = {**{k: v for k, v in recorded.items() if k in names}, **given}
     else:
-        recorded = training_data_config(cfg.models[0], predictors[0])
+        recorded = training_data_config(cfg.models[0], predictors[0].meta)
         base = {k: v for k, v in recorded.items() if k in names}
     size = _image_size(cfg, predictors, base.get("image_size"))
     # batch_size 1: load_datasets checks the batch against the TRAIN split, which evaluation never reads;
@@ -430,7 +430,7 @@ def _inside_training_images(root: Path, trained_on: Path) -> bool:
 def _trained_on(model: str, predictor: Predictor) -> str | None:
     """The image folder the model was trained on, as its run recorded it; None for other data or no run."""
     try:
-        return training_data_config(model, predictor).get("data_dir")
+        return training_data_config(model, predictor.meta).get("data_dir")
     except KresError:
         return None
 

@@ -238,16 +238,9 @@ def numbers_are_names(labels: list[str], model_path: str | os.PathLike, meta: Mo
     if meta is None or not labels or not generic_labels(labels):
         return False
     try:
-        return training_data_config(model_path, _WithMeta(meta)).get("dataset") == SYNTHETIC
+        return training_data_config(model_path, meta).get("dataset") == SYNTHETIC
     except KresError:  # no data recorded: its classes are not known to be synthetic data's
         return False
-
-
-@dataclass
-class _WithMeta:
-    """What :func:`keras_resnet.runs.training_data_config` reads of a predictor: its meta.json."""
-
-    meta: ModelMeta
 
 
 def class_key(name: str) -> str:

@@ -111,7 +111,7 @@ def _trained_on_digits(predictor: Predictor) -> bool:
     if predictor.meta is not None and predictor.meta.extra.get(RESIZE_KEY):  # an export's: its run's resize
         return predictor.meta.extra[RESIZE_KEY] == FULL_FRAME
     try:
-        data = training_data_config(predictor.path, predictor)
+        data = training_data_config(predictor.path, predictor.meta)
     except KresError:
         return False
     return eval_resize(data) == FULL_FRAME

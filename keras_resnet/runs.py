@@ -105,14 +105,14 @@ def _config_dirs(model_path: Path) -> list[Path]:
     return [start, start.parent]
 
 
-def training_data_config(model_path: str | os.PathLike, predictor=None) -> dict:
+def training_data_config(model_path: str | os.PathLike, meta=None) -> dict:
     """The ``DataConfig`` (as a dict) the model was trained with.
 
     Looked up in order: ``config.json`` in the run dir / beside the model / one folder up;
-    the ``data`` entry of the model's meta.json ``extra`` (``predictor.meta``); a ``run_dir`` recorded there.
+    the ``data`` entry of the model's ``meta`` (its meta.json's, a ``ModelMeta``) ``extra``; a ``run_dir`` recorded
+    there.
     """
     model_path = Path(model_path)
-    meta = getattr(predictor, "meta", None)
     extra = meta.extra if meta is not None else {}
     recorded = [data_config(d) for d in _config_dirs(model_path)]
     recorded.append(dict(extra["data"]) if isinstance(extra.get("data"), dict) else None)

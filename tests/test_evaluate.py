@@ -295,9 +295,9 @@ def test_training_data_lookup(tmp_path):
     meta_only = StubPredictor(lone / "model.tflite")
     meta_only.meta = ModelMeta(18, "v1.5", "cifar", [32, 32, 3], "torch", [0.0] * 3, [1.0] * 3,
                                extra={"data": {"dataset": "cifar10"}})
-    assert ev.training_data_config(lone / "model.tflite", meta_only) == {"dataset": "cifar10"}
+    assert ev.training_data_config(lone / "model.tflite", meta_only.meta) == {"dataset": "cifar10"}
     meta_only.meta.extra = {"run_dir": str(run)}
-    assert ev.training_data_config(lone / "model.tflite", meta_only)["image_size"] == 48
+    assert ev.training_data_config(lone / "model.tflite", meta_only.meta)["image_size"] == 48
 
 
 # --- a real ResNet-18 run dir through the CLI ---------------------------------------------------------------------

@@ -367,7 +367,7 @@ def test_exported_files_remember_the_runs_data(exported):
 
     out = exported.output_dir
     for name in ("model_int8.tflite", "model.keras", "saved_model"):
-        assert training_data_config(out / name, load_predictor(out / name)) == DATA, name
+        assert training_data_config(out / name, load_predictor(out / name).meta) == DATA, name
 
 
 def test_exported_files_remember_the_data_they_were_exported_with(run_dir, tmp_path):
