@@ -720,14 +720,10 @@ def _read_report(path: Path, meta: ModelMeta) -> tuple[dict, str | None]:
     """The export report at ``path``, and why it cannot be kept (None: it can): not JSON, not an export report
     that :func:`report_text` shows, or one of another model."""
     try:
-        text = path.read_text()
+        earlier = json.loads(path.read_text())
     except OSError as err:
         return {}, f"cannot read it: {err.strerror or err}"
-    except ValueError:  # not UTF-8
-        return {}, "it is not JSON"
-    try:
-        earlier = json.loads(text)
-    except ValueError:
+    except ValueError:  # not UTF-8, not JSON
         return {}, "it is not JSON"
     try:
         report_text(earlier)
