@@ -325,7 +325,7 @@ def _reference_names(by_class, path: Path, builder: Builder | None) -> dict[str,
                         f"pass builder=keras_resnet.resnet, or load it with keras_resnet.resnet(weights=PATH)")
     model = builder(depth, include_top=True, num_classes=1, input_shape=(None, None, 3),
                     variant="v1" if len(first) == 2 else "v1.5",
-                    stem="cifar" if first[0].shape[0] == 3 else "imagenet")
+                    stem=_stem_of(first))
     names: dict[str, list[str]] = {}
     for layer in model.layers:
         if type(layer).__name__ in _CLASS_KEYS.values():
@@ -565,9 +565,14 @@ def checkpoint_depth(layers: Mapping[str, object]) -> int | None:
 
 
 def checkpoint_stem(layers: Mapping[str, Sequence[np.ndarray]]) -> str:
-    """The stem a checkpoint's first convolution was made for: "cifar" for a 3x3 kernel, else "imagenet" (7x7)."""
-    first = layers.get("conv1_conv")
-    return "cifar" if first and tuple(first[0].shape[:2]) == (3, 3) else "imagenet"
+    """The stem a checkpoint's first convolution was made for (:func:`_stem_of`)."""
+    return _stem_of(layers.get("conv1_conv"))
+
+
+def _stem_of(first_conv: Sequence[np.ndarray] | None) -> str:
+    """The stem a first convolution's arrays (kernel first) were made for: "cifar" for a 3x3 kernel, else
+    "imagenet" (7x7)."""
+    return "cifar" if first_conv and first_conv[0].shape[0] == 3 else "imagenet"
 
 
 def _depth_fix(checkpoint: Checkpoint, depth: int, unknown: str) -> str:
