@@ -177,12 +177,10 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
         log: file the converter's own output is appended to (None: discarded), see :func:`converter_chatter_to`.
         work_dir: folder for the converter's SavedModel (None: the system's temporary folder); an output folder,
             where the next kres command on it removes what a killed conversion left.
-        output: the signature's output name (None: :func:`keras_resnet.meta.model_output_name` of ``model``; QAT's
-            wrapped model passes its float model's).
+        output: the signature's output name (None: the model's own, :func:`batch1_saved_model`; QAT's wrapped
+            model passes its float model's).
     """
     import tensorflow as tf
-
-    from keras_resnet.meta import model_output_name  # not at the top: meta imports Keras (see QUANTIZE_MODES)
 
     check_mode(mode)
     check_io_dtype(io_dtype)
@@ -193,7 +191,6 @@ def convert(model, mode: str = "float32", representative_data: RepresentativeDat
     # in the system's temporary folder where the artifacts' device has no room for it and the model besides.
     room = work_dir is not None and (fileio.free_bytes(work_dir) or 0) > 2 * weights_bytes(model)
     work = tempfile.TemporaryDirectory(dir=work_dir if room else None, prefix=fileio.CONVERT_TEMP_PREFIX)
-    output = output or model_output_name(model)
     with work as tmp, converter_chatter_to(log):
         converter = tf.lite.TFLiteConverter.from_saved_model(batch1_saved_model(fuse_input_ops(model, rows=not edgetpu),
                                                                                 tmp, output))
@@ -240,7 +237,7 @@ def batch1_saved_model(model, directory: str | os.PathLike, output: str | None =
     import keras
     import tensorflow as tf
 
-    from keras_resnet.meta import model_output_name
+    from keras_resnet.meta import model_output_name  # not at the top: meta imports Keras (see QUANTIZE_MODES)
 
     output = output or model_output_name(model)
 
