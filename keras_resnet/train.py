@@ -330,8 +330,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
         _write_run_files(run_dir, cfg, data, recipe, plan, placement, datasets, model)
     start, weights_file = runs.checkpoint_weights(run_dir, stream) if state else (0, None)
     metrics = runs.checkpoint_metrics(run_dir, start) if start else None
-    _say(stream, _banner(cfg, data, datasets, placement, precision, plan.xla, plan.steps_per_epoch, plan.peak_lr,
-                         run_dir, start))
+    _say(stream, _banner(cfg, data, datasets, placement, precision, plan, run_dir, start))
     _say_notes(stream, cfg, plan, placement, precision, load_note)
     exporter = _Float32Exporter(model)
     callbacks, checkpointer = _callbacks(cfg, plan, run_dir, write_dir, start, model, exporter, stream)
@@ -902,8 +901,8 @@ def _resuming(start: int, steps_per_epoch: int, epochs: int) -> str:
     return f" (resuming at step {start}, epoch {start // steps_per_epoch + 1})"
 
 
-def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, peak_lr, run_dir, start) -> str:
-    source = _data_name(data)
+def _banner(cfg, data, datasets, placement, precision, plan: _Plan, run_dir, start) -> str:
+    source, steps_per_epoch = _data_name(data), plan.steps_per_epoch
     lines = [
         f"ResNet-{cfg.depth} ({cfg.variant}, {cfg.stem} stem, {cfg.image_size} px) on {source}: "
         f"{datasets.num_train} train / {datasets.num_val} val images"
@@ -912,9 +911,10 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         + (f", {counted(datasets.skipped_files, 'unreadable file')} skipped ({first_five(datasets.skipped)})"
            if datasets.skipped else ""),
         f"{placement.replicas} replica(s) ({placement.kind}, {placement.accelerator}), {precision}, "
-        f"XLA {'on' if xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x "
+        f"XLA {'on' if plan.xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x "
         f"{counted(steps_per_epoch, 'step')}; "
-        f"{cfg.optimizer} peak lr {peak_lr:.4g}, warmup {epochs_text(cfg.warmup_epochs)}, wd {cfg.weight_decay:g}"
+        f"{cfg.optimizer} peak lr {plan.peak_lr:.4g}, "
+        f"warmup {_warmup_text(cfg.warmup_epochs, plan.schedule.warmup_steps)}, wd {cfg.weight_decay:g}"
         + (f", label smoothing {cfg.label_smoothing:g} (in loss and val_loss, not in kres evaluate's loss)"
            if cfg.label_smoothing else "")
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
@@ -923,6 +923,14 @@ def _banner(cfg, data, datasets, placement, precision, xla, steps_per_epoch, pea
         *([_starting_from(cfg.weights, datasets.class_names)] if cfg.weights and not start else []),
     ]
     return "\n".join(lines)
+
+
+def _warmup_text(epochs: float, warmup_steps: int) -> str:
+    """The banner's warmup: its epochs, and the steps they come to where they are not whole (0.1 of an epoch of 3
+    steps is none: the banner said "warmup 0.1 epochs" of a run whose rate started at its peak)."""
+    if epochs == int(epochs):
+        return epochs_text(epochs)
+    return f"{epochs_text(epochs)} ({counted(warmup_steps, 'step')}{'' if warmup_steps else ': none'})"
 
 
 def _starting_from(weights: str, class_names: list[str]) -> str:

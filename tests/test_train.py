@@ -702,6 +702,17 @@ def test_the_banner_names_augmentations_and_a_frozen_first_phase():
         "only the classifier trains in epoch 1 (backbone frozen)"]
 
 
+def test_the_banner_says_the_warmup_in_steps_where_its_epochs_are_not_whole():
+    """A folder of 29 images at batch 8 (3 steps an epoch): the banner said "warmup 0.1 epochs" where config.json
+    had 0 warmup steps (new-user walk)."""
+    from keras_resnet.train import _warmup_text
+
+    assert _warmup_text(0.1, 0) == "0.1 epochs (0 steps: none)"
+    assert _warmup_text(0.3, 13) == "0.3 epochs (13 steps)"
+    assert _warmup_text(0.5, 1) == "0.5 epochs (1 step)"
+    assert (_warmup_text(1.0, 11), _warmup_text(0, 0)) == ("1 epoch", "0 epochs")
+
+
 def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path):
     from keras_resnet.train import _check_existing_run
 
