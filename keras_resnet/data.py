@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import augment, imageio, terminal
-from keras_resnet.errors import KresError, counted, first_five, first_line
+from keras_resnet.errors import KresError, TooFewToSplit, counted, first_five, first_line
 from keras_resnet.specs import MIN_IMAGE_SIZE, MIX_ALPHA
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -523,9 +523,9 @@ def _folder_source(cfg: DataConfig) -> _Source:
         train_idx, val_idx = stratified_split(np.array(labels), cfg.val_split, cfg.seed)
         if len(train_idx) == 0 or len(val_idx) == 0:  # the fraction rounds to none of them, or to all
             change = "raise" if len(val_idx) == 0 else "lower"
-            raise KresError(f"{root} holds {counted(len(files), 'image')}, too few to split by --val-split "
-                            f"{cfg.val_split} ({len(train_idx)} train / {len(val_idx)} val): add images, {change} "
-                            f"--val-split, or use train/ and val/ folders")
+            raise TooFewToSplit(f"{root} holds {counted(len(files), 'image')}, too few to split by --val-split "
+                                f"{cfg.val_split} ({len(train_idx)} train / {len(val_idx)} val)",
+                                f"add images, {change} --val-split, or use train/ and val/ folders")
         train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
         val_files, val_labels = [files[i] for i in val_idx], [labels[i] for i in val_idx]
     size = cfg.image_size

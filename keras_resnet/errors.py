@@ -1,6 +1,7 @@
 """The one exception type for mistakes a user can fix, and the one reading of each library error a user can fix:
 memory that ran out, and a oneDNN kernel this CPU (or a cap on it) lacks."""
 
+import contextlib
 import os
 import re
 
@@ -12,6 +13,25 @@ class KresError(ValueError):
     Keras's and NumPy's errors for a wrong argument are, so ``except ValueError`` around a call catches it too; an
     ``except ValueError`` in kres around code that raises one lets it through unchanged (``except KresError: raise``).
     """
+
+
+class TooFewToSplit(KresError):
+    """An image folder too few images for its validation split. Its message ends in ``kres train``'s fix (its
+    --val-split); evaluate and export, which have no such option, give theirs (:func:`split_fix`)."""
+
+    def __init__(self, fact: str, fix: str):
+        super().__init__(f"{fact}: {fix}")
+        self.fact = fact
+
+
+@contextlib.contextmanager
+def split_fix(fix: str):
+    """A :class:`TooFewToSplit` raised inside, said with ``fix`` (evaluate's and export's told users to change
+    --val-split, an option they do not have)."""
+    try:
+        yield
+    except TooFewToSplit as err:
+        raise KresError(f"{err.fact}: {fix}") from None
 
 
 def counted(count: float, noun: str, plural: str | None = None) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError, counted, first_five
+from keras_resnet.errors import KresError, counted, first_five, split_fix
 from keras_resnet.meta import (
     META_FILENAME,
     SCORES_KEY,
@@ -295,6 +295,15 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
     return DataConfig(**{k: v for k, v in base.items() if k in names})
 
 
+def _load(data_cfg, every_image: bool):
+    """The images to score: every image of the folder, or the validation split; a folder too small to split is
+    said with evaluate's fix (it said "raise --val-split", which evaluate does not have)."""
+    from keras_resnet.data import load_datasets, load_every_image
+
+    with split_fix("score every image of it with --all-images, add images, or use train/ and val/ folders"):
+        return load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
+
+
 def _same_source(recorded: dict, given: dict) -> bool:
     from keras_resnet.data import DIGITS
 
@@ -329,11 +338,11 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
     check_runnable(cfg.num_threads, predictors)
 
-    from keras_resnet.data import is_split, load_datasets, load_every_image
+    from keras_resnet.data import is_split
 
     data_cfg = data_config(cfg, predictors)
     every_image = _every_image(cfg, data_cfg.data_dir, predictors[0])
-    datasets = load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
+    datasets = _load(data_cfg, every_image)
     split = data_cfg.data_dir is not None and is_split(data_cfg.data_dir) and not every_image
     own = _own_split(cfg, predictors[0], data_cfg.data_dir, datasets, split)
     class_names, outputs = _class_order(predictors, list(datasets.class_names))

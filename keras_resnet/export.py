@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import fileio, quant_debug, runlock, runs
-from keras_resnet.errors import KresError, first_five
+from keras_resnet.errors import KresError, first_five, split_fix
 from keras_resnet.meta import (
     CARD_DIGEST,
     RESIZE_KEY,
@@ -493,6 +493,12 @@ def export(cfg: ExportConfig, progress: Progress | None = None, *,
            calibration: Callable[[], Iterator[np.ndarray]] | None = None,
            heldout: tuple[np.ndarray, np.ndarray] | None = None) -> ExportResult:
     """Run ``kres export``. ``calibration`` and ``heldout`` override the data read from the run (tests)."""
+    with split_fix("add images, or use train/ and val/ folders"):  # export has no --val-split
+        return _export(cfg, progress, calibration, heldout)
+
+
+def _export(cfg: ExportConfig, progress: Progress | None, calibration, heldout) -> ExportResult:
+    """:func:`export`'s steps: refusals, then the models into a staging folder moved in whole."""
     job = _open(validate(cfg), progress or (lambda _msg: None), calibration)
     job.quiet = progress is None
     _refuse_leftovers(job, lambda name: may_write(job.cfg, name))  # before the conversions, which take minutes

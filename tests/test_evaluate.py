@@ -643,6 +643,16 @@ def test_the_training_folder_moved_is_scored_on_the_runs_split_and_all_images_is
     assert json.loads(capsys.readouterr().out)["data"]["num_val"] == 11
 
 
+def test_a_folder_too_small_to_split_says_evaluates_own_fix(run_dir, tmp_path, capsys):
+    """It said "raise --val-split", an option evaluate does not have (new-user walk); --all-images scores it."""
+    folder = _image_folder(tmp_path / "few", {"class_0": 1, "class_1": 1})
+    assert main(["evaluate", str(run_dir[0]), "--data-dir", str(folder), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {folder} holds 2 images, too few to split by --val-split 0.2 (2 train / 0 val): score every image "
+        "of it with --all-images, add images, or use train/ and val/ folders"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_all_images_of_a_folder_inside_the_training_folder_is_refused(run_dir, tmp_path, capsys):
     """`--data-dir DATA/train --all-images` scored every training image (91.67%) without a word, where DATA itself
     was refused; and the refusal named the folder as typed (a link), not the one the model was trained on."""

@@ -274,6 +274,21 @@ def test_a_model_whose_meta_json_numbers_its_classes_says_they_are_matched_to_th
     assert not [line for line in said["pngs", 0] + said["numbers", 2] if line.startswith("note:")]
 
 
+def test_a_folder_too_small_to_split_says_exports_own_fix(trained_run, tmp_path):
+    """It said "raise --val-split", an option export does not have (new-user walk)."""
+    from keras_resnet.errors import KresError
+
+    for name in LABELS[:2]:  # two of its classes, an image each
+        (tmp_path / "few" / name).mkdir(parents=True)
+        Image.new("RGB", (SIZE, SIZE)).save(tmp_path / "few" / name / "0.png")
+    with pytest.raises(KresError) as err:
+        ex.export(ex.ExportConfig(source=str(trained_run), output=str(tmp_path / "out"),
+                                  data_dir=str(tmp_path / "few")))
+    assert str(err.value) == (f"{tmp_path / 'few'} holds 2 images, too few to split by --val-split 0.2 (2 train / 0 "
+                              "val): add images, or use train/ and val/ folders")
+    assert type(err.value) is KresError and not (tmp_path / "out").exists()
+
+
 def test_data_of_other_classes_than_the_models_is_refused_before_anything_is_written(run_dir, tmp_path, capsys):
     """A 3-output model without names for its classes (no meta.json, or one of class_0, class_1, class_2) exported
     with --data-dir of 4 classes: its held-out images were scored by position ("top-1 0.3333 on 3 images", the dog
