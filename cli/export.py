@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from keras_resnet.quantize import IO_DTYPES, QUANTIZE_MODES, check_io_dtype, check_mode
@@ -65,8 +67,10 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                        calibration_steps=calibration_steps, io_dtype=io_dtype, eval_images=eval_images, debug=debug,
                        float_layers=float_layers, float_worst=float_worst or 0, per_channel_dense=per_channel_dense,
                        data_dir=data_dir, dataset=dataset, tfds_dir=tfds_dir)
+    said = []
     try:
         def say(message: str) -> None:
+            said.append(message)
             click.echo(f"... {message}", err=True)
 
         with scans_once(), scan_progress(say):  # held-out images, then each calibration pass
@@ -83,8 +87,18 @@ def export(source: str, output: str, saved_model: bool, tflite: bool, quantize: 
                               "run the same command again to finish it.") from None
         raise click.Abort(f"Nothing of this export was moved into {output} (an earlier export there is whole); run "
                           "the same command again to export.") from None
-    click.echo(result.text, nl=False)
+    click.echo(_shown_once(result.text, said), nl=False)
     click.echo(f"wrote {len(result.files)} artifacts and export_report.json/.txt to {result.output_dir}")
+
+
+def _shown_once(text: str, said: list[str]) -> str:
+    """The report as printed: where standard output and error are both a terminal, without the warnings the
+    progress lines showed already (each int8 export's was on the terminal twice); whole where either is redirected,
+    as it is in export_report.txt."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return text
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not (line.startswith("warning: ") and line.rstrip("\n") in said))
 
 
 def _edgetpu_is_int8(ctx: click.Context, name: str, value):

@@ -280,6 +280,30 @@ def test_ctrl_c_in_export_says_what_it_left(capsys, monkeypatch, tmp_path):
         "the same command again to export."]
 
 
+def test_a_warning_the_progress_showed_is_printed_once_on_a_terminal(capsys, monkeypatch, tmp_path):
+    """Each int8 export's input-range warning was on the terminal twice: a progress line, then the report's line."""
+    import keras_resnet.export
+
+    warning = "warning: model_int8.tflite takes pixels up to 252 only (its calibration images were no brighter)"
+
+    def export(cfg, progress):
+        progress(warning)
+        return SimpleNamespace(text=f"ResNet-18 v1.5 from x\n{warning}\nwarning: said by no progress line\n", files=[],
+                               output_dir=tmp_path / "out")
+
+    monkeypatch.setattr(keras_resnet.export, "export", export)
+    report = ["ResNet-18 v1.5 from x", warning, "warning: said by no progress line",
+              f"wrote 0 artifacts and export_report.json/.txt to {tmp_path / 'out'}"]
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines() == report  # redirected: the report whole
+    for stream in (sys.stdout, sys.stderr):
+        monkeypatch.setattr(stream, "isatty", lambda: True, raising=False)
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "out")]) == 0
+    shown = capsys.readouterr()
+    assert shown.err.splitlines() == [f"... {warning}"]
+    assert shown.out.splitlines() == [line for line in report if line != warning]
+
+
 @pytest.mark.parametrize("moved_in, said", [
     # the Ctrl-C waited for the moves; it said "Nothing of this export was moved into OUT"
     ("all", "The export was written whole into {out} first; its report is export_report.txt there."),
