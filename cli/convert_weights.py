@@ -28,3 +28,8 @@ def convert_weights(checkpoint: str, depth: int, output: str, num_classes: int |
                                               num_classes=num_classes, image_size=image_size))
     top = f"{result.num_classes} classes" if result.num_classes else "no top"
     click.echo(f"Wrote {result.path}: ResNet-{result.depth} {result.variant}, {top}, {result.params:,} parameters")
+    if result.beside:  # its source's class names, resize and data, so predict and evaluate read them
+        click.echo(f"Wrote {' and '.join(path.name for path in result.beside)} beside it: its source's classes and "
+                   "preprocessing")
+    if result.meta_note:
+        click.echo(f"note: {result.meta_note}", err=True)

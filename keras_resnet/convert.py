@@ -6,12 +6,23 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from keras_resnet import fileio, runs
-from keras_resnet.errors import KresError
+from keras_resnet.errors import KresError, counted
+from keras_resnet.meta import (
+    META_FILENAME,
+    RESIZE_KEY,
+    WEIGHTS_DIGEST,
+    ModelMeta,
+    check_describes,
+    find_meta,
+    weights_digest,
+    with_scores,
+)
 from keras_resnet.model import resnet
+from keras_resnet.runs import training_data_config
 from keras_resnet.specs import depth_spec
 from keras_resnet.weights import HEAD, assign, checkpoint_path, checkpoint_stem, read_checkpoint
 
@@ -37,10 +48,13 @@ class ConvertResult:
     num_classes: int | None  # None: saved without a top
     params: int
     note: str
+    beside: list[Path] = field(default_factory=list)  # meta.json and labels.txt written beside it (its source's)
+    meta_note: str = ""  # one line where the source's meta.json could not come along (other classes)
 
 
 def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
-    """Read a checkpoint once and save it as a ``.keras`` model that ``resnet(weights=PATH)`` loads quickly."""
+    """Read a checkpoint once and save it as a ``.keras`` model that ``resnet(weights=PATH)`` loads quickly, with
+    the facts of its source's meta.json (class names, resize, data) in a meta.json beside it."""
     output = Path(cfg.output)
     if output.suffix != ".keras":
         raise KresError(f"--output must end in .keras, got {output}")
@@ -48,6 +62,7 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
     source = checkpoint_path(cfg.checkpoint)  # a run or export folder: its best.keras, as --weights takes it
     _check_output(source, output)
     fileio.ensure_writable_dir(output.parent)
+    found = find_meta(source) if source.suffix.lower() == ".keras" else None  # (a damaged one: before the work)
     checkpoint = read_checkpoint(source, builder=resnet)
     source_head = checkpoint.layers.get(HEAD)
     num_classes = cfg.num_classes or (int(source_head[0].shape[-1]) if source_head else None)
@@ -57,9 +72,67 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
                    input_shape=(size, size, 3), variant=checkpoint.variant, stem=checkpoint_stem(checkpoint.layers))
     report = assign(model, checkpoint, depth=cfg.depth, variant=checkpoint.variant,
                     shape_fix="pass the depth the checkpoint was made for")
+    meta, meta_note = _converted_meta(found, source, source_head, model, output)
+    files = _beside(meta, output) if meta is not None else {}
     with fileio.atomic_path(output) as tmp:
         model.save(tmp)
-    return ConvertResult(output, cfg.depth, checkpoint.variant, num_classes, int(model.count_params()), report.note)
+    for path, text in files.items():  # after the model, as export and QAT write theirs
+        fileio.write_text(path, text)
+    return ConvertResult(output, cfg.depth, checkpoint.variant, num_classes, int(model.count_params()), report.note,
+                         list(files), meta_note)
+
+
+def _converted_meta(found: ModelMeta | None, source: Path, source_head, model,
+                    output: Path) -> tuple[ModelMeta | None, str]:
+    """The meta.json of the converted ``model``: the facts read off it, with the class names and ``extra`` of its
+    source's (``found``; a run's gains the resize and data its config.json records, as an export's has them), and
+    a weights digest of its own where the source's had one. None where there is no source meta.json, or where the
+    classes are new (--num-classes): then a note says why."""
+    if found is None:
+        return None, ""
+    own = ModelMeta.from_model(model)
+    source_size = _keras_input_size(source)
+    classes = int(source_head[0].shape[-1]) if source_head else 0
+    check_describes(found, replace(own, input_shape=[source_size, source_size, 3], labels=["?"] * classes), source)
+    if len(own.labels) != len(found.labels):
+        return None, (f"no {META_FILENAME} is written beside {output.name}: its classifier is new "
+                      f"({counted(len(own.labels), 'class', 'classes')}; {source.name}'s {META_FILENAME} names "
+                      f"{len(found.labels)}), so its classes have no names yet; fine-tune it on your data (kres train "
+                      f"--weights {output}) to name them")
+    extra = dict(found.extra)
+    try:
+        data = training_data_config(source, found)
+    except KresError:  # none recorded (a model saved from Python): the source's extra as it is
+        data = None
+    if data is not None:
+        from keras_resnet.data import eval_resize
+
+        extra = {**extra, "data": data, RESIZE_KEY: extra.get(RESIZE_KEY) or eval_resize(data)}
+    if WEIGHTS_DIGEST in extra:
+        extra[WEIGHTS_DIGEST] = weights_digest(model)
+    return with_scores(replace(own, labels=list(found.labels), extra=extra), model), ""
+
+
+def _beside(meta: ModelMeta, output: Path) -> dict[Path, str]:
+    """The meta.json and labels.txt to write beside the converted model, and their text (those there already for
+    this model stay); ones of another model there (its run's, another conversion's) are a KresError: they are never
+    replaced."""
+    meta_json = output.parent / META_FILENAME
+    files = {meta_json: fileio.json_text(meta_json, meta.to_dict())}
+    if meta.labels:
+        files[output.parent / runs.LABELS_FILE] = "".join(f"{label}\n" for label in meta.labels)
+    for path, text in files.items():
+        if path.exists() and _text(path) != text:
+            raise KresError(f"{path} beside --output {output} is another model's: choose an --output in a folder of "
+                            f"its own, where {output.name}'s {path.name} is written beside it")
+    return {path: text for path, text in files.items() if not path.exists()}
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):  # unreadable, or not UTF-8: not this model's
+        return None
 
 
 def _check_output(checkpoint: Path, output: Path) -> None:

@@ -414,12 +414,16 @@ def write_text(final: str | os.PathLike, text: str) -> None:
 
 
 def write_json(final: str | os.PathLike, data) -> None:
-    """Strict JSON: NaN and infinity are not JSON, and other readers reject a file that holds them."""
+    write_text(final, json_text(final, data))
+
+
+def json_text(final: str | os.PathLike, data) -> str:
+    """What :func:`write_json` writes to ``final``. Strict JSON: NaN and infinity are not JSON, and other readers
+    reject a file that holds them."""
     try:
-        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+        return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
     except ValueError as err:
         raise KresError(f"cannot write {final}: a value is not a finite number ({err}); nothing was written") from None
-    write_text(final, text + "\n")
 
 
 def absolute(path: str | None) -> str | None:

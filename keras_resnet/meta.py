@@ -314,6 +314,13 @@ def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta 
         own = ModelMeta.from_model(model)
     except (ValueError, KeyError, AttributeError, KresError):  # not built by keras_resnet.resnet: no facts to check
         return found
+    check_describes(found, own, model_path)
+    return found
+
+
+def check_describes(found: ModelMeta, own: ModelMeta, model_path: str | os.PathLike) -> None:
+    """A KresError where ``found``, the meta.json beside the model file ``model_path``, describes another model than
+    ``own`` (the facts read off the model): its depth, variant, stem, input shape or number of classes."""
     facts = {"depth": lambda m: f"ResNet-{m.depth}", "variant": lambda m: m.variant, "stem": lambda m: f"{m.stem} stem",
              "input_shape": lambda m: "x".join(map(str, m.input_shape)),
              "labels": lambda m: counted(len(m.labels), "class", "classes")}
@@ -321,7 +328,7 @@ def meta_beside(model_path: str | os.PathLike, model: keras.Model) -> ModelMeta 
         del facts["input_shape"]
     differ = [name for name, text in facts.items() if text(found) != text(own)]
     if not differ:
-        return found
+        return
     path = Path(model_path)
     theirs = ", ".join(facts[name](found) for name in differ)
     mine = ", ".join(facts[name](own) for name in differ)

@@ -1,6 +1,7 @@
 """Pretrained weights without torch: keras.applications parity, the torchvision layout from .npz/.safetensors,
 Keras 3 files, and the one-line errors (offline download, wrong depth, missing files)."""
 
+import json
 import os
 import socket
 import sys
@@ -457,16 +458,26 @@ def test_convert_weights_keeps_a_keras_files_input_size(tmp_path, capsys):
 
 def test_convert_weights_keeps_a_cifar_stem_and_names_no_stem_option(tmp_path, capsys):
     """A --stem cifar run was refused: "conv1_conv expects shapes 7x7x3x64, the checkpoint has 3x3x3x64; pass the
-    depth (and stem) the checkpoint was made for", and convert-weights has no --stem. The stem is the checkpoint's."""
+    depth (and stem) the checkpoint was made for", and convert-weights has no --stem. The stem is the checkpoint's.
+    Its meta.json's 10 class names are not those of the 3 new classes: none is written beside it, and a note says
+    why (following predict's "copy its run's meta.json beside it" was refused: 10 classes, not 3)."""
     import keras
+
+    from keras_resnet.meta import ModelMeta
 
     run = tmp_path / "runc"
     run.mkdir()
     source = keras_resnet.resnet(18, num_classes=10, input_shape=(SIZE, SIZE, 3), stem="cifar")
     source.save(run / "best.keras")
+    ModelMeta.from_model(source, [str(n) for n in range(10)]).save(run)  # 10 names: not those of a 3-class model
     out = tmp_path / "cc.keras"
     assert main(["convert-weights", str(run), "--depth", "18", "-o", str(out), "--num-classes", "3"]) == 0
-    assert capsys.readouterr().out == f"Wrote {out}: ResNet-18 v1.5, 3 classes, 11,179,971 parameters\n"
+    assert capsys.readouterr() == (f"Wrote {out}: ResNet-18 v1.5, 3 classes, 11,179,971 parameters\n", (
+        f"... reading {run / 'best.keras'}\nkres: loaded the backbone from Keras model {run / 'best.keras'}; it has a "
+        "10-class classifier, so the 3-class 'predictions' layer keeps its fresh initialisation\nnote: no meta.json "
+        "is written beside cc.keras: its classifier is new (3 classes; best.keras's meta.json names 10), so its "
+        f"classes have no names yet; fine-tune it on your data (kres train --weights {out}) to name them\n"))
+    assert not (tmp_path / "meta.json").exists()
     model = keras.models.load_model(out)
     assert model.input_shape == (None, SIZE, SIZE, 3) and "pool1_pool" not in [layer.name for layer in model.layers]
     np.testing.assert_array_equal(model.get_layer("conv1_conv").get_weights()[0],
@@ -499,6 +510,37 @@ def test_convert_weights_takes_a_run_or_export_folder_as_train_weights_does(tmp_
     assert main(["convert-weights", str(run), "--depth", "18", "-o", str(best)]) == 2  # its own model: refused
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"Error: --output {best} is the checkpoint being converted: choose another --output")
+
+
+def test_convert_weights_of_a_run_writes_its_meta_json_beside_the_model(tmp_path, capsys):
+    """A run converted to 48 px came without a meta.json: predict showed class_1 for a "1" and resized a digits
+    model's images by centre crop, and the run's meta.json copied beside it was refused (32x32x3, not 48x48x3)."""
+    from keras_resnet.meta import ModelMeta
+
+    run, out = tmp_path / "run", tmp_path / "cw" / "x48.keras"
+    run.mkdir()
+    data = {"dataset": None, "data_dir": None, "val_split": 0.2, "image_size": 32}  # the digits
+    (run / "config.json").write_text(json.dumps({"data": data}))
+    model = keras_resnet.resnet(18, num_classes=3, input_shape=(32, 32, 3))
+    model.save(run / "best.keras")
+    source = ModelMeta.from_model(model, ["a", "b", "c"])
+    source.extra = {"dataset": "digits", "epochs": 1}
+    source.save(run)
+    assert main(["convert-weights", str(run), "--depth", "18", "-o", str(out), "--image-size", "48"]) == 0
+    assert capsys.readouterr().out == (f"Wrote {out}: ResNet-18 v1.5, 3 classes, 11,187,651 parameters\n"
+                                       "Wrote meta.json and labels.txt beside it: its source's classes and "
+                                       "preprocessing\n")
+    assert ModelMeta.load(out.parent) == ModelMeta(**{**source.to_dict(), "input_shape": [48, 48, 3], "extra": {
+        "dataset": "digits", "epochs": 1, "data": data, "resize": "full_frame"}})
+    assert (out.parent / "labels.txt").read_text() == "a\nb\nc\n"
+    before = (out.parent / "meta.json").read_bytes()
+    assert main(["convert-weights", str(run / "best.keras"), "--depth", "18", "-o", str(out.parent / "x64.keras"),
+                 "--image-size", "64"]) == 2  # another size into that folder: its meta.json is not replaced
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Error: {out.parent / 'meta.json'} beside --output {out.parent / 'x64.keras'} is another model's: choose an "
+        "--output in a folder of its own, where x64.keras's meta.json is written beside it")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["labels.txt", "meta.json", "x48.keras"]
+    assert (out.parent / "meta.json").read_bytes() == before
 
 
 def test_convert_weights_of_text_named_npz(tmp_path, capsys):
