@@ -6,6 +6,7 @@ Everything that differs between depths or variants is read from here: the builde
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -116,6 +117,18 @@ def depth_spec(depth: int) -> DepthSpec:
     except (KeyError, TypeError, ValueError):
         valid = ", ".join(str(d) for d in DEPTHS)
         raise KresError(f"unsupported depth {depth!r}: choose one of {valid}") from None
+
+
+def largest_activation(depth: int, stem: str, image_size: int) -> tuple[int, str]:
+    """The values in the largest activation one image makes (the stem's conv output, or a bottleneck net's first
+    stage at 4x its width: what training holds at least once per image, with the gradient of each), and its shape
+    HxWxC. The imagenet stem's 7x7/2 conv and 3x3/2 max-pool each halve the side (rounding up); the cifar stem's
+    3x3/1 conv neither."""
+    side = math.ceil(image_size / 2) if stem == "imagenet" else image_size
+    stage = math.ceil(side / 2) if stem == "imagenet" else side
+    width = STAGE_WIDTHS[0] * depth_spec(depth).expansion
+    return max([(side * side * STAGE_WIDTHS[0], f"{side}x{side}x{STAGE_WIDTHS[0]}"),
+                (stage * stage * width, f"{stage}x{stage}x{width}")], key=lambda found: found[0])  # the stem's on a tie
 
 
 def variant_spec(variant: str) -> Variant:

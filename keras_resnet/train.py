@@ -49,6 +49,7 @@ from keras_resnet.specs import (
     MIN_IMAGE_SIZE,
     STEMS,
     depth_spec,
+    largest_activation,
     variant_spec,
 )
 
@@ -197,6 +198,26 @@ def _absolute(cfg: TrainConfig, data: DataConfig) -> tuple[TrainConfig, DataConf
                                 tfds_dir=_absolute_path("tfds_dir", data.tfds_dir)))
 
 
+def _check_memory(cfg: TrainConfig, placement: Placement, precision: str) -> None:
+    """A KresError where one activation of a CPU replica's batch (:func:`keras_resnet.specs.largest_activation`)
+    alone needs more than the machine's memory: --image-size 4096 ran minutes without a line, then TensorFlow
+    crashed (a segmentation fault, no error). GPUs and TPUs say they ran out (``errors.out_of_memory``)."""
+    if placement.accelerator != "cpu":
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): TensorFlow's own error, as before
+        return
+    values, shape = largest_activation(cfg.depth, cfg.stem, cfg.image_size)
+    images = cfg.batch_size // placement.replicas
+    need = images * values * (2 if precision.startswith("mixed") else 4)
+    if need > memory:
+        raise KresError(f"at --image-size {cfg.image_size} and --batch-size {cfg.batch_size}, one activation of "
+                        f"ResNet-{cfg.depth} ({counted(images, 'image')} of {shape}) alone needs "
+                        f"{need / 2**30:,.0f} GiB, more than this machine's {memory / 2**30:.0f} GiB: lower "
+                        "--batch-size or --image-size")
+
+
 def recipe_warmup(recipe: Recipe, epochs: int) -> float:
     """The recipe's warmup, at most a tenth of the run (as in the recipes themselves): 5 warmup epochs in a run of
     2 ended it at the peak rate, never decaying."""
@@ -298,6 +319,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     placement = make_placement(cfg.tpu)
     check_global_batch(cfg.batch_size, placement.replicas, recipe_batch=typed.batch_size is None)
     precision = resolve_precision(cfg.precision, placement)
+    _check_memory(cfg, placement, precision)
     run_dir = _run_dir(cfg, data)
     on_run_dir(run_dir)
     if data.data_dir is not None and not runs.is_run_dir(run_dir):  # a run begun on such a folder reads it as it did

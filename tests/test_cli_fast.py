@@ -482,6 +482,25 @@ def tf_out_of_memory():
     return caught.value
 
 
+def test_a_batch_whose_first_activations_alone_outgrow_the_memory_is_refused_before_anything(capsys, tmp_path):
+    """--image-size 4096 read and measured its images for minutes without a line, then TensorFlow crashed: a
+    segmentation fault, no error (new-user walk). A batch of 4096 such images outgrows any machine's memory."""
+    import os
+
+    from keras_resnet.specs import largest_activation
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    assert main(["train", "--depth", "18", "--stem", "cifar", "--image-size", "4096", "--batch-size", "4096",
+                 "--dataset", "synthetic", "--output", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "Error: at --image-size 4096 and --batch-size 4096, one activation of ResNet-18 (4096 images of 4096x4096x64) "
+        f"alone needs 16,384 GiB, more than this machine's {memory:.0f} GiB: lower --batch-size or --image-size"]
+    assert list(tmp_path.iterdir()) == []
+    assert largest_activation(18, "imagenet", 225) == (113 * 113 * 64, "113x113x64")  # conv1, 7x7/2
+    assert largest_activation(50, "cifar", 32) == (32 * 32 * 256, "32x32x256")  # the first bottleneck stage
+    assert largest_activation(50, "imagenet", 224) == (112 * 112 * 64, "112x112x64")  # equal: 56x56x256
+
+
 @pytest.mark.parametrize(("args", "fix"), [
     (["train", "--depth", "152", "--batch-size", "256"],
      "run again with a smaller --batch-size or --image-size and a new --output"),
