@@ -33,10 +33,15 @@ class Schedule:
     warmup_steps: int
     total_steps: int
 
+    @property
+    def warmup(self) -> int:
+        """The steps the rate rises for: at most all but the last (0: it starts at its peak)."""
+        return max(min(self.warmup_steps, self.total_steps - 1), 0)
+
     def build(self) -> keras.optimizers.schedules.LearningRateSchedule:
         if self.total_steps < 1:
             raise KresError(f"training needs at least one step, got {self.total_steps}")
-        warmup = min(self.warmup_steps, self.total_steps - 1)
+        warmup = self.warmup
         if warmup <= 0:
             return keras.optimizers.schedules.CosineDecay(self.peak_lr, decay_steps=self.total_steps)
         return keras.optimizers.schedules.CosineDecay(

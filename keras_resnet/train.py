@@ -936,7 +936,7 @@ def _banner(cfg, data, datasets, placement, precision, plan: _Plan, run_dir, sta
         f"XLA {'on' if plan.xla else 'off'}; batch {cfg.batch_size}, {epochs_text(cfg.epochs)} x "
         f"{counted(steps_per_epoch, 'step')}; "
         f"{cfg.optimizer} peak lr {plan.peak_lr:.4g}, "
-        f"warmup {_warmup_text(cfg.warmup_epochs, plan.schedule.warmup_steps)}, wd {cfg.weight_decay:g}"
+        f"warmup {_warmup_text(cfg.warmup_epochs, plan.schedule)}, wd {cfg.weight_decay:g}"
         + (f", label smoothing {cfg.label_smoothing:g} (in loss and val_loss, not in kres evaluate's loss)"
            if cfg.label_smoothing else "")
         + (f"; ema {cfg.ema}: the weights' moving average is validated and saved" if cfg.ema else ""),
@@ -947,12 +947,14 @@ def _banner(cfg, data, datasets, placement, precision, plan: _Plan, run_dir, sta
     return "\n".join(lines)
 
 
-def _warmup_text(epochs: float, warmup_steps: int) -> str:
-    """The banner's warmup: its epochs, and the steps they come to where they are not whole (0.1 of an epoch of 3
-    steps is none: the banner said "warmup 0.1 epochs" of a run whose rate started at its peak)."""
-    if epochs == int(epochs):
+def _warmup_text(epochs: float, schedule: Schedule) -> str:
+    """The banner's warmup: its epochs, and the steps the rate rises for where they are not those epochs' (0.1 of
+    an epoch of 3 steps is none: the banner said "warmup 0.1 epochs" of a run whose rate started at its peak; the
+    warmup ends a step before the run does)."""
+    steps = schedule.warmup
+    if epochs == int(epochs) and steps == schedule.warmup_steps:
         return epochs_text(epochs)
-    return f"{epochs_text(epochs)} ({counted(warmup_steps, 'step')}{'' if warmup_steps else ': none'})"
+    return f"{epochs_text(epochs)} ({counted(steps, 'step')}{'' if steps else ': none'})"
 
 
 def _starting_from(weights: str, class_names: list[str]) -> str:

@@ -68,6 +68,14 @@ def test_a_dataset_without_a_held_out_split_is_split_by_val_split(tmp_path, dead
     assert (data.num_train, data.num_val, data.val_note) == (20, 20, "")
 
 
+def _plan(steps_per_epoch: int, epochs: int) -> SimpleNamespace:
+    """What the banner reads of train's plan: one warmup epoch of ``steps_per_epoch`` steps."""
+    from keras_resnet.optim import Schedule
+
+    return SimpleNamespace(xla=False, steps_per_epoch=steps_per_epoch, peak_lr=0.1,
+                           schedule=Schedule(0.1, steps_per_epoch, epochs * steps_per_epoch))
+
+
 def test_the_banner_says_where_the_validation_images_come_from():
     from keras_resnet.train import TrainConfig, _banner
 
@@ -76,8 +84,8 @@ def test_the_banner_says_where_the_validation_images_come_from():
     def first_line(val_note):
         datasets = SimpleNamespace(num_train=12, num_val=4, val_note=val_note, class_names=list("abc"), skipped=())
         cfg = TrainConfig(epochs=2, warmup_epochs=1, optimizer="sgd", weight_decay=5e-5, ema=0.0)
-        return _banner(cfg, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 3, 0.1,
-                       "runs/r", 0).splitlines()[0]
+        return _banner(cfg, DataConfig(dataset="mnist"), datasets, placement, "float32", _plan(3, 2), "runs/r",
+                       0).splitlines()[0]
 
     assert first_line("mnist's own test split").endswith(
         "on mnist: 12 train / 4 val images (mnist's own test split), 3 classes")
@@ -85,9 +93,10 @@ def test_the_banner_says_where_the_validation_images_come_from():
     datasets = SimpleNamespace(num_train=2, num_val=2, val_note="", class_names=list("ab"), skipped=("a/x.png",),
                                skipped_files=1)
     one = TrainConfig(epochs=1, warmup_epochs=1, optimizer="sgd", weight_decay=5e-5, ema=0.0)
-    lines = _banner(one, DataConfig(dataset="mnist"), datasets, placement, "float32", False, 1, 0.1, "runs/r",
+    lines = _banner(one, DataConfig(dataset="mnist"), datasets, placement, "float32", _plan(1, 1), "runs/r",
                     0).splitlines()
     assert lines[0].endswith(", 2 classes, 1 unreadable file skipped (a/x.png)") and "1 epoch x 1 step;" in lines[1]
+    assert "sgd peak lr 0.1, warmup 1 epoch (0 steps: none), wd 5e-05" in lines[1]  # 1 of a 1-step run is none
 
 
 def test_val_split_with_a_dataset_of_its_own_validation_split_is_refused(tmp_path, deadline, capsys):

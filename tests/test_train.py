@@ -707,10 +707,15 @@ def test_the_banner_says_the_warmup_in_steps_where_its_epochs_are_not_whole():
     had 0 warmup steps (new-user walk)."""
     from keras_resnet.train import _warmup_text
 
-    assert _warmup_text(0.1, 0) == "0.1 epochs (0 steps: none)"
-    assert _warmup_text(0.3, 13) == "0.3 epochs (13 steps)"
-    assert _warmup_text(0.5, 1) == "0.5 epochs (1 step)"
-    assert (_warmup_text(1.0, 11), _warmup_text(0, 0)) == ("1 epoch", "0 epochs")
+    assert _warmup_text(0.1, optim.Schedule(0.1, 0, 3)) == "0.1 epochs (0 steps: none)"
+    assert _warmup_text(0.3, optim.Schedule(0.1, 13, 440)) == "0.3 epochs (13 steps)"
+    assert _warmup_text(0.5, optim.Schedule(0.1, 1, 4)) == "0.5 epochs (1 step)"
+    assert (_warmup_text(1.0, optim.Schedule(0.1, 11, 110)), _warmup_text(0, optim.Schedule(0.1, 0, 9))) == (
+        "1 epoch", "0 epochs")
+    # the warmup ends a step before the run: 0.9 of a 1-step run is none, 1.5 epochs of 2 (one step each) is 1 step
+    assert _warmup_text(0.9, optim.Schedule(0.1, 1, 1)) == "0.9 epochs (0 steps: none)"
+    assert _warmup_text(1.5, optim.Schedule(0.1, 2, 2)) == "1.5 epochs (1 step)"
+    assert _warmup_text(1, optim.Schedule(0.1, 2, 2)) == "1 epoch (1 step)"
 
 
 def test_a_run_started_before_ema_existed_resumes_as_a_run_without_it(tmp_path):
