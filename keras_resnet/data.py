@@ -523,7 +523,7 @@ def _folder_source(cfg: DataConfig) -> _Source:
         train_idx, val_idx = stratified_split(np.array(labels), cfg.val_split, cfg.seed)
         if len(train_idx) == 0 or len(val_idx) == 0:  # the fraction rounds to none of them, or to all
             change = "raise" if len(val_idx) == 0 else "lower"
-            raise TooFewToSplit(f"{root} holds {counted(len(files), 'image')}, too few to split by --val-split "
+            raise TooFewToSplit(f"{root} holds {counted(len(files), 'image')}, too few for a validation split of "
                                 f"{cfg.val_split} ({len(train_idx)} train / {len(val_idx)} val)",
                                 f"add images, {change} --val-split, or use train/ and val/ folders")
         train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]

@@ -214,7 +214,7 @@ def _check_memory(cfg: TrainConfig, placement: Placement, precision: str) -> Non
     if need > memory:
         raise KresError(f"at --image-size {cfg.image_size} and --batch-size {cfg.batch_size}, one activation of "
                         f"ResNet-{cfg.depth} ({counted(images, 'image')} of {shape}) alone needs "
-                        f"{need / 2**30:,.0f} GiB, more than this machine's {memory / 2**30:.0f} GiB: lower "
+                        f"{need / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:.1f} GiB: lower "
                         "--batch-size or --image-size")
 
 

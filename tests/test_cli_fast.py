@@ -494,7 +494,7 @@ def test_a_batch_whose_first_activations_alone_outgrow_the_memory_is_refused_bef
                  "--dataset", "synthetic", "--output", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "Error: at --image-size 4096 and --batch-size 4096, one activation of ResNet-18 (4096 images of 4096x4096x64) "
-        f"alone needs 16,384 GiB, more than this machine's {memory:.0f} GiB: lower --batch-size or --image-size"]
+        f"alone needs 16,384.0 GiB, more than this machine's {memory:.1f} GiB: lower --batch-size or --image-size"]
     assert list(tmp_path.iterdir()) == []
     assert largest_activation(18, "imagenet", 225) == (113 * 113 * 64, "113x113x64")  # conv1, 7x7/2
     assert largest_activation(50, "cifar", 32) == (32 * 32 * 256, "32x32x256")  # the first bottleneck stage

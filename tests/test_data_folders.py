@@ -279,7 +279,7 @@ def test_a_split_that_rounds_to_nothing_says_which_way_to_move_val_split(tmp_pat
             _photo(i).save(tmp_path / name / f"{i}.png")
     with pytest.raises(KresError) as err:
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1, val_split=val_split))
-    assert str(err.value) == (f"{tmp_path} holds 4 images, too few to split by --val-split {val_split} ({split}): "
+    assert str(err.value) == (f"{tmp_path} holds 4 images, too few for a validation split of {val_split} ({split}): "
                               f"add images, {change} --val-split, or use train/ and val/ folders")
 
 

@@ -648,7 +648,7 @@ def test_a_folder_too_small_to_split_says_evaluates_own_fix(run_dir, tmp_path, c
     folder = _image_folder(tmp_path / "few", {"class_0": 1, "class_1": 1})
     assert main(["evaluate", str(run_dir[0]), "--data-dir", str(folder), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"Error: {folder} holds 2 images, too few to split by --val-split 0.2 (2 train / 0 val): score every image "
+        f"Error: {folder} holds 2 images, too few for a validation split of 0.2 (2 train / 0 val): score every image "
         "of it with --all-images, add images, or use train/ and val/ folders"]
     assert not (tmp_path / "out").exists()
 

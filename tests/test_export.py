@@ -284,7 +284,7 @@ def test_a_folder_too_small_to_split_says_exports_own_fix(trained_run, tmp_path)
     with pytest.raises(KresError) as err:
         ex.export(ex.ExportConfig(source=str(trained_run), output=str(tmp_path / "out"),
                                   data_dir=str(tmp_path / "few")))
-    assert str(err.value) == (f"{tmp_path / 'few'} holds 2 images, too few to split by --val-split 0.2 (2 train / 0 "
+    assert str(err.value) == (f"{tmp_path / 'few'} holds 2 images, too few for a validation split of 0.2 (2 train / 0 "
                               "val): add images, or use train/ and val/ folders")
     assert type(err.value) is KresError and not (tmp_path / "out").exists()
 
