@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from keras_resnet import fileio, runs
-from keras_resnet.errors import KresError, counted
+from keras_resnet.errors import KresError, counted, first_line
 from keras_resnet.meta import (
     META_FILENAME,
     RESIZE_KEY,
@@ -62,7 +62,7 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
     source = checkpoint_path(cfg.checkpoint)  # a run or export folder: its best.keras, as --weights takes it
     _check_output(source, output)
     fileio.ensure_writable_dir(output.parent)
-    found = find_meta(source) if source.suffix.lower() == ".keras" else None  # (a damaged one: before the work)
+    found, unread = _source_meta(source, output)
     checkpoint = read_checkpoint(source, builder=resnet)
     source_head = checkpoint.layers.get(HEAD)
     num_classes = cfg.num_classes or (int(source_head[0].shape[-1]) if source_head else None)
@@ -74,12 +74,34 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
                     shape_fix="pass the depth the checkpoint was made for")
     meta, meta_note = _converted_meta(found, source, source_head, model, output)
     files = _beside(meta, output) if meta is not None else {}
-    with fileio.atomic_path(output) as tmp:
-        model.save(tmp)
-    for path, text in files.items():  # after the model, as export and QAT write theirs
-        fileio.write_text(path, text)
+    _save_with(model, output, files)
     return ConvertResult(output, cfg.depth, checkpoint.variant, num_classes, int(model.count_params()), report.note,
-                         list(files), meta_note)
+                         list(files), meta_note or unread)
+
+
+def _source_meta(source: Path, output: Path) -> tuple[ModelMeta | None, str]:
+    """The meta.json of a ``.keras`` source, or None and why none is written beside ``output`` (a damaged one
+    refused the conversion, which needs none)."""
+    if source.suffix.lower() != ".keras":
+        return None, ""
+    try:
+        return find_meta(source), ""
+    except KresError as err:
+        return None, f"no {META_FILENAME} is written beside {output.name}: {first_line(err)}"
+
+
+def _save_with(model, output: Path, files: dict[Path, str]) -> None:
+    """The model, after the meta.json and labels.txt beside it (``files``): a run stopped between them leaves those,
+    which the same command keeps and goes on; one whose model could not be written removes them."""
+    for path, text in files.items():
+        fileio.write_text(path, text)
+    try:
+        with fileio.atomic_path(output) as tmp:
+            model.save(tmp)
+    except BaseException:
+        for path in files:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _converted_meta(found: ModelMeta | None, source: Path, source_head, model,
@@ -93,13 +115,18 @@ def _converted_meta(found: ModelMeta | None, source: Path, source_head, model,
     own = ModelMeta.from_model(model)
     source_size = _keras_input_size(source)
     classes = int(source_head[0].shape[-1]) if source_head else 0
-    check_describes(found, replace(own, input_shape=[source_size, source_size, 3], labels=["?"] * classes), source)
+    try:
+        check_describes(found, replace(own, input_shape=[source_size, source_size, 3], labels=["?"] * classes), source)
+    except KresError as err:  # another model's (a fine-tuned one saved into its run's folder): not carried over
+        return None, f"no {META_FILENAME} is written beside {output.name}: {first_line(err)}"
     if len(own.labels) != len(found.labels):
         return None, (f"no {META_FILENAME} is written beside {output.name}: its classifier is new "
                       f"({counted(len(own.labels), 'class', 'classes')}; {source.name}'s {META_FILENAME} names "
                       f"{len(found.labels)}), so its classes have no names yet; fine-tune it on your data (kres train "
                       f"--weights {output}) to name them")
     extra = dict(found.extra)
+    if own.input_shape != [source_size, source_size, 3]:  # measured at the source's size, not this one
+        extra = {key: value for key, value in extra.items() if key not in ("val_accuracy", "best_val_accuracy")}
     try:
         data = training_data_config(source, found)
     except KresError:  # none recorded (a model saved from Python): the source's extra as it is
@@ -121,18 +148,25 @@ def _beside(meta: ModelMeta, output: Path) -> dict[Path, str]:
     files = {meta_json: fileio.json_text(meta_json, meta.to_dict())}
     if meta.labels:
         files[output.parent / runs.LABELS_FILE] = "".join(f"{label}\n" for label in meta.labels)
-    for path, text in files.items():
-        if path.exists() and _text(path) != text:
+    for path in files:
+        if path.exists() and not _describes(path, meta):
             raise KresError(f"{path} beside --output {output} is another model's: choose an --output in a folder of "
                             f"its own, where {output.name}'s {path.name} is written beside it")
     return {path: text for path, text in files.items() if not path.exists()}
 
 
-def _text(path: Path) -> str | None:
+def _describes(path: Path, meta: ModelMeta) -> bool:
+    """Whether the meta.json or labels.txt at ``path`` says what ``meta`` does of the model: its architecture,
+    input, class names and resize (a converted run's own folder, at its size: kept, as written before)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, ValueError):  # unreadable, or not UTF-8: not this model's
-        return None
+        if path.name == runs.LABELS_FILE:
+            return path.read_text(encoding="utf-8").splitlines() == list(meta.labels)
+        there = ModelMeta.load(path.parent)
+    except (OSError, ValueError):  # unreadable, not UTF-8, not a meta.json (a KresError): not this model's
+        return False
+    facts = ("depth", "variant", "stem", "input_shape", "labels", "normalization", "mean", "std")
+    return all(getattr(there, name) == getattr(meta, name) for name in facts) and \
+        there.extra.get(RESIZE_KEY) in (None, meta.extra.get(RESIZE_KEY))  # a run's: its config.json says it
 
 
 def _check_output(checkpoint: Path, output: Path) -> None:

@@ -524,7 +524,7 @@ def test_convert_weights_of_a_run_writes_its_meta_json_beside_the_model(tmp_path
     model = keras_resnet.resnet(18, num_classes=3, input_shape=(32, 32, 3))
     model.save(run / "best.keras")
     source = ModelMeta.from_model(model, ["a", "b", "c"])
-    source.extra = {"dataset": "digits", "epochs": 1}
+    source.extra = {"dataset": "digits", "epochs": 1, "val_accuracy": 0.5, "best_val_accuracy": 0.5}
     source.save(run)
     assert main(["convert-weights", str(run), "--depth", "18", "-o", str(out), "--image-size", "48"]) == 0
     assert capsys.readouterr().out == (f"Wrote {out}: ResNet-18 v1.5, 3 classes, 11,187,651 parameters\n"
@@ -541,6 +541,32 @@ def test_convert_weights_of_a_run_writes_its_meta_json_beside_the_model(tmp_path
         "--output in a folder of its own, where x64.keras's meta.json is written beside it")
     assert sorted(p.name for p in out.parent.iterdir()) == ["labels.txt", "meta.json", "x48.keras"]
     assert (out.parent / "meta.json").read_bytes() == before
+    # (the run's accuracy, measured at 32 px, is not carried to 48 px: above). Into the run's own folder at its
+    # size: its meta.json and labels.txt say the same of the copy, and are kept as they are (it was refused)
+    run_meta = (run / "meta.json").read_bytes()
+    (run / "labels.txt").write_text("a\nb\nc\n")  # as kres train writes it
+    assert main(["convert-weights", str(run), "--depth", "18", "-o", str(run / "copy.keras")]) == 0
+    assert capsys.readouterr().out == f"Wrote {run / 'copy.keras'}: ResNet-18 v1.5, 3 classes, 11,187,651 parameters\n"
+    assert (run / "meta.json").read_bytes() == run_meta
+    # a damaged meta.json beside the source: the conversion, which needs none, goes on and writes none
+    (run / "meta.json").write_text("{")
+    assert main(["convert-weights", str(run), "--depth", "18", "-o", str(tmp_path / "d" / "x.keras")]) == 0
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"note: no meta.json is written beside x.keras: {run}")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["x.keras"]
+
+
+def test_a_converted_model_that_cannot_be_written_takes_its_meta_json_and_labels_with_it(tmp_path):
+    """They are written first (a run stopped after them keeps them, and the same command goes on); the model's
+    failed write left them beside no model."""
+    from keras_resnet.convert import _save_with
+
+    class Unwritable:
+        def save(self, path):
+            raise RuntimeError("h5py: cannot write the weights")
+
+    with pytest.raises(RuntimeError, match="cannot write the weights"):
+        _save_with(Unwritable(), tmp_path / "m.keras", {tmp_path / "meta.json": "{}\n", tmp_path / "labels.txt": "a\n"})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_convert_weights_of_text_named_npz(tmp_path, capsys):
