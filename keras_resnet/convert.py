@@ -147,7 +147,7 @@ def _beside(meta: ModelMeta, output: Path) -> dict[Path, str]:
     meta_json = output.parent / META_FILENAME
     files = {meta_json: fileio.json_text(meta_json, meta.to_dict())}
     if meta.labels:
-        files[output.parent / runs.LABELS_FILE] = "".join(f"{label}\n" for label in meta.labels)
+        files[output.parent / runs.LABELS_FILE] = runs.labels_text(meta.labels)
     for path in files:
         if path.exists() and not _describes(path, meta):
             raise KresError(f"{path} beside --output {output} is another model's: choose an --output in a folder of "

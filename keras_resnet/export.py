@@ -825,7 +825,7 @@ def _changed_split(job: _Job) -> str | None:
 
 def _write_meta(job: _Job) -> list[Path]:
     exported_meta(job.meta, job.source.data_config).save(job.out_dir)
-    fileio.write_text(job.out_dir / "labels.txt", "".join(f"{label}\n" for label in job.meta.labels))
+    runs.write_labels(job.out_dir, job.meta.labels)
     return [job.out_dir / "meta.json", job.out_dir / "labels.txt"]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resnet import _compat, runlock
+from keras_resnet import _compat, runlock, runs
 from keras_resnet.errors import KresError
 
 QAT_TFLITE_NAME = "model_qat_int8.tflite"
@@ -313,5 +313,5 @@ def _write(content: bytes, model_path, output_dir: Path, epochs: int, digest: st
         meta.extra["qat_epochs"] = epochs  # after the .tflite: with it, meta.json says the model is whole
         meta.extra[WEIGHTS_DIGEST] = digest  # of the model it was fine-tuned from: an export's check reads it
         meta.save(output_dir)
-        fileio.write_text(Path(output_dir) / "labels.txt", "".join(f"{label}\n" for label in meta.labels))
+        runs.write_labels(output_dir, meta.labels)
     return Path(os.fspath(final))

@@ -37,6 +37,17 @@ STATE_FILE = "state.json"
 LATEST = "latest"  # runs/latest -> the newest run
 
 
+def write_labels(folder: str | os.PathLike, labels) -> None:
+    """``folder``'s labels.txt, atomically: one class name a line, in the model's output order (what apps and
+    deploy/classify.py read beside a model)."""
+    fileio.write_text(Path(folder) / LABELS_FILE, labels_text(labels))
+
+
+def labels_text(labels) -> str:
+    """labels.txt's text: one class name a line."""
+    return "".join(f"{label}\n" for label in labels)
+
+
 def find_model(run_dir: str | os.PathLike) -> Path | None:
     """``best.keras``, else ``last.keras`` of ``run_dir``; None where it holds neither."""
     run_dir = Path(run_dir)

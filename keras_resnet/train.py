@@ -469,7 +469,7 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
                      "keras_backend": keras.backend.backend(),
                      "freeze_bn": plan.freeze_bn},
     })
-    fileio.write_text(run_dir / runs.LABELS_FILE, "".join(f"{name}\n" for name in datasets.class_names))
+    runs.write_labels(run_dir, datasets.class_names)
     _point_latest(run_dir)
     ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
     record_input_stats(run_dir, data)  # what int8 calibration images should look like, checked at export
