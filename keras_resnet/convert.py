@@ -18,6 +18,7 @@ from keras_resnet.meta import (
     ModelMeta,
     check_describes,
     find_meta,
+    model_resize,
     weights_digest,
     with_scores,
 )
@@ -132,9 +133,7 @@ def _converted_meta(found: ModelMeta | None, source: Path, source_head, model,
     except KresError:  # none recorded (a model saved from Python): the source's extra as it is
         data = None
     if data is not None:
-        from keras_resnet.data import eval_resize
-
-        extra = {**extra, "data": data, RESIZE_KEY: extra.get(RESIZE_KEY) or eval_resize(data)}
+        extra = {**extra, "data": data, RESIZE_KEY: model_resize(extra, data)}
     if WEIGHTS_DIGEST in extra:
         extra[WEIGHTS_DIGEST] = weights_digest(model)
     return with_scores(replace(own, labels=list(found.labels), extra=extra), model), ""

@@ -36,6 +36,7 @@ from keras_resnet.meta import (
     generic_labels,
     meta_beside,
     model_output_name,
+    model_resize,
     numbered_names_note,
     numbers_are_names,
     outputs_of,
@@ -368,12 +369,12 @@ def _output_meaning(meta: ModelMeta) -> str:
 def model_card(path: Path, meta: ModelMeta, tflite: dict, accuracy: dict | None, mode: str, data_cfg) -> dict:
     """What an Android (or Coral) app needs next to the .tflite: I/O, quantization, normalisation, labels;
     ``accuracy``, where there is one, the model's held-out agreement (:func:`keras_resnet.runtime.compare`)."""
-    from keras_resnet.data import CENTER_CROP, RESIZE_HOW, data_name, eval_resize
+    from keras_resnet.data import RESIZE_HOW, data_name
 
     inp, out = tflite["inputs"][0], tflite["outputs"][0]
     # the model's own resize, as its run was validated (a --data-dir given at export changes only what it is
     # measured on: a digits model's card said centre crop for a folder of digits)
-    resize = meta.extra.get(RESIZE_KEY) or (eval_resize(data_cfg) if data_cfg is not None else CENTER_CROP)
+    resize = model_resize(meta.extra, data_cfg)
     dataset = data_name(data_cfg) if data_cfg is not None else None
     return {
         "model": path.name,
@@ -598,10 +599,8 @@ def _open(cfg: ExportConfig, say: Progress, calibration) -> _Job:
     meta = replace(meta, extra={**meta.extra, WEIGHTS_DIGEST: weights_digest(model)})
     if source.data_config is None and isinstance(meta.extra.get("data"), dict):  # an export's model.keras
         source = replace(source, data_config=dict(meta.extra["data"]))  # its meta.json has the data, as evaluate reads
-    if source.data_config is not None and RESIZE_KEY not in meta.extra:  # (an export's has it: kept)
-        from keras_resnet.data import eval_resize
-
-        meta = replace(meta, extra={**meta.extra, RESIZE_KEY: eval_resize(source.data_config)})
+    if source.data_config is not None:  # (an export's records it: kept)
+        meta = replace(meta, extra={**meta.extra, RESIZE_KEY: model_resize(meta.extra, source.data_config)})
     source = replace(source, data_config=moved_data(source.data_config, cfg))  # meta.json records it too
     data_cfg = data_config_for(source, meta)
     meta = _labels_from_data(meta, data_cfg, source.model_path, say, has_meta=found is not None,

@@ -104,6 +104,15 @@ class ModelMeta:
         raise KresError(f"{path} is not a valid {META_FILENAME} ({problem}); {_meta_fix(path)}")
 
 
+def model_resize(extra: dict, data) -> str:
+    """How a model's images are resized: as its meta.json's ``extra`` records it (an export's, a conversion's: its
+    run's), else as evaluation resizes for its training ``data`` (a DataConfig or config.json's dict), else centre
+    crop (nothing known)."""
+    from keras_resnet.data import CENTER_CROP, eval_resize
+
+    return extra.get(RESIZE_KEY) or (eval_resize(data) if data is not None else CENTER_CROP)
+
+
 def _labels_of(outputs: int, labels: list[str] | None) -> list[str]:
     """``labels``, one for each of the classifier's outputs (1 label for 3 outputs was saved, and refused only when
     kres predict read it), or numbered ones where there are none."""

@@ -210,6 +210,16 @@ def test_data_names_and_eval_resize(data, name, resize):
     assert (data_name(data), eval_resize(data)) == (name, resize)
 
 
+def test_a_models_resize_is_its_meta_jsons_then_its_datas_then_centre_crop():
+    """One rule for the model cards, an export's meta.json and a conversion's (each spelled it out)."""
+    from keras_resnet.meta import model_resize
+
+    digits, folder = {"dataset": None, "data_dir": None}, {"dataset": None, "data_dir": "/data/digit-pngs"}
+    assert model_resize({"resize": "full_frame"}, folder) == "full_frame"  # recorded: a digits run's, at export
+    assert model_resize({}, digits) == "full_frame" and model_resize({}, folder) == "center_crop"
+    assert model_resize({"resize": None}, digits) == "full_frame" and model_resize({}, None) == "center_crop"
+
+
 def test_the_training_stream_runs_no_autotuning_thread(digits):
     """kres train's stream lives as long as a fit; deleting it could wait up to a minute for tf.data's autotuning
     thread (keras_resnet.data.without_autotune_thread), so that thread is off there (and in QAT's fit)."""
