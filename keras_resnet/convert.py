@@ -67,13 +67,14 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
     checkpoint = read_checkpoint(source, builder=resnet)
     source_head = checkpoint.layers.get(HEAD)
     num_classes = cfg.num_classes or (int(source_head[0].shape[-1]) if source_head else None)
-    size = cfg.image_size or _keras_input_size(source) or DEFAULT_IMAGE_SIZE
+    source_size = _keras_input_size(source)
+    size = cfg.image_size or source_size or DEFAULT_IMAGE_SIZE
     # the stem as the checkpoint's first convolution has it: a cifar-stem run's was refused for its 3x3 conv1
     model = resnet(cfg.depth, num_classes=num_classes or 1, include_top=num_classes is not None,
                    input_shape=(size, size, 3), variant=checkpoint.variant, stem=checkpoint_stem(checkpoint.layers))
     report = assign(model, checkpoint, depth=cfg.depth, variant=checkpoint.variant,
                     shape_fix="pass the depth the checkpoint was made for")
-    meta, meta_note = _converted_meta(found, source, source_head, model, output)
+    meta, meta_note = _converted_meta(found, source, source_size, source_head, model, output)
     files = _beside(meta, output) if meta is not None else {}
     _save_with(model, output, files)
     return ConvertResult(output, cfg.depth, checkpoint.variant, num_classes, int(model.count_params()), report.note,
@@ -105,16 +106,15 @@ def _save_with(model, output: Path, files: dict[Path, str]) -> None:
         raise
 
 
-def _converted_meta(found: ModelMeta | None, source: Path, source_head, model,
+def _converted_meta(found: ModelMeta | None, source: Path, source_size: int | None, source_head, model,
                     output: Path) -> tuple[ModelMeta | None, str]:
     """The meta.json of the converted ``model``: the facts read off it, with the class names and ``extra`` of its
-    source's (``found``; a run's gains the resize and data its config.json records, as an export's has them), and
-    a weights digest of its own where the source's had one. None where there is no source meta.json, or where the
-    classes are new (--num-classes): then a note says why."""
+    ``source``'s (``found``; a run's gains the resize and data its config.json records, as an export's has them),
+    and a weights digest of its own where the source's had one; ``source_size`` is the source's input side. None
+    where there is no source meta.json, or where the classes are new (--num-classes): then a note says why."""
     if found is None:
         return None, ""
     own = ModelMeta.from_model(model)
-    source_size = _keras_input_size(source)
     classes = int(source_head[0].shape[-1]) if source_head else 0
     try:
         check_describes(found, replace(own, input_shape=[source_size, source_size, 3], labels=["?"] * classes), source)
