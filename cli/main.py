@@ -310,7 +310,8 @@ def _ended(args: list[str]) -> int:
         click.echo(err.ctx.get_help())
         return 0
     except click.UsageError as err:
-        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else " (see 'kres --help')"
+        # an option missing its value comes without a context: the command is read off the arguments
+        hint = f" (see '{err.ctx.command_path if err.ctx else _command_of(args)[1]} --help')"
         click.echo(f"Error: {err.format_message()}{hint}", err=True)
         return 2
     except click.ClickException as err:
@@ -351,10 +352,19 @@ def _as_options(message: str) -> str:
 
 def _options_of(args: list[str]) -> set[str]:
     """The options of the command that ``args`` run (``bench throughput``: the sub-command's)."""
-    command, names = cli, list(args)
-    while isinstance(command, click.Group) and names:
-        command = command.get_command(None, names.pop(0))
+    command = _command_of(args)[0]
     return {opt for param in command.params for opt in param.opts} if command is not None else set()
+
+
+def _command_of(args: list[str]) -> tuple[click.Command | None, str]:
+    """The command that ``args`` run (None where they name none) and the path of the last one they name
+    (``kres bench throughput``)."""
+    command, names, path = cli, list(args), "kres"
+    while isinstance(command, click.Group) and names:
+        name = names.pop(0)
+        command = command.get_command(None, name)
+        path = f"{path} {name}" if command is not None else path
+    return command, path
 
 
 def entry_point() -> None:

@@ -86,6 +86,13 @@ def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
     # a file as --tfds-dir was "--tfds-dir {file} does not exist"
     (["evaluate", "m.keras", "--dataset", "cifar10", "--tfds-dir", "{file}"],
      "Error: Invalid value for '--tfds-dir': Directory '{file}' is a file. (see 'kres evaluate --help')"),
+    # an option without its value said "(see 'kres --help')", which lists no options (new-user walk)
+    (["train", "--depth"], "Error: Option '--depth' requires an argument. (see 'kres train --help')"),
+    (["export", "runs/a", "-o", "x", "--quantize"],
+     "Error: Option '--quantize' requires an argument. (see 'kres export --help')"),
+    (["bench", "throughput", "--depth"],
+     "Error: Option '--depth' requires an argument. (see 'kres bench throughput --help')"),
+    (["--depth"], "Error: No such option '--depth'. (see 'kres --help')"),
 ])
 def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, message):
     (tmp_path / "photo.png").write_bytes(b"")
