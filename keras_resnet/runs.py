@@ -208,8 +208,24 @@ def read_checkpoint_state(run_dir: str | os.PathLike) -> dict | None:
         return None
     except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise KresError(f"{path} cannot be read ({str(err).splitlines()[0][:80]}), so {run_dir} cannot be resumed: "
-                        f"start a new run with another --output (--weights {Path(run_dir) / BEST_MODEL} starts it "
-                        "from this one)") from None
+                        f"start a new run with another --output{start_again_hint(run_dir)}") from None
+
+
+def nothing_trained(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` stopped before its first checkpoint (it has none, no model and no history)."""
+    return not any((Path(run_dir) / name).exists() for name in (CHECKPOINT_DIR, *MODEL_NAMES, HISTORY_FILE))
+
+
+def start_again_hint(run_dir: str | os.PathLike) -> str:
+    """What a refusal to go on with ``run_dir`` adds to "start a new run with another --output": that --weights
+    starts it from its best.keras, where there is one (the hint named one that a run stopped inside its first
+    epoch never wrote: new-user walk); else that it has none yet, or that removing it loses nothing."""
+    best = Path(run_dir) / BEST_MODEL
+    if best.is_file():
+        return f" (--weights {best} starts it from this one)"
+    if nothing_trained(run_dir):
+        return f" (it stopped before its first checkpoint: removing {run_dir} loses nothing)"
+    return f" ({run_dir} has no {BEST_MODEL} to start from: it stopped before its first epoch ended)"
 
 
 def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Path | None]:
@@ -223,8 +239,7 @@ def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Pa
     if state is None or not state.get("weights"):
         if state is None and any((run_dir / CHECKPOINT_DIR).glob("ckpt-*.weights.h5")):
             raise KresError(f"{run_dir / CHECKPOINT_DIR / STATE_FILE} is missing, so {run_dir} cannot be resumed: "
-                            f"start a new run with another --output (--weights {run_dir / BEST_MODEL} starts "
-                            "it from this one)")
+                            f"start a new run with another --output{start_again_hint(run_dir)}")
         return 0, None
     problems = []
     for entry in (state, state.get("previous")):
@@ -239,7 +254,7 @@ def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Pa
             return int(entry["steps"]), path
         problems.append(f"{entry['weights']} is damaged ({problem})")
     raise KresError(f"{' and '.join(problems)}: no good checkpoint left in {run_dir}; start a new run with "
-                    f"another --output (--weights {run_dir / BEST_MODEL} starts it from this one)")
+                    f"another --output{start_again_hint(run_dir)}")
 
 
 def checkpoint_metrics(run_dir: str | os.PathLike, steps: int) -> list | None:

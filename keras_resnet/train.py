@@ -832,10 +832,7 @@ def _check_existing_run(run_dir: Path, cfg: TrainConfig, data: DataConfig) -> di
 
 def _nothing_trained(run_dir: Path, state: dict | None) -> str:
     """What an other-settings refusal adds for a run stopped before its first checkpoint: its folder may go."""
-    made = (runs.CHECKPOINT_DIR, *runs.MODEL_NAMES, runs.HISTORY_FILE)
-    if state or any((run_dir / name).exists() for name in made):
-        return ""
-    return f" (it stopped before its first checkpoint: removing {run_dir} loses nothing)"
+    return runs.start_again_hint(run_dir) if not state and runs.nothing_trained(run_dir) else ""
 
 
 # The data settings that are train's options, under the option's name (the others are train's own, or no option).
@@ -896,8 +893,8 @@ def _check_same_images(run_dir: Path, datasets) -> None:
                    else f", classes {len(old_classes)} -> {len(datasets.class_names)}")
         raise KresError(
             f"{run_dir} was started on {old[0]} training and {old[1]} validation images, the data now gives "
-            f"{datasets.num_train} and {datasets.num_val}{classes}: start a new run with another --output "
-            f"(--weights {run_dir / runs.BEST_MODEL} starts it from this one)")
+            f"{datasets.num_train} and {datasets.num_val}{classes}: start a new run with another --output"
+            f"{runs.start_again_hint(run_dir)}")
 
 
 def _point_latest(run_dir: Path) -> None:

@@ -741,7 +741,7 @@ def test_a_checkpoint_whose_bytes_changed_in_place_falls_back_to_the_one_before_
         f"ckpt-3.weights.h5 is damaged (its bytes changed since it was written: SHA-256 {now[:16]}, not "
         f"{state['sha256'][:16]}) and ckpt-2.weights.h5 is damaged (its bytes changed since it was written: SHA-256 "
         f"{earlier[:16]}, not {state['previous']['sha256'][:16]}): no good checkpoint left in {run}; start a new run "
-        f"with another --output (--weights {run / 'best.keras'} starts it from this one)")
+        f"with another --output ({run} has no best.keras to start from: it stopped before its first epoch ended)")
 
 
 def test_a_state_written_before_checkpoints_had_digests_resumes_as_it_did(tmp_path):
@@ -792,6 +792,25 @@ def test_a_checkpoint_records_its_files_digest_and_drops_a_latest_whose_bytes_ch
     assert (state["previous"]["weights"], state["previous"]["sha256"]) == (
         "ckpt-4.weights.h5", file_sha256(run / "checkpoint" / "ckpt-4.weights.h5"))
     assert state["sha256"] == file_sha256(run / "checkpoint" / "ckpt-6.weights.h5")
+
+
+def test_a_refusal_names_a_best_keras_to_start_from_only_where_there_is_one(tmp_path):
+    """A run stopped inside its first epoch has checkpoints but no best.keras: its refusals said "--weights
+    RUN/best.keras starts it from this one", and following that was "weights file ... does not exist" (new-user
+    walk); one stopped before its first checkpoint has nothing to lose."""
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "checkpoint" / "state.json").write_text("{")
+    with pytest.raises(KresError) as err:
+        runs.read_checkpoint_state(run)
+    assert str(err.value).endswith(f"so {run} cannot be resumed: start a new run with another --output ({run} has "
+                                   "no best.keras to start from: it stopped before its first epoch ended)")
+    (run / "checkpoint" / "state.json").unlink()
+    (run / "checkpoint").rmdir()
+    assert runs.start_again_hint(run) == f" (it stopped before its first checkpoint: removing {run} loses nothing)"
+    (run / "best.keras").write_bytes(b"")
+    assert runs.start_again_hint(run) == f" (--weights {run / 'best.keras'} starts it from this one)"
 
 
 def test_unreadable_or_missing_state_is_refused_never_a_restart_from_step_0(interrupted_run, tmp_path):
