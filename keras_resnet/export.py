@@ -754,9 +754,14 @@ def _refuse_leftovers(job: _Job, replaced: Callable[[str], bool]) -> None:
         return
     left = sorted(path.name for path in job.out_dir.iterdir() if not replaced(path.name) and _artifact(path.name))
     if left:
+        # one export writes one --quantize mode: files of two or more cannot all be replaced by adding options
+        modes = [mode for mode in QUANTIZE_MODES if any(name.startswith(f"model_{mode}.") or
+                                                        name.startswith(f"model_{mode}_edgetpu.") for name in left)]
+        fixes = ("another --output, or remove them first (one export writes one --quantize mode, and these are of "
+                 f"{len(modes)}: {', '.join(modes)})" if len(modes) > 1 else
+                 "another --output, add the options that write them, or remove them first")
         raise KresError(f"{job.out_dir} holds the export of another model ({job.another}) with files this export "
-                        f"does not replace ({first_five(left)}): export into "
-                        f"another --output, add the options that write them, or remove them first")
+                        f"does not replace ({first_five(left)}): export into {fixes}")
 
 
 def may_write(cfg: ExportConfig, name: str) -> bool:

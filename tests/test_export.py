@@ -786,6 +786,23 @@ def test_an_export_of_another_model_that_would_leave_its_files_is_refused(export
     assert ModelMeta.load(out).extra["weights_digest"] == digest
 
 
+def test_leftovers_of_two_quantize_modes_are_not_said_to_go_with_more_options(exported, tmp_path):
+    """One export writes one --quantize mode: "add the options that write them" could not be followed for the
+    float16 and int8 files of another model's export (new-user walk; a second --quantize replaces the first)."""
+    from keras_resnet.errors import KresError
+
+    out = Path(shutil.copytree(exported.output_dir, tmp_path / "out"))
+    for name in ("model_float16.tflite", "model_float16.card.json"):  # as an earlier --quantize float16 left them
+        (out / name).write_bytes(b"")
+    other = _saved_run(tmp_path, "other", 18, ["ant", "bee"])
+    with pytest.raises(KresError) as err:
+        ex.export(ex.ExportConfig(source=str(other), output=str(out), eval_images=0))
+    assert str(err.value).endswith(
+        "(model_float16.card.json, model_float16.tflite, model_int8.card.json, model_int8.tflite): export into "
+        "another --output, or remove them first (one export writes one --quantize mode, and these are of 2: "
+        "float16, int8)")
+
+
 def test_a_file_that_the_export_may_write_and_did_not_is_refused_after_converting(exported, heldout, tmp_path,
                                                                                   monkeypatch):
     """The check before converting lets through what this export may write; the Edge TPU compiler's files are
