@@ -334,6 +334,9 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         raise KresError(f"--batch-size must be 1 or more, got {cfg.batch_size}")
     if cfg.all_images and cfg.data_dir is None:
         raise KresError("--all-images scores every image of a folder of held-out images: name it with --data-dir")
+    if cfg.output and Path(cfg.output).suffix.lower() in (".json", ".png"):  # it made a folder of that name
+        raise KresError(f"--output is the folder for evaluation.json and its plots, not a file name: try "
+                        f"{Path(cfg.output).with_suffix('')}")
     out_dir = Path(cfg.output) if cfg.output else _default_output(Path(cfg.models[0]))
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
     check_runnable(cfg.num_threads, predictors)

@@ -418,6 +418,16 @@ def test_an_output_that_cannot_be_made_says_what_is_in_the_way_and_names_the_opt
         "model): pass --output a folder you can write to")
 
 
+def test_a_file_name_as_output_is_refused_before_a_folder_of_that_name_is_made(tmp_path, capsys):
+    """`-o out/eval.json` made a folder named eval.json with evaluation.json in it (new-user walk); export refused
+    such a name already."""
+    for name in ("eval.json", "confusion.PNG"):
+        assert main(["evaluate", str(tmp_path / "m.keras"), "--output", str(tmp_path / "out" / name)]) == 2
+        assert capsys.readouterr().err == (f"Error: --output is the folder for evaluation.json and its plots, not a "
+                                           f"file name: try {tmp_path / 'out' / name.split('.')[0]}\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_model_with_no_recorded_data(run_dir, tmp_path, capsys):
     run, _ = run_dir
     (tmp_path / "m.tflite").write_bytes((run / "model.tflite").read_bytes())
