@@ -58,7 +58,7 @@ def convert_checkpoint(cfg: ConvertConfig) -> ConvertResult:
     the facts of its source's meta.json (class names, resize, data) in a meta.json beside it."""
     output = Path(cfg.output)
     if output.suffix != ".keras":
-        raise KresError(f"--output must end in .keras, got {output}")
+        raise KresError(f"--output must end in .keras, got {output}: try {output.with_suffix('.keras')}")
     depth_spec(cfg.depth)
     source = checkpoint_path(cfg.checkpoint)  # a run or export folder: its best.keras, as --weights takes it
     _check_output(source, output)

@@ -413,7 +413,8 @@ def test_convert_weights_cli_writes_a_loadable_keras_file(tmp_path, capsys):
     assert not (tmp_path / "r34.keras").exists()
     assert main(["convert-weights", str(tmp_path / "r18.npz"), "--depth", "18", "--output",
                  str(tmp_path / "r18.h5")]) == 2
-    assert "--output must end in .keras" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[-1] == (f"Error: --output must end in .keras, got "
+                                                        f"{tmp_path / 'r18.h5'}: try {tmp_path / 'r18.keras'}")
 
 
 def _small_keras(path, size=32, num_classes=10):
