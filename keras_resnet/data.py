@@ -14,6 +14,7 @@ import functools
 import os
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -498,15 +499,9 @@ def _folder_source(cfg: DataConfig) -> _Source:
     train_dir, val_dir = root / "train", root / "val"
     own_val = not is_split(root)
     if own_val:
-        train_classes, val_classes = _class_dirs(train_dir), _class_dirs(val_dir)
-        if train_classes != val_classes:
-            sides = [f"{first_five(only)} only in {where.name}/"
-                     for where, only in ((train_dir, sorted(set(train_classes) - set(val_classes))),
-                                         (val_dir, sorted(set(val_classes) - set(train_classes)))) if only]
-            raise KresError(f"{train_dir} and {val_dir} must hold the same class folders: {'; '.join(sides)}")
-        class_names = train_classes
+        class_names = _class_dirs(train_dir)
         train_files, train_labels, skipped_train = _scan(train_dir, class_names)
-        val_files, val_labels, skipped_val = _scan(val_dir, class_names)
+        val_files, val_labels, skipped_val = _scan(val_dir, _val_class_folders(train_dir, val_dir, class_names))
         train_files, train_labels = _drop_val_files(train_files, train_labels, val_files)
         skipped = skipped_train + skipped_val
         _require_images(train_dir, train_files, train_labels, class_names)
@@ -540,6 +535,21 @@ def _folder_source(cfg: DataConfig) -> _Source:
         skipped=_relative(skipped, Path(cfg.data_dir).expanduser()),
         val_note=_classes_left_out(class_names, train_labels, val_labels, val_dir if own_val else cfg.val_split),
     )
+
+
+def _val_class_folders(train_dir: Path, val_dir: Path, class_names: list[str]) -> list[str]:
+    """val/'s folder of each of train/'s ``class_names``, in their order. Names are compared as classes are
+    (:func:`class_key`): a val/ folder macOS wrote in NFD is the train/ class of its name (it was refused as a class
+    only in val/, beside one only in train/ that looked the same)."""
+    val_classes = _class_dirs(val_dir)
+    folders = {class_key(name): name for name in val_classes}
+    keys = {class_key(name) for name in class_names}
+    if keys != set(folders):
+        sides = [f"{first_five(only)} only in {where.name}/"
+                 for where, only in ((train_dir, [name for name in class_names if class_key(name) not in folders]),
+                                     (val_dir, [name for name in val_classes if class_key(name) not in keys])) if only]
+        raise KresError(f"{train_dir} and {val_dir} must hold the same class folders: {'; '.join(sides)}")
+    return [folders[class_key(name)] for name in class_names]
 
 
 def _classes_left_out(class_names: list[str], train_labels: list[int], val_labels: list[int],
@@ -610,6 +620,15 @@ def check_split_names(folder: str | os.PathLike, *, held_out_only: bool = False)
                     f"{' and '.join(renames)}")
 
 
+def check_class_names(folder: str | os.PathLike) -> None:
+    """Refuse class folders of one name in two Unicode forms (:func:`_require_distinct_names`) before a run's folder
+    is made; a folder that cannot be read is said by the class folder scan, with its fix."""
+    root = Path(folder).expanduser()
+    for where in (root / "train", root / "val") if (root / "train").is_dir() else (root,):
+        with contextlib.suppress(OSError):
+            _require_distinct_names(where, class_folder_names(where))
+
+
 def _whole_folder_source(cfg: DataConfig) -> _Source:
     root = held_out_folder(cfg.data_dir)
     class_names = _class_dirs(root)
@@ -647,7 +666,27 @@ def _class_dirs(root: Path) -> list[str]:
         raise KresError(f"cannot read the image folder {root}: {err.strerror or err}; check its permissions") from None
     if not names:
         raise KresError(f"{root} has no class folders; put images in {root}/<class name>/")
+    _require_distinct_names(root, names)
     return names
+
+
+def class_key(name: str) -> str:
+    """A class name as names are compared: in Unicode's composed form (NFC), so that a folder macOS named in the
+    decomposed form (NFD: "tri" + U+0308 for "trï") is the class of the same name."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _require_distinct_names(root: Path, names: list[str]) -> None:
+    """Refuse two class folders of one name in two Unicode forms (NFC, and NFD as macOS writes it): Linux keeps
+    them apart, so they trained as two classes of one name, which evaluation (comparing by :func:`class_key`)
+    then scored as one. Shown in ``ascii()`` form, the only one in which the two names differ to the eye."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(class_key(name), name)
+        if first != name:
+            raise KresError(f"{root} has class folders {first!a} and {name!a}: one name in two Unicode forms "
+                            "(macOS writes names decomposed), which kres reads as one class; merge them into one "
+                            "folder or rename one")
 
 
 def _require_some_images(root: Path, files: list) -> None:

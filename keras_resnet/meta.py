@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_resnet import fileio
+from keras_resnet.data import class_key
 from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.model import depth_of
 from keras_resnet.runs import CONFIG_FILE, LABELS_FILE, training_data_config
@@ -250,12 +250,6 @@ def numbers_are_names(labels: list[str], model_path: str | os.PathLike, meta: Mo
         return training_data_config(model_path, meta).get("dataset") == SYNTHETIC
     except KresError:  # no data recorded: its classes are not known to be synthetic data's
         return False
-
-
-def class_key(name: str) -> str:
-    """A class name as names are compared: in Unicode's composed form (NFC), so that a folder macOS named in the
-    decomposed form (NFD: "tri" + U+0308 for "trï") is the class of the same name."""
-    return unicodedata.normalize("NFC", name)
 
 
 def data_names_note(model_name: str, names: list[str]) -> str:

@@ -31,7 +31,7 @@ import keras
 
 from keras_resnet import _compat, fileio, runlock, runs
 from keras_resnet import callbacks as cb
-from keras_resnet.data import DataConfig, check_split_names, data_name, load_datasets
+from keras_resnet.data import DataConfig, check_class_names, check_split_names, data_name, load_datasets
 from keras_resnet.distribute import Placement, check_global_batch, cpu_precision_note, make_placement, resolve_precision
 from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import ModelMeta, card_path, find_meta, generic_labels
@@ -322,8 +322,7 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
     _check_memory(cfg, placement, precision)
     run_dir = _run_dir(cfg, data)
     on_run_dir(run_dir)
-    if data.data_dir is not None and not runs.is_run_dir(run_dir):  # a run begun on such a folder reads it as it did
-        check_split_names(data.data_dir)
+    _check_data_folder(run_dir, data)
     if placement.is_chief:  # the other workers of a multi-worker run write elsewhere
         runlock.acquire(run_dir, stream)
     if typed.warmup_epochs is None:
@@ -370,6 +369,16 @@ def train(cfg: TrainConfig, data: DataConfig, *, stream=None, on_run_dir=lambda 
         return TrainResult(run_dir, run_dir / runs.BEST_MODEL, run_dir / runs.LAST_MODEL, {}, math.nan, cfg.epochs,
                            step, cb.iterations_of(model), train_seconds)
     return _finish(cfg, data, run_dir, placement, train_seconds=train_seconds, stream=stream)
+
+
+def _check_data_folder(run_dir: Path, data: DataConfig) -> None:
+    """What a data folder's listing refuses, said before the run folder is made. Split folders under other names
+    only for a new run: a run begun on such a folder reads it as it did."""
+    if data.data_dir is None:
+        return
+    if not runs.is_run_dir(run_dir):
+        check_split_names(data.data_dir)
+    check_class_names(data.data_dir)
 
 
 @contextlib.contextmanager

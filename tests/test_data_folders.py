@@ -434,6 +434,45 @@ def test_train_and_val_class_folders_differ(tmp_path):
                               "in train/; c only in val/")
 
 
+GRUEN_NFC, GRUEN_NFD = "gr\u00fcn", "gru\u0308n"  # "grün": composed, and decomposed as macOS names folders
+
+
+def test_class_folders_of_one_name_in_two_unicode_forms_are_refused(tmp_path, capsys, monkeypatch):
+    """Linux keeps them apart: they trained as two classes named "grün" (labels.txt twice), and evaluate, comparing
+    names in one form, scored both folders as one class."""
+    from keras_resnet.data import load_every_image
+    from kres.main import main
+
+    for k, name in enumerate(("blue", GRUEN_NFC, GRUEN_NFD)):
+        (tmp_path / "nf" / name).mkdir(parents=True)
+        for i in range(3):
+            _photo(10 * k + i).save(tmp_path / "nf" / name / f"{i}.png")
+    monkeypatch.chdir(tmp_path)  # where runs/ would be made
+    message = (f"{tmp_path / 'nf'} has class folders 'gru\\u0308n' and 'gr\\xfcn': one name in two Unicode forms "
+               "(macOS writes names decomposed), which kres reads as one class; merge them into one folder or rename "
+               "one")
+    assert main(["train", "--depth", "18", "--data-dir", str(tmp_path / "nf")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"Error: {message}"]
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(KresError) as caught:  # evaluate's held-out folder
+        load_every_image(DataConfig(data_dir=str(tmp_path / "nf"), image_size=SIZE, batch_size=1))
+    assert str(caught.value) == message
+
+
+def test_a_val_class_folder_in_the_other_unicode_form_is_the_train_class_of_its_name(tmp_path):
+    """It was refused as "grün only in train/; grün only in val/". "grv" sorts between the two forms: val/'s images
+    are labelled by name, not by the place of their folder in val/'s sorted list."""
+    for split, gruen, counts in (("train", GRUEN_NFC, (2, 2, 2)), ("val", GRUEN_NFD, (1, 2, 3))):
+        for k, (name, count) in enumerate(zip(("blue", gruen, "grv"), counts)):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                _photo(10 * k + i).save(tmp_path / split / name / f"{i}.png")
+    data = load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
+    assert data.class_names == ["blue", "grv", GRUEN_NFC]
+    per_class = sum(labels.numpy().sum(axis=0) for _, labels in data.val)
+    assert per_class.tolist() == [1, 3, 2]
+
+
 def test_train_folder_alone_is_split(tmp_path):
     for k, name in enumerate(("a", "b")):
         (tmp_path / "train" / name).mkdir(parents=True)
