@@ -14,7 +14,6 @@ import functools
 import os
 import tempfile
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import tensorflow as tf
 
 from keras_resnet import augment, imageio, terminal
 from keras_resnet.errors import KresError, TooFewToSplit, counted, first_five, first_line
+from keras_resnet.runs import class_key
 from keras_resnet.specs import MIN_IMAGE_SIZE, MIX_ALPHA
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -668,12 +668,6 @@ def _class_dirs(root: Path) -> list[str]:
         raise KresError(f"{root} has no class folders; put images in {root}/<class name>/")
     _require_distinct_names(root, names)
     return names
-
-
-def class_key(name: str) -> str:
-    """A class name as names are compared: in Unicode's composed form (NFC), so that a folder macOS named in the
-    decomposed form (NFD: "tri" + U+0308 for "trï") is the class of the same name."""
-    return unicodedata.normalize("NFC", name)
 
 
 def _require_distinct_names(root: Path, names: list[str]) -> None:

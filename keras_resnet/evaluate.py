@@ -326,8 +326,8 @@ def _default_output(model_path: Path) -> Path:
 ProgressFn = Callable[[int, int], None]  # (images done, images in all)
 
 
-def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
-    """Evaluate one model, or compare two on the same data; writes evaluation.json and confusion PNGs."""
+def _check_options(cfg: EvalConfig) -> None:
+    """What is refused before any model or image is read."""
     if not 1 <= len(cfg.models) <= 2:
         raise KresError(f"evaluate takes one model, or two to compare; got {len(cfg.models)}")
     if cfg.batch_size < 1:
@@ -337,6 +337,11 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     if cfg.output and Path(cfg.output).suffix.lower() in (".json", ".png"):  # it made a folder of that name
         raise KresError(f"--output is the folder for evaluation.json and its plots, not a file name: try "
                         f"{Path(cfg.output).with_suffix('')}")
+
+
+def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """Evaluate one model, or compare two on the same data; writes evaluation.json and confusion PNGs."""
+    _check_options(cfg)
     out_dir = Path(cfg.output) if cfg.output else _default_output(Path(cfg.models[0]))
     predictors = [load_predictor(m, num_threads=cfg.num_threads) for m in cfg.models]
     check_runnable(cfg.num_threads, predictors)

@@ -17,10 +17,9 @@ import keras
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.data import class_key
 from keras_resnet.errors import KresError, counted, first_five, first_line
 from keras_resnet.model import depth_of
-from keras_resnet.runs import CONFIG_FILE, LABELS_FILE, training_data_config
+from keras_resnet.runs import CONFIG_FILE, LABELS_FILE, class_key, training_data_config
 from keras_resnet.specs import NORMALIZATIONS, STEMS, VARIANTS
 
 META_FILENAME = "meta.json"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -41,6 +42,12 @@ def write_labels(folder: str | os.PathLike, labels) -> None:
     """``folder``'s labels.txt, atomically: one class name a line, in the model's output order (what apps and
     deploy/classify.py read beside a model)."""
     fileio.write_text(Path(folder) / LABELS_FILE, labels_text(labels))
+
+
+def class_key(name: str) -> str:
+    """A class name as names are compared: in Unicode's composed form (NFC), so that a folder macOS named in the
+    decomposed form (NFD: "tri" + U+0308 for "trï") is the class of the same name."""
+    return unicodedata.normalize("NFC", name)
 
 
 def labels_text(labels) -> str:
