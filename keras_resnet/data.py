@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_resnet import augment, imageio, terminal
-from keras_resnet.errors import KresError, TooFewToSplit, counted, first_five, first_line
+from keras_resnet.errors import KresError, OneClassOnly, TooFewToSplit, counted, first_five, first_line
 from keras_resnet.runs import class_key
 from keras_resnet.specs import MIN_IMAGE_SIZE, MIX_ALPHA
 
@@ -694,8 +694,8 @@ def _require_images(root: Path, files: list, labels: list[int], class_names: lis
     present = sorted(set(labels))
     if len(present) < 2:
         only = class_names[present[0]]
-        raise KresError(f"{root} has images of one class only ({only!r}); a classifier needs at least 2 class "
-                        f"folders with images")
+        raise OneClassOnly(f"{root} has images of one class only ({only!r})",
+                           "a classifier needs at least 2 class folders with images", sep="; ")
     empty = [class_names[i] for i in range(len(class_names)) if i not in set(present)]
     if empty:
         raise KresError(f"class folders with no readable images in {root}: {', '.join(empty[:5])}; add images "

@@ -15,22 +15,32 @@ class KresError(ValueError):
     """
 
 
-class TooFewToSplit(KresError):
-    """An image folder too few images for its validation split. Its message ends in ``kres train``'s fix (its
-    --val-split); evaluate and export, which have no such option, give theirs (:func:`split_fix`)."""
+class TrainsFix(KresError):
+    """A fact about an image folder, said with ``kres train``'s fix; evaluate and export, whose options differ,
+    give theirs (:func:`split_fix`)."""
 
-    def __init__(self, fact: str, fix: str):
-        super().__init__(f"{fact}: {fix}")
+    def __init__(self, fact: str, fix: str, sep: str = ": "):
+        super().__init__(f"{fact}{sep}{fix}")
         self.fact = fact
 
 
+class TooFewToSplit(TrainsFix):
+    """Too few images for the folder's validation split: train's fix is its --val-split, an option evaluate and
+    export do not have."""
+
+
+class OneClassOnly(TrainsFix):
+    """Images of one class only: train's fix is a second class folder; evaluate can score every image of it."""
+
+
 @contextlib.contextmanager
-def split_fix(fix: str):
-    """A :class:`TooFewToSplit` raised inside, said with ``fix`` (evaluate's and export's told users to change
-    --val-split, an option they do not have)."""
+def split_fix(fix: str, kind: type[TrainsFix] = TooFewToSplit):
+    """A :class:`TooFewToSplit` (or another ``kind`` of :class:`TrainsFix`) raised inside, said with ``fix``:
+    evaluate's and export's told users to change --val-split, an option they do not have, and evaluate's that a
+    classifier needs two classes where --all-images scores a folder of one."""
     try:
         yield
-    except TooFewToSplit as err:
+    except kind as err:
         raise KresError(f"{err.fact}: {fix}") from None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resnet import fileio
-from keras_resnet.errors import KresError, counted, first_five, split_fix
+from keras_resnet.errors import KresError, OneClassOnly, counted, first_five, split_fix
 from keras_resnet.meta import (
     META_FILENAME,
     SCORES_KEY,
@@ -300,7 +300,8 @@ def _load(data_cfg, every_image: bool):
     said with evaluate's fix (it said "raise --val-split", which evaluate does not have)."""
     from keras_resnet.data import load_datasets, load_every_image
 
-    with split_fix("score every image of it with --all-images, add images, or use train/ and val/ folders"):
+    with split_fix("score every image of it with --all-images, add images, or use train/ and val/ folders"), \
+            split_fix("score every image of it with --all-images", OneClassOnly):
         return load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
 
 

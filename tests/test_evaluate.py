@@ -663,6 +663,19 @@ def test_a_folder_too_small_to_split_says_evaluates_own_fix(run_dir, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_of_one_class_says_evaluates_own_fix_and_the_fix_works(run_dir, tmp_path, capsys):
+    """It said "a classifier needs at least 2 class folders", training's rule: --all-images scores such a folder
+    (new-user walk)."""
+    folder = _image_folder(tmp_path / "one", {"class_0": 5})
+    assert main(["evaluate", str(run_dir[0]), "--data-dir", str(folder), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {folder} has images of one class only ('class_0'): score every image of it with --all-images"]
+    assert not (tmp_path / "out").exists()
+    assert main(["evaluate", str(run_dir[0]), "--data-dir", str(folder), "--all-images", "--output",
+                 str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["num_val"] == 5
+
+
 def test_all_images_of_a_folder_inside_the_training_folder_is_refused(run_dir, tmp_path, capsys):
     """`--data-dir DATA/train --all-images` scored every training image (91.67%) without a word, where DATA itself
     was refused; and the refusal named the folder as typed (a link), not the one the model was trained on."""
