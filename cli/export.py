@@ -20,7 +20,7 @@ from kres.options import DatasetName, PathType, Whole
 @click.option("--tflite", is_flag=True, help="A TFLite model (static batch 1) of the --quantize kind.")
 @click.option("--quantize", default="float32", show_default=True, metavar="|".join(QUANTIZE_MODES),
               callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, _choice(check_mode, value)),
-              help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + ".")
+              help="TFLite quantization: " + ", ".join(QUANTIZE_MODES) + "; any but float32 implies --tflite.")
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tuning (tf_keras + tfmot), then int8 TFLite.",
               callback=lambda ctx, param, value: _edgetpu_is_int8(ctx, param.name, value))
 @click.option("--qat-epochs", type=Whole(1, MAX_EPOCHS), default=2, show_default=True,
