@@ -311,8 +311,8 @@ def _ended(args: list[str]) -> int:
         return 0
     except click.UsageError as err:
         # an option missing its value comes without a context: the command is read off the arguments
-        hint = f" (see '{err.ctx.command_path if err.ctx else _command_of(args)[1]} --help')"
-        click.echo(f"Error: {err.format_message()}{hint}", err=True)
+        path = err.ctx.command_path if err.ctx else _command_of(args)[1]
+        click.echo(f"Error: {_elsewhere(err, path) or err.format_message()} (see '{path} --help')", err=True)
         return 2
     except click.ClickException as err:
         click.echo(f"Error: {err.format_message()}", err=True)
@@ -354,6 +354,29 @@ def _options_of(args: list[str]) -> set[str]:
     """The options of the command that ``args`` run (``bench throughput``: the sub-command's)."""
     command = _command_of(args)[0]
     return {opt for param in command.params for opt in param.opts} if command is not None else set()
+
+
+def _elsewhere(err: click.UsageError, path: str) -> str | None:
+    """For an option of other kres commands only, which commands take it: click guessed a near name of this
+    command's (``kres evaluate --quantize``: "Did you mean '--batch-size'?")."""
+    if not isinstance(err, click.NoSuchOption):
+        return None
+    owners = [name for name, command in _commands(cli)
+              if any(err.option_name in param.opts for param in command.params)]
+    if not owners:
+        return None
+    listed = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
+    return f"{path} has no option '{err.option_name}': it is an option of kres {listed}"
+
+
+def _commands(group: click.Group, prefix: str = ""):
+    """(name, command) of every command under ``group``, a sub-command as ``bench throughput``."""
+    for name in group.list_commands(None):
+        command = group.get_command(None, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        elif command is not None:
+            yield f"{prefix}{name}", command
 
 
 def _command_of(args: list[str]) -> tuple[click.Command | None, str]:

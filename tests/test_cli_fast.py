@@ -92,7 +92,13 @@ def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
      "Error: Option '--quantize' requires an argument. (see 'kres export --help')"),
     (["bench", "throughput", "--depth"],
      "Error: Option '--depth' requires an argument. (see 'kres bench throughput --help')"),
-    (["--depth"], "Error: No such option '--depth'. (see 'kres --help')"),
+    # an option of other commands only: click guessed a near name ("Did you mean '--batch-size'?": new-user walk)
+    (["--depth"], "Error: kres has no option '--depth': it is an option of kres info, train, convert-weights, bench "
+                  "throughput, bench time-to-accuracy and bench update (see 'kres --help')"),
+    (["evaluate", "runs/a", "--quantize", "int8"],
+     "Error: kres evaluate has no option '--quantize': it is an option of kres export (see 'kres evaluate --help')"),
+    (["train", "--depht", "18"], "Error: No such option '--depht'. (Did you mean one of: '--depth', '--epochs', "
+                                 "'--weights'?) (see 'kres train --help')"),
 ])
 def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, message):
     (tmp_path / "photo.png").write_bytes(b"")
