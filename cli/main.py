@@ -4,6 +4,7 @@ command's options are parsed and checked, so help and option errors answer at on
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -358,11 +359,13 @@ def _options_of(args: list[str]) -> set[str]:
 
 def _elsewhere(err: click.UsageError, path: str) -> str | None:
     """For an option of other kres commands only, which commands take it: click guessed a near name of this
-    command's (``kres evaluate --quantize``: "Did you mean '--batch-size'?")."""
-    if not isinstance(err, click.NoSuchOption):
+    command's (``kres evaluate --quantize``: "Did you mean '--batch-size'?"). A near spelling of one of this
+    command's keeps click's guess (``kres bench tflite --depth``: "Did you mean '--depths'?")."""
+    if not isinstance(err, click.NoSuchOption) or any(  # a near spelling of this command's: click's guess is right
+            difflib.SequenceMatcher(None, err.option_name, near).ratio() >= 0.8 for near in err.possibilities or ()):
         return None
     owners = [name for name, command in _commands(cli)
-              if any(err.option_name in param.opts for param in command.params)]
+              if any(err.option_name in (*param.opts, *param.secondary_opts) for param in command.params)]
     if not owners:
         return None
     listed = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]

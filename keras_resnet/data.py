@@ -500,8 +500,9 @@ def _folder_source(cfg: DataConfig) -> _Source:
     own_val = not is_split(root)
     if own_val:
         class_names = _class_dirs(train_dir)
+        val_folders = _val_class_folders(train_dir, val_dir, class_names)  # before a scan reads every image
         train_files, train_labels, skipped_train = _scan(train_dir, class_names)
-        val_files, val_labels, skipped_val = _scan(val_dir, _val_class_folders(train_dir, val_dir, class_names))
+        val_files, val_labels, skipped_val = _scan(val_dir, val_folders)
         train_files, train_labels = _drop_val_files(train_files, train_labels, val_files)
         skipped = skipped_train + skipped_val
         _require_images(train_dir, train_files, train_labels, class_names)

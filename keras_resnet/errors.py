@@ -16,8 +16,8 @@ class KresError(ValueError):
 
 
 class TrainsFix(KresError):
-    """A fact about an image folder, said with ``kres train``'s fix; evaluate and export, whose options differ,
-    give theirs (:func:`split_fix`)."""
+    """A fact about an image folder, said with ``kres train``'s fix; a command whose options differ gives its own
+    (:func:`split_fix`: evaluate for both kinds, export for a split)."""
 
     def __init__(self, fact: str, fix: str, sep: str = ": "):
         super().__init__(f"{fact}{sep}{fix}")

@@ -298,10 +298,14 @@ def data_config(cfg: EvalConfig, predictors: list[Predictor]):
 def _load(data_cfg, every_image: bool):
     """The images to score: every image of the folder, or the validation split; a folder too small to split is
     said with evaluate's fix (it said "raise --val-split", which evaluate does not have)."""
-    from keras_resnet.data import load_datasets, load_every_image
+    from keras_resnet.data import is_split, load_datasets, load_every_image
 
+    folder = data_cfg.data_dir
+    # train/ beside val/: val/ alone is what is scored, and --all-images of the whole folder is refused
+    whole = ("score every image of it with --all-images" if folder is None or is_split(folder) else
+             f"score its val/ alone with --data-dir {Path(folder).expanduser() / 'val'} --all-images")
     with split_fix("score every image of it with --all-images, add images, or use train/ and val/ folders"), \
-            split_fix("score every image of it with --all-images", OneClassOnly):
+            split_fix(whole, OneClassOnly):
         return load_every_image(data_cfg) if every_image else load_datasets(data_cfg)
 
 

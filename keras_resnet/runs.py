@@ -225,14 +225,15 @@ def nothing_trained(run_dir: str | os.PathLike) -> bool:
 
 def start_again_hint(run_dir: str | os.PathLike) -> str:
     """What a refusal to go on with ``run_dir`` adds to "start a new run with another --output": that --weights
-    starts it from its best.keras, where there is one (the hint named one that a run stopped inside its first
-    epoch never wrote: new-user walk); else that it has none yet, or that removing it loses nothing."""
-    best = Path(run_dir) / BEST_MODEL
-    if best.is_file():
-        return f" (--weights {best} starts it from this one)"
+    starts it from its best.keras (else last.keras), where there is one (the hint named one that a run stopped
+    inside its first epoch never wrote: new-user walk); else that it has none, or that removing it loses nothing."""
+    model = find_model(run_dir)  # best.keras, else last.keras
+    if model is not None:
+        return f" (--weights {model} starts it from this one)"
     if nothing_trained(run_dir):
         return f" (it stopped before its first checkpoint: removing {run_dir} loses nothing)"
-    return f" ({run_dir} has no {BEST_MODEL} to start from: it stopped before its first epoch ended)"
+    why = "" if (Path(run_dir) / HISTORY_FILE).exists() else ": it stopped before its first epoch ended"
+    return f" ({run_dir} has no {BEST_MODEL} to start from{why})"
 
 
 def checkpoint_weights(run_dir: str | os.PathLike, stream=None) -> tuple[int, Path | None]:

@@ -37,7 +37,7 @@ from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import ModelMeta, card_path, find_meta, generic_labels
 from keras_resnet.model import resnet
 from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
-from keras_resnet.quant_debug import record_input_stats
+from keras_resnet.quant_debug import STATS_KEY, record_input_stats
 from keras_resnet.rebuild import float32_clone
 from keras_resnet.recipes import Recipe, recipe_for
 from keras_resnet.specs import (
@@ -482,7 +482,18 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
     })
     runs.write_labels(run_dir, datasets.class_names)
     _point_latest(run_dir)
-    ModelMeta.from_model(model, labels=datasets.class_names).save(run_dir)
+    meta = ModelMeta.from_model(model, labels=datasets.class_names)
+    if stats := _recorded_stats(run_dir):  # a resumed run's, kept until they are measured again after the banner
+        meta.extra[STATS_KEY] = stats
+    meta.save(run_dir)
+
+
+def _recorded_stats(run_dir: Path) -> dict | None:
+    """The training images' statistics that ``run_dir``'s meta.json records (a resumed run's), if any."""
+    try:
+        return ModelMeta.load(run_dir).extra.get(STATS_KEY)
+    except (KresError, OSError):  # none yet, or unreadable: measured again after the banner
+        return None
 
 
 def _say_notes(stream, cfg: TrainConfig, plan: _Plan, placement: Placement, precision: str,

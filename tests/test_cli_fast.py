@@ -99,6 +99,11 @@ def test_a_backend_keras_cannot_load_is_one_line(tmp_path):
      "Error: kres evaluate has no option '--quantize': it is an option of kres export (see 'kres evaluate --help')"),
     (["train", "--depht", "18"], "Error: No such option '--depht'. (Did you mean one of: '--depth', '--epochs', "
                                  "'--weights'?) (see 'kres train --help')"),
+    (["bench", "tflite", "--depth", "18"],  # a near spelling of its own --depths: click's guess stays
+     "Error: No such option '--depth'. Did you mean '--depths'? (see 'kres bench tflite --help')"),
+    (["evaluate", "m.keras", "--no-xla"],
+     "Error: kres evaluate has no option '--no-xla': it is an option of kres train and bench throughput (see 'kres "
+     "evaluate --help')"),
 ])
 def test_misspelt_commands_and_a_file_for_a_folder(capsys, tmp_path, args, message):
     (tmp_path / "photo.png").write_bytes(b"")

@@ -422,7 +422,11 @@ def test_one_class_folder_empty(tmp_path):
         load_datasets(DataConfig(data_dir=str(tmp_path), image_size=SIZE, batch_size=1))
 
 
-def test_train_and_val_class_folders_differ(tmp_path):
+def test_train_and_val_class_folders_differ(tmp_path, monkeypatch):
+    from keras_resnet import data
+
+    scanned = []  # the class lists are compared before any image is read (on ImageNet, minutes of decoding)
+    monkeypatch.setattr(data, "_scan", lambda root, *args: scanned.append(root) or pytest.fail(f"scanned {root}"))
     for split, names in (("train", ("a", "b")), ("val", ("a", "c"))):
         for name in names:
             (tmp_path / split / name).mkdir(parents=True)
@@ -432,6 +436,7 @@ def test_train_and_val_class_folders_differ(tmp_path):
     # it said "not in both: b, c", which left the user to find out which side lacked which
     assert str(err.value) == (f"{tmp_path / 'train'} and {tmp_path / 'val'} must hold the same class folders: b only "
                               "in train/; c only in val/")
+    assert scanned == []
 
 
 GRUEN_NFC, GRUEN_NFD = "gr\u00fcn", "gru\u0308n"  # "grün": composed, and decomposed as macOS names folders

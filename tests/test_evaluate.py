@@ -674,6 +674,16 @@ def test_a_folder_of_one_class_says_evaluates_own_fix_and_the_fix_works(run_dir,
     assert main(["evaluate", str(run_dir[0]), "--data-dir", str(folder), "--all-images", "--output",
                  str(tmp_path / "out"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["data"]["num_val"] == 5
+    # train/ of one class beside val/: --all-images of the whole folder is refused, so its val/ alone is named
+    split = _image_folder(tmp_path / "tv", {"train/class_0": 3, "val/class_0": 2, "val/class_1": 2})
+    (split / "train" / "class_1").mkdir()
+    assert main(["evaluate", str(run_dir[0]), "--data-dir", str(split), "--output", str(tmp_path / "out2")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: {split / 'train'} has images of one class only ('class_0'): score its val/ alone with --data-dir "
+        f"{split / 'val'} --all-images"]
+    assert main(["evaluate", str(run_dir[0]), "--data-dir", str(split / "val"), "--all-images", "--output",
+                 str(tmp_path / "out2"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["num_val"] == 4
 
 
 def test_all_images_of_a_folder_inside_the_training_folder_is_refused(run_dir, tmp_path, capsys):

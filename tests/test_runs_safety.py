@@ -677,6 +677,14 @@ def test_deleted_weights_fall_back_and_with_none_left_the_run_is_refused(interru
         "ckpt-3.weights.h5 is damaged (the file is missing) and ckpt-2.weights.h5 is damaged (the file is missing): "
         f"no good checkpoint left in {run}; start a new run with another --output (--weights {run / 'best.keras'} "
         "starts it from this one)")
+    # the same refusal from kres train: its meta.json, rewritten before the checkpoint is read, keeps the training
+    # images' statistics (measured again only after the banner; export's calibration check reads them)
+    from keras_resnet.train import train
+
+    stats = json.loads((run / "meta.json").read_text())["extra"]["input_stats"]
+    with pytest.raises(KresError, match="no good checkpoint left"):
+        train(*_tiny(tmp_path), stream=io.StringIO())
+    assert json.loads((run / "meta.json").read_text())["extra"]["input_stats"] == stats
 
 
 def _weights_file(path: Path, steps: int) -> dict:
@@ -809,6 +817,10 @@ def test_a_refusal_names_a_best_keras_to_start_from_only_where_there_is_one(tmp_
     (run / "checkpoint" / "state.json").unlink()
     (run / "checkpoint").rmdir()
     assert runs.start_again_hint(run) == f" (it stopped before its first checkpoint: removing {run} loses nothing)"
+    (run / "history.csv").write_text("epoch\n1\n")  # an epoch ended, and its best.keras was removed since
+    assert runs.start_again_hint(run) == f" ({run} has no best.keras to start from)"
+    (run / "last.keras").write_bytes(b"")
+    assert runs.start_again_hint(run) == f" (--weights {run / 'last.keras'} starts it from this one)"
     (run / "best.keras").write_bytes(b"")
     assert runs.start_again_hint(run) == f" (--weights {run / 'best.keras'} starts it from this one)"
 
