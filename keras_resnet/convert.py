@@ -89,7 +89,12 @@ def _source_meta(source: Path, output: Path) -> tuple[ModelMeta | None, str]:
     try:
         return find_meta(source), ""
     except KresError as err:
-        return None, f"no {META_FILENAME} is written beside {output.name}: {first_line(err)}"
+        return None, _no_meta(output, first_line(err))
+
+
+def _no_meta(output: Path, why: str) -> str:
+    """The note of a conversion whose source's meta.json does not come along, and ``why``."""
+    return f"no {META_FILENAME} is written beside {output.name}: {why}"
 
 
 def _save_with(model, output: Path, files: dict[Path, str]) -> None:
@@ -119,12 +124,12 @@ def _converted_meta(found: ModelMeta | None, source: Path, source_size: int | No
     try:
         check_describes(found, replace(own, input_shape=[source_size, source_size, 3], labels=["?"] * classes), source)
     except KresError as err:  # another model's (a fine-tuned one saved into its run's folder): not carried over
-        return None, f"no {META_FILENAME} is written beside {output.name}: {first_line(err)}"
+        return None, _no_meta(output, first_line(err))
     if len(own.labels) != len(found.labels):
-        return None, (f"no {META_FILENAME} is written beside {output.name}: its classifier is new "
-                      f"({counted(len(own.labels), 'class', 'classes')}; {source.name}'s {META_FILENAME} names "
-                      f"{len(found.labels)}), so its classes have no names yet; fine-tune it on your data (kres train "
-                      f"--weights {output}) to name them")
+        return None, _no_meta(output, f"its classifier is new ({counted(len(own.labels), 'class', 'classes')}; "
+                                      f"{source.name}'s {META_FILENAME} names {len(found.labels)}), so its classes "
+                                      f"have no names yet; fine-tune it on your data (kres train --weights {output}) "
+                                      "to name them")
     extra = dict(found.extra)
     if own.input_shape != [source_size, source_size, 3]:  # measured at the source's size, not this one
         extra = {key: value for key, value in extra.items() if key not in ("val_accuracy", "best_val_accuracy")}
