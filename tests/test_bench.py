@@ -332,11 +332,26 @@ def test_throughput_warns_that_its_ratios_are_not_to_be_trusted_on_a_busy_machin
     assert (tmp_path / "cpu.md").read_text().endswith(warning + "\n")
 
 
+def test_the_benchmarks_own_load_at_the_end_is_no_warning_and_a_busy_start_is():
+    """On the AVX2-only Zen 3 (2 cores) every steady run ended at a load average of 2.0-2.1, its own two threads,
+    and was told its ratios were not to be trusted."""
+    from keras_resnet.bench.common import trust_warning
+
+    steady = [("ours", [10.0, 11.0]), ("peer", [9.0, 9.5])]
+    untrusted = ": the ratios are not to be trusted; rerun on an idle machine"
+    assert trust_warning(steady, (1.2, 1.9, 1.6), (2.1, 1.8, 1.6), 2) is None
+    assert trust_warning(steady, (0.1,), (3.0,), 2) is None  # one other thread's worth: cores + 1
+    assert trust_warning(steady, (0.1,), (3.1,), 2) == (
+        f"Warning: the load average 3.1 exceeded the 2 cores{untrusted}")
+    assert trust_warning(steady, (2.5,), (2.1,), 2) == (
+        f"Warning: the load average 2.5 exceeded the 2 cores{untrusted}")
+
+
 def test_throughput_warns_of_unsteady_rounds_alone_naming_a_twin_by_its_step(tmp_path, monkeypatch, capsys):
     from keras_resnet.bench.common import trust_warning
 
-    assert trust_warning([("ours", [10.0, 20.0]), ("peer", [1.0])], [(2.0,), (2.0,)], 2) is None  # 2x: steady
-    assert trust_warning([("ours", [10.0, 20.1])], [(0.1,)], 2) == (
+    assert trust_warning([("ours", [10.0, 20.0]), ("peer", [1.0])], (2.0,), (2.0,), 2) is None  # 2x: steady
+    assert trust_warning([("ours", [10.0, 20.1])], (0.1,), (0.1,), 2) == (
         "Warning: the rounds of ours differ 2.0x: the ratios are not to be trusted; rerun on an idle machine")
     from keras_resnet.bench.throughput import _label
 

@@ -266,7 +266,7 @@ def run_sizes(cfgs: list[Config], results_name: str | None = None,
                   + markdown_table(["model", "step", "images_per_s", "rounds", "ours_vs_this", "by_round", "error"],
                                    _table_rows(one["rows"])) + "\n")
     payload["warning"] = trust_warning([(_label(row, one["rows"]), row.get("rounds", [])) for one in runs
-                                        for row in one["rows"]], [load_before, payload["load"]], host["cores"])
+                                        for row in one["rows"]], load_before, payload["load"], host["cores"])
     if payload["warning"]:
         table += payload["warning"] + "\n"
     payload["measured"] = any(row["images_per_s"] for one in runs for row in one["rows"]

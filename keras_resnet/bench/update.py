@@ -135,7 +135,7 @@ def run(cfg: Config, say: Callable[[str], object] = lambda line: None) -> dict:
              f"{rounds_phrase(cfg.rounds, cfg.steps, 'step')}\n\n"
              + markdown_table(["optimizer", "update", "images_per_s", "compiled_vs_keras"], rows))
     payload["warning"] = trust_warning([(f"{row['optimizer'].split(':')[0]}, {row['update']}", row["rounds"])
-                                        for row in rows], [load_before, payload["load"]], host["cores"])
+                                        for row in rows], load_before, payload["load"], host["cores"])
     if payload["warning"]:
         table += "\n" + payload["warning"] + "\n"
     payload["results_file"] = str(write_results(cfg.results_name, payload, table))
