@@ -94,6 +94,7 @@ def _import_backend_quietly() -> None:
             _compat.import_keras()  # without the packages Keras imports for features kres does not use
         except (ImportError, ValueError) as err:
             raise _backend_error(err) from None
+        _compat.cache_saving_skipsets()
         if importlib.util.find_spec("tensorflow") is not None:  # device discovery logs too
             importlib.import_module("tensorflow").config.list_physical_devices()
 

@@ -11,6 +11,7 @@ ai-edge-litert 2.3.0 and torchvision 0.28.0. Nothing else in the package imports
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.abc
 import importlib.metadata
@@ -122,6 +123,26 @@ def import_keras() -> None:
         importlib.import_module("keras")
     finally:
         sys.meta_path.remove(finder)
+
+
+# --- saving ------------------------------------------------------------------------------------------------------
+# Keras's saving walks each object's attributes, skipping those a bare Layer, Optimizer or Metric has; it builds
+# such a bare object to list them. Its cache of those lists stores them under "saving_attr_skipset_<type>" and looks
+# them up under "saving_attr_skiplist_<type>", so it never hits: every save and load builds a throwaway object per
+# layer: 75 bare Layers, about 70 ms, in each save or load of ResNet-18 (AMD EPYC Zen 3, where a checkpoint takes
+# 0.3-0.5 s; `kres train` saves one every epoch, and best.keras on every better one). Checked on Keras 3.15.1; no
+# public switch.
+
+def cache_saving_skipsets() -> None:
+    """Compute each kind of object's skip list once per process; the lists are Keras's own, unchanged. Where the
+    name has moved this does nothing (saves are slower, not wrong); tests/test_compat.py says so."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        return
+    lookup = getattr(saving_lib, "get_attr_skipset", None)
+    if lookup is not None and not hasattr(lookup, "cache_info"):
+        saving_lib.get_attr_skipset = functools.cache(lookup)
 
 
 # --- the multi-worker fit ----------------------------------------------------------------------------------------

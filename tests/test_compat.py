@@ -278,3 +278,36 @@ def test_kres_info_under_the_torch_backend():
                           env=kres_env(KERAS_BACKEND="torch"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["total_params"] == 11_699_112
+
+
+def test_keras_saving_rebuilds_its_skip_lists_every_time_and_kres_computes_them_once(tmp_path):
+    """Keras 3.15.1 stores each skip list under "saving_attr_skipset_<type>" and looks it up under
+    "saving_attr_skiplist_<type>": every save and load built a bare Layer per layer again. When the first assert
+    fails, Keras caches them itself and ``_compat.cache_saving_skipsets`` can go."""
+    import threading
+
+    from keras.src.saving import saving_lib
+
+    original = saving_lib.get_attr_skipset
+    keras_own = getattr(original, "__wrapped__", original)
+    lists = []
+    reader = threading.Thread(target=lambda: lists.extend([keras_own("Layer"), keras_own("Layer")]))
+    reader.start()  # Keras's cache is per thread: a fresh one starts empty
+    reader.join()
+    assert lists[0] is not lists[1], f"Keras now caches its saving skip lists ({_compat.versions()}): drop the fix"
+    assert lists[0] == lists[1] and "trainable_weights" in lists[0]
+    try:
+        saving_lib.get_attr_skipset = keras_own
+        _compat.cache_saving_skipsets()
+        cached = saving_lib.get_attr_skipset
+        assert cached is not keras_own, f"keras.src.saving.saving_lib.get_attr_skipset {MOVED}"
+        assert cached("Layer") is cached("Layer") and cached("Layer") == lists[0]
+        _compat.cache_saving_skipsets()
+        assert saving_lib.get_attr_skipset is cached  # wrapped once only
+        model, other = _tiny(), _tiny()
+        model.save_weights(tmp_path / "tiny.weights.h5")
+        other.load_weights(tmp_path / "tiny.weights.h5")
+        for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        saving_lib.get_attr_skipset = original
