@@ -231,6 +231,8 @@ print(tuple(keras.layers.Dense(2)(keras.ops.ones((1, 3))).shape))
 from sklearn.datasets import load_digits
 import matplotlib.pyplot
 print(load_digits().images.shape, matplotlib.pyplot.__name__)
+from keras.src.saving import saving_lib
+print("skip lists cached:", hasattr(saving_lib.get_attr_skipset, "cache_info"))
 """
 
 
@@ -239,9 +241,10 @@ def test_keras_is_imported_without_scikit_learn_and_pyplot_which_import_as_usual
     done = subprocess.run([sys.executable, "-c", _IMPORT_KERAS], env=kres_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    skipped, dense, after = done.stdout.splitlines()
+    skipped, dense, after, cached = done.stdout.splitlines()
     assert skipped == "[]", f"Keras imports {skipped} whatever is skipped: {MOVED}"
     assert dense == "(1, 2)" and after == "(1797, 8, 8) matplotlib.pyplot"
+    assert cached == "skip lists cached: True"  # _compat.cache_saving_skipsets, as every kres command starts
 
 
 def test_only_the_checked_keras_versions_are_imported_without_their_optional_imports():
@@ -288,7 +291,8 @@ def test_keras_saving_rebuilds_its_skip_lists_every_time_and_kres_computes_them_
 
     from keras.src.saving import saving_lib
 
-    original = saving_lib.get_attr_skipset
+    original = getattr(saving_lib, "get_attr_skipset", None)
+    assert original is not None, f"keras.src.saving.saving_lib.get_attr_skipset {MOVED}"
     keras_own = getattr(original, "__wrapped__", original)
     lists = []
     reader = threading.Thread(target=lambda: lists.extend([keras_own("Layer"), keras_own("Layer")]))
@@ -302,6 +306,8 @@ def test_keras_saving_rebuilds_its_skip_lists_every_time_and_kres_computes_them_
         cached = saving_lib.get_attr_skipset
         assert cached is not keras_own, f"keras.src.saving.saving_lib.get_attr_skipset {MOVED}"
         assert cached("Layer") is cached("Layer") and cached("Layer") == lists[0]
+        for kind in ("Functional", "Optimizer", "Metric", "Loss"):
+            assert cached(kind) is cached(kind) and cached(kind) == keras_own(kind), kind
         _compat.cache_saving_skipsets()
         assert saving_lib.get_attr_skipset is cached  # wrapped once only
         model, other = _tiny(), _tiny()
