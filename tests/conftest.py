@@ -17,7 +17,8 @@ def _share_the_cores_between_workers() -> None:
     """Under pytest-xdist each worker, and every kres process it starts, gets its share of the CPU cores for
     TensorFlow's op thread pools (and torch's OpenMP): by default each sized itself to every core, so two workers on
     two cores ran four busy threads on two cores. Set before TensorFlow is imported; a value in the environment is
-    kept. One share a worker on 2 cores: the test work fell from 1,722 s to 1,627 s (AMD EPYC Zen 3, December 2026).
+    kept. On 2 cores (AMD EPYC Zen 3, December 2026) test_runs_safety and test_train took 499 s of test work with
+    the defaults and 461 s with one thread a pool, one run after the other.
     The numerics compared within a test (a resumed run against an uninterrupted one) run under the same setting."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
