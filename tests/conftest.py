@@ -22,8 +22,9 @@ def _share_the_cores_between_workers() -> None:
     The numerics compared within a test (a resumed run against an uninterrupted one) run under the same setting."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        share = str(max(1, cores // workers))
+        from keras_resnet.bench.pipeline import available_cores  # imports neither TensorFlow nor Keras
+
+        share = str(max(1, len(available_cores()) // workers))
         for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
             os.environ.setdefault(name, share)
 
