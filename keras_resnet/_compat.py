@@ -67,6 +67,13 @@ def is_getitem(operation) -> bool:
 KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib.pyplot")
 KERAS_OPTIONAL_IMPORTS_CHECKED = ("3.15.",)
 KERAS_OPTIONAL_IMPORTS_BACKENDS = ("tensorflow", "jax")
+# Under the TensorFlow backend ``import keras`` imports TensorFlow, whose ``tensorflow/lite/python/util.py`` does
+# ``from jax import jit`` inside ``try: ... except ImportError`` wherever JAX is installed, for
+# ``TFLiteConverter.experimental_from_jax`` alone, which kres does not use: 0.46 s of every kres command's start
+# (AMD EPYC Zen 3, 2 cores, December 2026). Skipped, that converter says "Cannot import jit from jax" in that process
+# only; ``import jax`` itself works as usual afterwards. Checked on TensorFlow 2.21.
+TENSORFLOW_OPTIONAL_IMPORTS = ("jax",)
+TENSORFLOW_OPTIONAL_IMPORTS_CHECKED = ("2.21.",)
 
 
 class _SkipImports(importlib.abc.MetaPathFinder):
@@ -107,17 +114,29 @@ def keras_backend_to_load() -> str | None:
     return config.get("backend", "tensorflow") if isinstance(config, dict) else None
 
 
-def import_keras() -> None:
-    """``import keras`` without the optional imports above, where this Keras was checked to treat them as
-    optional."""
+def skips_tensorflow_optional_imports(tensorflow_version: str | None) -> bool:
+    """Whether ``import keras`` is about to import a TensorFlow checked to treat the imports above as optional."""
+    return (tensorflow_version is not None and tensorflow_version.startswith(TENSORFLOW_OPTIONAL_IMPORTS_CHECKED)
+            and keras_backend_to_load() == "tensorflow" and "tensorflow" not in sys.modules)
+
+
+def _version(package: str) -> str | None:
     try:
-        skip = skips_keras_optional_imports(importlib.metadata.version("keras"))
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        skip = False
-    if not skip:
+        return None
+
+
+def import_keras() -> None:
+    """``import keras`` without the optional imports above, where this Keras (and the TensorFlow it imports) was
+    checked to treat them as optional."""
+    names = KERAS_OPTIONAL_IMPORTS if skips_keras_optional_imports(_version("keras") or "") else ()
+    if skips_tensorflow_optional_imports(_version("tensorflow")):
+        names += TENSORFLOW_OPTIONAL_IMPORTS
+    if not names:
         importlib.import_module("keras")
         return
-    finder = _SkipImports(KERAS_OPTIONAL_IMPORTS)
+    finder = _SkipImports(names)
     sys.meta_path.insert(0, finder)
     try:
         importlib.import_module("keras")

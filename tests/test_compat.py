@@ -224,8 +224,11 @@ _IMPORT_KERAS = """
 import sys
 from keras_resnet import _compat
 from kres.main import _import_backend_quietly
+import gc
 _import_backend_quietly()
-print(sorted(name for name in _compat.KERAS_OPTIONAL_IMPORTS if name in sys.modules))
+print(sorted(name for name in _compat.KERAS_OPTIONAL_IMPORTS + _compat.TENSORFLOW_OPTIONAL_IMPORTS
+             if name in sys.modules))
+print("frozen:", gc.get_freeze_count() > 100_000)
 import keras
 print(tuple(keras.layers.Dense(2)(keras.ops.ones((1, 3))).shape))
 from sklearn.datasets import load_digits
@@ -233,17 +236,22 @@ import matplotlib.pyplot
 print(load_digits().images.shape, matplotlib.pyplot.__name__)
 from keras.src.saving import saving_lib
 print("skip lists cached:", hasattr(saving_lib.get_attr_skipset, "cache_info"))
+import jax.numpy
+print(jax.numpy.ones(2).shape)
 """
 
 
-def test_keras_is_imported_without_scikit_learn_and_pyplot_which_import_as_usual_after():
-    """How kres commands import Keras (in a process of its own: the suite imported both long ago)."""
+def test_keras_is_imported_without_scikit_learn_pyplot_and_jax_which_import_as_usual_after():
+    """How kres commands import Keras (in a process of its own: the suite imported them long ago), then move what
+    the import made out of the garbage collector's way."""
+    pytest.importorskip("jax")  # the test extra installs it, as a user's JAX backend does
     done = subprocess.run([sys.executable, "-c", _IMPORT_KERAS], env=kres_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    skipped, dense, after, cached = done.stdout.splitlines()
-    assert skipped == "[]", f"Keras imports {skipped} whatever is skipped: {MOVED}"
-    assert dense == "(1, 2)" and after == "(1797, 8, 8) matplotlib.pyplot"
+    skipped, frozen, dense, after, cached, jax_after = done.stdout.splitlines()
+    assert skipped == "[]", f"Keras or TensorFlow imports {skipped} whatever is skipped: {MOVED}"
+    assert frozen == "frozen: True"
+    assert dense == "(1, 2)" and after == "(1797, 8, 8) matplotlib.pyplot" and jax_after == "(2,)"
     assert cached == "skip lists cached: True"  # _compat.cache_saving_skipsets, as every kres command starts
 
 
@@ -254,6 +262,24 @@ def test_only_the_checked_keras_versions_are_imported_without_their_optional_imp
     assert _compat.skips_keras_optional_imports(keras.__version__), (
         f"Keras {keras.__version__} is imported with its optional imports: check that it still guards them, and add "
         "it to _compat.KERAS_OPTIONAL_IMPORTS_CHECKED")
+
+
+def test_only_the_checked_tensorflow_versions_are_imported_without_jax():
+    """TensorFlow 2.21's tensorflow/lite/python/util.py imports ``jax.jit`` inside try/except ImportError."""
+    import tensorflow as tf
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delitem(sys.modules, "tensorflow")  # as before the import
+        patch.setenv("KERAS_BACKEND", "tensorflow")
+        assert _compat.skips_tensorflow_optional_imports("2.21.0")
+        assert not _compat.skips_tensorflow_optional_imports("2.22.0")
+        assert not _compat.skips_tensorflow_optional_imports(None)
+        assert _compat.skips_tensorflow_optional_imports(tf.__version__), (
+            f"TensorFlow {tf.__version__} is imported with jax: check that tensorflow/lite/python/util.py still "
+            "guards it, and add the version to _compat.TENSORFLOW_OPTIONAL_IMPORTS_CHECKED")
+        patch.setenv("KERAS_BACKEND", "jax")  # whose Keras imports JAX itself
+        assert not _compat.skips_tensorflow_optional_imports("2.21.0")
+    assert not _compat.skips_tensorflow_optional_imports("2.21.0")  # TensorFlow is imported already: nothing to skip
 
 
 @pytest.mark.parametrize(("backend", "keras_json", "skipped"), [
