@@ -70,8 +70,10 @@ KERAS_OPTIONAL_IMPORTS_BACKENDS = ("tensorflow", "jax")
 # Under the TensorFlow backend ``import keras`` imports TensorFlow, whose ``tensorflow/lite/python/util.py`` does
 # ``from jax import jit`` inside ``try: ... except ImportError`` wherever JAX is installed, for
 # ``TFLiteConverter.experimental_from_jax`` alone, which kres does not use: 0.46 s of every kres command's start
-# (AMD EPYC Zen 3, 2 cores, December 2026). Skipped, that converter says "Cannot import jit from jax" in that process
-# only; ``import jax`` itself works as usual afterwards. Checked on TensorFlow 2.21.
+# (AMD EPYC Zen 3, 2 cores, December 2026). Keras 3.15's ``keras/src/callbacks/orbax_checkpoint.py`` imports JAX the
+# same way, to patch ``jax.monitoring`` for its Orbax callback, which kres does not use either. Skipped, that
+# converter says "Cannot import jit from jax" in that process only; ``import jax`` itself works as usual afterwards.
+# Checked on TensorFlow 2.21 with Keras 3.15 (KERAS_OPTIONAL_IMPORTS_CHECKED).
 TENSORFLOW_OPTIONAL_IMPORTS = ("jax",)
 TENSORFLOW_OPTIONAL_IMPORTS_CHECKED = ("2.21.",)
 
@@ -130,12 +132,12 @@ def _version(package: str) -> str | None:
 def import_keras() -> None:
     """``import keras`` without the optional imports above, where this Keras (and the TensorFlow it imports) was
     checked to treat them as optional."""
-    names = KERAS_OPTIONAL_IMPORTS if skips_keras_optional_imports(_version("keras") or "") else ()
-    if skips_tensorflow_optional_imports(_version("tensorflow")):
-        names += TENSORFLOW_OPTIONAL_IMPORTS
-    if not names:
+    if not skips_keras_optional_imports(_version("keras") or ""):
         importlib.import_module("keras")
         return
+    names = KERAS_OPTIONAL_IMPORTS
+    if skips_tensorflow_optional_imports(_version("tensorflow")):
+        names += TENSORFLOW_OPTIONAL_IMPORTS
     finder = _SkipImports(names)
     sys.meta_path.insert(0, finder)
     try:

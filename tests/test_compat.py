@@ -236,22 +236,26 @@ import matplotlib.pyplot
 print(load_digits().images.shape, matplotlib.pyplot.__name__)
 from keras.src.saving import saving_lib
 print("skip lists cached:", hasattr(saving_lib.get_attr_skipset, "cache_info"))
-import jax.numpy
-print(jax.numpy.ones(2).shape)
+import importlib.util
+if importlib.util.find_spec("jax") is not None:  # the test extra installs it, as a user's JAX backend does
+    import jax.numpy
+    print(jax.numpy.ones(2).shape)
+else:
+    print("no JAX installed")
 """
 
 
 def test_keras_is_imported_without_scikit_learn_pyplot_and_jax_which_import_as_usual_after():
     """How kres commands import Keras (in a process of its own: the suite imported them long ago), then move what
     the import made out of the garbage collector's way."""
-    pytest.importorskip("jax")  # the test extra installs it, as a user's JAX backend does
     done = subprocess.run([sys.executable, "-c", _IMPORT_KERAS], env=kres_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     skipped, frozen, dense, after, cached, jax_after = done.stdout.splitlines()
     assert skipped == "[]", f"Keras or TensorFlow imports {skipped} whatever is skipped: {MOVED}"
     assert frozen == "frozen: True"
-    assert dense == "(1, 2)" and after == "(1797, 8, 8) matplotlib.pyplot" and jax_after == "(2,)"
+    assert dense == "(1, 2)" and after == "(1797, 8, 8) matplotlib.pyplot"
+    assert jax_after in ("(2,)", "no JAX installed")
     assert cached == "skip lists cached: True"  # _compat.cache_saving_skipsets, as every kres command starts
 
 
