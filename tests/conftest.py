@@ -31,6 +31,17 @@ def _share_the_cores_between_workers() -> None:
 
 _share_the_cores_between_workers()
 
+
+def pytest_configure(config):
+    """Keras imported as every kres command imports it (``_compat.import_keras``), before the test files import it:
+    without the scikit-learn, pyplot and JAX imports it makes optionally, which each test worker's collection made
+    (about 2 s a worker on an AMD EPYC Zen 3, more where a fresh install has no bytecode yet). The tests that use
+    them import them as usual. Not in the xdist controller, which runs no tests."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        from keras_resnet import _compat
+
+        _compat.import_keras()
+
 DIGITS_EPOCHS = 4
 
 

@@ -13,11 +13,17 @@ from keras_resnet import weights as kw
 from keras_resnet.specs import DEPTHS
 from kres.main import main
 
-torch = pytest.importorskip("torch", reason="torch is not installed (the test extra installs torch==2.13.0 CPU)")
-try:
-    torchvision = kw.import_torchvision()
-except ImportError as err:  # a broken or missing torchvision: skip with the reason, never pass silently
-    pytest.skip(str(err), allow_module_level=True)
+torch = torchvision = None  # imported when this file's tests run: collecting it in each test worker took 2.5 s
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_and_torchvision():
+    global torch, torchvision
+    torch = pytest.importorskip("torch", reason="torch is not installed (the test extra installs torch==2.13.0 CPU)")
+    try:
+        torchvision = kw.import_torchvision()
+    except ImportError as err:  # a broken or missing torchvision: skip with the reason, never pass silently
+        pytest.skip(str(err))
 
 SIZE = 64
 MEAN = np.array([0.485, 0.456, 0.406], dtype="float32")
