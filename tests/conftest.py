@@ -42,6 +42,7 @@ def pytest_configure(config):
 
         _compat.import_keras()
 
+
 DIGITS_EPOCHS = 4
 
 

@@ -15,6 +15,10 @@ from kres.main import main
 
 torch = torchvision = None  # imported when this file's tests run: collecting it in each test worker took 2.5 s
 
+SIZE = 64
+MEAN = np.array([0.485, 0.456, 0.406], dtype="float32")
+STD = np.array([0.229, 0.224, 0.225], dtype="float32")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _torch_and_torchvision():
@@ -24,10 +28,6 @@ def _torch_and_torchvision():
         torchvision = kw.import_torchvision()
     except ImportError as err:  # a broken or missing torchvision: skip with the reason, never pass silently
         pytest.skip(str(err))
-
-SIZE = 64
-MEAN = np.array([0.485, 0.456, 0.406], dtype="float32")
-STD = np.array([0.229, 0.224, 0.225], dtype="float32")
 
 
 def random_torchvision(depth: int, num_classes: int = 1000, seed: int = 0):
