@@ -36,11 +36,12 @@ def pytest_configure(config):
     """Keras imported as every kres command imports it (``_compat.import_keras``), before the test files import it:
     without the scikit-learn, pyplot and JAX imports it makes optionally, which each test worker's collection made
     (about 2 s a worker on an AMD EPYC Zen 3, more where a fresh install has no bytecode yet). The tests that use
-    them import them as usual. Not in the xdist controller, which runs no tests."""
+    them import them as usual. Not in the xdist controller, which runs no tests. Through the CLI's own function:
+    pytest does not capture output yet, and TensorFlow's start-up lines would reach the terminal."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
-        from keras_resnet import _compat
+        from kres.main import _import_backend_quietly
 
-        _compat.import_keras()
+        _import_backend_quietly()
 
 
 DIGITS_EPOCHS = 4
