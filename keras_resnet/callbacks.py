@@ -511,6 +511,16 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         figure.savefig(tmp, format="png")
 
 
+def curves_drawn_after_history(run_dir: Path) -> bool:
+    """Whether ``curves.png`` was written after ``history.csv`` (:class:`HistoryWriter` draws each fit's last rows
+    after writing them), so drawing the history's rows again would give the same picture. Where a file system keeps
+    coarse times and the two are equal, it says no."""
+    try:
+        return (run_dir / runs.CURVES_FILE).stat().st_mtime_ns > (run_dir / runs.HISTORY_FILE).stat().st_mtime_ns
+    except OSError:
+        return False
+
+
 class TensorBoardScalars(keras.callbacks.Callback):
     """Per-epoch scalars (loss, accuracy, learning rate, images/s) as TensorBoard event files in ``logs/``.
 

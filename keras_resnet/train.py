@@ -619,7 +619,7 @@ def _finish(cfg: TrainConfig, data: DataConfig, run_dir: Path, placement: Placem
                            "val_accuracy": result.metrics.get("val_accuracy"), "best_val_accuracy": _json_number(best),
                            "epochs": result.epochs})
         meta.save(run_dir)
-        if rows:
+        if rows and not cb.curves_drawn_after_history(run_dir):  # drawn at the fit's end; 0.25 s to draw again
             cb.plot_curves(rows, run_dir / runs.CURVES_FILE)
     trained = f"trained {train_seconds:.0f} s; " if train_seconds else ""
     _say(stream, f"{trained}best val top-1 {best:.4f}, last {result.metrics.get('val_accuracy', math.nan):.4f}; "
@@ -673,18 +673,28 @@ def _qat_accuracy_line(card: Path, source_name: str) -> str | None:
 
 class _Float32Exporter:
     """Saves the training model's weights into the same graph rebuilt under float32 (``keras_resnet.rebuild``),
-    without optimizer, so ``best.keras``/``last.keras`` load anywhere (CPU, float32 policy, no custom objects)."""
+    without optimizer, so ``best.keras``/``last.keras`` load anywhere (CPU, float32 policy, no custom objects).
+
+    A save at the optimizer step of the one before (``last.keras`` after a last epoch that was the best) copies
+    that file: the weights are the same, and ResNet-18's save took 0.4 s, its copy 0.03 s (AMD EPYC Zen 3)."""
 
     def __init__(self, model: keras.Model):
         self.model = model
         self.clone = None
+        self.saved: tuple[int, Path] | None = None  # the optimizer step and path of the last save
 
     def save(self, path: Path) -> None:
+        step = cb.iterations_of(self.model)
+        if self.saved is not None and self.saved[0] == step and self.saved[1] != path and self.saved[1].is_file():
+            with fileio.atomic_path(path, need=self.saved[1].stat().st_size) as tmp:
+                shutil.copyfile(self.saved[1], tmp)
+            return
         if self.clone is None:  # built once: every layer trainable, as a fresh model would be
             self.clone = float32_clone(self.model, trainable=True)
         self.clone.set_weights(cb.saved_weights(self.model))  # the moving averages under --ema
         with fileio.atomic_path(path, need=fileio.with_headers(cb.variables_bytes(self.clone.weights))) as tmp:
             self.clone.save(tmp)
+        self.saved = (step, path)
 
 
 def _with_cardinality(dataset, examples: int, batch_size: int):

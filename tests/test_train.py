@@ -1012,6 +1012,30 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_last_epoch_that_was_the_best_is_saved_once_and_the_curves_are_drawn_once(tmp_path, monkeypatch):
+    """last.keras after a last epoch that was the best is a copy of best.keras (the same weights: a second save took
+    0.4 s); the curves drawn at the fit's end are not drawn again at the run's end, nor by a rerun that trains
+    nothing, unless history.csv was written after them."""
+    saves, drawn = [], []
+    save, plot = keras.Model.save, callbacks.plot_curves
+    monkeypatch.setattr(keras.Model, "save", lambda self, path, *args: (saves.append(path), save(self, path, *args)))
+    monkeypatch.setattr(callbacks, "plot_curves", lambda rows, path: (drawn.append(len(rows)), plot(rows, path)))
+    cfg = TrainConfig(depth=18, epochs=1, batch_size=32, output=str(tmp_path / "run"))
+    data = DataConfig(dataset="synthetic", synthetic_size=64)
+    result = train(cfg, data, stream=io.StringIO())
+    assert len(saves) == 1 and drawn == [1]
+    assert result.last_model.read_bytes() == result.best_model.read_bytes()
+    keras.saving.load_model(result.last_model)
+    stream = io.StringIO()
+    train(cfg, data, stream=stream)  # finished: nothing to train, and the curves are those of its history
+    assert "nothing to train" in stream.getvalue() and drawn == [1]
+    history = result.run_dir / "history.csv"
+    later = (result.run_dir / "curves.png").stat().st_mtime_ns + 1_000_000_000
+    os.utime(history, ns=(later, later))  # written after the curves, as by a run killed before it drew them
+    train(cfg, data, stream=io.StringIO())
+    assert drawn == [1, 1] and len(saves) == 1
+
+
 def test_saved_models_hold_the_weight_averages_under_ema(tmp_path):
     from keras_resnet.train import _Float32Exporter
 
