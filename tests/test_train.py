@@ -1018,7 +1018,8 @@ def test_a_last_epoch_that_was_the_best_is_saved_once_and_the_curves_are_drawn_o
     nothing, unless history.csv was written after them."""
     saves, drawn = [], []
     save, plot = keras.Model.save, callbacks.plot_curves
-    monkeypatch.setattr(keras.Model, "save", lambda self, path, *args: (saves.append(path), save(self, path, *args)))
+    monkeypatch.setattr(keras.Model, "save", lambda self, path, *args, **kwargs: (saves.append(path),
+                                                                                   save(self, path, *args, **kwargs)))
     monkeypatch.setattr(callbacks, "plot_curves", lambda rows, path: (drawn.append(len(rows)), plot(rows, path)))
     cfg = TrainConfig(depth=18, epochs=1, batch_size=32, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=64)
@@ -1044,12 +1045,34 @@ def test_saved_models_hold_the_weight_averages_under_ema(tmp_path):
     model.compile(optim.make_optimizer("sgd", 0.1, 0.0, model, ema=0.5), keras.losses.CategoricalCrossentropy())
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     model.fit(images, np.eye(2, dtype="float32")[[0, 1, 1, 0]], batch_size=2, epochs=1, verbose=0)
-    _Float32Exporter(model).save(tmp_path / "best.keras")
+    _Float32Exporter(model, steps=lambda: 2).save(tmp_path / "best.keras")
     saved = keras.saving.load_model(tmp_path / "best.keras").get_weights()
     for ours, expected in zip(saved, callbacks.saved_weights(model), strict=True):
         np.testing.assert_array_equal(ours, expected)
     kernel = [v.path for v in model.weights].index("conv1_conv/kernel")
     assert not np.array_equal(saved[kernel], model.get_weights()[kernel])  # the averages, not the weights
+
+
+def test_a_save_after_a_step_that_left_the_optimizers_count_is_not_a_copy_of_the_one_before(tmp_path):
+    """A float16 step skipped for overflow leaves the optimizer's step count, not the BN statistics, as they were:
+    last.keras is copied from best.keras only after as many training steps, counted by the exporter's ``steps``."""
+    from keras_resnet.train import _Float32Exporter
+
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.compile(optim.make_optimizer("sgd", 0.1, 0.0, model), keras.losses.CategoricalCrossentropy())
+    step = [0]
+    exporter = _Float32Exporter(model, steps=lambda: step[0])
+    exporter.save(tmp_path / "best.keras")
+    exporter.save(tmp_path / "same.keras")  # no step since: the same file
+    assert (tmp_path / "same.keras").read_bytes() == (tmp_path / "best.keras").read_bytes()
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    model(images, training=True)  # the BN statistics move; the optimizer's count does not
+    step[0] += 1
+    exporter.save(tmp_path / "last.keras")
+    mean = [v.path for v in model.weights].index("conv1_bn/moving_mean")
+    saved = keras.saving.load_model(tmp_path / "last.keras").get_weights()
+    np.testing.assert_array_equal(saved[mean], model.get_weights()[mean])
+    assert not np.array_equal(saved[mean], keras.saving.load_model(tmp_path / "best.keras").get_weights()[mean])
 
 
 def test_latest_link_replaces_only_a_link(tmp_path):
