@@ -35,14 +35,13 @@ def _history_epochs(run: Path) -> list[int]:
 MIRRORED = textwrap.dedent("""
     import json
     import sys
-    from kres.main import _import_backend_quietly
+    from kres.main import _import_backend_quietly, main
     _import_backend_quietly()
     import tensorflow as tf
     from keras_resnet import _compat
     print("onednn", _compat.tensorflow_onednn_enabled())
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from kres.main import main
     for argv in sys.argv[1:]:
         print(f"exit {main(json.loads(argv))}", file=sys.stderr, flush=True)
 """)
