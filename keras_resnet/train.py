@@ -37,7 +37,7 @@ from keras_resnet.distribute import Placement, check_global_batch, cpu_precision
 from keras_resnet.errors import KresError, counted, first_five
 from keras_resnet.meta import ModelMeta, card_path, find_meta, generic_labels
 from keras_resnet.model import resnet
-from keras_resnet.optim import OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
+from keras_resnet.optim import COMPILED_UPDATE_MIN_STEPS, OPTIMIZERS, Schedule, make_optimizer, scaled_learning_rate
 from keras_resnet.quant_debug import STATS_KEY, record_input_stats
 from keras_resnet.rebuild import float32_clone
 from keras_resnet.recipes import Recipe, recipe_for
@@ -308,6 +308,7 @@ class _Plan:
     checkpoint_steps: int | None
     freeze_bn: bool
     num_classes: int
+    compiled_update: bool  # the optimizer's update as one XLA computation (``optim.compile_update``)
 
 
 @runlock.releasing
@@ -440,7 +441,9 @@ def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str, xla:
     return _Plan(precision=precision, xla=xla,
                  steps_per_epoch=steps_per_epoch, total_steps=total_steps, peak_lr=peak_lr, schedule=schedule,
                  execution=execution, checkpoint_steps=checkpoint_steps,
-                 freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names))
+                 freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names),
+                 # Fixed for the whole run (from its total, not the steps left), so a resumed run updates as before.
+                 compiled_update=placement.kind == "default" and total_steps >= COMPILED_UPDATE_MIN_STEPS)
 
 
 def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement, weights: str | None):
@@ -460,7 +463,8 @@ def _build_model(cfg: TrainConfig, plan: _Plan, placement: Placement, weights: s
 
                 load_pretrained(model, weights, depth=cfg.depth, variant=cfg.variant, include_top=True,
                                 builder=resnet, say=notes.append)
-            optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model, ema=cfg.ema)
+            optimizer = make_optimizer(cfg.optimizer, plan.schedule.build(), cfg.weight_decay, model, ema=cfg.ema,
+                                       compiled_update=plan.compiled_update)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model, optimizer, "\n".join(notes)
@@ -478,7 +482,7 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: DataConfig, recipe: 
                      "num_train": datasets.num_train, "num_val": datasets.num_val,
                      "skipped_files": datasets.skipped_files, "skipped": datasets.skipped_listed(),
                      "keras_backend": keras.backend.backend(),
-                     "freeze_bn": plan.freeze_bn},
+                     "freeze_bn": plan.freeze_bn, "compiled_update": plan.compiled_update},
     })
     runs.write_labels(run_dir, datasets.class_names)
     _point_latest(run_dir)

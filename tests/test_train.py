@@ -125,6 +125,21 @@ def test_compiled_update_inside_float16_loss_scaling_applies_the_step_stock_kera
         np.testing.assert_allclose(ours, stock, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="JAX compiles the whole step")
+@pytest.mark.parametrize(("images", "compiles"), [(126, False), (128, True)])
+def test_a_run_compiles_the_update_from_64_steps_and_says_so_in_its_config(tmp_path, monkeypatch, images, compiles):
+    """Compiling the update costs its first step 0.6-0.9 s, which a run of fewer steps does not win back."""
+    compiled = []
+    compile_update = optim.compile_update
+    monkeypatch.setattr(optim, "compile_update", lambda opt: (compiled.append(opt), compile_update(opt)))
+    cfg = TrainConfig(depth=18, epochs=1, batch_size=2, output=str(tmp_path / "run"))
+    result = train(cfg, DataConfig(dataset="synthetic", synthetic_size=images), stream=io.StringIO())
+    resolved = json.loads((result.run_dir / "config.json").read_text())["resolved"]
+    assert optim.COMPILED_UPDATE_MIN_STEPS == 64
+    assert result.steps == resolved["total_steps"] == images // 2  # 63 and 64
+    assert (resolved["compiled_update"], len(compiled)) == (compiles, int(compiles))
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_trains_a_step_with_float32_outputs(policy):
     previous = keras.config.dtype_policy().name
