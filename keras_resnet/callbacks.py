@@ -495,6 +495,9 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4), dpi=100)
+    # Fixed margins that fit the labels: tight_layout measured every text first, a third of the 0.2 s drawing
+    # (AMD EPYC Zen 3), which a run pays after its first epoch and at its end.
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.18)
     epochs = [r["epoch"] for r in rows]
     for index, (metric, title) in enumerate((("loss", "loss"), ("accuracy", "top-1 accuracy"))):
         axis = figure.add_subplot(1, 2, index + 1)
@@ -506,7 +509,6 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.tight_layout()
     with fileio.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
 
