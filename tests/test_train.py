@@ -1068,6 +1068,45 @@ def test_saved_models_hold_the_weight_averages_under_ema(tmp_path):
     assert not np.array_equal(saved[kernel], model.get_weights()[kernel])  # the averages, not the weights
 
 
+def test_a_float32_model_is_saved_through_its_own_layers_as_its_rebuild_would_be(tmp_path, monkeypatch):
+    """No rebuild for a float32 model with every layer trainable and no weight average: the same file but for Keras's
+    marks of the dtype policy its layers share, the same weights, no optimizer. A frozen layer is rebuilt trainable."""
+    import zipfile
+
+    from keras_resnet import rebuild
+    from keras_resnet import train as train_module
+
+    def config(path):
+        def unmarked(value):
+            if isinstance(value, dict):
+                return {k: unmarked(v) for k, v in value.items() if k != "shared_object_id"}
+            return [unmarked(v) for v in value] if isinstance(value, list) else value
+        return unmarked(json.loads(zipfile.ZipFile(path).read("config.json")))
+
+    model = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    model.compile(optim.make_optimizer("sgd", 0.1, 5e-5, model), keras.losses.CategoricalCrossentropy())
+    model.train_on_batch(np.full((2, 32, 32, 3), 128.0, "float32"), np.eye(2, dtype="float32"))
+    rebuilt = []
+    monkeypatch.setattr(train_module, "float32_clone",
+                        lambda *args, **kwargs: rebuilt.append(1) or rebuild.float32_clone(*args, **kwargs))
+    step = [1]
+    exporter = train_module._Float32Exporter(model, steps=lambda: step[0])
+    exporter.save(tmp_path / "own.keras")
+    reference = rebuild.float32_clone(model, trainable=True)
+    reference.set_weights(model.get_weights())
+    reference.save(tmp_path / "rebuilt.keras")
+    assert rebuilt == [] and config(tmp_path / "own.keras") == config(tmp_path / "rebuilt.keras")
+    assert sorted(zipfile.ZipFile(tmp_path / "own.keras").namelist()) == [
+        "config.json", "metadata.json", "model.weights.h5"]
+    for ours, expected in zip(keras.saving.load_model(tmp_path / "own.keras").get_weights(), model.get_weights(),
+                              strict=True):
+        np.testing.assert_array_equal(ours, expected)
+    model.get_layer("conv1_conv").trainable = False
+    step[0] = 2  # not a copy of the file before
+    exporter.save(tmp_path / "frozen.keras")
+    assert rebuilt == [1] and config(tmp_path / "frozen.keras") == config(tmp_path / "rebuilt.keras")
+
+
 def test_a_save_after_a_step_that_left_the_optimizers_count_is_not_a_copy_of_the_one_before(tmp_path):
     """A float16 step skipped for overflow leaves the optimizer's step count, not the BN statistics, as they were:
     last.keras is copied from best.keras only after as many training steps, counted by the exporter's ``steps``."""
