@@ -2,8 +2,8 @@
 
 Everything here is stock Keras 3 (``keras.optimizers.SGD``/``AdamW``, ``CosineDecay``), so a compiled
 model serializes without custom objects and the same code runs under the TensorFlow and JAX backends. On the
-TensorFlow backend the optimizer's update runs as one XLA computation (``compile_update``); JAX compiles the
-whole step anyway.
+TensorFlow backend ``kres train`` runs the optimizer's update as one XLA computation (``compile_update``) in runs of
+``COMPILED_UPDATE_MIN_STEPS`` steps or more, without a tf.distribute strategy; JAX compiles the whole step anyway.
 """
 
 from __future__ import annotations

@@ -442,7 +442,8 @@ def _plan(cfg: TrainConfig, placement: Placement, datasets, precision: str, xla:
                  steps_per_epoch=steps_per_epoch, total_steps=total_steps, peak_lr=peak_lr, schedule=schedule,
                  execution=execution, checkpoint_steps=checkpoint_steps,
                  freeze_bn=frozen_bn(cfg, placement.replicas), num_classes=len(datasets.class_names),
-                 # Fixed for the whole run (from its total, not the steps left), so a resumed run updates as before.
+                 # From the run's total, not the steps left, so a resumed run updates as it began (a run begun by kres
+                 # before 2026-12-07 compiled it at any length: resumed, a short one goes on with Keras's own).
                  compiled_update=placement.kind == "default" and total_steps >= COMPILED_UPDATE_MIN_STEPS)
 
 
@@ -681,11 +682,11 @@ class _Float32Exporter:
     trainable, so ``best.keras``/``last.keras`` load anywhere (CPU, float32 policy, no custom objects).
 
     Where the training model is that already (float32, every layer trainable, no weight average to save instead of
-    its weights), its own layers are saved, through a functional model over them: rebuilding the graph
-    (``keras_resnet.rebuild``) and copying the weights in took 0.4 s of ResNet-18's first save (AMD EPYC Zen 3).
+    its weights), its own layers are saved, through a functional model over them; otherwise a float32 rebuild of the
+    graph (``keras_resnet.rebuild``), made once, with the weights copied in: 0.4-0.5 s more of ResNet-18's first save.
 
     A save after as many training steps as the one before (``last.keras`` after a last epoch that was the best)
-    copies that file: the weights are the same, and ResNet-18's save took 0.4 s, its copy 0.03 s (AMD EPYC Zen 3).
+    copies that file: the weights are the same, and a save took 0.4 s, the copy 0.03 s (AMD EPYC Zen 3).
     ``steps`` counts every step trained: a float16 step skipped for overflow leaves the optimizer's count, not the
     BN statistics, as they were."""
 

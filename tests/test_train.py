@@ -126,18 +126,26 @@ def test_compiled_update_inside_float16_loss_scaling_applies_the_step_stock_kera
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="JAX compiles the whole step")
-@pytest.mark.parametrize(("images", "compiles"), [(126, False), (128, True)])
-def test_a_run_compiles_the_update_from_64_steps_and_says_so_in_its_config(tmp_path, monkeypatch, images, compiles):
+def test_a_run_compiles_the_update_from_64_steps_and_says_so_in_its_config(tmp_path, monkeypatch):
     """Compiling the update costs its first step 0.6-0.9 s, which a run of fewer steps does not win back."""
+    from keras_resnet import train as train_module
+
+    cfg, data, _ = resolve(TrainConfig(depth=18, epochs=1, batch_size=2, output=str(tmp_path / "run")),
+                           DataConfig(dataset="synthetic", synthetic_size=128))
+
+    def compiles(images: int, placement: Placement) -> bool:
+        datasets = types.SimpleNamespace(num_train=images, class_names=["a", "b"])
+        return train_module._plan(cfg, placement, datasets, "float32", False).compiled_update
+
+    assert optim.COMPILED_UPDATE_MIN_STEPS == 64
+    assert [compiles(126, _placement("cpu")), compiles(128, _placement("cpu"))] == [False, True]  # 63, 64 steps
+    assert not compiles(256, Placement(None, "mirrored", 2, "cpu", None))  # a strategy keeps Keras's update
     compiled = []
     compile_update = optim.compile_update
     monkeypatch.setattr(optim, "compile_update", lambda opt: (compiled.append(opt), compile_update(opt)))
-    cfg = TrainConfig(depth=18, epochs=1, batch_size=2, output=str(tmp_path / "run"))
-    result = train(cfg, DataConfig(dataset="synthetic", synthetic_size=images), stream=io.StringIO())
+    result = train(cfg, data, stream=io.StringIO())
     resolved = json.loads((result.run_dir / "config.json").read_text())["resolved"]
-    assert optim.COMPILED_UPDATE_MIN_STEPS == 64
-    assert result.steps == resolved["total_steps"] == images // 2  # 63 and 64
-    assert (resolved["compiled_update"], len(compiled)) == (compiles, int(compiles))
+    assert (result.steps, resolved["total_steps"], resolved["compiled_update"], len(compiled)) == (64, 64, True, 1)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -825,10 +833,12 @@ def test_train_bfloat16_with_frozen_first_epoch_saves_float32_models(tmp_path, m
     monkeypatch.setattr(train_module, "qat_card", card)
     start = tmp_path / "start.weights.h5"  # a frozen backbone needs weights to start from
     resnet(18, num_classes=10, input_shape=(32, 32, 3)).save_weights(start)
+    monkeypatch.setattr(train_module, "COMPILED_UPDATE_MIN_STEPS", 1)  # the compiled update's two variable lists
     cfg = TrainConfig(depth=18, epochs=2, batch_size=64, freeze_backbone_epochs=1, qat_epochs=3,
                       precision="mixed_bfloat16", ema=0.9, weights=str(start), output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=128)
     result = train(cfg, data)
+    assert json.loads((result.run_dir / "config.json").read_text())["resolved"]["compiled_update"] is True
     assert calls == [("best.keras", 32, 3, "qat", sys.stderr)]
     assert carded == [("model_qat_int8.tflite", "best.keras", True)]
     err = capsys.readouterr().err
@@ -1006,7 +1016,9 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
             raise KeyboardInterrupt
         save(self, path)
 
-    # with --ema, last.keras is written from the weight averages the checkpoint restores
+    # with --ema, last.keras is written from the weight averages the checkpoint restores; the compiled update
+    # (a 2-step run keeps Keras's own) resumed
+    monkeypatch.setattr(train_module, "COMPILED_UPDATE_MIN_STEPS", 1)
     cfg = TrainConfig(depth=18, epochs=1, batch_size=32, ema=0.9, output=str(tmp_path / "run"))
     data = DataConfig(dataset="synthetic", synthetic_size=64)
     monkeypatch.setattr(train_module._Float32Exporter, "save", killed_at_last_keras)
@@ -1020,6 +1032,7 @@ def test_kill_after_the_last_checkpoint_before_last_keras_finishes_on_rerun(tmp_
     # it said "resuming at step 2, epoch 2" of a 1-epoch run
     assert f"run dir {tmp_path / 'run'} (all 1 epoch trained: writing the last files)" in stream.getvalue()
     assert (result.epochs, result.steps, result.iterations) == (1, 2, 2)
+    assert json.loads((result.run_dir / "config.json").read_text())["resolved"]["compiled_update"] is True
     assert json.loads((result.run_dir / "checkpoint" / "state.json").read_text()) == {
         "steps": 2, "iterations": 2, "weights": None, "complete": True}
     best, last = keras.saving.load_model(result.best_model), keras.saving.load_model(result.last_model)
@@ -1105,6 +1118,16 @@ def test_a_float32_model_is_saved_through_its_own_layers_as_its_rebuild_would_be
     step[0] = 2  # not a copy of the file before
     exporter.save(tmp_path / "frozen.keras")
     assert rebuilt == [1] and config(tmp_path / "frozen.keras") == config(tmp_path / "rebuilt.keras")
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = resnet(18, num_classes=2, input_shape=(32, 32, 3))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    mixed.compile(optim.make_optimizer("sgd", 0.1, 0.0, mixed), keras.losses.CategoricalCrossentropy())  # no average
+    train_module._Float32Exporter(mixed, steps=lambda: 0).save(tmp_path / "mixed.keras")
+    assert rebuilt == [1, 1]
+    assert {layer.compute_dtype for layer in keras.saving.load_model(tmp_path / "mixed.keras").layers} == {"float32"}
 
 
 def test_a_save_after_a_step_that_left_the_optimizers_count_is_not_a_copy_of_the_one_before(tmp_path):
