@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet import augment, imageio, terminal
+from keras_resnet import _compat, augment, imageio, terminal
 from keras_resnet.errors import KresError, OneClassOnly, TooFewToSplit, counted, first_five, first_line
 from keras_resnet.runs import class_key
 from keras_resnet.specs import MIN_IMAGE_SIZE, MIX_ALPHA
@@ -423,12 +423,10 @@ def stratified_split(labels: np.ndarray, val_split: float, seed: int) -> tuple[n
 # --- built-in digits and synthetic data --------------------------------------------------------------------
 
 def _digits_source(cfg: DataConfig) -> _Source:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    glyphs, targets = _compat.load_digits()
     # 0-16 ink levels -> 0-255, grey replicated to RGB: the models take raw RGB pixels.
-    images = np.repeat((digits.images * (255.0 / 16.0)).astype(np.float32)[..., None], 3, axis=-1)
-    labels = digits.target.astype(np.int32)
+    images = np.repeat((glyphs * (255.0 / 16.0)).astype(np.float32)[..., None], 3, axis=-1)
+    labels = targets.astype(np.int32)
     train_idx, val_idx = stratified_split(labels, cfg.val_split, cfg.seed)
     size = cfg.image_size
 
@@ -437,7 +435,7 @@ def _digits_source(cfg: DataConfig) -> _Source:
         return _Split(keys, len(idx))
 
     return _Source(
-        class_names=[str(name) for name in digits.target_names],
+        class_names=[str(digit) for digit in range(10)],
         train=split(train_idx),
         val=split(val_idx),
         train_map=lambda image, seed: augment.digits_jitter(image, size, seed),

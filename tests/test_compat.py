@@ -105,6 +105,26 @@ def test_torchvision_still_has_the_module_the_stub_replaces():
         "update keras_resnet/_compat.stub_torchvision_operators")
 
 
+def test_the_digits_file_is_read_as_load_digits_reads_it_without_importing_scikit_learn(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    sklearn = f"scikit-learn {importlib.metadata.version('scikit-learn')}"
+    assert _compat.digits_file() is not None, f"digits.csv.gz moved in {sklearn}: update keras_resnet/_compat.py"
+    expected = load_digits()
+    images, labels = _compat.load_digits()
+    assert images.shape == (1797, 8, 8) and images.dtype == expected.images.dtype, (images.shape, images.dtype)
+    np.testing.assert_array_equal(images, expected.images, err_msg=sklearn)
+    np.testing.assert_array_equal(labels, expected.target, err_msg=sklearn)
+    assert list(expected.target_names) == list(range(10))  # data.py names the classes "0" to "9"
+    monkeypatch.setattr(_compat, "digits_file", lambda: None)  # the file gone: scikit-learn's own reader
+    fallback = _compat.load_digits()
+    np.testing.assert_array_equal(fallback[0], images)
+    np.testing.assert_array_equal(fallback[1], labels)
+    code = "import sys; from keras_resnet import _compat; _compat.load_digits(); print(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'sklearn'" not in loaded and "'numpy'" in loaded, loaded[-500:]
+
+
 def test_onednn_switch_is_readable():
     assert isinstance(_compat.tensorflow_onednn_enabled(), bool), f"_pywrap_util_port.IsMklEnabled {MOVED}"
 
