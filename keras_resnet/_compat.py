@@ -1,10 +1,10 @@
-"""Every use of a private Keras, TensorFlow, LiteRT or torchvision name, and of what Keras imports at its start,
-behind one door.
+"""Every use of a private Keras, TensorFlow, LiteRT or torchvision name, of scikit-learn's file layout, and of what
+Keras imports at its start, behind one door.
 
 Each entry says which public gap it fills and the versions it was checked on; tests/test_compat.py fails with
 the installed version named when one of these names moves. pyproject allows Keras 3.13-3.15, but only the
 versions below were checked. Checked on Keras 3.15.1, TensorFlow 2.21.0,
-ai-edge-litert 2.3.0 and torchvision 0.28.0. Nothing else in the package imports ``keras.src`` or
+ai-edge-litert 2.3.0, torchvision 0.28.0 and scikit-learn 1.9.1. Nothing else in the package imports ``keras.src`` or
 ``tensorflow.python`` or touches an underscore attribute of a framework object.
 """
 
@@ -336,8 +336,8 @@ def tensorflow_onednn_enabled() -> bool:
 # --- scikit-learn's digits ----------------------------------------------------------------------------------------
 # The built-in dataset is the one ``sklearn.datasets.load_digits`` returns, but importing scikit-learn took 1.0 s of
 # the README's main job (AMD EPYC Zen 3, 2 cores, December 2026), to read a 57 kB file. The file is read where
-# load_digits reads it (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and the label a row; scikit-learn
-# 1.4-1.9, checked on 1.9.1); where it has moved, through load_digits.
+# load_digits reads it (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and the label a row; pyproject allows
+# scikit-learn 1.4 and later 1.x, checked on 1.9.1); where it is not there, through load_digits itself.
 
 DIGITS_FILE = ("datasets", "data", "digits.csv.gz")
 
