@@ -115,13 +115,15 @@ def test_the_digits_file_is_read_as_load_digits_reads_it_without_importing_sciki
     assert images.shape == (1797, 8, 8) and images.dtype == expected.images.dtype, (images.shape, images.dtype)
     np.testing.assert_array_equal(images, expected.images, err_msg=sklearn)
     np.testing.assert_array_equal(labels, expected.target, err_msg=sklearn)
+    assert labels.dtype == expected.target.dtype, labels.dtype
     assert list(expected.target_names) == list(range(10))  # data.py names the classes "0" to "9"
     monkeypatch.setattr(_compat, "digits_file", lambda: None)  # the file gone: scikit-learn's own reader
     fallback = _compat.load_digits()
     np.testing.assert_array_equal(fallback[0], images)
     np.testing.assert_array_equal(fallback[1], labels)
     code = "import sys; from keras_resnet import _compat; _compat.load_digits(); print(sorted(sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            timeout=120).stdout
     assert "'sklearn'" not in loaded and "'numpy'" in loaded, loaded[-500:]
 
 
