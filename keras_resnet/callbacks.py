@@ -29,10 +29,15 @@ def iterations_of(model: keras.Model) -> int:
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+def weight_averages(model: keras.Model) -> dict:
+    """The optimizer's moving averages (``--ema``) by ``id`` of the variable each averages; empty without them."""
+    return {id(v): a for v, a in _compat.ema_pairs(model.optimizer)} if model.optimizer else {}
+
+
 def saved_weights(model: keras.Model) -> list[np.ndarray]:
     """The weights ``best.keras`` and ``last.keras`` hold, in ``model.weights`` order: the model's own, with the
     optimizer's moving averages in place of the trainable ones when it keeps them (``--ema``)."""
-    averages = {id(v): a for v, a in _compat.ema_pairs(model.optimizer)} if model.optimizer else {}
+    averages = weight_averages(model)
     return [host_copy(averages.get(id(v), v)) for v in model.weights]
 
 

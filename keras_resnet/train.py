@@ -709,8 +709,7 @@ class _Float32Exporter:
 
     def _saving_model(self) -> keras.Model:
         model = self.model
-        averaged = model.optimizer is not None and bool(_compat.ema_pairs(model.optimizer))
-        if not averaged and is_float32(model) and all(layer.trainable for layer in model.layers):
+        if not cb.weight_averages(model) and is_float32(model) and all(layer.trainable for layer in model.layers):
             return keras.Model(model.input, model.output, name=model.name)  # uncompiled: no optimizer saved
         if self.clone is None:  # built once: every layer trainable, as a fresh model would be
             self.clone = float32_clone(model, trainable=True)
