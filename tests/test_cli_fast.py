@@ -492,7 +492,8 @@ def test_an_error_during_the_live_bar_gets_a_line_of_its_own(capsys, monkeypatch
 @pytest.fixture(scope="module")
 def tf_out_of_memory():
     """TensorFlow's own error for a tensor that cannot be allocated: 2^48 bytes, beyond any address space, so
-    it fails at once whatever the machine lets a process reserve."""
+    it fails whatever the machine lets a process reserve; after 10 s, not at once: TensorFlow's CPU allocator waits
+    that long for memory to be freed before it gives up (2^34 to 2^46 bytes alike, Intel Xeon, December 2026)."""
     import tensorflow as tf
 
     with pytest.raises(tf.errors.ResourceExhaustedError) as caught:
