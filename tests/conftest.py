@@ -36,7 +36,7 @@ _share_the_cores_between_workers()
 # compiles faster; the tests check results, not speed, and the JAX-against-TensorFlow comparison holds within its
 # bounds. The three JAX tests on 2 cores (Intel Xeon family 6 model 207, AVX-512, December 2026), alternated: 54.6
 # and 58.8 s at level 2, 48.0 and 48.4 s at level 1; the test that builds and trains ResNet-18 under JAX, 9.2-10.4 s
-# against 11.5-16.4 s. Level 0 compiled faster still but ran the training test 3x slower (90 s). A value set is kept.
+# against 11.5-16.4 s. Level 0 compiled faster still but ran the training test 2.7x slower (90 s). A value set is kept.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=1")
 
 
