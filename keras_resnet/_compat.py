@@ -411,3 +411,22 @@ def quantize_calibrated(calibrated_model: bytes, io_dtype: str, per_channel_dens
     return mlir_quantize(calibrated_model, input_data_type=io_type, output_data_type=io_type,
                          disable_per_channel_for_dense_layers=not per_channel_dense,
                          denylisted_nodes=denylisted_nodes)
+
+
+def replace_weight_quantizers(qat_model, replacement) -> int:
+    """Swap each weight quantizer of a tfmot-wrapped model for ``replacement(quantizer)`` where that is not None;
+    returns how many were swapped. A ``QuantizeWrapper`` keeps the quantizers it built, with their range
+    variables, in its private ``_weight_vars`` list (weight, quantizer, variables) and calls them from there;
+    tfmot's public way to choose them, a ``QuantizeConfig`` per layer, would replace its default 8-bit scheme's
+    configs (and their layer transforms) whole. Checked on tensorflow-model-optimization 0.8.0."""
+    swapped = 0
+    for layer in qat_model.layers:
+        entries = getattr(layer, "_weight_vars", None)
+        if entries is None:
+            continue
+        for index, (weight, quantizer, variables) in enumerate(entries):
+            new = replacement(quantizer)
+            if new is not None:
+                entries[index] = (weight, new, variables)
+                swapped += 1
+    return swapped

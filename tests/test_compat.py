@@ -131,6 +131,22 @@ def test_onednn_switch_is_readable():
     assert isinstance(_compat.tensorflow_onednn_enabled(), bool), f"_pywrap_util_port.IsMklEnabled {MOVED}"
 
 
+def test_tfmot_wrappers_still_keep_their_weight_quantizers_where_they_are_swapped():
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    inputs = tf_keras.Input((4, 4, 3))
+    x = tf_keras.layers.Conv2D(2, 3, name="conv")(inputs)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    model = tfmot.quantization.keras.quantize_model(tf_keras.Model(inputs, tf_keras.layers.Dense(2)(x)))
+    seen = []
+    swapped = _compat.replace_weight_quantizers(model, lambda quantizer: seen.append(quantizer) or "new")
+    moved = f"QuantizeWrapper._weight_vars {MOVED} (tensorflow-model-optimization " \
+            f"{importlib.metadata.version('tensorflow-model-optimization')})"
+    assert swapped == len(seen) == 2, moved  # the convolution's kernel and the dense layer's
+    assert [quantizer for _, quantizer, _ in model.get_layer("quant_conv")._weight_vars] == ["new"], moved
+
+
 def test_the_converter_still_has_the_per_tensor_dense_switch():
     converter = tf.lite.TFLiteConverter.from_keras_model(_tiny())
     _compat.set_per_channel_dense(converter, False)

@@ -54,6 +54,53 @@ def test_tf_keras_rebuild_of_the_fused_input_end(model):
     np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
+def test_per_channel_fake_quant_is_tensorflows_bit_for_bit_with_its_gradient():
+    """kres's broadcast per-channel fake quantization (TensorFlow's CPU kernel loops over the channels) gives
+    TensorFlow's op's outputs and input gradients exactly, run eagerly: symmetric ranges as tfmot sets them for
+    convolution kernels, an asymmetric one, and a channel of zeros, whose range is [0, 0]."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for shape in [(7, 7, 3, 64), (3, 3, 128, 128), (1, 1, 64, 128), (64, 10)]:
+        kernel = rng.normal(0.0, 0.05, shape).astype(np.float32)
+        kernel[..., 0] = 0.0
+        kernel = tf.constant(kernel)
+        largest = tf.reduce_max(tf.abs(kernel), axis=list(range(len(shape) - 1)))
+        upstream = tf.constant(rng.normal(size=shape).astype(np.float32))
+        for low, high in [(-largest, largest), (-largest / 2, largest / 3)]:
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(kernel)
+                theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, low, high, num_bits=8,
+                                                                                  narrow_range=True)
+                ours = qat.fake_quant_per_channel(kernel, low, high)
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+            np.testing.assert_array_equal(tape.gradient(ours, kernel, output_gradients=upstream).numpy(),
+                                          tape.gradient(theirs, kernel, output_gradients=upstream).numpy())
+            assert np.count_nonzero(ours.numpy()[..., 0]) == 0 and len(np.unique(ours.numpy()[..., 1])) > 20
+
+
+def test_the_qat_model_trains_with_kres_fake_quant_and_converts_from_tensorflows(model):
+    """Every convolution kernel's per-channel quantizer is swapped (ResNet-18: 20 convolutions), the dense layer's
+    per-tensor one is not; in training it fake-quantizes as tfmot's own would, and outside training it is tfmot's
+    own, whose TensorFlow op the converter reads."""
+    import tensorflow as tf
+
+    wrapped = qat.quantize_tf_keras_model(qat.to_tf_keras(model))
+    quantizers = [(layer.name, quantizer) for layer in wrapped.layers for _, quantizer, _ in
+                  getattr(layer, "_weight_vars", [])]
+    ours = [name for name, quantizer in quantizers if isinstance(quantizer, qat._ChannelWeightQuantizer)]
+    assert len(ours) == 20 and all("conv" in name for name in ours), ours
+    assert [name for name, _ in quantizers if name not in ours] == ["quant_predictions"]
+    layer = wrapped.get_layer(ours[-1])
+    (kernel, quantizer, variables), = layer._weight_vars
+    trained = quantizer(kernel, True, weights=variables)
+    reference = quantizer.quantizer(kernel, True, weights=variables)  # tfmot's, with the range it set
+    np.testing.assert_array_equal(trained.numpy(), reference.numpy())
+    np.testing.assert_array_equal(variables["max_var"].numpy(), tf.reduce_max(tf.abs(kernel), axis=[0, 1, 2]))
+    graph = tf.function(lambda w: quantizer(w, False, weights=variables)).get_concrete_function(kernel).graph
+    assert "FakeQuantWithMinMaxVarsPerChannel" in {op.type for op in graph.get_operations()}
+
+
 def test_the_qat_model_of_a_logits_model_names_its_output_logits(tmp_path):
     """The fake-quantized model has no plain ``predictions`` layer to read the activation off: its .tflite would
     have called a logits model's outputs "probabilities", where the float model's exports say "logits"."""
