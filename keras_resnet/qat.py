@@ -195,7 +195,9 @@ def fake_quant_per_channel(inputs, range_min, range_max, num_bits: int = 8, narr
     quant_min, quant_max = float(1 if narrow_range else 0), float(2 ** num_bits - 1)
     empty = tf.logical_and(tf.equal(range_min, 0.0), tf.equal(range_max, 0.0))
     width = tf.where(empty, 1.0, range_max - range_min)  # an empty channel's levels are not used
-    scale = width / (quant_max - quant_min)
+    # DivNoNan divides as RealDiv does; a RealDiv by a constant becomes a product with its reciprocal in Grappler's
+    # constant folding inside a tf.function, which rounds some channels' scale differently from the kernel
+    scale = tf.math.divide_no_nan(width, quant_max - quant_min)
     inverse = (quant_max - quant_min) / width  # computed, not 1 / scale, as the kernel does
     zero_point = quant_min - tf.where(empty, 0.0, range_min) / scale
     zero_point = tf.clip_by_value(tf.floor(zero_point + 0.5), quant_min, quant_max)  # std::round, zero_point >= 0

@@ -56,9 +56,21 @@ def test_tf_keras_rebuild_of_the_fused_input_end(model):
 
 def test_per_channel_fake_quant_is_tensorflows_bit_for_bit_with_its_gradient():
     """kres's broadcast per-channel fake quantization (TensorFlow's CPU kernel loops over the channels) gives
-    TensorFlow's op's outputs and input gradients exactly, run eagerly: symmetric ranges as tfmot sets them for
-    convolution kernels, an asymmetric one, and a channel of zeros, whose range is [0, 0]."""
+    TensorFlow's op's outputs and input gradients exactly, eagerly and in a tf.function (where Grappler's constant
+    folding turned a division by the level count into a product and moved some channels' scale by a bit):
+    symmetric ranges as tfmot sets them for convolution kernels, an asymmetric one, and a channel of zeros, whose
+    range is [0, 0]."""
     import tensorflow as tf
+
+    @tf.function
+    def in_a_graph(kernel, low, high, upstream):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(kernel)
+            theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, low, high, num_bits=8,
+                                                                              narrow_range=True)
+            ours = qat.fake_quant_per_channel(kernel, low, high)
+        return (ours, theirs, tape.gradient(ours, kernel, output_gradients=upstream),
+                tape.gradient(theirs, kernel, output_gradients=upstream))
 
     rng = np.random.default_rng(0)
     for shape in [(7, 7, 3, 64), (3, 3, 128, 128), (1, 1, 64, 128), (64, 10)]:
@@ -77,6 +89,9 @@ def test_per_channel_fake_quant_is_tensorflows_bit_for_bit_with_its_gradient():
             np.testing.assert_array_equal(tape.gradient(ours, kernel, output_gradients=upstream).numpy(),
                                           tape.gradient(theirs, kernel, output_gradients=upstream).numpy())
             assert np.count_nonzero(ours.numpy()[..., 0]) == 0 and len(np.unique(ours.numpy()[..., 1])) > 20
+            ours, theirs, our_gradient, their_gradient = in_a_graph(kernel, low, high, upstream)
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+            np.testing.assert_array_equal(our_gradient.numpy(), their_gradient.numpy())
 
 
 def test_the_qat_model_trains_with_kres_fake_quant_and_converts_from_tensorflows(model):
