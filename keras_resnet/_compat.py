@@ -1,10 +1,10 @@
-"""Every use of a private Keras, TensorFlow, LiteRT or torchvision name, of scikit-learn's file layout, and of what
-Keras imports at its start, behind one door.
+"""Every use of a private Keras, TensorFlow, LiteRT, tfmot or torchvision name, of scikit-learn's file layout, and
+of what Keras imports at its start, behind one door.
 
 Each entry says which public gap it fills and the versions it was checked on; tests/test_compat.py fails with
 the installed version named when one of these names moves. pyproject allows Keras 3.13-3.15, but only the
-versions below were checked. Checked on Keras 3.15.1, TensorFlow 2.21.0,
-ai-edge-litert 2.3.0, torchvision 0.28.0 and scikit-learn 1.9.1. Nothing else in the package imports ``keras.src`` or
+versions below were checked. Checked on Keras 3.15.1, TensorFlow 2.21.0, ai-edge-litert 2.3.0, torchvision 0.28.0,
+tensorflow-model-optimization 0.8.0 and scikit-learn 1.9.1. Nothing else in the package imports ``keras.src`` or
 ``tensorflow.python`` or touches an underscore attribute of a framework object.
 """
 
@@ -411,6 +411,12 @@ def quantize_calibrated(calibrated_model: bytes, io_dtype: str, per_channel_dens
     return mlir_quantize(calibrated_model, input_data_type=io_type, output_data_type=io_type,
                          disable_per_channel_for_dense_layers=not per_channel_dense,
                          denylisted_nodes=denylisted_nodes)
+
+
+def weight_quantizers(qat_model) -> list[tuple]:
+    """Each weight quantizer of a tfmot-wrapped model as (layer name, weight, quantizer, its range variables), in
+    the wrappers' order; from the same private list as :func:`replace_weight_quantizers`."""
+    return [(layer.name, *entry) for layer in qat_model.layers for entry in getattr(layer, "_weight_vars", ())]
 
 
 def replace_weight_quantizers(qat_model, replacement) -> int:

@@ -100,18 +100,23 @@ def test_the_qat_model_trains_with_kres_fake_quant_and_converts_from_tensorflows
     own, whose TensorFlow op the converter reads."""
     import tensorflow as tf
 
-    wrapped = qat.quantize_tf_keras_model(qat.to_tf_keras(model))
-    quantizers = [(layer.name, quantizer) for layer in wrapped.layers for _, quantizer, _ in
-                  getattr(layer, "_weight_vars", [])]
-    ours = [name for name, quantizer in quantizers if isinstance(quantizer, qat._ChannelWeightQuantizer)]
+    from keras_resnet import _compat
+
+    quantizers = _compat.weight_quantizers(qat.quantize_tf_keras_model(qat.to_tf_keras(model)))
+    ours = [name for name, _, quantizer, _ in quantizers if isinstance(quantizer, qat._ChannelWeightQuantizer)]
     assert len(ours) == 20 and all("conv" in name for name in ours), ours
-    assert [name for name, _ in quantizers if name not in ours] == ["quant_predictions"]
-    layer = wrapped.get_layer(ours[-1])
-    (kernel, quantizer, variables), = layer._weight_vars
+    assert [name for name, *_ in quantizers if name not in ours] == ["quant_predictions"]
+    name, kernel, quantizer, variables = quantizers[-2]
+    assert name in ours  # the last convolution's
+    variables["min_var"].assign(tf.fill(variables["min_var"].shape, -6.0))  # as tfmot initializes them
+    variables["max_var"].assign(tf.fill(variables["max_var"].shape, 6.0))
     trained = quantizer(kernel, True, weights=variables)
-    reference = quantizer.quantizer(kernel, True, weights=variables)  # tfmot's, with the range it set
+    ranges = [variables[name].numpy() for name in ("min_var", "max_var")]
+    np.testing.assert_array_equal(ranges[1], tf.reduce_max(tf.abs(kernel), axis=[0, 1, 2]))
+    np.testing.assert_array_equal(ranges[0], -ranges[1])
+    reference = quantizer.quantizer(kernel, True, weights=variables)  # tfmot's own
     np.testing.assert_array_equal(trained.numpy(), reference.numpy())
-    np.testing.assert_array_equal(variables["max_var"].numpy(), tf.reduce_max(tf.abs(kernel), axis=[0, 1, 2]))
+    np.testing.assert_array_equal(variables["max_var"].numpy(), ranges[1])
     graph = tf.function(lambda w: quantizer(w, False, weights=variables)).get_concrete_function(kernel).graph
     assert "FakeQuantWithMinMaxVarsPerChannel" in {op.type for op in graph.get_operations()}
 
