@@ -413,23 +413,26 @@ def quantize_calibrated(calibrated_model: bytes, io_dtype: str, per_channel_dens
                          denylisted_nodes=denylisted_nodes)
 
 
+def _weight_var_lists(qat_model) -> list[tuple]:
+    """(layer, its private ``_weight_vars`` list) for each tfmot ``QuantizeWrapper`` of ``qat_model``: the
+    (weight, quantizer, range variables) entries the wrapper built and calls its quantizers from."""
+    return [(layer, layer._weight_vars) for layer in qat_model.layers if hasattr(layer, "_weight_vars")]
+
+
 def weight_quantizers(qat_model) -> list[tuple]:
     """Each weight quantizer of a tfmot-wrapped model as (layer name, weight, quantizer, its range variables), in
-    the wrappers' order; from the same private list as :func:`replace_weight_quantizers`."""
-    return [(layer.name, *entry) for layer in qat_model.layers for entry in getattr(layer, "_weight_vars", ())]
+    the wrappers' order."""
+    return [(layer.name, *entry) for layer, entries in _weight_var_lists(qat_model) for entry in entries]
 
 
 def replace_weight_quantizers(qat_model, replacement) -> int:
     """Swap each weight quantizer of a tfmot-wrapped model for ``replacement(quantizer)`` where that is not None;
     returns how many were swapped. A ``QuantizeWrapper`` keeps the quantizers it built, with their range
-    variables, in its private ``_weight_vars`` list (weight, quantizer, variables) and calls them from there;
-    tfmot's public way to choose them, a ``QuantizeConfig`` per layer, would replace its default 8-bit scheme's
-    configs (and their layer transforms) whole. Checked on tensorflow-model-optimization 0.8.0."""
+    variables, in its private ``_weight_vars`` list and calls them from there; tfmot's public way to choose them, a
+    ``QuantizeConfig`` per layer, would replace its default 8-bit scheme's configs (and their layer transforms)
+    whole. Checked on tensorflow-model-optimization 0.8.0."""
     swapped = 0
-    for layer in qat_model.layers:
-        entries = getattr(layer, "_weight_vars", None)
-        if entries is None:
-            continue
+    for _, entries in _weight_var_lists(qat_model):
         for index, (weight, quantizer, variables) in enumerate(entries):
             new = replacement(quantizer)
             if new is not None:
