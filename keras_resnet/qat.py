@@ -199,7 +199,7 @@ def fake_quant_per_channel(inputs, range_min, range_max, num_bits: int = 8, narr
     # constant folding inside a tf.function, which rounds some channels' scale differently from the kernel
     scale = tf.math.divide_no_nan(width, quant_max - quant_min)
     inverse = (quant_max - quant_min) / width  # computed, not 1 / scale, as the kernel does
-    zero_point = quant_min - tf.where(empty, 0.0, range_min) / scale
+    zero_point = quant_min - range_min / scale  # an empty channel's range_min is 0
     zero_point = tf.clip_by_value(tf.floor(zero_point + 0.5), quant_min, quant_max)  # std::round, zero_point >= 0
     nudged_min, nudged_max = (quant_min - zero_point) * scale, (quant_max - zero_point) * scale
     quant_zero = tf.floor(-nudged_min * inverse + 0.5)
