@@ -62,8 +62,7 @@ def test_per_channel_fake_quant_is_tensorflows_bit_for_bit_with_its_gradient():
     range is [0, 0]."""
     import tensorflow as tf
 
-    @tf.function
-    def in_a_graph(kernel, low, high, upstream):
+    def both(kernel, low, high, upstream):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(kernel)
             theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, low, high, num_bits=8,
@@ -80,18 +79,11 @@ def test_per_channel_fake_quant_is_tensorflows_bit_for_bit_with_its_gradient():
         largest = tf.reduce_max(tf.abs(kernel), axis=list(range(len(shape) - 1)))
         upstream = tf.constant(rng.normal(size=shape).astype(np.float32))
         for low, high in [(-largest, largest), (-largest / 2, largest / 3)]:
-            with tf.GradientTape(persistent=True) as tape:
-                tape.watch(kernel)
-                theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, low, high, num_bits=8,
-                                                                                  narrow_range=True)
-                ours = qat.fake_quant_per_channel(kernel, low, high)
-            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
-            np.testing.assert_array_equal(tape.gradient(ours, kernel, output_gradients=upstream).numpy(),
-                                          tape.gradient(theirs, kernel, output_gradients=upstream).numpy())
-            assert np.count_nonzero(ours.numpy()[..., 0]) == 0 and len(np.unique(ours.numpy()[..., 1])) > 20
-            ours, theirs, our_gradient, their_gradient = in_a_graph(kernel, low, high, upstream)
-            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
-            np.testing.assert_array_equal(our_gradient.numpy(), their_gradient.numpy())
+            for run in (both, tf.function(both)):
+                ours, theirs, our_gradient, their_gradient = (t.numpy() for t in run(kernel, low, high, upstream))
+                np.testing.assert_array_equal(ours, theirs)
+                np.testing.assert_array_equal(our_gradient, their_gradient)
+                assert np.count_nonzero(ours[..., 0]) == 0 and len(np.unique(ours[..., 1])) > 20
 
 
 def test_the_qat_model_trains_with_kres_fake_quant_and_converts_from_tensorflows(model):
